@@ -1,0 +1,108 @@
+/* internal.h — NMM's internal types and cross-file prototypes, grouped by the file
+ * that defines them. Nothing here is exported: the build uses -fvisibility=hidden
+ * and only nmm_* (declared in nmm.h) carries NMM_API.
+ * Must not be included by users; must not declare anything with a leading underscore.
+ */
+#ifndef NMM_INTERNAL_H
+#define NMM_INTERNAL_H
+
+#define NMM_BUILDING 1
+#include "nmm.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define NMM_NOINLINE __attribute__((noinline))
+#define NMM_COLD __attribute__((cold, noinline))
+#define NMM_TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* Chaos build: yield points for the controlled scheduler (a later issue). In the
+ * production build they compile to nothing. */
+#ifdef NMM_CHAOS
+void sched_yield_point(const char *where);
+#define NMM_YIELD(where) sched_yield_point(where)
+#else
+#define NMM_YIELD(where) ((void)0)
+#endif
+
+/* ================================================================== core
+ * heap.c, slab.c, tcache.c, large.c, addrmap.c, detect.c, validate.c, stats.c,
+ * os.c — owned by the core. The periphery below uses only what is declared here. */
+
+/* os.c — the only file that calls mmap/munmap/madvise/mprotect. os_map honours the
+ * heap's "os.map" fail point when heap is non-NULL. */
+void *os_map(nmm_heap_t *heap, size_t bytes);        /* zeroed RW pages, NULL on failure */
+void os_unmap(void *addr, size_t bytes);
+size_t os_page_size(void);
+uint32_t os_thread_id(void);                         /* gettid(), cached per thread */
+
+/* heap.c */
+const nmm_config_t *heap_config(const nmm_heap_t *heap);
+uint64_t heap_op_count(const nmm_heap_t *heap);      /* alloc+free operations so far */
+/* Visit every live block (for leak reports). The callback must not allocate from
+ * this heap. requested = the size asked for; site = the tracked site id stored
+ * with the block (0 when tracking was off). */
+typedef void (*heap_visit_fn)(void *ctx, const void *ptr, size_t requested, uint32_t site);
+void heap_foreach_live(nmm_heap_t *heap, heap_visit_fn visit, void *ctx);
+/* Async-signal-safe: if addr is a guard page or a poisoned (freed) large mapping of
+ * any live heap, fill *ev (kind, address of the block, size, alloc_site) and return
+ * true. Used by the SIGSEGV/SIGBUS handler. Takes no lock. */
+bool heap_describe_fault_address(uintptr_t addr, nmm_event_t *ev);
+/* Per-heap storage slots owned by the periphery (allocated with os_map, freed at
+ * heap destroy by the owner's *_destroy function). */
+struct events_ring;
+struct fp_table;
+struct events_ring **heap_events_slot(nmm_heap_t *heap);
+struct fp_table **heap_failpoints_slot(nmm_heap_t *heap);
+
+/* ================================================================== periphery
+ * events.c, failpoint.c, options.c, track.c, report.c, malloc_shim.c */
+
+/* events.c — the one reporting choke point. Never allocates (ring storage is
+ * mapped at heap creation), never calls back into Python. Thread-safe. */
+nmm_status_t events_init(nmm_heap_t *heap, uint32_t capacity);
+void events_destroy(nmm_heap_t *heap);
+/* Record a detection: fills seq, op_count and thread_id, counts it, stores it in
+ * the ring (or counts it dropped). With policy=abort writes one line naming the
+ * kind, address and sites with write(2) to stderr and aborts. Returns the status
+ * that the detecting call should return (NMM_E_DOUBLE_FREE for double_free, …). */
+nmm_status_t events_report(nmm_heap_t *heap, nmm_event_t *ev);
+uint64_t events_count(const nmm_heap_t *heap, uint32_t kind);  /* recorded, ever */
+uint64_t events_total(const nmm_heap_t *heap);
+uint64_t events_dropped(const nmm_heap_t *heap);
+/* Install (once per process, chained to any previous handlers) the SIGSEGV/SIGBUS
+ * handler that names guard-page hits; called when a heap with guard pages is made. */
+void events_install_fault_handler(void);
+
+/* failpoint.c — seeded fail points (failslab/libfiu style). */
+typedef enum fp_point {
+    FP_ALLOC = 0,       /* any allocation call */
+    FP_POOL_GROW,       /* a size class needs a new slab */
+    FP_OS_MAP,          /* os_map */
+    FP_TCACHE_REFILL,   /* a thread cache refills from the heap */
+    FP_LARGE_MAP,       /* a directly-mapped large block */
+    FP_POINT_COUNT_
+} fp_point_t;
+nmm_status_t failpoint_init(nmm_heap_t *heap, uint64_t seed, const char *specs,
+                            char *err, size_t err_len);
+void failpoint_destroy(nmm_heap_t *heap);
+/* True when this hit of point should fail. Callers test heap_failpoints_armed()
+ * first so the disarmed cost is one predictable branch. Thread-safe. */
+bool failpoint_should_fail(nmm_heap_t *heap, fp_point_t point, size_t size);
+bool heap_failpoints_armed(const nmm_heap_t *heap);  /* heap.c: a flag read */
+void heap_set_failpoints_armed(nmm_heap_t *heap, bool armed);
+
+/* options.c — the only getenv in the allocator. */
+void options_from_env(nmm_config_t *cfg);  /* defaults + NMM_OPTIONS; bad input → message on stderr, defaults kept */
+
+/* track.c — sites (process-wide), sampled stacks, leak aggregation. */
+/* On each allocation with tracking on: returns the id to store with the block,
+ * combining the site and (on sampled allocations) a deduplicated stack. */
+uint32_t track_on_alloc(nmm_heap_t *heap, nmm_site_t site);
+/* Split a stored id back into its site and stack (0 = none). */
+void track_decode(uint32_t id, nmm_site_t *site, uint32_t *stack);
+
+#endif /* NMM_INTERNAL_H */
