@@ -1,0 +1,44 @@
+# nmm-chaos: `make run` and `make test` are all a newcomer needs. Both create
+# .venv and `pip install -e .` (which builds the cffi extension, libnmm.so/.a,
+# libnmm_preload.so and harness/_native/nmm-driver), re-installing whenever a
+# source or pyproject.toml changed.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+# Anything that changes what `pip install -e .` produces.
+BUILD_INPUTS := pyproject.toml setup.py allocator/build.py \
+	$(wildcard allocator/src/*.c allocator/src/*.h allocator/include/*.h \
+	           harness/native/*.c harness/native/*.h)
+
+.PHONY: help run test native bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP): $(VENV)/bin/python $(BUILD_INPUTS)
+	$(PIP) install -e '.[test]'
+	@touch $@
+
+run: $(STAMP) ## set up, then run the demo workload and benchmark, print stats
+	$(PY) -m allocator demo
+
+test: $(STAMP) ## set up, then run every test (pytest -n auto)
+	$(PY) -m pytest -n auto tests/
+
+native: $(STAMP) ## (re)build libnmm.so/.a, libnmm_preload.so and nmm-driver
+	$(PY) allocator/build.py native
+
+bench: $(STAMP) ## benchmark NMM side by side with glibc and installed peers
+	$(VENV)/bin/nmm-chaos bench
+
+clean: ## remove the venv and every build output
+	rm -rf $(VENV) build allocator/_native harness/_native allocator/_nmm_cffi.* \
+	       allocator/_nmm_chaos_cffi.* *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

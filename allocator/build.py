@@ -1,0 +1,348 @@
+"""Build definitions for NMM: the cffi extension and the native artifacts.
+
+The one source of truth for sources, flags and build flavors. Imported at build
+time only: by setuptools through ``cffi_modules`` (``ffibuilder``), by ``setup.py``
+for the native step (``build_native``), and run as ``python allocator/build.py
+native [--flavor NAME]`` by ``make native``. Nothing at run time imports it.
+
+The cdef is derived from ``allocator/include/nmm.h`` (comments and preprocessor
+lines stripped, the ``NMM_STATS_FIELDS`` X-macro expanded), so the C API and its
+stats field list are written once, in the header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+from cffi import FFI
+
+ROOT = Path(__file__).resolve().parent.parent
+ALLOCATOR = ROOT / "allocator"
+INCLUDE_DIR = ALLOCATOR / "include"
+SRC_DIR = ALLOCATOR / "src"
+DRIVER_DIR = ROOT / "harness" / "native"
+HEADER = INCLUDE_DIR / "nmm.h"
+SHIM = "malloc_shim.c"
+
+CFLAGS = [
+    "-std=gnu11",
+    "-O2",
+    "-g",
+    "-fPIC",
+    "-fvisibility=hidden",
+    "-pthread",
+    "-Wall",
+    "-Wextra",
+]
+if os.uname().machine == "x86_64":
+    CFLAGS.append("-msse4.2")
+LIBRARIES = ["pthread", "m"]
+
+
+class Flavor(NamedTuple):
+    """A build flavor: the same sources with different defines and outputs.
+
+    ``suffix`` is appended to artifact names (``libnmm{suffix}.so``), so flavors
+    can live side by side in ``allocator/_native/``.
+    """
+
+    name: str
+    defines: tuple[str, ...]
+    suffix: str
+    module: str  # the cffi extension module name
+
+
+FLAVORS: dict[str, Flavor] = {
+    "release": Flavor("release", (), "", "allocator._nmm_cffi"),
+    # Yield points and run-time mutants for the controlled scheduler (design.md
+    # "Chaos build"); the production build has neither.
+    "chaos": Flavor("chaos", ("NMM_CHAOS",), "_chaos", "allocator._nmm_chaos_cffi"),
+}
+
+
+# ------------------------------------------------------------------ sources
+
+
+def allocator_sources(*, shim: bool) -> list[Path]:
+    """The allocator's C sources, globbed; ``shim`` adds the malloc replacement."""
+    return sorted(p for p in SRC_DIR.glob("*.c") if shim or p.name != SHIM)
+
+
+def driver_sources() -> list[Path]:
+    """The native driver's C sources (may be empty while it is being written)."""
+    return sorted(DRIVER_DIR.glob("*.c"))
+
+
+def _rel(path: Path) -> str:
+    """A path relative to the repository root when building from it (setuptools
+    wants relative extension sources), else absolute."""
+    try:
+        if Path.cwd().resolve() == ROOT:
+            return str(path.relative_to(ROOT))
+    except ValueError:
+        pass
+    return str(path)
+
+
+# ------------------------------------------------------------------ cdef from nmm.h
+
+
+def stats_fields(header_text: str | None = None) -> list[tuple[str, str]]:
+    """The (name, description) pairs of the NMM_STATS_FIELDS X-macro in nmm.h."""
+    text = HEADER.read_text() if header_text is None else header_text
+    match = re.search(
+        r"#define\s+NMM_STATS_FIELDS\(X\)\s*\\\n(.*?)(?<!\\)\n", text, re.S
+    )
+    if match is None:
+        raise RuntimeError(f"{HEADER}: no NMM_STATS_FIELDS(X) X-macro found")
+    fields = re.findall(r'X\(\s*(\w+)\s*,\s*"((?:[^"\\]|\\.)*)"\s*\)', match.group(1))
+    if not fields:
+        raise RuntimeError(f"{HEADER}: NMM_STATS_FIELDS(X) lists no fields")
+    return fields
+
+
+def _strip_comments(text: str) -> str:
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def header_cdef(header_text: str | None = None) -> str:
+    """Turn nmm.h into a cffi cdef.
+
+    Keeps typedefs, enums, structs and prototypes; drops the C++ guard, macros
+    with bodies and the NMM_API marker; keeps integer #defines as literal
+    constants (cffi checks them against the compiled header in API mode) and
+    expands the stats X-macro into field declarations.
+    """
+    text = HEADER.read_text() if header_text is None else header_text
+    fields = stats_fields(text)
+    text = _strip_comments(text)
+    text = re.sub(r"#ifdef\s+__cplusplus.*?#endif", "", text, flags=re.S)
+    text = text.replace("\\\n", " ")  # join continued lines (multi-line macros)
+    constants: list[str] = []
+    body: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            m = re.match(r"#\s*define\s+(NMM_[A-Z0-9_]+)\s+(-?\d+[uUlL]*)\s*$", stripped)
+            if m:
+                constants.append(f"#define {m.group(1)} {m.group(2)}")
+            continue
+        body.append(line)
+    out = "\n".join(body)
+    out = re.sub(r"\bNMM_API\b", "", out)
+    decl = "".join(f"    uint64_t {name};\n" for name, _ in fields)
+    out, count = re.subn(r"NMM_STATS_FIELDS\(\s*\w+\s*\)", decl, out)
+    if count != 1:
+        raise RuntimeError(f"{HEADER}: expected one NMM_STATS_FIELDS(...) use, found {count}")
+    return "\n".join(constants) + "\n" + out
+
+
+def make_ffibuilder(flavor: Flavor = FLAVORS["release"]) -> FFI:
+    """The cffi builder for a flavor (API mode, out of line)."""
+    builder = FFI()
+    builder.cdef(header_cdef())
+    builder.set_source(
+        flavor.module,
+        '#include "nmm.h"\n',
+        sources=[_rel(p) for p in allocator_sources(shim=False)],
+        include_dirs=[_rel(INCLUDE_DIR), _rel(SRC_DIR)],
+        define_macros=[(d, "1") for d in flavor.defines],
+        extra_compile_args=CFLAGS,
+        libraries=LIBRARIES,
+    )
+    return builder
+
+
+ffibuilder = make_ffibuilder()
+
+
+# ------------------------------------------------------------------ native artifacts
+
+
+class BuildError(RuntimeError):
+    """A native compile or link step failed; gcc's message was already printed."""
+
+
+def _run(cmd: list[str]) -> None:
+    print(" ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.stdout:
+        print(proc.stdout, end="", file=sys.stderr, flush=True)
+    if proc.returncode != 0:
+        raise BuildError(f"command failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stdout}")
+
+
+def _compile_all(
+    sources: list[Path], obj_dir: Path, flavor: Flavor, jobs: int
+) -> list[Path]:
+    """Compile sources to objects, skipping objects newer than their source and
+    every header (a header change rebuilds everything: simple and safe)."""
+    obj_dir.mkdir(parents=True, exist_ok=True)
+    headers = list(INCLUDE_DIR.glob("*.h")) + list(SRC_DIR.glob("*.h")) + list(DRIVER_DIR.glob("*.h"))
+    newest_header = max((h.stat().st_mtime for h in headers), default=0.0)
+    flags = CFLAGS + [f"-D{d}" for d in flavor.defines] + ["-I", str(INCLUDE_DIR), "-I", str(SRC_DIR)]
+    todo: list[list[str]] = []
+    objects: list[Path] = []
+    for src in sources:
+        tag = "drv_" if src.parent == DRIVER_DIR else ""
+        obj = obj_dir / f"{tag}{src.stem}.o"
+        objects.append(obj)
+        if obj.exists() and obj.stat().st_mtime >= max(src.stat().st_mtime, newest_header):
+            continue
+        todo.append(["gcc", *flags, "-c", str(src), "-o", str(obj)])
+    errors: list[BuildError] = []
+
+    def one(cmd: list[str]) -> None:
+        try:
+            _run(cmd)
+        except BuildError as exc:
+            errors.append(exc)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, todo))
+    if errors:
+        raise errors[0]
+    return objects
+
+
+def _atomic_link(cmd_without_output: list[str], target: Path) -> None:
+    """Link to a temporary name and rename, so a running process that has the old
+    library mapped is never handed a half-written file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    _run([*cmd_without_output, "-o", str(tmp)])
+    os.replace(tmp, target)
+
+
+def build_native(
+    alloc_out: Path | None = None,
+    harness_out: Path | None = None,
+    flavor_name: str = "release",
+    build_dir: Path | None = None,
+    jobs: int = 2,
+) -> list[Path]:
+    """Build libnmm.so, libnmm.a, libnmm_preload.so and nmm-driver for a flavor.
+
+    Returns the artifacts built. The driver is skipped (not an error) while
+    harness/native/ has no C sources.
+    """
+    flavor = FLAVORS[flavor_name]
+    alloc_out = alloc_out or ALLOCATOR / "_native"
+    harness_out = harness_out or ROOT / "harness" / "_native"
+    build_dir = (build_dir or ROOT / "build" / "native") / flavor.name
+    sfx = flavor.suffix
+
+    lib_objs = _compile_all(allocator_sources(shim=False), build_dir, flavor, jobs)
+    shim_objs = _compile_all(
+        [p for p in allocator_sources(shim=True) if p.name == SHIM], build_dir, flavor, jobs
+    )
+    link_libs = [f"-l{lib}" for lib in LIBRARIES]
+    built: list[Path] = []
+
+    so = alloc_out / f"libnmm{sfx}.so"
+    _atomic_link(
+        ["gcc", "-shared", "-pthread", f"-Wl,-soname,libnmm{sfx}.so", *map(str, lib_objs), *link_libs],
+        so,
+    )
+    built.append(so)
+
+    archive = alloc_out / f"libnmm{sfx}.a"
+    tmp = archive.with_name(archive.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    _run(["ar", "rcs", str(tmp), *map(str, lib_objs)])
+    os.replace(tmp, archive)
+    built.append(archive)
+
+    preload = alloc_out / f"libnmm{sfx}_preload.so"
+    _atomic_link(
+        ["gcc", "-shared", "-pthread", *map(str, lib_objs + shim_objs), *link_libs], preload
+    )
+    built.append(preload)
+
+    drv_sources = driver_sources()
+    if drv_sources:
+        drv_objs = _compile_all(drv_sources, build_dir, flavor, jobs)
+        driver = harness_out / f"nmm-driver{sfx}"
+        _atomic_link(["gcc", "-pthread", *map(str, drv_objs + lib_objs), *link_libs], driver)
+        built.append(driver)
+    else:
+        print(f"nmm: no C sources in {DRIVER_DIR}; nmm-driver not built", file=sys.stderr)
+
+    for path in (so, preload):
+        _warn_on_extra_exports(path, preload=path == preload)
+    return built
+
+
+# Symbols the preload library may export besides nmm_*.
+MALLOC_FAMILY = frozenset(
+    {
+        "malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign",
+        "aligned_alloc", "memalign", "valloc", "pvalloc", "malloc_usable_size",
+        "cfree", "__libc_malloc", "__libc_free", "__libc_calloc", "__libc_realloc",
+        "__libc_memalign", "__libc_valloc", "__libc_pvalloc", "__libc_posix_memalign",
+    }
+)
+
+
+def exported_symbols(path: Path) -> set[str]:
+    """Dynamic symbols a shared library defines (nm -D --defined-only)."""
+    out = subprocess.run(
+        ["nm", "-D", "--defined-only", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    names = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] in "TtWwDdBbRrVvi":
+            names.add(parts[2].split("@")[0])
+    return names - {"_init", "_fini", "_edata", "_end", "__bss_start"}
+
+
+def unexpected_exports(path: Path, *, preload: bool) -> set[str]:
+    """Exported symbols outside the contract (nmm_*, plus the malloc family)."""
+    allowed = MALLOC_FAMILY if preload else frozenset()
+    return {s for s in exported_symbols(path) if not s.startswith("nmm_") and s not in allowed}
+
+
+def _warn_on_extra_exports(path: Path, *, preload: bool) -> None:
+    if shutil.which("nm") is None:
+        return
+    extra = unexpected_exports(path, preload=preload)
+    if extra:
+        print(f"nmm: warning: {path.name} exports non-nmm symbols: {sorted(extra)}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------ command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python allocator/build.py native [--flavor F]`` and ``cdef`` (debugging)."""
+    parser = argparse.ArgumentParser(prog="allocator/build.py", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    native = sub.add_parser("native", help="build libnmm.so/.a, the preload library and nmm-driver")
+    native.add_argument("--flavor", choices=sorted(FLAVORS), default="release")
+    native.add_argument("-j", "--jobs", type=int, default=2)
+    sub.add_parser("cdef", help="print the cdef derived from nmm.h")
+    args = parser.parse_args(argv)
+    if args.cmd == "cdef":
+        print(header_cdef())
+        return 0
+    try:
+        for path in build_native(flavor_name=args.flavor, jobs=args.jobs):
+            print(f"built {path.relative_to(ROOT)}")
+    except BuildError as exc:
+        print(f"nmm: native build failed: {exc.args[0].splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
