@@ -1,0 +1,174 @@
+"""Run one trial's child process under a watchdog and record everything it streams.
+
+Owns: spawning the child in its own process group, reading its JSON lines as they
+arrive (so a crash keeps everything written before it), keeping the stderr tail,
+sampling it with psutil, killing the whole group on timeout and reaping it.
+Must not judge anything (that is the oracle's job). Called from runner worker
+threads; each call supervises one child and shares nothing with other calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, IO
+
+import psutil
+
+from harness.records import EventLine, FaultLine, Observation, ResultLine, Sample
+
+#: bytes of stderr kept for crash classification
+STDERR_TAIL_BYTES = 8192
+#: events kept in the record; more are counted in ``events_truncated``
+MAX_EVENTS_KEPT = 4096
+#: seconds between psutil samples of the child
+SAMPLE_INTERVAL_S = 0.05
+
+LineCallback = Callable[[dict[str, Any]], None]
+
+
+class _Collector:
+    """Parses protocol lines as they arrive; shared by the reader thread and the caller."""
+
+    def __init__(self, on_line: LineCallback | None) -> None:
+        self.on_line = on_line
+        self.start: dict[str, Any] | None = None
+        self.faults: list[FaultLine] = []
+        self.events: list[EventLine] = []
+        self.events_truncated = 0
+        self.progress: dict[str, Any] | None = None
+        self.result: ResultLine | None = None
+        self.bad_lines = 0
+        self.index = 0
+
+    def feed(self, raw: bytes) -> None:
+        self.index += 1
+        try:
+            line = json.loads(raw)
+            if not isinstance(line, dict):
+                raise ValueError("not an object")
+            kind = line.get("type")
+            if kind == "fault":
+                self.faults.append(FaultLine.model_validate({**line, "line": self.index}))
+            elif kind == "event":
+                if len(self.events) < MAX_EVENTS_KEPT:
+                    self.events.append(EventLine.model_validate({**line, "line": self.index}))
+                else:
+                    self.events_truncated += 1
+            elif kind == "progress":
+                self.progress = line
+            elif kind == "result":
+                self.result = ResultLine.model_validate(line)
+            elif kind == "start":
+                self.start = line
+            else:
+                raise ValueError(f"unknown type {kind!r}")
+        except ValueError:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
+            self.bad_lines += 1
+            return
+        if self.on_line is not None:
+            self.on_line(line)
+
+
+def _read_stdout(stream: IO[bytes], collector: _Collector) -> None:
+    for raw in stream:
+        if raw.strip():
+            collector.feed(raw)
+
+
+def _read_stderr(stream: IO[bytes], tail: deque[bytes]) -> None:
+    size = 0
+    for raw in stream:
+        tail.append(raw)
+        size += len(raw)
+        while size > STDERR_TAIL_BYTES and len(tail) > 1:
+            size -= len(tail.popleft())
+
+
+def _sample(proc: psutil.Process, t0: float) -> Sample | None:
+    try:
+        with proc.oneshot():
+            mem = proc.memory_info().rss
+            threads = proc.num_threads()
+            cpu = proc.cpu_times()
+        return Sample(t_s=round(time.monotonic() - t0, 4), rss=mem, threads=threads,
+                      cpu_s=round(cpu.user + cpu.system, 4))
+    except (psutil.Error, OSError):
+        return None
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_child(argv: Sequence[str], timeout_s: float, *,
+              env: Mapping[str, str] | None = None,
+              on_line: LineCallback | None = None,
+              sample_interval_s: float = SAMPLE_INTERVAL_S) -> Observation:
+    """Run ``argv`` as an isolated child and return what it streamed and how it ended.
+
+    The child gets its own session (process group); on timeout the whole group is
+    killed with SIGKILL and the observation says ``timed_out``. Never raises for
+    anything the child does; raises ``OSError`` only if it cannot be started.
+    """
+    t0 = time.monotonic()
+    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True,
+                            env=dict(env) if env is not None else None)
+    collector = _Collector(on_line)
+    tail: deque[bytes] = deque()
+    assert proc.stdout is not None and proc.stderr is not None
+    readers = [threading.Thread(target=_read_stdout, args=(proc.stdout, collector),
+                                daemon=True),
+               threading.Thread(target=_read_stderr, args=(proc.stderr, tail), daemon=True)]
+    for reader in readers:
+        reader.start()
+    samples: list[Sample] = []
+    try:
+        ps: psutil.Process | None = psutil.Process(proc.pid)
+    except psutil.Error:
+        ps = None
+    timed_out = False
+    deadline = t0 + timeout_s
+    while True:
+        if ps is not None:
+            sample = _sample(ps, t0)
+            if sample is not None:
+                samples.append(sample)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            timed_out = True
+            _kill_group(proc.pid)
+            proc.wait()
+            break
+        try:
+            proc.wait(timeout=min(sample_interval_s, remaining))
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # grandchildren (fork storms) may still hold the pipes: end the group, then drain
+    _kill_group(proc.pid)
+    for reader in readers:
+        reader.join(timeout=5.0)
+    proc.stdout.close()
+    proc.stderr.close()
+    code = proc.returncode
+    return Observation(
+        argv=tuple(argv), start=collector.start, faults=tuple(collector.faults),
+        events=tuple(collector.events), events_truncated=collector.events_truncated,
+        last_progress=collector.progress, result=collector.result,
+        exit_code=code if code is not None and code >= 0 else None,
+        signal=-code if code is not None and code < 0 else None,
+        timed_out=timed_out,
+        stderr_tail=b"".join(tail).decode("utf-8", "replace")[-STDERR_TAIL_BYTES:],
+        samples=tuple(samples), wall_s=round(time.monotonic() - t0, 4),
+        bad_lines=collector.bad_lines)

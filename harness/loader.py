@@ -1,0 +1,267 @@
+"""Load plans from TOML: ``include`` of base plans, ``--set`` overrides, clear errors.
+
+Every failure becomes a ``PlanError`` naming the file the offending key came from,
+the dotted key path, what was given and what was expected. Pure file reading: no
+process is started and nothing is printed.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from harness.errors import PlanError
+from harness.plan import Plan
+
+#: where a leaf key came from: dotted path -> file name (or "--set ...")
+Provenance = dict[str, str]
+
+
+def load_plan(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
+    """Read the plan at ``path``, resolve includes, apply ``key=value`` overrides, validate."""
+    doc, prov = load_document(path)
+    for override in overrides:
+        apply_override(doc, prov, override)
+    doc.setdefault("name", Path(path).stem)
+    return validate_document(doc, prov, str(path))
+
+
+def load_document(path: str | Path) -> tuple[dict[str, Any], Provenance]:
+    """The merged TOML document of ``path`` and everything it includes, with provenance."""
+    return _load(Path(path), ())
+
+
+def _load(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], Provenance]:
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise PlanError(f"{path}: include cycle: {cycle}", file=str(path))
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        where = f" (included from {chain[-1]})" if chain else ""
+        raise PlanError(f"{path}: no such plan file{where}", file=str(path)) from None
+    except OSError as exc:
+        raise PlanError(f"{path}: cannot read: {exc.strerror}", file=str(path)) from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PlanError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                        file=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanError(f"{path}: invalid TOML: {exc}", file=str(path)) from None
+    includes = doc.pop("include", None)
+    if includes is None:
+        names: list[str] = []
+    elif isinstance(includes, str):
+        names = [includes]
+    elif isinstance(includes, list) and all(isinstance(i, str) for i in includes):
+        names = list(includes)
+    else:
+        raise PlanError(f"{path}: include: given {includes!r}; expected a file name or a "
+                        "list of file names", file=str(path))
+    merged: dict[str, Any] = {}
+    prov: Provenance = {}
+    for name in names:
+        base, base_prov = _load(path.parent / name, (*chain, resolved))
+        _merge(merged, prov, base, base_prov, "")
+    own_prov: Provenance = {}
+    _record(doc, str(path), "", own_prov)
+    _merge(merged, prov, doc, own_prov, "")
+    return merged, prov
+
+
+def _record(doc: Mapping[str, Any], source: str, prefix: str, prov: Provenance) -> None:
+    for key, value in doc.items():
+        dotted = f"{prefix}{key}"
+        prov[dotted] = source
+        if isinstance(value, dict):
+            _record(value, source, dotted + ".", prov)
+
+
+def _merge(into: dict[str, Any], prov: Provenance, new: Mapping[str, Any],
+           new_prov: Provenance, prefix: str) -> None:
+    """Deep-merge ``new`` over ``into``: tables merge, everything else is replaced."""
+    for key, value in new.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            prov[dotted] = new_prov.get(dotted, prov.get(dotted, "?"))
+            _merge(into[key], prov, value, new_prov, dotted + ".")
+        else:
+            for old in [k for k in prov if k.startswith(dotted + ".")]:
+                del prov[old]
+            into[key] = copy.deepcopy(value)
+            for sub, src in new_prov.items():
+                if sub == dotted or sub.startswith(dotted + "."):
+                    prov[sub] = src
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``workload.threads=8`` into a key path and a value (TOML literal, else a string)."""
+    key, sep, value_text = text.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not sep or not key or any(not p.strip() for p in parts):
+        raise PlanError(f"--set {text!r}: expected KEY=VALUE with a dotted KEY such as "
+                        "workload.threads=8")
+    try:
+        value: Any = tomllib.loads(f"v = {value_text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = value_text.strip()
+    return [p.strip() for p in parts], value
+
+
+def apply_override(doc: dict[str, Any], prov: Provenance, text: str) -> None:
+    """Set one ``key=value`` override in ``doc`` (tables are created; ``faults.0.count`` works)."""
+    parts, value = parse_override(text)
+    node: Any = doc
+    for depth, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            node = _list_item(node, part, text, where)
+        elif isinstance(node, dict):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, (dict, list)):
+                raise PlanError(f"--set {text!r}: {where} is {child!r}, not a table")
+            node = child
+        else:  # pragma: no cover - guarded above
+            raise PlanError(f"--set {text!r}: {where} is not a table")
+    last = parts[-1]
+    if isinstance(node, list):
+        index = _index(node, last, text, ".".join(parts))
+        node[index] = value
+    else:
+        node[last] = value
+    dotted = ".".join(parts)
+    for old in [k for k in prov if k == dotted or k.startswith(dotted + ".")]:
+        del prov[old]
+    prov[dotted] = f"--set {text}"
+
+
+def _index(node: list[Any], part: str, text: str, where: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise PlanError(f"--set {text!r}: {where}: expected an index below {len(node)}")
+    return int(part)
+
+
+def _list_item(node: list[Any], part: str, text: str, where: str) -> Any:
+    item = node[_index(node, part, text, where)]
+    if not isinstance(item, dict):
+        raise PlanError(f"--set {text!r}: {where} is not a table")
+    return item
+
+
+def validate_document(doc: dict[str, Any], prov: Provenance, file: str) -> Plan:
+    """Validate a merged document into a ``Plan``; errors name file, key, given, expected."""
+    try:
+        return Plan.model_validate(doc)
+    except ValidationError as exc:
+        problems = tuple(_describe(err, doc, prov, file) for err in exc.errors())
+        head = problems[0] if len(problems) == 1 else (
+            f"{file}: {len(problems)} problems:\n  " + "\n  ".join(problems))
+        raise PlanError(head, file=file, problems=problems) from None
+
+
+def _describe(err: Any, doc: dict[str, Any], prov: Provenance, file: str) -> str:
+    loc = [str(p) for p in err["loc"] if not _is_union_tag(p)]
+    dotted = ".".join(loc) if loc else "(top level)"
+    source = _source_of(loc, prov, file)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        return (f"{source}: {dotted}: unknown key; expected one of: {', '.join(allowed)}"
+                if allowed else f"{source}: {dotted}: unknown key")
+    if kind == "missing":
+        return f"{source}: {dotted}: required key is missing"
+    if kind == "plan_field":
+        ctx = err["ctx"]
+        dotted = ".".join([*loc, ctx["field"]])
+        source = _source_of([*loc, ctx["field"]], prov, file)
+        return f"{source}: {dotted}: given {ctx['given']}; expected {ctx['expected']}"
+    msg = str(err["msg"])
+    for prefix in ("Input should be ", "Value error, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    given = _short(err.get("input"))
+    return f"{source}: {dotted}: given {given}; expected {msg}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and part in ("nmm", "malloc") or (
+        isinstance(part, str) and part.startswith("function-"))
+
+
+def _source_of(loc: list[str], prov: Provenance, file: str) -> str:
+    for end in range(len(loc), 0, -1):
+        hit = prov.get(".".join(loc[:end]))
+        if hit is not None:
+            return hit
+    return file
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    """Field names valid at a dotted location of the plan schema (for 'unknown key')."""
+    from pydantic import BaseModel
+
+    model: Any = Plan
+    for part in loc:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+        if model is None:
+            return []
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return sorted(model.model_fields)
+    return []
+
+
+def _model_of(annotation: Any) -> Any:
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def plan_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand directories to the ``*.toml`` plans under them (sorted); files stay as given."""
+    found: list[Path] = []
+    for entry in paths:
+        p = Path(entry)
+        if p.is_dir():
+            found.extend(sorted(p.rglob("*.toml")))
+        else:
+            found.append(p)
+    return found
+
+
+def validate_paths(paths: Iterable[str | Path]) -> list[tuple[Path, Plan | PlanError]]:
+    """Load every plan under ``paths``; each entry is the plan or the ``PlanError`` it raised."""
+    results: list[tuple[Path, Plan | PlanError]] = []
+    for path in plan_files(paths):
+        try:
+            results.append((path, load_plan(path)))
+        except PlanError as exc:
+            results.append((path, exc))
+    return results

@@ -1,0 +1,260 @@
+"""The oracle: a pure function from (plan, observation) to a verdict.
+
+It matches every injected fault with exactly one detection of an acceptable kind at
+the fault's address, calls every other detection a false positive (unless it is
+collateral damage of an injected write), classifies a dead child from its signal and
+stderr, runs the integrity checks of a finished trial and applies the plan's
+expectations. No I/O, no clock, no randomness: the same inputs give the same verdict.
+"""
+
+from __future__ import annotations
+
+import re
+import signal as _signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from harness.plan import Plan
+from harness.records import Check, EventLine, FaultLine, FaultVerdict, Observation, Verdict
+
+#: event kinds that count as detecting each fault kind (at the fault's own address)
+ACCEPTED_EVENTS: dict[str, frozenset[str]] = {
+    "double_free": frozenset({"double_free"}),
+    "invalid_free": frozenset({"invalid_free"}),
+    "overflow": frozenset({"overflow", "header_corrupt", "guard_page"}),
+    "underflow": frozenset({"underflow", "header_corrupt"}),
+    "uaf_write": frozenset({"use_after_free", "freelist_corrupt"}),
+    "uaf_read": frozenset({"use_after_free"}),
+    "realloc_freed": frozenset({"realloc_freed", "invalid_realloc"}),
+    "alloc_failure": frozenset(),
+}
+#: faults that damage memory; damage may also show up on neighbouring blocks
+DAMAGE_FAULTS = frozenset({"overflow", "underflow", "uaf_write"})
+#: event kinds that neighbouring damage can cause
+_COLLATERAL_KINDS = frozenset({"overflow", "underflow", "header_corrupt", "freelist_corrupt",
+                               "use_after_free", "guard_page"})
+#: bytes around a reported block that its header, guard and canary may occupy
+_SLACK = 64
+#: how bad each outcome is, worst first (the trial's outcome is its worst)
+SEVERITY: tuple[str, ...] = ("hang", "crashed", "false-positive", "missed", "detected-abort",
+                             "detected", "clean")
+_DIAG = re.compile(r"^nmm: .*$", re.MULTILINE)
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
+
+
+def find_diagnostic(stderr_tail: str) -> str | None:
+    """The last one-line ``nmm: ...`` diagnostic in a stderr tail, if any."""
+    hits = _DIAG.findall(stderr_tail)
+    return hits[-1].strip() if hits else None
+
+
+def _window(fault: FaultLine, bytes_: int) -> tuple[int, int]:
+    """The byte range an injected write may have damaged."""
+    if fault.kind == "overflow":
+        return fault.address + fault.size, fault.address + fault.size + max(bytes_, 1)
+    if fault.kind == "underflow":
+        return fault.address - max(bytes_, 1), fault.address
+    return fault.address, fault.address + max(fault.size, 1)
+
+
+def _is_collateral(event: EventLine, fault: FaultLine, bytes_: int) -> bool:
+    if fault.kind not in DAMAGE_FAULTS or event.kind not in _COLLATERAL_KINDS:
+        return False
+    if event.line <= fault.line:
+        return False
+    lo, hi = _window(fault, bytes_)
+    ev_lo = event.address - _SLACK
+    ev_hi = event.address + max(event.size, 0) + _SLACK
+    return ev_lo < hi and lo < ev_hi
+
+
+@dataclass
+class _Match:
+    event: EventLine | None = None
+    duplicates: int = 0
+    outcome: str | None = None
+    note: str = ""
+    extra: list[str] = field(default_factory=list)
+
+
+def judge(plan: Plan, obs: Observation) -> Verdict:
+    """Judge one trial: per-fault outcomes, false positives, checks, and pass/fail."""
+    faults = sorted(obs.faults, key=lambda f: f.line)
+    bytes_by_kind = {f.kind: (f.bytes or (1 if f.kind == "overflow" else 8))
+                     for f in plan.faults}
+    matches = {f.line: _Match() for f in faults}
+    false_pos: list[EventLine] = []
+    duplicates = collateral = 0
+
+    for event in sorted(obs.events, key=lambda e: e.line):
+        candidates = [f for f in faults
+                      if f.line < event.line and f.address == event.address
+                      and event.kind in ACCEPTED_EVENTS.get(f.kind, frozenset())]
+        fresh = [f for f in candidates if matches[f.line].event is None]
+        if fresh:
+            matches[fresh[0].line].event = event
+        elif candidates:
+            matches[candidates[-1].line].duplicates += 1
+            duplicates += 1
+        elif any(_is_collateral(event, f, bytes_by_kind.get(f.kind, 1)) for f in faults):
+            collateral += 1
+        else:
+            false_pos.append(event)
+
+    diagnostic = find_diagnostic(obs.stderr_tail)
+    died = obs.timed_out or obs.result is None or obs.signal is not None or (
+        obs.exit_code not in (0, None))
+    trial_level: list[str] = []
+    if died:
+        death = _death_outcome(obs, diagnostic)
+        victim = _victim(faults, matches, diagnostic)
+        if victim is not None:
+            matches[victim.line].outcome = death
+            matches[victim.line].note = _death_note(obs, diagnostic)
+        elif death == "detected-abort":
+            # a diagnostic with no injected fault to explain it
+            trial_level.append("false-positive")
+        else:
+            trial_level.append(death)
+
+    result = obs.result
+    verdicts: list[FaultVerdict] = []
+    for f in faults:
+        m = matches[f.line]
+        allowed = plan.expect.allowed_for(f.kind)
+        if m.outcome is not None:
+            outcome, note = m.outcome, m.note
+        elif f.kind == "alloc_failure":
+            outcome, note = _alloc_failure_outcome(plan, obs)
+        elif m.event is not None:
+            outcome, note = "detected", ""
+        else:
+            outcome = "missed"
+            note = "no detection before the process died" if died else "no detection"
+        latency = None
+        if m.event is not None and m.event.driver_op is not None:
+            latency = max(0, m.event.driver_op - f.op)
+        verdicts.append(FaultVerdict(
+            id=f.id, kind=f.kind, variant=f.variant, address=f.address, outcome=outcome,
+            allowed=allowed, event_kind=m.event.kind if m.event else None,
+            event_seq=m.event.seq if m.event else None, latency_ops=latency, note=note))
+
+    checks = _checks(plan, obs, faults) if result is not None and not died else ()
+    if false_pos:
+        trial_level.append("false-positive")
+    outcomes = [v.outcome for v in verdicts] + trial_level
+    outcome = min(outcomes, key=SEVERITY.index) if outcomes else "clean"
+
+    reasons: list[str] = []
+    for v in verdicts:
+        if not v.ok:
+            reasons.append(f"fault {v.id} ({v.kind}{'/' + v.variant if v.variant else ''}) "
+                           f"{v.outcome}, expected {' or '.join(v.allowed)}"
+                           + (f": {v.note}" if v.note else ""))
+    for level in trial_level:
+        if level == "false-positive":
+            continue
+        if level not in plan.expect.outcome:
+            reasons.append(f"trial {level}: {_death_note(obs, diagnostic)}")
+    n_fp = len(false_pos) + (1 if "false-positive" in trial_level and not false_pos else 0)
+    if n_fp > plan.expect.max_false_positives:
+        kinds = ", ".join(sorted({e.kind for e in false_pos})) or f"diagnostic {diagnostic!r}"
+        reasons.append(f"{n_fp} false positive(s) ({kinds}), at most "
+                       f"{plan.expect.max_false_positives} allowed")
+    if duplicates and not plan.expect.allow_duplicate_detections:
+        reasons.append(f"{duplicates} duplicate detection(s) of an already detected fault")
+    if plan.expect.integrity:
+        reasons.extend(f"check {c.name} failed: {c.detail}" for c in checks if not c.ok)
+    return Verdict(outcome=outcome, passed=not reasons, faults=tuple(verdicts),
+                   false_positives=tuple(false_pos), duplicates=duplicates,
+                   collateral=collateral, checks=tuple(checks), reasons=tuple(reasons),
+                   diagnostic=diagnostic)
+
+
+def _death_outcome(obs: Observation, diagnostic: str | None) -> str:
+    if obs.timed_out:
+        return "hang"
+    if diagnostic is not None and obs.signal is not None:
+        return "detected-abort"
+    return "crashed"
+
+
+def _death_note(obs: Observation, diagnostic: str | None) -> str:
+    if obs.timed_out:
+        return f"no result within the timeout ({obs.wall_s:.1f}s), child killed"
+    if obs.signal is not None:
+        name = signal_name(obs.signal)
+        return f"killed by {name}" + (f" after {diagnostic!r}" if diagnostic else
+                                      " with no diagnostic")
+    if obs.result is None:
+        return f"exited with status {obs.exit_code} without a result line"
+    return f"exited with status {obs.exit_code}"
+
+
+def signal_name(number: int) -> str:
+    """``SIGSEGV`` for 11, ``signal 99`` for an unknown number."""
+    try:
+        return _signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _victim(faults: Sequence[FaultLine], matches: dict[int, _Match],
+            diagnostic: str | None) -> FaultLine | None:
+    """The injected fault a death is blamed on: the one the diagnostic names, else the last
+    undetected one."""
+    open_faults = [f for f in faults if matches[f.line].event is None]
+    if diagnostic is not None:
+        addresses = {int(h, 16) for h in _HEX.findall(diagnostic)}
+        named = [f for f in open_faults if f.address in addresses]
+        if named:
+            return named[-1]
+    return open_faults[-1] if open_faults else None
+
+
+def _alloc_failure_outcome(plan: Plan, obs: Observation) -> tuple[str, str]:
+    result = obs.result
+    assert result is not None  # a dead trial's faults were settled before
+    injected = int(result.stats.get("injected_failures", 0) or 0)
+    failures = max(result.alloc_failures, injected)
+    if failures == 0:
+        return "missed", "the fail point never fired"
+    if result.ops < plan.total_ops:
+        return "missed", (f"workload stopped after {result.ops} of {plan.total_ops} ops "
+                          f"following {failures} failed allocation(s)")
+    if result.validate_problems:
+        return "missed", f"heap not intact after failures: {result.validate_problems} problems"
+    return "detected", f"{failures} allocation(s) failed cleanly, workload went on"
+
+
+def _checks(plan: Plan, obs: Observation, faults: Sequence[FaultLine]) -> tuple[Check, ...]:
+    result = obs.result
+    assert result is not None
+    checks = [Check(name="pattern", ok=result.pattern_errors == 0,
+                    detail=f"{result.pattern_errors} live block(s) with a wrong fill pattern "
+                           "(handed out twice or corrupted by the allocator)"
+                    if result.pattern_errors else "")]
+    stats = result.stats
+    if all(k in stats for k in ("allocs", "frees", "live_blocks")):
+        allocs, frees, live = (int(stats[k]) for k in ("allocs", "frees", "live_blocks"))
+        checks.append(Check(name="stats", ok=allocs - frees == live,
+                            detail=f"allocs {allocs} - frees {frees} != live {live}"
+                            if allocs - frees != live else ""))
+    damage = sum(1 for f in faults if f.kind in DAMAGE_FAULTS)
+    checks.append(Check(name="validate", ok=result.validate_problems <= damage,
+                        detail=f"{result.validate_problems} integrity problem(s), "
+                               f"{damage} explained by injected damage"
+                        if result.validate_problems > damage else ""))
+    if faults and all(f.leaks is not None for f in faults):
+        expected = sum(f.leaks or 0 for f in faults)
+        ok = result.leaked_blocks == expected
+    else:
+        expected = damage
+        ok = result.leaked_blocks <= expected
+    checks.append(Check(name="leaks", ok=ok,
+                        detail="" if ok else f"{result.leaked_blocks} block(s) leaked, "
+                                             f"{expected} injected"))
+    completed = result.ops >= plan.total_ops
+    checks.append(Check(name="completed", ok=completed,
+                        detail="" if completed else f"{result.ops} of {plan.total_ops} ops done"))
+    return tuple(checks)

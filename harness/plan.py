@@ -1,0 +1,308 @@
+"""The plan schema: frozen pydantic models that describe one chaos or benchmark plan.
+
+A plan is data (TOML in ``chaos_plans/``); these models reject unknown keys and bad
+values. Loading, ``include`` and ``--set`` overrides live in ``harness.loader``.
+Nothing here touches the file system or runs anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+SCHEMA_VERSION = 1
+
+FaultKind = Literal[
+    "double_free", "invalid_free", "overflow", "underflow", "uaf_write", "uaf_read",
+    "realloc_freed", "alloc_failure",
+]
+FAULT_KINDS: tuple[str, ...] = (
+    "double_free", "invalid_free", "overflow", "underflow", "uaf_write", "uaf_read",
+    "realloc_freed", "alloc_failure",
+)
+
+#: Outcome classes a trial (and each injected fault) can end in. ``clean`` is a trial
+#: with no fault injected and nothing detected.
+Outcome = Literal["detected", "detected-abort", "crashed", "missed", "false-positive",
+                  "hang", "clean"]
+OUTCOMES: tuple[str, ...] = ("detected", "detected-abort", "crashed", "missed",
+                             "false-positive", "hang", "clean")
+
+#: Variants each fault kind accepts (empty tuple: the kind takes no variant).
+FAULT_VARIANTS: dict[str, tuple[str, ...]] = {
+    "invalid_free": ("interior", "stack", "wild", "foreign_heap"),
+    "uaf_write": ("first", "middle"),
+    "uaf_read": ("first", "middle"),
+}
+FAIL_POINTS: tuple[str, ...] = ("alloc", "pool.grow", "os.map", "tcache.refill", "large.map")
+_FAIL_TERM = re.compile(r"^(p(0(\.\d+)?|1(\.0+)?|\.\d+)|every\d+|after\d+|max\d+|"
+                        r"min\d+[kKmMgG]?|maxsize\d+[kKmMgG]?|off)$")
+_OPTION_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def field_error(field: str, given: Any, expected: str) -> PydanticCustomError:
+    """An error about one key of the model being validated (the loader names the key)."""
+    return PydanticCustomError("plan_field", "{field}: given {given}; expected {expected}",
+                               {"field": field, "given": repr(given), "expected": expected})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class NmmTarget(_Model):
+    """An NMM heap inside the native driver, configured like ``NMM_OPTIONS``."""
+
+    kind: Literal["nmm"] = "nmm"
+    level: Literal["off", "standard", "paranoid"] = "standard"
+    policy: Literal["record", "abort"] = "record"
+    #: any further NMM_OPTIONS key (``quarantine = "4M"``, ``sweep_every = 1000``)
+    options: dict[str, Union[str, int, float, bool]] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _check_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            if not _OPTION_KEY.match(key):
+                raise field_error(key, item, "an NMM_OPTIONS key (lower-case letters, "
+                                  "digits, _)")
+            if key in ("level", "policy"):
+                raise field_error(key, item, f"no {key} here: set it as target.{key}")
+            if isinstance(item, str) and (":" in item or "=" in item):
+                raise field_error(key, item, "a value without ':' or '='")
+        return value
+
+    def nmm_options(self) -> str:
+        """The ``NMM_OPTIONS`` string for this target (``level=standard:policy=record``)."""
+        parts = [f"level={self.level}", f"policy={self.policy}"]
+        for key, item in self.options.items():
+            text = ("1" if item else "0") if isinstance(item, bool) else str(item)
+            parts.append(f"{key}={text}")
+        return ":".join(parts)
+
+    @property
+    def label(self) -> str:
+        """A short name for reports: ``nmm:standard`` (``nmm:standard+abort`` if aborting)."""
+        return f"nmm:{self.level}" + ("+abort" if self.policy == "abort" else "")
+
+
+class MallocTarget(_Model):
+    """A foreign allocator run under ``LD_PRELOAD`` (``malloc:<peer>``); runs come later."""
+
+    kind: Literal["malloc"]
+    peer: str = Field(min_length=1, pattern=r"^[a-z0-9_.-]+$")
+
+    @property
+    def label(self) -> str:
+        """``malloc:<peer>``."""
+        return f"malloc:{self.peer}"
+
+
+Target = Annotated[Union[NmmTarget, MallocTarget], Field(discriminator="kind")]
+
+
+class SizeRange(_Model):
+    """Requested sizes drawn log-uniformly from ``lo..hi`` with relative ``weight``."""
+
+    lo: int = Field(ge=0, le=1 << 34)
+    hi: int = Field(ge=0, le=1 << 34)
+    weight: int = Field(default=1, ge=1, le=1_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*(?::\s*(\d+)\s*)?", value)
+            if not match:
+                raise ValueError(f"size range {value!r} is not 'lo-hi' or 'lo-hi:weight'")
+            return {"lo": int(match[1]), "hi": int(match[2]),
+                    "weight": int(match[3]) if match[3] else 1}
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SizeRange:
+        if self.lo > self.hi:
+            raise field_error("hi", self.hi, f"at least lo ({self.lo})")
+        return self
+
+
+class Workload(_Model):
+    """What each worker thread does: how many ops, which sizes, how much sharing."""
+
+    threads: int = Field(default=2, ge=1, le=1024)
+    ops: int | None = Field(default=None, ge=1, le=10**10)
+    duration_s: float | None = Field(default=None, gt=0, le=86400)
+    sizes: tuple[SizeRange, ...] = Field(
+        default=(SizeRange(lo=16, hi=1024, weight=1),), min_length=1, max_length=64)
+    live: int = Field(default=1000, ge=1, le=10**7)
+    cross: float = Field(default=0.0, ge=0.0, le=1.0)
+    thread_churn: int = Field(default=0, ge=0)
+    fork_every: int = Field(default=0, ge=0)
+    progress_every: int = Field(default=10000, ge=1)
+    check: bool = True
+
+    @model_validator(mode="after")
+    def _ops_or_duration(self) -> Workload:
+        if self.ops is not None and self.duration_s is not None:
+            raise field_error("duration_s", self.duration_s, "either ops or duration_s, not both")
+        return self
+
+    @property
+    def ops_per_worker(self) -> int:
+        """Operations each worker runs (100000 when the plan gives neither ops nor duration)."""
+        return self.ops if self.ops is not None else 100_000
+
+    def sizes_spec(self) -> str:
+        """The driver's ``--sizes`` argument: ``lo-hi:weight,...``."""
+        return ",".join(f"{r.lo}-{r.hi}:{r.weight}" for r in self.sizes)
+
+
+class Fault(_Model):
+    """One kind of injected misuse: ``count`` of them (or ``rate`` per op), at seeded ops."""
+
+    kind: FaultKind
+    count: int | None = Field(default=None, ge=1, le=100_000)
+    rate: float | None = Field(default=None, gt=0.0, le=0.01)
+    variant: str | None = None
+    bytes: int | None = Field(default=None, ge=1, le=1 << 20)
+    fail: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Fault:
+        if self.count is not None and self.rate is not None:
+            raise field_error("rate", self.rate, "either count or rate, not both")
+        variants = FAULT_VARIANTS.get(self.kind, ())
+        if self.variant is not None and self.variant not in variants:
+            allowed = (f"one of {', '.join(variants)}" if variants
+                       else f"no variant for {self.kind}")
+            raise field_error("variant", self.variant, allowed)
+        if self.bytes is not None and self.kind not in ("overflow", "underflow"):
+            raise field_error("bytes", self.bytes,
+                              f"no bytes for {self.kind} (overflow and underflow only)")
+        if self.fail is not None:
+            if self.kind != "alloc_failure":
+                raise field_error("fail", self.fail,
+                                  f"no fail spec for {self.kind} (alloc_failure only)")
+            problem = fail_spec_problem(self.fail)
+            if problem:
+                raise field_error("fail", self.fail, problem)
+        return self
+
+    def resolved_count(self, total_ops: int) -> int:
+        """How many faults to inject into a trial of ``total_ops`` operations."""
+        if self.count is not None:
+            return self.count
+        if self.rate is not None:
+            return max(1, round(self.rate * total_ops))
+        return 1
+
+    def driver_arg(self, total_ops: int) -> str:
+        """The driver's ``--fault`` argument: ``KIND[:key=val...]``."""
+        parts = [self.kind, f"count={self.resolved_count(total_ops)}"]
+        if self.variant is not None:
+            parts.append(f"variant={self.variant}")
+        if self.bytes is not None:
+            parts.append(f"bytes={self.bytes}")
+        if self.kind == "alloc_failure":
+            parts.append(f"fail={self.fail or 'alloc@every50,max20'}")
+        return ":".join(parts)
+
+
+def fail_spec_problem(spec: str) -> str | None:
+    """What is wrong with a fail-point spec (``alloc@every50,max20``), or None if it is fine."""
+    for one in spec.split(";"):
+        name, sep, terms = one.partition("@")
+        if not sep or name not in FAIL_POINTS:
+            return (f"NAME@TERM[,TERM...] with NAME one of {', '.join(FAIL_POINTS)} "
+                    f"(in {one!r})")
+        for term in terms.split(","):
+            if not _FAIL_TERM.match(term):
+                return (f"terms p<prob>, every<n>, after<n>, max<n>, min<bytes>, "
+                        f"maxsize<bytes> or off (got {term!r})")
+    return None
+
+
+class Scheduler(_Model):
+    """How threads interleave: ``free`` (the OS decides) or ``pct`` (controlled, later)."""
+
+    kind: Literal["free", "pct"] = "free"
+    depth: int | None = Field(default=None, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _supported(self) -> Scheduler:
+        if self.kind == "pct":
+            raise field_error("kind", self.kind,
+                              "'free' (scheduler 'pct' is not yet supported: it needs the "
+                              "chaos build)")
+        if self.depth is not None:
+            raise field_error("depth", self.depth, "no depth (it applies to pct only)")
+        return self
+
+
+class FaultExpect(_Model):
+    """Per-fault-kind override of which outcomes count as a pass."""
+
+    outcome: tuple[Outcome, ...] = Field(min_length=1)
+
+
+class Expect(_Model):
+    """Which outcomes count as a pass."""
+
+    #: allowed outcome of each injected fault (and of the trial, e.g. ``hang``)
+    outcome: tuple[Outcome, ...] = Field(default=("detected",), min_length=1)
+    max_false_positives: int = Field(default=0, ge=0)
+    #: per fault kind overrides: ``[expect.faults.uaf_write] outcome = ["missed"]``
+    faults: dict[FaultKind, FaultExpect] = Field(default_factory=dict)
+    #: pattern errors, stats, final validate and leaks must all check out
+    integrity: bool = True
+    #: a fault detected more than once is a failure unless this is true
+    allow_duplicate_detections: bool = False
+
+    def allowed_for(self, kind: str) -> tuple[str, ...]:
+        """Outcomes that count as a pass for one fault of ``kind``."""
+        override = self.faults.get(kind)  # type: ignore[call-overload]
+        return override.outcome if override is not None else self.outcome
+
+
+class Plan(_Model):
+    """One plan: a target, a workload, faults, a scheduler and expectations."""
+
+    schema_version: Literal[1]
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    seed: int = Field(default=1, ge=0, lt=1 << 64)
+    seeds: int = Field(default=1, ge=1, le=100_000)
+    target: Target = Field(default_factory=NmmTarget)
+    workload: Workload = Field(default_factory=Workload)
+    faults: tuple[Fault, ...] = ()
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    expect: Expect = Field(default_factory=Expect)
+    timeout_s: float = Field(default=60.0, gt=0, le=86400)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_target_kind(cls, value: Any) -> Any:
+        target = value.get("target") if isinstance(value, dict) else None
+        if isinstance(target, dict) and "kind" not in target:
+            value = {**value, "target": {"kind": "nmm", **target}}
+        return value
+
+    @property
+    def total_ops(self) -> int:
+        """Operations over all workers in one trial."""
+        return self.workload.ops_per_worker * self.workload.threads
+
+    def trial_seeds(self) -> list[int]:
+        """The seeds of this plan's trials: ``seed, seed+1, ... seed+seeds-1`` (mod 2**64)."""
+        return [(self.seed + i) % (1 << 64) for i in range(self.seeds)]
+
+    def plan_hash(self) -> str:
+        """A stable hash of what a trial does, independent of ``seed``/``seeds``/``name``."""
+        data = self.model_dump(mode="json", exclude={"seed", "seeds", "name", "description"})
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

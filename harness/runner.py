@@ -1,0 +1,182 @@
+"""Run a plan's trials: build each driver command line, supervise children in parallel,
+judge each trial and stream its record into the journal.
+
+Owns the worker-thread pool (one thread supervises one child at a time) and trial keys.
+Must not print (callbacks report progress) and must not let one trial's crash or hang
+end the run. Callbacks are invoked from worker threads.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness._isolate import LineCallback, run_child
+from harness.errors import DriverNotFound, UnsupportedFeature
+from harness.journal import Journal
+from harness.oracle import judge
+from harness.plan import MallocTarget, NmmTarget, Plan
+from harness.records import Observation, TrialRecord
+
+RecordCallback = Callable[[TrialRecord], None]
+
+
+def driver_command() -> list[str]:
+    """The native driver's command (``[path]``), or ``DriverNotFound`` saying how to build it."""
+    try:
+        from harness import _driver
+    except ImportError:
+        _driver = None  # type: ignore[assignment]
+    path: Any = None
+    if _driver is not None and hasattr(_driver, "driver_path"):
+        try:
+            path = _driver.driver_path()
+        except Exception as exc:  # the driver module's own "not built" error
+            raise DriverNotFound(f"native driver not found: {exc}") from None
+    if path is None:
+        candidate = Path(__file__).resolve().parent / "_native" / "nmm-driver"
+        path = candidate if candidate.exists() else None
+    if path is None or not Path(path).exists():
+        raise DriverNotFound("native driver harness/_native/nmm-driver is not built; "
+                             "run `pip install -e .` (or `make run`) first")
+    return [str(path)]
+
+
+def trial_key(plan: Plan, seed: int) -> str:
+    """The journal key of one trial: plan hash, seed and target."""
+    return f"{plan.plan_hash()}:{seed}:{plan.target.label}"
+
+
+def driver_args(plan: Plan, seed: int) -> list[str]:
+    """The ``run`` arguments the native driver needs for one trial of ``plan`` (PROTOCOL.md)."""
+    w = plan.workload
+    if w.duration_s is not None:
+        raise UnsupportedFeature("workload.duration_s is not yet supported by the native "
+                                 "driver; give workload.ops")
+    target = plan.target
+    args = ["run"]
+    if isinstance(target, NmmTarget):
+        args += ["--target", "nmm", "--nmm-options", target.nmm_options()]
+    else:
+        args += ["--target", "malloc"]
+    args += ["--seed", str(seed), "--threads", str(w.threads), "--ops", str(w.ops_per_worker),
+             "--sizes", w.sizes_spec(), "--live", str(w.live), "--cross", repr(w.cross),
+             "--thread-churn", str(w.thread_churn), "--fork-every", str(w.fork_every),
+             "--progress-every", str(w.progress_every)]
+    if not w.check:
+        args.append("--no-check")
+    for fault in plan.faults:
+        args += ["--fault", fault.driver_arg(plan.total_ops)]
+    return args
+
+
+def child_env(plan: Plan) -> dict[str, str]:
+    """The child's environment: ours, minus anything that would change the allocator."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NMM_OPTIONS", "LD_PRELOAD", "MALLOC_CHECK_")}
+    if isinstance(plan.target, MallocTarget):
+        raise UnsupportedFeature(f"foreign target {plan.target.label} is not yet supported "
+                                 "by the runner")
+    return env
+
+
+def run_trial(plan: Plan, seed: int, command: Sequence[str], *,
+              on_line: LineCallback | None = None) -> TrialRecord:
+    """Run and judge one trial in a child process; never raises for what the child does."""
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    argv = [*command, *driver_args(plan, seed)]
+    try:
+        obs = run_child(argv, plan.timeout_s, env=child_env(plan), on_line=on_line)
+    except OSError as exc:
+        obs = Observation(argv=tuple(argv), exit_code=127,
+                          stderr_tail=f"cannot start the driver: {exc}")
+    verdict = judge(plan, obs)
+    ops = obs.result.ops if obs.result else int((obs.last_progress or {}).get("ops", 0) or 0)
+    elapsed = (obs.result.elapsed_ns / 1e9 if obs.result and obs.result.elapsed_ns
+               else obs.wall_s)
+    return TrialRecord(key=trial_key(plan, seed), plan=plan.name, plan_hash=plan.plan_hash(),
+                       seed=seed, target=plan.target.label, started_at=started,
+                       observation=obs, verdict=verdict,
+                       ops_per_s=round(ops / elapsed, 1) if elapsed > 0 else 0.0)
+
+
+@dataclass
+class RunResult:
+    """The records of a run: those run now plus those a resumed journal already held."""
+
+    plan: Plan
+    records: list[TrialRecord] = field(default_factory=list)
+    skipped: int = 0
+    interrupted: bool = False
+
+    @property
+    def passed(self) -> bool:
+        """Whether every trial held its expectations (and the run was not interrupted)."""
+        return not self.interrupted and all(r.verdict.passed for r in self.records)
+
+
+def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None = None,
+             command: Sequence[str] | None = None, journal: Journal | None = None,
+             on_record: RecordCallback | None = None,
+             on_line: LineCallback | None = None) -> RunResult:
+    """Run every trial of ``plan`` (``seeds`` defaults to the plan's), ``jobs`` at a time.
+
+    Trials already in ``journal`` are skipped and their records reused. Checks the
+    plan can run (driver present, supported features) before starting any child.
+    """
+    command = list(command) if command is not None else driver_command()
+    all_seeds = list(seeds) if seeds is not None else plan.trial_seeds()
+    if all_seeds:
+        driver_args(plan, all_seeds[0])
+        child_env(plan)
+    result = RunResult(plan=plan)
+    done: dict[str, TrialRecord] = {}
+    if journal is not None:
+        done = {r.key: r for r in journal.records}
+    todo: list[int] = []
+    for seed in all_seeds:
+        key = trial_key(plan, seed)
+        if key in done:
+            result.records.append(done[key])
+            result.skipped += 1
+        else:
+            todo.append(seed)
+    workers = max(1, jobs if jobs else (os.cpu_count() or 1))
+    lock = threading.Lock()
+
+    def one(seed: int) -> TrialRecord:
+        record = run_trial(plan, seed, command, on_line=on_line)
+        if journal is not None:
+            journal.append(record)
+        with lock:
+            result.records.append(record)
+        if on_record is not None:
+            on_record(record)
+        return record
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trial")
+    pending: set[Future[TrialRecord]] = set()
+    seeds_iter = iter(todo)
+    try:
+        for seed in seeds_iter:
+            pending.add(pool.submit(one, seed))
+            if len(pending) >= workers * 2:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    fut.result()
+        for fut in pending:
+            fut.result()
+    except BaseException:
+        result.interrupted = True
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    order = {s: i for i, s in enumerate(all_seeds)}
+    result.records.sort(key=lambda r: order.get(r.seed, len(order)))
+    return result

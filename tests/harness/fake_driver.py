@@ -1,0 +1,105 @@
+"""A test double for the native driver's child process: speaks PROTOCOL.md's JSON lines.
+
+Usage: python fake_driver.py MODE run [driver options]. MODE picks the behaviour:
+detect (every fault reported), miss (none reported), fp (an event with no fault),
+crash (SIGSEGV after a fault, no diagnostic), abort (an ``nmm:`` line then SIGABRT),
+hang (never finishes), garbage (non-JSON noise around a good trial), slow (detect
+after a pause, for kill-and-resume tests), exit3 (exits 3 without a result line).
+The real path through ``nmm-driver`` is tested separately end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+EVENT_FOR = {"double_free": "double_free", "invalid_free": "invalid_free",
+             "overflow": "overflow", "underflow": "underflow", "uaf_write": "use_after_free",
+             "uaf_read": "use_after_free", "realloc_freed": "realloc_freed"}
+
+
+def emit(obj: dict) -> None:
+    os.write(1, (json.dumps(obj) + "\n").encode())
+
+
+def parse(argv: list[str]) -> dict:
+    opts: dict = {"faults": [], "seed": 0, "threads": 2, "ops": 1000}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--fault":
+            opts["faults"].append(argv[i + 1])
+            i += 2
+        elif arg in ("--seed", "--threads", "--ops"):
+            opts[arg[2:]] = int(argv[i + 1])
+            i += 2
+        elif arg == "--no-check":
+            i += 1
+        elif arg.startswith("--"):
+            i += 2
+        else:
+            i += 1
+    return opts
+
+
+def main() -> int:
+    mode = sys.argv[1]
+    opts = parse(sys.argv[3:])
+    emit({"type": "start", "seed": opts["seed"], "threads": opts["threads"],
+          "ops": opts["ops"], "target": "nmm", "pid": os.getpid()})
+    if mode == "hang":
+        time.sleep(3600)
+    if mode == "slow":
+        time.sleep(0.2)
+    if mode == "garbage":
+        os.write(1, b"this is not json\n[1,2]\n{\"type\":\"mystery\"}\n")
+    faults = []
+    for spec in opts["faults"]:
+        kind, *kv = spec.split(":")
+        params = dict(p.split("=", 1) for p in kv)
+        for _ in range(int(params.get("count", 1))):
+            faults.append((kind, params.get("variant", "")))
+    if mode in ("fp",):
+        faults = []
+    base = 0x7F0000001000 + (opts["seed"] % 1000) * 0x10000
+    total = opts["threads"] * opts["ops"]
+    for fid, (kind, variant) in enumerate(faults):
+        address = base + fid * 0x100
+        op = 100 + fid * 10
+        emit({"type": "fault", "id": fid, "kind": kind, "variant": variant, "worker": 0,
+              "op": op, "address": hex(address), "size": 48})
+        if mode == "crash":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if mode == "abort":
+            os.write(2, f"nmm: {EVENT_FOR.get(kind, kind)} at {hex(address)} "
+                        "(alloc site fake.c:1)\n".encode())
+            signal.signal(signal.SIGABRT, signal.SIG_DFL)
+            os.abort()
+        if mode in ("detect", "slow", "garbage") and kind in EVENT_FOR:
+            emit({"type": "event", "kind": EVENT_FOR[kind], "address": hex(address),
+                  "size": 48, "detail": 0, "seq": fid + 1, "op_count": op * 2,
+                  "alloc_site": 0, "free_site": 0, "thread": 1, "driver_op": op + 3})
+    if mode == "fp":
+        emit({"type": "event", "kind": "overflow", "address": hex(base), "size": 32,
+              "seq": 1, "driver_op": 5})
+    if mode == "exit3":
+        return 3
+    emit({"type": "progress", "ops": total // 2, "faults": len(faults), "events": 0,
+          "pattern_errors": 0})
+    injected = sum(1 for k, _ in faults if k == "alloc_failure") * 3
+    if mode == "miss":
+        injected = 0
+    emit({"type": "result", "ops": total, "elapsed_ns": 1_000_000, "faults": len(faults),
+          "events": len(faults), "pattern_errors": 0, "alloc_failures": injected,
+          "latency_ns": {"p50": 30, "p99": 90, "p999": 400, "max": 1200, "samples": 100},
+          "stats": {"allocs": 1000, "frees": 990, "live_blocks": 10,
+                    "injected_failures": injected},
+          "validate_problems": 0, "leaked_blocks": 0, "exit": "ok"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
