@@ -105,4 +105,62 @@ uint32_t track_on_alloc(nmm_heap_t *heap, nmm_site_t site);
 /* Split a stored id back into its site and stack (0 = none). */
 void track_decode(uint32_t id, nmm_site_t *site, uint32_t *stack);
 
+/* Periphery additions (periphery-owned; additive). */
+
+/* strbuf.c — bounded, allocation-free text building. len counts the full text
+ * even past cap (snprintf contract); the buffer stays NUL-terminated. */
+typedef struct strbuf {
+    char *buf;
+    size_t cap;
+    size_t len;
+} strbuf_t;
+void strbuf_init(strbuf_t *sb, char *buf, size_t cap);
+void strbuf_putn(strbuf_t *sb, const char *s, size_t n);
+void strbuf_putc(strbuf_t *sb, char c);
+void strbuf_puts(strbuf_t *sb, const char *s);
+void strbuf_u64(strbuf_t *sb, uint64_t v);
+void strbuf_i64(strbuf_t *sb, int64_t v);
+void strbuf_hex(strbuf_t *sb, uint64_t v);
+void strbuf_ratio(strbuf_t *sb, uint64_t num, uint64_t den, int decimals);
+void strbuf_json_str(strbuf_t *sb, const char *s);
+void strbuf_size(strbuf_t *sb, uint64_t v);
+
+/* track.c */
+/* Intern a site named by a code address (the malloc replacement's caller); the
+ * symbol is resolved with dladdr only when a report names it. 0 when full. */
+nmm_site_t track_site_for_pc(uintptr_t pc);
+/* Write "file:line" (or "sym+0x1c (module)" for a code-address site, "?" when
+ * unknown) for a site. symbolize=false never calls dladdr (signal handlers). */
+void track_site_format(struct strbuf *sb, nmm_site_t site, bool symbolize);
+/* Write the text leak report of heap to fd (memory from os_map, never malloc). */
+void track_leaks_write(nmm_heap_t *heap, int fd);
+/* Top leak groups by bytes as a JSON array (for report.c); at most `top` rows. */
+void track_leaks_json(nmm_heap_t *heap, struct strbuf *sb, size_t top);
+
+/* events.c */
+/* The malloc replacement stores its caller's return address here before calling
+ * into the heap, so an event with free_site 0 can still name where it happened. */
+extern NMM_TLS uintptr_t events_caller_pc;
+/* Set by events_report when a detection should be echoed to stderr but was found
+ * with heap locks possibly held (record policy in the preload library): the shim
+ * calls events_flush_pending() once it is back outside the heap. */
+extern NMM_TLS uint32_t events_pending;
+void events_flush_pending(void);
+/* Format the one-line report for ev (no trailing newline). */
+void events_format_line(struct strbuf *sb, const nmm_event_t *ev, bool symbolize);
+
+/* options.c */
+/* Parse an unsigned decimal (or 0x hex) from s[0..n), with an optional binary size
+ * suffix k/K/m/M/g/G/t/T (optionally followed by "B" or "iB") when sizes is true.
+ * false on empty input, junk or overflow. */
+bool options_parse_u64(const char *s, size_t n, bool sizes, uint64_t *out);
+
+/* failpoint.c */
+/* Check a spec string without arming anything (options.c validates fail=...). */
+nmm_status_t failpoint_check(const char *specs, char *err, size_t err_len);
+
+/* malloc_shim.c — defined (weak, hidden) only in libnmm_preload.so: when present,
+ * detections are echoed to stderr in record mode too. */
+extern const int malloc_shim_linked __attribute__((weak, visibility("hidden")));
+
 #endif /* NMM_INTERNAL_H */

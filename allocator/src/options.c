@@ -1,0 +1,469 @@
+/* options.c — the one table of runtime options and the one parser for NMM_OPTIONS
+ * strings; nmm_config_init's defaults come from the same table. Holds the only
+ * getenv of the allocator (options_from_env), which runs inside the first malloc
+ * of the process: nothing here may allocate (the fail-point copies go to a static
+ * arena, then to os_map). Any thread; the parser keeps no state besides that arena.
+ */
+#include "internal.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef enum opt_kind {
+    OPT_LEVEL,  /* off | standard | paranoid (or 0 | 1 | 2) */
+    OPT_POLICY, /* record | abort */
+    OPT_SIZE,   /* bytes, k/M/G/T suffixes (binary) */
+    OPT_COUNT,  /* plain unsigned number */
+    OPT_BOOL,   /* 0/1, true/false, yes/no, on/off */
+    OPT_STACKS, /* 1/N (=> tracking on), 0 = no stacks */
+    OPT_FAIL    /* fail-point specs (see nmm_failpoint_set), ';'-separated */
+} opt_kind_t;
+
+typedef struct option_def {
+    const char *name;  /* key in NMM_OPTIONS */
+    opt_kind_t kind;
+    const char *field; /* the nmm_config_t field (also accepted as a key) */
+    size_t offset; /* of the field in nmm_config_t */
+    size_t width;  /* sizeof the field: 4 or 8 */
+    const char *def;  /* default, in option syntax; parsed by nmm_config_init */
+    const char *unit;
+    const char *help;
+} option_def_t;
+
+#define FIELD(f) #f, offsetof(nmm_config_t, f), sizeof(((nmm_config_t *)0)->f)
+
+/* The table. Order is the order of `NMM_OPTIONS=help`. */
+static const option_def_t options[] = {
+    {"level", OPT_LEVEL, FIELD(level), "off", "off|standard|paranoid",
+     "detection level: off = pointer checks only; standard = + header checksum, "
+     "head guard, tail canary; paranoid = + poisoning, quarantine, guard pages"},
+    {"policy", OPT_POLICY, FIELD(policy), "record", "record|abort",
+     "on a detection: record an event and return an error, or write one line and abort"},
+    {"limit", OPT_SIZE, FIELD(limit_bytes), "0", "bytes",
+     "cap on bytes handed out; allocations past it fail with ENOMEM; 0 = no limit"},
+    {"retain", OPT_SIZE, FIELD(retain_bytes), "16M", "bytes",
+     "empty-slab bytes kept mapped before slabs go back to the OS"},
+    {"quarantine", OPT_SIZE, FIELD(quarantine_bytes), "4M", "bytes",
+     "paranoid: freed bytes held back before reuse (use-after-free window)"},
+    {"sweep", OPT_COUNT, FIELD(sweep_every_ops), "0", "ops",
+     "paranoid: full integrity sweep every N operations; 0 = never"},
+    {"guard", OPT_BOOL, FIELD(guard_pages), "0", "bool",
+     "guard page after each large block (level=paranoid turns it on unless given)"},
+    {"tcache", OPT_BOOL, FIELD(thread_cache), "1", "bool",
+     "per-thread caches; 0 = every operation takes the heap lock"},
+    {"tracking", OPT_BOOL, FIELD(tracking), "0", "bool",
+     "record allocation sites (and sampled stacks) for leak reports"},
+    {"stacks", OPT_STACKS, FIELD(stack_sample), "1/64", "1/N",
+     "with tracking: capture a stack on 1 in N allocations; giving it turns tracking on; "
+     "0 = never"},
+    {"events", OPT_COUNT, FIELD(event_capacity), "1024", "entries",
+     "event ring capacity; detections beyond it are counted as dropped"},
+    {"seed", OPT_COUNT, FIELD(seed), "0", "u64", "seed of fail-point decisions; 0 = from the clock"},
+    {"fail", OPT_FAIL, FIELD(failpoints), "", "spec",
+     "fail points NAME@TERM,...;... (NAME: alloc, pool.grow, os.map, tcache.refill, "
+     "large.map; TERM: p<prob>, every<n>, after<n>, max<n>, min<bytes>, maxsize<bytes>, off)"},
+};
+#define OPTION_COUNT (sizeof options / sizeof options[0])
+
+/* ------------------------------------------------------------------ numbers */
+
+bool options_parse_u64(const char *s, size_t n, bool sizes, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+    unsigned base = 10;
+    if (n > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        i = 2;
+    }
+    size_t start = i;
+    for (; i < n; i++) {
+        unsigned d;
+        char c = s[i];
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (base == 16 && c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else if (base == 16 && c >= 'A' && c <= 'F')
+            d = (unsigned)(c - 'A' + 10);
+        else
+            break;
+        if (v > (UINT64_MAX - d) / base)
+            return false;
+        v = v * base + d;
+    }
+    if (i == start)
+        return false;
+    if (i < n && sizes) {
+        int shift;
+        switch (s[i]) {
+        case 'k': case 'K': shift = 10; break;
+        case 'm': case 'M': shift = 20; break;
+        case 'g': case 'G': shift = 30; break;
+        case 't': case 'T': shift = 40; break;
+        case 'b': case 'B': shift = 0; i--; break;
+        default: return false;
+        }
+        i++;
+        if (v > (UINT64_MAX >> shift))
+            return false;
+        v <<= shift;
+        if (i < n && (s[i] == 'B' || s[i] == 'b'))
+            i++;
+        else if (i + 1 < n && s[i] == 'i' && s[i + 1] == 'B' && shift)
+            i += 2;
+    }
+    if (i != n)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* ------------------------------------------------------------------ fail copies */
+
+/* Process-lifetime storage for fail-point strings (nmm_config_t.failpoints points
+ * here). A static arena first, so NMM_OPTIONS works inside the first malloc. */
+static char fail_arena[8192];
+static atomic_size_t fail_arena_used;
+
+static char *keep_string(const char *a, size_t an, const char *b, size_t bn)
+{
+    size_t need = an + (an && bn ? 1 : 0) + bn + 1;
+    char *dst = NULL;
+    size_t off = atomic_fetch_add(&fail_arena_used, need);
+    if (off + need <= sizeof fail_arena) {
+        dst = fail_arena + off;
+    } else {
+        size_t page = os_page_size();
+        dst = os_map(NULL, (need + page - 1) & ~(page - 1)); /* kept for the process */
+        if (!dst)
+            return NULL;
+    }
+    memcpy(dst, a, an);
+    size_t k = an;
+    if (an && bn)
+        dst[k++] = ';';
+    memcpy(dst + k, b, bn);
+    dst[k + bn] = '\0';
+    return dst;
+}
+
+/* ------------------------------------------------------------------ parser */
+
+static bool word_is(const char *s, size_t n, const char *w)
+{
+    return strlen(w) == n && memcmp(s, w, n) == 0;
+}
+
+static void field_store(nmm_config_t *cfg, const option_def_t *o, uint64_t v)
+{
+    char *p = (char *)cfg + o->offset;
+    if (o->width == 8) {
+        memcpy(p, &v, 8);
+    } else {
+        uint32_t w = (uint32_t)v;
+        memcpy(p, &w, 4);
+    }
+}
+
+static void list_keys(strbuf_t *sb)
+{
+    strbuf_puts(sb, "; valid keys: ");
+    for (size_t i = 0; i < OPTION_COUNT; i++) {
+        if (i)
+            strbuf_puts(sb, ", ");
+        strbuf_puts(sb, options[i].name);
+    }
+    strbuf_puts(sb, " (or the nmm_config_t field names; NMM_OPTIONS=help lists them)");
+}
+
+static const char *expected_for(opt_kind_t kind)
+{
+    switch (kind) {
+    case OPT_LEVEL: return "off, standard or paranoid";
+    case OPT_POLICY: return "record or abort";
+    case OPT_SIZE: return "a size in bytes like 4096, 64k, 4M, 1G";
+    case OPT_COUNT: return "an unsigned number";
+    case OPT_BOOL: return "0, 1, true, false, yes, no, on or off";
+    case OPT_STACKS: return "1/N (a stack on 1 in N allocations) or 0";
+    case OPT_FAIL: return "fail-point specs";
+    }
+    return "?";
+}
+
+/* Apply one value; false with a message in sb otherwise. */
+static bool apply_value(nmm_config_t *cfg, const option_def_t *o, const char *v, size_t n,
+                        bool *guard_given, strbuf_t *msg)
+{
+    uint64_t x = 0;
+    bool ok = true;
+    switch (o->kind) {
+    case OPT_LEVEL:
+        if (word_is(v, n, "off") || word_is(v, n, "0"))
+            cfg->level = NMM_LEVEL_OFF;
+        else if (word_is(v, n, "standard") || word_is(v, n, "1"))
+            cfg->level = NMM_LEVEL_STANDARD;
+        else if (word_is(v, n, "paranoid") || word_is(v, n, "2"))
+            cfg->level = NMM_LEVEL_PARANOID;
+        else
+            ok = false;
+        break;
+    case OPT_POLICY:
+        if (word_is(v, n, "record"))
+            cfg->policy = NMM_POLICY_RECORD;
+        else if (word_is(v, n, "abort"))
+            cfg->policy = NMM_POLICY_ABORT;
+        else
+            ok = false;
+        break;
+    case OPT_SIZE:
+    case OPT_COUNT:
+        ok = options_parse_u64(v, n, o->kind == OPT_SIZE, &x);
+        if (ok && o->width == 4 && x > UINT32_MAX)
+            ok = false;
+        if (ok)
+            field_store(cfg, o, x);
+        break;
+    case OPT_BOOL:
+        if (word_is(v, n, "1") || word_is(v, n, "true") || word_is(v, n, "yes") ||
+            word_is(v, n, "on"))
+            x = 1;
+        else if (!(word_is(v, n, "0") || word_is(v, n, "false") || word_is(v, n, "no") ||
+                   word_is(v, n, "off")))
+            ok = false;
+        if (ok)
+            field_store(cfg, o, x);
+        if (ok && o->offset == offsetof(nmm_config_t, guard_pages))
+            *guard_given = true;
+        break;
+    case OPT_STACKS:
+        if (word_is(v, n, "0") || word_is(v, n, "off")) {
+            cfg->stack_sample = 0;
+        } else {
+            const char *slash = memchr(v, '/', n);
+            uint64_t num = 1;
+            if (slash && !(options_parse_u64(v, (size_t)(slash - v), false, &num) && num == 1))
+                ok = false;
+            const char *d = slash ? slash + 1 : v;
+            ok = ok && options_parse_u64(d, n - (size_t)(d - v), false, &x) && x >= 1 &&
+                 x <= UINT32_MAX;
+            if (ok) {
+                cfg->stack_sample = (uint32_t)x;
+                cfg->tracking = 1;
+            }
+        }
+        break;
+    case OPT_FAIL:
+        if (n == 0) {
+            cfg->failpoints = NULL;
+            break;
+        }
+        {
+            char tmp[1024];
+            char err[256];
+            if (n >= sizeof tmp) {
+                strbuf_puts(msg, "value of 'fail' is longer than 1023 bytes");
+                return false;
+            }
+            memcpy(tmp, v, n);
+            tmp[n] = '\0';
+            if (failpoint_check(tmp, err, sizeof err) != NMM_OK) {
+                strbuf_puts(msg, "bad value for key 'fail': ");
+                strbuf_puts(msg, err);
+                return false;
+            }
+            const char *old = cfg->failpoints ? cfg->failpoints : "";
+            char *kept = keep_string(old, strlen(old), v, n);
+            if (!kept) {
+                strbuf_puts(msg, "out of memory keeping the 'fail' value");
+                return false;
+            }
+            cfg->failpoints = kept;
+        }
+        break;
+    }
+    if (!ok) {
+        strbuf_puts(msg, "bad value '");
+        strbuf_putn(msg, v, n);
+        strbuf_puts(msg, "' for key '");
+        strbuf_puts(msg, o->name);
+        strbuf_puts(msg, "' (expected ");
+        strbuf_puts(msg, expected_for(o->kind));
+        strbuf_putc(msg, ')');
+    }
+    return ok;
+}
+
+static const option_def_t *find_option(const char *k, size_t n)
+{
+    for (size_t i = 0; i < OPTION_COUNT; i++)
+        if (word_is(k, n, options[i].name) || word_is(k, n, options[i].field))
+            return &options[i];
+    return NULL;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+NMM_API nmm_status_t nmm_config_parse(nmm_config_t *cfg, const char *text, char *err,
+                                      size_t err_len)
+{
+    char dummy[1];
+    strbuf_t msg;
+    if (err && err_len) {
+        strbuf_init(&msg, err, err_len);
+    } else {
+        strbuf_init(&msg, dummy, sizeof dummy);
+    }
+    if (!cfg) {
+        strbuf_puts(&msg, "nmm_config_parse: cfg is NULL");
+        return NMM_E_INVALID_ARGUMENT;
+    }
+    if (!text)
+        return NMM_OK;
+    nmm_config_t tmp = *cfg;
+    bool guard_given = false;
+    bool level_set = false;
+    const char *p = text;
+    for (;;) {
+        const char *end = strchr(p, ':');
+        const char *e = end ? end : p + strlen(p);
+        const char *s = p;
+        while (s < e && is_space(*s))
+            s++;
+        while (e > s && is_space(e[-1]))
+            e--;
+        if (s < e) {
+            const char *eq = memchr(s, '=', (size_t)(e - s));
+            const char *ke = eq ? eq : e;
+            while (ke > s && is_space(ke[-1]))
+                ke--;
+            const option_def_t *o = find_option(s, (size_t)(ke - s));
+            if (!o) {
+                strbuf_puts(&msg, "unknown key '");
+                strbuf_putn(&msg, s, (size_t)(ke - s));
+                strbuf_putc(&msg, '\'');
+                list_keys(&msg);
+                return NMM_E_INVALID_ARGUMENT;
+            }
+            if (!eq) {
+                strbuf_puts(&msg, "key '");
+                strbuf_puts(&msg, o->name);
+                strbuf_puts(&msg, "' needs a value (");
+                strbuf_puts(&msg, o->name);
+                strbuf_puts(&msg, "=");
+                strbuf_puts(&msg, o->unit);
+                strbuf_puts(&msg, ")");
+                list_keys(&msg);
+                return NMM_E_INVALID_ARGUMENT;
+            }
+            const char *v = eq + 1;
+            while (v < e && is_space(*v))
+                v++;
+            if (!apply_value(&tmp, o, v, (size_t)(e - v), &guard_given, &msg)) {
+                list_keys(&msg);
+                return NMM_E_INVALID_ARGUMENT;
+            }
+            if (o->kind == OPT_LEVEL)
+                level_set = true;
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    /* "guard pages: on at paranoid" — derived here, once, unless given explicitly. */
+    if (level_set && !guard_given)
+        tmp.guard_pages = tmp.level == NMM_LEVEL_PARANOID;
+    *cfg = tmp;
+    return NMM_OK;
+}
+
+NMM_API void nmm_config_init(nmm_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->size = sizeof *cfg;
+    cfg->version = NMM_CONFIG_VERSION;
+    char err[8];
+    bool guard_given = true;
+    for (size_t i = 0; i < OPTION_COUNT; i++) {
+        strbuf_t msg;
+        strbuf_init(&msg, err, sizeof err);
+        apply_value(cfg, &options[i], options[i].def, strlen(options[i].def), &guard_given,
+                    &msg);
+    }
+    cfg->tracking = 0; /* the stacks default sets the rate, not tracking itself */
+}
+
+static void put_padded(strbuf_t *sb, const char *s, size_t width)
+{
+    size_t n = strlen(s);
+    strbuf_puts(sb, s);
+    while (n++ < width)
+        strbuf_putc(sb, ' ');
+}
+
+NMM_API void nmm_options_help(int fd)
+{
+    char buf[4096];
+    strbuf_t sb;
+    strbuf_init(&sb, buf, sizeof buf);
+    strbuf_puts(&sb, "NMM_OPTIONS=key=value:key=value:...  (keys also accepted under their "
+                     "nmm_config_t field names)\n");
+    put_padded(&sb, "key", 11);
+    put_padded(&sb, "field", 17);
+    put_padded(&sb, "default", 9);
+    put_padded(&sb, "unit", 23);
+    strbuf_puts(&sb, "meaning\n");
+    for (size_t i = 0; i < OPTION_COUNT; i++) {
+        const option_def_t *o = &options[i];
+        put_padded(&sb, o->name, 11);
+        put_padded(&sb, o->field, 17);
+        put_padded(&sb, o->def[0] ? o->def : "-", 9);
+        put_padded(&sb, o->unit, 23);
+        strbuf_puts(&sb, o->help);
+        strbuf_putc(&sb, '\n');
+    }
+    size_t n = sb.len < sizeof buf ? sb.len : sizeof buf - 1;
+    const char *p = buf;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w <= 0)
+            break;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+void options_from_env(nmm_config_t *cfg)
+{
+    nmm_config_init(cfg);
+    const char *s = getenv("NMM_OPTIONS");
+    if (!s || !*s)
+        return;
+    if (strcmp(s, "help") == 0) {
+        nmm_options_help(2);
+        return;
+    }
+    char err[768];
+    if (nmm_config_parse(cfg, s, err, sizeof err) != NMM_OK) {
+        char line[900];
+        strbuf_t sb;
+        strbuf_init(&sb, line, sizeof line - 1);
+        strbuf_puts(&sb, "nmm: NMM_OPTIONS: ");
+        strbuf_puts(&sb, err);
+        strbuf_puts(&sb, "; using the defaults\n");
+        size_t n = sb.len < sizeof line - 1 ? sb.len : sizeof line - 2;
+        if (n == sizeof line - 2)
+            line[n++] = '\n';
+        if (write(2, line, n) < 0) {
+            /* nothing else to tell */
+        }
+    }
+}

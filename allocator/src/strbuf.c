@@ -1,0 +1,135 @@
+/* strbuf.c — bounded, allocation-free text building for reports, error messages
+ * and the abort line. Owns no state; never calls printf or malloc (usable inside
+ * malloc, in the reporting path and, for the integer helpers, in signal handlers).
+ * Any thread; a strbuf itself belongs to one thread.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+void strbuf_init(strbuf_t *sb, char *buf, size_t cap)
+{
+    sb->buf = buf;
+    sb->cap = buf ? cap : 0;
+    sb->len = 0;
+    if (sb->cap)
+        sb->buf[0] = '\0';
+}
+
+/* Append n bytes; len keeps counting past cap (snprintf contract), the text stays
+ * NUL-terminated inside cap. */
+void strbuf_putn(strbuf_t *sb, const char *s, size_t n)
+{
+    if (sb->cap && sb->len + 1 < sb->cap) {
+        size_t room = sb->cap - 1 - sb->len;
+        size_t k = n < room ? n : room;
+        memcpy(sb->buf + sb->len, s, k);
+        sb->buf[sb->len + k] = '\0';
+    }
+    sb->len += n;
+}
+
+void strbuf_putc(strbuf_t *sb, char c)
+{
+    strbuf_putn(sb, &c, 1);
+}
+
+void strbuf_puts(strbuf_t *sb, const char *s)
+{
+    strbuf_putn(sb, s ? s : "(null)", s ? strlen(s) : 6);
+}
+
+void strbuf_u64(strbuf_t *sb, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    strbuf_putn(sb, tmp + i, sizeof tmp - i);
+}
+
+void strbuf_i64(strbuf_t *sb, int64_t v)
+{
+    if (v < 0) {
+        strbuf_putc(sb, '-');
+        strbuf_u64(sb, (uint64_t)0 - (uint64_t)v);
+    } else {
+        strbuf_u64(sb, (uint64_t)v);
+    }
+}
+
+void strbuf_hex(strbuf_t *sb, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    char tmp[18];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = digits[v & 15];
+        v >>= 4;
+    } while (v);
+    tmp[--i] = 'x';
+    tmp[--i] = '0';
+    strbuf_putn(sb, tmp + i, sizeof tmp - i);
+}
+
+/* num/den as a decimal with `decimals` digits (truncated); den 0 prints 0. */
+void strbuf_ratio(strbuf_t *sb, uint64_t num, uint64_t den, int decimals)
+{
+    if (!den) {
+        strbuf_putc(sb, '0');
+        return;
+    }
+    strbuf_u64(sb, num / den);
+    if (decimals <= 0)
+        return;
+    strbuf_putc(sb, '.');
+    unsigned __int128 rem = num % den;
+    for (int i = 0; i < decimals; i++) {
+        rem *= 10;
+        strbuf_putc(sb, (char)('0' + (int)(rem / den)));
+        rem %= den;
+    }
+}
+
+/* A JSON string literal, quoted; control characters and non-ASCII bytes that are
+ * not valid UTF-8 starts are escaped so the document always parses. */
+void strbuf_json_str(strbuf_t *sb, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    strbuf_putc(sb, '"');
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') {
+            strbuf_putc(sb, '\\');
+            strbuf_putc(sb, (char)c);
+        } else if (c == '\n') {
+            strbuf_puts(sb, "\\n");
+        } else if (c == '\t') {
+            strbuf_puts(sb, "\\t");
+        } else if (c < 0x20 || c >= 0x80) {
+            /* bytes >= 0x80 are escaped one by one: a file name in an odd encoding
+             * must not make the whole report invalid UTF-8 */
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            strbuf_putn(sb, esc, 6);
+        } else {
+            strbuf_putc(sb, (char)c);
+        }
+    }
+    strbuf_putc(sb, '"');
+}
+
+/* Size with a binary suffix when exact ("4M", "64k", "1000"). */
+void strbuf_size(strbuf_t *sb, uint64_t v)
+{
+    static const char suffix[] = "kMGT";
+    int k = -1;
+    while (v && (v & 1023) == 0 && k < 3) {
+        v >>= 10;
+        k++;
+    }
+    strbuf_u64(sb, v);
+    if (k >= 0)
+        strbuf_putc(sb, suffix[k]);
+}

@@ -1,0 +1,694 @@
+/* track.c — allocation sites (process-wide, interned), sampled stacks
+ * (deduplicated, compact) and the leak report built from heap_foreach_live.
+ * Tables are fixed-capacity mappings from os_map, filled lock-free (an entry is
+ * written, then published by one CAS into the index); reads never lock. Never
+ * allocates with malloc; symbols are resolved (dladdr) only when a report is
+ * written. Any thread.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <dlfcn.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SITE_BITS 16
+#define SITE_CAP (1u << SITE_BITS)  /* ids 1..SITE_CAP-1; 0 = unknown */
+#define STACK_CAP (1u << 16)        /* stack ids 1..STACK_CAP-1; 0 = none */
+#define STACK_DEPTH 16
+#define ARENA_CHUNK (256u * 1024u)
+
+struct site_entry {
+    _Atomic(const char *) file; /* arena copy; for a code-address site, its symbol once resolved */
+    int line;
+    _Atomic uint32_t ready;     /* 1 once the entry is complete */
+    uintptr_t pc;               /* != 0: a site named by a code address */
+    uint64_t hash;
+};
+
+struct site_table {
+    _Atomic uint32_t next;                /* next id to hand out */
+    _Atomic uint32_t index[SITE_CAP * 2]; /* open addressing on hash: id or 0 */
+    struct site_entry entries[SITE_CAP];
+};
+
+struct stack_entry {
+    uint64_t hash;
+    uint32_t depth;
+    _Atomic uint32_t ready;
+    uintptr_t pcs[STACK_DEPTH];
+};
+
+struct stack_table {
+    _Atomic uint32_t next;
+    _Atomic uint32_t index[STACK_CAP * 2];
+    struct stack_entry entries[STACK_CAP];
+};
+
+struct arena_chunk {
+    _Atomic size_t used;
+    size_t size;
+    char data[];
+};
+
+static _Atomic(struct site_table *) sites;
+static _Atomic(struct stack_table *) stacks;
+static _Atomic(struct arena_chunk *) arena;
+static NMM_TLS uint32_t stack_countdown;
+
+/* ------------------------------------------------------------------ tables */
+
+static void *table_get(void *volatile_slot, size_t bytes)
+{
+    _Atomic(void *) *slot = volatile_slot;
+    void *t = atomic_load_explicit(slot, memory_order_acquire);
+    if (t)
+        return t;
+    size_t page = os_page_size();
+    void *fresh = os_map(NULL, (bytes + page - 1) & ~(page - 1));
+    if (!fresh)
+        return NULL;
+    void *expected = NULL;
+    if (!atomic_compare_exchange_strong_explicit(slot, &expected, fresh, memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+        os_unmap(fresh, (bytes + page - 1) & ~(page - 1));
+        return expected;
+    }
+    return fresh;
+}
+
+/* Copy a string into process-lifetime arena memory; NULL when out of memory. */
+static const char *arena_keep(const char *s, size_t n)
+{
+    for (;;) {
+        struct arena_chunk *c = atomic_load_explicit(&arena, memory_order_acquire);
+        if (c) {
+            size_t off = atomic_fetch_add(&c->used, n + 1);
+            if (off + n + 1 <= c->size) {
+                memcpy(c->data + off, s, n);
+                c->data[off + n] = '\0';
+                return c->data + off;
+            }
+        }
+        size_t bytes = ARENA_CHUNK > n + 64 + sizeof *c ? ARENA_CHUNK : n + 64 + sizeof *c;
+        size_t page = os_page_size();
+        bytes = (bytes + page - 1) & ~(page - 1);
+        struct arena_chunk *fresh = os_map(NULL, bytes);
+        if (!fresh)
+            return NULL;
+        fresh->size = bytes - sizeof *fresh;
+        if (!atomic_compare_exchange_strong(&arena, &c, fresh))
+            os_unmap(fresh, bytes); /* someone else replaced it; retry in theirs */
+        /* the old chunk stays: strings in it live for the process */
+    }
+}
+
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t hash_site(const char *file, size_t n, int line, uintptr_t pc)
+{
+    if (pc)
+        return mix64(pc ^ 0x5a5a5a5a5a5a5a5aull);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)file[i]) * 0x100000001b3ull;
+    return mix64(h ^ (uint64_t)(uint32_t)line);
+}
+
+static bool site_matches(const struct site_entry *e, uint64_t h, const char *file, size_t n,
+                         int line, uintptr_t pc)
+{
+    if (e->hash != h || e->pc != pc)
+        return false;
+    if (pc)
+        return true;
+    const char *f = atomic_load_explicit(&e->file, memory_order_acquire);
+    return e->line == line && f && strncmp(f, file, n) == 0 && f[n] == '\0';
+}
+
+static nmm_site_t site_intern(const char *file, int line, uintptr_t pc)
+{
+    struct site_table *t = table_get(&sites, sizeof(struct site_table));
+    if (!t)
+        return 0;
+    size_t n = file ? strlen(file) : 0;
+    uint64_t h = hash_site(file, n, line, pc);
+    uint32_t mask = SITE_CAP * 2 - 1;
+    uint32_t mine = 0;
+    for (uint32_t i = (uint32_t)h & mask, probes = 0; probes <= mask; i = (i + 1) & mask, probes++) {
+        uint32_t id = atomic_load_explicit(&t->index[i], memory_order_acquire);
+        if (id == 0) {
+            if (!mine) {
+                mine = atomic_fetch_add(&t->next, 1) + 1;
+                if (mine >= SITE_CAP)
+                    return 0; /* table full: the site stays unknown */
+                struct site_entry *e = &t->entries[mine];
+                e->hash = h;
+                e->line = line;
+                e->pc = pc;
+                const char *copy = pc ? NULL : arena_keep(file, n);
+                if (!pc && !copy)
+                    return 0;
+                atomic_store_explicit(&e->file, copy, memory_order_relaxed);
+                atomic_store_explicit(&e->ready, 1, memory_order_release);
+            }
+            uint32_t expected = 0;
+            if (atomic_compare_exchange_strong_explicit(&t->index[i], &expected, mine,
+                                                        memory_order_acq_rel,
+                                                        memory_order_acquire))
+                return mine;
+            id = expected; /* lost the race for this slot: look at the winner */
+        }
+        if (site_matches(&t->entries[id], h, file, n, line, pc)) {
+            if (mine) /* our unpublished entry is orphaned; nobody knows its id */
+                atomic_store_explicit(&t->entries[mine].ready, 0, memory_order_relaxed);
+            return id;
+        }
+    }
+    return 0;
+}
+
+NMM_API nmm_site_t nmm_site(nmm_heap_t *heap, const char *file, int line)
+{
+    (void)heap; /* ids are process-wide */
+    if (!file)
+        return 0;
+    return site_intern(file, line, 0);
+}
+
+nmm_site_t track_site_for_pc(uintptr_t pc)
+{
+    return pc ? site_intern(NULL, 0, pc) : 0;
+}
+
+static const struct site_entry *site_get(nmm_site_t site)
+{
+    struct site_table *t = atomic_load_explicit(&sites, memory_order_acquire);
+    if (!t || site == 0 || site >= SITE_CAP)
+        return NULL;
+    const struct site_entry *e = &t->entries[site];
+    return atomic_load_explicit(&e->ready, memory_order_acquire) ? e : NULL;
+}
+
+/* "sym+0x1c (module)" for a code address; dladdr does not allocate. */
+static void format_pc(strbuf_t *sb, uintptr_t pc)
+{
+    Dl_info info;
+    if (dladdr((void *)pc, &info) && info.dli_fname) {
+        const char *mod = strrchr(info.dli_fname, '/');
+        mod = mod ? mod + 1 : info.dli_fname;
+        if (info.dli_sname && info.dli_saddr) {
+            strbuf_puts(sb, info.dli_sname);
+            strbuf_putc(sb, '+');
+            strbuf_hex(sb, pc - (uintptr_t)info.dli_saddr);
+        } else {
+            strbuf_hex(sb, pc - (uintptr_t)info.dli_fbase);
+        }
+        strbuf_puts(sb, " (");
+        strbuf_puts(sb, *mod ? mod : "main program");
+        strbuf_putc(sb, ')');
+        return;
+    }
+    strbuf_puts(sb, "pc ");
+    strbuf_hex(sb, pc);
+}
+
+/* The name of a code-address site, resolved once and kept in the arena. */
+static const char *site_symbol(struct site_entry *e)
+{
+    const char *name = atomic_load_explicit(&e->file, memory_order_acquire);
+    if (name)
+        return name;
+    char buf[256];
+    strbuf_t sb;
+    strbuf_init(&sb, buf, sizeof buf);
+    format_pc(&sb, e->pc);
+    const char *kept = arena_keep(buf, sb.len < sizeof buf ? sb.len : sizeof buf - 1);
+    const char *expected = NULL;
+    if (kept && !atomic_compare_exchange_strong(&e->file, &expected, kept))
+        return expected;
+    return kept;
+}
+
+NMM_API nmm_status_t nmm_site_info(nmm_site_t site, const char **file, int *line)
+{
+    const struct site_entry *e = site_get(site);
+    if (!e)
+        return NMM_E_INVALID_ARGUMENT;
+    if (file)
+        *file = e->pc ? site_symbol((struct site_entry *)e)
+                      : atomic_load_explicit(&e->file, memory_order_acquire);
+    if (line)
+        *line = e->line;
+    return NMM_OK;
+}
+
+void track_site_format(strbuf_t *sb, nmm_site_t site, bool symbolize)
+{
+    struct site_entry *e = (struct site_entry *)site_get(site);
+    if (!e) {
+        strbuf_putc(sb, '?');
+        return;
+    }
+    if (!e->pc) {
+        strbuf_puts(sb, atomic_load_explicit(&e->file, memory_order_acquire));
+        strbuf_putc(sb, ':');
+        strbuf_i64(sb, e->line);
+        return;
+    }
+    const char *name = symbolize ? site_symbol(e)
+                                 : atomic_load_explicit(&e->file, memory_order_acquire);
+    if (name) {
+        strbuf_puts(sb, name);
+    } else {
+        strbuf_puts(sb, "pc ");
+        strbuf_hex(sb, e->pc);
+    }
+}
+
+/* ------------------------------------------------------------------ stacks */
+
+/* Upper bound of the calling thread's stack, so the frame walk never reads past
+ * it: glibc puts a thread's TCB (the thread pointer) just above its stack; the
+ * main thread's stack ends at __libc_stack_end. 0 when unknown. */
+extern void *__libc_stack_end;
+
+static uintptr_t stack_limit(uintptr_t fp)
+{
+#if defined(__x86_64__) || defined(__aarch64__)
+    uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
+    if (fp < tp && tp - fp < ((uintptr_t)64 << 20))
+        return tp;
+#endif
+    uintptr_t main_end = (uintptr_t)__libc_stack_end;
+    if (fp < main_end && main_end - fp < ((uintptr_t)1 << 30))
+        return main_end;
+    return 0;
+}
+
+/* Walk frame pointers. Frames without one end the walk early or are skipped;
+ * every step is bounds-checked so a garbage rbp never faults. */
+static NMM_NOINLINE uint32_t stack_capture(uintptr_t *pcs)
+{
+    uintptr_t *fp = __builtin_frame_address(0);
+    uintptr_t hi = stack_limit((uintptr_t)fp);
+    uint32_t n = 0;
+    if (!hi)
+        return 0;
+    bool skip = true; /* our own frame's return address is track_on_alloc */
+    while (n < STACK_DEPTH) {
+        uintptr_t f = (uintptr_t)fp;
+        if ((f & 7) || f + 16 > hi)
+            break;
+        uintptr_t ret = fp[1];
+        uintptr_t next = fp[0];
+        if (ret < 4096)
+            break;
+        if (!skip)
+            pcs[n++] = ret;
+        skip = false;
+        if (next <= f || next - f > ((uintptr_t)1 << 20))
+            break;
+        fp = (uintptr_t *)next;
+    }
+    return n;
+}
+
+static uint32_t stack_intern(const uintptr_t *pcs, uint32_t depth)
+{
+    struct stack_table *t = table_get(&stacks, sizeof(struct stack_table));
+    if (!t || !depth)
+        return 0;
+    uint64_t h = depth;
+    for (uint32_t i = 0; i < depth; i++)
+        h = mix64(h ^ pcs[i]);
+    uint32_t mask = STACK_CAP * 2 - 1;
+    uint32_t mine = 0;
+    for (uint32_t i = (uint32_t)h & mask, probes = 0; probes <= mask; i = (i + 1) & mask, probes++) {
+        uint32_t id = atomic_load_explicit(&t->index[i], memory_order_acquire);
+        if (id == 0) {
+            if (!mine) {
+                mine = atomic_fetch_add(&t->next, 1) + 1;
+                if (mine >= STACK_CAP)
+                    return 0;
+                struct stack_entry *e = &t->entries[mine];
+                e->hash = h;
+                e->depth = depth;
+                memcpy(e->pcs, pcs, depth * sizeof *pcs);
+                atomic_store_explicit(&e->ready, 1, memory_order_release);
+            }
+            uint32_t expected = 0;
+            if (atomic_compare_exchange_strong_explicit(&t->index[i], &expected, mine,
+                                                        memory_order_acq_rel,
+                                                        memory_order_acquire))
+                return mine;
+            id = expected;
+        }
+        const struct stack_entry *e = &t->entries[id];
+        if (e->hash == h && e->depth == depth && memcmp(e->pcs, pcs, depth * sizeof *pcs) == 0) {
+            if (mine)
+                atomic_store_explicit(&t->entries[mine].ready, 0, memory_order_relaxed);
+            return id;
+        }
+    }
+    return 0;
+}
+
+static NMM_NOINLINE uint32_t stack_sample_now(void)
+{
+    uintptr_t pcs[STACK_DEPTH];
+    uint32_t depth = stack_capture(pcs);
+    return stack_intern(pcs, depth);
+}
+
+uint32_t track_on_alloc(nmm_heap_t *heap, nmm_site_t site)
+{
+    if (site >= SITE_CAP)
+        site = 0;
+    uint32_t every = heap_config(heap)->stack_sample;
+    if (!every)
+        return site;
+    uint32_t c = stack_countdown;
+    if (c > every)
+        c = every;
+    if (c > 1) {
+        stack_countdown = c - 1;
+        return site;
+    }
+    stack_countdown = every;
+    return site | (stack_sample_now() << SITE_BITS);
+}
+
+void track_decode(uint32_t id, nmm_site_t *site, uint32_t *stack)
+{
+    if (site)
+        *site = id & (SITE_CAP - 1);
+    if (stack)
+        *stack = id >> SITE_BITS;
+}
+
+/* Frames of a stored stack, or 0. */
+static uint32_t stack_frames(uint32_t stack, const uintptr_t **pcs)
+{
+    struct stack_table *t = atomic_load_explicit(&stacks, memory_order_acquire);
+    if (!t || stack == 0 || stack >= STACK_CAP)
+        return 0;
+    const struct stack_entry *e = &t->entries[stack];
+    if (!atomic_load_explicit(&e->ready, memory_order_acquire))
+        return 0;
+    *pcs = e->pcs;
+    return e->depth;
+}
+
+/* ------------------------------------------------------------------ leaks */
+
+struct leak_group {
+    uint32_t id;     /* site | stack << 16, as stored with the block */
+    uint32_t used;
+    uint64_t count;
+    uint64_t bytes;
+};
+
+struct leak_agg {
+    struct leak_group *slots;
+    size_t cap;       /* power of two */
+    size_t groups;
+    size_t map_bytes;
+    uint64_t total_count, total_bytes;
+    uint64_t other_count, other_bytes; /* blocks whose group did not fit */
+};
+
+static void leak_visit(void *ctx, const void *ptr, size_t requested, uint32_t id)
+{
+    (void)ptr;
+    struct leak_agg *a = ctx;
+    a->total_count++;
+    a->total_bytes += requested;
+    size_t mask = a->cap - 1;
+    for (size_t i = mix64(id) & mask, probes = 0; probes < a->cap; i = (i + 1) & mask, probes++) {
+        struct leak_group *g = &a->slots[i];
+        if (!g->used) {
+            if (a->groups * 4 >= a->cap * 3)
+                break; /* keep probing short: the rest goes to "other" */
+            g->used = 1;
+            g->id = id;
+            a->groups++;
+        }
+        if (g->id == id) {
+            g->count++;
+            g->bytes += requested;
+            return;
+        }
+    }
+    a->other_count++;
+    a->other_bytes += requested;
+}
+
+static bool group_before(const struct leak_group *x, const struct leak_group *y)
+{
+    if (x->bytes != y->bytes)
+        return x->bytes > y->bytes;
+    if (x->count != y->count)
+        return x->count > y->count;
+    return x->id < y->id;
+}
+
+/* Heap sort (qsort may malloc): largest bytes first. */
+static void sift(struct leak_group *g, size_t n, size_t i)
+{
+    for (;;) {
+        size_t m = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && group_before(&g[m], &g[l]))
+            m = l;
+        if (r < n && group_before(&g[m], &g[r]))
+            m = r;
+        if (m == i)
+            return;
+        struct leak_group t = g[i];
+        g[i] = g[m];
+        g[m] = t;
+        i = m;
+    }
+}
+
+static void sort_groups(struct leak_group *g, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;)
+        sift(g, n, i);
+    for (size_t end = n; end > 1; end--) {
+        struct leak_group t = g[0];
+        g[0] = g[end - 1];
+        g[end - 1] = t;
+        sift(g, end - 1, 0);
+    }
+}
+
+static bool leaks_collect(nmm_heap_t *heap, struct leak_agg *a)
+{
+    memset(a, 0, sizeof *a);
+    a->cap = 1u << 15;
+    size_t page = os_page_size();
+    a->map_bytes = (a->cap * sizeof(struct leak_group) + page - 1) & ~(page - 1);
+    a->slots = os_map(NULL, a->map_bytes);
+    if (!a->slots)
+        return false;
+    heap_foreach_live(heap, leak_visit, a);
+    size_t k = 0;
+    for (size_t i = 0; i < a->cap; i++)
+        if (a->slots[i].used)
+            a->slots[k++] = a->slots[i];
+    sort_groups(a->slots, k);
+    a->groups = k;
+    return true;
+}
+
+static void leaks_release(struct leak_agg *a)
+{
+    if (a->slots)
+        os_unmap(a->slots, a->map_bytes);
+    a->slots = NULL;
+}
+
+static void format_site_text(strbuf_t *sb, nmm_site_t site)
+{
+    if (site)
+        track_site_format(sb, site, true);
+    else
+        strbuf_puts(sb, "an unknown site");
+}
+
+/* Leading frames inside this library (a build with frame pointers sees its own
+ * nmm_alloc frames) say nothing about the leak: skip them. */
+static uint32_t first_user_frame(const uintptr_t *pcs, uint32_t depth)
+{
+    Dl_info self, f;
+    if (!dladdr((void *)(uintptr_t)&track_on_alloc, &self))
+        return 0;
+    uint32_t i = 0;
+    while (i + 1 < depth && dladdr((void *)pcs[i], &f) && f.dli_fbase == self.dli_fbase &&
+           f.dli_sname && strncmp(f.dli_sname, "nmm_", 4) == 0)
+        i++;
+    return i;
+}
+
+static void leaks_text(struct leak_agg *a, strbuf_t *sb, size_t top)
+{
+    strbuf_puts(sb, "nmm: leak report: ");
+    strbuf_u64(sb, a->total_count);
+    strbuf_puts(sb, " live blocks, ");
+    strbuf_u64(sb, a->total_bytes);
+    strbuf_puts(sb, " bytes");
+    if (a->total_count) {
+        strbuf_puts(sb, " in ");
+        strbuf_u64(sb, a->groups);
+        strbuf_puts(sb, " groups, largest first");
+    }
+    strbuf_putc(sb, '\n');
+    for (size_t i = 0; i < a->groups && i < top; i++) {
+        const struct leak_group *g = &a->slots[i];
+        nmm_site_t site;
+        uint32_t stack;
+        track_decode(g->id, &site, &stack);
+        strbuf_puts(sb, "  ");
+        strbuf_u64(sb, g->bytes);
+        strbuf_puts(sb, " bytes in ");
+        strbuf_u64(sb, g->count);
+        strbuf_puts(sb, g->count == 1 ? " block" : " blocks");
+        strbuf_puts(sb, " allocated at ");
+        format_site_text(sb, site);
+        strbuf_putc(sb, '\n');
+        const uintptr_t *pcs;
+        uint32_t depth = stack_frames(stack, &pcs);
+        for (uint32_t f = first_user_frame(pcs, depth), k = 0; f < depth; f++, k++) {
+            strbuf_puts(sb, "      #");
+            strbuf_u64(sb, k);
+            strbuf_putc(sb, ' ');
+            format_pc(sb, pcs[f]);
+            strbuf_putc(sb, '\n');
+        }
+    }
+    if (a->groups > top || a->other_count) {
+        strbuf_puts(sb, "  ... and more groups not shown\n");
+    }
+}
+
+static void leaks_json_groups(struct leak_agg *a, strbuf_t *sb, size_t top)
+{
+    strbuf_putc(sb, '[');
+    for (size_t i = 0; i < a->groups && i < top; i++) {
+        const struct leak_group *g = &a->slots[i];
+        nmm_site_t site;
+        uint32_t stack;
+        track_decode(g->id, &site, &stack);
+        char where[320];
+        strbuf_t w;
+        strbuf_init(&w, where, sizeof where);
+        if (site)
+            track_site_format(&w, site, true);
+        const char *file = NULL;
+        int line = 0;
+        nmm_site_info(site, &file, &line);
+        if (i)
+            strbuf_putc(sb, ',');
+        strbuf_puts(sb, "{\"site\":");
+        strbuf_json_str(sb, site ? where : "");
+        strbuf_puts(sb, ",\"file\":");
+        strbuf_json_str(sb, file ? file : "");
+        strbuf_puts(sb, ",\"line\":");
+        strbuf_i64(sb, line);
+        strbuf_puts(sb, ",\"count\":");
+        strbuf_u64(sb, g->count);
+        strbuf_puts(sb, ",\"bytes\":");
+        strbuf_u64(sb, g->bytes);
+        strbuf_puts(sb, ",\"stack\":[");
+        const uintptr_t *pcs;
+        uint32_t depth = stack_frames(stack, &pcs);
+        for (uint32_t f = first_user_frame(pcs, depth), k = 0; f < depth; f++, k++) {
+            char fr[256];
+            strbuf_t fb;
+            strbuf_init(&fb, fr, sizeof fr);
+            format_pc(&fb, pcs[f]);
+            if (k)
+                strbuf_putc(sb, ',');
+            strbuf_json_str(sb, fr);
+        }
+        strbuf_puts(sb, "]}");
+    }
+    strbuf_putc(sb, ']');
+}
+
+static void leaks_json(struct leak_agg *a, strbuf_t *sb)
+{
+    strbuf_puts(sb, "{\"live_blocks\":");
+    strbuf_u64(sb, a->total_count);
+    strbuf_puts(sb, ",\"live_bytes\":");
+    strbuf_u64(sb, a->total_bytes);
+    strbuf_puts(sb, ",\"groups\":");
+    leaks_json_groups(a, sb, SIZE_MAX);
+    strbuf_puts(sb, ",\"other\":{\"count\":");
+    strbuf_u64(sb, a->other_count);
+    strbuf_puts(sb, ",\"bytes\":");
+    strbuf_u64(sb, a->other_bytes);
+    strbuf_puts(sb, "}}");
+}
+
+NMM_API size_t nmm_leaks_report(nmm_heap_t *heap, int format, char *buf, size_t cap)
+{
+    strbuf_t sb;
+    strbuf_init(&sb, buf, cap);
+    struct leak_agg a;
+    if (!heap || !leaks_collect(heap, &a)) {
+        strbuf_puts(&sb, format ? "{\"error\":\"out of memory\"}" : "nmm: leak report: out of memory\n");
+        return sb.len;
+    }
+    if (format)
+        leaks_json(&a, &sb);
+    else
+        leaks_text(&a, &sb, SIZE_MAX);
+    leaks_release(&a);
+    return sb.len;
+}
+
+void track_leaks_json(nmm_heap_t *heap, strbuf_t *sb, size_t top)
+{
+    struct leak_agg a;
+    if (!leaks_collect(heap, &a)) {
+        strbuf_puts(sb, "[]");
+        return;
+    }
+    leaks_json_groups(&a, sb, top);
+    leaks_release(&a);
+}
+
+void track_leaks_write(nmm_heap_t *heap, int fd)
+{
+    struct leak_agg a;
+    if (!leaks_collect(heap, &a))
+        return;
+    strbuf_t sb;
+    strbuf_init(&sb, NULL, 0);
+    leaks_text(&a, &sb, 50); /* measure */
+    size_t page = os_page_size();
+    size_t bytes = (sb.len + 1 + page - 1) & ~(page - 1);
+    char *out = os_map(NULL, bytes);
+    if (out) {
+        strbuf_init(&sb, out, bytes);
+        leaks_text(&a, &sb, 50);
+        size_t n = sb.len < bytes ? sb.len : bytes - 1;
+        for (const char *p = out; n;) {
+            ssize_t w = write(fd, p, n);
+            if (w <= 0)
+                break;
+            p += w;
+            n -= (size_t)w;
+        }
+        os_unmap(out, bytes);
+    }
+    leaks_release(&a);
+}
