@@ -1,0 +1,589 @@
+"""The only module that touches cffi: Heap and Block over the NMM C API.
+
+Everything public here returns ints, bytes, memoryviews and frozen dataclasses,
+never cdata. C statuses become exceptions through one table (``STATUS_ERRORS``).
+cffi releases the GIL around every C call, so Python threads allocate in
+parallel; the Python-side bookkeeping (live blocks by address) relies only on
+single dict operations, which the GIL makes atomic. Blocks are freed
+explicitly (``free``, ``with``, ``Heap.close``), never by the garbage collector.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno as errno_codes
+import json
+import operator
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from allocator._nmm_cffi import ffi, lib
+from allocator._types import ClassStats, Event, Site, ValidationResult
+from allocator.errors import (
+    Corrupted,
+    DoubleFree,
+    HeapClosed,
+    InvalidArgument,
+    InvalidPointer,
+    NmmError,
+    OutOfMemory,
+    ReallocFreed,
+)
+
+STATUS_ERRORS: dict[int, type[NmmError]] = {
+    lib.NMM_E_DOUBLE_FREE: DoubleFree,
+    lib.NMM_E_INVALID_POINTER: InvalidPointer,
+    lib.NMM_E_CORRUPTED: Corrupted,
+    lib.NMM_E_NOMEM: OutOfMemory,
+    lib.NMM_E_INVALID_ARGUMENT: InvalidArgument,
+    lib.NMM_E_REALLOC_FREED: ReallocFreed,
+}
+"""C status -> exception class: the one mapping."""
+
+_MAX_ADDRESS = 2**64 - 1
+_ERR_LEN = 512
+_DRAIN_BATCH = 256
+
+# ------------------------------------------------------------------ statistics
+
+_STATS_META = {"size", "version", "class_count", "reserved0", "classes"}
+STATS_FIELDS: tuple[str, ...] = tuple(
+    name for name, _ in ffi.typeof("nmm_stats_t").fields if name not in _STATS_META
+)
+"""Heap-wide counter names, in header order (from the NMM_STATS_FIELDS X-macro)."""
+
+
+class _StatsBase:
+    """Behaviour shared by every Stats snapshot; the fields are the header's."""
+
+    classes: tuple[ClassStats, ...]
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> int: ...
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counters as a plain dict (classes as a list of dicts)."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in STATS_FIELDS}
+        out["classes"] = [dataclasses.asdict(c) for c in self.classes]
+        return out
+
+
+Stats = dataclasses.make_dataclass(
+    "Stats",
+    [(name, int) for name in STATS_FIELDS] + [("classes", tuple[ClassStats, ...])],
+    bases=(_StatsBase,),
+    frozen=True,
+    namespace={
+        "__module__": __name__,
+        "__doc__": "A snapshot of nmm_stats: one int per counter of the header's "
+        "NMM_STATS_FIELDS, plus per-size-class counters in ``classes``."
+    },
+)
+
+# ------------------------------------------------------------------ sites
+
+_SITES: dict[tuple[str, int], int] = {}
+_FILE_BUFFERS: dict[str, Any] = {}  # kept for the life of the process: C keeps the pointer
+
+
+def _intern_site(file: str, line: int) -> int:
+    buf = _FILE_BUFFERS.get(file)
+    if buf is None:
+        buf = _FILE_BUFFERS.setdefault(file, ffi.new("char[]", file.encode(errors="replace")))
+    site = int(lib.nmm_site(ffi.NULL, buf, line))
+    _SITES[(file, line)] = site
+    return site
+
+
+def _caller_site(depth: int = 2) -> int:
+    """The site id of the Python frame ``depth`` levels above this call."""
+    frame = sys._getframe(depth)
+    key = (frame.f_code.co_filename, frame.f_lineno)
+    site = _SITES.get(key)
+    return site if site is not None else _intern_site(*key)
+
+
+def _site_info(site: int) -> Site | None:
+    if site == 0:
+        return None
+    file = ffi.new("const char **")
+    line = ffi.new("int *")
+    if lib.nmm_site_info(site, file, line) != lib.NMM_OK or file[0] == ffi.NULL:
+        return None
+    return (ffi.string(file[0]).decode(errors="replace"), int(line[0]))
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _event_from_c(ev: Any) -> Event:
+    return Event(
+        kind=ffi.string(lib.nmm_event_kind_str(ev.kind)).decode(),
+        address=int(ev.address),
+        size=int(ev.size),
+        detail=int(ev.detail),
+        seq=int(ev.seq),
+        op_count=int(ev.op_count),
+        alloc_site=_site_info(ev.alloc_site),
+        free_site=_site_info(ev.free_site),
+        thread_id=int(ev.thread_id),
+    )
+
+
+def _status_text(status: int) -> str:
+    return str(ffi.string(lib.nmm_status_str(status)).decode())
+
+
+def _size_arg(name: str, value: int) -> int:
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise InvalidArgument(f"{name} must be an int, got {type(value).__name__}") from None
+    if n < 0 or n > _MAX_ADDRESS:
+        raise InvalidArgument(f"{name} must be in 0..2**64-1, got {n}")
+    return n
+
+
+def _option_value(key: str, value: object) -> str:
+    if isinstance(value, bool):
+        text = "1" if value else "0"
+    elif isinstance(value, int | str):
+        text = str(value)
+    else:
+        raise InvalidArgument(f"option {key!r}: expected str, int or bool, got {type(value).__name__}")
+    if ":" in text:
+        raise InvalidArgument(f"option {key!r}: value {text!r} may not contain ':'")
+    return text
+
+
+def _read_report(produce: Callable[[Any, int], int]) -> str:
+    """Call an snprintf-style report function until the buffer was big enough."""
+    need = int(produce(ffi.NULL, 0))
+    while True:
+        buf = ffi.new("char[]", need + 1)
+        got = int(produce(buf, need + 1))
+        if got <= need:
+            return str(ffi.string(buf, got).decode(errors="replace"))
+        need = got
+
+
+# ------------------------------------------------------------------ Block
+
+
+class Block:
+    """A live block of a Heap: ``address``, ``size`` (what was asked for),
+    ``usable_size`` and ``view``, a writable memoryview of exactly ``size`` bytes.
+
+    Using a freed block (``view``, ``usable_size``, freeing it again through the
+    Block) raises; ``unsafe_write``/``unsafe_read`` deliberately bypass every
+    check to exercise misuse (out of bounds, negative offsets, after free).
+    A Block is a context manager that frees it on exit.
+    """
+
+    __slots__ = ("_freed", "_heap", "_view", "address", "size")
+
+    def __init__(self, heap: Heap, address: int, size: int) -> None:
+        self._heap = heap
+        self.address = address
+        self.size = size
+        self._view: memoryview | None = None
+        self._freed = False
+
+    @property
+    def heap(self) -> Heap:
+        """The heap this block came from."""
+        return self._heap
+
+    @property
+    def freed(self) -> bool:
+        """True once the block was freed, reallocated away, retired or its heap closed."""
+        return self._freed
+
+    def _check_live(self, what: str) -> None:
+        if self._freed:
+            raise InvalidPointer(f"{what}: block 0x{self.address:x} was freed")
+
+    @property
+    def view(self) -> memoryview:
+        """A writable memoryview of the block's ``size`` bytes (released on free)."""
+        self._check_live("view")
+        if self._view is None:
+            ptr = ffi.cast("char *", self.address)
+            self._view = memoryview(ffi.buffer(ptr, self.size))  # type: ignore[arg-type]
+        return self._view
+
+    @property
+    def usable_size(self) -> int:
+        """Bytes usable at the address (>= size), as the allocator reports it."""
+        self._check_live("usable_size")
+        return self._heap.usable_size(self.address)
+
+    def free(self) -> None:
+        """Free the block (same as ``heap.free(block)``)."""
+        self._heap._free(self, _caller_site())
+
+    def unsafe_write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` at ``address + offset`` with no bounds or liveness check.
+
+        For misuse tests only: offsets outside [0, size), negative offsets and
+        writes after free are all allowed and may corrupt the heap on purpose.
+        """
+        start = self._unsafe_address(offset, len(data))
+        ffi.memmove(ffi.cast("char *", start), bytes(data), len(data))
+
+    def unsafe_read(self, offset: int, n: int) -> bytes:
+        """Read ``n`` bytes at ``address + offset`` with no bounds or liveness check."""
+        start = self._unsafe_address(offset, _size_arg("n", n))
+        return bytes(ffi.buffer(ffi.cast("char *", start), n))
+
+    def _unsafe_address(self, offset: int, n: int) -> int:
+        start = self.address + operator.index(offset)
+        if start < 0 or start + n > _MAX_ADDRESS:
+            raise InvalidArgument(f"offset {offset} puts the access outside the address space")
+        return start
+
+    def _mark_freed(self) -> None:
+        self._freed = True
+        view, self._view = self._view, None
+        if view is not None:
+            try:
+                view.release()
+            except BufferError:  # someone exported it further; nothing more we can do
+                pass
+
+    def __enter__(self) -> Block:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._freed and not self._heap.closed:
+            self._heap._free(self, _caller_site())
+
+    def __repr__(self) -> str:
+        state = "freed" if self._freed else "live"
+        return f"<Block 0x{self.address:x} size={self.size} {state}>"
+
+
+# ------------------------------------------------------------------ Heap
+
+
+class Heap:
+    """An NMM heap: allocate, free, inspect; a context manager that destroys it.
+
+    ``level`` is ``"off"``, ``"standard"`` or ``"paranoid"``; ``policy`` is
+    ``"record"`` (misuse raises, the process goes on) or ``"abort"`` (one line
+    on stderr, then SIGABRT); ``limit_bytes`` caps the bytes handed out. Other
+    keyword arguments are NMM_OPTIONS keys (``quarantine="4M"``,
+    ``tracking=True``, ``fail="alloc@every3"``, ...), parsed by the allocator's
+    own option parser, so an unknown key or bad value raises InvalidArgument
+    naming it.
+    """
+
+    def __init__(
+        self,
+        level: str = "off",
+        policy: str = "record",
+        limit_bytes: int | None = None,
+        **options: object,
+    ) -> None:
+        self._ptr: Any = None
+        self._live: dict[int, Block] = {}
+        self._pending: list[Event] = []
+        pairs: dict[str, object] = {"level": level, "policy": policy}
+        if limit_bytes is not None:
+            pairs["limit"] = _size_arg("limit_bytes", limit_bytes)
+        pairs.update(options)
+        self.options = ":".join(f"{k}={_option_value(k, v)}" for k, v in pairs.items())
+        cfg = ffi.new("nmm_config_t *")
+        lib.nmm_config_init(cfg)
+        err = ffi.new("char[]", _ERR_LEN)
+        status = lib.nmm_config_parse(cfg, self.options.encode(), err, _ERR_LEN)
+        if status != lib.NMM_OK:
+            message = ffi.string(err).decode(errors="replace") or _status_text(status)
+            raise InvalidArgument(message, status=status)
+        ptr = lib.nmm_heap_create(cfg)
+        if ptr == ffi.NULL:
+            code = ffi.errno
+            raise STATUS_ERRORS[lib.NMM_E_INVALID_ARGUMENT if code == errno_codes.EINVAL else lib.NMM_E_NOMEM](
+                f"nmm_heap_create failed: errno {code}"
+            )
+        self._ptr = ptr
+        self.level = level
+        self.policy = policy
+
+    # -------------------------------------------------------------- lifecycle
+
+    @property
+    def closed(self) -> bool:
+        """True after close(): the heap and all its blocks are gone."""
+        return self._ptr is None
+
+    def close(self) -> None:
+        """Destroy the heap and everything in it. Idempotent. Blocks still live
+        are released with it and marked freed."""
+        ptr, self._ptr = self._ptr, None
+        if ptr is None:
+            return
+        for block in list(self._live.values()):
+            block._mark_freed()
+        self._live.clear()
+        lib.nmm_heap_destroy(ptr)
+
+    def __enter__(self) -> Heap:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: lib may already be gone
+            pass
+
+    def _heap(self) -> Any:
+        ptr = self._ptr
+        if ptr is None:
+            raise HeapClosed("the heap is closed")
+        return ptr
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self._live)} live blocks"
+        return f"<Heap {self.options} {state}>"
+
+    # -------------------------------------------------------------- allocation
+
+    def alloc(self, size: int) -> Block:
+        """Allocate ``size`` bytes (contents undefined). Raises OutOfMemory."""
+        n = _size_arg("size", size)
+        ptr = lib.nmm_alloc(self._heap(), n, _caller_site())
+        return self._adopt(ptr, n, f"alloc({n})")
+
+    def calloc(self, count: int, size: int) -> Block:
+        """Allocate ``count * size`` zeroed bytes; an overflowing product raises."""
+        c, n = _size_arg("count", count), _size_arg("size", size)
+        ptr = lib.nmm_calloc(self._heap(), c, n, _caller_site())
+        return self._adopt(ptr, c * n, f"calloc({c}, {n})")
+
+    def aligned_alloc(self, alignment: int, size: int) -> Block:
+        """Allocate ``size`` bytes aligned to ``alignment`` (a power of two up to
+        the page size; anything else raises InvalidArgument)."""
+        a, n = _size_arg("alignment", alignment), _size_arg("size", size)
+        ptr = lib.nmm_aligned_alloc(self._heap(), a, n, _caller_site())
+        return self._adopt(ptr, n, f"aligned_alloc({a}, {n})")
+
+    def realloc(self, block: Block | int | None, size: int) -> Block:
+        """Resize a block, keeping its first min(old, new) bytes; returns the new
+        Block and marks the old one freed. ``None`` allocates. On OutOfMemory the
+        old block is untouched; a freed block raises ReallocFreed."""
+        n = _size_arg("size", size)
+        heap = self._heap()
+        site = _caller_site()
+        if block is None:
+            return self._adopt(lib.nmm_alloc(heap, n, site), n, f"alloc({n})")
+        old, address = self._resolve(block, "realloc")
+        if old is not None and old._freed and old._heap is self:
+            raise ReallocFreed(f"realloc: block 0x{address:x} was already freed")
+        mine = self._live.pop(address, None)
+        ptr = lib.nmm_realloc(heap, ffi.cast("void *", address), n, site)
+        if ptr == ffi.NULL:
+            status = self._failure_status()
+            if status == lib.NMM_E_NOMEM and mine is not None:
+                self._live.setdefault(address, mine)  # the old block is still valid
+            elif mine is not None and status in (lib.NMM_E_CORRUPTED, lib.NMM_E_REALLOC_FREED):
+                mine._mark_freed()
+            elif mine is not None:
+                self._live.setdefault(address, mine)
+            self._raise(status, f"realloc(0x{address:x}, {n})", address)
+        if mine is not None:
+            mine._mark_freed()
+        return self._adopt(ptr, n, "realloc")
+
+    def free(self, block: Block | int) -> None:
+        """Free a Block or a raw address. Misuse (double, invalid, foreign-heap
+        or corrupted block) raises the matching NmmError; the heap stays valid."""
+        self._free(block, _caller_site())
+
+    def _free(self, block: Block | int, site: int) -> None:
+        heap = self._heap()
+        owner, address = self._resolve(block, "free")
+        if owner is not None and owner._heap is self and owner._freed:
+            raise DoubleFree(f"free: block 0x{address:x} was already freed")
+        mine = self._live.pop(address, None)
+        if mine is not None:
+            mine._mark_freed()
+        status = lib.nmm_free(heap, ffi.cast("void *", address), site)
+        if status == lib.NMM_OK:
+            return
+        if mine is not None and status not in (lib.NMM_E_CORRUPTED, lib.NMM_E_DOUBLE_FREE):
+            # Still live in the allocator's eyes (e.g. rejected as invalid): keep it usable.
+            mine._freed = False
+            self._live.setdefault(address, mine)
+        self._raise(status, f"free(0x{address:x})", address)
+
+    def usable_size(self, block: Block | int) -> int:
+        """Bytes usable at a block (>= its size); 0 if it is not a live block."""
+        _, address = self._resolve(block, "usable_size")
+        return int(lib.nmm_usable_size(self._heap(), ffi.cast("void *", address)))
+
+    def requested_size(self, block: Block | int) -> int:
+        """The size asked for when a live block was allocated; 0 if not live."""
+        _, address = self._resolve(block, "requested_size")
+        return int(lib.nmm_requested_size(self._heap(), ffi.cast("void *", address)))
+
+    @property
+    def live_blocks(self) -> int:
+        """Blocks this Heap object handed out and that are not freed yet."""
+        return len(self._live)
+
+    # -------------------------------------------------------------- introspection
+
+    def stats(self) -> Any:
+        """A frozen ``Stats`` snapshot (one int per NMM_STATS_FIELDS counter, and
+        per-class counters in ``classes``)."""
+        out = ffi.new("nmm_stats_t *")
+        out.size = ffi.sizeof("nmm_stats_t")
+        status = lib.nmm_stats_get(self._heap(), out)
+        if status != lib.NMM_OK:
+            self._raise(status, "stats", None)
+        if out.version != lib.NMM_STATS_VERSION:
+            raise NmmError(
+                f"nmm_stats version {out.version} but the binding was built for "
+                f"{lib.NMM_STATS_VERSION}: rebuild with `pip install -e .`"
+            )
+        classes = tuple(
+            ClassStats(
+                block_size=int(c.block_size),
+                allocs=int(c.allocs),
+                frees=int(c.frees),
+                live=int(c.live),
+                slabs=int(c.slabs),
+                free_blocks=int(c.free_blocks),
+            )
+            for c in out.classes[0 : min(out.class_count, lib.NMM_MAX_CLASSES)]
+        )
+        values = {name: int(getattr(out, name)) for name in STATS_FIELDS}
+        return Stats(**values, classes=classes)
+
+    def events(self) -> list[Event]:
+        """Every detection recorded since the previous call, oldest first
+        (including those already attached to exceptions or validation results)."""
+        self._drain()
+        pending, self._pending = self._pending, []
+        return pending
+
+    def validate(self) -> ValidationResult:
+        """Run the full integrity sweep; returns the problem count and the events
+        it emitted."""
+        heap = self._heap()
+        self._drain()
+        problems = int(lib.nmm_validate(heap))
+        return ValidationResult(problems=problems, events=tuple(self._drain()))
+
+    def report(self) -> dict[str, Any]:
+        """The diagnostic report (nmm_report_json) as a dict."""
+        heap = self._heap()
+        data: dict[str, Any] = json.loads(_read_report(lambda b, c: lib.nmm_report_json(heap, b, c)))
+        return data
+
+    def leaks(self) -> Any:
+        """Live blocks grouped by site (and stack), largest first, as parsed JSON."""
+        heap = self._heap()
+        return json.loads(_read_report(lambda b, c: lib.nmm_leaks_report(heap, 1, b, c)))
+
+    def leaks_text(self) -> str:
+        """The leak report as text."""
+        heap = self._heap()
+        return _read_report(lambda b, c: lib.nmm_leaks_report(heap, 0, b, c))
+
+    def set_failpoint(self, spec: str) -> None:
+        """Arm (or with ``NAME@off`` disarm) fail points: ``NAME@TERM[,TERM...]``
+        joined by ';' (see nmm_failpoint_set). A bad spec raises InvalidArgument."""
+        heap = self._heap()
+        err = ffi.new("char[]", _ERR_LEN)
+        status = lib.nmm_failpoint_set(heap, spec.encode(), err, _ERR_LEN)
+        if status != lib.NMM_OK:
+            message = ffi.string(err).decode(errors="replace") or _status_text(status)
+            raise STATUS_ERRORS.get(status, NmmError)(message, status=status)
+
+    # -------------------------------------------------------------- internals
+
+    def _resolve(self, block: Block | int, what: str) -> tuple[Block | None, int]:
+        if isinstance(block, Block):
+            return block, block.address
+        try:
+            address = operator.index(block)
+        except TypeError:
+            raise InvalidArgument(
+                f"{what}: expected a Block or an int address, got {type(block).__name__}"
+            ) from None
+        if not 0 <= address <= _MAX_ADDRESS:
+            raise InvalidArgument(f"{what}: address {address} is outside 0..2**64-1")
+        return self._live.get(address), address
+
+    def _adopt(self, ptr: Any, size: int, what: str) -> Block:
+        if ptr == ffi.NULL:
+            self._raise(self._failure_status(), what, None)
+        address = int(ffi.cast("uintptr_t", ptr))
+        block = Block(self, address, size)
+        self._live[address] = block
+        return block
+
+    @staticmethod
+    def _failure_status() -> int:
+        """Why the last allocation call on this thread returned NULL."""
+        code = ffi.errno
+        status = int(lib.nmm_last_status())
+        if status == lib.NMM_OK:
+            status = lib.NMM_E_INVALID_ARGUMENT if code == errno_codes.EINVAL else lib.NMM_E_NOMEM
+        return status
+
+    def _drain(self) -> list[Event]:
+        """Move recorded events from C into the pending list; return the new ones."""
+        heap = self._ptr
+        if heap is None:
+            return []
+        new: list[Event] = []
+        buf = ffi.new("nmm_event_t[]", _DRAIN_BATCH)
+        while True:
+            n = int(lib.nmm_events_drain(heap, buf, _DRAIN_BATCH))
+            new.extend(_event_from_c(buf[i]) for i in range(n))
+            if n < _DRAIN_BATCH:
+                break
+        self._pending.extend(new)
+        return new
+
+    def _raise(self, status: int, what: str, address: int | None) -> NoReturn:
+        new = self._drain()
+        event = None
+        for ev in reversed(new):
+            if address is None or ev.address == address:
+                event = ev
+                break
+        cls = STATUS_ERRORS.get(status, NmmError)
+        detail = f" ({event.kind} at 0x{event.address:x})" if event is not None else ""
+        raise cls(f"{what}: {_status_text(status)}{detail}", status=status, event=event)
+
+
+def preload_path() -> Path:
+    """Absolute path of libnmm_preload.so (for LD_PRELOAD)."""
+    return Path(__file__).resolve().parent / "_native" / "libnmm_preload.so"
+
+
+def options_help() -> None:
+    """Write the allocator's option table to stdout (fd 1)."""
+    sys.stdout.flush()
+    lib.nmm_options_help(1)
