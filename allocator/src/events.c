@@ -227,6 +227,9 @@ static void write_line(const nmm_event_t *ev, bool symbolize)
 nmm_status_t events_report(nmm_heap_t *heap, nmm_event_t *ev)
 {
     struct events_ring *r = ring_of(heap);
+    /* Callers may hand over the id stored with a block (site | stack << 16). */
+    track_decode(ev->alloc_site, &ev->alloc_site, NULL);
+    track_decode(ev->free_site, &ev->free_site, NULL);
     if (ev->free_site == 0 && events_caller_pc && is_free_side_kind(ev->kind))
         ev->free_site = track_site_for_pc(events_caller_pc);
     ev->thread_id = os_thread_id();

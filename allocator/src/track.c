@@ -9,6 +9,7 @@
 #include "internal.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
@@ -525,14 +526,27 @@ static void format_site_text(strbuf_t *sb, nmm_site_t site)
 
 /* Leading frames inside this library (a build with frame pointers sees its own
  * nmm_alloc frames) say nothing about the leak: skip them. */
+static int first_module_cb(struct dl_phdr_info *info, size_t size, void *ctx)
+{
+    (void)size;
+    *(uintptr_t *)ctx = (uintptr_t)info->dlpi_addr;
+    return 1; /* the first entry is the main program */
+}
+
 static uint32_t first_user_frame(const uintptr_t *pcs, uint32_t depth)
 {
     Dl_info self, f;
-    if (!dladdr((void *)(uintptr_t)&track_on_alloc, &self))
+    if (!depth || !dladdr((void *)(uintptr_t)&track_on_alloc, &self))
         return 0;
+    uintptr_t main_base = 0;
+    dl_iterate_phdr(first_module_cb, &main_base);
+    /* In a shared library (the preload, the Python extension) every leading frame
+     * of ours goes; linked into a program, only the named nmm_ entry points. */
+    bool in_dso = (uintptr_t)self.dli_fbase != main_base;
     uint32_t i = 0;
     while (i + 1 < depth && dladdr((void *)pcs[i], &f) && f.dli_fbase == self.dli_fbase &&
-           f.dli_sname && strncmp(f.dli_sname, "nmm_", 4) == 0)
+           (in_dso || (f.dli_sname && (strncmp(f.dli_sname, "nmm_", 4) == 0 ||
+                                       strncmp(f.dli_sname, "track_", 6) == 0))))
         i++;
     return i;
 }
