@@ -50,6 +50,8 @@ def find_diagnostic(stderr_tail: str) -> str | None:
 
 def _window(fault: FaultLine, bytes_: int) -> tuple[int, int]:
     """The byte range an injected write may have damaged."""
+    if fault.bytes:
+        bytes_ = fault.bytes
     if fault.kind == "overflow":
         return fault.address + fault.size, fault.address + fault.size + max(bytes_, 1)
     if fault.kind == "underflow":
@@ -80,8 +82,7 @@ class _Match:
 def judge(plan: Plan, obs: Observation) -> Verdict:
     """Judge one trial: per-fault outcomes, false positives, checks, and pass/fail."""
     faults = sorted(obs.faults, key=lambda f: f.line)
-    bytes_by_kind = {f.kind: (f.bytes or (1 if f.kind == "overflow" else 8))
-                     for f in plan.faults}
+    bytes_by_kind = {f.kind: (f.bytes or 1) for f in plan.faults}
     matches = {f.line: _Match() for f in faults}
     false_pos: list[EventLine] = []
     duplicates = collateral = 0
@@ -124,6 +125,10 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
         allowed = plan.expect.allowed_for(f.kind)
         if m.outcome is not None:
             outcome, note = m.outcome, m.note
+        elif f.address == 0 and f.kind not in ("alloc_failure", "invalid_free") and \
+                m.event is None:
+            outcome, note = "clean", "not performed: no live block to hit"
+            allowed = (*allowed, "clean")
         elif f.kind == "alloc_failure":
             outcome, note = _alloc_failure_outcome(plan, obs)
         elif m.event is not None:
@@ -224,6 +229,8 @@ def _alloc_failure_outcome(plan: Plan, obs: Observation) -> tuple[str, str]:
                           f"following {failures} failed allocation(s)")
     if result.validate_problems:
         return "missed", f"heap not intact after failures: {result.validate_problems} problems"
+    if result.pattern_errors:
+        return "missed", f"{result.pattern_errors} block(s) with a wrong pattern after failures"
     return "detected", f"{failures} allocation(s) failed cleanly, workload went on"
 
 
@@ -241,19 +248,25 @@ def _checks(plan: Plan, obs: Observation, faults: Sequence[FaultLine]) -> tuple[
                             detail=f"allocs {allocs} - frees {frees} != live {live}"
                             if allocs - frees != live else ""))
     damage = sum(1 for f in faults if f.kind in DAMAGE_FAULTS)
-    checks.append(Check(name="validate", ok=result.validate_problems <= damage,
-                        detail=f"{result.validate_problems} integrity problem(s), "
-                               f"{damage} explained by injected damage"
-                        if result.validate_problems > damage else ""))
-    if faults and all(f.leaks is not None for f in faults):
-        expected = sum(f.leaks or 0 for f in faults)
-        ok = result.leaked_blocks == expected
-    else:
-        expected = damage
-        ok = result.leaked_blocks <= expected
-    checks.append(Check(name="leaks", ok=ok,
-                        detail="" if ok else f"{result.leaked_blocks} block(s) leaked, "
-                                             f"{expected} injected"))
+    problems = result.validate_problems
+    if problems is not None:
+        checks.append(Check(name="validate", ok=problems <= damage,
+                            detail=f"{problems} integrity problem(s), {damage} explained by "
+                                   "injected damage" if problems > damage else ""))
+    leaked = result.leaked_blocks
+    if leaked is not None:
+        if faults and all(f.leaks is not None for f in faults):
+            expected = sum(f.leaks or 0 for f in faults)
+            ok = leaked == expected
+        else:  # damaged blocks may be retired (never reused), so at most one each
+            expected = damage
+            ok = leaked <= expected
+        checks.append(Check(name="leaks", ok=ok,
+                            detail="" if ok else f"{leaked} block(s) leaked, "
+                                                 f"{expected} injected"))
+    checks.append(Check(name="unexpected_status", ok=result.unexpected_status == 0,
+                        detail=f"{result.unexpected_status} legitimate free/realloc call(s) "
+                               "returned an error" if result.unexpected_status else ""))
     completed = result.ops >= plan.total_ops
     checks.append(Check(name="completed", ok=completed,
                         detail="" if completed else f"{result.ops} of {plan.total_ops} ops done"))

@@ -181,9 +181,9 @@ class Fault(_Model):
             allowed = (f"one of {', '.join(variants)}" if variants
                        else f"no variant for {self.kind}")
             raise field_error("variant", self.variant, allowed)
-        if self.bytes is not None and self.kind not in ("overflow", "underflow"):
-            raise field_error("bytes", self.bytes,
-                              f"no bytes for {self.kind} (overflow and underflow only)")
+        if self.bytes is not None and self.kind not in ("overflow", "underflow", "uaf_write"):
+            raise field_error("bytes", self.bytes, f"no bytes for {self.kind} (overflow, "
+                              "underflow and uaf_write only)")
         if self.fail is not None:
             if self.kind != "alloc_failure":
                 raise field_error("fail", self.fail,
@@ -273,7 +273,7 @@ class Plan(_Model):
     """One plan: a target, a workload, faults, a scheduler and expectations."""
 
     schema_version: Literal[1]
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(default="plan", min_length=1, max_length=200)
     description: str = ""
     seed: int = Field(default=1, ge=0, lt=1 << 64)
     seeds: int = Field(default=1, ge=1, le=100_000)

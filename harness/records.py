@@ -42,6 +42,10 @@ class FaultLine(_Line):
     op: int = 0
     address: int = 0
     size: int = 0
+    #: bytes damaged (overflow, underflow, uaf_write), when the driver says
+    bytes: int | None = None
+    #: the fail-point spec armed (alloc_failure)
+    fail: str = ""
     #: blocks this fault leaves allocated on purpose (optional protocol field)
     leaks: int | None = None
     #: index of the line in the trial's stdout stream (ordering faults against events)
@@ -61,6 +65,8 @@ class EventLine(_Line):
     seq: int = 0
     op_count: int = 0
     thread: int = 0
+    #: the worker that drained the event (-1: the final drain after the workers finished)
+    worker: int | None = None
     driver_op: int | None = None
     line: int = 0
 
@@ -79,8 +85,12 @@ class ResultLine(_Line):
     alloc_failures: int = 0
     latency_ns: dict[str, float] = Field(default_factory=dict)
     stats: dict[str, Any] = Field(default_factory=dict)
-    validate_problems: int = 0
-    leaked_blocks: int = 0
+    #: problems found by the final nmm_validate (None: the target has no validate)
+    validate_problems: int | None = 0
+    #: blocks still live after the driver freed its live set (None: not an NMM target)
+    leaked_blocks: int | None = 0
+    #: frees/reallocs of legitimate blocks that returned an error status
+    unexpected_status: int = 0
     exit: str = "ok"
 
 

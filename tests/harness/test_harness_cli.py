@@ -1,0 +1,153 @@
+"""The nmm-chaos CLI: exit codes (0 pass, 1 a trial failed, 2 bad input), error messages
+without tracebacks, reports written, --help everywhere."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+PLANS = Path(__file__).resolve().parent.parent.parent / "chaos_plans"
+PLAN = """
+schema_version = 1
+seeds = 2
+timeout_s = 10
+[workload]
+ops = 100
+[[faults]]
+kind = "double_free"
+"""
+
+
+def run(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["plans", "--help"],
+                                  ["plans", "validate", "--help"], ["plans", "list", "-h"]])
+def test_help_everywhere(args, capsys):
+    code, out, _ = run(args, capsys)
+    assert code == 0
+    assert "Usage: nmm-chaos" in out
+
+
+def test_run_passing_plan_exits_0_and_writes_reports(tmp_path, write_plan, fake_driver,
+                                                     capsys):
+    plan = write_plan(PLAN)
+    code, out, _ = run(["run", str(plan), "--out", str(tmp_path / "r"), "--driver",
+                        shlex.join(fake_driver("detect"))], capsys)
+    assert code == 0
+    run_dirs = list((tmp_path / "r").iterdir())
+    assert len(run_dirs) == 1
+    doc = json.loads((run_dirs[0] / "result.json").read_text())
+    assert doc["report_version"] == 1
+    assert doc["summary"]["trials"] == 2 and doc["summary"]["passed"] == 2
+    assert doc["detection_matrix"]["double_free"]["nmm:standard"]["detected"] == 2
+    assert "2/2 trials passed" in (run_dirs[0] / "summary.md").read_text()
+    assert "report:" in out
+
+
+def test_run_failing_trial_exits_1(tmp_path, write_plan, fake_driver, capsys):
+    code, out, _ = run(["run", str(write_plan(PLAN)), "--out", str(tmp_path), "--driver",
+                        shlex.join(fake_driver("miss"))], capsys)
+    assert code == 1
+    assert "FAIL" in out
+
+
+def test_run_json_prints_the_document(tmp_path, write_plan, fake_driver, capsys):
+    code, out, _ = run(["run", str(write_plan(PLAN)), "--out", str(tmp_path), "--json",
+                        "--seeds", "3", "--seed", "10", "--driver",
+                        shlex.join(fake_driver("detect"))], capsys)
+    assert code == 0
+    doc = json.loads(out)
+    assert [t["seed"] for t in doc["trials"]] == [10, 11, 12]
+
+
+def test_expectation_override_from_the_command_line(tmp_path, write_plan, fake_driver,
+                                                    capsys):
+    code, _, _ = run(["run", str(write_plan(PLAN)), "--out", str(tmp_path), "--set",
+                      'expect.outcome=["missed"]', "--driver",
+                      shlex.join(fake_driver("miss"))], capsys)
+    assert code == 0
+
+
+def test_bad_plan_exits_2_with_file_and_key(tmp_path, write_plan, capsys):
+    bad = write_plan("schema_version = 1\n[workload]\nthreads = 0\n")
+    code, out, err = run(["run", str(bad), "--out", str(tmp_path)], capsys)
+    assert code == 2
+    assert f"{bad}: workload.threads: given 0; expected greater than or equal to 1" in err
+    assert "Traceback" not in err + out
+
+
+def test_bad_override_exits_2(tmp_path, write_plan, fake_driver, capsys):
+    code, _, err = run(["run", str(write_plan(PLAN)), "--set", "workload.threads=lots",
+                        "--driver", shlex.join(fake_driver("detect"))], capsys)
+    assert code == 2
+    assert "--set workload.threads=lots: workload.threads: given 'lots'" in err
+
+
+def test_missing_plan_file_exits_2(tmp_path, capsys):
+    code, _, err = run(["run", str(tmp_path / "nope.toml")], capsys)
+    assert code == 2
+    assert "nope.toml: no such plan file" in err
+
+
+def test_unknown_option_exits_2(capsys):
+    code, _, err = run(["run", "--frobnicate", "x.toml"], capsys)
+    assert code == 2
+    assert "No such option" in err and "--frobnicate" in err
+
+
+def test_pct_scheduler_exits_2_not_yet_supported(write_plan, capsys):
+    plan = write_plan('schema_version = 1\n[scheduler]\nkind = "pct"\n')
+    code, _, err = run(["run", str(plan)], capsys)
+    assert code == 2
+    assert "not yet supported" in err
+
+
+def test_resume_of_a_non_run_directory_exits_2(tmp_path, write_plan, fake_driver, capsys):
+    code, _, err = run(["run", str(write_plan(PLAN)), "--resume", str(tmp_path), "--driver",
+                        shlex.join(fake_driver("detect"))], capsys)
+    assert code == 2
+    assert "not a run directory" in err
+
+
+def test_missing_driver_exits_2(monkeypatch, write_plan, capsys):
+    import harness.runner as runner
+    from harness.errors import DriverNotFound
+
+    def missing() -> list[str]:
+        raise DriverNotFound("native driver harness/_native/nmm-driver is not built")
+
+    monkeypatch.setattr(runner, "driver_command", missing)
+    monkeypatch.setattr("harness.cli.driver_command", missing)
+    code, _, err = run(["run", str(write_plan(PLAN))], capsys)
+    assert code == 2
+    assert "error: native driver harness/_native/nmm-driver is not built" in err
+
+
+def test_plans_validate_shipped_plans(capsys):
+    code, out, _ = run(["plans", "validate"], capsys)
+    assert code == 0
+    assert "smoke.toml" in out and "plans valid" in out
+
+
+def test_plans_validate_reports_every_bad_plan(write_plan, capsys):
+    good = write_plan("schema_version = 1\n", "good.toml")
+    bad = write_plan("schema_version = 1\nseeds = 0\n", "bad.toml")
+    code, out, err = run(["plans", "validate", str(good), str(bad)], capsys)
+    assert code == 2
+    assert "FAIL" in err and "bad.toml: seeds: given 0" in err
+    assert "1/2 plans valid" in out
+
+
+def test_plans_list(capsys):
+    code, out, _ = run(["plans", "list", str(PLANS / "smoke.toml")], capsys)
+    assert code == 0
+    assert "nmm:paranoid" in out

@@ -1,0 +1,133 @@
+"""Isolation and the runner through a fake driver child: crashes, aborts, hangs, garbage
+output and parallel trials are classified and never take the run down."""
+
+from __future__ import annotations
+
+import sys
+
+import psutil
+import pytest
+
+from harness._isolate import run_child
+from harness.loader import load_plan
+from harness.runner import driver_args, run_plan, run_trial, trial_key
+
+SMOKE_LIKE = """
+schema_version = 1
+timeout_s = {timeout}
+[workload]
+threads = 2
+ops = 1000
+[[faults]]
+kind = "double_free"
+count = 2
+[[faults]]
+kind = "overflow"
+bytes = 4
+"""
+
+
+@pytest.fixture
+def plan(write_plan):
+    return load_plan(write_plan(SMOKE_LIKE.format(timeout=20)))
+
+
+def test_driver_args_follow_the_protocol(plan):
+    args = driver_args(plan, 7)
+    assert args[:5] == ["run", "--target", "nmm", "--nmm-options",
+                        "level=standard:policy=record"]
+    assert args[args.index("--seed") + 1] == "7"
+    assert args[args.index("--threads") + 1] == "2"
+    assert args[args.index("--ops") + 1] == "1000"
+    faults = [args[i + 1] for i, a in enumerate(args) if a == "--fault"]
+    assert faults == ["double_free:count=2", "overflow:count=1:bytes=4"]
+
+
+def test_detected_trial(plan, fake_driver):
+    record = run_trial(plan, 3, fake_driver("detect"))
+    assert record.verdict.outcome == "detected"
+    assert record.verdict.passed
+    assert len(record.observation.faults) == 3
+    assert record.observation.result is not None
+    assert record.key == trial_key(plan, 3)
+    assert record.observation.samples  # psutil sampled the child at least once
+
+
+def test_crash_is_classified_crashed_and_keeps_streamed_lines(plan, fake_driver):
+    record = run_trial(plan, 3, fake_driver("crash"))
+    assert record.verdict.outcome == "crashed"
+    assert record.observation.signal == 11
+    assert record.observation.start is not None  # lines before the crash are kept
+    assert len(record.observation.faults) == 1
+    assert not record.verdict.passed
+
+
+def test_abort_with_diagnostic_is_detected_abort(plan, fake_driver):
+    record = run_trial(plan, 3, fake_driver("abort"))
+    assert record.verdict.outcome == "detected-abort"
+    assert record.observation.signal == 6
+    assert "nmm: double_free at" in record.observation.stderr_tail
+
+
+def test_hang_is_killed_and_classified(write_plan, fake_driver):
+    plan = load_plan(write_plan(SMOKE_LIKE.format(timeout=1)))
+    record = run_trial(plan, 3, fake_driver("hang"))
+    assert record.verdict.outcome == "hang"
+    assert record.observation.timed_out
+    assert record.observation.signal == 9
+
+
+def test_garbage_lines_are_counted_not_fatal(plan, fake_driver):
+    record = run_trial(plan, 3, fake_driver("garbage"))
+    assert record.observation.bad_lines == 3
+    assert record.verdict.passed
+
+
+def test_missing_executable_is_a_crashed_trial_not_an_exception(plan):
+    record = run_trial(plan, 1, ["/nonexistent/nmm-driver"])
+    assert record.verdict.outcome == "crashed"
+    assert "cannot start" in record.observation.stderr_tail
+
+
+def test_run_plan_survives_mixed_failures_in_parallel(write_plan, fake_driver):
+    plan = load_plan(write_plan(SMOKE_LIKE.format(timeout=20)), ["seeds=6"])
+    seen = []
+    result = run_plan(plan, jobs=3, command=fake_driver("crash"), on_record=seen.append)
+    assert len(result.records) == 6 == len(seen)
+    assert [r.seed for r in result.records] == plan.trial_seeds()
+    assert {r.verdict.outcome for r in result.records} == {"crashed"}
+    assert not result.passed
+
+
+def test_run_child_streams_lines_to_the_callback():
+    lines = []
+    code = ("import os\n"
+            "os.write(1, b'{\"type\":\"start\",\"seed\":1}\\n')\n"
+            "os.write(1, b'{\"type\":\"progress\",\"ops\":5}\\n')\n")
+    obs = run_child([sys.executable, "-c", code], 10, on_line=lines.append)
+    assert [line["type"] for line in lines] == ["start", "progress"]
+    assert obs.last_progress == {"type": "progress", "ops": 5}
+    assert obs.exit_code == 0 and obs.result is None
+
+
+def test_run_child_kills_the_whole_process_group_on_timeout():
+    code = ("import os, subprocess, sys, time\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "print('{\"type\": \"start\", \"pid\": %d}' % p.pid, flush=True)\n"
+            "time.sleep(60)\n")
+    obs = run_child([sys.executable, "-c", code], 1.0)
+    assert obs.timed_out
+    assert obs.start is not None
+    grandchild = obs.start["pid"]
+    try:
+        status = psutil.Process(grandchild).status()
+    except psutil.NoSuchProcess:
+        status = "gone"
+    assert status in ("gone", psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+
+
+def test_stderr_tail_is_bounded():
+    code = "import sys\nfor i in range(20000): sys.stderr.write(f'line {i}\\n')\n"
+    obs = run_child([sys.executable, "-c", code], 20)
+    assert len(obs.stderr_tail) <= 8192
+    assert obs.stderr_tail.endswith("line 19999\n")

@@ -1,0 +1,318 @@
+"""Plan loading: schema, include, overrides, error messages, and a hypothesis property
+that any document gives either a valid plan or a PlanError naming file and key."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.errors import PlanError
+from harness.loader import load_plan, parse_override, validate_paths
+from harness.plan import FAULT_KINDS, Plan
+
+PLANS = Path(__file__).resolve().parent.parent.parent / "chaos_plans"
+
+
+def test_minimal_plan_gets_defaults(write_plan):
+    plan = load_plan(write_plan("schema_version = 1\n", "tiny.toml"))
+    assert plan.name == "tiny"
+    assert plan.target.label == "nmm:standard"
+    assert plan.workload.threads == 2
+    assert plan.scheduler.kind == "free"
+    assert plan.expect.outcome == ("detected",)
+
+
+def test_every_shipped_plan_is_valid():
+    results = validate_paths([PLANS])
+    names = {p.name for p, _ in results}
+    for required in ("base.toml", "smoke.toml", "nightly.toml", "double_free.toml",
+                     "invalid_free.toml", "overflow.toml", "underflow.toml", "uaf_write.toml",
+                     "realloc_freed.toml", "alloc_failure.toml", "bench_churn.toml"):
+        assert required in names
+    bad = [(p, r) for p, r in results if isinstance(r, PlanError)]
+    assert bad == []
+
+
+def test_smoke_covers_every_fault_kind_but_uaf_read():
+    plan = load_plan(PLANS / "smoke.toml")
+    assert {f.kind for f in plan.faults} == set(FAULT_KINDS) - {"uaf_read"}
+
+
+def test_benchmark_plans_have_no_faults():
+    for path in PLANS.glob("bench_*.toml"):
+        assert load_plan(path).faults == ()
+
+
+def test_include_deep_merges_and_including_file_wins(write_plan):
+    write_plan("""
+        schema_version = 1
+        seeds = 3
+        [workload]
+        threads = 4
+        live = 77
+        [target]
+        level = "paranoid"
+    """, "base.toml")
+    plan = load_plan(write_plan("""
+        include = "base.toml"
+        [workload]
+        threads = 8
+    """))
+    assert plan.workload.threads == 8
+    assert plan.workload.live == 77
+    assert plan.seeds == 3
+    assert plan.target.level == "paranoid"
+
+
+def test_include_is_relative_to_the_including_file(tmp_path, write_plan):
+    (tmp_path / "sub").mkdir()
+    write_plan("schema_version = 1\nseeds = 5\n", "sub/base.toml")
+    write_plan('include = "base.toml"\n', "sub/child.toml")
+    plan = load_plan(write_plan('include = "sub/child.toml"\n', "top.toml"))
+    assert plan.seeds == 5
+
+
+def test_include_cycle_is_an_error(write_plan):
+    write_plan('include = "b.toml"\nschema_version = 1\n', "a.toml")
+    path = write_plan('include = "a.toml"\n', "b.toml")
+    with pytest.raises(PlanError, match="include cycle"):
+        load_plan(path)
+
+
+def test_missing_include_names_the_including_file(write_plan):
+    path = write_plan('include = "nope.toml"\nschema_version = 1\n')
+    with pytest.raises(PlanError, match=r"nope.toml: no such plan file \(included from"):
+        load_plan(path)
+
+
+def test_error_in_base_names_the_base_file(write_plan):
+    write_plan("schema_version = 1\n[workload]\nthreads = -3\n", "base.toml")
+    path = write_plan('include = "base.toml"\n')
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    message = str(info.value)
+    assert "base.toml: workload.threads: given -3; expected greater than or equal to 1" \
+        in message
+
+
+def test_unknown_key_lists_valid_keys(write_plan):
+    path = write_plan("schema_version = 1\n[workload]\nthread = 4\n")
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    assert f"{path}: workload.thread: unknown key; expected one of: check, cross," \
+        in str(info.value)
+    assert "threads" in str(info.value)
+
+
+def test_bad_variant_names_the_fault_key(write_plan):
+    path = write_plan("""
+        schema_version = 1
+        [[faults]]
+        kind = "invalid_free"
+        variant = "sideways"
+    """)
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    assert ("faults.0.variant: given 'sideways'; expected one of interior, stack, wild, "
+            "foreign_heap") in str(info.value)
+
+
+def test_pct_scheduler_is_rejected_as_not_yet_supported(write_plan):
+    path = write_plan('schema_version = 1\n[scheduler]\nkind = "pct"\ndepth = 3\n')
+    with pytest.raises(PlanError, match="scheduler.kind: given 'pct'.*not yet supported"):
+        load_plan(path)
+
+
+def test_invalid_toml_names_the_file_and_position(write_plan):
+    path = write_plan("schema_version = = 1\n")
+    with pytest.raises(PlanError, match=rf"{path.name}: invalid TOML: .*line 1"):
+        load_plan(path)
+
+
+def test_missing_schema_version(write_plan):
+    with pytest.raises(PlanError, match="schema_version: required key is missing"):
+        load_plan(write_plan("seed = 1\n"))
+
+
+def test_wrong_schema_version(write_plan):
+    with pytest.raises(PlanError, match="schema_version: given 2; expected 1"):
+        load_plan(write_plan("schema_version = 2\n"))
+
+
+def test_bad_fail_spec(write_plan):
+    path = write_plan('schema_version = 1\n[[faults]]\nkind = "alloc_failure"\n'
+                      'fail = "pool.grow@sometimes"\n')
+    with pytest.raises(PlanError, match=r"faults.0.fail: given 'pool.grow@sometimes'"):
+        load_plan(path)
+
+
+@pytest.mark.parametrize(("text", "key", "value"), [
+    ("workload.threads=8", ["workload", "threads"], 8),
+    ("workload.cross=0.5", ["workload", "cross"], 0.5),
+    ("target.level=paranoid", ["target", "level"], "paranoid"),
+    ('target.level="off"', ["target", "level"], "off"),
+    ('expect.outcome=["missed"]', ["expect", "outcome"], ["missed"]),
+    ("workload.check=false", ["workload", "check"], False),
+])
+def test_parse_override(text, key, value):
+    assert parse_override(text) == (key, value)
+
+
+def test_overrides_apply_and_are_validated(write_plan):
+    path = write_plan('schema_version = 1\n[[faults]]\nkind = "overflow"\nbytes = 1\n')
+    plan = load_plan(path, ["workload.threads=8", "target.level=paranoid", "faults.0.bytes=16",
+                            "target.options.quarantine=\"8M\""])
+    assert plan.workload.threads == 8
+    assert plan.target.level == "paranoid"
+    assert plan.faults[0].bytes == 16
+    assert plan.target.nmm_options() == "level=paranoid:policy=record:quarantine=8M"
+    with pytest.raises(PlanError, match=r"--set workload.threads=zero: workload.threads: "
+                                        r"given 'zero'"):
+        load_plan(path, ["workload.threads=zero"])
+
+
+@pytest.mark.parametrize("bad", ["noequals", "=3", "a..b=1", "faults.9.count=1",
+                                 "seed.x=1"])
+def test_malformed_overrides_are_plan_errors(write_plan, bad):
+    path = write_plan("schema_version = 1\nseed = 4\n[[faults]]\nkind = 'double_free'\n")
+    with pytest.raises(PlanError, match="--set"):
+        load_plan(path, [bad])
+
+
+def test_plan_hash_ignores_seed_but_not_workload(write_plan):
+    path = write_plan("schema_version = 1\n")
+    a = load_plan(path)
+    assert a.plan_hash() == load_plan(path, ["seed=99", "seeds=4"]).plan_hash()
+    assert a.plan_hash() != load_plan(path, ["workload.threads=3"]).plan_hash()
+
+
+def test_plans_are_frozen(write_plan):
+    plan = load_plan(write_plan("schema_version = 1\n"))
+    with pytest.raises(Exception):
+        plan.workload.threads = 9  # type: ignore[misc]
+
+
+def test_rate_becomes_a_count():
+    plan = Plan.model_validate({"schema_version": 1, "workload": {"threads": 2, "ops": 5000},
+                                "faults": [{"kind": "double_free", "rate": 0.001}]})
+    assert plan.faults[0].driver_arg(plan.total_ops) == "double_free:count=10"
+
+
+# ---------------------------------------------------------------- property tests
+
+_scalars = st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=False, width=32),
+                     st.booleans(), st.text(max_size=12))
+_keys = st.sampled_from(["schema_version", "seed", "seeds", "name", "timeout_s", "target",
+                         "workload", "faults", "expect", "scheduler", "bogus", "kind",
+                         "level", "policy", "threads", "ops", "sizes", "live", "cross",
+                         "count", "variant", "bytes", "fail", "outcome", "options", "lo",
+                         "hi", "weight", "duration_s"])
+_values = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(_keys, inner, max_size=4)), max_leaves=12)
+
+_fault = st.fixed_dictionaries({"kind": st.sampled_from([*FAULT_KINDS, "nope"])}, optional={
+    "count": st.integers(-1, 5), "variant": st.sampled_from(["interior", "first", "x"]),
+    "bytes": st.integers(0, 64), "fail": st.sampled_from(["alloc@every10", "alloc@x", "q@p0.1"]),
+})
+_plausible = st.fixed_dictionaries(
+    {"schema_version": st.sampled_from([1, 1, 1, 2, "1"])},
+    optional={
+        "seed": st.integers(-2, 2**64 + 2), "seeds": st.integers(-1, 10),
+        "target": st.fixed_dictionaries({}, optional={
+            "kind": st.sampled_from(["nmm", "malloc", "x"]),
+            "level": st.sampled_from(["off", "standard", "paranoid", "max"]),
+            "policy": st.sampled_from(["record", "abort", 3]),
+            "peer": st.sampled_from(["glibc", ""]),
+            "options": st.dictionaries(st.sampled_from(["quarantine", "Bad", "level"]),
+                                       st.one_of(st.integers(0, 9), st.just("4M"),
+                                                 st.just("a:b")), max_size=2)}),
+        "workload": st.fixed_dictionaries({}, optional={
+            "threads": st.integers(-1, 2000), "ops": st.integers(0, 10),
+            "duration_s": st.floats(-1, 10), "cross": st.floats(-0.5, 1.5),
+            "sizes": st.lists(st.one_of(st.just("16-64:2"), st.just("9-3"),
+                                        st.just("zz"), st.fixed_dictionaries(
+                                            {"lo": st.integers(-1, 10),
+                                             "hi": st.integers(-1, 10)})), max_size=3)}),
+        "faults": st.lists(_fault, max_size=3),
+        "scheduler": st.fixed_dictionaries({}, optional={
+            "kind": st.sampled_from(["free", "pct", "x"]), "depth": st.integers(0, 3)}),
+        "expect": st.fixed_dictionaries({}, optional={
+            "outcome": st.lists(st.sampled_from(["detected", "missed", "boom"]), max_size=2),
+            "faults": st.dictionaries(st.sampled_from(["uaf_write", "nope"]),
+                                      st.fixed_dictionaries({"outcome": st.just(["missed"])}),
+                                      max_size=1)}),
+        "bogus": _values,
+    })
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return "{" + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + "}"
+
+
+def _to_toml(doc: dict[str, Any]) -> str:
+    return "\n".join(f'"{k}" = {_toml_value(v)}' for k, v in doc.items()) + "\n"
+
+
+def _check_loads_or_explains(path: Path) -> None:
+    try:
+        plan = load_plan(path)
+    except PlanError as exc:
+        text = str(exc)
+        assert str(path) in text or "--set" in text
+        assert "Traceback" not in text
+        for problem in exc.problems:
+            assert ": " in problem
+    else:
+        assert isinstance(plan, Plan)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=_plausible)
+def test_property_plausible_documents_load_or_explain(tmp_path_factory, doc):
+    path = tmp_path_factory.mktemp("p") / "plan.toml"
+    text = _to_toml(doc)
+    tomllib.loads(text)  # the generator itself writes valid TOML
+    path.write_text(text)
+    _check_loads_or_explains(path)
+
+
+@settings(max_examples=150, deadline=None)
+@given(doc=st.dictionaries(_keys, _values, max_size=6))
+def test_property_random_documents_load_or_explain(tmp_path_factory, doc):
+    path = tmp_path_factory.mktemp("r") / "plan.toml"
+    path.write_text(_to_toml(doc))
+    _check_loads_or_explains(path)
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=st.binary(max_size=200))
+def test_property_arbitrary_bytes_load_or_explain(tmp_path_factory, raw):
+    path = tmp_path_factory.mktemp("b") / "plan.toml"
+    path.write_bytes(raw)
+    _check_loads_or_explains(path)
+
+
+@settings(max_examples=100, deadline=None)
+@given(override=st.text(max_size=30))
+def test_property_overrides_load_or_explain(tmp_path_factory, override):
+    path = tmp_path_factory.mktemp("o") / "plan.toml"
+    path.write_text("schema_version = 1\n[[faults]]\nkind = 'overflow'\n")
+    try:
+        load_plan(path, [override])
+    except PlanError as exc:
+        assert "Traceback" not in str(exc)
