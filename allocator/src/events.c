@@ -205,7 +205,7 @@ void events_format_line(strbuf_t *sb, const nmm_event_t *ev, bool symbolize)
         track_site_format(sb, ev->alloc_site, symbolize);
     }
     if (ev->free_site) {
-        strbuf_puts(sb, ev->kind == NMM_EV_DOUBLE_FREE ? " free site " : " detected at ");
+        strbuf_puts(sb, " free site ");
         track_site_format(sb, ev->free_site, symbolize);
     }
     strbuf_puts(sb, " (thread ");

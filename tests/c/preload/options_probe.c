@@ -6,6 +6,8 @@
  *                                     allocation attempts of SIZE bytes at POINT ("alloc"),
  *                                     a string of '0' (succeeded) and '1' (failed)
  *   options_probe defaults         -> the nmm_config_init defaults as JSON
+ *   options_probe default-heap     -> nmm_report_json of the default heap (configured
+ *                                     from NMM_OPTIONS), one line
  * Only the public API (nmm.h) is used.
  */
 #include <nmm.h>
@@ -44,6 +46,14 @@ int main(int argc, char **argv)
         nmm_config_t c;
         nmm_config_init(&c);
         print_config(&c);
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "default-heap") == 0) {
+        static char report[1 << 16];
+        size_t n = nmm_report_json(nmm_default_heap(), report, sizeof report);
+        if (n >= sizeof report)
+            return 3;
+        printf("%s\n", report);
         return 0;
     }
     if (argc == 3 && strcmp(argv[1], "parse") == 0) {

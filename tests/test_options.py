@@ -1,0 +1,282 @@
+"""NMM_OPTIONS: the one option table and its parser (allocator/src/options.c).
+
+The parser is driven through a small C program (tests/c/preload/options_probe.c)
+that prints the parsed nmm_config_t as JSON, through the default heap (which reads
+the NMM_OPTIONS environment variable), and through ``Heap(**options)``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from _nmm_c import compile_program, nmm_lines, run
+
+KEYS = (
+    "level", "policy", "limit", "retain", "quarantine", "sweep", "guard", "tcache",
+    "tracking", "stacks", "events", "seed", "fail",
+)
+FIELDS = {
+    "limit": "limit_bytes", "retain": "retain_bytes", "quarantine": "quarantine_bytes",
+    "sweep": "sweep_every_ops", "guard": "guard_pages", "tcache": "thread_cache",
+    "stacks": "stack_sample", "events": "event_capacity", "fail": "failpoints",
+}
+KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_program("options_probe.c", tmp_path_factory.mktemp("probe"), link_nmm=True)
+
+
+def parse(probe: Path, text: str) -> dict[str, Any]:
+    out = run([str(probe), "parse", text])
+    assert out.returncode == 0, f"{text!r} was rejected: {out.stdout}{out.stderr}"
+    return dict(json.loads(out.stdout))
+
+
+def parse_error(probe: Path, text: str) -> str:
+    out = run([str(probe), "parse", text])
+    assert out.returncode == 2, f"{text!r} was accepted: {out.stdout}{out.stderr}"
+    return out.stdout.strip()
+
+
+def test_defaults(probe: Path) -> None:
+    out = run([str(probe), "defaults"])
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {
+        "level": 0, "policy": 0, "limit_bytes": 0, "retain_bytes": 16 * MiB,
+        "quarantine_bytes": 4 * MiB, "sweep_every_ops": 0, "guard_pages": 0,
+        "thread_cache": 1, "tracking": 0, "stack_sample": 64, "event_capacity": 1024,
+        "seed": 0, "failpoints": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("level=off", {"level": 0}),
+        ("level=standard", {"level": 1, "guard_pages": 0}),
+        ("level=paranoid", {"level": 2, "guard_pages": 1}),
+        ("level=2", {"level": 2}),
+        ("policy=abort", {"policy": 1}),
+        ("policy=record", {"policy": 0}),
+        ("limit=1G", {"limit_bytes": GiB}),
+        ("retain=0", {"retain_bytes": 0}),
+        ("quarantine=512k", {"quarantine_bytes": 512 * KiB}),
+        ("sweep=1000", {"sweep_every_ops": 1000}),
+        ("guard=1", {"guard_pages": 1}),
+        ("tcache=0", {"thread_cache": 0}),
+        ("tracking=1", {"tracking": 1, "stack_sample": 64}),
+        ("stacks=1/64", {"tracking": 1, "stack_sample": 64}),
+        ("stacks=1/1", {"tracking": 1, "stack_sample": 1}),
+        ("stacks=8", {"tracking": 1, "stack_sample": 8}),
+        ("stacks=0", {"tracking": 0, "stack_sample": 0}),
+        ("events=16", {"event_capacity": 16}),
+        ("seed=12345", {"seed": 12345}),
+        ("seed=0xff", {"seed": 255}),
+        ("fail=pool.grow@p0.01", {"failpoints": "pool.grow@p0.01"}),
+    ],
+)
+def test_every_key(probe: Path, text: str, expected: dict[str, Any]) -> None:
+    got = parse(probe, text)
+    assert {k: got[k] for k in expected} == expected
+
+
+def test_the_example_from_the_issue(probe: Path) -> None:
+    got = parse(probe, "level=standard:policy=record:stacks=1/64:limit=1G:fail=pool.grow@p0.01")
+    assert got["level"] == 1 and got["policy"] == 0
+    assert got["tracking"] == 1 and got["stack_sample"] == 64
+    assert got["limit_bytes"] == GiB
+    assert got["failpoints"] == "pool.grow@p0.01"
+
+
+@pytest.mark.parametrize(
+    ("value", "bytes_"),
+    [
+        ("0", 0), ("4096", 4096), ("1k", KiB), ("1K", KiB), ("3m", 3 * MiB), ("3M", 3 * MiB),
+        ("2g", 2 * GiB), ("2G", 2 * GiB), ("1T", TiB), ("4MiB", 4 * MiB), ("4MB", 4 * MiB),
+        ("64kB", 64 * KiB), ("100B", 100), ("0x1000", 4096),
+    ],
+)
+def test_size_suffixes(probe: Path, value: str, bytes_: int) -> None:
+    assert parse(probe, f"limit={value}")["limit_bytes"] == bytes_
+
+
+@pytest.mark.parametrize(("value", "flag"), [("1", 1), ("0", 0), ("true", 1), ("false", 0),
+                                              ("yes", 1), ("no", 0), ("on", 1), ("off", 0)])
+def test_booleans(probe: Path, value: str, flag: int) -> None:
+    assert parse(probe, f"tracking={value}")["tracking"] == flag
+
+
+def test_config_field_names_are_accepted_too(probe: Path) -> None:
+    got = parse(probe, "limit_bytes=1M:quarantine_bytes=2M:event_capacity=7:stack_sample=1/2")
+    assert (got["limit_bytes"], got["quarantine_bytes"], got["event_capacity"]) == (MiB, 2 * MiB, 7)
+    assert got["stack_sample"] == 2
+
+
+def test_guard_follows_paranoid_unless_given(probe: Path) -> None:
+    assert parse(probe, "guard=0:level=paranoid")["guard_pages"] == 0
+    assert parse(probe, "level=paranoid:guard=0")["guard_pages"] == 0
+    assert parse(probe, "level=standard:guard=1")["guard_pages"] == 1
+
+
+def test_fail_values_accumulate_and_empty_clears(probe: Path) -> None:
+    assert parse(probe, "fail=alloc@every3:fail=large.map@max1")["failpoints"] == (
+        "alloc@every3;large.map@max1"
+    )
+    assert parse(probe, "fail=alloc@every3:fail=")["failpoints"] is None
+
+
+def test_blanks_and_empty_pieces_are_ignored(probe: Path) -> None:
+    got = parse(probe, " level = standard ::policy=abort: ")
+    assert (got["level"], got["policy"]) == (1, 1)
+    assert parse(probe, "")["level"] == 0
+
+
+def test_later_keys_win(probe: Path) -> None:
+    assert parse(probe, "level=paranoid:level=standard")["level"] == 1
+
+
+@pytest.mark.parametrize("text", ["lvl=standard", "bogus=1", "LEVEL=off", "help"])
+def test_unknown_key_names_it_and_lists_the_valid_keys(probe: Path, text: str) -> None:
+    message = parse_error(probe, text)
+    key = text.split("=")[0]
+    assert f"unknown key '{key}'" in message
+    for valid in KEYS:
+        assert valid in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value"),
+    [
+        ("level=extreme", "level", "extreme"),
+        ("policy=panic", "policy", "panic"),
+        ("limit=12Q", "limit", "12Q"),
+        ("limit=-1", "limit", "-1"),
+        ("limit=", "limit", ""),
+        ("limit=99999999999999999999", "limit", "99999999999999999999"),
+        ("limit=16777216T", "limit", "16777216T"),
+        ("events=5000000000", "events", "5000000000"),
+        ("tracking=maybe", "tracking", "maybe"),
+        ("stacks=2/64", "stacks", "2/64"),
+        ("stacks=1/0", "stacks", "1/0"),
+        ("seed=12abc", "seed", "12abc"),
+    ],
+)
+def test_bad_value_names_key_and_value(probe: Path, text: str, key: str, value: str) -> None:
+    message = parse_error(probe, text)
+    assert f"bad value '{value}' for key '{key}'" in message
+    assert "expected" in message
+    assert "valid keys: level, policy" in message
+
+
+def test_key_without_value(probe: Path) -> None:
+    message = parse_error(probe, "level")
+    assert "key 'level' needs a value" in message
+
+
+@pytest.mark.parametrize(
+    ("spec", "piece", "listed"),
+    [
+        ("fail=pool.gro@p0.1", "unknown point 'pool.gro'", "valid points: alloc, pool.grow, os.map"),
+        ("fail=alloc@q1", "unknown term 'q1'", "valid terms: p<"),
+        ("fail=alloc@p1.5", "probability must be a number from 0 to 1", ""),
+        ("fail=alloc@every0", "bad number in term 'every0'", "valid terms"),
+        ("fail=alloc@", "no term after '@'", "valid terms"),
+        ("fail=alloc@min1k,maxsize10", "min is larger than maxsize", ""),
+    ],
+)
+def test_bad_fail_spec_names_the_piece(probe: Path, spec: str, piece: str, listed: str) -> None:
+    message = parse_error(probe, spec)
+    assert "bad value for key 'fail'" in message
+    assert piece in message
+    assert listed in message
+
+
+def test_error_leaves_config_untouched(probe: Path) -> None:
+    # The probe prints nothing on error; the C contract (cfg unchanged) is checked
+    # through the binding, which parses onto defaults and must not half-apply.
+    from allocator import Heap
+    from allocator.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match=r"unknown key 'lvl'.*valid keys: level"):
+        Heap(lvl="standard")
+    with pytest.raises(InvalidArgument, match=r"bad value 'huge' for key 'quarantine'"):
+        Heap(quarantine="huge")
+    with Heap(level="standard", quarantine="1M", stacks="1/8") as heap:
+        cfg = heap.report()["config"]
+    assert cfg["level"] == "standard"
+    assert cfg["quarantine_bytes"] == MiB
+    assert (cfg["tracking"], cfg["stack_sample"]) == (1, 8)
+
+
+# ------------------------------------------------------------------ environment
+
+
+def test_env_options_configure_the_default_heap(probe: Path) -> None:
+    out = run([str(probe), "default-heap"], options="level=standard:limit=64M:stacks=1/4")
+    assert out.returncode == 0, out.stderr
+    cfg = json.loads(out.stdout)["config"]
+    assert cfg["level"] == "standard"
+    assert cfg["limit_bytes"] == 64 * MiB
+    assert (cfg["tracking"], cfg["stack_sample"]) == (1, 4)
+    assert nmm_lines(out.stderr) == []
+
+
+def test_env_help_prints_the_table(probe: Path) -> None:
+    out = run([str(probe), "default-heap"], options="help")
+    assert out.returncode == 0, out.stderr
+    header, *rows = out.stderr.strip().splitlines()[1:]
+    assert header.split()[:4] == ["key", "field", "default", "unit"]
+    assert [row.split()[0] for row in rows] == list(KEYS)
+    assert json.loads(out.stdout)["config"]["level"] == "off"  # help changes nothing
+
+
+def test_env_bad_options_warn_and_keep_defaults(probe: Path) -> None:
+    out = run([str(probe), "default-heap"], options="level=standard:colour=blue")
+    assert out.returncode == 0, out.stderr
+    (line,) = nmm_lines(out.stderr)
+    assert line.startswith("nmm: NMM_OPTIONS: unknown key 'colour'")
+    assert "valid keys: level" in line and line.endswith("using the defaults")
+    assert json.loads(out.stdout)["config"]["level"] == "off"
+
+
+def test_allocator_options_command_prints_the_table() -> None:
+    import sys
+
+    out = run([sys.executable, "-m", "allocator", "options"])
+    assert out.returncode == 0, out.stderr
+    for key in KEYS:
+        assert f"\n{key} " in out.stdout
+        if key in FIELDS:
+            assert FIELDS[key] in out.stdout
+
+
+# ------------------------------------------------------------------ properties
+
+ALPHABET = st.sampled_from(list("=:;@,/ .0123456789kKmMgGxp%") + list(KEYS) + [
+    "standard", "paranoid", "off", "abort", "record", "alloc", "pool.grow", "every", "after",
+    "max", "min", "maxsize", "true", "1/", "\t", "é", "\\", '"',
+])
+
+
+@given(st.one_of(
+    st.lists(ALPHABET, max_size=12).map("".join),
+    st.text(max_size=40).filter(lambda s: "\x00" not in s),
+))
+def test_random_strings_parse_or_fail_clearly(probe: Path, text: str) -> None:
+    out = run([str(probe), "parse", text], timeout=30)
+    assert out.returncode in (0, 2), (text, out.returncode, out.stderr)
+    if out.returncode == 0:
+        cfg = json.loads(out.stdout)
+        assert cfg["level"] in (0, 1, 2) and cfg["policy"] in (0, 1)
+    else:
+        message = out.stdout.strip()
+        assert message.startswith(("unknown key '", "bad value", "key '"))
+        assert "valid keys: " in message
