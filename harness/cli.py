@@ -68,9 +68,13 @@ def cli() -> None:
               help="Continue the run in this run directory, skipping recorded trials.")
 @click.option("--driver", "driver_cmd", metavar="CMD",
               help="Driver command to use instead of the built nmm-driver.")
+@click.option("--engine", type=click.Choice(["native", "python"]), default="native",
+              show_default=True,
+              help="native: isolated nmm-driver children; python: the Python driver "
+                   "in-process (no isolation, one trial at a time).")
 def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tuple[str, ...],
             out: str, as_json: bool, jobs: int | None, resume: str | None,
-            driver_cmd: str | None) -> int:
+            driver_cmd: str | None, engine: str) -> int:
     """Run every trial of PLAN and judge it; exit 0 if all expectations held, 1 if not."""
     all_overrides = list(overrides)
     if seed is not None:
@@ -78,7 +82,10 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
     if seeds is not None:
         all_overrides.append(f"seeds={seeds}")
     plan = load_plan(plan_path, all_overrides)
-    command = shlex.split(driver_cmd) if driver_cmd else driver_command()
+    if engine == "python":
+        command: list[str] = []
+    else:
+        command = shlex.split(driver_cmd) if driver_cmd else driver_command()
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / JOURNAL_NAME).exists():
@@ -93,10 +100,11 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
     for warning in journal.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
     meta = {"run_id": run_id, "plan_path": plan_path, "overrides": all_overrides,
-            "argv": sys.argv, "driver": command}
+            "argv": sys.argv, "driver": command, "engine": engine}
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1) + "\n")
     with journal:
-        result = _run_with_progress(plan, journal, command, jobs, err, quiet=as_json)
+        result = _run_with_progress(plan, journal, command, jobs, err, quiet=as_json,
+                                    engine=engine)
     doc = build_document(plan, result.records, run_id=run_id, plan_path=plan_path,
                          overrides=all_overrides, command=shlex.join(sys.argv))
     paths = write_reports(run_dir, doc)
@@ -109,7 +117,7 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
 
 
 def _run_with_progress(plan: Plan, journal: Journal, command: list[str], jobs: int | None,
-                       console: Console, *, quiet: bool) -> Any:
+                       console: Console, *, quiet: bool, engine: str = "native") -> Any:
     total = plan.seeds
     lock = threading.Lock()
     state = {"ops": 0, "detections": 0, "failed": 0}
@@ -138,8 +146,8 @@ def _run_with_progress(plan: Plan, journal: Journal, command: list[str], jobs: i
     with progress:
         if done_before:
             progress.update(task, completed=min(done_before, total))
-        return run_plan(plan, jobs=jobs, command=command, journal=journal,
-                        on_record=on_record, on_line=on_line)
+        return run_plan(plan, jobs=jobs, command=command or None, journal=journal,
+                        on_record=on_record, on_line=on_line, engine=engine)
 
 
 def _print_summary(console: Console, plan: Plan, records: Sequence[TrialRecord],

@@ -48,9 +48,11 @@ def driver_command() -> list[str]:
     return [str(path)]
 
 
-def trial_key(plan: Plan, seed: int) -> str:
-    """The journal key of one trial: plan hash, seed and target."""
-    return f"{plan.plan_hash()}:{seed}:{plan.target.label}"
+def trial_key(plan: Plan, seed: int, driver: str = "native") -> str:
+    """The journal key of one trial: plan hash, seed and target (and the driver if not
+    the native one)."""
+    suffix = "" if driver == "native" else f":{driver}"
+    return f"{plan.plan_hash()}:{seed}:{plan.target.label}{suffix}"
 
 
 def driver_args(plan: Plan, seed: int) -> list[str]:
@@ -96,12 +98,28 @@ def run_trial(plan: Plan, seed: int, command: Sequence[str], *,
     except OSError as exc:
         obs = Observation(argv=tuple(argv), exit_code=127,
                           stderr_tail=f"cannot start the driver: {exc}")
+    return make_record(plan, seed, obs, started=started)
+
+
+def run_python_trial_record(plan: Plan, seed: int) -> TrialRecord:
+    """Run and judge one trial through the Python driver, in this process (no isolation)."""
+    from harness.pydriver import run_python_trial
+
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return make_record(plan, seed, run_python_trial(plan, seed), started=started,
+                       driver="python")
+
+
+def make_record(plan: Plan, seed: int, obs: Observation, *, started: str = "",
+                driver: str = "native") -> TrialRecord:
+    """Judge an observation and wrap it as the journal record of one trial."""
     verdict = judge(plan, obs)
     ops = obs.result.ops if obs.result else int((obs.last_progress or {}).get("ops", 0) or 0)
     elapsed = (obs.result.elapsed_ns / 1e9 if obs.result and obs.result.elapsed_ns
                else obs.wall_s)
-    return TrialRecord(key=trial_key(plan, seed), plan=plan.name, plan_hash=plan.plan_hash(),
-                       seed=seed, target=plan.target.label, started_at=started,
+    return TrialRecord(key=trial_key(plan, seed, driver), plan=plan.name,
+                       plan_hash=plan.plan_hash(), seed=seed, target=plan.target.label,
+                       driver=driver, started_at=started,
                        observation=obs, verdict=verdict,
                        ops_per_s=round(ops / elapsed, 1) if elapsed > 0 else 0.0)
 
@@ -124,24 +142,32 @@ class RunResult:
 def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None = None,
              command: Sequence[str] | None = None, journal: Journal | None = None,
              on_record: RecordCallback | None = None,
-             on_line: LineCallback | None = None) -> RunResult:
+             on_line: LineCallback | None = None, engine: str = "native") -> RunResult:
     """Run every trial of ``plan`` (``seeds`` defaults to the plan's), ``jobs`` at a time.
 
-    Trials already in ``journal`` are skipped and their records reused. Checks the
-    plan can run (driver present, supported features) before starting any child.
+    ``engine`` is ``native`` (each trial an isolated nmm-driver child) or ``python``
+    (the Python driver, in this process, one trial at a time). Trials already in
+    ``journal`` are skipped and their records reused. Checks the plan can run (driver
+    present, supported features) before starting any child.
     """
-    command = list(command) if command is not None else driver_command()
+    if engine not in ("native", "python"):
+        raise UnsupportedFeature(f"engine {engine!r}: expected native or python")
     all_seeds = list(seeds) if seeds is not None else plan.trial_seeds()
-    if all_seeds:
-        driver_args(plan, all_seeds[0])
-        child_env(plan)
+    if engine == "native":
+        command = list(command) if command is not None else driver_command()
+        if all_seeds:
+            driver_args(plan, all_seeds[0])
+            child_env(plan)
+    else:
+        command = []
+        jobs = 1
     result = RunResult(plan=plan)
     done: dict[str, TrialRecord] = {}
     if journal is not None:
         done = {r.key: r for r in journal.records}
     todo: list[int] = []
     for seed in all_seeds:
-        key = trial_key(plan, seed)
+        key = trial_key(plan, seed, engine)
         if key in done:
             result.records.append(done[key])
             result.skipped += 1
@@ -151,7 +177,10 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
     lock = threading.Lock()
 
     def one(seed: int) -> TrialRecord:
-        record = run_trial(plan, seed, command, on_line=on_line)
+        if engine == "python":
+            record = run_python_trial_record(plan, seed)
+        else:
+            record = run_trial(plan, seed, command, on_line=on_line)
         if journal is not None:
             journal.append(record)
         with lock:
