@@ -1,0 +1,485 @@
+/* alloc.c — the allocation API: nmm_alloc/calloc/realloc/aligned_alloc/free and
+ * the size queries. The fast paths (a cache pop/push plus one unlikely branch)
+ * are here; everything else is in named noinline slow paths. A pointer is
+ * validated against the out-of-band slab map and state bytes before any memory
+ * behind it is read. Any thread; per-thread state lives in tcache.c.
+ */
+#include "core.h"
+
+#include <errno.h>
+
+/* Owner-only counters that other threads read: a relaxed store of the new value
+ * (a plain add in the generated code, and no data race). */
+#define OWNER_ADD(field, v) __atomic_store_n(&(field), (field) + (v), __ATOMIC_RELAXED)
+
+static inline tcache_t *alloc_cache_fast(const nmm_heap_t *h)
+{
+    tstate_t *ts = tcache_tls;
+    return likely(ts != NULL) ? __atomic_load_n(&ts->caches[h->slot], __ATOMIC_RELAXED) : NULL;
+}
+
+NMM_COLD static void *alloc_fail(nmm_heap_t *h, nmm_status_t st, int err)
+{
+    __atomic_fetch_add(&h->alloc_failures, 1, __ATOMIC_RELAXED);
+    heap_set_status(st);
+    errno = err;
+    return NULL;
+}
+
+/* Smallest class >= need whose block size is a multiple of align (slab data is
+ * page aligned, so every block of such a class is aligned). */
+static int alloc_class_aligned(size_t need, size_t align)
+{
+    int c = sizeclass_of(need);
+    if (c < 0)
+        return -1;
+    while (c < CORE_CLASSES && sizeclass_table[c] % align)
+        c++;
+    return c < CORE_CLASSES ? c : -1;
+}
+
+void alloc_retire(nmm_heap_t *h, uint8_t *block)
+{
+    slab_t *s = slab_of(h, (uintptr_t)block);
+    int32_t idx = slab_index(s, (uintptr_t)block);
+    __atomic_store_n(&slab_states(s)[idx], BS_RETIRED, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+}
+
+/* Paranoid and cacheless path: one block under the class lock; the header is
+ * written before the lock is dropped so a concurrent sweep never sees a live
+ * block without it. */
+static uint8_t *alloc_locked(nmm_heap_t *h, int cls, size_t size, uint32_t site_id)
+{
+    blockref_t b;
+    sizeclass_pool_t *pool = &h->pools[cls];
+    NMM_YIELD("class.lock");
+    heap_lock(h, &pool->lock);
+    if (!slab_take_locked(h, cls, &b, 1)) {
+        pthread_mutex_unlock(&pool->lock);
+        return NULL;
+    }
+    uint8_t *user = b.block + h->user_off;
+    if (h->has_hdr)
+        detect_write_header(h, user, size, site_id);
+    if (h->checks)
+        detect_write_canary(h, user, size, sizeclass_table[cls] - h->user_off);
+    __atomic_store_n(b.state, BS_LIVE, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&pool->allocs, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&pool->lock);
+    NMM_YIELD("class.unlock");
+    heap_account_live(h, sizeclass_table[cls]);
+    if (h->has_hdr)
+        __atomic_fetch_add(&h->uncached_requested, (int64_t)size, __ATOMIC_RELAXED);
+    return user;
+}
+
+NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site, size_t align)
+{
+    if (unlikely(heap_failpoints_armed(h)) && failpoint_should_fail(h, FP_ALLOC, size)) {
+        __atomic_fetch_add(&h->injected_failures, 1, __ATOMIC_RELAXED);
+        return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
+    }
+    if (size > ((size_t)1 << 46))
+        return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
+    size_t need = size + h->user_off + (h->checks ? 1 : 0);
+    int cls;
+    if (align <= 16)
+        cls = sizeclass_of(need);
+    else
+        cls = h->has_hdr ? -1 : alloc_class_aligned(need, align);
+    uint32_t site_id = h->tracking ? track_on_alloc(h, site) : site;
+    if (cls < 0) {
+        void *p = large_alloc(h, size, align, site_id);
+        return p ? p : alloc_fail(h, NMM_E_NOMEM, ENOMEM);
+    }
+    uint32_t bs = sizeclass_table[cls];
+    if (h->limit) {
+        uint64_t used = __atomic_add_fetch(&h->limit_used, bs, __ATOMIC_RELAXED);
+        if (used > h->limit) {
+            __atomic_fetch_sub(&h->limit_used, bs, __ATOMIC_RELAXED);
+            return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
+        }
+    }
+    tcache_t *tc = h->use_cache ? tcache_get(h) : NULL;
+    uint8_t *user;
+    if (!tc) {
+        user = alloc_locked(h, cls, size, site_id);
+        if (h->paranoid && user)
+            validate_maybe_sweep(h);
+    } else {
+        tbin_t *bin = &tc->bins[cls];
+        if (!bin->count && !tcache_refill(h, tc, cls)) {
+            user = NULL;
+        } else {
+            blockref_t *e = &bin->items[--bin->count];
+            user = e->block + h->user_off;
+            if (h->has_hdr) {
+                detect_write_header(h, user, size, site_id);
+                OWNER_ADD(tc->requested, (int64_t)size);
+            }
+            if (h->checks)
+                detect_write_canary(h, user, size, bs - h->user_off);
+            __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
+            OWNER_ADD(bin->allocs, 1);
+            tc->live_bytes += bs;
+        }
+    }
+    if (!user) {
+        if (h->limit)
+            __atomic_fetch_sub(&h->limit_used, bs, __ATOMIC_RELAXED);
+        return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
+    }
+    return user;
+}
+
+void *nmm_alloc(nmm_heap_t *h, size_t size, nmm_site_t site)
+{
+    if (likely(__atomic_load_n(&h->fast, __ATOMIC_RELAXED)) && likely(size <= 1024)) {
+        tcache_t *tc = alloc_cache_fast(h);
+        if (likely(tc != NULL)) {
+            int cls = sizeclass_small_lut[(size + 15) >> 4];
+            tbin_t *bin = &tc->bins[cls];
+            if (likely(bin->count)) {
+                blockref_t *e = &bin->items[--bin->count];
+                __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
+                OWNER_ADD(bin->allocs, 1);
+                tc->live_bytes += sizeclass_table[cls];
+                return e->block;
+            }
+        }
+    }
+    return alloc_slow(h, size, site, 0);
+}
+
+/* ------------------------------------------------------------------ free */
+
+/* Status for a pointer that is not a live block start; reports it. */
+NMM_COLD static nmm_status_t free_invalid(nmm_heap_t *h, const void *p, nmm_site_t site,
+                                          uint32_t reason, bool realloc_call)
+{
+    return heap_report(h, realloc_call ? NMM_EV_INVALID_REALLOC : NMM_EV_INVALID_FREE, reason, p, 0,
+                       0, site);
+}
+
+NMM_COLD static nmm_status_t free_not_live(nmm_heap_t *h, const uint8_t *user, uint8_t state,
+                                           size_t room, nmm_site_t site, bool realloc_call)
+{
+    if (state == BS_NEVER)
+        return free_invalid(h, user, site, NMM_INVALID_UNMAPPED, realloc_call);
+    uint32_t alloc_id = 0;
+    size_t size = 0;
+    if (h->has_hdr && state != BS_QUARANTINE && detect_header_ok(h, user)) {
+        const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
+        if (hdr->size < room) {
+            alloc_id = hdr->site;
+            size = hdr->size;
+        }
+    } else if (h->has_hdr && state == BS_QUARANTINE) {
+        const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
+        if (detect_header_ok(h, user) && hdr->size < room) {
+            alloc_id = hdr->site;
+            size = hdr->size;
+        }
+    }
+    return heap_report(h, realloc_call ? NMM_EV_REALLOC_FREED : NMM_EV_DOUBLE_FREE, 0, user, size,
+                       alloc_id, site);
+}
+
+/* A live block whose header/guard/canary is damaged: report, retire, count it
+ * freed (it is no longer the caller's). */
+NMM_COLD static nmm_status_t free_corrupted(nmm_heap_t *h, slab_t *s, uint8_t *state, uint8_t *user,
+                                            nmm_site_t site)
+{
+    uint32_t detail, asite;
+    size_t size;
+    size_t room = s->block_size - h->user_off;
+    uint32_t kind = detect_check_block(h, user, room, &detail, &size, &asite);
+    if (kind == NMM_EV_NONE)
+        kind = NMM_EV_HEADER_CORRUPT;
+    __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+    return heap_report(h, kind, detail, user, size, asite, site);
+}
+
+static void free_account(nmm_heap_t *h, int cls, tcache_t *tc, int64_t requested)
+{
+    uint32_t bs = sizeclass_table[cls];
+    if (h->limit)
+        __atomic_fetch_sub(&h->limit_used, bs, __ATOMIC_RELAXED);
+    if (tc) {
+        OWNER_ADD(tc->bins[cls].frees, 1);
+        tc->live_bytes -= bs;
+        if (h->has_hdr)
+            OWNER_ADD(tc->requested, -requested);
+    } else {
+        __atomic_fetch_add(&h->pools[cls].frees, 1, __ATOMIC_RELAXED);
+        heap_account_live(h, -(int64_t)bs);
+        if (h->has_hdr)
+            __atomic_fetch_sub(&h->uncached_requested, requested, __ATOMIC_RELAXED);
+    }
+}
+
+/* Paranoid: the state change happens under the class lock; the block is then
+ * poisoned and quarantined. */
+static nmm_status_t free_paranoid(nmm_heap_t *h, slab_t *s, int32_t idx, uint8_t *user,
+                                  nmm_site_t site, bool realloc_call)
+{
+    int cls = s->cls;
+    uint8_t *state = &slab_states(s)[idx];
+    size_t room = s->block_size - h->user_off;
+    NMM_YIELD("class.lock");
+    heap_lock(h, &h->pools[cls].lock);
+    uint8_t st = __atomic_load_n(state, __ATOMIC_RELAXED);
+    if (st != BS_LIVE && st != BS_LIVE_BAD) {
+        pthread_mutex_unlock(&h->pools[cls].lock);
+        return free_not_live(h, user, st, room, site, realloc_call);
+    }
+    const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
+    bool intact = st == BS_LIVE && detect_block_intact(h, user, room);
+    uint32_t size = intact ? hdr->size : 0, asite = intact ? hdr->site : 0;
+    uint32_t kind = NMM_EV_NONE, detail = 0, dsite = 0;
+    size_t dsize = 0;
+    if (!intact) {
+        if (st == BS_LIVE)
+            kind = detect_check_block(h, user, room, &detail, &dsize, &dsite);
+        __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+    } else {
+        __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&h->pools[cls].lock);
+    NMM_YIELD("class.unlock");
+    free_account(h, cls, NULL, intact ? (int64_t)size : (int64_t)dsize);
+    if (!intact) {
+        if (st == BS_LIVE_BAD) {
+            heap_set_status(NMM_E_CORRUPTED);
+            return NMM_E_CORRUPTED;
+        }
+        return heap_report(h, kind ? kind : NMM_EV_HEADER_CORRUPT, detail, user, dsize, dsite, site);
+    }
+    detect_quarantine_push(h, user, (uint32_t)room, site, asite, size);
+    validate_maybe_sweep(h);
+    return NMM_OK;
+}
+
+NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call)
+{
+    if (!p)
+        return NMM_OK;
+    uintptr_t up = (uintptr_t)p;
+    if (up - h->base >= h->region_size) {
+        int r = large_free(h, p, site, realloc_call);
+        if (r >= 0)
+            return (nmm_status_t)r;
+        pthread_mutex_lock(&heap_table_lock);
+        nmm_heap_t *other = heap_by_address(up, h);
+        pthread_mutex_unlock(&heap_table_lock);
+        return free_invalid(h, p, site, other ? NMM_INVALID_FOREIGN_HEAP : NMM_INVALID_WILD,
+                            realloc_call);
+    }
+    slab_t *s = slab_of(h, up);
+    if (!s)
+        return free_invalid(h, p, site, NMM_INVALID_UNMAPPED, realloc_call);
+    uintptr_t block = up - h->user_off;
+    int32_t idx = block >= (uintptr_t)s->data ? slab_index(s, block) : -1;
+    if (idx < 0)
+        return free_invalid(h, p, site, NMM_INVALID_INTERIOR, realloc_call);
+    uint8_t *user = (uint8_t *)p;
+    if (h->paranoid)
+        return free_paranoid(h, s, idx, user, site, realloc_call);
+    uint8_t *state = &slab_states(s)[idx];
+    uint8_t st = __atomic_load_n(state, __ATOMIC_RELAXED);
+    int cls = s->cls;
+    size_t room = s->block_size - h->user_off;
+    tcache_t *tc = h->use_cache ? tcache_get(h) : NULL;
+    if (st == BS_LIVE_BAD) {
+        __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+        free_account(h, cls, tc, 0);
+        heap_set_status(NMM_E_CORRUPTED);
+        return NMM_E_CORRUPTED;
+    }
+    if (st != BS_LIVE)
+        return free_not_live(h, user, st, room, site, realloc_call);
+    if (h->checks && !detect_block_intact(h, user, room)) {
+        free_account(h, cls, tc, 0);
+        return free_corrupted(h, s, state, user, site);
+    }
+    int64_t requested = h->has_hdr ? ((const block_header_t *)(user - CORE_HDR))->size : 0;
+    if (tc) {
+        tbin_t *bin = &tc->bins[cls];
+        if (bin->count == bin->cap)
+            tcache_flush_bin(h, tc, cls, bin->cap / 2);
+        __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
+        bin->items[bin->count].block = (uint8_t *)block;
+        bin->items[bin->count].state = state;
+        bin->count++;
+        free_account(h, cls, tc, requested);
+        return NMM_OK;
+    }
+    NMM_YIELD("class.lock");
+    heap_lock(h, &h->pools[cls].lock);
+    if (__atomic_load_n(state, __ATOMIC_RELAXED) != BS_LIVE) {  /* lost a race with another free */
+        st = __atomic_load_n(state, __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&h->pools[cls].lock);
+        return free_not_live(h, user, st, room, site, realloc_call);
+    }
+    __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
+    slab_give_locked(h, cls, s, (uint32_t)idx);
+    pthread_mutex_unlock(&h->pools[cls].lock);
+    NMM_YIELD("class.unlock");
+    free_account(h, cls, NULL, requested);
+    return NMM_OK;
+}
+
+nmm_status_t nmm_free(nmm_heap_t *h, void *p, nmm_site_t site)
+{
+    if (likely(__atomic_load_n(&h->fast, __ATOMIC_RELAXED))) {
+        slab_t *s = slab_of(h, (uintptr_t)p);
+        if (likely(s != NULL)) {
+            int32_t idx = slab_index(s, (uintptr_t)p);
+            tcache_t *tc = alloc_cache_fast(h);
+            if (likely(idx >= 0 && tc != NULL)) {
+                uint8_t *state = &slab_states(s)[idx];
+                tbin_t *bin = &tc->bins[s->cls];
+                if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE &&
+                           bin->count < bin->cap)) {
+                    __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
+                    bin->items[bin->count].block = p;
+                    bin->items[bin->count].state = state;
+                    bin->count++;
+                    OWNER_ADD(bin->frees, 1);
+                    tc->live_bytes -= s->block_size;
+                    return NMM_OK;
+                }
+            }
+        }
+    }
+    nmm_status_t st = free_slow(h, p, site, false);
+    if (st != NMM_OK)
+        heap_set_status(st);
+    return st;
+}
+
+/* ------------------------------------------------------------------ queries */
+
+/* Live block at p: its room (bytes from p to the block end) and header size. */
+typedef struct block_info {
+    bool large;
+    size_t room;       /* small: bytes from user to block end */
+    size_t size;       /* requested (header levels) or usable */
+    size_t usable;
+    int cls;
+    uint8_t state;
+} block_info_t;
+
+static bool alloc_block_info(nmm_heap_t *h, const void *p, block_info_t *bi)
+{
+    uintptr_t up = (uintptr_t)p;
+    if (!p)
+        return false;
+    if (up - h->base >= h->region_size) {
+        bi->large = true;
+        bi->cls = -1;
+        bi->state = BS_LIVE;
+        bi->room = 0;
+        return large_lookup(h, p, &bi->size, &bi->usable, NULL);
+    }
+    slab_t *s = slab_of(h, up);
+    if (!s)
+        return false;
+    uintptr_t block = up - h->user_off;
+    int32_t idx = block >= (uintptr_t)s->data ? slab_index(s, block) : -1;
+    if (idx < 0)
+        return false;
+    uint8_t st = __atomic_load_n(&slab_states(s)[idx], __ATOMIC_RELAXED);
+    if (st != BS_LIVE && st != BS_LIVE_BAD)
+        return false;
+    bi->large = false;
+    bi->cls = s->cls;
+    bi->state = st;
+    bi->room = s->block_size - h->user_off;
+    if (h->has_hdr) {
+        const block_header_t *hdr = (const block_header_t *)((const uint8_t *)p - CORE_HDR);
+        bi->size = hdr->size < bi->room ? hdr->size : bi->room - (h->checks ? 1 : 0);
+        bi->usable = h->checks ? bi->size : bi->room;
+    } else {
+        bi->size = bi->usable = bi->room;
+    }
+    return true;
+}
+
+size_t nmm_usable_size(nmm_heap_t *h, const void *p)
+{
+    block_info_t bi;
+    return alloc_block_info(h, p, &bi) ? bi.usable : 0;
+}
+
+size_t nmm_requested_size(nmm_heap_t *h, const void *p)
+{
+    block_info_t bi;
+    return alloc_block_info(h, p, &bi) ? bi.size : 0;
+}
+
+/* ------------------------------------------------------------------ calloc/realloc/aligned */
+
+void *nmm_calloc(nmm_heap_t *h, size_t count, size_t size, nmm_site_t site)
+{
+    size_t total;
+    if (__builtin_mul_overflow(count, size, &total))
+        return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
+    void *p = nmm_alloc(h, total, site);
+    /* Large blocks are fresh mappings, already zero. */
+    if (p && total + h->user_off + 1 <= CORE_SMALL_MAX)
+        memset(p, 0, total);
+    return p;
+}
+
+void *nmm_aligned_alloc(nmm_heap_t *h, size_t alignment, size_t size, nmm_site_t site)
+{
+    if (alignment == 0 || (alignment & (alignment - 1)) || alignment > os_page_size())
+        return alloc_fail(h, NMM_E_INVALID_ARGUMENT, EINVAL);
+    if (alignment <= 16)
+        return nmm_alloc(h, size, site);
+    return alloc_slow(h, size, site, alignment);
+}
+
+void *nmm_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site)
+{
+    if (!p)
+        return nmm_alloc(h, size, site);
+    block_info_t bi;
+    if (!alloc_block_info(h, p, &bi)) {
+        nmm_status_t st = free_slow(h, p, site, true);
+        if (st == NMM_OK)  /* cannot happen: not live means reported */
+            st = NMM_E_INVALID_POINTER;
+        heap_set_status(st);
+        errno = EINVAL;
+        return NULL;
+    }
+    if (size == 0) {
+        nmm_free(h, p, site);
+        return nmm_alloc(h, 0, site);
+    }
+    /* In place when the new size needs the same class and the block is intact. */
+    if (!bi.large && !h->paranoid && bi.state == BS_LIVE && size <= ((size_t)1 << 46) &&
+        sizeclass_of(size + h->user_off + (h->checks ? 1 : 0)) == bi.cls &&
+        (!h->checks || detect_block_intact(h, p, bi.room))) {
+        if (h->has_hdr) {
+            block_header_t *hdr = (block_header_t *)((uint8_t *)p - CORE_HDR);
+            __atomic_fetch_add(&h->uncached_requested, (int64_t)size - (int64_t)hdr->size,
+                               __ATOMIC_RELAXED);
+            detect_write_header(h, p, size, hdr->site);
+        }
+        if (h->checks)
+            detect_write_canary(h, p, size, bi.room);
+        return p;
+    }
+    void *q = nmm_alloc(h, size, site);
+    if (!q)
+        return NULL;
+    memcpy(q, p, bi.size < size ? bi.size : size);
+    nmm_free(h, p, site);
+    return q;
+}

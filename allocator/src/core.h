@@ -1,0 +1,434 @@
+/* core.h — private types of the allocator core (heap, slab, tcache, large, detect,
+ * validate, stats). Included only by core .c files; the periphery sees the heap
+ * through the functions in internal.h. Nothing here is exported.
+ * Concurrency notes sit next to each field: "owner" = the owning thread only,
+ * "class lock", "region lock", "atomic" (relaxed unless said otherwise).
+ */
+#ifndef NMM_CORE_H
+#define NMM_CORE_H
+
+#include "internal.h"
+
+#include <pthread.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ constants */
+
+#define CORE_CHUNK_SHIFT 16                      /* 64 KiB: the unit of the slab map */
+#define CORE_CHUNK ((size_t)1 << CORE_CHUNK_SHIFT)
+#define CORE_META_STRIDE 12544                   /* slab-descriptor bytes per chunk: 256 + 4096*3 */
+#define CORE_CLASSES 48                          /* entries in sizeclass_table */
+#define CORE_SMALL_MAX 131072                    /* largest class; larger requests are mapped */
+#define CORE_SLOTS 64                            /* heaps that get thread caches */
+#define CORE_MAX_HEAPS 1024                      /* heaps alive at once */
+#define CORE_HDR 16                              /* header bytes before the user pointer */
+#define CORE_CANARY_MAX 16                       /* canary bytes checked after the request */
+#define CORE_RECIP_SHIFT 40                      /* idx = (off * recip) >> 40, exact for off*bs < 2^40 */
+
+/* Block states: one byte per block, out of band (slab descriptor). Written with
+ * relaxed atomic stores by the thread that owns the block at that moment. */
+enum {
+    BS_NEVER = 0,       /* never handed out since the slab was made */
+    BS_LIVE = 1,        /* handed out */
+    BS_FREE = 2,        /* freed: in a slab stack or a thread cache */
+    BS_QUARANTINE = 3,  /* paranoid: freed, poisoned, waiting in the quarantine */
+    BS_RETIRED = 4,     /* found corrupted: never handed out again */
+    BS_LIVE_BAD = 5,    /* live, damage already reported by a sweep: freeing it retires it quietly */
+    BS_MARK = 0x80      /* validate only: "reached from a free structure" */
+};
+
+/* ------------------------------------------------------------------ sizeclass.c */
+
+extern const uint32_t sizeclass_table[CORE_CLASSES];
+extern const uint32_t sizeclass_slab_bytes[CORE_CLASSES];
+extern const uint16_t sizeclass_cache_cap[CORE_CLASSES];
+extern uint8_t sizeclass_small_lut[65];  /* (size+15)>>4 -> class, for size <= 1024 */
+void sizeclass_init(void);
+/* Class for a block of `bytes` (header+payload+canary), -1 if larger than the largest. */
+static inline int sizeclass_of(size_t bytes)
+{
+    if (bytes <= 1024)
+        return sizeclass_small_lut[(bytes + 15) >> 4];
+    if (bytes > CORE_SMALL_MAX)
+        return -1;
+    size_t x = bytes - 1;
+    int b = 63 - __builtin_clzll(x);
+    return 20 + (b - 10) * 4 + (int)((x >> (b - 2)) & 3);
+}
+
+/* ------------------------------------------------------------------ slab.c */
+
+/* A slab descriptor lives in the heap's meta area at meta + first_chunk*STRIDE,
+ * never inside the slab. Fields are written under the class lock (or region lock
+ * while the slab is being made) and read lock-free by pointer validation. */
+typedef struct slab {
+    uint8_t *data;           /* first block; slab base, page aligned */
+    uint64_t recip;          /* ceil(2^40 / block_size) */
+    uint32_t block_size;
+    uint16_t nblocks;
+    uint16_t cls;
+    uint16_t nstack;         /* class lock: indices in stack[] */
+    uint16_t bump;           /* class lock: blocks [bump, nblocks) never handed out */
+    uint16_t nretired;       /* class lock */
+    uint8_t list;            /* class lock: SL_NONE / SL_PARTIAL / SL_EMPTY */
+    uint8_t released;        /* region lock: range given back, descriptor unused */
+    struct slab *next, *prev;/* class lock: partial or empty list */
+    struct slab *next_free;  /* region lock: released-range stack */
+    uint32_t chunks;
+    uint32_t pad;
+    /* followed by uint8_t state[nblocks]; uint16_t stack[nblocks] */
+} slab_t;
+enum { SL_NONE = 0, SL_PARTIAL = 1, SL_EMPTY = 2 };
+
+static inline uint8_t *slab_states(slab_t *s) { return (uint8_t *)(s + 1); }
+static inline uint16_t *slab_stack(slab_t *s)
+{
+    return (uint16_t *)(((uintptr_t)(slab_states(s) + s->nblocks) + 1) & ~(uintptr_t)1);
+}
+static inline uint32_t slab_free_count(const slab_t *s)
+{
+    return (uint32_t)s->nstack + (uint32_t)(s->nblocks - s->bump);
+}
+
+/* A block reference as kept by caches: base of the block and its state byte. */
+typedef struct blockref {
+    uint8_t *block;
+    uint8_t *state;
+} blockref_t;
+
+typedef struct sizeclass_pool {
+    pthread_mutex_t lock;
+    slab_t *partial;         /* class lock: slabs with free blocks (not empty) */
+    slab_t *empty;           /* class lock: fully free slabs kept (retain_bytes) */
+    uint64_t nslabs;         /* class lock */
+    uint64_t nempty;         /* class lock */
+    uint64_t allocs;         /* atomic: counts merged from caches and uncached ops */
+    uint64_t frees;          /* atomic */
+    char pad[64];
+} sizeclass_pool_t;
+
+/* ------------------------------------------------------------------ detect.c */
+
+typedef struct block_header {
+    uint32_t size;     /* requested bytes (low 32 bits for large blocks) */
+    uint32_t site;     /* tracked id from track_on_alloc, 0 = none */
+    uint32_t check;    /* CRC32C(addr, size, site) keyed by the heap secret */
+    uint32_t guard;    /* head guard derived from secret and address */
+} block_header_t;
+
+typedef struct quarantine_entry {
+    uint8_t *user;
+    uint32_t block_size;   /* bytes from user to the block end */
+    uint32_t free_site;
+    uint32_t alloc_site;
+    uint32_t size;
+} quarantine_entry_t;
+
+/* ------------------------------------------------------------------ large.c */
+
+typedef struct large_entry {
+    uintptr_t user;        /* 0 = empty, 1 = tombstone (deleted) */
+    uintptr_t map_base;
+    size_t map_len;
+    size_t size;           /* requested */
+    size_t usable;         /* bytes counted against the limit / live bytes */
+    uint32_t site;         /* tracked id */
+    uint32_t free_site;
+    uint8_t state;         /* BS_LIVE/BS_LIVE_BAD, BS_FREE (unmapped, remembered), BS_QUARANTINE (PROT_NONE) */
+    uint8_t guard;         /* a guard page follows the block end */
+    uint16_t pad;
+    uint32_t seq;          /* free order, for the quarantine FIFO */
+} large_entry_t;
+
+/* ------------------------------------------------------------------ heap.c */
+
+struct tcache;
+
+struct nmm_heap {
+    /* hot, read-only after creation */
+    uintptr_t base;              /* region start */
+    size_t region_size;
+    slab_t **chunk_map;          /* atomic pointers, one per chunk */
+    uint8_t fast;                /* off level, no tracking/limit/fail points, caches on */
+    uint8_t has_hdr;             /* blocks carry block_header_t */
+    uint8_t checks;              /* level >= standard: verify header/canary */
+    uint8_t paranoid;
+    uint8_t tracking;
+    uint8_t guard;               /* guard pages for large blocks */
+    uint8_t use_cache;
+    uint8_t fp_armed;            /* atomic */
+    int32_t slot;                /* thread-cache slot, -1 = none */
+    uint32_t user_off;           /* CORE_HDR when has_hdr, else 0 */
+    uint64_t secret[4];          /* per-heap random key */
+    uint64_t limit;              /* 0 = none */
+    nmm_config_t cfg;
+    uint64_t gen;
+
+    /* region */
+    pthread_mutex_t region_lock;
+    uint8_t *meta;               /* slab descriptors, STRIDE bytes per chunk */
+    size_t meta_size;
+    size_t region_used;          /* region lock: bump offset */
+    slab_t *released[4];         /* region lock: per slab-size stacks of given-back ranges */
+    uint64_t retained_bytes;     /* region lock: bytes in empty slabs kept */
+
+    sizeclass_pool_t pools[CORE_CLASSES];
+
+    /* large */
+    pthread_mutex_t large_lock;
+    large_entry_t *large_tab;    /* open addressing, large_cap entries */
+    size_t large_cap, large_used, large_tombs;
+    size_t large_freed_records;  /* entries in state FREE (bounded) */
+    size_t large_quar_count;
+    uint64_t large_quar_bytes;
+    uint32_t large_seq;
+
+    /* quarantine (paranoid) */
+    pthread_mutex_t quar_lock;
+    quarantine_entry_t *quar;
+    size_t quar_cap, quar_head, quar_count;
+    uint64_t quar_bytes;         /* atomic (read by stats) */
+    uint64_t quar_max_bytes;
+    uint64_t paranoid_ops;       /* atomic, for sweep_every_ops */
+
+    /* statistics (atomic) */
+    uint64_t live_est, peak_bytes, limit_used;
+    uint64_t mapped_bytes, peak_mapped_bytes, slabs_mapped, slabs_returned;
+    uint64_t large_allocs, large_frees, large_live_bytes;
+    uint64_t merged_cached_allocs, merged_misses, merged_requested;
+    int64_t uncached_requested;
+    uint64_t alloc_failures, injected_failures, lock_contention, sweeps, retired;
+
+    /* periphery slots */
+    struct events_ring *events;
+    struct fp_table *failpoints;
+    struct nmm_heap *next_free;
+};
+
+/* heap.c */
+void heap_lock(nmm_heap_t *h, pthread_mutex_t *m);   /* counts contention */
+void heap_account_live(nmm_heap_t *h, int64_t delta); /* live_est + peak */
+void heap_account_mapped(nmm_heap_t *h, int64_t delta);
+void heap_note_peak(nmm_heap_t *h, int64_t live_bytes);
+nmm_heap_t *heap_by_address(uintptr_t addr, nmm_heap_t *except); /* region owner; g lock held */
+void heap_set_status(nmm_status_t st);
+nmm_status_t heap_report(nmm_heap_t *h, uint32_t kind, uint32_t detail, const void *addr,
+                         size_t size, uint32_t alloc_id, uint32_t free_id);
+extern pthread_mutex_t heap_table_lock;
+extern nmm_heap_t *heap_table[CORE_MAX_HEAPS];
+
+/* slab.c */
+bool slab_region_init(nmm_heap_t *h);
+void slab_region_destroy(nmm_heap_t *h);
+/* Take up to n free blocks of class cls (class lock taken inside). */
+uint32_t slab_take(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n);
+/* Same with the class lock already held by the caller. */
+uint32_t slab_take_locked(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n);
+/* Give n free blocks (state already BS_FREE) back to their slabs. */
+void slab_give(nmm_heap_t *h, int cls, const blockref_t *in, uint32_t n);
+void slab_give_locked(nmm_heap_t *h, int cls, slab_t *s, uint32_t idx);
+/* Pointer -> slab (lock-free; NULL when not in a slab in use). */
+static inline slab_t *slab_of(const nmm_heap_t *h, uintptr_t p)
+{
+    uintptr_t off = p - h->base;
+    if (off >= h->region_size)
+        return NULL;
+    return __atomic_load_n(&h->chunk_map[off >> CORE_CHUNK_SHIFT], __ATOMIC_ACQUIRE);
+}
+/* Block index of a block-start pointer, or -1 when p is not a block start. */
+static inline int32_t slab_index(const slab_t *s, uintptr_t block)
+{
+    uint64_t off = block - (uintptr_t)s->data;
+    uint64_t idx = (off * s->recip) >> CORE_RECIP_SHIFT;
+    if (idx * s->block_size != off || idx >= s->nblocks)
+        return -1;
+    return (int32_t)idx;
+}
+/* Which block of s contains p (p inside the slab). */
+static inline uint32_t slab_index_containing(const slab_t *s, uintptr_t p)
+{
+    return (uint32_t)(((p - (uintptr_t)s->data) * s->recip) >> CORE_RECIP_SHIFT);
+}
+
+/* tcache.c */
+typedef struct tbin {
+    uint32_t count;          /* owner */
+    uint32_t cap;
+    uint64_t allocs;         /* owner writes, others read (relaxed) */
+    uint64_t frees;
+    blockref_t *items;
+} tbin_t;
+
+typedef struct tcache {
+    tbin_t bins[CORE_CLASSES];
+    nmm_heap_t *heap;
+    int64_t live_bytes;      /* owner: block bytes allocated - freed by this thread */
+    int64_t live_merged;     /* owner: part of live_bytes already added to heap->live_est */
+    int64_t requested;       /* owner: requested bytes (header levels) */
+    uint64_t misses;         /* owner: refills */
+    struct tcache *next_free;
+} tcache_t;
+
+typedef struct tstate {
+    tcache_t *caches[CORE_SLOTS];   /* atomic pointers: set by owner, cleared by heap destroy */
+    struct tstate *next_all;        /* immutable once published */
+    uint8_t in_use;                 /* registry lock */
+    uint8_t dead;                   /* thread has exited (sentinel) */
+} tstate_t;
+
+extern NMM_TLS tstate_t *tcache_tls;
+extern pthread_mutex_t tcache_registry_lock;
+extern tstate_t *tcache_all;               /* list head, atomic */
+void tcache_process_init(void);
+/* Cache of the calling thread for h, created on first use; NULL when none. */
+tcache_t *tcache_get(nmm_heap_t *h);
+void tcache_refill_count(nmm_heap_t *h, tcache_t *tc);
+bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls);
+void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep);
+void tcache_merge_live(nmm_heap_t *h, tcache_t *tc);
+void tcache_detach_heap(nmm_heap_t *h);   /* heap destroy; registry lock taken inside */
+void tcache_fork_child(void);             /* flush caches of threads that don't exist */
+/* Sum over live caches (registry lock must be held by the caller when exact). */
+void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cached,
+                uint64_t *cached_allocs, uint64_t *misses, int64_t *requested);
+
+/* large.c */
+bool large_init(nmm_heap_t *h);
+void large_destroy(nmm_heap_t *h);
+void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id);
+/* Free path for pointers outside the slab region: NMM_OK, or a status after a report.
+ * Returns -1 when the pointer is not known to this heap. */
+int large_free(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call);
+/* Live large block at p: fills size/usable/site; false if not a live large block. */
+bool large_lookup(nmm_heap_t *h, const void *p, size_t *size, size_t *usable, uint32_t *site);
+bool large_contains(nmm_heap_t *h, uintptr_t p);
+void large_foreach_live(nmm_heap_t *h, heap_visit_fn visit, void *ctx);
+size_t large_validate(nmm_heap_t *h);
+bool large_describe(nmm_heap_t *h, uintptr_t addr, nmm_event_t *ev);
+void large_lock_all(nmm_heap_t *h);
+
+/* detect.c (the per-block primitives are inline: they sit on the standard hot path) */
+#if defined(__SSE4_2__)
+#include <nmmintrin.h>
+static inline uint32_t detect_crc(uint32_t crc, uint64_t v)
+{
+    return (uint32_t)_mm_crc32_u64(crc, v);
+}
+#else
+static inline uint32_t detect_crc(uint32_t crc, uint64_t v)
+{
+    /* Portable keyed mix when CRC32C is not available at build time. */
+    uint64_t x = (v ^ crc) * 0x9E3779B97F4A7C15ull;
+    x ^= x >> 29;
+    x *= 0xBF58476D1CE4E5B9ull;
+    return (uint32_t)(x ^ (x >> 32));
+}
+#endif
+
+static inline uint32_t detect_guard(const nmm_heap_t *h, uintptr_t user)
+{
+    return detect_crc((uint32_t)h->secret[1], user);
+}
+static inline uint32_t detect_check(const nmm_heap_t *h, uintptr_t user, uint32_t size, uint32_t site)
+{
+    return detect_crc(detect_crc((uint32_t)h->secret[0], user), size | (uint64_t)site << 32);
+}
+/* Canary word for the block at user: byte (q & 7) of it is the canary byte at
+ * address q. Every byte is odd, so a stray NUL or 0x00-fill always damages it. */
+static inline uint64_t detect_canary_word(const nmm_heap_t *h, uintptr_t user)
+{
+    uint64_t w = (uint64_t)detect_crc((uint32_t)h->secret[2], user) << 32 |
+                 detect_crc((uint32_t)h->secret[3], user);
+    return w | 0x0101010101010101ull;
+}
+static inline uint64_t detect_canary_at(uint64_t w, uintptr_t q)
+{
+    unsigned k = (unsigned)(q & 7) * 8;
+    return k ? (w >> k) | (w << (64 - k)) : w;
+}
+static inline size_t detect_canary_len(size_t size, size_t room)
+{
+    size_t slack = room - size;
+    return slack < CORE_CANARY_MAX ? slack : CORE_CANARY_MAX;
+}
+
+static inline void detect_write_header(const nmm_heap_t *h, uint8_t *user, size_t size, uint32_t site)
+{
+    block_header_t *hdr = (block_header_t *)(user - CORE_HDR);
+    hdr->size = (uint32_t)size;
+    hdr->site = site;
+    hdr->check = detect_check(h, (uintptr_t)user, (uint32_t)size, site);
+    hdr->guard = detect_guard(h, (uintptr_t)user);
+}
+
+static inline void detect_write_canary(const nmm_heap_t *h, uint8_t *user, size_t size, size_t room)
+{
+    uint64_t w = detect_canary_word(h, (uintptr_t)user);
+    size_t len = detect_canary_len(size, room);
+    uint8_t *q = user + size;
+    if (len >= 8) {
+        uint64_t a = detect_canary_at(w, (uintptr_t)q), b = detect_canary_at(w, (uintptr_t)(q + len - 8));
+        memcpy(q, &a, 8);
+        memcpy(q + len - 8, &b, 8);
+    } else {
+        for (size_t i = 0; i < len; i++)
+            q[i] = (uint8_t)(detect_canary_at(w, (uintptr_t)(q + i)));
+    }
+}
+
+/* Fast "is everything intact" test for the free path. */
+static inline bool detect_block_intact(const nmm_heap_t *h, const uint8_t *user, size_t room)
+{
+    const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
+    uint32_t size = hdr->size;
+    if (hdr->guard != detect_guard(h, (uintptr_t)user) ||
+        hdr->check != detect_check(h, (uintptr_t)user, size, hdr->site) || size >= room)
+        return false;
+    uint64_t w = detect_canary_word(h, (uintptr_t)user);
+    size_t len = detect_canary_len(size, room);
+    const uint8_t *q = user + size;
+    if (len >= 8) {
+        uint64_t a, b;
+        memcpy(&a, q, 8);
+        memcpy(&b, q + len - 8, 8);
+        return a == detect_canary_at(w, (uintptr_t)q) &&
+               b == detect_canary_at(w, (uintptr_t)(q + len - 8));
+    }
+    for (size_t i = 0; i < len; i++)
+        if (q[i] != (uint8_t)detect_canary_at(w, (uintptr_t)(q + i)))
+            return false;
+    return true;
+}
+
+/* 0 = intact, else an NMM_EV_* kind; *detail = offset of the damage. */
+uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t room,
+                            uint32_t *detail, size_t *size, uint32_t *site);
+bool detect_header_ok(const nmm_heap_t *h, const uint8_t *user);
+void detect_poison(uint8_t *p, size_t n);
+/* Returns the offset of the first damaged poison byte, or -1. */
+long detect_poison_damage(const uint8_t *p, size_t n);
+bool detect_quarantine_init(nmm_heap_t *h);
+void detect_quarantine_destroy(nmm_heap_t *h);
+/* Poison and hold a freed block (paranoid); releases what falls out. */
+void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint32_t room, nmm_site_t free_site,
+                            uint32_t alloc_site, uint32_t size);
+size_t detect_quarantine_validate(nmm_heap_t *h);
+void detect_quarantine_flush(nmm_heap_t *h);
+
+/* validate.c */
+size_t validate_heap(nmm_heap_t *h, bool full);
+void validate_maybe_sweep(nmm_heap_t *h);
+
+/* alloc.c */
+void alloc_retire(nmm_heap_t *h, uint8_t *block);
+
+/* os.c extras (only os.c calls the kernel) */
+void *os_map_sparse(size_t bytes);                 /* RW, MAP_NORESERVE: committed on touch */
+void os_forget_thread_id(void);                    /* fork child */
+void *os_reserve(size_t bytes);                    /* PROT_NONE, not committed */
+bool os_commit(void *addr, size_t bytes);          /* make RW */
+void os_decommit(void *addr, size_t bytes);        /* give pages back, keep RW */
+bool os_protect_none(void *addr, size_t bytes);
+void os_random(void *buf, size_t n);
+
+#endif /* NMM_CORE_H */

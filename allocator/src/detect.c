@@ -1,0 +1,207 @@
+/* detect.c — corruption classification of a block (header, head guard, tail
+ * canary), poisoning, and the paranoid quarantine (a bounded FIFO of poisoned
+ * freed blocks, verified when they leave it). Must not allocate or report while
+ * holding the quarantine lock. The quarantine is shared: its ring is under
+ * quar_lock; a block's state byte under its class lock.
+ */
+#include "core.h"
+
+#define POISON_BYTE 0xDB
+#define POISON_WORD 0xDBDBDBDBDBDBDBDBull
+
+uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t room,
+                            uint32_t *detail, size_t *size, uint32_t *site)
+{
+    const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
+    *size = 0;
+    *site = 0;
+    *detail = 0;
+    uint32_t guard = detect_guard(h, (uintptr_t)user);
+    if (hdr->guard != guard) {
+        /* Underflow: how far below the user pointer the damage reaches (1..4). */
+        const uint8_t *got = (const uint8_t *)&hdr->guard, *want = (const uint8_t *)&guard;
+        for (int i = 0; i < 4; i++)
+            if (got[i] != want[i]) {
+                *detail = (uint32_t)(4 - i);
+                break;
+            }
+        if (hdr->check == detect_check(h, (uintptr_t)user, hdr->size, hdr->site) &&
+            hdr->size < room) {
+            *size = hdr->size;
+            *site = hdr->site;
+        }
+        return NMM_EV_UNDERFLOW;
+    }
+    if (hdr->check != detect_check(h, (uintptr_t)user, hdr->size, hdr->site) || hdr->size >= room) {
+        *detail = CORE_HDR;
+        return NMM_EV_HEADER_CORRUPT;
+    }
+    *size = hdr->size;
+    *site = hdr->site;
+    uint64_t w = detect_canary_word(h, (uintptr_t)user);
+    size_t len = detect_canary_len(hdr->size, room);
+    const uint8_t *q = user + hdr->size;
+    for (size_t i = 0; i < len; i++) {
+        if (q[i] != (uint8_t)detect_canary_at(w, (uintptr_t)(q + i))) {
+            *detail = (uint32_t)(hdr->size + i);
+            return NMM_EV_OVERFLOW;
+        }
+    }
+    return NMM_EV_NONE;
+}
+
+bool detect_header_ok(const nmm_heap_t *h, const uint8_t *user)
+{
+    const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
+    return hdr->guard == detect_guard(h, (uintptr_t)user) &&
+           hdr->check == detect_check(h, (uintptr_t)user, hdr->size, hdr->site);
+}
+
+void detect_poison(uint8_t *p, size_t n)
+{
+    memset(p, POISON_BYTE, n);
+}
+
+long detect_poison_damage(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+        if (v != POISON_WORD)
+            break;
+    }
+    for (; i < n; i++)
+        if (p[i] != POISON_BYTE)
+            return (long)i;
+    return -1;
+}
+
+/* ------------------------------------------------------------------ quarantine */
+
+bool detect_quarantine_init(nmm_heap_t *h)
+{
+    h->quar_max_bytes = h->cfg.quarantine_bytes;
+    size_t cap = h->quar_max_bytes / 32 + 64;
+    if (cap > ((size_t)1 << 20))
+        cap = (size_t)1 << 20;
+    h->quar = os_map_sparse(cap * sizeof(quarantine_entry_t));
+    if (!h->quar)
+        return false;
+    h->quar_cap = cap;
+    return true;
+}
+
+void detect_quarantine_destroy(nmm_heap_t *h)
+{
+    if (h->quar)
+        os_unmap(h->quar, h->quar_cap * sizeof(quarantine_entry_t));
+    h->quar = NULL;
+}
+
+/* A block leaves the quarantine: verify its poison; intact → free in its slab,
+ * damaged → use-after-free event and the block is retired. No lock held. */
+static void quarantine_release(nmm_heap_t *h, const quarantine_entry_t *e)
+{
+    if (!e->user)
+        return;  /* already reported and retired by a sweep */
+    long dmg = detect_poison_damage(e->user, e->block_size);
+    uint8_t *block = e->user - h->user_off;
+    if (dmg >= 0) {
+        alloc_retire(h, block);
+        heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)dmg, e->user, e->size, e->alloc_site,
+                    e->free_site);
+        return;
+    }
+    slab_t *s = slab_of(h, (uintptr_t)block);
+    int32_t idx = slab_index(s, (uintptr_t)block);
+    int cls = s->cls;
+    NMM_YIELD("class.lock");
+    heap_lock(h, &h->pools[cls].lock);
+    __atomic_store_n(&slab_states(s)[idx], BS_FREE, __ATOMIC_RELAXED);
+    slab_give_locked(h, cls, s, (uint32_t)idx);
+    pthread_mutex_unlock(&h->pools[cls].lock);
+    NMM_YIELD("class.unlock");
+}
+
+void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint32_t room, nmm_site_t free_site,
+                            uint32_t alloc_site, uint32_t size)
+{
+    quarantine_entry_t out[16];
+    int nout = 0;
+    detect_poison(user, room);
+    NMM_YIELD("quarantine.lock");
+    heap_lock(h, &h->quar_lock);
+    if (h->quar_count == h->quar_cap) {
+        out[nout++] = h->quar[h->quar_head];
+        h->quar_bytes -= h->quar[h->quar_head].block_size;
+        h->quar_head = (h->quar_head + 1) % h->quar_cap;
+        h->quar_count--;
+    }
+    quarantine_entry_t *e = &h->quar[(h->quar_head + h->quar_count) % h->quar_cap];
+    e->user = user;
+    e->block_size = room;
+    e->free_site = free_site;
+    e->alloc_site = alloc_site;
+    e->size = size;
+    h->quar_count++;
+    __atomic_store_n(&h->quar_bytes, h->quar_bytes + room, __ATOMIC_RELAXED);
+    while (h->quar_bytes > h->quar_max_bytes && h->quar_count && nout < 16) {
+        quarantine_entry_t *old = &h->quar[h->quar_head];
+        out[nout++] = *old;
+        __atomic_store_n(&h->quar_bytes, h->quar_bytes - old->block_size, __ATOMIC_RELAXED);
+        h->quar_head = (h->quar_head + 1) % h->quar_cap;
+        h->quar_count--;
+    }
+    pthread_mutex_unlock(&h->quar_lock);
+    NMM_YIELD("quarantine.unlock");
+    for (int i = 0; i < nout; i++)
+        quarantine_release(h, &out[i]);
+}
+
+/* Sweep: every quarantined block must still hold its poison. The caller holds
+ * every heap lock (reporting is safe: events never take heap locks). A damaged
+ * block is reported once, retired, and skipped when it leaves the quarantine. */
+size_t detect_quarantine_validate(nmm_heap_t *h)
+{
+    size_t problems = 0;
+    for (size_t i = 0; i < h->quar_count; i++) {
+        quarantine_entry_t *e = &h->quar[(h->quar_head + i) % h->quar_cap];
+        if (!e->user)
+            continue;
+        long dmg = detect_poison_damage(e->user, e->block_size);
+        if (dmg < 0)
+            continue;
+        problems++;
+        heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)dmg, e->user, e->size, e->alloc_site,
+                    e->free_site);
+        uint8_t *block = e->user - h->user_off;
+        slab_t *s = slab_of(h, (uintptr_t)block);
+        int32_t idx = slab_index(s, (uintptr_t)block);
+        __atomic_store_n(&slab_states(s)[idx], BS_RETIRED, __ATOMIC_RELAXED);
+        s->nretired++;
+        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+        e->user = NULL;
+    }
+    return problems;
+}
+
+/* Empty the quarantine (heap teardown of the paranoid state is not needed; this
+ * is used by validate callers that want every block back). */
+void detect_quarantine_flush(nmm_heap_t *h)
+{
+    for (;;) {
+        quarantine_entry_t e;
+        heap_lock(h, &h->quar_lock);
+        if (!h->quar_count) {
+            pthread_mutex_unlock(&h->quar_lock);
+            return;
+        }
+        e = h->quar[h->quar_head];
+        __atomic_store_n(&h->quar_bytes, h->quar_bytes - e.block_size, __ATOMIC_RELAXED);
+        h->quar_head = (h->quar_head + 1) % h->quar_cap;
+        h->quar_count--;
+        pthread_mutex_unlock(&h->quar_lock);
+        quarantine_release(h, &e);
+    }
+}

@@ -1,0 +1,398 @@
+/* large.c — blocks above the largest size class, each mapped directly (page
+ * aligned; at paranoid or guard_pages=1 end-aligned against a PROT_NONE guard
+ * page), and an out-of-band table (open addressing by user address) that
+ * validation reads instead of the block. Freed blocks are remembered (bounded) so
+ * a double free is named; at paranoid they stay PROT_NONE in a bounded quarantine.
+ * The table is under large_lock; heap_describe_fault_address reads it without.
+ */
+#include "core.h"
+
+#include <errno.h>
+
+#define LARGE_TOMB ((uintptr_t)1)
+#define LARGE_FREED_MAX 4096
+#define LARGE_QUAR_MAX 1024
+
+static size_t large_hash(uintptr_t user, size_t cap)
+{
+    return (size_t)(((user >> 4) * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+}
+
+bool large_init(nmm_heap_t *h)
+{
+    h->large_cap = 256;
+    h->large_tab = os_map(NULL, h->large_cap * sizeof(large_entry_t));
+    return h->large_tab != NULL;
+}
+
+static size_t large_room(const large_entry_t *e)
+{
+    size_t page = os_page_size();
+    return e->map_base + e->map_len - (e->guard ? page : 0) - e->user;
+}
+
+void large_destroy(nmm_heap_t *h)
+{
+    for (size_t i = 0; i < h->large_cap; i++) {
+        large_entry_t *e = &h->large_tab[i];
+        if (e->user > LARGE_TOMB && e->state != BS_FREE)
+            os_unmap((void *)e->map_base, e->map_len);
+    }
+    os_unmap(h->large_tab, h->large_cap * sizeof(large_entry_t));
+    h->large_tab = NULL;
+}
+
+static large_entry_t *large_find(nmm_heap_t *h, uintptr_t user)
+{
+    size_t i = large_hash(user, h->large_cap);
+    for (size_t n = 0; n < h->large_cap; n++, i = (i + 1) & (h->large_cap - 1)) {
+        large_entry_t *e = &h->large_tab[i];
+        if (e->user == 0)
+            return NULL;
+        if (e->user == user)
+            return e;
+    }
+    return NULL;
+}
+
+/* Drop every remembered free record (they only serve double-free naming). */
+static void large_forget_freed(nmm_heap_t *h)
+{
+    for (size_t i = 0; i < h->large_cap; i++) {
+        large_entry_t *e = &h->large_tab[i];
+        if (e->user > LARGE_TOMB && e->state == BS_FREE) {
+            e->user = LARGE_TOMB;
+            h->large_used--;
+            h->large_tombs++;
+        }
+    }
+    h->large_freed_records = 0;
+}
+
+static bool large_grow(nmm_heap_t *h)
+{
+    size_t cap = h->large_cap * 2;
+    if (h->large_used * 2 < h->large_cap)
+        cap = h->large_cap;  /* mostly tombstones: rehash in place size */
+    large_entry_t *tab = os_map(NULL, cap * sizeof(large_entry_t));
+    if (!tab)
+        return false;
+    large_entry_t *old = h->large_tab;
+    size_t old_cap = h->large_cap;
+    for (size_t i = 0; i < old_cap; i++) {
+        if (old[i].user <= LARGE_TOMB)
+            continue;
+        size_t j = large_hash(old[i].user, cap);
+        while (tab[j].user)
+            j = (j + 1) & (cap - 1);
+        tab[j] = old[i];
+    }
+    __atomic_store_n(&h->large_tab, tab, __ATOMIC_RELEASE);
+    h->large_cap = cap;
+    h->large_tombs = 0;
+    os_unmap(old, old_cap * sizeof(large_entry_t));
+    return true;
+}
+
+/* Insert or overwrite (an address reused by the kernel replaces its old record). */
+static large_entry_t *large_insert(nmm_heap_t *h, uintptr_t user)
+{
+    large_entry_t *e = large_find(h, user);
+    if (e) {
+        if (e->state == BS_FREE)
+            h->large_freed_records--;
+        return e;
+    }
+    if ((h->large_used + h->large_tombs + 1) * 4 > h->large_cap * 3) {
+        if (h->large_freed_records > h->large_used / 2)
+            large_forget_freed(h);
+        if (!large_grow(h))
+            return NULL;
+    }
+    size_t i = large_hash(user, h->large_cap);
+    while (h->large_tab[i].user > LARGE_TOMB)
+        i = (i + 1) & (h->large_cap - 1);
+    if (h->large_tab[i].user == LARGE_TOMB)
+        h->large_tombs--;
+    h->large_used++;
+    e = &h->large_tab[i];
+    e->user = user;
+    return e;
+}
+
+void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
+{
+    size_t page = os_page_size();
+    size_t pre = h->has_hdr ? page : 0;
+    size_t canary = h->checks ? CORE_CANARY_MAX : 0;
+    size_t guard = h->guard ? page : 0;
+    if (size > ((size_t)1 << 46)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t body = (size + canary + page - 1) & ~(page - 1);
+    if (body == 0)
+        body = page;
+    size_t map_len = pre + body + guard;
+    if (unlikely(heap_failpoints_armed(h)) && failpoint_should_fail(h, FP_LARGE_MAP, size)) {
+        __atomic_fetch_add(&h->injected_failures, 1, __ATOMIC_RELAXED);
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (h->limit) {
+        uint64_t used = __atomic_add_fetch(&h->limit_used, body, __ATOMIC_RELAXED);
+        if (used > h->limit) {
+            __atomic_fetch_sub(&h->limit_used, body, __ATOMIC_RELAXED);
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
+    uint8_t *base = os_map(h, map_len);
+    if (!base) {
+        if (h->limit)
+            __atomic_fetch_sub(&h->limit_used, body, __ATOMIC_RELAXED);
+        errno = ENOMEM;
+        return NULL;
+    }
+    uint8_t *end = base + pre + body;
+    if (guard)
+        os_protect_none(end, guard);
+    uint8_t *user = base + pre;
+    if (guard) {
+        size_t a = align > 16 ? align : 16;
+        user = (uint8_t *)(((uintptr_t)end - size - canary) & ~(uintptr_t)(a - 1));
+        if (user < base + pre)
+            user = base + pre;
+    }
+    size_t room = (size_t)(end - user);
+    if (h->has_hdr)
+        detect_write_header(h, user, size, site_id);
+    if (h->checks)
+        detect_write_canary(h, user, size, room);
+
+    NMM_YIELD("large.lock");
+    heap_lock(h, &h->large_lock);
+    large_entry_t *e = large_insert(h, (uintptr_t)user);
+    if (!e) {
+        pthread_mutex_unlock(&h->large_lock);
+        os_unmap(base, map_len);
+        if (h->limit)
+            __atomic_fetch_sub(&h->limit_used, body, __ATOMIC_RELAXED);
+        errno = ENOMEM;
+        return NULL;
+    }
+    e->map_base = (uintptr_t)base;
+    e->map_len = map_len;
+    e->size = size;
+    e->usable = body;
+    e->site = site_id;
+    e->free_site = 0;
+    e->guard = guard != 0;
+    e->seq = 0;
+    __atomic_store_n(&e->state, BS_LIVE, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&h->large_lock);
+    NMM_YIELD("large.unlock");
+    __atomic_fetch_add(&h->large_allocs, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->large_live_bytes, body, __ATOMIC_RELAXED);
+    if (h->has_hdr)
+        __atomic_fetch_add(&h->uncached_requested, (int64_t)size, __ATOMIC_RELAXED);
+    heap_account_mapped(h, (int64_t)map_len);
+    heap_account_live(h, (int64_t)body);
+    return h->checks ? user : user;
+}
+
+/* Paranoid: keep freed mappings PROT_NONE; unmap the oldest beyond the bounds.
+ * Large lock held. */
+static void large_quarantine_trim(nmm_heap_t *h)
+{
+    while (h->large_quar_count > LARGE_QUAR_MAX ||
+           (h->large_quar_count && h->large_quar_bytes > h->quar_max_bytes)) {
+        large_entry_t *oldest = NULL;
+        for (size_t i = 0; i < h->large_cap; i++) {
+            large_entry_t *e = &h->large_tab[i];
+            if (e->user > LARGE_TOMB && e->state == BS_QUARANTINE &&
+                (!oldest || (int32_t)(e->seq - oldest->seq) < 0))
+                oldest = e;
+        }
+        if (!oldest)
+            break;
+        os_unmap((void *)oldest->map_base, oldest->map_len);
+        heap_account_mapped(h, -(int64_t)oldest->map_len);
+        h->large_quar_bytes -= oldest->map_len;
+        h->large_quar_count--;
+        oldest->state = BS_FREE;
+        h->large_freed_records++;
+    }
+}
+
+int large_free(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call)
+{
+    NMM_YIELD("large.lock");
+    heap_lock(h, &h->large_lock);
+    large_entry_t *e = large_find(h, (uintptr_t)p);
+    if (!e) {
+        int found = -1;
+        for (size_t i = 0; i < h->large_cap; i++) {
+            large_entry_t *x = &h->large_tab[i];
+            if (x->user > LARGE_TOMB && x->state != BS_FREE && (uintptr_t)p >= x->map_base &&
+                (uintptr_t)p < x->map_base + x->map_len) {
+                found = 1;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&h->large_lock);
+        if (found < 0)
+            return -1;
+        return heap_report(h, realloc_call ? NMM_EV_INVALID_REALLOC : NMM_EV_INVALID_FREE,
+                           NMM_INVALID_INTERIOR, p, 0, 0, site);
+    }
+    if (e->state != BS_LIVE && e->state != BS_LIVE_BAD) {
+        uint32_t asite = e->site, fsite = e->free_site;
+        size_t size = e->size;
+        pthread_mutex_unlock(&h->large_lock);
+        (void)fsite;
+        return heap_report(h, realloc_call ? NMM_EV_REALLOC_FREED : NMM_EV_DOUBLE_FREE, 0, p, size,
+                           asite, site);
+    }
+    uint32_t kind = NMM_EV_NONE, detail = 0;
+    size_t hsize = e->size;
+    uint32_t hsite = e->site;
+    if (h->checks && e->state == BS_LIVE) {
+        size_t sz;
+        uint32_t st;
+        kind = detect_check_block(h, (uint8_t *)p, large_room(e), &detail, &sz, &st);
+    }
+    bool quietly_bad = e->state == BS_LIVE_BAD;
+    e->free_site = site;
+    __atomic_fetch_add(&h->large_frees, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&h->large_live_bytes, e->usable, __ATOMIC_RELAXED);
+    if (h->has_hdr)
+        __atomic_fetch_sub(&h->uncached_requested, (int64_t)e->size, __ATOMIC_RELAXED);
+    heap_account_live(h, -(int64_t)e->usable);
+    if (h->limit)
+        __atomic_fetch_sub(&h->limit_used, e->usable, __ATOMIC_RELAXED);
+    if (h->paranoid && kind == NMM_EV_NONE && !quietly_bad) {
+        os_protect_none((void *)e->map_base, e->map_len);
+        __atomic_store_n(&e->state, BS_QUARANTINE, __ATOMIC_RELEASE);
+        e->seq = ++h->large_seq;
+        h->large_quar_bytes += e->map_len;
+        h->large_quar_count++;
+        large_quarantine_trim(h);
+    } else {
+        os_unmap((void *)e->map_base, e->map_len);
+        heap_account_mapped(h, -(int64_t)e->map_len);
+        __atomic_store_n(&e->state, BS_FREE, __ATOMIC_RELEASE);
+        h->large_freed_records++;
+        if (h->large_freed_records > LARGE_FREED_MAX)
+            large_forget_freed(h);
+    }
+    pthread_mutex_unlock(&h->large_lock);
+    NMM_YIELD("large.unlock");
+    if (quietly_bad) {
+        heap_set_status(NMM_E_CORRUPTED);
+        return NMM_E_CORRUPTED;
+    }
+    if (kind != NMM_EV_NONE) {
+        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+        return heap_report(h, kind, detail, p, kind == NMM_EV_HEADER_CORRUPT ? 0 : hsize, hsite, site);
+    }
+    return NMM_OK;
+}
+
+bool large_lookup(nmm_heap_t *h, const void *p, size_t *size, size_t *usable, uint32_t *site)
+{
+    heap_lock(h, &h->large_lock);
+    large_entry_t *e = large_find(h, (uintptr_t)p);
+    bool live = e && (e->state == BS_LIVE || e->state == BS_LIVE_BAD);
+    if (live) {
+        if (size)
+            *size = e->size;
+        if (usable)
+            *usable = h->checks ? e->size : large_room(e);
+        if (site)
+            *site = e->site;
+    }
+    pthread_mutex_unlock(&h->large_lock);
+    return live;
+}
+
+bool large_contains(nmm_heap_t *h, uintptr_t p)
+{
+    bool found = false;
+    heap_lock(h, &h->large_lock);
+    for (size_t i = 0; i < h->large_cap && !found; i++) {
+        large_entry_t *x = &h->large_tab[i];
+        found = x->user > LARGE_TOMB && x->state != BS_FREE && p >= x->map_base &&
+                p < x->map_base + x->map_len;
+    }
+    pthread_mutex_unlock(&h->large_lock);
+    return found;
+}
+
+void large_foreach_live(nmm_heap_t *h, heap_visit_fn visit, void *ctx)
+{
+    heap_lock(h, &h->large_lock);
+    for (size_t i = 0; i < h->large_cap; i++) {
+        large_entry_t *e = &h->large_tab[i];
+        if (e->user > LARGE_TOMB && (e->state == BS_LIVE || e->state == BS_LIVE_BAD))
+            visit(ctx, (const void *)e->user, e->size, e->site);
+    }
+    pthread_mutex_unlock(&h->large_lock);
+}
+
+/* Large lock held by the caller (validate holds every lock). */
+size_t large_validate(nmm_heap_t *h)
+{
+    size_t problems = 0;
+    if (!h->checks)
+        return 0;
+    for (size_t i = 0; i < h->large_cap; i++) {
+        large_entry_t *e = &h->large_tab[i];
+        if (e->user <= LARGE_TOMB || e->state != BS_LIVE)
+            continue;
+        uint32_t detail, st;
+        size_t sz;
+        uint32_t kind = detect_check_block(h, (uint8_t *)e->user, large_room(e), &detail, &sz, &st);
+        if (kind == NMM_EV_NONE)
+            continue;
+        problems++;
+        e->state = BS_LIVE_BAD;
+        heap_report(h, kind, detail, (void *)e->user, kind == NMM_EV_HEADER_CORRUPT ? 0 : e->size,
+                    e->site, 0);
+    }
+    return problems;
+}
+
+bool large_describe(nmm_heap_t *h, uintptr_t addr, nmm_event_t *ev)
+{
+    large_entry_t *tab = __atomic_load_n(&h->large_tab, __ATOMIC_ACQUIRE);
+    size_t cap = h->large_cap, page = os_page_size();
+    if (!tab)
+        return false;
+    for (size_t i = 0; i < cap; i++) {
+        large_entry_t *e = &tab[i];
+        if (e->user <= LARGE_TOMB || addr < e->map_base || addr >= e->map_base + e->map_len)
+            continue;
+        uint8_t state = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+        uintptr_t guard_start = e->map_base + e->map_len - page;
+        if (state == BS_QUARANTINE)
+            ev->kind = NMM_EV_USE_AFTER_FREE;
+        else if ((state == BS_LIVE || state == BS_LIVE_BAD) && e->guard && addr >= guard_start)
+            ev->kind = NMM_EV_GUARD_PAGE;
+        else
+            continue;
+        nmm_site_t site = 0;
+        uint32_t stack = 0;
+        if (e->site)
+            track_decode(e->site, &site, &stack);
+        ev->detail = (uint32_t)(addr - e->user);
+        ev->address = e->user;
+        ev->size = e->size;
+        ev->alloc_site = site;
+        ev->free_site = 0;
+        if (state == BS_QUARANTINE && e->free_site)
+            ev->free_site = e->free_site;
+        return true;
+    }
+    return false;
+}

@@ -1,0 +1,251 @@
+/* slab.c — the heap's address space: one reserved region carved into slabs, the
+ * chunk -> slab map, out-of-band slab descriptors, and the per-class pools of
+ * partial and empty slabs (growth and contraction). Must not touch block memory
+ * (free stacks are out of band). Class pools: under their class lock; the region
+ * bump pointer and released ranges: under the region lock (taken after a class lock).
+ */
+#include "core.h"
+
+#include <errno.h>
+
+static int slab_size_index(uint32_t bytes)
+{
+    switch (bytes) {
+    case 64u << 10: return 0;
+    case 256u << 10: return 1;
+    case 1u << 20: return 2;
+    default: return 3;
+    }
+}
+
+bool slab_region_init(nmm_heap_t *h)
+{
+    static const size_t tries[] = {(size_t)64 << 30, (size_t)16 << 30, (size_t)4 << 30,
+                                   (size_t)1 << 30, (size_t)256 << 20};
+    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
+        size_t size = tries[i];
+        size_t chunks = size >> CORE_CHUNK_SHIFT;
+        void *base = os_reserve(size);
+        if (!base)
+            continue;
+        void *meta = os_map_sparse(chunks * CORE_META_STRIDE);
+        void *map = os_map_sparse(chunks * sizeof(slab_t *));
+        if (!meta || !map) {
+            os_unmap(base, size);
+            if (meta)
+                os_unmap(meta, chunks * CORE_META_STRIDE);
+            if (map)
+                os_unmap(map, chunks * sizeof(slab_t *));
+            continue;
+        }
+        h->base = (uintptr_t)base;
+        h->region_size = size;
+        h->meta = meta;
+        h->meta_size = chunks * CORE_META_STRIDE;
+        h->chunk_map = map;
+        h->region_used = 0;
+        return true;
+    }
+    errno = ENOMEM;
+    return false;
+}
+
+void slab_region_destroy(nmm_heap_t *h)
+{
+    size_t chunks = h->region_size >> CORE_CHUNK_SHIFT;
+    os_unmap((void *)h->base, h->region_size);
+    os_unmap(h->meta, h->meta_size);
+    os_unmap(h->chunk_map, chunks * sizeof(slab_t *));
+}
+
+static void list_push(slab_t **head, slab_t *s)
+{
+    s->prev = NULL;
+    s->next = *head;
+    if (*head)
+        (*head)->prev = s;
+    *head = s;
+}
+
+static void list_unlink(slab_t **head, slab_t *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        *head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+}
+
+/* A fresh slab for cls, from a released range of the right size or the bump
+ * pointer. Class lock held. NULL when the region is full, the kernel refuses, or a
+ * fail point fires. */
+static slab_t *slab_new(nmm_heap_t *h, int cls)
+{
+    uint32_t bytes = sizeclass_slab_bytes[cls];
+    uint32_t bs = sizeclass_table[cls];
+    if (unlikely(heap_failpoints_armed(h)) &&
+        (failpoint_should_fail(h, FP_POOL_GROW, bs) || failpoint_should_fail(h, FP_OS_MAP, bytes))) {
+        __atomic_fetch_add(&h->injected_failures, 1, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    int k = slab_size_index(bytes);
+    NMM_YIELD("region.lock");
+    heap_lock(h, &h->region_lock);
+    slab_t *s = h->released[k];
+    uint8_t *data;
+    if (s) {
+        h->released[k] = s->next_free;
+        data = s->data;
+    } else {
+        if (h->region_used + bytes > h->region_size) {
+            pthread_mutex_unlock(&h->region_lock);
+            return NULL;
+        }
+        data = (uint8_t *)h->base + h->region_used;
+        if (!os_commit(data, bytes)) {
+            pthread_mutex_unlock(&h->region_lock);
+            return NULL;
+        }
+        h->region_used += bytes;
+        size_t chunk = ((uintptr_t)data - h->base) >> CORE_CHUNK_SHIFT;
+        s = (slab_t *)(h->meta + chunk * CORE_META_STRIDE);
+    }
+    pthread_mutex_unlock(&h->region_lock);
+    NMM_YIELD("region.unlock");
+
+    s->data = data;
+    s->block_size = bs;
+    s->recip = (((uint64_t)1 << CORE_RECIP_SHIFT) + bs - 1) / bs;
+    s->nblocks = (uint16_t)(bytes / bs);
+    s->cls = (uint16_t)cls;
+    s->nstack = 0;
+    s->bump = 0;
+    s->nretired = 0;
+    s->list = SL_NONE;
+    s->released = 0;
+    s->next = s->prev = s->next_free = NULL;
+    s->chunks = bytes >> CORE_CHUNK_SHIFT;
+    memset(slab_states(s), 0, s->nblocks);
+    size_t first = ((uintptr_t)data - h->base) >> CORE_CHUNK_SHIFT;
+    for (uint32_t i = 0; i < s->chunks; i++)
+        __atomic_store_n(&h->chunk_map[first + i], s, __ATOMIC_RELEASE);
+    h->pools[cls].nslabs++;
+    __atomic_fetch_add(&h->slabs_mapped, 1, __ATOMIC_RELAXED);
+    heap_account_mapped(h, bytes);
+    return s;
+}
+
+/* Give an empty slab's pages back to the OS and its range to the region. Class
+ * lock held; s is on no list. */
+static void slab_release(nmm_heap_t *h, int cls, slab_t *s)
+{
+    uint32_t bytes = sizeclass_slab_bytes[cls];
+    size_t first = ((uintptr_t)s->data - h->base) >> CORE_CHUNK_SHIFT;
+    for (uint32_t i = 0; i < s->chunks; i++)
+        __atomic_store_n(&h->chunk_map[first + i], NULL, __ATOMIC_RELEASE);
+    os_decommit(s->data, bytes);
+    h->pools[cls].nslabs--;
+    __atomic_fetch_add(&h->slabs_returned, 1, __ATOMIC_RELAXED);
+    heap_account_mapped(h, -(int64_t)bytes);
+    NMM_YIELD("region.lock");
+    heap_lock(h, &h->region_lock);
+    int k = slab_size_index(bytes);
+    s->released = 1;
+    s->next_free = h->released[k];
+    h->released[k] = s;
+    pthread_mutex_unlock(&h->region_lock);
+    NMM_YIELD("region.unlock");
+}
+
+/* A slab became fully free: keep it while the heap retains less than
+ * retain_bytes of empty slabs, else return it. Class lock held. */
+static void slab_became_empty(nmm_heap_t *h, int cls, slab_t *s)
+{
+    sizeclass_pool_t *pool = &h->pools[cls];
+    uint32_t bytes = sizeclass_slab_bytes[cls];
+    if (s->list == SL_PARTIAL)
+        list_unlink(&pool->partial, s);
+    uint64_t kept = __atomic_load_n(&h->retained_bytes, __ATOMIC_RELAXED);
+    if (kept + bytes <= h->cfg.retain_bytes) {
+        __atomic_fetch_add(&h->retained_bytes, bytes, __ATOMIC_RELAXED);
+        list_push(&pool->empty, s);
+        s->list = SL_EMPTY;
+        pool->nempty++;
+        return;
+    }
+    s->list = SL_NONE;
+    slab_release(h, cls, s);
+}
+
+uint32_t slab_take_locked(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
+{
+    sizeclass_pool_t *pool = &h->pools[cls];
+    uint32_t got = 0;
+    while (got < n) {
+        slab_t *s = pool->partial;
+        if (!s && pool->empty) {
+            s = pool->empty;
+            list_unlink(&pool->empty, s);
+            pool->nempty--;
+            __atomic_fetch_sub(&h->retained_bytes, sizeclass_slab_bytes[cls], __ATOMIC_RELAXED);
+            list_push(&pool->partial, s);
+            s->list = SL_PARTIAL;
+        }
+        if (!s) {
+            s = slab_new(h, cls);
+            if (!s)
+                break;
+            list_push(&pool->partial, s);
+            s->list = SL_PARTIAL;
+        }
+        uint8_t *states = slab_states(s);
+        uint16_t *stack = slab_stack(s);
+        uint32_t bs = s->block_size;
+        while (got < n && slab_free_count(s) > 0) {
+            uint32_t idx = s->nstack ? stack[--s->nstack] : s->bump++;
+            out[got].block = s->data + (size_t)idx * bs;
+            out[got].state = &states[idx];
+            got++;
+        }
+        if (slab_free_count(s) == 0) {
+            list_unlink(&pool->partial, s);
+            s->list = SL_NONE;
+        }
+    }
+    return got;
+}
+
+uint32_t slab_take(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
+{
+    NMM_YIELD("class.lock");
+    heap_lock(h, &h->pools[cls].lock);
+    uint32_t got = slab_take_locked(h, cls, out, n);
+    pthread_mutex_unlock(&h->pools[cls].lock);
+    NMM_YIELD("class.unlock");
+    return got;
+}
+
+void slab_give_locked(nmm_heap_t *h, int cls, slab_t *s, uint32_t idx)
+{
+    slab_stack(s)[s->nstack++] = (uint16_t)idx;
+    if (slab_free_count(s) == s->nblocks) {
+        slab_became_empty(h, cls, s);
+    } else if (s->list == SL_NONE) {
+        list_push(&h->pools[cls].partial, s);
+        s->list = SL_PARTIAL;
+    }
+}
+
+void slab_give(nmm_heap_t *h, int cls, const blockref_t *in, uint32_t n)
+{
+    NMM_YIELD("class.lock");
+    heap_lock(h, &h->pools[cls].lock);
+    for (uint32_t i = 0; i < n; i++) {
+        slab_t *s = slab_of(h, (uintptr_t)in[i].block);
+        slab_give_locked(h, cls, s, (uint32_t)(in[i].state - slab_states(s)));
+    }
+    pthread_mutex_unlock(&h->pools[cls].lock);
+    NMM_YIELD("class.unlock");
+}

@@ -1,0 +1,246 @@
+/* tcache.c — per-(thread, heap) magazines: creation on first use, refill from and
+ * flush to the slabs, flush on thread exit, detach on heap destroy, reclaim after
+ * fork. Must not hand a block to two owners: a block is in exactly one place (a
+ * cache, a slab stack, live, quarantine). A cache is touched by its owning thread;
+ * other threads only read its counters (relaxed) or, under the registry lock and
+ * only when the owner is gone or the heap is being destroyed, take it apart.
+ */
+#include "core.h"
+
+NMM_TLS tstate_t *tcache_tls;
+pthread_mutex_t tcache_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+tstate_t *tcache_all;
+
+static tcache_t *tcache_pool;          /* registry lock: caches ready for reuse */
+static tstate_t *tstate_carve;         /* registry lock: unused tstates in the last map */
+static size_t tstate_carve_left;
+static pthread_key_t tcache_key;
+static tstate_t tcache_dead = {.dead = 1};
+static size_t tcache_bytes;
+
+static void tcache_thread_exit(void *arg);
+
+void tcache_process_init(void)
+{
+    size_t entries = 0;
+    for (int c = 0; c < CORE_CLASSES; c++)
+        entries += sizeclass_cache_cap[c];
+    tcache_bytes = sizeof(tcache_t) + entries * sizeof(blockref_t);
+    pthread_key_create(&tcache_key, tcache_thread_exit);
+}
+
+/* Registry lock held. */
+static tstate_t *tstate_new_locked(void)
+{
+    for (tstate_t *t = tcache_all; t; t = t->next_all) {
+        if (!t->in_use) {
+            t->in_use = 1;
+            return t;
+        }
+    }
+    if (!tstate_carve_left) {
+        size_t bytes = 64 * 1024;
+        tstate_carve = os_map(NULL, bytes);
+        if (!tstate_carve)
+            return NULL;
+        tstate_carve_left = bytes / sizeof(tstate_t);
+    }
+    tstate_t *t = tstate_carve++;
+    tstate_carve_left--;
+    t->in_use = 1;
+    t->next_all = tcache_all;
+    __atomic_store_n(&tcache_all, t, __ATOMIC_RELEASE);
+    return t;
+}
+
+/* Registry lock held. A cache with empty bins and zero counters. */
+static tcache_t *tcache_new_locked(nmm_heap_t *h)
+{
+    tcache_t *tc = tcache_pool;
+    if (tc) {
+        tcache_pool = tc->next_free;
+    } else {
+        tc = os_map(NULL, tcache_bytes);
+        if (!tc)
+            return NULL;
+    }
+    /* Counters are reset with atomic stores: heap_op_count may be reading a
+     * recycled cache concurrently (its sum is approximate by design). */
+    blockref_t *items = (blockref_t *)(tc + 1);
+    for (int c = 0; c < CORE_CLASSES; c++) {
+        __atomic_store_n(&tc->bins[c].count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&tc->bins[c].allocs, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&tc->bins[c].frees, 0, __ATOMIC_RELAXED);
+        tc->bins[c].cap = sizeclass_cache_cap[c];
+        tc->bins[c].items = items;
+        items += sizeclass_cache_cap[c];
+    }
+    tc->live_bytes = tc->live_merged = 0;
+    __atomic_store_n(&tc->requested, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&tc->misses, 0, __ATOMIC_RELAXED);
+    tc->next_free = NULL;
+    __atomic_store_n(&tc->heap, h, __ATOMIC_RELAXED);
+    return tc;
+}
+
+tcache_t *tcache_get(nmm_heap_t *h)
+{
+    if (h->slot < 0 || !h->use_cache)
+        return NULL;
+    tstate_t *ts = tcache_tls;
+    if (ts && ts->dead)
+        return NULL;
+    if (ts) {
+        tcache_t *tc = ts->caches[h->slot];
+        if (tc)
+            return tc;
+    }
+    NMM_YIELD("registry.lock");
+    pthread_mutex_lock(&tcache_registry_lock);
+    if (!ts) {
+        ts = tstate_new_locked();
+        if (!ts) {
+            pthread_mutex_unlock(&tcache_registry_lock);
+            return NULL;
+        }
+        tcache_tls = ts;
+        pthread_setspecific(tcache_key, ts);
+    }
+    tcache_t *tc = tcache_new_locked(h);
+    if (tc)
+        __atomic_store_n(&ts->caches[h->slot], tc, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&tcache_registry_lock);
+    NMM_YIELD("registry.unlock");
+    return tc;
+}
+
+void tcache_merge_live(nmm_heap_t *h, tcache_t *tc)
+{
+    int64_t delta = tc->live_bytes - tc->live_merged;
+    if (delta) {
+        tc->live_merged = tc->live_bytes;
+        heap_account_live(h, delta);
+    }
+}
+
+bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls)
+{
+    tbin_t *bin = &tc->bins[cls];
+    if (unlikely(heap_failpoints_armed(h)) &&
+        failpoint_should_fail(h, FP_TCACHE_REFILL, sizeclass_table[cls])) {
+        __atomic_fetch_add(&h->injected_failures, 1, __ATOMIC_RELAXED);
+        return false;
+    }
+    uint32_t want = bin->cap / 2;
+    if (want > bin->cap - bin->count)
+        want = bin->cap - bin->count;
+    uint32_t got = slab_take(h, cls, bin->items + bin->count, want);
+    bin->count += got;
+    __atomic_store_n(&tc->misses, tc->misses + 1, __ATOMIC_RELAXED);
+    tcache_merge_live(h, tc);
+    return got > 0;
+}
+
+void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep)
+{
+    tbin_t *bin = &tc->bins[cls];
+    if (bin->count <= keep)
+        return;
+    uint32_t n = bin->count - keep;
+    slab_give(h, cls, bin->items, n);
+    memmove(bin->items, bin->items + n, keep * sizeof(blockref_t));
+    bin->count = keep;
+    tcache_merge_live(h, tc);
+}
+
+/* Registry lock held. Give everything back to the heap and fold the counters into
+ * it; the cache goes back to the pool. Its owner no longer uses it. */
+static void tcache_retire_locked(tstate_t *ts, int slot)
+{
+    tcache_t *tc = ts->caches[slot];
+    if (!tc)
+        return;
+    nmm_heap_t *h = tc->heap;
+    uint64_t cached_allocs = 0;
+    for (int c = 0; c < CORE_CLASSES; c++) {
+        tcache_flush_bin(h, tc, c, 0);
+        cached_allocs += tc->bins[c].allocs;
+        __atomic_fetch_add(&h->pools[c].allocs, tc->bins[c].allocs, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&h->pools[c].frees, tc->bins[c].frees, __ATOMIC_RELAXED);
+    }
+    tcache_merge_live(h, tc);
+    __atomic_fetch_add(&h->merged_cached_allocs, cached_allocs, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->merged_misses, tc->misses, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->merged_requested, (uint64_t)tc->requested, __ATOMIC_RELAXED);
+    __atomic_store_n(&ts->caches[slot], NULL, __ATOMIC_RELEASE);
+    tc->next_free = tcache_pool;
+    tcache_pool = tc;
+}
+
+static void tcache_thread_exit(void *arg)
+{
+    tstate_t *ts = arg;
+    pthread_mutex_lock(&tcache_registry_lock);
+    for (int s = 0; s < CORE_SLOTS; s++)
+        tcache_retire_locked(ts, s);
+    ts->in_use = 0;
+    pthread_mutex_unlock(&tcache_registry_lock);
+    /* Later destructors that allocate go straight to the slabs. */
+    tcache_tls = &tcache_dead;
+}
+
+void tcache_detach_heap(nmm_heap_t *h)
+{
+    if (h->slot < 0)
+        return;
+    pthread_mutex_lock(&tcache_registry_lock);
+    for (tstate_t *ts = tcache_all; ts; ts = ts->next_all) {
+        tcache_t *tc = ts->caches[h->slot];
+        if (tc && tc->heap == h) {
+            __atomic_store_n(&ts->caches[h->slot], NULL, __ATOMIC_RELEASE);
+            tc->next_free = tcache_pool;
+            tcache_pool = tc;
+        }
+    }
+    pthread_mutex_unlock(&tcache_registry_lock);
+}
+
+void tcache_fork_child(void)
+{
+    pthread_mutex_lock(&tcache_registry_lock);
+    for (tstate_t *ts = tcache_all; ts; ts = ts->next_all) {
+        if (!ts->in_use || ts == tcache_tls)
+            continue;
+        for (int s = 0; s < CORE_SLOTS; s++)
+            tcache_retire_locked(ts, s);
+        ts->in_use = 0;
+    }
+    pthread_mutex_unlock(&tcache_registry_lock);
+}
+
+void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cached,
+                uint64_t *cached_allocs, uint64_t *misses, int64_t *requested)
+{
+    if (h->slot < 0)
+        return;
+    for (tstate_t *ts = __atomic_load_n(&tcache_all, __ATOMIC_ACQUIRE); ts; ts = ts->next_all) {
+        tcache_t *tc = __atomic_load_n(&ts->caches[h->slot], __ATOMIC_ACQUIRE);
+        if (!tc || __atomic_load_n(&tc->heap, __ATOMIC_RELAXED) != h)
+            continue;
+        for (int c = 0; c < CORE_CLASSES; c++) {
+            uint64_t a = __atomic_load_n(&tc->bins[c].allocs, __ATOMIC_RELAXED);
+            if (cached_allocs)
+                *cached_allocs += a;
+            if (allocs)
+                allocs[c] += a;
+            if (frees)
+                frees[c] += __atomic_load_n(&tc->bins[c].frees, __ATOMIC_RELAXED);
+            if (cached)
+                cached[c] += __atomic_load_n(&tc->bins[c].count, __ATOMIC_RELAXED);
+        }
+        if (misses)
+            *misses += __atomic_load_n(&tc->misses, __ATOMIC_RELAXED);
+        if (requested)
+            *requested += __atomic_load_n(&tc->requested, __ATOMIC_RELAXED);
+    }
+}
