@@ -92,7 +92,7 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
             raise _Failed(f"--resume {resume}: no {JOURNAL_NAME} there (not a run directory)")
         run_id = run_dir.name
     else:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
         run_id = f"{stamp}-{plan.name}-{os.getpid()}"
         run_dir = Path(out) / run_id
     err = Console(stderr=True)
@@ -206,9 +206,9 @@ def plans_validate(paths: tuple[str, ...]) -> int:
             for problem in outcome.problems:
                 click.echo(f"     {problem}", err=True)
         else:
+            n = len(outcome.faults)
             click.echo(f"ok   {_rel(path)} ({outcome.name}: {outcome.seeds} trial(s), "
-                       f"{len(outcome.faults)} fault entr{'y' if len(outcome.faults) == 1 else 'ies'}, "
-                       f"{outcome.target.label})")
+                       f"{n} fault entr{'y' if n == 1 else 'ies'}, {outcome.target.label})")
     click.echo(f"{len(results) - bad}/{len(results)} plans valid")
     return 2 if bad else 0
 

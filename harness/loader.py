@@ -194,7 +194,7 @@ def _describe(err: Any, doc: dict[str, Any], prov: Provenance, file: str) -> str
 
 
 def _is_union_tag(part: Any) -> bool:
-    return isinstance(part, str) and part in ("nmm", "malloc") or (
+    return (isinstance(part, str) and part in ("nmm", "malloc")) or (
         isinstance(part, str) and part.startswith("function-"))
 
 
@@ -219,7 +219,8 @@ def _allowed_keys(loc: list[str]) -> list[str]:
     for part in loc:
         if part.isdigit():
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) else None
+        fields = getattr(model, "model_fields", {})
+        field = fields.get(part)
         if field is None:
             return []
         model = _model_of(field.annotation)

@@ -82,7 +82,7 @@ class _Match:
 def judge(plan: Plan, obs: Observation) -> Verdict:
     """Judge one trial: per-fault outcomes, false positives, checks, and pass/fail."""
     faults = sorted(obs.faults, key=lambda f: f.line)
-    bytes_by_kind = {f.kind: (f.bytes or 1) for f in plan.faults}
+    bytes_by_kind: dict[str, int] = {f.kind: (f.bytes or 1) for f in plan.faults}
     matches = {f.line: _Match() for f in faults}
     false_pos: list[EventLine] = []
     duplicates = collateral = 0

@@ -99,7 +99,7 @@ class PyDriver:
 
         self._allocator = allocator
         factory = heap_factory or allocator.Heap
-        options = dict(plan.target.options)
+        options: dict[str, Any] = dict(plan.target.options)
         self.heap = factory(level=plan.target.level, policy="record", **options)
         self._foreign: Any = None
         self.plan = plan

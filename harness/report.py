@@ -125,7 +125,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
             for t in targets:
                 c = row.get(t)
                 if not c:
-                    cells.append("–")
+                    cells.append("-")
                     continue
                 found = c.get("detected", 0) + c.get("detected-abort", 0)
                 extra = ", ".join(f"{c[o]} {o}" for o in ("missed", "crashed", "hang")
