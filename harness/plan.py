@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -62,7 +62,7 @@ class NmmTarget(_Model):
     level: Literal["off", "standard", "paranoid"] = "standard"
     policy: Literal["record", "abort"] = "record"
     #: any further NMM_OPTIONS key (``quarantine = "4M"``, ``sweep_every = 1000``)
-    options: dict[str, Union[str, int, float, bool]] = Field(default_factory=dict)
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     @field_validator("options")
     @classmethod
@@ -103,7 +103,7 @@ class MallocTarget(_Model):
         return f"malloc:{self.peer}"
 
 
-Target = Annotated[Union[NmmTarget, MallocTarget], Field(discriminator="kind")]
+Target = Annotated[NmmTarget | MallocTarget, Field(discriminator="kind")]
 
 
 class SizeRange(_Model):

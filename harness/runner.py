@@ -91,7 +91,7 @@ def child_env(plan: Plan) -> dict[str, str]:
 def run_trial(plan: Plan, seed: int, command: Sequence[str], *,
               on_line: LineCallback | None = None) -> TrialRecord:
     """Run and judge one trial in a child process; never raises for what the child does."""
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     argv = [*command, *driver_args(plan, seed)]
     try:
         obs = run_child(argv, plan.timeout_s, env=child_env(plan), on_line=on_line)
@@ -105,7 +105,7 @@ def run_python_trial_record(plan: Plan, seed: int) -> TrialRecord:
     """Run and judge one trial through the Python driver, in this process (no isolation)."""
     from harness.pydriver import run_python_trial
 
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     return make_record(plan, seed, run_python_trial(plan, seed), started=started,
                        driver="python")
 
