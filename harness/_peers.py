@@ -1,0 +1,177 @@
+"""Allocator targets for benchmarks and chaos runs: NMM heaps and peer allocators.
+
+A ``Target`` says how to run the native driver against one allocator: the driver's
+own ``--target`` (an NMM heap inside the driver, or the process's ``malloc``), the
+NMM options, and for peers the ``LD_PRELOAD`` libraries and environment. Peers are
+found by searching the usual library directories; a peer that is not installed is
+still listed (``installed=False``, ``missing`` says what was looked for), never an error.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Where shared libraries are searched, in order.
+LIB_DIRS: tuple[str, ...] = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+)
+
+#: Environment variables that change which allocator runs or how; removed from a
+#: child's environment unless the target sets them itself.
+ALLOCATOR_ENV: tuple[str, ...] = ("LD_PRELOAD", "NMM_OPTIONS", "MALLOC_CHECK_", "MALLOC_CONF")
+
+#: The target every ratio is taken against.
+BASELINE = "glibc"
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Target:
+    """One allocator the driver can run against.
+
+    ``driver_target`` is the driver's ``--target`` (``nmm`` or ``malloc``);
+    ``preload`` are absolute library paths for ``LD_PRELOAD`` (empty for glibc and
+    NMM heaps); ``env`` are extra environment pairs; ``scale`` shrinks benchmark op
+    counts for allocators that are slow by design and ``max_ops`` caps them (Electric
+    Fence and DUMA keep a mapping per block, and a process may hold only ~65k).
+    """
+
+    name: str
+    description: str
+    driver_target: str
+    nmm_options: str = ""
+    preload: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    installed: bool = True
+    missing: str = ""
+    scale: float = 1.0
+    max_ops: int | None = None
+
+    @property
+    def is_nmm_heap(self) -> bool:
+        """Whether the driver runs an NMM heap itself (fail points and events available)."""
+        return self.driver_target == "nmm"
+
+    def driver_args(self) -> list[str]:
+        """The driver's ``--target`` (and ``--nmm-options``) arguments for this target."""
+        args = ["--target", self.driver_target]
+        if self.is_nmm_heap:
+            args += ["--nmm-options", self.nmm_options]
+        return args
+
+    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment for a driver child: ``base`` (default ``os.environ``) without
+        inherited allocator settings, plus this target's ``LD_PRELOAD`` and variables."""
+        env = {k: v for k, v in (os.environ if base is None else base).items()
+               if k not in ALLOCATOR_ENV}
+        if self.preload:
+            env["LD_PRELOAD"] = ":".join(self.preload)
+        env.update(dict(self.env))
+        return env
+
+
+@dataclass(frozen=True)
+class _PeerSpec:
+    name: str
+    description: str
+    libraries: tuple[str, ...]  # file names (first found wins) or absolute globs
+    env: tuple[tuple[str, str], ...] = ()
+    scale: float = 1.0
+    max_ops: int | None = None
+
+
+_PEERS: tuple[_PeerSpec, ...] = (
+    _PeerSpec("glibc-debug", "glibc with its checking malloc (MALLOC_CHECK_=3)",
+              ("libc_malloc_debug.so.0",), (("MALLOC_CHECK_", "3"),), 0.5),
+    _PeerSpec("jemalloc", "jemalloc 5", ("libjemalloc.so.2", "libjemalloc.so")),
+    _PeerSpec("mimalloc", "mimalloc 2", ("libmimalloc.so.2", "libmimalloc.so")),
+    _PeerSpec("tcmalloc", "gperftools tcmalloc (minimal)",
+              ("libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so")),
+    _PeerSpec("tcmalloc-debug", "gperftools tcmalloc debug allocator",
+              ("libtcmalloc_debug.so.4", "libtcmalloc_debug.so"), (), 0.2),
+    _PeerSpec("scudo", "LLVM Scudo (standalone, clang-rt)",
+              ("/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.scudo_standalone-x86_64.so",)),
+    _PeerSpec("efence", "Electric Fence (a guard page per block)",
+              ("libefence.so.0", "libefence.so"), (("EF_ALLOW_MALLOC_0", "1"),), 0.01, 5000),
+    _PeerSpec("duma", "DUMA (a guard page per block)", ("libduma.so.0", "libduma.so"),
+              (("DUMA_DISABLE_BANNER", "1"), ("DUMA_ALLOW_MALLOC_0", "1")), 0.01, 5000),
+)
+
+_NMM_LEVELS: tuple[tuple[str, str, str], ...] = (
+    ("nmm", "level=off", "NMM heap, level=off (pointer validation only)"),
+    ("nmm-standard", "level=standard", "NMM heap, level=standard (checksums, canaries)"),
+    ("nmm-paranoid", "level=paranoid", "NMM heap, level=paranoid (poison, quarantine, guards)"),
+)
+
+
+def _version_key(path: str) -> list[int]:
+    return [int(n) for n in re.findall(r"\d+", path)]
+
+
+def find_library(candidates: Sequence[str], lib_dirs: Iterable[str] = LIB_DIRS) -> str | None:
+    """The first existing library among ``candidates`` (file names searched in
+    ``lib_dirs``, or absolute glob patterns, newest version first), or None."""
+    dirs = list(lib_dirs)
+    for cand in candidates:
+        if os.path.isabs(cand):
+            hits = sorted(glob.glob(cand), key=_version_key, reverse=True)
+            if hits:
+                return hits[0]
+            continue
+        for d in dirs:
+            path = os.path.join(d, cand)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def nmm_preload_library() -> Path:
+    """Where ``pip install -e .`` puts NMM's malloc replacement."""
+    return _REPO / "allocator" / "_native" / "libnmm_preload.so"
+
+
+def all_targets(lib_dirs: Iterable[str] = LIB_DIRS) -> tuple[Target, ...]:
+    """Every known target, installed or not: glibc, the NMM levels, NMM as a malloc
+    replacement, then the peers."""
+    dirs = tuple(lib_dirs)
+    targets: list[Target] = [
+        Target(BASELINE, "glibc malloc (the system allocator, no preload)", "malloc"),
+    ]
+    for name, options, description in _NMM_LEVELS:
+        targets.append(Target(name, description, "nmm", nmm_options=options))
+    preload = nmm_preload_library()
+    targets.append(Target(
+        "nmm-preload", "NMM as the process malloc (libnmm_preload.so, level=off)", "malloc",
+        preload=(str(preload),), env=(("NMM_OPTIONS", "level=off"),),
+        installed=preload.is_file(),
+        missing="" if preload.is_file() else f"{preload} (built by `pip install -e .`)"))
+    for spec in _PEERS:
+        lib = find_library(spec.libraries, dirs)
+        targets.append(Target(
+            spec.name, spec.description, "malloc", preload=(lib,) if lib else (),
+            env=spec.env, installed=lib is not None, scale=spec.scale, max_ops=spec.max_ops,
+            missing="" if lib else f"{' or '.join(spec.libraries)} in {', '.join(dirs)}"))
+    return tuple(targets)
+
+
+def target_names() -> tuple[str, ...]:
+    """Names of every known target, in display order."""
+    return tuple(t.name for t in all_targets())
+
+
+def get_target(name: str, lib_dirs: Iterable[str] = LIB_DIRS) -> Target:
+    """The target called ``name``; ``KeyError`` naming the valid names if unknown."""
+    for t in all_targets(lib_dirs):
+        if t.name == name:
+            return t
+    raise KeyError(f"unknown target {name!r}; expected one of {', '.join(target_names())}")

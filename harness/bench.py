@@ -1,0 +1,379 @@
+"""``nmm-chaos bench``: every benchmark kernel against every target, side by side, in one run.
+
+Each (kernel, target) is one child process of the native driver (peers under
+``LD_PRELOAD``); results are shown as a table with ratios against glibc and written
+as JSON and Markdown under ``reports/bench-<timestamp>/``. The kernels are the
+driver's (``pair64``, ``churn``, ``cross``, ``overhead64``, ``peak_rss``) plus
+``driver``: the chaos trial workload with pattern checks versus ``--no-check``.
+A missing peer is listed as not installed; a kernel that crashes is reported, not raised.
+``python -m harness.bench`` runs it standalone.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness._driver import DriverRun, bench_argv, driver_path, run_json, trial_argv
+from harness._peers import BASELINE, Target, all_targets
+
+SCHEMA_VERSION = 1
+_REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One benchmark column: a driver kernel with its threads and op counts."""
+
+    name: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    driver_kernel: str  # "driver" = the trial workload, checked vs --no-check
+    threads: int | None
+    ops: int
+    quick_ops: int
+    description: str
+
+
+KERNELS: tuple[Kernel, ...] = (
+    Kernel("pair64", "pair64", "ns/pair", False, "pair64", None, 10_000_000, 2_000_000,
+           "malloc(64)+free pairs, 1 thread, best of 5"),
+    Kernel("churn1", "churn 1T", "Mops/s", True, "churn", 1, 2_000_000, 300_000,
+           "16 B-64 KiB log-uniform over a 1000-block working set, 1 thread"),
+    Kernel("churn2", "churn 2T", "Mops/s", True, "churn", 2, 2_000_000, 300_000,
+           "the same churn on 2 threads"),
+    Kernel("cross", "cross 2T", "Mops/s", True, "cross", None, 2_000_000, 300_000,
+           "one thread allocates 16 B-1 KiB blocks, another frees them"),
+    Kernel("overhead64", "overhead64", "B/block", False, "overhead64", None, 1_000_000,
+           200_000, "RSS growth per live 64-byte block, minus 64"),
+    Kernel("peak_rss", "peak RSS", "MiB", False, "peak_rss", 2, 2_000_000, 300_000,
+           "peak RSS growth of the 2-thread churn"),
+    Kernel("driver", "driver 2T", "Mops/s", True, "driver", 2, 1_000_000, 200_000,
+           "chaos trial workload with pattern checks, 2 threads (overhead vs --no-check)"),
+)
+
+_SCALE = {"ops/s": 1e-6, "bytes": 1.0 / (1 << 20)}  # driver unit -> display unit
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (kernel, target) measurement: the best value over the repeats, or an error."""
+
+    kernel: str
+    target: str
+    value: float | None
+    unit: str
+    runs: tuple[float, ...] = ()
+    ratio_vs_glibc: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """A whole benchmark run."""
+
+    created: str
+    quick: bool
+    repeat: int
+    driver: str
+    host: dict[str, Any]
+    kernels: tuple[Kernel, ...]
+    targets: tuple[Target, ...]
+    cells: tuple[Cell, ...]
+
+    def cell(self, kernel: str, target: str) -> Cell | None:
+        """The cell for (kernel, target), if it was run."""
+        for c in self.cells:
+            if c.kernel == kernel and c.target == target:
+                return c
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The versioned JSON document."""
+        return {
+            "schema": SCHEMA_VERSION, "kind": "nmm-chaos-bench", "created": self.created,
+            "quick": self.quick, "repeat": self.repeat, "driver": self.driver,
+            "host": self.host, "baseline": BASELINE,
+            "kernels": [asdict(k) for k in self.kernels],
+            "targets": [{"name": t.name, "description": t.description,
+                         "installed": t.installed, "missing": t.missing,
+                         "driver_target": t.driver_target, "nmm_options": t.nmm_options,
+                         "preload": list(t.preload), "env": dict(t.env)}
+                        for t in self.targets],
+            "results": [asdict(c) for c in self.cells],
+        }
+
+
+def select(names: str | None, known: Sequence[str], what: str) -> list[str]:
+    """Split a comma list and check every name; ``ValueError`` names the bad one."""
+    if not names:
+        return list(known)
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    for n in chosen:
+        if n not in known:
+            raise ValueError(f"unknown {what} {n!r}; expected one of {', '.join(known)}")
+    return chosen
+
+
+def _ops(kernel: Kernel, target: Target, quick: bool) -> int:
+    ops = max(1000, int((kernel.quick_ops if quick else kernel.ops) * target.scale))
+    return min(ops, target.max_ops) if target.max_ops else ops
+
+
+def _measure_driver(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
+                    driver: Path) -> Cell:
+    """The trial workload with pattern checks vs the same with --no-check."""
+    ops = _ops(kernel, target, quick)
+    common = ["--progress-every", "0", "--live", "1000"]
+    rates: dict[str, float] = {}
+    extra: dict[str, Any] = {}
+    for label, flags in (("checked", []), ("bare", ["--no-check"])):
+        run = run_json(trial_argv(target, threads=kernel.threads or 2, ops=ops,
+                                  extra=[*common, *flags], driver=driver),
+                       target.child_env(), timeout_s)
+        result = run.last("result")
+        if not run.ok or result is None:
+            return Cell(kernel.name, target.name, None, kernel.unit,
+                        error=f"{label}: {run.failure()}")
+        rates[label] = float(result["ops"]) * 1e9 / max(1, int(result["elapsed_ns"]))
+        if label == "checked":
+            extra["pattern_errors"] = result.get("pattern_errors", 0)
+            extra["latency_ns"] = result.get("latency_ns", {})
+    extra["bare_mops"] = round(rates["bare"] * 1e-6, 3)
+    extra["overhead"] = round(rates["bare"] / rates["checked"] - 1.0, 4)
+    value = rates["checked"] * 1e-6
+    return Cell(kernel.name, target.name, value, kernel.unit, (value,), extra=extra)
+
+
+def _measure_kernel(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
+                    driver: Path) -> Cell:
+    argv = bench_argv(kernel.driver_kernel, target, threads=kernel.threads,
+                      ops=_ops(kernel, target, quick), driver=driver)
+    run: DriverRun = run_json(argv, target.child_env(), timeout_s)
+    line = run.last("bench")
+    if not run.ok or line is None or line.get("value") is None:
+        return Cell(kernel.name, target.name, None, kernel.unit, error=run.failure())
+    value = float(line["value"]) * _SCALE.get(str(line.get("unit")), 1.0)
+    extra = {k: v for k, v in line.items()
+             if k not in ("type", "name", "target", "nmm_options", "value", "unit")}
+    return Cell(kernel.name, target.name, value, kernel.unit, (value,), extra=extra)
+
+
+def measure(kernel: Kernel, target: Target, *, quick: bool = False, repeat: int = 1,
+            timeout_s: float = 300.0, driver: Path | None = None) -> Cell:
+    """Run one kernel against one target ``repeat`` times and keep the best value."""
+    drv = driver or driver_path()
+    fn = _measure_driver if kernel.driver_kernel == "driver" else _measure_kernel
+    best: Cell | None = None
+    runs: list[float] = []
+    for _ in range(repeat):
+        cell = fn(kernel, target, quick, timeout_s, drv)
+        if cell.value is None:
+            return cell
+        runs.append(cell.value)
+        if best is None or best.value is None or (
+                cell.value > best.value if kernel.higher_is_better else cell.value < best.value):
+            best = cell
+    assert best is not None
+    return Cell(best.kernel, best.target, best.value, best.unit, tuple(runs), extra=best.extra)
+
+
+def _with_ratios(cells: list[Cell]) -> list[Cell]:
+    base = {c.kernel: c.value for c in cells if c.target == BASELINE and c.value}
+    out = []
+    for c in cells:
+        ref = base.get(c.kernel)
+        ratio = round(c.value / ref, 4) if c.value is not None and ref else None
+        out.append(Cell(c.kernel, c.target, c.value, c.unit, c.runs, ratio, c.extra, c.error))
+    return out
+
+
+ProgressFn = Callable[[Kernel, Target, int, int], None]
+
+
+def run_bench(targets: Sequence[Target], kernels: Sequence[Kernel], *, quick: bool = False,
+              repeat: int = 1, timeout_s: float = 300.0,
+              on_progress: ProgressFn | None = None) -> BenchReport:
+    """Run every kernel against every installed target (kernel-major, so load drift
+    spreads over all targets) and return the report. Never prints."""
+    drv = driver_path()
+    runnable = [t for t in targets if t.installed]
+    total = len(runnable) * len(kernels)
+    cells: list[Cell] = []
+    done = 0
+    for kernel in kernels:
+        for target in runnable:
+            if on_progress:
+                on_progress(kernel, target, done, total)
+            cells.append(measure(kernel, target, quick=quick, repeat=repeat,
+                                 timeout_s=timeout_s, driver=drv))
+            done += 1
+    host = {"machine": platform.machine(), "cpus": os.cpu_count(),
+            "kernel": platform.release(), "python": platform.python_version()}
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return BenchReport(created, quick, repeat, str(drv), host, tuple(kernels), tuple(targets),
+                       tuple(_with_ratios(cells)))
+
+
+# ------------------------------------------------------------------ rendering
+
+def _fmt_value(v: float) -> str:
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def cell_text(c: Cell | None) -> tuple[str, str]:
+    """(value, ratio) texts of a cell for tables."""
+    if c is None:
+        return "", ""
+    if c.value is None:
+        return "error", ""
+    ratio = f"x{c.ratio_vs_glibc:.2f}" if c.ratio_vs_glibc is not None else ""
+    return _fmt_value(c.value), ratio
+
+
+def render_table(report: BenchReport) -> Any:
+    """A rich ``Table``: one row per target, one column per kernel, value and ratio."""
+    from rich.table import Table
+
+    table = Table(title=f"nmm-chaos bench ({'quick' if report.quick else 'full'}; "
+                        f"ratios vs {BASELINE})", show_lines=False)
+    table.add_column("target", style="bold")
+    for k in report.kernels:
+        arrow = "higher" if k.higher_is_better else "lower"
+        table.add_column(f"{k.title}\n{k.unit} ({arrow} is better)", justify="right")
+    for t in report.targets:
+        if not t.installed:
+            table.add_row(t.name, *(["[dim]not installed[/dim]"] + [""] * (len(report.kernels) - 1)))
+            continue
+        row = [t.name]
+        for k in report.kernels:
+            value, ratio = cell_text(report.cell(k.name, t.name))
+            row.append(f"{value} [dim]{ratio}[/dim]" if ratio else value)
+        table.add_row(*row)
+    return table
+
+
+def render_markdown(report: BenchReport) -> str:
+    """The Markdown summary: the same table, plus errors and the driver overhead."""
+    head = ["target", *[f"{k.title} ({k.unit}, {'↑' if k.higher_is_better else '↓'})"
+                        for k in report.kernels]]
+    lines = [f"# nmm-chaos bench — {report.created}", "",
+             f"{'Quick' if report.quick else 'Full'} run, best of {report.repeat}; "
+             f"ratios against {BASELINE} (↑ higher is better, ↓ lower is better). "
+             f"Host: {report.host.get('cpus')} CPUs, {report.host.get('machine')}.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in report.targets:
+        if not t.installed:
+            lines.append(f"| {t.name} | not installed |" + " |" * (len(report.kernels) - 1))
+            continue
+        row = [t.name]
+        for k in report.kernels:
+            value, ratio = cell_text(report.cell(k.name, t.name))
+            row.append(f"{value} {ratio}".strip())
+        lines.append("| " + " | ".join(row) + " |")
+    errors = [c for c in report.cells if c.error]
+    if errors:
+        lines += ["", "## Errors", ""]
+        lines += [f"- {c.kernel} on {c.target}: {c.error}" for c in errors]
+    overheads = [c for c in report.cells if c.kernel == "driver" and c.value is not None]
+    if overheads:
+        lines += ["", "## Driver overhead (pattern checks vs --no-check)", ""]
+        lines += [f"- {c.target}: {c.value:.2f} M checked ops/s, "
+                  f"{c.extra.get('bare_mops')} M bare, overhead "
+                  f"{100 * float(c.extra.get('overhead', 0)):.0f}%" for c in overheads]
+    missing = [t for t in report.targets if not t.installed]
+    if missing:
+        lines += ["", "## Not installed", ""]
+        lines += [f"- {t.name}: looked for {t.missing}" for t in missing]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(report: BenchReport, out_dir: Path | None = None,
+                  json_path: Path | None = None) -> list[Path]:
+    """Write ``bench.json`` and ``bench.md`` (default ``reports/bench-<timestamp>/``),
+    and a copy of the JSON at ``json_path`` if given. Returns the paths written."""
+    stamp = report.created.replace(":", "").replace("-", "").replace("+0000", "Z")
+    out = out_dir or _REPO / "reports" / f"bench-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    doc = json.dumps(report.to_json(), indent=2) + "\n"
+    paths = [out / "bench.json", out / "bench.md"]
+    paths[0].write_text(doc)
+    paths[1].write_text(render_markdown(report))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(doc)
+        paths.append(json_path)
+    return paths
+
+
+# ------------------------------------------------------------------ command
+
+@click.command("bench")
+@click.option("--targets", "targets_opt", metavar="LIST",
+              help="Comma-separated targets (default: every installed one).")
+@click.option("--kernels", "kernels_opt", metavar="LIST",
+              help=f"Comma-separated kernels (default: all: {', '.join(k.name for k in KERNELS)}).")
+@click.option("--quick", is_flag=True, help="Fewer operations per kernel (a few minutes in all).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the JSON document to this path.")
+@click.option("--repeat", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Run each kernel N times per target and keep the best.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Report directory (default: reports/bench-<timestamp>/).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=300.0,
+              show_default=True, help="Seconds before one kernel run is killed.")
+def bench(targets_opt: str | None, kernels_opt: str | None, quick: bool,
+          json_path: Path | None, repeat: int, out_dir: Path | None, timeout_s: float) -> int:
+    """Benchmark NMM and the installed peer allocators side by side, with ratios vs glibc."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    known = all_targets()
+    try:
+        names = select(targets_opt, [t.name for t in known], "target")
+        kernel_names = select(kernels_opt, [k.name for k in KERNELS], "kernel")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if targets_opt is None:
+        targets = list(known)  # installed ones run; the others are listed as not installed
+    else:
+        targets = [t for t in known if t.name in names]
+    kernels = [k for k in KERNELS if k.name in kernel_names]
+    console = Console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("bench", total=sum(t.installed for t in targets) * len(kernels))
+
+        def step(kernel: Kernel, target: Target, done: int, total: int) -> None:
+            progress.update(task, completed=done,
+                            description=f"{kernel.name:<10} {target.name:<15}")
+
+        report = run_bench(targets, kernels, quick=quick, repeat=repeat, timeout_s=timeout_s,
+                           on_progress=step)
+        progress.update(task, completed=progress.tasks[0].total)
+    console.print(render_table(report))
+    for c in report.cells:
+        if c.error:
+            console.print(f"[yellow]{c.kernel} on {c.target}: {c.error}[/yellow]")
+    paths = write_reports(report, out_dir, json_path)
+    for p in paths:
+        console.print(f"wrote {os.path.relpath(p)}")
+    return 0
+
+
+if __name__ == "__main__":
+    bench(prog_name="python -m harness.bench")

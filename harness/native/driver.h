@@ -1,0 +1,266 @@
+/* driver.h — types and cross-file prototypes of nmm-driver, grouped by the file
+ * that defines them. The driver is a test instrument: it must never hide what the
+ * target did (no retries, no silent fix-ups); each file says which threads touch it. */
+#ifndef DRV_DRIVER_H
+#define DRV_DRIVER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nmm.h"
+#include "prng.h"
+
+#define DRV_MAX_THREADS 1024
+#define DRV_MAX_RANGES 16
+#define DRV_MAX_FAULT_SPECS 32
+#define DRV_MAX_FAULTS 100000
+#define DRV_MAX_SIZE (1ull << 30)
+#define DRV_EXIT_USAGE 2
+
+/* ------------------------------------------------------------------ main.c */
+
+typedef enum fault_kind {
+    FK_DOUBLE_FREE = 0,
+    FK_INVALID_FREE,
+    FK_OVERFLOW,
+    FK_UNDERFLOW,
+    FK_UAF_WRITE,
+    FK_UAF_READ,
+    FK_REALLOC_FREED,
+    FK_ALLOC_FAILURE,
+    FK_COUNT_
+} fault_kind_t;
+
+typedef enum fault_variant {
+    FV_NONE = 0,
+    FV_INTERIOR,
+    FV_STACK,
+    FV_WILD,
+    FV_FOREIGN_HEAP,
+    FV_FIRST,
+    FV_MIDDLE,
+    FV_COUNT_
+} fault_variant_t;
+
+typedef struct size_range {
+    uint64_t lo, hi;   /* bytes, inclusive; 1 <= lo <= hi */
+    double log_lo;     /* ln(lo) */
+    double log_span;   /* ln(hi + 1) - ln(lo) */
+    double cumulative; /* running sum of weights up to and including this range */
+} size_range_t;
+
+typedef struct fault_spec {
+    fault_kind_t kind;
+    fault_variant_t variant; /* FV_NONE: kind's default */
+    uint32_t count;          /* instances to inject */
+    uint64_t bytes;          /* overflow/underflow/uaf_write length */
+    char fail[160];          /* alloc_failure: fail-point spec for nmm_failpoint_set */
+} fault_spec_t;
+
+/* Parsed command line; immutable once the trial starts (read by every thread). */
+typedef struct options {
+    const char *target;      /* "nmm" or "malloc" */
+    const char *nmm_options; /* NMM_OPTIONS-syntax string; "" = defaults */
+    uint64_t seed;
+    uint32_t threads;
+    uint64_t ops;            /* per worker */
+    size_range_t ranges[DRV_MAX_RANGES];
+    int range_count;
+    double weight_total;
+    uint32_t live;           /* live-set slots per worker */
+    double cross;            /* share of frees handed to the next worker */
+    double realloc_share;    /* share of ops on a live slot that realloc it */
+    uint64_t thread_churn;   /* ops per thread before it is replaced; 0 = never */
+    uint64_t fork_every;     /* worker 0 forks every N ops; 0 = never */
+    fault_spec_t faults[DRV_MAX_FAULT_SPECS];
+    int fault_spec_count;
+    uint64_t progress_every; /* per worker; 0 = no progress lines */
+    uint32_t sample_every;   /* latency sample 1 in N ops (power of two) */
+    bool no_check;           /* skip pattern fill/check */
+    uint32_t repeat;         /* bench: repeats; 0 = the kernel's default */
+    bool ops_given;          /* --ops was on the command line (bench defaults differ) */
+    bool sizes_given;        /* --sizes was on the command line */
+    bool threads_given;      /* --threads was on the command line */
+} options_t;
+
+const char *fault_kind_name(fault_kind_t kind);
+const char *fault_variant_name(fault_variant_t variant);
+
+/* ------------------------------------------------------------------ target.c */
+
+/* The allocator under test, called only through these pointers so that the
+ * `malloc` target reaches whatever LD_PRELOAD put in front of libc. free returns an
+ * nmm_status_t (always NMM_OK for the malloc family, which has no status). */
+typedef struct target {
+    const char *name;
+    nmm_heap_t *heap; /* NULL for the malloc target */
+    void *(*alloc)(nmm_heap_t *heap, size_t size);
+    void *(*calloc)(nmm_heap_t *heap, size_t count, size_t size);
+    void *(*realloc)(nmm_heap_t *heap, void *ptr, size_t size);
+    void *(*aligned_alloc)(nmm_heap_t *heap, size_t alignment, size_t size);
+    int (*free)(nmm_heap_t *heap, void *ptr);
+} target_t;
+
+/* Open "nmm" (a heap from nmm_options) or "malloc". On failure writes a message into
+ * err and returns false. */
+bool target_open(target_t *t, const char *name, const char *nmm_options, char *err,
+                 size_t err_len);
+void target_close(target_t *t);
+static inline bool target_is_nmm(const target_t *t) { return t->heap != NULL; }
+
+/* ------------------------------------------------------------------ plan.c */
+
+typedef enum op_kind { OP_ALLOC = 0, OP_FREE, OP_REALLOC } op_kind_t;
+typedef enum alloc_flavor { AF_MALLOC = 0, AF_CALLOC, AF_ALIGNED } alloc_flavor_t;
+
+/* One operation of a worker's stream. The draws are a pure function of (seed,
+ * worker, op index); the kind is resolved against the slot's occupancy, which is
+ * itself a pure function of the stream when every allocation succeeds. */
+typedef struct op {
+    op_kind_t kind;
+    alloc_flavor_t flavor;
+    uint32_t slot;
+    uint64_t size;
+    uint64_t alignment; /* AF_ALIGNED only */
+    bool cross;         /* OP_FREE: hand the block to the next worker */
+} op_t;
+
+void plan_stream_seed(xoshiro_t *rng, const options_t *o, uint32_t worker);
+/* Draw op number n (the caller counts) and resolve its kind for the slot state. */
+void plan_next(xoshiro_t *rng, const options_t *o, bool (*occupied)(void *ctx, uint32_t slot),
+               void *ctx, op_t *op);
+uint64_t plan_size(xoshiro_t *rng, const options_t *o);
+/* Print the first count ops of worker's stream, one line each (the `stream` command). */
+int plan_print_stream(const options_t *o, uint32_t worker, uint64_t count);
+
+/* ------------------------------------------------------------------ faults.c */
+
+typedef struct fault_inst {
+    uint32_t id;
+    uint32_t spec;       /* index into options.faults */
+    uint32_t worker;
+    uint64_t op;         /* injected before this op of the worker's stream */
+    uint32_t slot_start; /* first slot tried when looking for a live block */
+} fault_inst_t;
+
+/* Place every fault instance from the seed; returns how many (sorted by worker, op). */
+uint32_t faults_plan(const options_t *o, fault_inst_t *out, uint32_t cap);
+const char *faults_check_options(const options_t *o); /* NULL = fine, else message */
+
+struct worker;
+struct trial;
+/* Perform one fault instance on the calling worker (writes its fault line first). */
+void faults_inject(struct trial *tr, struct worker *w, const fault_inst_t *f);
+
+/* ------------------------------------------------------------------ pattern.c */
+
+uint64_t pattern_key(uint64_t seed, uint64_t block_id);
+void pattern_fill(void *p, size_t size, uint64_t key);
+bool pattern_check(const void *p, size_t size, uint64_t key);
+/* True if the first min(8, size) bytes still hold what pattern_fill wrote. */
+bool pattern_check_prefix(const void *p, size_t size, uint64_t key);
+
+/* ------------------------------------------------------------------ hist.c */
+
+#define HIST_BUCKETS 512
+typedef struct hist {
+    uint64_t counts[HIST_BUCKETS];
+    uint64_t samples;
+    uint64_t max_ns;
+} hist_t;
+
+void hist_add(hist_t *h, uint64_t ns);
+void hist_merge(hist_t *into, const hist_t *from);
+uint64_t hist_percentile(const hist_t *h, double q); /* ns, bucket midpoint; 0 if empty */
+uint64_t drv_now_ns(void);                                /* CLOCK_MONOTONIC */
+
+/* ------------------------------------------------------------------ out.c */
+
+/* A JSON line under construction (fixed buffer, never allocates). */
+typedef struct jline {
+    char buf[16384];
+    size_t len;
+    bool first;
+} jline_t;
+
+void jl_begin(jline_t *j, const char *type);
+void jl_key(jline_t *j, const char *key);
+void jl_u64(jline_t *j, const char *key, uint64_t v);
+void jl_i64(jline_t *j, const char *key, int64_t v);
+void jl_dbl(jline_t *j, const char *key, double v);
+void jl_str(jline_t *j, const char *key, const char *v);
+void jl_hex(jline_t *j, const char *key, uint64_t v);
+void jl_null(jline_t *j, const char *key);
+void jl_bool(jline_t *j, const char *key, bool v);
+void jl_raw(jline_t *j, const char *text); /* append verbatim */
+void jl_end(jline_t *j);                   /* close the object, write it with one write(2) */
+void out_set_quiet(bool quiet);
+void out_error(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* stderr */
+/* Drain the heap's events into event lines; returns how many were written. */
+uint64_t out_drain_events(nmm_heap_t *heap, int worker, uint64_t driver_op);
+void out_stats(jline_t *j, nmm_heap_t *heap, uint64_t *live_blocks);
+void *out_map(size_t bytes);   /* zeroed private memory, never from the target */
+void out_unmap(void *p, size_t bytes);
+
+/* ------------------------------------------------------------------ workload.c */
+
+typedef struct slot {
+    void *ptr;     /* NULL = empty */
+    uint64_t size; /* requested bytes */
+    uint64_t id;   /* block id (worker << 40 | counter) */
+    uint64_t key;  /* pattern_key(seed, id), computed once at fill */
+} slot_t;
+
+/* One cross-thread handoff: producer is the previous worker, consumer this one. */
+#define INBOX_CAP 1024
+typedef struct inbox {
+    _Alignas(64) _Atomic uint64_t head; /* written by the consumer */
+    _Alignas(64) _Atomic uint64_t tail; /* written by the producer */
+    slot_t items[INBOX_CAP];
+} inbox_t;
+
+/* A logical worker: its stream and live set outlive the OS threads that run it. */
+typedef struct worker {
+    uint32_t index;
+    struct trial *trial;
+    xoshiro_t rng;          /* the op stream */
+    uint64_t op;            /* next op index */
+    uint64_t next_block;    /* block id counter */
+    slot_t *slots;
+    const fault_inst_t *faults;
+    uint32_t fault_count, fault_next;
+    hist_t hist;
+    inbox_t *inbox;
+    /* counters: written by the running thread, read (relaxed) by progress lines */
+    _Atomic uint64_t ops_done;
+    _Atomic uint64_t pattern_errors;
+    uint64_t alloc_failures, unexpected_status, cross_sent, cross_fallback;
+    uint64_t cross_received, fork_children, fork_failures, threads_spawned;
+    void *foreign_block; /* invalid_free foreign_heap: the block to give back at the end */
+} worker_t;
+
+typedef struct trial {
+    const options_t *o;
+    target_t target;
+    target_t foreign; /* second NMM heap (nmm target with a foreign_heap fault) */
+    worker_t *workers;
+    fault_inst_t *faults;
+    uint32_t fault_count;
+    _Atomic uint64_t faults_done;
+    _Atomic uint64_t events;
+    _Atomic uint64_t alloc_failures;
+} trial_t;
+
+int workload_run(const options_t *o);
+/* Free/realloc helpers shared with faults.c (latency not sampled). */
+void workload_free_slot(trial_t *tr, worker_t *w, slot_t *s);
+void workload_check_block(trial_t *tr, worker_t *w, const slot_t *s);
+bool workload_alloc_slot(trial_t *tr, worker_t *w, slot_t *s, uint64_t size);
+
+/* ------------------------------------------------------------------ bench.c */
+
+int bench_run(const char *name, const options_t *o);
+
+#endif /* DRV_DRIVER_H */

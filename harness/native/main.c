@@ -1,0 +1,379 @@
+/* main.c — nmm-driver's command line: parses and validates every option (a bad
+ * command line is exit 2 with one message naming the option and what was expected)
+ * and dispatches to run / stream / bench. Main thread only, before any worker. */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "driver.h"
+
+static const char usage[] =
+    "usage: nmm-driver run [options]          run one trial, JSON lines on stdout\n"
+    "       nmm-driver stream [options] --worker W --count N\n"
+    "                                         print the first N ops of worker W's stream\n"
+    "       nmm-driver bench NAME [options]   run a benchmark kernel, one JSON line\n"
+    "       nmm-driver --help\n"
+    "\n"
+    "trial options (all have defaults):\n"
+    "  --target nmm|malloc       allocator: an NMM heap, or the process malloc (default nmm)\n"
+    "  --nmm-options STR         NMM_OPTIONS string for the heap, e.g. level=standard\n"
+    "  --seed N                  64-bit trial seed (default 1)\n"
+    "  --threads N               worker threads, 1..1024 (default 2)\n"
+    "  --ops N                   operations per worker (default 100000; k/M/G suffixes)\n"
+    "  --sizes SPEC              weighted ranges lo-hi:weight,... (default 16-1024:1)\n"
+    "  --live N                  live-set slots per worker (default 1000)\n"
+    "  --cross P                 share of frees done by the next worker, 0..1 (default 0)\n"
+    "  --realloc P               share of ops on a live slot that realloc it (default 0.05)\n"
+    "  --thread-churn N          replace each worker thread every N ops (0 = never)\n"
+    "  --fork-every N            worker 0 forks a child every N ops (0 = never)\n"
+    "  --fault KIND[:k=v...]     inject a fault (repeatable); KIND is double_free,\n"
+    "                            invalid_free, overflow, underflow, uaf_write, uaf_read,\n"
+    "                            realloc_freed, alloc_failure; keys: count, bytes,\n"
+    "                            variant (interior|stack|wild|foreign_heap|first|middle),\n"
+    "                            fail (alloc_failure fail-point spec, default alloc@every1,max1)\n"
+    "  --progress-every N        progress line every N ops per worker (default 10000; 0 = none)\n"
+    "  --sample-every N          latency sample 1 in N ops, a power of two (default 64)\n"
+    "  --no-check                skip the pattern fill/check (raw churn)\n"
+    "stream options: the trial options plus --worker W (default 0) --count N (default 100)\n"
+    "bench kernels: pair64 churn cross overhead64 peak_rss;\n"
+    "  bench options: --target --nmm-options --threads --ops --repeat N --seed --sizes\n";
+
+static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void usage_error(const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "nmm-driver: %s\nTry 'nmm-driver --help'.\n", msg);
+    exit(DRV_EXIT_USAGE);
+}
+
+/* Integer with an optional decimal (k/M/G) or, for byte counts, binary suffix. */
+static bool parse_u64(const char *s, bool binary, uint64_t *out)
+{
+    if (!s || !*s || *s == '-')
+        return false;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || end == s)
+        return false;
+    uint64_t mul = 1;
+    if (*end) {
+        switch (*end) {
+        case 'k': case 'K': mul = binary ? 1024ull : 1000ull; break;
+        case 'm': case 'M': mul = binary ? 1048576ull : 1000000ull; break;
+        case 'g': case 'G': mul = binary ? 1073741824ull : 1000000000ull; break;
+        default: return false;
+        }
+        if (end[1])
+            return false;
+    }
+    if (v && mul > UINT64_MAX / v)
+        return false;
+    *out = v * mul;
+    return true;
+}
+
+static uint64_t need_u64(const char *opt, const char *val, uint64_t lo, uint64_t hi, bool binary)
+{
+    uint64_t v;
+    if (!parse_u64(val, binary, &v) || v < lo || v > hi)
+        usage_error("%s: expected an integer %llu..%llu, got '%s'", opt, (unsigned long long)lo,
+                    (unsigned long long)hi, val ? val : "");
+    return v;
+}
+
+static double need_share(const char *opt, const char *val)
+{
+    char *end;
+    errno = 0;
+    double v = val ? strtod(val, &end) : NAN;
+    if (!val || errno || end == val || *end || !(v >= 0.0 && v <= 1.0))
+        usage_error("%s: expected a number 0..1, got '%s'", opt, val ? val : "");
+    return v;
+}
+
+static void parse_sizes(options_t *o, const char *spec)
+{
+    char buf[512];
+    if (strlen(spec) >= sizeof buf || !*spec)
+        usage_error("--sizes: expected lo-hi:weight,... got '%s'", spec);
+    strcpy(buf, spec);
+    o->range_count = 0;
+    o->weight_total = 0;
+    char *save = NULL;
+    for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        if (o->range_count == DRV_MAX_RANGES)
+            usage_error("--sizes: at most %d ranges", DRV_MAX_RANGES);
+        double weight = 1.0;
+        char *colon = strchr(item, ':');
+        if (colon) {
+            *colon = '\0';
+            char *end;
+            weight = strtod(colon + 1, &end);
+            if (end == colon + 1 || *end || !(weight > 0 && weight < 1e12))
+                usage_error("--sizes: weight in '%s' must be a positive number", spec);
+        }
+        uint64_t lo, hi;
+        char *dash = strchr(item, '-');
+        if (dash)
+            *dash = '\0';
+        if (!parse_u64(item, true, &lo) || !parse_u64(dash ? dash + 1 : item, true, &hi) ||
+            lo < 1 || hi < lo || hi > DRV_MAX_SIZE)
+            usage_error("--sizes: expected ranges lo-hi with 1 <= lo <= hi <= 1G, got '%s'", spec);
+        size_range_t *r = &o->ranges[o->range_count++];
+        r->lo = lo;
+        r->hi = hi;
+        r->log_lo = log((double)lo);
+        r->log_span = log((double)hi + 1.0) - r->log_lo;
+        o->weight_total += weight;
+        r->cumulative = o->weight_total;
+    }
+    if (!o->range_count)
+        usage_error("--sizes: expected lo-hi:weight,... got '%s'", spec);
+}
+
+static void parse_fault(options_t *o, const char *spec)
+{
+    static const char *const kinds[FK_COUNT_] = {
+        "double_free", "invalid_free", "overflow",      "underflow",
+        "uaf_write",   "uaf_read",     "realloc_freed", "alloc_failure"};
+    static const char *const variants[FV_COUNT_] = {"",      "interior", "stack", "wild",
+                                                    "foreign_heap", "first", "middle"};
+    if (o->fault_spec_count == DRV_MAX_FAULT_SPECS)
+        usage_error("--fault: at most %d --fault options", DRV_MAX_FAULT_SPECS);
+    char buf[256];
+    if (strlen(spec) >= sizeof buf)
+        usage_error("--fault: spec too long: '%s'", spec);
+    strcpy(buf, spec);
+    fault_spec_t *fs = &o->faults[o->fault_spec_count++];
+    memset(fs, 0, sizeof *fs);
+    fs->count = 1;
+    fs->bytes = 1;
+    strcpy(fs->fail, "alloc@every1,max1");
+    char *save = NULL;
+    char *kind = strtok_r(buf, ":", &save);
+    int k = -1;
+    for (int i = 0; kind && i < FK_COUNT_; i++)
+        if (strcmp(kind, kinds[i]) == 0)
+            k = i;
+    if (k < 0)
+        usage_error("--fault: unknown kind '%s'; expected one of double_free, invalid_free, "
+                    "overflow, underflow, uaf_write, uaf_read, realloc_freed, alloc_failure",
+                    kind ? kind : "");
+    fs->kind = (fault_kind_t)k;
+    for (char *kv = strtok_r(NULL, ":", &save); kv; kv = strtok_r(NULL, ":", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq)
+            usage_error("--fault %s: expected key=value, got '%s'", kind, kv);
+        *eq = '\0';
+        const char *val = eq + 1;
+        if (strcmp(kv, "count") == 0) {
+            fs->count = (uint32_t)need_u64("--fault count", val, 1, DRV_MAX_FAULTS, false);
+        } else if (strcmp(kv, "bytes") == 0) {
+            fs->bytes = need_u64("--fault bytes", val, 1, 1u << 20, true);
+        } else if (strcmp(kv, "variant") == 0) {
+            int v = -1;
+            for (int i = 1; i < FV_COUNT_; i++)
+                if (strcmp(val, variants[i]) == 0)
+                    v = i;
+            bool ok = v > 0 && (fs->kind == FK_INVALID_FREE ? v <= FV_FOREIGN_HEAP
+                                : (fs->kind == FK_UAF_WRITE || fs->kind == FK_UAF_READ)
+                                    ? v >= FV_FIRST
+                                    : false);
+            if (!ok)
+                usage_error("--fault %s: variant '%s' not valid here; invalid_free takes "
+                            "interior|stack|wild|foreign_heap, uaf_write/uaf_read take first|middle",
+                            kind, val);
+            fs->variant = (fault_variant_t)v;
+        } else if (strcmp(kv, "fail") == 0) {
+            if (fs->kind != FK_ALLOC_FAILURE || !*val || strlen(val) >= sizeof fs->fail)
+                usage_error("--fault %s: 'fail' applies to alloc_failure only (a fail-point "
+                            "spec like alloc@every1,max1)", kind);
+            strcpy(fs->fail, val);
+        } else {
+            usage_error("--fault %s: unknown key '%s'; expected count, bytes, variant, fail",
+                        kind, kv);
+        }
+    }
+}
+
+enum { MODE_RUN = 1, MODE_STREAM = 2, MODE_BENCH = 4, MODE_ALL = 7 };
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        usage_error("missing command (run, stream or bench)");
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    int mode;
+    int first = 2;
+    const char *bench_name = NULL;
+    if (strcmp(argv[1], "run") == 0) {
+        mode = MODE_RUN;
+    } else if (strcmp(argv[1], "stream") == 0) {
+        mode = MODE_STREAM;
+    } else if (strcmp(argv[1], "bench") == 0) {
+        mode = MODE_BENCH;
+        if (argc < 3 || argv[2][0] == '-')
+            usage_error("bench: missing kernel name (pair64, churn, cross, overhead64, peak_rss)");
+        bench_name = argv[2];
+        first = 3;
+    } else {
+        usage_error("unknown command '%s'; expected run, stream or bench", argv[1]);
+    }
+
+    static options_t o;
+    o.target = "nmm";
+    o.nmm_options = "";
+    o.seed = 1;
+    o.threads = 2;
+    o.ops = 100000;
+    o.live = 1000;
+    o.realloc_share = 0.05;
+    o.progress_every = 10000;
+    o.sample_every = 64;
+    o.repeat = 0;
+    bool sizes_given = false;
+    parse_sizes(&o, "16-1024:1");
+    uint64_t worker = 0, count = 100;
+
+    for (int i = first; i < argc; i++) {
+        char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        }
+        if (strncmp(arg, "--", 2) != 0)
+            usage_error("unexpected argument '%s'", arg);
+        const char *val = NULL;
+        char name[64];
+        const char *eq = strchr(arg, '=');
+        size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
+        if (nlen >= sizeof name)
+            usage_error("unknown option '%s'", arg);
+        memcpy(name, arg, nlen);
+        name[nlen] = '\0';
+        static const char *const known[] = {
+            "--target", "--nmm-options", "--seed", "--threads", "--ops", "--sizes",
+            "--live", "--cross", "--realloc", "--thread-churn", "--fork-every", "--fault",
+            "--progress-every", "--sample-every", "--no-check", "--worker", "--count",
+            "--repeat", NULL};
+        bool is_known = false;
+        for (int k = 0; known[k]; k++)
+            is_known = is_known || strcmp(name, known[k]) == 0;
+        if (!is_known)
+            usage_error("unknown option '%s'", name);
+        bool is_flag = strcmp(name, "--no-check") == 0;
+        if (!is_flag) {
+            if (eq)
+                val = eq + 1;
+            else if (i + 1 < argc)
+                val = argv[++i];
+            else
+                usage_error("%s: missing value", name);
+        } else if (eq) {
+            usage_error("%s takes no value", name);
+        }
+        int allowed;
+        if (strcmp(name, "--target") == 0) {
+            allowed = MODE_ALL;
+            if (strcmp(val, "nmm") != 0 && strcmp(val, "malloc") != 0)
+                usage_error("--target: expected 'nmm' or 'malloc', got '%s'", val);
+            o.target = val;
+        } else if (strcmp(name, "--nmm-options") == 0) {
+            allowed = MODE_ALL;
+            o.nmm_options = val;
+        } else if (strcmp(name, "--seed") == 0) {
+            allowed = MODE_ALL;
+            o.seed = need_u64(name, val, 0, UINT64_MAX, false);
+        } else if (strcmp(name, "--threads") == 0) {
+            allowed = MODE_ALL;
+            o.threads = (uint32_t)need_u64(name, val, 1, DRV_MAX_THREADS, false);
+            o.threads_given = true;
+        } else if (strcmp(name, "--ops") == 0) {
+            allowed = MODE_ALL;
+            o.ops = need_u64(name, val, 1, 1ull << 40, false);
+            o.ops_given = true;
+        } else if (strcmp(name, "--sizes") == 0) {
+            allowed = MODE_ALL;
+            parse_sizes(&o, val);
+            sizes_given = true;
+        } else if (strcmp(name, "--live") == 0) {
+            allowed = MODE_RUN | MODE_STREAM;
+            o.live = (uint32_t)need_u64(name, val, 1, 1u << 24, false);
+        } else if (strcmp(name, "--cross") == 0) {
+            allowed = MODE_RUN | MODE_STREAM;
+            o.cross = need_share(name, val);
+        } else if (strcmp(name, "--realloc") == 0) {
+            allowed = MODE_RUN | MODE_STREAM;
+            o.realloc_share = need_share(name, val);
+            if (o.realloc_share >= 1.0)
+                usage_error("--realloc: expected a number 0..1 (exclusive of 1), got '%s'", val);
+        } else if (strcmp(name, "--thread-churn") == 0) {
+            allowed = MODE_RUN | MODE_STREAM;
+            o.thread_churn = need_u64(name, val, 0, 1ull << 40, false);
+        } else if (strcmp(name, "--fork-every") == 0) {
+            allowed = MODE_RUN | MODE_STREAM;
+            o.fork_every = need_u64(name, val, 0, 1ull << 40, false);
+        } else if (strcmp(name, "--fault") == 0) {
+            allowed = MODE_RUN | MODE_STREAM;
+            parse_fault(&o, val);
+        } else if (strcmp(name, "--progress-every") == 0) {
+            allowed = MODE_RUN | MODE_STREAM;
+            o.progress_every = need_u64(name, val, 0, 1ull << 40, false);
+        } else if (strcmp(name, "--sample-every") == 0) {
+            allowed = MODE_RUN | MODE_STREAM;
+            uint64_t v = need_u64(name, val, 1, 1u << 20, false);
+            if (v & (v - 1))
+                usage_error("--sample-every: expected a power of two, got '%s'", val);
+            o.sample_every = (uint32_t)v;
+        } else if (strcmp(name, "--no-check") == 0) {
+            allowed = MODE_RUN | MODE_STREAM;
+            o.no_check = true;
+        } else if (strcmp(name, "--worker") == 0) {
+            allowed = MODE_STREAM;
+            worker = need_u64(name, val, 0, DRV_MAX_THREADS - 1, false);
+        } else if (strcmp(name, "--count") == 0) {
+            allowed = MODE_STREAM;
+            count = need_u64(name, val, 0, 1ull << 32, false);
+        } else if (strcmp(name, "--repeat") == 0) {
+            allowed = MODE_BENCH;
+            o.repeat = (uint32_t)need_u64(name, val, 1, 1000, false);
+        } else {
+            usage_error("unknown option '%s'", name);
+        }
+        if (!(allowed & mode))
+            usage_error("option %s does not apply to '%s'", name, argv[1]);
+    }
+    o.sizes_given = sizes_given;
+
+    if (strcmp(o.target, "nmm") == 0 && *o.nmm_options) {
+        nmm_config_t cfg;
+        char err[512] = "";
+        nmm_config_init(&cfg);
+        if (nmm_config_parse(&cfg, o.nmm_options, err, sizeof err) != NMM_OK)
+            usage_error("--nmm-options: %s", err[0] ? err : "invalid option string");
+    }
+    const char *bad = faults_check_options(&o);
+    if (bad)
+        usage_error("%s", bad);
+    if (mode == MODE_STREAM) {
+        if (worker >= o.threads)
+            usage_error("--worker: expected 0..%u (threads - 1), got %llu", o.threads - 1,
+                        (unsigned long long)worker);
+        return plan_print_stream(&o, (uint32_t)worker, count);
+    }
+    if (mode == MODE_BENCH)
+        return bench_run(bench_name, &o);
+    return workload_run(&o);
+}

@@ -1,0 +1,126 @@
+/* plan.c — each worker's op stream as a pure function of (seed, worker): a fixed
+ * number of draws per op from the worker's own xoshiro256**, resolved against the
+ * slot's occupancy. Must not read clocks, addresses or shared state; any thread. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "driver.h"
+
+#define STREAM_TAG 0x53545245414D0001ull /* "STREAM" */
+#define SHARE_CALLOC 0.04
+#define SHARE_ALIGNED 0.04
+
+void plan_stream_seed(xoshiro_t *rng, const options_t *o, uint32_t worker)
+{
+    xoshiro_seed(rng, prng_mix(o->seed ^ STREAM_TAG, worker));
+}
+
+/* Log-uniform within a range picked by weight. Two draws, always. */
+uint64_t plan_size(xoshiro_t *rng, const options_t *o)
+{
+    double pick = xoshiro_unit(rng) * o->weight_total;
+    double u = xoshiro_unit(rng);
+    const size_range_t *r = &o->ranges[o->range_count - 1];
+    for (int i = 0; i < o->range_count; i++) {
+        if (pick < o->ranges[i].cumulative) {
+            r = &o->ranges[i];
+            break;
+        }
+    }
+    uint64_t size = (uint64_t)exp(r->log_lo + u * r->log_span);
+    if (size < r->lo)
+        size = r->lo;
+    if (size > r->hi)
+        size = r->hi;
+    return size;
+}
+
+void plan_next(xoshiro_t *rng, const options_t *o, bool (*occupied)(void *ctx, uint32_t slot),
+               void *ctx, op_t *op)
+{
+    /* Fixed draw order: slot, size (2), action, flavor, alignment. */
+    uint64_t slot = xoshiro_below(rng, o->live);
+    uint64_t size = plan_size(rng, o);
+    double action = xoshiro_unit(rng);
+    double flavor = xoshiro_unit(rng);
+    uint64_t align_shift = 6 + xoshiro_below(rng, 7); /* 64 .. 4096 */
+
+    memset(op, 0, sizeof *op);
+    op->slot = (uint32_t)slot;
+    op->size = size;
+    if (!occupied(ctx, op->slot)) {
+        op->kind = OP_ALLOC;
+        if (flavor < SHARE_CALLOC) {
+            op->flavor = AF_CALLOC;
+        } else if (flavor < SHARE_CALLOC + SHARE_ALIGNED) {
+            op->flavor = AF_ALIGNED;
+            op->alignment = 1ull << align_shift;
+        }
+        return;
+    }
+    if (action < o->realloc_share) {
+        op->kind = OP_REALLOC;
+        return;
+    }
+    op->kind = OP_FREE;
+    /* Rescale what is left of the action draw so cross and realloc are independent. */
+    double rest = (action - o->realloc_share) / (1.0 - o->realloc_share);
+    op->cross = o->threads > 1 && rest < o->cross;
+}
+
+/* ---- the `stream` command: the same draws against a simulated live set */
+
+static bool sim_occupied(void *ctx, uint32_t slot) { return ((uint8_t *)ctx)[slot] != 0; }
+
+int plan_print_stream(const options_t *o, uint32_t worker, uint64_t count)
+{
+    static const char *const kinds[] = {"alloc", "free", "realloc"};
+    static const char *const flavors[] = {"malloc", "calloc", "aligned"};
+    uint8_t *occ = out_map(o->live);
+    if (!occ) {
+        out_error("cannot map %u slots", o->live);
+        return 1;
+    }
+    xoshiro_t rng;
+    plan_stream_seed(&rng, o, worker);
+    char line[160];
+    for (uint64_t i = 0; i < count; i++) {
+        op_t op;
+        plan_next(&rng, o, sim_occupied, occ, &op);
+        int n;
+        if (op.kind == OP_ALLOC) {
+            n = snprintf(line, sizeof line, "%llu %s slot=%u size=%llu flavor=%s align=%llu\n",
+                         (unsigned long long)i, kinds[op.kind], op.slot,
+                         (unsigned long long)op.size, flavors[op.flavor],
+                         (unsigned long long)op.alignment);
+            occ[op.slot] = 1;
+        } else if (op.kind == OP_REALLOC) {
+            n = snprintf(line, sizeof line, "%llu %s slot=%u size=%llu\n",
+                         (unsigned long long)i, kinds[op.kind], op.slot,
+                         (unsigned long long)op.size);
+        } else {
+            n = snprintf(line, sizeof line, "%llu %s slot=%u cross=%d\n", (unsigned long long)i,
+                         kinds[op.kind], op.slot, op.cross ? 1 : 0);
+            occ[op.slot] = 0;
+        }
+        if (fwrite(line, 1, (size_t)n, stdout) != (size_t)n) {
+            out_unmap(occ, o->live);
+            return 1;
+        }
+    }
+    /* The fault placements are part of the stream too. */
+    static fault_inst_t faults[DRV_MAX_FAULTS];
+    uint32_t nf = faults_plan(o, faults, DRV_MAX_FAULTS);
+    for (uint32_t i = 0; i < nf; i++) {
+        if (faults[i].worker != worker)
+            continue;
+        const fault_spec_t *fs = &o->faults[faults[i].spec];
+        printf("fault id=%u kind=%s variant=%s op=%llu slot_start=%u\n", faults[i].id,
+               fault_kind_name(fs->kind), fault_variant_name(fs->variant),
+               (unsigned long long)faults[i].op, faults[i].slot_start);
+    }
+    fflush(stdout);
+    out_unmap(occ, o->live);
+    return 0;
+}

@@ -1,0 +1,133 @@
+"""Bench kernels print one JSON line; the bench command runs targets side by side."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness import bench as bench_mod
+from harness._driver import bench_argv, driver_path, run_json, trial_argv
+from harness._peers import Target, all_targets, get_target
+from harness.errors import DriverNotFound
+
+KERNEL_ARGS = {
+    "pair64": ["--ops", "20000", "--repeat", "2"],
+    "churn": ["--ops", "20000", "--threads", "2"],
+    "cross": ["--ops", "20000"],
+    "overhead64": ["--ops", "20000"],
+    "peak_rss": ["--ops", "20000"],
+}
+
+
+@pytest.mark.parametrize("target", ["malloc", "nmm"])
+@pytest.mark.parametrize("kernel", sorted(KERNEL_ARGS))
+def test_kernel_prints_one_json_line(driver: Path, kernel: str, target: str) -> None:
+    proc = subprocess.run([str(driver), "bench", kernel, "--target", target,
+                           *KERNEL_ARGS[kernel]], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1
+    doc = json.loads(lines[0])
+    assert doc["type"] == "bench" and doc["name"] == kernel and doc["target"] == target
+    assert isinstance(doc["value"], (int, float))
+    if kernel in ("pair64", "churn", "cross"):
+        assert doc["value"] > 0
+    if kernel == "overhead64":
+        assert doc["rss_per_block"] >= 0 and doc["ops"] == 20000
+    if kernel == "churn":
+        assert doc["threads"] == 2
+
+
+def test_targets_are_listed_installed_or_not() -> None:
+    targets = all_targets(lib_dirs=["/nonexistent"])
+    names = [t.name for t in targets]
+    assert len(names) == len(set(names))
+    assert {"glibc", "nmm", "nmm-standard", "nmm-paranoid", "glibc-debug", "jemalloc",
+            "mimalloc", "tcmalloc", "tcmalloc-debug", "scudo", "efence", "duma"} <= set(names)
+    by = {t.name: t for t in targets}
+    assert by["glibc"].installed and by["nmm"].installed
+    assert not by["jemalloc"].installed and "libjemalloc" in by["jemalloc"].missing
+    assert by["nmm-paranoid"].driver_args() == ["--target", "nmm", "--nmm-options",
+                                                "level=paranoid"]
+    with pytest.raises(KeyError, match="unknown target 'nope'"):
+        get_target("nope")
+
+
+def test_child_env_sets_and_strips_preload() -> None:
+    peer = Target("p", "a peer", "malloc", preload=("/x/liba.so", "/x/libb.so"),
+                  env=(("MALLOC_CHECK_", "3"),))
+    env = peer.child_env({"LD_PRELOAD": "/evil.so", "NMM_OPTIONS": "level=off", "HOME": "/h"})
+    assert env == {"HOME": "/h", "LD_PRELOAD": "/x/liba.so:/x/libb.so", "MALLOC_CHECK_": "3"}
+    glibc = get_target("glibc")
+    assert "LD_PRELOAD" not in glibc.child_env({"LD_PRELOAD": "/evil.so"})
+
+
+def test_driver_path_names_the_missing_file(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    monkeypatch.setenv("NMM_CHAOS_DRIVER", str(tmp_path / "no-driver"))
+    with pytest.raises(DriverNotFound, match="no-driver"):
+        driver_path()
+
+
+def test_argv_helpers_drive_the_real_driver(driver: Path) -> None:
+    glibc = get_target("glibc")
+    run = run_json(trial_argv(glibc, seed=3, threads=1, ops=2000, driver=driver,
+                              extra=["--progress-every", "0"]), glibc.child_env())
+    assert run.ok and run.last("result") is not None
+    assert run.last("result")["ops"] == 2000  # type: ignore[index]
+    nmm = get_target("nmm-standard")
+    run = run_json(bench_argv("pair64", nmm, ops=10000, repeat=1, driver=driver),
+                   nmm.child_env())
+    assert run.ok and run.last("bench")["nmm_options"] == "level=standard"  # type: ignore[index]
+
+
+def test_run_bench_ratios_and_reports(driver: Path, monkeypatch: pytest.MonkeyPatch,
+                                      tmp_path: Path) -> None:
+    monkeypatch.setenv("NMM_CHAOS_DRIVER", str(driver))
+    kernels = [bench_mod.Kernel("pair64", "pair64", "ns/pair", False, "pair64", None,
+                                20000, 20000, "pairs"),
+               bench_mod.Kernel("driver", "driver", "Mops/s", True, "driver", 2,
+                                5000, 5000, "trial workload")]
+    missing = Target("ghost", "not here", "malloc", installed=False, missing="libghost.so")
+    targets = [get_target("glibc"), get_target("nmm"), missing]
+    seen: list[str] = []
+    report = bench_mod.run_bench(targets, kernels, repeat=2,
+                                 on_progress=lambda k, t, d, n: seen.append(f"{k.name}/{t.name}"))
+    assert seen == ["pair64/glibc", "pair64/nmm", "driver/glibc", "driver/nmm"]
+    glibc = report.cell("pair64", "glibc")
+    assert glibc is not None and glibc.ratio_vs_glibc == 1.0 and len(glibc.runs) == 2
+    drv = report.cell("driver", "nmm")
+    assert drv is not None and drv.value is not None and drv.value > 0
+    assert drv.extra["pattern_errors"] == 0 and "overhead" in drv.extra
+    assert report.cell("pair64", "ghost") is None
+    md = bench_mod.render_markdown(report)
+    assert "| ghost | not installed |" in md and "x1.00" in md
+    paths = bench_mod.write_reports(report, tmp_path / "out", tmp_path / "copy.json")
+    doc = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert doc["schema"] == 1 and len(doc["results"]) == 4
+    assert json.loads(paths[-1].read_text()) == doc
+
+
+def test_bench_command(driver: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NMM_CHAOS_DRIVER", str(driver))
+    result = CliRunner().invoke(bench_mod.bench, [
+        "--quick", "--targets", "glibc,nmm", "--kernels", "overhead64",
+        "--out", str(tmp_path), "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    assert "overhead64" in result.output and "nmm" in result.output
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert [c["target"] for c in doc["results"]] == ["glibc", "nmm"]
+    assert (tmp_path / "bench.md").is_file()
+
+
+def test_bench_command_rejects_unknown_names(monkeypatch: pytest.MonkeyPatch,
+                                             driver: Path) -> None:
+    monkeypatch.setenv("NMM_CHAOS_DRIVER", str(driver))
+    result = CliRunner().invoke(bench_mod.bench, ["--targets", "glibc,nope"])
+    assert result.exit_code == 2 and "unknown target 'nope'" in result.output
+    result = CliRunner().invoke(bench_mod.bench, ["--kernels", "warp"])
+    assert result.exit_code == 2 and "unknown kernel 'warp'" in result.output
