@@ -1,0 +1,370 @@
+"""The misuse table (issue 3): one row per misuse, each run in a child process at
+every level and policy, asserting the exact outcome.
+
+In ``record`` mode the child must never crash: it performs the misuse, runs the
+integrity sweep, proves the heap still works, and prints one JSON line saying
+what was raised and which events were recorded. In ``abort`` mode a detected
+misuse must end the child with SIGABRT after exactly one line on stderr naming
+the kind; an undetected one behaves as in record mode.
+
+Also here: a hypothesis property (damage in a live block's header or canary
+zone is always detected at ``standard``, never a crash) and the no-false-positive
+check (clean multi-thread churn at every level: zero events, validate clean).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import given, settings
+
+from allocator import Block, Corrupted, Heap
+
+LEVELS = ("off", "standard", "paranoid")
+POLICIES = ("record", "abort")
+
+PRELUDE = """
+import json, sys
+from allocator import Heap, NmmError
+heap = Heap(level=LEVEL, policy=POLICY)
+out = {"raised": None, "raised_event": None, "extra": {}}
+target = None
+
+def attempt(fn, *args):
+    try:
+        return fn(*args)
+    except NmmError as exc:
+        out["raised"] = type(exc).__name__
+        out["raised_event"] = exc.event.kind if exc.event is not None else None
+        return None
+
+def flip(block, offset, n):
+    data = block.unsafe_read(offset, n)
+    block.unsafe_write(offset, bytes(b ^ 0xFF for b in data))
+
+def stack_address():
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            if line.rstrip().endswith("[stack]"):
+                start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                return end - 4096
+    raise SystemExit("no [stack] mapping")
+"""
+
+EPILOGUE = """
+result = heap.validate()
+out["problems"] = result.problems
+out["events"] = [[e.kind, e.address == target, e.reason] for e in heap.events()]
+blocks = [heap.alloc(n) for n in (16, 64, 100, 100, 1000, 5000, 100000)]
+for i, b in enumerate(blocks):
+    b.view[:] = bytes([i + 1]) * b.size
+for i, b in enumerate(blocks):
+    assert bytes(b.view) == bytes([i + 1]) * b.size
+    heap.free(b)
+out["usable_after"] = heap.validate().problems == 0 and not heap.events()
+print(json.dumps(out))
+"""
+
+BODIES: dict[str, str] = {
+    "double_free_small": """
+        b = heap.alloc(64); target = b.address
+        heap.free(target)
+        attempt(heap.free, target)
+    """,
+    "double_free_large": """
+        b = heap.alloc(1 << 20); target = b.address
+        heap.free(target)
+        attempt(heap.free, target)
+    """,
+    "invalid_free_stack": """
+        target = stack_address()
+        attempt(heap.free, target)
+    """,
+    "invalid_free_interior": """
+        b = heap.alloc(256); target = b.address + 16
+        attempt(heap.free, target)
+        heap.free(b)
+    """,
+    "invalid_free_wild": """
+        target = 0x10000
+        attempt(heap.free, target)
+    """,
+    "invalid_free_other_heap": """
+        other = Heap(level=LEVEL, policy=POLICY)
+        b = other.alloc(64); target = b.address
+        attempt(heap.free, target)
+        other.free(b)
+        assert other.validate().clean
+    """,
+    "overflow_1": """
+        b = heap.alloc(100); target = b.address
+        flip(b, 100, 1)
+        attempt(heap.free, b)
+    """,
+    "overflow_16": """
+        b = heap.alloc(100); target = b.address
+        flip(b, 100, 16)
+        attempt(heap.free, b)
+    """,
+    "overflow_4096": """
+        b = heap.alloc(100); target = b.address
+        flip(b, 100, 4096)
+        attempt(heap.free, b)
+    """,
+    "underflow_8": """
+        b = heap.alloc(100); target = b.address
+        flip(b, -8, 8)
+        attempt(heap.free, b)
+    """,
+    "uaf_write_first": """
+        b = heap.alloc(100); target = b.address
+        heap.free(b)
+        flip(b, 0, 1)
+    """,
+    "uaf_write_middle": """
+        b = heap.alloc(100); target = b.address
+        heap.free(b)
+        flip(b, 50, 1)
+    """,
+    "uaf_read_poison": """
+        b = heap.alloc(100); target = b.address
+        b.view[:] = b"\\x11" * 100
+        heap.free(b)
+        out["extra"]["read_changed"] = b.unsafe_read(0, 100) != b"\\x11" * 100
+    """,
+    "realloc_freed": """
+        b = heap.alloc(64); target = b.address
+        heap.free(b)
+        attempt(heap.realloc, target, 200)
+    """,
+    "calloc_overflow": """
+        attempt(heap.calloc, 1 << 62, 16)
+    """,
+    "huge_alloc": """
+        attempt(heap.alloc, 1 << 62)
+    """,
+}
+
+
+@dataclass(frozen=True)
+class Expect:
+    """The outcome of one (case, level): ``raised`` is the exception the misusing
+    call raises (None: nothing), ``kind`` the one event expected for the target
+    (None: no event at all), ``reason`` its invalid-pointer reason, ``later``
+    True when the detection comes from the sweep rather than the call."""
+
+    raised: str | None
+    kind: str | None
+    reason: str | None = None
+    later: bool = False
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def detected(self) -> bool:
+        return self.kind is not None
+
+
+MISSED = Expect(None, None)
+OOM = Expect("OutOfMemory", None)
+
+
+def _all(e: Expect) -> dict[str, Expect]:
+    return dict.fromkeys(LEVELS, e)
+
+
+EXPECT: dict[str, dict[str, Expect]] = {
+    "double_free_small": _all(Expect("DoubleFree", "double_free")),
+    "double_free_large": _all(Expect("DoubleFree", "double_free")),
+    "invalid_free_stack": _all(Expect("InvalidPointer", "invalid_free", "wild")),
+    "invalid_free_interior": _all(Expect("InvalidPointer", "invalid_free", "interior")),
+    "invalid_free_wild": _all(Expect("InvalidPointer", "invalid_free", "wild")),
+    "invalid_free_other_heap": _all(Expect("InvalidPointer", "invalid_free", "foreign_heap")),
+    "realloc_freed": _all(Expect("ReallocFreed", "realloc_freed")),
+    "calloc_overflow": _all(OOM),
+    "huge_alloc": _all(OOM),
+    "uaf_read_poison": {
+        "off": MISSED,
+        "standard": MISSED,
+        "paranoid": Expect(None, None, extra=(("read_changed", True),)),
+    },
+}
+for _n in ("overflow_1", "overflow_16", "overflow_4096"):
+    EXPECT[_n] = {"off": MISSED, "standard": Expect("Corrupted", "overflow"),
+                  "paranoid": Expect("Corrupted", "overflow")}
+EXPECT["underflow_8"] = {"off": MISSED, "standard": Expect("Corrupted", "underflow"),
+                         "paranoid": Expect("Corrupted", "underflow")}
+for _n in ("uaf_write_first", "uaf_write_middle"):
+    EXPECT[_n] = {"off": MISSED, "standard": MISSED,
+                  "paranoid": Expect(None, "use_after_free", later=True)}
+assert EXPECT.keys() == BODIES.keys()
+
+# Overflowing 4096 bytes also tramples the neighbours: extra detections there are fine.
+NEIGHBOUR_DAMAGE_OK = {"overflow_4096"}
+
+
+def _run_case(case: str, level: str, policy: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        f"LEVEL = {level!r}\nPOLICY = {policy!r}\n"
+        + PRELUDE
+        + textwrap.dedent(BODIES[case])
+        + EPILOGUE
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("case", sorted(BODIES))
+def test_misuse(case: str, level: str, policy: str) -> None:
+    expect = EXPECT[case][level]
+    proc = _run_case(case, level, policy)
+    where = f"{case} at level={level} policy={policy}"
+    if policy == "abort" and expect.detected:
+        assert proc.returncode == -signal.SIGABRT, (
+            f"{where}: expected SIGABRT, got exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, f"{where}: expected one diagnostic line, got {lines}"
+        assert expect.kind in lines[0], f"{where}: diagnostic does not name {expect.kind}: {lines[0]}"
+        return
+    assert proc.returncode == 0, (
+        f"{where}: the child did not survive (exit {proc.returncode})\n{proc.stdout}\n{proc.stderr}"
+    )
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["raised"] == expect.raised, f"{where}: {out}"
+    target_events = [e for e in out["events"] if e[1]]
+    other_events = [e for e in out["events"] if not e[1]]
+    if expect.kind is None:
+        assert out["events"] == [], f"{where}: unexpected detections {out['events']}"
+        assert out["problems"] == 0, f"{where}: {out}"
+    else:
+        assert [e[0] for e in target_events] == [expect.kind], f"{where}: {out['events']}"
+        if expect.reason is not None:
+            assert target_events[0][2] == expect.reason, f"{where}: {out['events']}"
+        if not expect.later:
+            assert out["raised_event"] == expect.kind, f"{where}: {out}"
+        if case not in NEIGHBOUR_DAMAGE_OK:
+            assert other_events == [], f"{where}: {out['events']}"
+    for key, value in expect.extra:
+        assert out["extra"][key] == value, f"{where}: {out}"
+    assert out["usable_after"] is True, f"{where}: {out}"
+    if policy == "record" and not expect.detected:
+        assert proc.stderr == "", f"{where}: {proc.stderr}"
+
+
+# ------------------------------------------------------------------ property: damage is detected
+
+
+@settings(max_examples=60)
+@given(
+    size=st.integers(1, 4000),
+    zone=st.sampled_from(["canary", "header"]),
+    data=st.data(),
+)
+def test_damage_in_header_or_canary_is_detected(size: int, zone: str, data: st.DataObject) -> None:
+    """Damage to a live block's header (the 16 bytes before it) or to its tail
+    canary (starting at the first byte after it) is detected at standard by the
+    block's own free, and never crashes. Damage running past a small slack into
+    the next block may also be reported there, never anywhere else."""
+    with Heap(level="standard") as heap:
+        blocks = [heap.alloc(size) for _ in range(3)]
+        block = blocks[1]
+        if zone == "canary":
+            offset = size
+            length = data.draw(st.integers(1, 8), label="length")
+        else:
+            offset = -data.draw(st.integers(1, 16), label="offset before the start")
+            length = data.draw(st.integers(1, -offset), label="length")
+        original = block.unsafe_read(offset, length)
+        first = data.draw(st.integers(0, 255).filter(lambda b: b != original[0]), label="first byte")
+        rest = data.draw(st.binary(min_size=length - 1, max_size=length - 1), label="rest")
+        block.unsafe_write(offset, bytes([first]) + rest)
+        with pytest.raises(Corrupted) as info:
+            heap.free(block)
+        event = info.value.event
+        assert event is not None and event.address == block.address
+        assert event.kind in (("overflow",) if zone == "canary" else ("underflow", "header_corrupt"))
+        for neighbour in (blocks[0], blocks[2]):
+            try:
+                heap.free(neighbour)
+            except Corrupted:
+                assert zone == "canary" and length > 1  # only a spill can reach a neighbour
+        heap.validate()
+        events = heap.events()
+        assert events[0] == event
+        addresses = {b.address for b in blocks}
+        assert all(e.address in addresses for e in events), events
+        with heap.alloc(size) as again:  # the heap goes on
+            again.view[:] = b"\x01" * size
+        assert heap.validate().clean
+
+
+# ------------------------------------------------------------------ no false positives
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", LEVELS)
+def test_clean_multithread_churn_reports_nothing(level: str) -> None:
+    with Heap(level=level, sweep=5000 if level == "paranoid" else 0) as heap:
+        handoff: list[Block] = []
+        lock = threading.Lock()
+        errors: list[BaseException] = []
+
+        def worker(seed: int) -> None:
+            try:
+                rng = random.Random(seed)
+                live: list[Block] = []
+                for _ in range(20_000):
+                    if live and (len(live) > 300 or rng.random() < 0.5):
+                        block = live.pop(rng.randrange(len(live)))
+                        if block.size:
+                            assert block.view[0] == block.view[-1] == block.size % 251
+                        if rng.random() < 0.25:
+                            with lock:
+                                handoff.append(block)
+                        else:
+                            heap.free(block)
+                    else:
+                        size = rng.choice([0, 1, 16, 24, 100, 512, 3000, 9000, 70_000])
+                        if rng.random() < 0.2:
+                            block = heap.realloc(heap.alloc(size // 2 + 1), size)
+                        elif rng.random() < 0.1:
+                            block = heap.aligned_alloc(rng.choice([32, 256, 4096]), size)
+                        else:
+                            block = heap.alloc(size)
+                        block.view[:] = bytes([size % 251]) * size
+                        live.append(block)
+                    with lock:
+                        theirs = handoff.pop() if handoff and rng.random() < 0.3 else None
+                    if theirs is not None:
+                        heap.free(theirs)
+                for block in live:
+                    heap.free(block)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(s,)) for s in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        for block in handoff:
+            heap.free(block)
+        assert heap.events() == []
+        result = heap.validate()
+        assert result.clean, result
+        s = heap.stats()
+        assert s.live_blocks == 0 and s.allocs == s.frees
+        assert s.events == 0
