@@ -88,10 +88,11 @@ class DriverRun:
 
     def last(self, type_: str) -> dict[str, Any] | None:
         """The last line of the given ``type``, if any."""
-        for line in reversed(self.lines):
+        found: dict[str, Any] | None = None
+        for line in self.lines:
             if line.get("type") == type_:
-                return line
-        return None
+                found = line
+        return found
 
     def failure(self) -> str:
         """A one-line description of why the child did not finish cleanly."""

@@ -220,7 +220,7 @@ def run_bench(targets: Sequence[Target], kernels: Sequence[Kernel], *, quick: bo
             done += 1
     host = {"machine": platform.machine(), "cpus": os.cpu_count(),
             "kernel": platform.release(), "python": platform.python_version()}
-    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     return BenchReport(created, quick, repeat, str(drv), host, tuple(kernels), tuple(targets),
                        tuple(_with_ratios(cells)))
 
@@ -257,7 +257,8 @@ def render_table(report: BenchReport) -> Any:
         table.add_column(f"{k.title}\n{k.unit} ({arrow} is better)", justify="right")
     for t in report.targets:
         if not t.installed:
-            table.add_row(t.name, *(["[dim]not installed[/dim]"] + [""] * (len(report.kernels) - 1)))
+            blanks = [""] * (len(report.kernels) - 1)
+            table.add_row(t.name, "[dim]not installed[/dim]", *blanks)
             continue
         row = [t.name]
         for k in report.kernels:
