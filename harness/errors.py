@@ -3,6 +3,7 @@
     HarnessError
     ├── PlanError (also ValueError)        a plan file, include or override is invalid
     ├── DriverNotFound (also FileNotFoundError)  the native driver executable is missing
+    ├── DriverUsageError                   the driver rejected its command line (exit 2)
     ├── JournalError                       a journal cannot be opened or belongs to another run
     └── UnsupportedFeature (also NotImplementedError)  a valid request the harness cannot do yet
 
@@ -31,6 +32,10 @@ class PlanError(HarnessError, ValueError):
 
 class DriverNotFound(HarnessError, FileNotFoundError):
     """The native driver executable (``harness/_native/nmm-driver``) is not built or not found."""
+
+
+class DriverUsageError(HarnessError):
+    """The driver refused the trial's command line (exit status 2): a plan value it rejects."""
 
 
 class JournalError(HarnessError):

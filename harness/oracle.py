@@ -137,14 +137,16 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
             outcome = "missed"
             note = "no detection before the process died" if died else "no detection"
         latency = None
-        if m.event is not None and m.event.driver_op is not None:
+        if m.event is not None and m.event.driver_op is not None and \
+                m.event.worker in (None, -1, f.worker):
             latency = max(0, m.event.driver_op - f.op)
         verdicts.append(FaultVerdict(
             id=f.id, kind=f.kind, variant=f.variant, address=f.address, outcome=outcome,
             allowed=allowed, event_kind=m.event.kind if m.event else None,
             event_seq=m.event.seq if m.event else None, latency_ops=latency, note=note))
 
-    checks = _checks(plan, obs, faults) if result is not None and not died else ()
+    checks = _checks(plan, obs, faults, collateral) if result is not None and not died \
+        else ()
     if false_pos:
         trial_level.append("false-positive")
     outcomes = [v.outcome for v in verdicts] + trial_level
@@ -234,7 +236,8 @@ def _alloc_failure_outcome(plan: Plan, obs: Observation) -> tuple[str, str]:
     return "detected", f"{failures} allocation(s) failed cleanly, workload went on"
 
 
-def _checks(plan: Plan, obs: Observation, faults: Sequence[FaultLine]) -> tuple[Check, ...]:
+def _checks(plan: Plan, obs: Observation, faults: Sequence[FaultLine],
+            collateral: int) -> tuple[Check, ...]:
     result = obs.result
     assert result is not None
     checks = [Check(name="pattern", ok=result.pattern_errors == 0,
@@ -264,9 +267,12 @@ def _checks(plan: Plan, obs: Observation, faults: Sequence[FaultLine]) -> tuple[
         checks.append(Check(name="leaks", ok=ok,
                             detail="" if ok else f"{leaked} block(s) leaked, "
                                                  f"{expected} injected"))
-    checks.append(Check(name="unexpected_status", ok=result.unexpected_status == 0,
-                        detail=f"{result.unexpected_status} legitimate free/realloc call(s) "
-                               "returned an error" if result.unexpected_status else ""))
+    # a neighbour damaged by an injected write is retired when its owner frees it
+    unexpected_ok = result.unexpected_status <= collateral
+    checks.append(Check(name="unexpected_status", ok=unexpected_ok,
+                        detail="" if unexpected_ok else
+                        f"{result.unexpected_status} legitimate free/realloc call(s) returned "
+                        f"an error, {collateral} explained by collateral damage"))
     completed = result.ops >= plan.total_ops
     checks.append(Check(name="completed", ok=completed,
                         detail="" if completed else f"{result.ops} of {plan.total_ops} ops done"))

@@ -61,7 +61,7 @@ class NmmTarget(_Model):
     kind: Literal["nmm"] = "nmm"
     level: Literal["off", "standard", "paranoid"] = "standard"
     policy: Literal["record", "abort"] = "record"
-    #: any further NMM_OPTIONS key (``quarantine = "4M"``, ``sweep_every = 1000``)
+    #: any further NMM_OPTIONS key (``quarantine = "4M"``, ``sweep = 1000``)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     @field_validator("options")

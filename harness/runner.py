@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness._isolate import LineCallback, run_child
-from harness.errors import DriverNotFound, UnsupportedFeature
+from harness.errors import DriverNotFound, DriverUsageError, UnsupportedFeature
 from harness.journal import Journal
 from harness.oracle import judge
 from harness.plan import MallocTarget, NmmTarget, Plan
@@ -181,6 +181,11 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
             record = run_python_trial_record(plan, seed)
         else:
             record = run_trial(plan, seed, command, on_line=on_line)
+            obs = record.observation
+            if obs.exit_code == 2 and obs.start is None:
+                said = [ln for ln in obs.stderr_tail.strip().splitlines() if ln.strip()]
+                raise DriverUsageError("the driver rejected the trial's command line: "
+                                       + " / ".join(said[:3] or ["(no message)"]))
         if journal is not None:
             journal.append(record)
         with lock:
