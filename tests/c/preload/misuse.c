@@ -1,0 +1,59 @@
+/* misuse.c — one deliberate heap misuse through plain malloc/free, for running
+ * under libnmm_preload.so:   misuse double_free | overflow | invalid_free | leak
+ * Each allocation and free happens in its own named function, so the report can
+ * be checked for both sites. Prints "survived" when the process goes on.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+__attribute__((noinline)) char *make_block(size_t n)
+{
+    return malloc(n);
+}
+
+__attribute__((noinline)) void release_block(void *p)
+{
+    free(p);
+}
+
+__attribute__((noinline)) void *leaky_function(size_t n)
+{
+    void *p = malloc(n);
+    memset(p, 1, n);
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    const char *what = argc > 1 ? argv[1] : "";
+    if (strcmp(what, "double_free") == 0) {
+        char *p = make_block(48);
+        strcpy(p, "hello");
+        release_block(p);
+        release_block(p);
+    } else if (strcmp(what, "overflow") == 0) {
+        char *p = make_block(40);
+        memset(p, 'A', 41); /* one byte past the end */
+        release_block(p);
+    } else if (strcmp(what, "invalid_free") == 0) {
+        char local[32];
+        release_block(local + 8);
+    } else if (strcmp(what, "leak") == 0) {
+        for (int i = 0; i < 3; i++)
+            leaky_function(1000);
+        char *q = make_block(16);
+        release_block(q);
+    } else {
+        fprintf(stderr, "usage: misuse double_free|overflow|invalid_free|leak\n");
+        return 2;
+    }
+    /* The heap must still work after the misuse. */
+    for (int i = 0; i < 1000; i++) {
+        char *r = make_block((size_t)(i % 200) + 1);
+        memset(r, i & 0xff, (size_t)(i % 200) + 1);
+        release_block(r);
+    }
+    printf("survived\n");
+    return 0;
+}
