@@ -145,8 +145,11 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
             allowed=allowed, event_kind=m.event.kind if m.event else None,
             event_seq=m.event.seq if m.event else None, latency_ops=latency, note=note))
 
-    checks = _checks(plan, obs, faults, collateral) if result is not None and not died \
-        else ()
+    # damage nobody detected may have landed on a neighbouring live block's pattern
+    undetected_damage = sum(1 for f, v in zip(faults, verdicts, strict=True)
+                            if f.kind in DAMAGE_FAULTS and v.outcome == "missed")
+    checks = _checks(plan, obs, faults, collateral, undetected_damage) \
+        if result is not None and not died else ()
     if false_pos:
         trial_level.append("false-positive")
     outcomes = [v.outcome for v in verdicts] + trial_level
@@ -237,13 +240,16 @@ def _alloc_failure_outcome(plan: Plan, obs: Observation) -> tuple[str, str]:
 
 
 def _checks(plan: Plan, obs: Observation, faults: Sequence[FaultLine],
-            collateral: int) -> tuple[Check, ...]:
+            collateral: int, undetected_damage: int) -> tuple[Check, ...]:
     result = obs.result
     assert result is not None
-    checks = [Check(name="pattern", ok=result.pattern_errors == 0,
-                    detail=f"{result.pattern_errors} live block(s) with a wrong fill pattern "
-                           "(handed out twice or corrupted by the allocator)"
-                    if result.pattern_errors else "")]
+    pattern_ok = result.pattern_errors <= undetected_damage
+    checks = [Check(name="pattern", ok=pattern_ok,
+                    detail="" if pattern_ok else
+                    f"{result.pattern_errors} live block(s) with a wrong fill pattern "
+                    "(handed out twice or corrupted by the allocator)"
+                    + (f"; {undetected_damage} explained by undetected injected damage"
+                       if undetected_damage else ""))]
     stats = result.stats
     if all(k in stats for k in ("allocs", "frees", "live_blocks")):
         allocs, frees, live = (int(stats[k]) for k in ("allocs", "frees", "live_blocks"))

@@ -268,3 +268,11 @@ def test_verdict_round_trips_through_json():
 
     v = judge(plan(), obs([fault("double_free")], [event("double_free")]))
     assert Verdict.model_validate_json(v.model_dump_json()) == v
+
+
+def test_undetected_damage_may_explain_a_neighbours_pattern_error():
+    p = plan(expect={"outcome": ["missed"]})
+    assert judge(p, obs([fault("overflow")], [], res=result(pattern_errors=1))).passed
+    assert not judge(p, obs([fault("overflow")], [], res=result(pattern_errors=2))).passed
+    detected = obs([fault("overflow")], [event("overflow")], res=result(pattern_errors=1))
+    assert not judge(plan(), detected).passed
