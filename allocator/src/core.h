@@ -142,6 +142,10 @@ typedef struct large_entry {
 
 /* ------------------------------------------------------------------ heap.c */
 
+/* Inline fast paths (alloc.c): both need caches, no limit, no tracking, fail
+ * points disarmed. */
+enum { FAST_NONE = 0, FAST_OFF = 1, FAST_STANDARD = 2 };
+
 struct tcache;
 
 struct nmm_heap {
@@ -149,7 +153,7 @@ struct nmm_heap {
     uintptr_t base;              /* region start */
     size_t region_size;
     slab_t **chunk_map;          /* atomic pointers, one per chunk */
-    uint8_t fast;                /* off level, no tracking/limit/fail points, caches on */
+    uint8_t fast;                /* atomic: FAST_* — which inline fast path applies */
     uint8_t has_hdr;             /* blocks carry block_header_t */
     uint8_t checks;              /* level >= standard: verify header/canary */
     uint8_t paranoid;
@@ -239,8 +243,10 @@ static inline slab_t *slab_of(const nmm_heap_t *h, uintptr_t p)
 static inline int32_t slab_index(const slab_t *s, uintptr_t block)
 {
     uint64_t off = block - (uintptr_t)s->data;
+    if (off >= (uint64_t)s->nblocks * s->block_size)
+        return -1;
     uint64_t idx = (off * s->recip) >> CORE_RECIP_SHIFT;
-    if (idx * s->block_size != off || idx >= s->nblocks)
+    if (idx * s->block_size != off)
         return -1;
     return (int32_t)idx;
 }
@@ -325,21 +331,37 @@ static inline uint32_t detect_crc(uint32_t crc, uint64_t v)
 }
 #endif
 
+/* One CRC of the address keys everything else: the guard is it xor a secret, the
+ * canary word a multiply of it, the check a second CRC over size and site. */
+static inline uint32_t detect_addr_key(const nmm_heap_t *h, uintptr_t user)
+{
+    return detect_crc((uint32_t)h->secret[0], user);
+}
+static inline uint32_t detect_guard_k(const nmm_heap_t *h, uint32_t k)
+{
+    return k ^ (uint32_t)h->secret[1];
+}
+static inline uint32_t detect_check_k(uint32_t k, uint32_t size, uint32_t site)
+{
+    return detect_crc(k, size | (uint64_t)site << 32);
+}
+/* Canary word: byte (q & 7) of it is the canary byte at address q. Every byte is
+ * odd, so a stray NUL or a zero fill always damages it. */
+static inline uint64_t detect_canary_word_k(const nmm_heap_t *h, uint32_t k)
+{
+    return (((uint64_t)k * 0x9E3779B97F4A7C15ull) ^ h->secret[2]) | 0x0101010101010101ull;
+}
 static inline uint32_t detect_guard(const nmm_heap_t *h, uintptr_t user)
 {
-    return detect_crc((uint32_t)h->secret[1], user);
+    return detect_guard_k(h, detect_addr_key(h, user));
 }
 static inline uint32_t detect_check(const nmm_heap_t *h, uintptr_t user, uint32_t size, uint32_t site)
 {
-    return detect_crc(detect_crc((uint32_t)h->secret[0], user), size | (uint64_t)site << 32);
+    return detect_check_k(detect_addr_key(h, user), size, site);
 }
-/* Canary word for the block at user: byte (q & 7) of it is the canary byte at
- * address q. Every byte is odd, so a stray NUL or 0x00-fill always damages it. */
 static inline uint64_t detect_canary_word(const nmm_heap_t *h, uintptr_t user)
 {
-    uint64_t w = (uint64_t)detect_crc((uint32_t)h->secret[2], user) << 32 |
-                 detect_crc((uint32_t)h->secret[3], user);
-    return w | 0x0101010101010101ull;
+    return detect_canary_word_k(h, detect_addr_key(h, user));
 }
 static inline uint64_t detect_canary_at(uint64_t w, uintptr_t q)
 {
@@ -355,10 +377,11 @@ static inline size_t detect_canary_len(size_t size, size_t room)
 static inline void detect_write_header(const nmm_heap_t *h, uint8_t *user, size_t size, uint32_t site)
 {
     block_header_t *hdr = (block_header_t *)(user - CORE_HDR);
+    uint32_t k = detect_addr_key(h, (uintptr_t)user);
     hdr->size = (uint32_t)size;
     hdr->site = site;
-    hdr->check = detect_check(h, (uintptr_t)user, (uint32_t)size, site);
-    hdr->guard = detect_guard(h, (uintptr_t)user);
+    hdr->check = detect_check_k(k, (uint32_t)size, site);
+    hdr->guard = detect_guard_k(h, k);
 }
 
 static inline void detect_write_canary(const nmm_heap_t *h, uint8_t *user, size_t size, size_t room)
@@ -381,10 +404,11 @@ static inline bool detect_block_intact(const nmm_heap_t *h, const uint8_t *user,
 {
     const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
     uint32_t size = hdr->size;
-    if (hdr->guard != detect_guard(h, (uintptr_t)user) ||
-        hdr->check != detect_check(h, (uintptr_t)user, size, hdr->site) || size >= room)
+    uint32_t k = detect_addr_key(h, (uintptr_t)user);
+    if (hdr->guard != detect_guard_k(h, k) || hdr->check != detect_check_k(k, size, hdr->site) ||
+        size >= room)
         return false;
-    uint64_t w = detect_canary_word(h, (uintptr_t)user);
+    uint64_t w = detect_canary_word_k(h, k);
     size_t len = detect_canary_len(size, room);
     const uint8_t *q = user + size;
     if (len >= 8) {

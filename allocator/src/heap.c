@@ -131,9 +131,11 @@ struct fp_table **heap_failpoints_slot(nmm_heap_t *heap) { return &heap->failpoi
 
 static void heap_update_fast(nmm_heap_t *h)
 {
-    bool fast = !h->has_hdr && !h->limit && h->use_cache && h->slot >= 0 &&
-                !__atomic_load_n(&h->fp_armed, __ATOMIC_RELAXED);
-    __atomic_store_n(&h->fast, (uint8_t)fast, __ATOMIC_RELAXED);
+    uint8_t fast = FAST_NONE;
+    if (!h->tracking && !h->limit && h->use_cache && h->slot >= 0 &&
+        !__atomic_load_n(&h->fp_armed, __ATOMIC_RELAXED))
+        fast = !h->has_hdr ? FAST_OFF : (h->checks && !h->paranoid) ? FAST_STANDARD : FAST_NONE;
+    __atomic_store_n(&h->fast, fast, __ATOMIC_RELAXED);
 }
 
 bool heap_failpoints_armed(const nmm_heap_t *heap)

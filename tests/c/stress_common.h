@@ -1,0 +1,115 @@
+/* stress_common.h — helpers shared by the C stress programs (tests/c/stress_*.c):
+ * a seeded per-thread PRNG, fatal checks that name the failed condition, block
+ * fill/verify patterns and the "stats add up" assertion. Test-only code.
+ */
+#ifndef STRESS_COMMON_H
+#define STRESS_COMMON_H
+
+#include "nmm.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHECK(cond)                                                                     \
+    do {                                                                                \
+        if (!(cond)) {                                                                  \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);    \
+            exit(1);                                                                    \
+        }                                                                               \
+    } while (0)
+
+#define CHECK_EQ(a, b)                                                                  \
+    do {                                                                                \
+        unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b);  \
+        if (a_ != b_) {                                                                 \
+            fprintf(stderr, "%s:%d: %s == %s failed: %llu != %llu\n", __FILE__, __LINE__, \
+                    #a, #b, a_, b_);                                                    \
+            exit(1);                                                                    \
+        }                                                                               \
+    } while (0)
+
+static inline uint64_t rng_next(uint64_t *s)
+{
+    /* splitmix64: a pure function of the seed, never the global rand(). */
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Log-uniform size in [lo, hi]. */
+static inline size_t rng_size(uint64_t *s, size_t lo, size_t hi)
+{
+    int lo_bits = 63 - __builtin_clzll(lo | 1), hi_bits = 63 - __builtin_clzll(hi);
+    int b = lo_bits + (int)(rng_next(s) % (uint64_t)(hi_bits - lo_bits + 1));
+    size_t v = ((size_t)1 << b) + (rng_next(s) & (((size_t)1 << b) - 1));
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Every byte of a block derives from its id: a block handed out twice, or
+ * corrupted by the allocator, fails verify. */
+static inline void block_fill(void *p, size_t n, uint64_t id)
+{
+    unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        b[i] = (unsigned char)(id * 131 + i);
+}
+
+static inline void block_verify(const void *p, size_t n, uint64_t id)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != (unsigned char)(id * 131 + i)) {
+            fprintf(stderr, "block %llu damaged at %zu\n", (unsigned long long)id, i);
+            exit(1);
+        }
+}
+
+static inline nmm_stats_t stats_of(nmm_heap_t *h)
+{
+    nmm_stats_t st;
+    memset(&st, 0, sizeof st);
+    st.size = sizeof st;
+    CHECK(nmm_stats_get(h, &st) == NMM_OK);
+    return st;
+}
+
+/* allocs - frees = live, per class and in total, and the totals are the sums. */
+static inline void stats_add_up(const nmm_stats_t *st)
+{
+    uint64_t allocs = 0, frees = 0;
+    for (uint32_t c = 0; c < st->class_count; c++) {
+        CHECK_EQ(st->classes[c].allocs - st->classes[c].frees, st->classes[c].live);
+        allocs += st->classes[c].allocs;
+        frees += st->classes[c].frees;
+    }
+    CHECK(st->allocs >= allocs);
+    CHECK_EQ(st->allocs - st->frees, st->live_blocks);
+    CHECK(st->peak_bytes >= st->live_bytes);
+}
+
+static inline nmm_heap_t *heap_at(const char *level, uint64_t retain)
+{
+    nmm_config_t cfg;
+    nmm_config_init(&cfg);
+    char err[256] = "";
+    char opts[128];
+    snprintf(opts, sizeof opts, "level=%s", level);
+    if (nmm_config_parse(&cfg, opts, err, sizeof err) != NMM_OK) {
+        fprintf(stderr, "bad options %s: %s\n", opts, err);
+        exit(2);
+    }
+    cfg.retain_bytes = retain;
+    nmm_heap_t *h = nmm_heap_create(&cfg);
+    CHECK(h != NULL);
+    return h;
+}
+
+static inline size_t drain_events(nmm_heap_t *h, nmm_event_t *out, size_t max)
+{
+    return nmm_events_drain(h, out, max);
+}
+
+#endif
