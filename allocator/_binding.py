@@ -44,6 +44,9 @@ STATUS_ERRORS: dict[int, type[NmmError]] = {
 """C status -> exception class: the one mapping."""
 
 _MAX_ADDRESS = 2**64 - 1
+_VOIDP = ffi.typeof("void *")
+_UINTPTR = ffi.typeof("uintptr_t")
+_CHARP = ffi.typeof("char *")
 _ERR_LEN = 512
 _DRAIN_BATCH = 256
 
@@ -103,8 +106,7 @@ def _caller_site(depth: int = 2) -> int:
     """The site id of the Python frame ``depth`` levels above this call."""
     frame = sys._getframe(depth)
     key = (frame.f_code.co_filename, frame.f_lineno)
-    site = _SITES.get(key)
-    return site if site is not None else _intern_site(*key)
+    return _SITES.get(key) or _intern_site(*key)
 
 
 def _site_info(site: int) -> Site | None:
@@ -139,6 +141,8 @@ def _status_text(status: int) -> str:
 
 
 def _size_arg(name: str, value: int) -> int:
+    if type(value) is int and 0 <= value <= _MAX_ADDRESS:  # the fast path
+        return value
     try:
         n = operator.index(value)
     except TypeError:
@@ -212,7 +216,7 @@ class Block:
         """A writable memoryview of the block's ``size`` bytes (released on free)."""
         self._check_live("view")
         if self._view is None:
-            ptr = ffi.cast("char *", self.address)
+            ptr = ffi.cast(_CHARP, self.address)
             self._view = memoryview(ffi.buffer(ptr, self.size))  # type: ignore[arg-type]
         return self._view
 
@@ -233,12 +237,12 @@ class Block:
         writes after free are all allowed and may corrupt the heap on purpose.
         """
         start = self._unsafe_address(offset, len(data))
-        ffi.memmove(ffi.cast("char *", start), bytes(data), len(data))
+        ffi.memmove(ffi.cast(_CHARP, start), bytes(data), len(data))
 
     def unsafe_read(self, offset: int, n: int) -> bytes:
         """Read ``n`` bytes at ``address + offset`` with no bounds or liveness check."""
         start = self._unsafe_address(offset, _size_arg("n", n))
-        return bytes(ffi.buffer(ffi.cast("char *", start), n))
+        return bytes(ffi.buffer(ffi.cast(_CHARP, start), n))
 
     def _unsafe_address(self, offset: int, n: int) -> int:
         start = self.address + operator.index(offset)
@@ -368,22 +372,34 @@ class Heap:
 
     def alloc(self, size: int) -> Block:
         """Allocate ``size`` bytes (contents undefined). Raises OutOfMemory."""
-        n = _size_arg("size", size)
-        ptr = lib.nmm_alloc(self._heap(), n, _caller_site())
-        return self._adopt(ptr, n, f"alloc({n})")
+        # The hot path of the Python driver: kept flat on purpose.
+        heap = self._ptr
+        if heap is None:
+            raise HeapClosed("the heap is closed")
+        if type(size) is not int or not 0 <= size <= _MAX_ADDRESS:
+            size = _size_arg("size", size)
+        frame = sys._getframe(1)
+        key = (frame.f_code.co_filename, frame.f_lineno)
+        site = _SITES.get(key) or _intern_site(*key)
+        address = int(ffi.cast(_UINTPTR, lib.nmm_alloc(heap, size, site)))
+        if not address:
+            self._raise(self._failure_status(), f"alloc({size})", None)
+        block = Block(self, address, size)
+        self._live[address] = block
+        return block
 
     def calloc(self, count: int, size: int) -> Block:
         """Allocate ``count * size`` zeroed bytes; an overflowing product raises."""
         c, n = _size_arg("count", count), _size_arg("size", size)
         ptr = lib.nmm_calloc(self._heap(), c, n, _caller_site())
-        return self._adopt(ptr, c * n, f"calloc({c}, {n})")
+        return self._adopt(ptr, c * n, "calloc", c, n)
 
     def aligned_alloc(self, alignment: int, size: int) -> Block:
         """Allocate ``size`` bytes aligned to ``alignment`` (a power of two up to
         the page size; anything else raises InvalidArgument)."""
         a, n = _size_arg("alignment", alignment), _size_arg("size", size)
         ptr = lib.nmm_aligned_alloc(self._heap(), a, n, _caller_site())
-        return self._adopt(ptr, n, f"aligned_alloc({a}, {n})")
+        return self._adopt(ptr, n, "aligned_alloc", a, n)
 
     def realloc(self, block: Block | int | None, size: int) -> Block:
         """Resize a block, keeping its first min(old, new) bytes; returns the new
@@ -393,12 +409,12 @@ class Heap:
         heap = self._heap()
         site = _caller_site()
         if block is None:
-            return self._adopt(lib.nmm_alloc(heap, n, site), n, f"alloc({n})")
+            return self._adopt(lib.nmm_alloc(heap, n, site), n, "alloc", n)
         old, address = self._resolve(block, "realloc")
         if old is not None and old._freed and old._heap is self:
             raise ReallocFreed(f"realloc: block 0x{address:x} was already freed")
         mine = self._live.pop(address, None)
-        ptr = lib.nmm_realloc(heap, ffi.cast("void *", address), n, site)
+        ptr = lib.nmm_realloc(heap, ffi.cast(_VOIDP, address), n, site)
         if ptr == ffi.NULL:
             status = self._failure_status()
             if status == lib.NMM_E_NOMEM and mine is not None:
@@ -410,22 +426,31 @@ class Heap:
             self._raise(status, f"realloc(0x{address:x}, {n})", address)
         if mine is not None:
             mine._mark_freed()
-        return self._adopt(ptr, n, "realloc")
+        return self._adopt(ptr, n, "realloc", address, n)
 
     def free(self, block: Block | int) -> None:
         """Free a Block or a raw address. Misuse (double, invalid, foreign-heap
         or corrupted block) raises the matching NmmError; the heap stays valid."""
-        self._free(block, _caller_site())
+        frame = sys._getframe(1)
+        key = (frame.f_code.co_filename, frame.f_lineno)
+        self._free(block, _SITES.get(key) or _intern_site(*key))
 
     def _free(self, block: Block | int, site: int) -> None:
-        heap = self._heap()
-        owner, address = self._resolve(block, "free")
-        if owner is not None and owner._heap is self and owner._freed:
-            raise DoubleFree(f"free: block 0x{address:x} was already freed")
+        heap = self._ptr
+        if heap is None:
+            raise HeapClosed("the heap is closed")
+        if type(block) is Block and block._heap is self:
+            if block._freed:
+                raise DoubleFree(f"free: block 0x{block.address:x} was already freed")
+            address = block.address
+        else:
+            address = self._resolve(block, "free")[1]
         mine = self._live.pop(address, None)
         if mine is not None:
-            mine._mark_freed()
-        status = lib.nmm_free(heap, ffi.cast("void *", address), site)
+            mine._freed = True
+            if mine._view is not None:
+                mine._mark_freed()
+        status = lib.nmm_free(heap, ffi.cast(_VOIDP, address), site)
         if status == lib.NMM_OK:
             return
         if mine is not None and status not in (lib.NMM_E_CORRUPTED, lib.NMM_E_DOUBLE_FREE):
@@ -437,12 +462,12 @@ class Heap:
     def usable_size(self, block: Block | int) -> int:
         """Bytes usable at a block (>= its size); 0 if it is not a live block."""
         _, address = self._resolve(block, "usable_size")
-        return int(lib.nmm_usable_size(self._heap(), ffi.cast("void *", address)))
+        return int(lib.nmm_usable_size(self._heap(), ffi.cast(_VOIDP, address)))
 
     def requested_size(self, block: Block | int) -> int:
         """The size asked for when a live block was allocated; 0 if not live."""
         _, address = self._resolve(block, "requested_size")
-        return int(lib.nmm_requested_size(self._heap(), ffi.cast("void *", address)))
+        return int(lib.nmm_requested_size(self._heap(), ffi.cast(_VOIDP, address)))
 
     @property
     def live_blocks(self) -> int:
@@ -522,6 +547,8 @@ class Heap:
     # -------------------------------------------------------------- internals
 
     def _resolve(self, block: Block | int, what: str) -> tuple[Block | None, int]:
+        if type(block) is Block:
+            return block, block.address
         if isinstance(block, Block):
             return block, block.address
         try:
@@ -534,10 +561,10 @@ class Heap:
             raise InvalidArgument(f"{what}: address {address} is outside 0..2**64-1")
         return self._live.get(address), address
 
-    def _adopt(self, ptr: Any, size: int, what: str) -> Block:
-        if ptr == ffi.NULL:
-            self._raise(self._failure_status(), what, None)
-        address = int(ffi.cast("uintptr_t", ptr))
+    def _adopt(self, ptr: Any, size: int, call: str, *args: int) -> Block:
+        address = int(ffi.cast(_UINTPTR, ptr))
+        if not address:
+            self._raise(self._failure_status(), f"{call}{args}", None)
         block = Block(self, address, size)
         self._live[address] = block
         return block
