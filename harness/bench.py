@@ -249,12 +249,13 @@ def render_table(report: BenchReport) -> Any:
     """A rich ``Table``: one row per target, one column per kernel, value and ratio."""
     from rich.table import Table
 
-    table = Table(title=f"nmm-chaos bench ({'quick' if report.quick else 'full'}; "
-                        f"ratios vs {BASELINE})", show_lines=False)
-    table.add_column("target", style="bold")
+    table = Table(title=f"nmm-chaos bench ({'quick' if report.quick else 'full'}, best of "
+                        f"{report.repeat}; xN = ratio vs {BASELINE}; ↑/↓ = higher/lower is "
+                        "better)", show_lines=False)
+    table.add_column("target", style="bold", no_wrap=True)
     for k in report.kernels:
-        arrow = "higher" if k.higher_is_better else "lower"
-        table.add_column(f"{k.title}\n{k.unit} ({arrow} is better)", justify="right")
+        arrow = "↑" if k.higher_is_better else "↓"
+        table.add_column(f"{k.title}\n{k.unit} {arrow}", justify="right", no_wrap=True)
     for t in report.targets:
         if not t.installed:
             blanks = [""] * (len(report.kernels) - 1)
@@ -355,6 +356,8 @@ def bench(targets_opt: str | None, kernels_opt: str | None, quick: bool,
         targets = [t for t in known if t.name in names]
     kernels = [k for k in KERNELS if k.name in kernel_names]
     console = Console()
+    if not console.is_terminal:  # a log or a pipe: do not squeeze the table into 80 columns
+        console = Console(width=200)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("bench", total=sum(t.installed for t in targets) * len(kernels))

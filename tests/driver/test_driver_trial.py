@@ -78,3 +78,32 @@ def test_every_line_is_one_json_object_with_a_type(run: Any) -> None:
     assert all(isinstance(line, dict) and "type" in line for line in trial.lines)
     assert {line["type"] for line in trial.lines} <= {"start", "fault", "event", "progress",
                                                        "result"}
+
+
+def test_single_worker_trial_reproduces_from_the_seed(run: Any) -> None:
+    """With one worker nothing depends on timing: same seed, same faults and counts."""
+    args = ("run", "--target", "nmm", "--nmm-options", "level=standard", "--seed", "77",
+            "--threads", "1", "--ops", "5000", "--fault", "double_free:count=3",
+            "--fault", "overflow:bytes=4", "--progress-every", "0")
+    a, b = run(*args), run(*args)
+    assert a.returncode == b.returncode == 0
+
+    def shape(trial: Any) -> list[tuple[Any, ...]]:
+        return [(f["id"], f["kind"], f["op"], f["size"]) for f in trial.of("fault")]
+
+    assert shape(a) == shape(b) and len(shape(a)) == 4
+    assert [e["kind"] for e in a.of("event")] == [e["kind"] for e in b.of("event")]
+    for key in ("allocs", "frees", "large_allocs"):
+        assert a.result["stats"][key] == b.result["stats"][key]
+    other = run(*args[:6], "78", *args[7:])
+    assert other.returncode == 0 and len(shape(other)) == 4
+    assert shape(other) != shape(a)
+
+
+def test_many_threads_with_churn(run: Any) -> None:
+    trial = run("run", "--target", "nmm", "--nmm-options", "level=standard", "--threads", "64",
+                "--ops", "600", "--thread-churn", "200", "--cross", "0.5", "--progress-every", "0")
+    assert trial.returncode == 0, trial.stderr
+    r = trial.result
+    assert r["threads_spawned"] == 64 * 3
+    assert r["pattern_errors"] == 0 and r["leaked_blocks"] == 0 and r["validate_problems"] == 0
