@@ -3,7 +3,7 @@
 # libnmm_preload.so and harness/_native/nmm-driver), re-installing whenever a
 # source or pyproject.toml changed.
 
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip

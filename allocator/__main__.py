@@ -1,8 +1,8 @@
 """``python -m allocator``: small utilities around the NMM library.
 
-    python -m allocator preload-path   absolute path of libnmm_preload.so
-    python -m allocator options        the NMM_OPTIONS table
-    python -m allocator demo           a short workload + benchmark, with stats
+python -m allocator preload-path   absolute path of libnmm_preload.so
+python -m allocator options        the NMM_OPTIONS table
+python -m allocator demo           a short workload + benchmark, with stats
 """
 
 from __future__ import annotations

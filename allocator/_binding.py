@@ -83,7 +83,7 @@ Stats = dataclasses.make_dataclass(
     namespace={
         "__module__": __name__,
         "__doc__": "A snapshot of nmm_stats: one int per counter of the header's "
-        "NMM_STATS_FIELDS, plus per-size-class counters in ``classes``."
+        "NMM_STATS_FIELDS, plus per-size-class counters in ``classes``.",
     },
 )
 
@@ -158,7 +158,9 @@ def _option_value(key: str, value: object) -> str:
     elif isinstance(value, int | str):
         text = str(value)
     else:
-        raise InvalidArgument(f"option {key!r}: expected str, int or bool, got {type(value).__name__}")
+        raise InvalidArgument(
+            f"option {key!r}: expected str, int or bool, got {type(value).__name__}"
+        )
     if ":" in text:
         raise InvalidArgument(f"option {key!r}: value {text!r} may not contain ':'")
     return text
@@ -217,7 +219,7 @@ class Block:
         self._check_live("view")
         if self._view is None:
             ptr = ffi.cast(_CHARP, self.address)
-            self._view = memoryview(ffi.buffer(ptr, self.size))  # type: ignore[arg-type]
+            self._view = memoryview(ffi.buffer(ptr, self.size))
         return self._view
 
     @property
@@ -316,9 +318,9 @@ class Heap:
         ptr = lib.nmm_heap_create(cfg)
         if ptr == ffi.NULL:
             code = ffi.errno
-            raise STATUS_ERRORS[lib.NMM_E_INVALID_ARGUMENT if code == errno_codes.EINVAL else lib.NMM_E_NOMEM](
-                f"nmm_heap_create failed: errno {code}"
-            )
+            raise STATUS_ERRORS[
+                lib.NMM_E_INVALID_ARGUMENT if code == errno_codes.EINVAL else lib.NMM_E_NOMEM
+            ](f"nmm_heap_create failed: errno {code}")
         self._ptr = ptr
         self.level = level
         self.policy = policy
@@ -521,7 +523,9 @@ class Heap:
     def report(self) -> dict[str, Any]:
         """The diagnostic report (nmm_report_json) as a dict."""
         heap = self._heap()
-        data: dict[str, Any] = json.loads(_read_report(lambda b, c: lib.nmm_report_json(heap, b, c)))
+        data: dict[str, Any] = json.loads(
+            _read_report(lambda b, c: lib.nmm_report_json(heap, b, c))
+        )
         return data
 
     def leaks(self) -> Any:

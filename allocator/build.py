@@ -98,9 +98,7 @@ def _rel(path: Path) -> str:
 def stats_fields(header_text: str | None = None) -> list[tuple[str, str]]:
     """The (name, description) pairs of the NMM_STATS_FIELDS X-macro in nmm.h."""
     text = HEADER.read_text() if header_text is None else header_text
-    match = re.search(
-        r"#define\s+NMM_STATS_FIELDS\(X\)\s*\\\n(.*?)(?<!\\)\n", text, re.S
-    )
+    match = re.search(r"#define\s+NMM_STATS_FIELDS\(X\)\s*\\\n(.*?)(?<!\\)\n", text, re.S)
     if match is None:
         raise RuntimeError(f"{HEADER}: no NMM_STATS_FIELDS(X) X-macro found")
     fields = re.findall(r'X\(\s*(\w+)\s*,\s*"((?:[^"\\]|\\.)*)"\s*\)', match.group(1))
@@ -181,15 +179,17 @@ def _run(cmd: list[str]) -> None:
         raise BuildError(f"command failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stdout}")
 
 
-def _compile_all(
-    sources: list[Path], obj_dir: Path, flavor: Flavor, jobs: int
-) -> list[Path]:
+def _compile_all(sources: list[Path], obj_dir: Path, flavor: Flavor, jobs: int) -> list[Path]:
     """Compile sources to objects, skipping objects newer than their source and
     every header (a header change rebuilds everything: simple and safe)."""
     obj_dir.mkdir(parents=True, exist_ok=True)
-    headers = list(INCLUDE_DIR.glob("*.h")) + list(SRC_DIR.glob("*.h")) + list(DRIVER_DIR.glob("*.h"))
+    headers = (
+        list(INCLUDE_DIR.glob("*.h")) + list(SRC_DIR.glob("*.h")) + list(DRIVER_DIR.glob("*.h"))
+    )
     newest_header = max((h.stat().st_mtime for h in headers), default=0.0)
-    flags = CFLAGS + [f"-D{d}" for d in flavor.defines] + ["-I", str(INCLUDE_DIR), "-I", str(SRC_DIR)]
+    flags = (
+        CFLAGS + [f"-D{d}" for d in flavor.defines] + ["-I", str(INCLUDE_DIR), "-I", str(SRC_DIR)]
+    )
     todo: list[list[str]] = []
     objects: list[Path] = []
     for src in sources:
@@ -250,7 +250,14 @@ def build_native(
 
     so = alloc_out / f"libnmm{sfx}.so"
     _atomic_link(
-        ["gcc", "-shared", "-pthread", f"-Wl,-soname,libnmm{sfx}.so", *map(str, lib_objs), *link_libs],
+        [
+            "gcc",
+            "-shared",
+            "-pthread",
+            f"-Wl,-soname,libnmm{sfx}.so",
+            *map(str, lib_objs),
+            *link_libs,
+        ],
         so,
     )
     built.append(so)
@@ -285,10 +292,26 @@ def build_native(
 # Symbols the preload library may export besides nmm_*.
 MALLOC_FAMILY = frozenset(
     {
-        "malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign",
-        "aligned_alloc", "memalign", "valloc", "pvalloc", "malloc_usable_size",
-        "cfree", "__libc_malloc", "__libc_free", "__libc_calloc", "__libc_realloc",
-        "__libc_memalign", "__libc_valloc", "__libc_pvalloc", "__libc_posix_memalign",
+        "malloc",
+        "free",
+        "calloc",
+        "realloc",
+        "reallocarray",
+        "posix_memalign",
+        "aligned_alloc",
+        "memalign",
+        "valloc",
+        "pvalloc",
+        "malloc_usable_size",
+        "cfree",
+        "__libc_malloc",
+        "__libc_free",
+        "__libc_calloc",
+        "__libc_realloc",
+        "__libc_memalign",
+        "__libc_valloc",
+        "__libc_pvalloc",
+        "__libc_posix_memalign",
     }
 )
 
@@ -317,7 +340,9 @@ def _warn_on_extra_exports(path: Path, *, preload: bool) -> None:
         return
     extra = unexpected_exports(path, preload=preload)
     if extra:
-        print(f"nmm: warning: {path.name} exports non-nmm symbols: {sorted(extra)}", file=sys.stderr)
+        print(
+            f"nmm: warning: {path.name} exports non-nmm symbols: {sorted(extra)}", file=sys.stderr
+        )
 
 
 # ------------------------------------------------------------------ command line

@@ -101,7 +101,7 @@ def test_view_is_released_on_free(make_heap: MakeHeap) -> None:
     view[0] = 7
     heap.free(block)
     with pytest.raises(ValueError):
-        view[0]  # noqa: B018 - released memoryviews refuse access
+        view[0]
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -205,8 +205,12 @@ def test_double_free_of_a_large_block(make_heap: MakeHeap, level: str) -> None:
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize(
     ("variant", "reason"),
-    [("interior", "interior"), ("wild", "wild"), ("foreign", "foreign_heap"),
-     ("large_interior", "interior")],
+    [
+        ("interior", "interior"),
+        ("wild", "wild"),
+        ("foreign", "foreign_heap"),
+        ("large_interior", "interior"),
+    ],
 )
 def test_invalid_free(make_heap: MakeHeap, level: str, variant: str, reason: str) -> None:
     heap = make_heap(level=level)
@@ -309,9 +313,18 @@ def test_unknown_option_is_a_clear_error() -> None:
 
 
 def test_options_are_passed_to_the_parser(make_heap: MakeHeap) -> None:
-    heap = make_heap(level="paranoid", policy="record", limit_bytes=1 << 30, quarantine="1M",
-                     tracking=True, events=64)
-    assert heap.options == "level=paranoid:policy=record:limit=1073741824:quarantine=1M:tracking=1:events=64"
+    heap = make_heap(
+        level="paranoid",
+        policy="record",
+        limit_bytes=1 << 30,
+        quarantine="1M",
+        tracking=True,
+        events=64,
+    )
+    assert (
+        heap.options
+        == "level=paranoid:policy=record:limit=1073741824:quarantine=1M:tracking=1:events=64"
+    )
     report = heap.report()
     assert isinstance(report, dict)
 
@@ -425,7 +438,9 @@ def test_threads_allocate_in_parallel(make_heap: MakeHeap, level: str) -> None:
 
 
 def test_stats_fields_come_from_the_header() -> None:
-    spec = importlib.util.spec_from_file_location("nmm_build_for_test", ROOT / "allocator" / "build.py")
+    spec = importlib.util.spec_from_file_location(
+        "nmm_build_for_test", ROOT / "allocator" / "build.py"
+    )
     assert spec is not None and spec.loader is not None
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
@@ -499,18 +514,25 @@ def test_leaks_report_names_the_site(make_heap: MakeHeap) -> None:
 
 
 def test_preload_path_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "allocator", "preload-path"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-m", "allocator", "preload-path"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     path = Path(out)
     assert path.is_absolute() and path.name == "libnmm_preload.so" and path.is_file()
     assert path == allocator.preload_path()
-    helptext = subprocess.run([sys.executable, "-m", "allocator", "--help"],
-                              capture_output=True, text=True, check=True).stdout
+    helptext = subprocess.run(
+        [sys.executable, "-m", "allocator", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "preload-path" in helptext
 
 
 def test_native_libraries_export_only_the_contract() -> None:
-    spec = importlib.util.spec_from_file_location("nmm_build_exports", ROOT / "allocator" / "build.py")
+    spec = importlib.util.spec_from_file_location(
+        "nmm_build_exports", ROOT / "allocator" / "build.py"
+    )
     assert spec is not None and spec.loader is not None
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
@@ -519,7 +541,14 @@ def test_native_libraries_export_only_the_contract() -> None:
     assert {"nmm_alloc", "nmm_free", "nmm_heap_create", "nmm_stats_get"} <= lib_symbols
     assert build.unexpected_exports(native / "libnmm.so", preload=False) == set()
     preload_symbols = build.exported_symbols(native / "libnmm_preload.so")
-    assert {"malloc", "free", "calloc", "realloc", "posix_memalign", "aligned_alloc",
-            "malloc_usable_size"} <= preload_symbols
+    assert {
+        "malloc",
+        "free",
+        "calloc",
+        "realloc",
+        "posix_memalign",
+        "aligned_alloc",
+        "malloc_usable_size",
+    } <= preload_symbols
     assert build.unexpected_exports(native / "libnmm_preload.so", preload=True) == set()
     assert (native / "libnmm.a").stat().st_size > 0

@@ -199,13 +199,22 @@ EXPECT: dict[str, dict[str, Expect]] = {
     },
 }
 for _n in ("overflow_1", "overflow_16", "overflow_4096"):
-    EXPECT[_n] = {"off": MISSED, "standard": Expect("Corrupted", "overflow"),
-                  "paranoid": Expect("Corrupted", "overflow")}
-EXPECT["underflow_8"] = {"off": MISSED, "standard": Expect("Corrupted", "underflow"),
-                         "paranoid": Expect("Corrupted", "underflow")}
+    EXPECT[_n] = {
+        "off": MISSED,
+        "standard": Expect("Corrupted", "overflow"),
+        "paranoid": Expect("Corrupted", "overflow"),
+    }
+EXPECT["underflow_8"] = {
+    "off": MISSED,
+    "standard": Expect("Corrupted", "underflow"),
+    "paranoid": Expect("Corrupted", "underflow"),
+}
 for _n in ("uaf_write_first", "uaf_write_middle"):
-    EXPECT[_n] = {"off": MISSED, "standard": MISSED,
-                  "paranoid": Expect(None, "use_after_free", later=True)}
+    EXPECT[_n] = {
+        "off": MISSED,
+        "standard": MISSED,
+        "paranoid": Expect(None, "use_after_free", later=True),
+    }
 assert EXPECT.keys() == BODIES.keys()
 
 # Overflowing 4096 bytes also tramples the neighbours: extra detections there are fine.
@@ -219,8 +228,7 @@ def _run_case(case: str, level: str, policy: str) -> subprocess.CompletedProcess
         + textwrap.dedent(BODIES[case])
         + EPILOGUE
     )
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -236,7 +244,9 @@ def test_misuse(case: str, level: str, policy: str) -> None:
         )
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1, f"{where}: expected one diagnostic line, got {lines}"
-        assert expect.kind in lines[0], f"{where}: diagnostic does not name {expect.kind}: {lines[0]}"
+        assert expect.kind in lines[0], (
+            f"{where}: diagnostic does not name {expect.kind}: {lines[0]}"
+        )
         return
     assert proc.returncode == 0, (
         f"{where}: the child did not survive (exit {proc.returncode})\n{proc.stdout}\n{proc.stderr}"
@@ -287,14 +297,18 @@ def test_damage_in_header_or_canary_is_detected(size: int, zone: str, data: st.D
             offset = -data.draw(st.integers(1, 16), label="offset before the start")
             length = data.draw(st.integers(1, -offset), label="length")
         original = block.unsafe_read(offset, length)
-        first = data.draw(st.integers(0, 255).filter(lambda b: b != original[0]), label="first byte")
+        first = data.draw(
+            st.integers(0, 255).filter(lambda b: b != original[0]), label="first byte"
+        )
         rest = data.draw(st.binary(min_size=length - 1, max_size=length - 1), label="rest")
         block.unsafe_write(offset, bytes([first]) + rest)
         with pytest.raises(Corrupted) as info:
             heap.free(block)
         event = info.value.event
         assert event is not None and event.address == block.address
-        assert event.kind in (("overflow",) if zone == "canary" else ("underflow", "header_corrupt"))
+        assert event.kind in (
+            ("overflow",) if zone == "canary" else ("underflow", "header_corrupt")
+        )
         for neighbour in (blocks[0], blocks[2]):
             try:
                 heap.free(neighbour)

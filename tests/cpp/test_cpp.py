@@ -24,10 +24,23 @@ LIBNMM_A = allocator.preload_path().parent / "libnmm.a"
 def test_nmm_hpp(tmp_path: Path, flags: list[str]) -> None:
     exe = tmp_path / "test_nmm_hpp"
     build = subprocess.run(
-        ["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-g", *flags,
-         f"-I{ROOT / 'allocator' / 'include'}", str(HERE / "test_nmm_hpp.cpp"),
-         str(LIBNMM_A), "-pthread", "-o", str(exe)],
-        capture_output=True, text=True,
+        [
+            "g++",
+            "-std=c++17",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-g",
+            *flags,
+            f"-I{ROOT / 'allocator' / 'include'}",
+            str(HERE / "test_nmm_hpp.cpp"),
+            str(LIBNMM_A),
+            "-pthread",
+            "-o",
+            str(exe),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
