@@ -11,10 +11,8 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <unwind.h>
 
 #define SITE_BITS 16
 #define SITE_CAP (1u << SITE_BITS)  /* ids 1..SITE_CAP-1; 0 = unknown */
@@ -277,58 +275,49 @@ void track_site_format(strbuf_t *sb, nmm_site_t site, bool symbolize)
 
 /* ------------------------------------------------------------------ stacks */
 
-/* The unwinder (libgcc's, driven by .eh_frame) rather than a frame-pointer walk:
- * the allocator and most system libraries are built without frame pointers, and
- * a walk through them yields garbage. libgcc_s is linked in (no lazy dlopen, so
- * nothing allocates here) and finds unwind tables lock-free (_dl_find_object).
- * It costs about 1-2 us per capture, hence the sampling. */
-struct unwind_state {
-    uintptr_t *pcs;
-    uint32_t n;
-    uint32_t skip;     /* our own frames: stack_capture, stack_sample_now, track_on_alloc */
-    int32_t entry;     /* index of the last frame that is an allocation entry point */
-};
+/* Upper bound of the calling thread's stack, so the frame walk never reads past
+ * it: glibc puts a thread's TCB (the thread pointer) just above its stack; the
+ * main thread's stack ends at __libc_stack_end. 0 when unknown. */
+extern void *__libc_stack_end;
 
-#define STACK_SEARCH 8 /* leading frames searched for the entry point */
-
-/* An allocation entry point: the frames up to it are the allocator's own. (An
- * entry point that tail-calls its slow path leaves that frame instead; leaks
- * reports drop such leading frames when the allocator is a shared library.) */
-static bool is_entry_point(uintptr_t start)
+static uintptr_t stack_limit(uintptr_t fp)
 {
-    return start == (uintptr_t)nmm_alloc || start == (uintptr_t)nmm_calloc ||
-           start == (uintptr_t)nmm_realloc || start == (uintptr_t)nmm_aligned_alloc ||
-           start == (uintptr_t)malloc || start == (uintptr_t)calloc ||
-           start == (uintptr_t)realloc || start == (uintptr_t)aligned_alloc ||
-           start == (uintptr_t)posix_memalign;
+#if defined(__x86_64__) || defined(__aarch64__)
+    uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
+    if (fp < tp && tp - fp < ((uintptr_t)64 << 20))
+        return tp;
+#endif
+    uintptr_t main_end = (uintptr_t)__libc_stack_end;
+    if (fp < main_end && main_end - fp < ((uintptr_t)1 << 30))
+        return main_end;
+    return 0;
 }
 
-static _Unwind_Reason_Code unwind_frame(struct _Unwind_Context *ctx, void *arg)
-{
-    struct unwind_state *s = arg;
-    uintptr_t ip = (uintptr_t)_Unwind_GetIP(ctx);
-    if (!ip)
-        return _URC_END_OF_STACK;
-    if (s->skip) {
-        s->skip--;
-        return _URC_NO_REASON;
-    }
-    if (s->n < STACK_SEARCH && is_entry_point((uintptr_t)_Unwind_GetRegionStart(ctx)))
-        s->entry = (int32_t)s->n;
-    s->pcs[s->n++] = ip;
-    return s->n >= STACK_DEPTH + STACK_SEARCH ? _URC_END_OF_STACK : _URC_NO_REASON;
-}
-
+/* Walk frame pointers. Frames without one end the walk early or are skipped;
+ * every step is bounds-checked so a garbage rbp never faults. */
 static NMM_NOINLINE uint32_t stack_capture(uintptr_t *pcs)
 {
-    uintptr_t all[STACK_DEPTH + STACK_SEARCH];
-    struct unwind_state s = {.pcs = all, .n = 0, .skip = 3, .entry = -1};
-    _Unwind_Backtrace(unwind_frame, &s);
-    uint32_t first = (uint32_t)(s.entry + 1);
-    uint32_t n = s.n > first ? s.n - first : 0;
-    if (n > STACK_DEPTH)
-        n = STACK_DEPTH;
-    memcpy(pcs, all + first, n * sizeof *pcs);
+    uintptr_t *fp = __builtin_frame_address(0);
+    uintptr_t hi = stack_limit((uintptr_t)fp);
+    uint32_t n = 0;
+    if (!hi)
+        return 0;
+    bool skip = true; /* our own frame's return address is track_on_alloc */
+    while (n < STACK_DEPTH) {
+        uintptr_t f = (uintptr_t)fp;
+        if ((f & 7) || f + 16 > hi)
+            break;
+        uintptr_t ret = fp[1];
+        uintptr_t next = fp[0];
+        if (ret < 4096)
+            break;
+        if (!skip)
+            pcs[n++] = ret;
+        skip = false;
+        if (next <= f || next - f > ((uintptr_t)1 << 20))
+            break;
+        fp = (uintptr_t *)next;
+    }
     return n;
 }
 
