@@ -111,6 +111,8 @@ _NMM_LEVELS: tuple[tuple[str, str, str], ...] = (
     ("nmm", "level=off", "NMM heap, level=off (pointer validation only)"),
     ("nmm-standard", "level=standard", "NMM heap, level=standard (checksums, canaries)"),
     ("nmm-paranoid", "level=paranoid", "NMM heap, level=paranoid (poison, quarantine, guards)"),
+    ("nmm-tracking", "level=standard:tracking=1:stacks=1/64",
+     "NMM heap, level=standard with allocation tracking (stacks 1/64)"),
 )
 
 
@@ -150,11 +152,12 @@ def all_targets(lib_dirs: Iterable[str] = LIB_DIRS) -> tuple[Target, ...]:
     for name, options, description in _NMM_LEVELS:
         targets.append(Target(name, description, "nmm", nmm_options=options))
     preload = nmm_preload_library()
-    targets.append(Target(
-        "nmm-preload", "NMM as the process malloc (libnmm_preload.so, level=off)", "malloc",
-        preload=(str(preload),), env=(("NMM_OPTIONS", "level=off"),),
-        installed=preload.is_file(),
-        missing="" if preload.is_file() else f"{preload} (built by `pip install -e .`)"))
+    for name, level in (("nmm-preload", "off"), ("nmm-preload-standard", "standard")):
+        targets.append(Target(
+            name, f"NMM as the process malloc (libnmm_preload.so, level={level})", "malloc",
+            preload=(str(preload),), env=(("NMM_OPTIONS", f"level={level}"),),
+            installed=preload.is_file(),
+            missing="" if preload.is_file() else f"{preload} (built by `pip install -e .`)"))
     for spec in _PEERS:
         lib = find_library(spec.libraries, dirs)
         targets.append(Target(

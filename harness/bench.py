@@ -12,9 +12,13 @@ A missing peer is listed as not installed; a kernel that crashes is reported, no
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
 import platform
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +46,7 @@ class Kernel:
     ops: int
     quick_ops: int
     description: str
+    program: str = ""  # driver_kernel "program": a real program timed under the target
 
 
 KERNELS: tuple[Kernel, ...] = (
@@ -59,7 +64,34 @@ KERNELS: tuple[Kernel, ...] = (
            "peak RSS growth of the 2-thread churn"),
     Kernel("driver", "driver 2T", "Mops/s", True, "driver", 2, 1_000_000, 200_000,
            "chaos trial workload with pattern checks, 2 threads (overhead vs --no-check)"),
+    Kernel("sqlite", "sqlite3", "ms", False, "program", None, 100_000, 20_000,
+           "sqlite3 CLI inserting, indexing and querying N rows (wall time; preload targets)",
+           program="sqlite"),
+    Kernel("python", "python3", "ms", False, "program", None, 100_000, 20_000,
+           "python3 json, re and sqlite3 over N records (wall time; preload targets)",
+           program="python"),
 )
+
+_SQLITE_SCRIPT = """CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT, c REAL);
+WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < {rows})
+INSERT INTO t SELECT x, printf('row-%08d-%s', x, hex(x * 7919)), x * 0.5 FROM n;
+CREATE INDEX tb ON t(b);
+SELECT count(*), sum(length(b)), max(c) FROM t WHERE b LIKE 'row-0%5-%';
+SELECT count(*) FROM t AS p JOIN t AS q ON p.a = q.a + 1 WHERE p.c > 100;
+"""
+
+_PYTHON_SCRIPT = """
+import json, re, sqlite3
+docs = [{{"id": i, "name": f"item-{{i}}", "tags": [str(j) for j in range(i % 7)], "v": i / 4}}
+        for i in range({rows})]
+text = json.dumps(docs)
+back = json.loads(text)
+words = re.findall(r"item-(\\d+)", text)
+db = sqlite3.connect(":memory:")
+db.execute("create table t(id integer, name text)")
+db.executemany("insert into t values (?, ?)", ((d["id"], d["name"]) for d in back))
+print(len(text), len(words), db.execute("select count(*), sum(length(name)) from t").fetchone())
+"""
 
 _SCALE = {"ops/s": 1e-6, "bytes": 1.0 / (1 << 20)}  # driver unit -> display unit
 
@@ -155,6 +187,53 @@ def _measure_driver(kernel: Kernel, target: Target, quick: bool, timeout_s: floa
     return Cell(kernel.name, target.name, value, kernel.unit, (value,), extra=extra)
 
 
+def _program_argv(program: str, rows: int) -> tuple[list[str], str]:
+    """The command line and stdin of a real-program kernel."""
+    if program == "sqlite":
+        return ["sqlite3", ":memory:"], _SQLITE_SCRIPT.format(rows=rows)
+    return [sys.executable, "-I", "-S", "-c", _PYTHON_SCRIPT.format(rows=rows)], ""
+
+
+@functools.cache
+def _reference_output(program: str, rows: int) -> str:
+    """What the program prints under glibc (every target must print the same)."""
+    argv, stdin = _program_argv(program, rows)
+    env = Target(BASELINE, "", "malloc").child_env()
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env,
+                          timeout=600, check=False).stdout
+
+
+def _measure_program(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
+                     driver: Path) -> Cell:
+    """Wall time of a real program with the target as its malloc (preload targets only)."""
+    if target.is_nmm_heap:
+        return Cell(kernel.name, target.name, None, kernel.unit,
+                    extra={"note": "n/a: an NMM heap inside the driver; see nmm-preload*"})
+    # The same rows for every target (wall times are compared), except where a peer
+    # cannot hold that many blocks (its cell then has no ratio).
+    rows = kernel.quick_ops if quick else kernel.ops
+    if target.max_ops:
+        rows = min(rows, target.max_ops)
+    argv, stdin = _program_argv(kernel.program, rows)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                              env=target.child_env(), timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return Cell(kernel.name, target.name, None, kernel.unit, error="timeout")
+    except OSError as exc:
+        return Cell(kernel.name, target.name, None, kernel.unit, error=f"cannot run: {exc}")
+    ms = (time.perf_counter() - t0) * 1e3
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or [""])[-1]
+        return Cell(kernel.name, target.name, None, kernel.unit,
+                    error=f"exit {proc.returncode}: {tail}")
+    if proc.stdout != _reference_output(kernel.program, rows):
+        return Cell(kernel.name, target.name, None, kernel.unit,
+                    error="output differs from glibc's")
+    return Cell(kernel.name, target.name, ms, kernel.unit, (ms,), extra={"rows": rows})
+
+
 def _measure_kernel(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
                     driver: Path) -> Cell:
     argv = bench_argv(kernel.driver_kernel, target, threads=kernel.threads,
@@ -173,7 +252,8 @@ def measure(kernel: Kernel, target: Target, *, quick: bool = False, repeat: int 
             timeout_s: float = 300.0, driver: Path | None = None) -> Cell:
     """Run one kernel against one target ``repeat`` times and keep the best value."""
     drv = driver or driver_path()
-    fn = _measure_driver if kernel.driver_kernel == "driver" else _measure_kernel
+    fn = {"driver": _measure_driver, "program": _measure_program}.get(
+        kernel.driver_kernel, _measure_kernel)
     best: Cell | None = None
     runs: list[float] = []
     for _ in range(repeat):
@@ -189,11 +269,16 @@ def measure(kernel: Kernel, target: Target, *, quick: bool = False, repeat: int 
 
 
 def _with_ratios(cells: list[Cell]) -> list[Cell]:
-    base = {c.kernel: c.value for c in cells if c.target == BASELINE and c.value}
+    """Ratios against the baseline's cell of the same kernel; none for a wall-time
+    cell that ran a different amount of work (``rows``) than the baseline."""
+    base = {c.kernel: c for c in cells if c.target == BASELINE and c.value}
     out = []
     for c in cells:
         ref = base.get(c.kernel)
-        ratio = round(c.value / ref, 4) if c.value is not None and ref else None
+        comparable = ref is not None and ref.value and c.extra.get("rows") == ref.extra.get("rows")
+        ratio = (round(c.value / ref.value, 4)
+                 if c.value is not None and ref is not None and ref.value and comparable
+                 else None)
         out.append(Cell(c.kernel, c.target, c.value, c.unit, c.runs, ratio, c.extra, c.error))
     return out
 
@@ -240,7 +325,7 @@ def cell_text(c: Cell | None) -> tuple[str, str]:
     if c is None:
         return "", ""
     if c.value is None:
-        return "error", ""
+        return ("error", "") if c.error else ("n/a", "")
     ratio = f"x{c.ratio_vs_glibc:.2f}" if c.ratio_vs_glibc is not None else ""
     return _fmt_value(c.value), ratio
 

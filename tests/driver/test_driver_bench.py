@@ -131,3 +131,21 @@ def test_bench_command_rejects_unknown_names(monkeypatch: pytest.MonkeyPatch,
     assert result.exit_code == 2 and "unknown target 'nope'" in result.output
     result = CliRunner().invoke(bench_mod.bench, ["--kernels", "warp"])
     assert result.exit_code == 2 and "unknown kernel 'warp'" in result.output
+
+
+def test_program_kernel_times_preload_targets_only(driver: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NMM_CHAOS_DRIVER", str(driver))
+    kernel = bench_mod.Kernel("python", "python3", "ms", False, "program", None, 300, 300,
+                              "python3 workload", program="python")
+    peer = Target("capped", "a peer that holds few blocks", "malloc", max_ops=100)
+    report = bench_mod.run_bench([get_target("glibc"), get_target("nmm"), peer], [kernel])
+    glibc = report.cell("python", "glibc")
+    assert glibc is not None and glibc.value is not None and glibc.value > 0
+    assert glibc.ratio_vs_glibc == 1.0 and glibc.extra["rows"] == 300
+    nmm = report.cell("python", "nmm")
+    assert nmm is not None and nmm.value is None and nmm.error is None
+    assert bench_mod.cell_text(nmm) == ("n/a", "")
+    capped = report.cell("python", "capped")
+    assert capped is not None and capped.value is not None
+    assert capped.extra["rows"] == 100 and capped.ratio_vs_glibc is None  # other work, no ratio
