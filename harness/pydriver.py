@@ -25,7 +25,7 @@ from harness.records import EventLine, FaultLine, Observation, ResultLine
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
 #: bytes at each end of a block that carry the fill pattern (the whole block if smaller)
-PATTERN_EDGE = 32
+PATTERN_EDGE = 16
 _WILD_BASE = 0x0000_1000_0000_0000
 #: largest block the Python driver damages in place (see PyDriver.inject)
 SMALL_BLOCK = 4096
@@ -40,10 +40,15 @@ def _flip(data: bytes) -> bytes:
     return bytes(b ^ 0xFF for b in data)
 
 
-@dataclass
 class _Slot:
-    block: Any
-    block_id: int
+    """A live block of the workload and the fill pattern it must still carry."""
+
+    __slots__ = ("block", "block_id", "pat")
+
+    def __init__(self, block: Any, block_id: int, pat: bytes) -> None:
+        self.block = block
+        self.block_id = block_id
+        self.pat = pat
 
 
 @dataclass
@@ -105,8 +110,16 @@ class PyDriver:
         self.plan = plan
         self.seed = seed
         w = plan.workload
-        self._ranges = [(r.lo, r.hi) for r in w.sizes]
-        self._weights = [r.weight for r in w.sizes]
+        self._check_on = w.check
+        self._cross = w.cross
+        total = sum(r.weight for r in w.sizes)
+        acc = 0.0
+        #: (cumulative share, lo, hi, log lo, log span) per size range
+        self._ranges: list[tuple[float, int, int, float, float]] = []
+        for r in w.sizes:
+            acc += r.weight / total
+            log_lo = math.log(max(r.lo, 1))
+            self._ranges.append((acc, r.lo, r.hi, log_lo, math.log(r.hi + 1) - log_lo))
         self.workers = [_Worker(i, random.Random(f"{seed}:{i}"), [None] * w.live)
                         for i in range(w.threads)]
         self._next_id = 0
@@ -123,34 +136,30 @@ class PyDriver:
     # ------------------------------------------------------------------ ops
 
     def _size(self, rng: random.Random) -> int:
-        lo, hi = rng.choices(self._ranges, self._weights)[0] if len(self._ranges) > 1 \
-            else self._ranges[0]
+        """A size drawn log-uniformly from a range picked by weight."""
+        ranges = self._ranges
+        entry = ranges[0]
+        if len(ranges) > 1:
+            r = rng.random()
+            for entry in ranges:
+                if r < entry[0]:
+                    break
+        _, lo, hi, log_lo, log_span = entry
         if hi <= lo:
             return lo
-        return min(hi, int(math.exp(rng.uniform(math.log(max(lo, 1)), math.log(hi + 1)))))
-
-    def _fill(self, slot: _Slot) -> None:
-        if not self.plan.workload.check:
-            return
-        view = slot.block.view
-        n = len(view)
-        if n <= 2 * PATTERN_EDGE:
-            view[:] = _pattern(slot.block_id, n)
-        else:
-            pat = _pattern(slot.block_id, PATTERN_EDGE)
-            view[:PATTERN_EDGE] = pat
-            view[n - PATTERN_EDGE:] = pat
+        return min(hi, max(lo, int(math.exp(log_lo + rng.random() * log_span))))
 
     def _check(self, slot: _Slot) -> None:
-        if not self.plan.workload.check:
+        if not self._check_on:
             return
         view = slot.block.view
+        pat = slot.pat
+        k = len(pat)
         n = len(view)
         if n <= 2 * PATTERN_EDGE:
-            ok = view.tobytes() == _pattern(slot.block_id, n)
+            ok = view == pat
         else:
-            pat = _pattern(slot.block_id, PATTERN_EDGE)
-            ok = view[:PATTERN_EDGE] == pat and view[n - PATTERN_EDGE:] == pat
+            ok = view[:k] == pat and view[n - k:] == pat
         if not ok:
             self.pattern_errors += 1
 
@@ -160,10 +169,20 @@ class PyDriver:
         except self._allocator.OutOfMemory:
             self.alloc_failures += 1
             return None
-        slot = _Slot(block, self._next_id)
-        self._next_id += 1
-        self._fill(slot)
-        return slot
+        block_id = self._next_id
+        self._next_id = block_id + 1
+        if not self._check_on:
+            return _Slot(block, block_id, b"")
+        view = block.view
+        n = len(view)
+        if n <= 2 * PATTERN_EDGE:
+            pat = _pattern(block_id, n)
+            view[:] = pat
+        else:
+            pat = _pattern(block_id, PATTERN_EDGE)
+            view[:PATTERN_EDGE] = pat
+            view[n - PATTERN_EDGE:] = pat
+        return _Slot(block, block_id, pat)
 
     def _free(self, slot: _Slot) -> None:
         self._check(slot)
@@ -179,17 +198,19 @@ class PyDriver:
         while worker.inbox:
             self._free(worker.inbox.pop())
         rng = worker.rng
-        i = rng.randrange(len(worker.slots))
-        slot = worker.slots[i]
+        slots = worker.slots
+        i = int(rng.random() * len(slots))
+        slot = slots[i]
         if slot is not None:
-            worker.slots[i] = None
-            if len(self.workers) > 1 and rng.random() < self.plan.workload.cross:
-                other = (index + 1 + rng.randrange(len(self.workers) - 1)) % len(self.workers)
+            slots[i] = None
+            n_workers = len(self.workers)
+            if n_workers > 1 and self._cross and rng.random() < self._cross:
+                other = (index + 1 + int(rng.random() * (n_workers - 1))) % n_workers
                 self.workers[other].inbox.append(slot)
             else:
                 self._free(slot)
         else:
-            worker.slots[i] = self._alloc(worker, self._size(rng))
+            slots[i] = self._alloc(worker, self._size(rng))
         worker.op += 1
         self.ops += 1
 
