@@ -47,10 +47,7 @@ static uint64_t *size_table(const options_t *o, const char *fallback, uint64_t s
         uint64_t lo = strtoull(fallback, NULL, 10);
         uint64_t hi = strtoull(strchr(fallback, '-') + 1, NULL, 10);
         local.range_count = 1;
-        local.ranges[0].lo = lo;
-        local.ranges[0].hi = hi;
-        local.ranges[0].log_lo = __builtin_log((double)lo);
-        local.ranges[0].log_span = __builtin_log((double)hi + 1.0) - local.ranges[0].log_lo;
+        plan_range_init(&local.ranges[0], lo, hi);
         local.ranges[0].cumulative = 1.0;
         local.weight_total = 1.0;
     }

@@ -14,6 +14,7 @@
 
 #define DRV_MAX_THREADS 1024
 #define DRV_MAX_RANGES 16
+#define SIZE_STEPS 256
 #define DRV_MAX_FAULT_SPECS 32
 #define DRV_MAX_FAULTS 100000
 #define DRV_MAX_SIZE (1ull << 30)
@@ -46,9 +47,10 @@ typedef enum fault_variant {
 
 typedef struct size_range {
     uint64_t lo, hi;   /* bytes, inclusive; 1 <= lo <= hi */
-    double log_lo;     /* ln(lo) */
-    double log_span;   /* ln(hi + 1) - ln(lo) */
     double cumulative; /* running sum of weights up to and including this range */
+    /* exp(ln(lo) + i/SIZE_STEPS * (ln(hi + 1) - ln(lo))): the log-uniform quantiles,
+     * interpolated linearly between, so drawing a size costs no exp() */
+    double quantiles[SIZE_STEPS + 1];
 } size_range_t;
 
 typedef struct fault_spec {
@@ -132,6 +134,7 @@ void plan_stream_seed(xoshiro_t *rng, const options_t *o, uint32_t worker);
 void plan_next(xoshiro_t *rng, const options_t *o, bool (*occupied)(void *ctx, uint32_t slot),
                void *ctx, op_t *op);
 uint64_t plan_size(xoshiro_t *rng, const options_t *o);
+void plan_range_init(size_range_t *r, uint64_t lo, uint64_t hi);
 /* Print the first count ops of worker's stream, one line each (the `stream` command). */
 int plan_print_stream(const options_t *o, uint32_t worker, uint64_t count);
 

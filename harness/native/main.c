@@ -128,10 +128,7 @@ static void parse_sizes(options_t *o, const char *spec)
             lo < 1 || hi < lo || hi > DRV_MAX_SIZE)
             usage_error("--sizes: expected ranges lo-hi with 1 <= lo <= hi <= 1G, got '%s'", spec);
         size_range_t *r = &o->ranges[o->range_count++];
-        r->lo = lo;
-        r->hi = hi;
-        r->log_lo = log((double)lo);
-        r->log_span = log((double)hi + 1.0) - r->log_lo;
+        plan_range_init(r, lo, hi);
         o->weight_total += weight;
         r->cumulative = o->weight_total;
     }

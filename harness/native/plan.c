@@ -28,12 +28,24 @@ uint64_t plan_size(xoshiro_t *rng, const options_t *o)
             break;
         }
     }
-    uint64_t size = (uint64_t)exp(r->log_lo + u * r->log_span);
+    double x = u * SIZE_STEPS;
+    unsigned i = (unsigned)x;
+    double q = r->quantiles[i] + (x - (double)i) * (r->quantiles[i + 1] - r->quantiles[i]);
+    uint64_t size = (uint64_t)q;
     if (size < r->lo)
         size = r->lo;
     if (size > r->hi)
         size = r->hi;
     return size;
+}
+
+void plan_range_init(size_range_t *r, uint64_t lo, uint64_t hi)
+{
+    r->lo = lo;
+    r->hi = hi;
+    double log_lo = log((double)lo), span = log((double)hi + 1.0) - log_lo;
+    for (int i = 0; i <= SIZE_STEPS; i++)
+        r->quantiles[i] = exp(log_lo + span * (double)i / SIZE_STEPS);
 }
 
 void plan_next(xoshiro_t *rng, const options_t *o, bool (*occupied)(void *ctx, uint32_t slot),

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -383,7 +384,16 @@ static void teardown_blocks(trial_t *tr)
     }
 }
 
-static void write_result(trial_t *tr, uint64_t elapsed_ns)
+/* CPU time of the whole process (every thread), ns: robust against a loaded machine. */
+static uint64_t cpu_ns(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000ull +
+           ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000ull;
+}
+
+static void write_result(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
 {
     const options_t *o = tr->o;
     hist_t *h = out_map(sizeof *h);
@@ -419,6 +429,7 @@ static void write_result(trial_t *tr, uint64_t elapsed_ns)
     jl_u64(j, "ops", ops);
     jl_u64(j, "elapsed_ns", elapsed_ns);
     jl_dbl(j, "ops_per_sec", elapsed_ns ? (double)ops * 1e9 / (double)elapsed_ns : 0.0);
+    jl_u64(j, "cpu_ns", cpu);
     jl_u64(j, "faults", atomic_load(&tr->faults_done));
     jl_u64(j, "events", events);
     jl_u64(j, "pattern_errors", perr);
@@ -471,13 +482,13 @@ int workload_run(const options_t *o)
     jl_end(&j);
 
     pthread_t *threads = out_map(sizeof(pthread_t) * o->threads);
-    uint64_t t0 = drv_now_ns();
+    uint64_t t0 = drv_now_ns(), c0 = cpu_ns();
     if (!threads || !supervise(&tr, threads))
         return 1;
-    uint64_t elapsed = drv_now_ns() - t0;
+    uint64_t elapsed = drv_now_ns() - t0, cpu = cpu_ns() - c0;
 
     teardown_blocks(&tr);
-    write_result(&tr, elapsed);
+    write_result(&tr, elapsed, cpu);
     target_close(&tr.foreign);
     target_close(&tr.target);
     return 0;

@@ -29,7 +29,7 @@ def test_clean_trial_finds_nothing_and_adds_up(run: Any, target: str, options: s
     assert trial.of("event") == [] and trial.of("fault") == []
     assert len(trial.of("progress")) == 2 * 20000 // 5000
     r = trial.result
-    assert r["exit"] == "ok" and r["ops"] == 40000
+    assert r["exit"] == "ok" and r["ops"] == 40000 and r["cpu_ns"] > 0
     assert r["pattern_errors"] == 0 and r["events"] == 0 and r["faults"] == 0
     assert r["unexpected_status"] == 0 and r["alloc_failures"] == 0
     assert r["latency_ns"]["samples"] > 0
