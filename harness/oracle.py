@@ -234,8 +234,6 @@ def _alloc_failure_outcome(plan: Plan, obs: Observation) -> tuple[str, str]:
                           f"following {failures} failed allocation(s)")
     if result.validate_problems:
         return "missed", f"heap not intact after failures: {result.validate_problems} problems"
-    if result.pattern_errors:
-        return "missed", f"{result.pattern_errors} block(s) with a wrong pattern after failures"
     return "detected", f"{failures} allocation(s) failed cleanly, workload went on"
 
 
