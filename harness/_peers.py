@@ -98,7 +98,7 @@ _PEERS: tuple[_PeerSpec, ...] = (
     _PeerSpec("tcmalloc", "gperftools tcmalloc (minimal)",
               ("libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so")),
     _PeerSpec("tcmalloc-debug", "gperftools tcmalloc debug allocator",
-              ("libtcmalloc_debug.so.4", "libtcmalloc_debug.so"), (), 0.2),
+              ("libtcmalloc_debug.so.4", "libtcmalloc_debug.so"), (), 0.01),
     _PeerSpec("scudo", "LLVM Scudo (standalone, clang-rt)",
               ("/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.scudo_standalone-x86_64.so",)),
     _PeerSpec("efence", "Electric Fence (a guard page per block)",

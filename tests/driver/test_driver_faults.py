@@ -72,3 +72,25 @@ def test_alloc_failure_is_survived(run: Any) -> None:
     assert r["stats"]["injected_failures"] >= 1
     assert r["pattern_errors"] == 0 and r["validate_problems"] == 0
     assert r["leaked_blocks"] == 0 and trial.of("event") == []
+
+
+def test_uaf_read_is_performed_and_survived(run: Any) -> None:
+    """Reading a freed small block is not detectable; the trial goes on (oracle: missed)."""
+    trial = run("run", "--target", "nmm", "--nmm-options", "level=paranoid", "--seed", "2",
+                "--ops", "4000", "--fault", "uaf_read:variant=middle", "--progress-every", "0")
+    assert trial.returncode == 0, trial.stderr
+    (fault,) = trial.of("fault")
+    assert fault["kind"] == "uaf_read" and fault["variant"] == "middle"
+    assert trial.result["faults"] == 1 and trial.result["pattern_errors"] == 0
+
+
+def test_fault_line_is_written_before_a_fault_that_kills(run: Any) -> None:
+    """glibc aborts on (or soon after) a double free: the fault line is already out."""
+    import signal
+
+    trial = run("run", "--target", "malloc", "--seed", "3", "--threads", "1", "--ops", "4000",
+                "--fault", "double_free", "--progress-every", "1000")
+    assert trial.returncode == -signal.SIGABRT
+    assert [line["type"] for line in trial.lines][-1] == "fault"
+    assert trial.of("result") == [] and trial.lines[0]["type"] == "start"
+    assert trial.stderr.strip()  # glibc's one-line diagnostic (which one depends on its bins)
