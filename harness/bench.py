@@ -30,7 +30,6 @@ from harness._driver import DriverRun, bench_argv, driver_path, run_json, trial_
 from harness._peers import BASELINE, Target, all_targets
 
 SCHEMA_VERSION = 1
-_REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -398,12 +397,12 @@ def render_markdown(report: BenchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(report: BenchReport, out_dir: Path | None = None,
+def write_reports(report: BenchReport, out_root: Path = Path("reports"),
                   json_path: Path | None = None) -> list[Path]:
-    """Write ``bench.json`` and ``bench.md`` (default ``reports/bench-<timestamp>/``),
-    and a copy of the JSON at ``json_path`` if given. Returns the paths written."""
+    """Write ``bench.json`` and ``bench.md`` under ``out_root/bench-<timestamp>/``, and a
+    copy of the JSON at ``json_path`` if given. Returns the paths written."""
     stamp = report.created.replace(":", "").replace("-", "").replace("+0000", "Z")
-    out = out_dir or _REPO / "reports" / f"bench-{stamp}"
+    out = out_root / f"bench-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
     doc = json.dumps(report.to_json(), indent=2) + "\n"
     paths = [out / "bench.json", out / "bench.md"]
@@ -428,12 +427,13 @@ def write_reports(report: BenchReport, out_dir: Path | None = None,
               help="Also write the JSON document to this path.")
 @click.option("--repeat", type=click.IntRange(1, 100), default=1, show_default=True,
               help="Run each kernel N times per target and keep the best.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Report directory (default: reports/bench-<timestamp>/).")
+@click.option("--out", "out_root", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("reports"), show_default=True,
+              help="Directory under which bench-<timestamp>/ is written.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=300.0,
               show_default=True, help="Seconds before one kernel run is killed.")
 def bench(targets_opt: str | None, kernels_opt: str | None, quick: bool,
-          json_path: Path | None, repeat: int, out_dir: Path | None, timeout_s: float) -> int:
+          json_path: Path | None, repeat: int, out_root: Path, timeout_s: float) -> int:
     """Benchmark NMM and the installed peer allocators side by side, with ratios vs glibc."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -467,7 +467,7 @@ def bench(targets_opt: str | None, kernels_opt: str | None, quick: bool,
     for c in report.cells:
         if c.error:
             console.print(f"[yellow]{c.kernel} on {c.target}: {c.error}[/yellow]")
-    paths = write_reports(report, out_dir, json_path)
+    paths = write_reports(report, out_root, json_path)
     for p in paths:
         console.print(f"wrote {os.path.relpath(p)}")
     return 0

@@ -133,6 +133,10 @@ static void *churn_thread(void *arg)
     churn_arg_t *a = arg;
     const target_t *t = a->t;
     void **slots = out_map(sizeof(void *) * CHURN_SLOTS);
+    if (!slots) {
+        out_error("churn: cannot map the working set");
+        exit(1);
+    }
     xoshiro_t rng;
     xoshiro_seed(&rng, a->seed);
     for (int i = 0; i < CHURN_SLOTS; i++) { /* untimed: reach the steady state */
