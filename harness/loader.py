@@ -89,7 +89,13 @@ def _merge(into: dict[str, Any], prov: Provenance, new: Mapping[str, Any],
     """Deep-merge ``new`` over ``into``: tables merge, everything else is replaced."""
     for key, value in new.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
+        old = into.get(key)
+        # a table that changes its kind (target nmm -> malloc) replaces the base's table
+        same_kind = not (isinstance(value, dict) and isinstance(old, dict)
+                         and "kind" in value
+                         and old.get("kind", "nmm" if dotted == "target" else value["kind"])
+                         != value["kind"])
+        if isinstance(value, dict) and isinstance(old, dict) and same_kind:
             prov[dotted] = new_prov.get(dotted, prov.get(dotted, "?"))
             _merge(into[key], prov, value, new_prov, dotted + ".")
         else:
@@ -175,7 +181,7 @@ def _describe(err: Any, doc: dict[str, Any], prov: Provenance, file: str) -> str
     source = _source_of(loc, prov, file)
     kind = err["type"]
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(loc[:-1], doc)
         return (f"{source}: {dotted}: unknown key; expected one of: {', '.join(allowed)}"
                 if allowed else f"{source}: {dotted}: unknown key")
     if kind == "missing":
@@ -211,13 +217,20 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _allowed_keys(loc: list[str]) -> list[str]:
+def _allowed_keys(loc: list[str], doc: dict[str, Any]) -> list[str]:
     """Field names valid at a dotted location of the plan schema (for 'unknown key')."""
     from pydantic import BaseModel
 
+    from harness.plan import MallocTarget, NmmTarget
+
     model: Any = Plan
-    for part in loc:
+    for depth, part in enumerate(loc):
         if part.isdigit():
+            continue
+        if depth == 0 and part == "target":
+            target = doc.get("target")
+            kind = target.get("kind", "nmm") if isinstance(target, dict) else "nmm"
+            model = MallocTarget if kind == "malloc" else NmmTarget
             continue
         fields = getattr(model, "model_fields", {})
         field = fields.get(part)

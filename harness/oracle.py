@@ -42,10 +42,19 @@ _DIAG = re.compile(r"^nmm: .*$", re.MULTILINE)
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
 
 
-def find_diagnostic(stderr_tail: str) -> str | None:
-    """The last one-line ``nmm: ...`` diagnostic in a stderr tail, if any."""
+def find_diagnostic(stderr_tail: str, *, foreign: bool = False) -> str | None:
+    """The last one-line ``nmm: ...`` diagnostic in a stderr tail, if any.
+
+    For a foreign allocator (``foreign``) any last non-empty stderr line counts: glibc,
+    Scudo and the others each word their one-line report differently.
+    """
     hits = _DIAG.findall(stderr_tail)
-    return hits[-1].strip() if hits else None
+    if hits:
+        return str(hits[-1]).strip()
+    if foreign:
+        lines = [ln.strip() for ln in stderr_tail.splitlines() if ln.strip()]
+        return lines[-1] if lines else None
+    return None
 
 
 def _window(fault: FaultLine, bytes_: int) -> tuple[int, int]:
@@ -102,7 +111,7 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
         else:
             false_pos.append(event)
 
-    diagnostic = find_diagnostic(obs.stderr_tail)
+    diagnostic = find_diagnostic(obs.stderr_tail, foreign=plan.target.kind != "nmm")
     died = obs.timed_out or obs.result is None or obs.signal is not None or (
         obs.exit_code not in (0, None))
     trial_level: list[str] = []

@@ -92,7 +92,9 @@ class NmmTarget(_Model):
 
 
 class MallocTarget(_Model):
-    """A foreign allocator run under ``LD_PRELOAD`` (``malloc:<peer>``); runs come later."""
+    """A foreign allocator: the driver's ``malloc`` target with the peer under ``LD_PRELOAD``
+    (``glibc``, ``glibc-debug``, ``jemalloc``, ``mimalloc``, ``tcmalloc``, ``scudo``, ...;
+    see ``harness._peers``). Judged from exit status, signal and stderr only."""
 
     kind: Literal["malloc"]
     peer: str = Field(min_length=1, pattern=r"^[a-z0-9_.-]+$")

@@ -84,7 +84,13 @@ class ResultLine(_Line):
     pattern_errors: int = 0
     alloc_failures: int = 0
     latency_ns: dict[str, float] = Field(default_factory=dict)
+    #: nmm_stats fields (empty for a target that is not an NMM heap)
     stats: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("stats", "latency_ns", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
     #: problems found by the final nmm_validate (None: the target has no validate)
     validate_problems: int | None = 0
     #: blocks still live after the driver freed its live set (None: not an NMM target)

@@ -66,7 +66,7 @@ def driver_args(plan: Plan, seed: int) -> list[str]:
     if isinstance(target, NmmTarget):
         args += ["--target", "nmm", "--nmm-options", target.nmm_options()]
     else:
-        args += ["--target", "malloc"]
+        args += _peer(target).driver_args()
     args += ["--seed", str(seed), "--threads", str(w.threads), "--ops", str(w.ops_per_worker),
              "--sizes", w.sizes_spec(), "--live", str(w.live), "--cross", repr(w.cross),
              "--thread-churn", str(w.thread_churn), "--fork-every", str(w.fork_every),
@@ -78,14 +78,31 @@ def driver_args(plan: Plan, seed: int) -> list[str]:
     return args
 
 
+def _peer(target: MallocTarget) -> Any:
+    """The installed peer allocator a ``malloc:<peer>`` target names (harness._peers)."""
+    from harness import _peers
+
+    try:
+        peer = _peers.get_target(target.peer)
+    except KeyError as exc:
+        raise UnsupportedFeature(f"target.peer: {exc.args[0]}") from None
+    if peer.driver_target != "malloc":
+        raise UnsupportedFeature(f"target.peer: {target.peer!r} is an NMM heap; use "
+                                 "kind = \"nmm\" with a level instead")
+    if not peer.installed:
+        raise UnsupportedFeature(f"target.peer: {target.peer} is not installed "
+                                 f"(looked for {peer.missing})")
+    return peer
+
+
 def child_env(plan: Plan) -> dict[str, str]:
-    """The child's environment: ours, minus anything that would change the allocator."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NMM_OPTIONS", "LD_PRELOAD", "MALLOC_CHECK_")}
+    """The child's environment: ours, minus anything that would change the allocator,
+    plus a foreign target's ``LD_PRELOAD`` and settings."""
     if isinstance(plan.target, MallocTarget):
-        raise UnsupportedFeature(f"foreign target {plan.target.label} is not yet supported "
-                                 "by the runner")
-    return env
+        env: dict[str, str] = _peer(plan.target).child_env()
+        return env
+    return {k: v for k, v in os.environ.items()
+            if k not in ("NMM_OPTIONS", "LD_PRELOAD", "MALLOC_CHECK_", "MALLOC_CONF")}
 
 
 def run_trial(plan: Plan, seed: int, command: Sequence[str], *,

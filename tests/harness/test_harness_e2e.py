@@ -117,3 +117,36 @@ def test_bad_nmm_option_is_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "no_such_option" in err
+
+
+def glibc_plan(fault: dict[str, Any], outcome: str) -> Plan:
+    # 100-byte requests sit in 104 usable bytes: a 1-byte overflow stays in glibc's slack
+    return Plan.model_validate({
+        "schema_version": 1, "seed": 7, "seeds": 2, "timeout_s": 60,
+        "target": {"kind": "malloc", "peer": "glibc"},
+        "workload": {"threads": 1, "ops": 20000, "live": 300, "sizes": ["100-100:1"]},
+        "faults": [fault], "expect": {"outcome": [outcome]}})
+
+
+def test_foreign_target_glibc_aborts_on_a_double_free():
+    result = run_plan(glibc_plan({"kind": "double_free"}, "detected-abort"), command=DRIVER)
+    for record in result.records:
+        assert record.verdict.outcome == "detected-abort", record.verdict
+        assert record.observation.signal == 6
+        assert "double free" in (record.verdict.diagnostic or "")
+        assert record.target == "malloc:glibc"
+
+
+def test_foreign_target_glibc_misses_a_one_byte_overflow():
+    result = run_plan(glibc_plan({"kind": "overflow", "bytes": 1}, "missed"), command=DRIVER)
+    for record in result.records:
+        assert [f.outcome for f in record.verdict.faults] == ["missed"]
+        assert record.verdict.passed, record.verdict.reasons
+
+
+def test_unknown_peer_is_bad_input(tmp_path, write_plan, capsys):
+    plan = write_plan('schema_version = 1\n[target]\nkind = "malloc"\npeer = "nosuch"\n')
+    code = main(["run", str(plan), "--out", str(tmp_path)])
+    assert code == 2
+    assert "target.peer: unknown target 'nosuch'; expected one of glibc" in \
+        capsys.readouterr().err

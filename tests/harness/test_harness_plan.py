@@ -317,3 +317,18 @@ def test_property_overrides_load_or_explain(tmp_path_factory, override):
         load_plan(path, [override])
     except PlanError as exc:
         assert "Traceback" not in str(exc)
+
+
+def test_include_then_switch_target_kind_replaces_the_table(write_plan):
+    write_plan('schema_version = 1\n[target]\nlevel = "paranoid"\npolicy = "abort"\n',
+               "base.toml")
+    plan = load_plan(write_plan('include = "base.toml"\n[target]\nkind = "malloc"\n'
+                                'peer = "jemalloc"\n'))
+    assert plan.target.label == "malloc:jemalloc"
+
+
+def test_unknown_key_in_a_malloc_target_lists_its_keys(write_plan):
+    path = write_plan('schema_version = 1\n[target]\nkind = "malloc"\npeer = "glibc"\n'
+                      'level = "off"\n')
+    with pytest.raises(PlanError, match=r"target\.level: unknown key; expected one of: kind, peer"):
+        load_plan(path)
