@@ -133,23 +133,11 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
     return user;
 }
 
-void *nmm_alloc(nmm_heap_t *h, size_t size, nmm_site_t site)
+/* Standard level, block in the cache: header, canary, pop. Its own function so
+ * the off path in nmm_alloc stays free of its register pressure. */
+NMM_NOINLINE static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
-    uint8_t fast = __atomic_load_n(&h->fast, __ATOMIC_RELAXED);
-    if (likely(fast == FAST_OFF) && likely(size <= 1024)) {
-        tcache_t *tc = alloc_cache_fast(h);
-        if (likely(tc != NULL)) {
-            int cls = sizeclass_small_lut[(size + 15) >> 4];
-            tbin_t *bin = &tc->bins[cls];
-            if (likely(bin->count)) {
-                blockref_t *e = &bin->items[--bin->count];
-                __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
-                OWNER_ADD(bin->allocs, 1);
-                tc->live_bytes += sizeclass_table[cls];
-                return e->block;
-            }
-        }
-    } else if (likely(fast == FAST_STANDARD) && likely(size <= 1024 - CORE_HDR - 1)) {
+    if (likely(size <= 1024 - CORE_HDR - 1)) {
         tcache_t *tc = alloc_cache_fast(h);
         if (likely(tc != NULL)) {
             int cls = sizeclass_small_lut[(size + CORE_HDR + 1 + 15) >> 4];
@@ -167,6 +155,28 @@ void *nmm_alloc(nmm_heap_t *h, size_t size, nmm_site_t site)
                 return user;
             }
         }
+    }
+    return alloc_slow(h, size, site, 0);
+}
+
+void *nmm_alloc(nmm_heap_t *h, size_t size, nmm_site_t site)
+{
+    uint8_t fast = __atomic_load_n(&h->fast, __ATOMIC_RELAXED);
+    if (likely(fast == FAST_OFF) && likely(size <= 1024)) {
+        tcache_t *tc = alloc_cache_fast(h);
+        if (likely(tc != NULL)) {
+            int cls = sizeclass_small_lut[(size + 15) >> 4];
+            tbin_t *bin = &tc->bins[cls];
+            if (likely(bin->count)) {
+                blockref_t *e = &bin->items[--bin->count];
+                __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
+                OWNER_ADD(bin->allocs, 1);
+                tc->live_bytes += sizeclass_table[cls];
+                return e->block;
+            }
+        }
+    } else if (fast == FAST_STANDARD) {
+        return alloc_standard(h, size, site);
     }
     return alloc_slow(h, size, site, 0);
 }
@@ -352,40 +362,69 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
     return NMM_OK;
 }
 
-nmm_status_t nmm_free(nmm_heap_t *h, void *p, nmm_site_t site)
+NMM_NOINLINE static nmm_status_t free_slow_status(nmm_heap_t *h, void *p, nmm_site_t site)
 {
-    uint8_t fast = __atomic_load_n(&h->fast, __ATOMIC_RELAXED);
-    if (likely(fast != FAST_NONE)) {
-        slab_t *s = slab_of(h, (uintptr_t)p);
-        if (likely(s != NULL)) {
-            uint32_t off = fast == FAST_STANDARD ? CORE_HDR : 0;
-            uint8_t *block = (uint8_t *)p - off;
-            int32_t idx = slab_index(s, (uintptr_t)block);
-            tcache_t *tc = alloc_cache_fast(h);
-            if (likely(idx >= 0 && tc != NULL)) {
-                uint8_t *state = &slab_states(s)[idx];
-                tbin_t *bin = &tc->bins[s->cls];
-                uint32_t bs = s->block_size;
-                if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE &&
-                           bin->count < bin->cap) &&
-                    (fast == FAST_OFF || likely(detect_block_intact(h, p, bs - CORE_HDR)))) {
-                    if (fast == FAST_STANDARD)
-                        OWNER_ADD(tc->requested, -(int64_t)((block_header_t *)block)->size);
-                    __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
-                    bin->items[bin->count].block = block;
-                    bin->items[bin->count].state = state;
-                    bin->count++;
-                    OWNER_ADD(bin->frees, 1);
-                    tc->live_bytes -= bs;
-                    return NMM_OK;
-                }
-            }
-        }
-    }
     nmm_status_t st = free_slow(h, p, site, false);
     if (st != NMM_OK)
         heap_set_status(st);
     return st;
+}
+
+/* Standard level: validate, check header and canary, push. */
+NMM_NOINLINE static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_t site)
+{
+    slab_t *s = slab_of(h, (uintptr_t)p);
+    if (likely(s != NULL)) {
+        uint8_t *block = (uint8_t *)p - CORE_HDR;
+        int32_t idx = slab_index(s, (uintptr_t)block);
+        tcache_t *tc = alloc_cache_fast(h);
+        if (likely(idx >= 0 && tc != NULL)) {
+            uint8_t *state = &slab_states(s)[idx];
+            tbin_t *bin = &tc->bins[s->cls];
+            uint32_t bs = s->block_size;
+            if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE && bin->count < bin->cap &&
+                       detect_block_intact(h, p, bs - CORE_HDR))) {
+                OWNER_ADD(tc->requested, -(int64_t)((block_header_t *)block)->size);
+                __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
+                bin->items[bin->count].block = block;
+                bin->items[bin->count].state = state;
+                bin->count++;
+                OWNER_ADD(bin->frees, 1);
+                tc->live_bytes -= bs;
+                return NMM_OK;
+            }
+        }
+    }
+    return free_slow_status(h, p, site);
+}
+
+nmm_status_t nmm_free(nmm_heap_t *h, void *p, nmm_site_t site)
+{
+    uint8_t fast = __atomic_load_n(&h->fast, __ATOMIC_RELAXED);
+    if (likely(fast == FAST_OFF)) {
+        slab_t *s = slab_of(h, (uintptr_t)p);
+        if (likely(s != NULL)) {
+            int32_t idx = slab_index(s, (uintptr_t)p);
+            tcache_t *tc = alloc_cache_fast(h);
+            if (likely(idx >= 0 && tc != NULL)) {
+                uint8_t *state = &slab_states(s)[idx];
+                tbin_t *bin = &tc->bins[s->cls];
+                if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE &&
+                           bin->count < bin->cap)) {
+                    __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
+                    bin->items[bin->count].block = p;
+                    bin->items[bin->count].state = state;
+                    bin->count++;
+                    OWNER_ADD(bin->frees, 1);
+                    tc->live_bytes -= s->block_size;
+                    return NMM_OK;
+                }
+            }
+        }
+    } else if (fast == FAST_STANDARD) {
+        return free_standard(h, p, site);
+    }
+    return free_slow_status(h, p, site);
 }
 
 /* ------------------------------------------------------------------ queries */

@@ -75,7 +75,7 @@ typedef struct slab {
     struct slab *next, *prev;/* class lock: partial or empty list */
     struct slab *next_free;  /* region lock: released-range stack */
     uint32_t chunks;
-    uint32_t pad;
+    uint32_t span;           /* nblocks * block_size: bytes of the slab holding blocks */
     /* followed by uint8_t state[nblocks]; uint16_t stack[nblocks] */
 } slab_t;
 enum { SL_NONE = 0, SL_PARTIAL = 1, SL_EMPTY = 2 };
@@ -243,7 +243,7 @@ static inline slab_t *slab_of(const nmm_heap_t *h, uintptr_t p)
 static inline int32_t slab_index(const slab_t *s, uintptr_t block)
 {
     uint64_t off = block - (uintptr_t)s->data;
-    if (off >= (uint64_t)s->nblocks * s->block_size)
+    if (off >= s->span)
         return -1;
     uint64_t idx = (off * s->recip) >> CORE_RECIP_SHIFT;
     if (idx * s->block_size != off)

@@ -127,6 +127,7 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
     s->released = 0;
     s->next = s->prev = s->next_free = NULL;
     s->chunks = bytes >> CORE_CHUNK_SHIFT;
+    s->span = (uint32_t)s->nblocks * bs;
     memset(slab_states(s), 0, s->nblocks);
     size_t first = ((uintptr_t)data - h->base) >> CORE_CHUNK_SHIFT;
     for (uint32_t i = 0; i < s->chunks; i++)
