@@ -13,8 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
-/* One slot; turn == position when free for the producer at that position,
- * position + 1 when filled for the consumer. */
+/* One slot; turn == 2 * position when free for the producer at that position,
+ * 2 * position + 1 when filled for the consumer (the factor 2 keeps "free" and
+ * "filled" apart even with a capacity of 1). */
 struct ev_cell {
     _Atomic uint64_t turn;
     nmm_event_t ev;
@@ -84,7 +85,7 @@ nmm_status_t events_init(nmm_heap_t *heap, uint32_t capacity)
     r->map_bytes = bytes;
     r->capacity = capacity;
     for (uint64_t i = 0; i < capacity; i++)
-        atomic_store_explicit(&r->cells[i].turn, i, memory_order_relaxed);
+        atomic_store_explicit(&r->cells[i].turn, 2 * i, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
     *heap_events_slot(heap) = r;
     return NMM_OK;
@@ -107,13 +108,13 @@ static bool ring_push(struct events_ring *r, const nmm_event_t *ev)
     for (;;) {
         struct ev_cell *c = &r->cells[pos % r->capacity];
         uint64_t turn = atomic_load_explicit(&c->turn, memory_order_acquire);
-        int64_t diff = (int64_t)(turn - pos);
+        int64_t diff = (int64_t)(turn - 2 * pos);
         if (diff == 0) {
             if (atomic_compare_exchange_weak_explicit(&r->enqueue_pos, &pos, pos + 1,
                                                       memory_order_relaxed,
                                                       memory_order_relaxed)) {
                 c->ev = *ev;
-                atomic_store_explicit(&c->turn, pos + 1, memory_order_release);
+                atomic_store_explicit(&c->turn, 2 * pos + 1, memory_order_release);
                 return true;
             }
         } else if (diff < 0) {
@@ -130,13 +131,13 @@ static bool ring_pop(struct events_ring *r, nmm_event_t *out)
     for (;;) {
         struct ev_cell *c = &r->cells[pos % r->capacity];
         uint64_t turn = atomic_load_explicit(&c->turn, memory_order_acquire);
-        int64_t diff = (int64_t)(turn - (pos + 1));
+        int64_t diff = (int64_t)(turn - (2 * pos + 1));
         if (diff == 0) {
             if (atomic_compare_exchange_weak_explicit(&r->dequeue_pos, &pos, pos + 1,
                                                       memory_order_relaxed,
                                                       memory_order_relaxed)) {
                 *out = c->ev;
-                atomic_store_explicit(&c->turn, pos + r->capacity, memory_order_release);
+                atomic_store_explicit(&c->turn, 2 * (pos + r->capacity), memory_order_release);
                 return true;
             }
         } else if (diff < 0) {

@@ -5,6 +5,9 @@
  *                                  -> arms SPEC on a heap seeded SEED and prints, for N
  *                                     allocation attempts of SIZE bytes at POINT ("alloc"),
  *                                     a string of '0' (succeeded) and '1' (failed)
+ *   options_probe drops CAP N      -> N invalid frees on a heap with an event ring of CAP
+ *                                     entries: prints nmm_report_json, then the number of
+ *                                     events nmm_events_drain returns
  *   options_probe defaults         -> the nmm_config_init defaults as JSON
  *   options_probe default-heap     -> nmm_report_json of the default heap (configured
  *                                     from NMM_OPTIONS), one line
@@ -54,6 +57,26 @@ int main(int argc, char **argv)
         if (n >= sizeof report)
             return 3;
         printf("%s\n", report);
+        return 0;
+    }
+    if (argc == 4 && strcmp(argv[1], "drops") == 0) {
+        nmm_config_t c;
+        nmm_config_init(&c);
+        c.event_capacity = (uint32_t)strtoul(argv[2], NULL, 0);
+        nmm_heap_t *h = nmm_heap_create(&c);
+        long n = strtol(argv[3], NULL, 0);
+        static char wild[64];
+        for (long i = 0; i < n; i++)
+            if (nmm_free(h, wild + 16, 0) != NMM_E_INVALID_POINTER)
+                return 4;
+        static char report[1 << 16];
+        nmm_report_json(h, report, sizeof report);
+        nmm_event_t ev[64];
+        size_t got = nmm_events_drain(h, ev, 64);
+        printf("%s\n%zu\n", report, got);
+        for (size_t i = 1; i < got; i++)
+            if (ev[i].seq != ev[i - 1].seq + 1)
+                return 5;
         return 0;
     }
     if (argc == 3 && strcmp(argv[1], "parse") == 0) {

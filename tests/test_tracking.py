@@ -1,0 +1,212 @@
+"""Allocation tracking (allocator/src/track.c) and the reports built on it: sites,
+sampled stacks, the leak report (text and JSON, grouped by site and stack,
+largest first) and the diagnostic report (allocator/src/report.c).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _nmm_c import compile_program, run
+
+HERE = __file__
+
+
+def _line_of(marker: str) -> int:
+    """Line number of the line in this file that ends with the marker comment."""
+    for number, text in enumerate(Path(HERE).read_text().splitlines(), start=1):
+        if text.rstrip().endswith(f"# {marker}"):
+            return number
+    raise AssertionError(marker)
+
+
+def _leak_some(heap: Any) -> list[Any]:
+    blocks = [heap.alloc(1000) for _ in range(3)]  # site-big
+    blocks += [heap.alloc(10) for _ in range(7)]  # site-small
+    return blocks
+
+
+def test_leak_report_groups_by_site_largest_first(make_heap) -> None:
+    heap = make_heap(level="standard", tracking=True, stacks=0)
+    blocks = _leak_some(heap)
+    heap.alloc(5).free()  # freed: never reported
+    report = heap.leaks()
+    assert report["live_blocks"] == 10
+    assert report["live_bytes"] == 3 * 1000 + 7 * 10
+    groups = report["groups"]
+    assert [(g["file"], g["line"], g["count"], g["bytes"]) for g in groups] == [
+        (HERE, _line_of("site-big"), 3, 3000),
+        (HERE, _line_of("site-small"), 7, 70),
+    ]
+    assert groups[0]["site"] == f"{HERE}:{_line_of('site-big')}"
+    assert report["other"] == {"count": 0, "bytes": 0}
+    for block in blocks:
+        heap.free(block)
+    assert heap.leaks() == {"live_blocks": 0, "live_bytes": 0, "groups": [],
+                            "other": {"count": 0, "bytes": 0}}
+
+
+def test_leak_report_text_names_the_sites(make_heap) -> None:
+    heap = make_heap(level="off", tracking=True, stacks=0)
+    _leak_some(heap)
+    text = heap.leaks_text()
+    lines = text.splitlines()
+    assert lines[0] == "nmm: leak report: 10 live blocks, 3070 bytes in 2 groups, largest first"
+    assert lines[1] == f"  3000 bytes in 3 blocks allocated at {HERE}:{_line_of('site-big')}"
+    assert lines[2] == f"  70 bytes in 7 blocks allocated at {HERE}:{_line_of('site-small')}"
+
+
+def test_untracked_heap_reports_unknown_site(make_heap) -> None:
+    heap = make_heap(level="standard")
+    heap.alloc(100)
+    report = heap.leaks()
+    assert report["live_blocks"] == 1
+    (group,) = report["groups"]
+    assert (group["site"], group["file"], group["count"]) == ("", "", 1)
+
+
+def test_large_blocks_are_tracked_too(make_heap) -> None:
+    heap = make_heap(level="standard", tracking=True, stacks=0)
+    heap.alloc(3 << 20)  # site-large
+    (group,) = heap.leaks()["groups"]
+    assert (group["line"], group["count"], group["bytes"]) == (_line_of("site-large"), 1, 3 << 20)
+
+
+def test_sampled_stacks_are_python_interpreter_frames(make_heap) -> None:
+    heap = make_heap(level="standard", tracking=True, stacks="1/1")
+    for _ in range(4):
+        heap.alloc(64)  # site-stacked
+    groups = heap.leaks()["groups"]
+    assert sum(g["count"] for g in groups) == 4
+    # identical call paths deduplicate into one stack
+    assert len(groups) == 1
+    stack = groups[0]["stack"]
+    assert stack, groups
+    assert any("libpython" in frame or "python" in frame for frame in stack)
+    assert all("_nmm_cffi" not in frame for frame in stack[:1])  # our own frames are cut
+
+
+def test_events_carry_the_sites(make_heap) -> None:
+    from allocator.errors import DoubleFree
+
+    heap = make_heap(level="standard", tracking=True, stacks=0)
+    block = heap.alloc(48)  # site-alloc
+    address = block.address
+    heap.free(address)
+    with pytest.raises(DoubleFree):
+        heap.free(address)  # site-free
+    (event,) = heap.events()
+    assert event.kind == "double_free"
+    assert event.alloc_site == (HERE, _line_of("site-alloc"))
+    assert event.free_site == (HERE, _line_of("site-free"))
+
+
+# ------------------------------------------------------------------ diagnostic report
+
+
+def test_diagnostic_report_has_every_section(make_heap) -> None:
+    from allocator import STATS_FIELDS
+    from allocator.errors import DoubleFree
+
+    heap = make_heap(level="standard", tracking=True, stacks=0, quarantine="1M")
+    keep = _leak_some(heap)
+    block = heap.alloc(200)
+    address = block.address
+    heap.free(address)
+    with pytest.raises(DoubleFree):
+        heap.free(address)
+    report = heap.report()
+    assert report["report_version"] == 1
+    cfg = report["config"]
+    assert (cfg["level"], cfg["policy"], cfg["tracking"], cfg["quarantine_bytes"]) == (
+        "standard", "record", 1, 1 << 20)
+    stats = report["stats"]
+    assert set(STATS_FIELDS) <= set(stats)
+    assert stats["live_blocks"] == len(keep)
+    assert stats["peak_bytes"] >= stats["live_bytes"] > 0
+    assert stats["events"] == 1
+    classes = report["classes"]
+    assert classes, report
+    for c in classes:
+        assert 0.0 <= c["occupancy"] <= 1.0
+        assert c["occupancy"] + c["fragmentation"] == pytest.approx(1.0, abs=2e-4) or (
+            c["live"] + c["free_blocks"] == 0)
+    assert sum(c["live"] for c in classes) == len(keep)
+    assert 0.0 <= report["fragmentation"]["mapped_unused_ratio"] <= 1.0
+    events = report["events"]
+    assert events["total"] == 1 and events["dropped"] == 0
+    assert events["by_kind"]["double_free"] == 1
+    assert set(events["by_kind"]) == {
+        "double_free", "invalid_free", "overflow", "underflow", "use_after_free",
+        "header_corrupt", "realloc_freed", "invalid_realloc", "freelist_corrupt", "guard_page"}
+    top = report["top_leaks"]
+    assert [g["line"] for g in top] == [_line_of("site-big"), _line_of("site-small")]
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_program("options_probe.c", tmp_path_factory.mktemp("probe"), link_nmm=True)
+
+
+@pytest.mark.parametrize(("capacity", "n", "kept"), [(4, 10, 4), (16, 10, 10), (1, 3, 1)])
+def test_event_ring_keeps_capacity_and_counts_the_rest(probe: Path, capacity: int, n: int,
+                                                      kept: int) -> None:
+    out = run([str(probe), "drops", str(capacity), str(n)])
+    assert out.returncode == 0, out.stdout + out.stderr
+    report_line, drained = out.stdout.splitlines()
+    events = json.loads(report_line)["events"]
+    assert events["total"] == n
+    assert events["dropped"] == n - kept
+    assert events["by_kind"]["invalid_free"] == n
+    assert int(drained) == kept
+
+
+# ------------------------------------------------------------------ C programs
+
+
+@pytest.fixture(scope="module")
+def leaky_api(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_program("leaky_api.c", tmp_path_factory.mktemp("leaky"), link_nmm=True)
+
+
+def test_c_leak_report_with_stacks(leaky_api: Path) -> None:
+    out = run([str(leaky_api)])
+    assert out.returncode == 0, out.stdout + out.stderr
+    text, _, js = out.stdout.partition("----\n")
+    report = json.loads(js)
+    assert report["live_blocks"] == 13 and report["live_bytes"] == 3 * 4000 + 10 * 24
+    big, small = report["groups"]
+    assert (big["count"], big["bytes"], small["count"], small["bytes"]) == (3, 12000, 10, 240)
+    assert big["file"].endswith("leaky_api.c") and small["file"].endswith("leaky_api.c")
+    assert any(frame.startswith("leak_big+0x") for frame in big["stack"])
+    frames = [f.split("+")[0] for f in small["stack"]]
+    assert frames.index("leak_small") < frames.index("from_helper") < frames.index("main")
+    assert re.search(r"^  12000 bytes in 3 blocks allocated at \S*leaky_api\.c:\d+$", text, re.M)
+    assert re.search(r"^      #\d+ from_helper\+0x[0-9a-f]+ \(leaky_api\)$", text, re.M)
+
+
+def test_c_leak_report_without_stacks(leaky_api: Path) -> None:
+    out = run([str(leaky_api), "tracking=1:stacks=0"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout.partition("----\n")[2])
+    assert [g["stack"] for g in report["groups"]] == [[], []]
+
+
+def test_default_heap_sites_come_from_nmm_site(tmp_path: Path) -> None:
+    """nmm_site interns (file, line) once: the same pair gives the same id."""
+    script = (
+        "from allocator import Heap\n"
+        "with Heap(tracking=True, stacks=0) as h:\n"
+        "    for i in range(3):\n"
+        "        h.alloc(8)\n"
+        "    print(len(h.leaks()['groups']))\n"
+    )
+    out = run([sys.executable, "-c", script])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
