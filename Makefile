@@ -20,7 +20,7 @@ help: ## list the targets
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
+	-$(PIP) install --quiet --upgrade pip
 
 $(STAMP): $(VENV)/bin/python $(BUILD_INPUTS)
 	$(PIP) install -e '.[test]'

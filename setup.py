@@ -8,6 +8,8 @@ also produces libnmm.so/.a, libnmm_preload.so and harness/_native/nmm-driver.
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -31,6 +33,19 @@ class BuildExtWithNative(build_ext):
     In place (editable installs, ``build_ext --inplace``) the artifacts go into
     the source tree; otherwise into build_lib, so they land in the wheel.
     """
+
+    def copy_file(
+        self, infile: str, outfile: str, *args: object, **kwargs: object
+    ) -> tuple[str, bool]:  # type: ignore[override]
+        """Copy the built extension into the source tree atomically (write a
+        temporary file, then rename), so a process that has the old module
+        mapped is never handed a half-written file (the editable tree is shared)."""
+        if not str(outfile).endswith(".so"):
+            return super().copy_file(infile, outfile, *args, **kwargs)  # type: ignore[arg-type]
+        tmp = f"{outfile}.tmp{os.getpid()}"
+        shutil.copy2(infile, tmp)
+        os.replace(tmp, outfile)
+        return (outfile, True)
 
     def run(self) -> None:
         super().run()
