@@ -11,8 +11,10 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <unwind.h>
 
 #define SITE_BITS 16
 #define SITE_CAP (1u << SITE_BITS)  /* ids 1..SITE_CAP-1; 0 = unknown */
@@ -275,49 +277,58 @@ void track_site_format(strbuf_t *sb, nmm_site_t site, bool symbolize)
 
 /* ------------------------------------------------------------------ stacks */
 
-/* Upper bound of the calling thread's stack, so the frame walk never reads past
- * it: glibc puts a thread's TCB (the thread pointer) just above its stack; the
- * main thread's stack ends at __libc_stack_end. 0 when unknown. */
-extern void *__libc_stack_end;
+/* The unwinder (libgcc's, driven by .eh_frame) rather than a frame-pointer walk:
+ * the allocator and most system libraries are built without frame pointers, and
+ * a walk through them yields garbage. libgcc_s is linked in (no lazy dlopen, so
+ * nothing allocates here) and finds unwind tables lock-free (_dl_find_object).
+ * It costs about 1-2 us per capture, hence the sampling. */
+struct unwind_state {
+    uintptr_t *pcs;
+    uint32_t n;
+    uint32_t skip;     /* our own frames: stack_capture, stack_sample_now, track_on_alloc */
+    int32_t entry;     /* index of the last frame that is an allocation entry point */
+};
 
-static uintptr_t stack_limit(uintptr_t fp)
+#define STACK_SEARCH 8 /* leading frames searched for the entry point */
+
+/* An allocation entry point: the frames up to it are the allocator's own. (An
+ * entry point that tail-calls its slow path leaves that frame instead; leaks
+ * reports drop such leading frames when the allocator is a shared library.) */
+static bool is_entry_point(uintptr_t start)
 {
-#if defined(__x86_64__) || defined(__aarch64__)
-    uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
-    if (fp < tp && tp - fp < ((uintptr_t)64 << 20))
-        return tp;
-#endif
-    uintptr_t main_end = (uintptr_t)__libc_stack_end;
-    if (fp < main_end && main_end - fp < ((uintptr_t)1 << 30))
-        return main_end;
-    return 0;
+    return start == (uintptr_t)nmm_alloc || start == (uintptr_t)nmm_calloc ||
+           start == (uintptr_t)nmm_realloc || start == (uintptr_t)nmm_aligned_alloc ||
+           start == (uintptr_t)malloc || start == (uintptr_t)calloc ||
+           start == (uintptr_t)realloc || start == (uintptr_t)aligned_alloc ||
+           start == (uintptr_t)posix_memalign;
 }
 
-/* Walk frame pointers. Frames without one end the walk early or are skipped;
- * every step is bounds-checked so a garbage rbp never faults. */
+static _Unwind_Reason_Code unwind_frame(struct _Unwind_Context *ctx, void *arg)
+{
+    struct unwind_state *s = arg;
+    uintptr_t ip = (uintptr_t)_Unwind_GetIP(ctx);
+    if (!ip)
+        return _URC_END_OF_STACK;
+    if (s->skip) {
+        s->skip--;
+        return _URC_NO_REASON;
+    }
+    if (s->n < STACK_SEARCH && is_entry_point((uintptr_t)_Unwind_GetRegionStart(ctx)))
+        s->entry = (int32_t)s->n;
+    s->pcs[s->n++] = ip;
+    return s->n >= STACK_DEPTH + STACK_SEARCH ? _URC_END_OF_STACK : _URC_NO_REASON;
+}
+
 static NMM_NOINLINE uint32_t stack_capture(uintptr_t *pcs)
 {
-    uintptr_t *fp = __builtin_frame_address(0);
-    uintptr_t hi = stack_limit((uintptr_t)fp);
-    uint32_t n = 0;
-    if (!hi)
-        return 0;
-    bool skip = true; /* our own frame's return address is track_on_alloc */
-    while (n < STACK_DEPTH) {
-        uintptr_t f = (uintptr_t)fp;
-        if ((f & 7) || f + 16 > hi)
-            break;
-        uintptr_t ret = fp[1];
-        uintptr_t next = fp[0];
-        if (ret < 4096)
-            break;
-        if (!skip)
-            pcs[n++] = ret;
-        skip = false;
-        if (next <= f || next - f > ((uintptr_t)1 << 20))
-            break;
-        fp = (uintptr_t *)next;
-    }
+    uintptr_t all[STACK_DEPTH + STACK_SEARCH];
+    struct unwind_state s = {.pcs = all, .n = 0, .skip = 3, .entry = -1};
+    _Unwind_Backtrace(unwind_frame, &s);
+    uint32_t first = (uint32_t)(s.entry + 1);
+    uint32_t n = s.n > first ? s.n - first : 0;
+    if (n > STACK_DEPTH)
+        n = STACK_DEPTH;
+    memcpy(pcs, all + first, n * sizeof *pcs);
     return n;
 }
 
@@ -397,6 +408,7 @@ void track_decode(uint32_t id, nmm_site_t *site, uint32_t *stack)
 /* Frames of a stored stack, or 0. */
 static uint32_t stack_frames(uint32_t stack, const uintptr_t **pcs)
 {
+    *pcs = NULL;
     struct stack_table *t = atomic_load_explicit(&stacks, memory_order_acquire);
     if (!t || stack == 0 || stack >= STACK_CAP)
         return 0;
@@ -409,11 +421,17 @@ static uint32_t stack_frames(uint32_t stack, const uintptr_t **pcs)
 
 /* ------------------------------------------------------------------ leaks */
 
+#define LEAK_STACKS 4 /* distinct sampled stacks kept per site */
+
+/* Live blocks of one site. Stacks are sampled, so a site is one group and the
+ * stacks seen on its sampled blocks are listed inside it, most frequent first. */
 struct leak_group {
-    uint32_t id;     /* site | stack << 16, as stored with the block */
+    uint32_t id;     /* the site */
     uint32_t used;
     uint64_t count;
     uint64_t bytes;
+    uint32_t stacks[LEAK_STACKS];
+    uint32_t stack_counts[LEAK_STACKS];
 };
 
 struct leak_agg {
@@ -429,6 +447,8 @@ static void leak_visit(void *ctx, const void *ptr, size_t requested, uint32_t id
 {
     (void)ptr;
     struct leak_agg *a = ctx;
+    uint32_t stack;
+    track_decode(id, &id, &stack);
     a->total_count++;
     a->total_bytes += requested;
     size_t mask = a->cap - 1;
@@ -444,6 +464,14 @@ static void leak_visit(void *ctx, const void *ptr, size_t requested, uint32_t id
         if (g->id == id) {
             g->count++;
             g->bytes += requested;
+            for (int k = 0; stack && k < LEAK_STACKS; k++) {
+                if (g->stacks[k] == 0)
+                    g->stacks[k] = stack;
+                if (g->stacks[k] == stack) {
+                    g->stack_counts[k]++;
+                    break;
+                }
+            }
             return;
         }
     }
@@ -506,6 +534,17 @@ static bool leaks_collect(nmm_heap_t *heap, struct leak_agg *a)
             a->slots[k++] = a->slots[i];
     sort_groups(a->slots, k);
     a->groups = k;
+    for (size_t i = 0; i < k; i++) { /* stacks by count, most frequent first */
+        struct leak_group *g = &a->slots[i];
+        for (int x = 1; x < LEAK_STACKS; x++)
+            for (int y = x; y > 0 && g->stack_counts[y] > g->stack_counts[y - 1]; y--) {
+                uint32_t ts = g->stacks[y], tc = g->stack_counts[y];
+                g->stacks[y] = g->stacks[y - 1];
+                g->stack_counts[y] = g->stack_counts[y - 1];
+                g->stacks[y - 1] = ts;
+                g->stack_counts[y - 1] = tc;
+            }
+    }
     return true;
 }
 
@@ -566,9 +605,7 @@ static void leaks_text(struct leak_agg *a, strbuf_t *sb, size_t top)
     strbuf_putc(sb, '\n');
     for (size_t i = 0; i < a->groups && i < top; i++) {
         const struct leak_group *g = &a->slots[i];
-        nmm_site_t site;
-        uint32_t stack;
-        track_decode(g->id, &site, &stack);
+        nmm_site_t site = g->id;
         strbuf_puts(sb, "  ");
         strbuf_u64(sb, g->bytes);
         strbuf_puts(sb, " bytes in ");
@@ -577,14 +614,19 @@ static void leaks_text(struct leak_agg *a, strbuf_t *sb, size_t top)
         strbuf_puts(sb, " allocated at ");
         format_site_text(sb, site);
         strbuf_putc(sb, '\n');
-        const uintptr_t *pcs;
-        uint32_t depth = stack_frames(stack, &pcs);
-        for (uint32_t f = first_user_frame(pcs, depth), k = 0; f < depth; f++, k++) {
-            strbuf_puts(sb, "      #");
-            strbuf_u64(sb, k);
-            strbuf_putc(sb, ' ');
-            format_pc(sb, pcs[f]);
-            strbuf_putc(sb, '\n');
+        for (int s = 0; s < LEAK_STACKS && g->stacks[s]; s++) {
+            const uintptr_t *pcs;
+            uint32_t depth = stack_frames(g->stacks[s], &pcs);
+            strbuf_puts(sb, "    stack of ");
+            strbuf_u64(sb, g->stack_counts[s]);
+            strbuf_puts(sb, g->stack_counts[s] == 1 ? " sampled block:\n" : " sampled blocks:\n");
+            for (uint32_t f = first_user_frame(pcs, depth), k = 0; f < depth; f++, k++) {
+                strbuf_puts(sb, "      #");
+                strbuf_u64(sb, k);
+                strbuf_putc(sb, ' ');
+                format_pc(sb, pcs[f]);
+                strbuf_putc(sb, '\n');
+            }
         }
     }
     if (a->groups > top || a->other_count) {
@@ -592,14 +634,29 @@ static void leaks_text(struct leak_agg *a, strbuf_t *sb, size_t top)
     }
 }
 
+static void json_frames(strbuf_t *sb, uint32_t stack)
+{
+    const uintptr_t *pcs;
+    uint32_t depth = stack_frames(stack, &pcs);
+    strbuf_putc(sb, '[');
+    for (uint32_t f = first_user_frame(pcs, depth), k = 0; f < depth; f++, k++) {
+        char fr[256];
+        strbuf_t fb;
+        strbuf_init(&fb, fr, sizeof fr);
+        format_pc(&fb, pcs[f]);
+        if (k)
+            strbuf_putc(sb, ',');
+        strbuf_json_str(sb, fr);
+    }
+    strbuf_putc(sb, ']');
+}
+
 static void leaks_json_groups(struct leak_agg *a, strbuf_t *sb, size_t top)
 {
     strbuf_putc(sb, '[');
     for (size_t i = 0; i < a->groups && i < top; i++) {
         const struct leak_group *g = &a->slots[i];
-        nmm_site_t site;
-        uint32_t stack;
-        track_decode(g->id, &site, &stack);
+        nmm_site_t site = g->id;
         char where[320];
         strbuf_t w;
         strbuf_init(&w, where, sizeof where);
@@ -620,17 +677,16 @@ static void leaks_json_groups(struct leak_agg *a, strbuf_t *sb, size_t top)
         strbuf_u64(sb, g->count);
         strbuf_puts(sb, ",\"bytes\":");
         strbuf_u64(sb, g->bytes);
-        strbuf_puts(sb, ",\"stack\":[");
-        const uintptr_t *pcs;
-        uint32_t depth = stack_frames(stack, &pcs);
-        for (uint32_t f = first_user_frame(pcs, depth), k = 0; f < depth; f++, k++) {
-            char fr[256];
-            strbuf_t fb;
-            strbuf_init(&fb, fr, sizeof fr);
-            format_pc(&fb, pcs[f]);
-            if (k)
-                strbuf_putc(sb, ',');
-            strbuf_json_str(sb, fr);
+        /* "stack": the most frequent sampled stack; "stacks": all kept, with counts */
+        strbuf_puts(sb, ",\"stack\":");
+        json_frames(sb, g->stacks[0]);
+        strbuf_puts(sb, ",\"stacks\":[");
+        for (int s = 0; s < LEAK_STACKS && g->stacks[s]; s++) {
+            strbuf_puts(sb, s ? ",{\"count\":" : "{\"count\":");
+            strbuf_u64(sb, g->stack_counts[s]);
+            strbuf_puts(sb, ",\"frames\":");
+            json_frames(sb, g->stacks[s]);
+            strbuf_putc(sb, '}');
         }
         strbuf_puts(sb, "]}");
     }
