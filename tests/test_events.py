@@ -1,0 +1,80 @@
+"""The reporting choke point (allocator/src/events.c): the event ring under
+concurrent reporters and a concurrent drainer (also under ThreadSanitizer), the
+one-line report of the SIGSEGV handler for guard-page hits and freed large
+blocks, and its chaining to handlers installed before it.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from _nmm_c import DEBUG_FLAGS, INCLUDE, PROGRAMS, ROOT, compile_program, nmm_lines, run
+
+
+@pytest.fixture(scope="module")
+def guard_hit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_program("guard_hit.c", tmp_path_factory.mktemp("guard"), link_nmm=True)
+
+
+@pytest.mark.parametrize(
+    ("case", "pattern"),
+    [
+        ("overflow", r"^nmm: overflow into guard page at 0x[0-9a-f]+ \(block (0x[0-9a-f]+) "
+                     r"size 1000000, alloc site \S*guard_hit\.c:\d+\) \(thread \d+\)$"),
+        ("uaf", r"^nmm: use after free of large block at 0x[0-9a-f]+ \(block (0x[0-9a-f]+) "
+                r"size 1000000, alloc site \S*guard_hit\.c:\d+\) \(thread \d+\)$"),
+    ],
+)
+def test_guard_page_hit_is_named_then_the_process_dies_of_sigsegv(
+    guard_hit: Path, case: str, pattern: str
+) -> None:
+    out = run([str(guard_hit), case])
+    assert out.returncode == -signal.SIGSEGV, out.stderr
+    assert "not reached" not in out.stdout
+    (line,) = nmm_lines(out.stderr)
+    match = re.match(pattern, line)
+    assert match, line
+    assert f"block {match[1]}" in out.stderr  # the block the program allocated
+
+
+def test_a_fault_that_is_not_nmm_s_is_left_alone(guard_hit: Path) -> None:
+    out = run([str(guard_hit), "plain"])
+    assert out.returncode == -signal.SIGSEGV
+    assert nmm_lines(out.stderr) == []
+
+
+def test_the_handler_chains_to_the_one_installed_before(guard_hit: Path) -> None:
+    out = run([str(guard_hit), "chained"])
+    assert out.returncode == 42, out.stderr
+    assert "earlier handler ran" in out.stderr
+    assert nmm_lines(out.stderr) == []
+
+
+def test_ring_loses_and_duplicates_nothing_under_concurrency(tmp_path: Path) -> None:
+    exe = compile_program("events_stress.c", tmp_path, link_nmm=True)
+    out = run([str(exe)])
+    assert out.returncode == 0, out.stdout + out.stderr
+    total, dropped, drained = map(int, re.findall(r"\d+", out.stdout))
+    assert total == 80000 and dropped + drained == total
+
+
+@pytest.mark.slow
+def test_ring_under_thread_sanitizer(tmp_path: Path) -> None:
+    sources = [p for p in sorted((ROOT / "allocator" / "src").glob("*.c"))
+               if p.name != "malloc_shim.c"]
+    exe = tmp_path / "events_stress_tsan"
+    arch = ["-msse4.2"] if platform.machine() == "x86_64" else []
+    cmd = ["gcc", "-std=gnu11", *DEBUG_FLAGS, "-fsanitize=thread", *arch, "-I", str(INCLUDE),
+           "-I", str(ROOT / "allocator" / "src"), *map(str, sources),
+           str(PROGRAMS / "events_stress.c"), "-o", str(exe)]
+    built = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr
+    out = run([str(exe)], extra_env={"TSAN_OPTIONS": "halt_on_error=1 exitcode=66"})
+    assert out.returncode == 0, out.stdout + out.stderr[-4000:]
+    assert "WARNING: ThreadSanitizer" not in out.stderr
