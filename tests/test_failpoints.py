@@ -235,3 +235,9 @@ def test_heap_is_intact_after_any_failure_storm(specs: list[str], seed: int, lev
             heap.set_failpoint(f"{point}@off")
         for size in (16, 1000, 70000, 300000):
             heap.alloc(size).free()
+
+
+def test_report_lists_every_armed_spec(make_heap) -> None:
+    heap = make_heap(seed=3, fail="alloc@every5;pool.grow@p0.5")
+    heap.set_failpoint("large.map@max1")
+    assert heap.report()["config"]["failpoints"] == "alloc@every5;pool.grow@p0.5;large.map@max1"

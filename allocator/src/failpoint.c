@@ -29,6 +29,10 @@ struct fp_table {
     size_t map_bytes;
     uint64_t seed; /* effective seed (config.seed, or the clock when that was 0) */
     struct fp_rule rules[FP_POINT_COUNT_];
+    /* Every accepted spec, ';'-joined, for reports (the config's pointer may not
+     * outlive nmm_heap_create). Written by nmm_failpoint_set; truncated when full. */
+    char specs[1024];
+    size_t specs_len;
 };
 
 /* A parsed rule before it is published. */
@@ -357,11 +361,24 @@ NMM_API nmm_status_t nmm_failpoint_set(nmm_heap_t *heap, const char *spec, char 
     if (!t && !(t = table_create(heap, heap_config(heap)->seed)))
         return NMM_E_NOMEM;
     st = parse_all(spec, err, err_len, apply_rule, t);
+    if (st == NMM_OK && *spec) {
+        strbuf_t sb = {.buf = t->specs, .cap = sizeof t->specs, .len = t->specs_len};
+        if (sb.len)
+            strbuf_putc(&sb, ';');
+        strbuf_puts(&sb, spec);
+        t->specs_len = sb.len < sizeof t->specs ? sb.len : sizeof t->specs - 1;
+    }
     bool any = false;
     for (int i = 0; i < FP_POINT_COUNT_; i++)
         any |= atomic_load(&t->rules[i].armed) != 0;
     heap_set_failpoints_armed(heap, any);
     return st;
+}
+
+const char *failpoint_describe(nmm_heap_t *heap)
+{
+    struct fp_table *t = table_of(heap);
+    return t ? t->specs : "";
 }
 
 bool failpoint_should_fail(nmm_heap_t *heap, fp_point_t point, size_t size)

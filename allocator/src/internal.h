@@ -158,6 +158,8 @@ bool options_parse_u64(const char *s, size_t n, bool sizes, uint64_t *out);
 /* failpoint.c */
 /* Check a spec string without arming anything (options.c validates fail=...). */
 nmm_status_t failpoint_check(const char *specs, char *err, size_t err_len);
+/* Every spec armed on the heap so far, ';'-joined ("" when none). */
+const char *failpoint_describe(nmm_heap_t *heap);
 
 /* malloc_shim.c — defined (weak, hidden) only in libnmm_preload.so: when present,
  * detections are echoed to stderr in record mode too. */

@@ -41,7 +41,7 @@ static void key_ratio(strbuf_t *sb, const char *name, uint64_t num, uint64_t den
     strbuf_ratio(sb, num, den, 4);
 }
 
-static void report_config(strbuf_t *sb, const nmm_config_t *c)
+static void report_config(strbuf_t *sb, nmm_heap_t *heap, const nmm_config_t *c)
 {
     strbuf_puts(sb, "{\"level\":");
     strbuf_json_str(sb, level_name(c->level));
@@ -58,7 +58,7 @@ static void report_config(strbuf_t *sb, const nmm_config_t *c)
     key_u64(sb, "event_capacity", c->event_capacity, false);
     key_u64(sb, "seed", c->seed, false);
     key(sb, "failpoints", false);
-    strbuf_json_str(sb, c->failpoints ? c->failpoints : "");
+    strbuf_json_str(sb, failpoint_describe(heap));
     strbuf_putc(sb, '}');
 }
 
@@ -147,7 +147,7 @@ NMM_API size_t nmm_report_json(nmm_heap_t *heap, char *buf, size_t cap)
     strbuf_putc(&sb, '.');
     strbuf_u64(&sb, NMM_VERSION_MINOR);
     strbuf_puts(&sb, "\",\"config\":");
-    report_config(&sb, heap_config(heap));
+    report_config(&sb, heap, heap_config(heap));
     strbuf_puts(&sb, ",\"stats\":");
     if (rc == NMM_OK) {
         report_stats(&sb, &st);
