@@ -86,10 +86,33 @@ typedef struct nmm_config {
 /* Fill *cfg with defaults (does not read the environment). */
 NMM_API void nmm_config_init(nmm_config_t *cfg);
 
-/* Apply an NMM_OPTIONS-style string ("level=standard:policy=record:limit=1G")
+/* NMM_OPTIONS keys (options.c holds the one table; `NMM_OPTIONS=help` or
+ * `python -m allocator options` prints it). Each key is also accepted under its
+ * nmm_config_t field name, and the Python Heap(...) takes the same keywords.
+ *   key         field             default  value
+ *   level       level             off      off | standard | paranoid (or 0 | 1 | 2)
+ *   policy      policy            record   record | abort
+ *   limit       limit_bytes       0        size: 4096, 64k, 4M/4MiB/4MB, 1G, 1T (binary); 0 = none
+ *   retain      retain_bytes      16M      size
+ *   quarantine  quarantine_bytes  4M       size
+ *   sweep       sweep_every_ops   0        count; 0 = never
+ *   guard       guard_pages       0        bool (0/1, true/false, yes/no, on/off);
+ *                                          level=paranoid sets it unless guard= is given
+ *   tcache      thread_cache      1        bool
+ *   tracking    tracking          0        bool
+ *   stacks      stack_sample      1/64     1/N or N (also turns tracking on); 0 = no stacks
+ *   events      event_capacity    1024     count
+ *   seed        seed              0        count (decimal or 0x hex); 0 = from the clock
+ *   fail        failpoints        -        fail-point specs (nmm_failpoint_set); repeated
+ *                                          fail= keys accumulate, an empty fail= clears
+ * Pieces are separated by ':'; blanks around keys and values and empty pieces
+ * are ignored; a later key overrides an earlier one.
+ *
+ * Apply an NMM_OPTIONS-style string ("level=standard:policy=record:limit=1G")
  * on top of *cfg. On error returns NMM_E_INVALID_ARGUMENT and writes a message
  * naming the key or value and listing the valid keys into err (if non-NULL).
- * A failpoints value points into a process-lifetime copy of the string. */
+ * A failpoints value points into a process-lifetime copy of the string. On error
+ * *cfg is left unchanged. Thread-safe; never allocates with malloc. */
 NMM_API nmm_status_t nmm_config_parse(nmm_config_t *cfg, const char *options,
                                       char *err, size_t err_len);
 
