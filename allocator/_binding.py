@@ -17,7 +17,7 @@ import operator
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
+from types import CodeType, FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from allocator._nmm_cffi import ffi, lib
@@ -44,8 +44,6 @@ STATUS_ERRORS: dict[int, type[NmmError]] = {
 """C status -> exception class: the one mapping."""
 
 _MAX_ADDRESS = 2**64 - 1
-_VOIDP = ffi.typeof("void *")
-_UINTPTR = ffi.typeof("uintptr_t")
 _CHARP = ffi.typeof("char *")
 _ERR_LEN = 512
 _DRAIN_BATCH = 256
@@ -89,11 +87,19 @@ Stats = dataclasses.make_dataclass(
 
 # ------------------------------------------------------------------ sites
 
-_SITES: dict[tuple[str, int], int] = {}
+_SITES: dict[tuple[str, int], int] = {}  # (file, line) -> site id
 _FILE_BUFFERS: dict[str, Any] = {}  # kept for the life of the process: C keeps the pointer
+# id(code object) -> (the code object, {bytecode offset: site id}). Keyed by the
+# code object's identity and the instruction offset because computing f_lineno or
+# hashing a code object costs microseconds in a large function; holding the code
+# object keeps its id from being reused.
+_SITE_CACHE: dict[int, tuple[CodeType, dict[int, int]]] = {}
 
 
 def _intern_site(file: str, line: int) -> int:
+    site = _SITES.get((file, line))
+    if site is not None:
+        return site
     buf = _FILE_BUFFERS.get(file)
     if buf is None:
         buf = _FILE_BUFFERS.setdefault(file, ffi.new("char[]", file.encode(errors="replace")))
@@ -102,11 +108,21 @@ def _intern_site(file: str, line: int) -> int:
     return site
 
 
+def _frame_site(frame: FrameType) -> int:
+    """The site id of a frame's current line (cached by code object and offset)."""
+    code = frame.f_code
+    entry = _SITE_CACHE.get(id(code))
+    if entry is None:
+        entry = _SITE_CACHE.setdefault(id(code), (code, {}))
+    site = entry[1].get(frame.f_lasti)
+    if site is None:
+        site = entry[1][frame.f_lasti] = _intern_site(code.co_filename, frame.f_lineno or 0)
+    return site
+
+
 def _caller_site(depth: int = 2) -> int:
     """The site id of the Python frame ``depth`` levels above this call."""
-    frame = sys._getframe(depth)
-    key = (frame.f_code.co_filename, frame.f_lineno)
-    return _SITES.get(key) or _intern_site(*key)
+    return _frame_site(sys._getframe(depth))
 
 
 def _site_info(site: int) -> Site | None:
@@ -381,9 +397,11 @@ class Heap:
         if type(size) is not int or not 0 <= size <= _MAX_ADDRESS:
             size = _size_arg("size", size)
         frame = sys._getframe(1)
-        key = (frame.f_code.co_filename, frame.f_lineno)
-        site = _SITES.get(key) or _intern_site(*key)
-        address = int(ffi.cast(_UINTPTR, lib.nmm_alloc(heap, size, site)))
+        entry = _SITE_CACHE.get(id(frame.f_code))
+        site = entry[1].get(frame.f_lasti) if entry is not None else None
+        if site is None:
+            site = _frame_site(frame)
+        address = lib.nmmpy_alloc(heap, size, site)
         if not address:
             self._raise(self._failure_status(), f"alloc({size})", None)
         block = Block(self, address, size)
@@ -393,15 +411,15 @@ class Heap:
     def calloc(self, count: int, size: int) -> Block:
         """Allocate ``count * size`` zeroed bytes; an overflowing product raises."""
         c, n = _size_arg("count", count), _size_arg("size", size)
-        ptr = lib.nmm_calloc(self._heap(), c, n, _caller_site())
-        return self._adopt(ptr, c * n, "calloc", c, n)
+        address = lib.nmmpy_calloc(self._heap(), c, n, _caller_site())
+        return self._adopt(address, c * n, "calloc", c, n)
 
     def aligned_alloc(self, alignment: int, size: int) -> Block:
         """Allocate ``size`` bytes aligned to ``alignment`` (a power of two up to
         the page size; anything else raises InvalidArgument)."""
         a, n = _size_arg("alignment", alignment), _size_arg("size", size)
-        ptr = lib.nmm_aligned_alloc(self._heap(), a, n, _caller_site())
-        return self._adopt(ptr, n, "aligned_alloc", a, n)
+        address = lib.nmmpy_aligned_alloc(self._heap(), a, n, _caller_site())
+        return self._adopt(address, n, "aligned_alloc", a, n)
 
     def realloc(self, block: Block | int | None, size: int) -> Block:
         """Resize a block, keeping its first min(old, new) bytes; returns the new
@@ -411,13 +429,13 @@ class Heap:
         heap = self._heap()
         site = _caller_site()
         if block is None:
-            return self._adopt(lib.nmm_alloc(heap, n, site), n, "alloc", n)
+            return self._adopt(lib.nmmpy_alloc(heap, n, site), n, "alloc", n)
         old, address = self._resolve(block, "realloc")
         if old is not None and old._freed and old._heap is self:
             raise ReallocFreed(f"realloc: block 0x{address:x} was already freed")
         mine = self._live.pop(address, None)
-        ptr = lib.nmm_realloc(heap, ffi.cast(_VOIDP, address), n, site)
-        if ptr == ffi.NULL:
+        new_address = lib.nmmpy_realloc(heap, address, n, site)
+        if not new_address:
             status = self._failure_status()
             if status == lib.NMM_E_NOMEM and mine is not None:
                 self._live.setdefault(address, mine)  # the old block is still valid
@@ -428,14 +446,15 @@ class Heap:
             self._raise(status, f"realloc(0x{address:x}, {n})", address)
         if mine is not None:
             mine._mark_freed()
-        return self._adopt(ptr, n, "realloc", address, n)
+        return self._adopt(new_address, n, "realloc", address, n)
 
     def free(self, block: Block | int) -> None:
         """Free a Block or a raw address. Misuse (double, invalid, foreign-heap
         or corrupted block) raises the matching NmmError; the heap stays valid."""
         frame = sys._getframe(1)
-        key = (frame.f_code.co_filename, frame.f_lineno)
-        self._free(block, _SITES.get(key) or _intern_site(*key))
+        entry = _SITE_CACHE.get(id(frame.f_code))
+        site = entry[1].get(frame.f_lasti) if entry is not None else None
+        self._free(block, _frame_site(frame) if site is None else site)
 
     def _free(self, block: Block | int, site: int) -> None:
         heap = self._ptr
@@ -452,7 +471,7 @@ class Heap:
             mine._freed = True
             if mine._view is not None:
                 mine._mark_freed()
-        status = lib.nmm_free(heap, ffi.cast(_VOIDP, address), site)
+        status = lib.nmmpy_free(heap, address, site)
         if status == lib.NMM_OK:
             return
         if mine is not None and status not in (lib.NMM_E_CORRUPTED, lib.NMM_E_DOUBLE_FREE):
@@ -464,12 +483,12 @@ class Heap:
     def usable_size(self, block: Block | int) -> int:
         """Bytes usable at a block (>= its size); 0 if it is not a live block."""
         _, address = self._resolve(block, "usable_size")
-        return int(lib.nmm_usable_size(self._heap(), ffi.cast(_VOIDP, address)))
+        return int(lib.nmmpy_usable_size(self._heap(), address))
 
     def requested_size(self, block: Block | int) -> int:
         """The size asked for when a live block was allocated; 0 if not live."""
         _, address = self._resolve(block, "requested_size")
-        return int(lib.nmm_requested_size(self._heap(), ffi.cast(_VOIDP, address)))
+        return int(lib.nmmpy_requested_size(self._heap(), address))
 
     @property
     def live_blocks(self) -> int:
@@ -565,8 +584,7 @@ class Heap:
             raise InvalidArgument(f"{what}: address {address} is outside 0..2**64-1")
         return self._live.get(address), address
 
-    def _adopt(self, ptr: Any, size: int, call: str, *args: int) -> Block:
-        address = int(ffi.cast(_UINTPTR, ptr))
+    def _adopt(self, address: int, size: int, call: str, *args: int) -> Block:
         if not address:
             self._raise(self._failure_status(), f"{call}{args}", None)
         block = Block(self, address, size)
