@@ -38,7 +38,9 @@ struct events_ring {
 
 NMM_TLS uintptr_t events_caller_pc;
 NMM_TLS uint32_t events_pending;
-static NMM_TLS nmm_event_t pending_ev[EVENTS_PENDING_MAX];
+/* Plain __thread (not initial-exec): touched only on a detection, and kept out of
+ * the static TLS surplus a dlopen-ed Python extension has to share. */
+static __thread nmm_event_t pending_ev[EVENTS_PENDING_MAX];
 
 static const char *const kind_names[NMM_EV_KIND_COUNT_] = {
     [NMM_EV_NONE] = "none",
