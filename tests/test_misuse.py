@@ -40,7 +40,12 @@ heap = Heap(level=LEVEL, policy=POLICY)
 out = {"raised": None, "raised_event": None, "extra": {}}
 target = None
 
+def announce():
+    # Before anything that may abort: the parent needs the address to check the line.
+    print(json.dumps({"target": target}), flush=True)
+
 def attempt(fn, *args):
+    announce()
     try:
         return fn(*args)
     except NmmError as exc:
@@ -49,6 +54,7 @@ def attempt(fn, *args):
         return None
 
 def flip(block, offset, n):
+    announce()
     data = block.unsafe_read(offset, n)
     block.unsafe_write(offset, bytes(b ^ 0xFF for b in data))
 
@@ -62,6 +68,7 @@ def stack_address():
 """
 
 EPILOGUE = """
+announce()
 result = heap.validate()
 out["problems"] = result.problems
 out["events"] = [[e.kind, e.address == target, e.reason] for e in heap.events()]
@@ -244,9 +251,9 @@ def test_misuse(case: str, level: str, policy: str) -> None:
         )
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1, f"{where}: expected one diagnostic line, got {lines}"
-        assert expect.kind in lines[0], (
-            f"{where}: diagnostic does not name {expect.kind}: {lines[0]}"
-        )
+        target = json.loads(proc.stdout.splitlines()[-1])["target"]
+        assert lines[0].startswith(f"nmm: {expect.kind} at 0x{target:x}"), f"{where}: {lines[0]}"
+        assert lines[0].endswith(")") and "(thread " in lines[0], f"{where}: {lines[0]}"
         return
     assert proc.returncode == 0, (
         f"{where}: the child did not survive (exit {proc.returncode})\n{proc.stdout}\n{proc.stderr}"
