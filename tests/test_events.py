@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from _nmm_c import DEBUG_FLAGS, INCLUDE, PROGRAMS, ROOT, compile_program, nmm_lines, run
 
 
@@ -25,10 +24,16 @@ def guard_hit(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("case", "pattern"),
     [
-        ("overflow", r"^nmm: overflow into guard page at 0x[0-9a-f]+ \(block (0x[0-9a-f]+) "
-                     r"size 1000000, alloc site \S*guard_hit\.c:\d+\) \(thread \d+\)$"),
-        ("uaf", r"^nmm: use after free of large block at 0x[0-9a-f]+ \(block (0x[0-9a-f]+) "
-                r"size 1000000, alloc site \S*guard_hit\.c:\d+\) \(thread \d+\)$"),
+        (
+            "overflow",
+            r"^nmm: overflow into guard page at 0x[0-9a-f]+ \(block (0x[0-9a-f]+) "
+            r"size 1000000, alloc site \S*guard_hit\.c:\d+\) \(thread \d+\)$",
+        ),
+        (
+            "uaf",
+            r"^nmm: use after free of large block at 0x[0-9a-f]+ \(block (0x[0-9a-f]+) "
+            r"size 1000000, alloc site \S*guard_hit\.c:\d+\) \(thread \d+\)$",
+        ),
     ],
 )
 def test_guard_page_hit_is_named_then_the_process_dies_of_sigsegv(
@@ -66,13 +71,26 @@ def test_ring_loses_and_duplicates_nothing_under_concurrency(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_ring_under_thread_sanitizer(tmp_path: Path) -> None:
-    sources = [p for p in sorted((ROOT / "allocator" / "src").glob("*.c"))
-               if p.name != "malloc_shim.c"]
+    sources = [
+        p for p in sorted((ROOT / "allocator" / "src").glob("*.c")) if p.name != "malloc_shim.c"
+    ]
     exe = tmp_path / "events_stress_tsan"
     arch = ["-msse4.2"] if platform.machine() == "x86_64" else []
-    cmd = ["gcc", "-std=gnu11", *DEBUG_FLAGS, "-fsanitize=thread", *arch, "-I", str(INCLUDE),
-           "-I", str(ROOT / "allocator" / "src"), *map(str, sources),
-           str(PROGRAMS / "events_stress.c"), "-o", str(exe)]
+    cmd = [
+        "gcc",
+        "-std=gnu11",
+        *DEBUG_FLAGS,
+        "-fsanitize=thread",
+        *arch,
+        "-I",
+        str(INCLUDE),
+        "-I",
+        str(ROOT / "allocator" / "src"),
+        *map(str, sources),
+        str(PROGRAMS / "events_stress.c"),
+        "-o",
+        str(exe),
+    ]
     built = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert built.returncode == 0, built.stderr
     out = run([str(exe)], extra_env={"TSAN_OPTIONS": "halt_on_error=1 exitcode=66"})

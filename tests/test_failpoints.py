@@ -10,10 +10,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from _nmm_c import compile_program, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from _nmm_c import compile_program, run
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +144,10 @@ def test_set_failpoint_arms_and_disarms_at_run_time(make_heap) -> None:
 @pytest.mark.parametrize(
     ("spec", "words"),
     [
-        ("bogus@p1", ["unknown point 'bogus'", "alloc, pool.grow, os.map, tcache.refill, large.map"]),
+        (
+            "bogus@p1",
+            ["unknown point 'bogus'", "alloc, pool.grow, os.map, tcache.refill, large.map"],
+        ),
         ("alloc@sometimes", ["unknown term 'sometimes'", "every<n>"]),
         ("alloc@p2", ["probability must be a number from 0 to 1"]),
         ("alloc@afterX", ["bad number in term 'afterX'"]),
@@ -205,20 +207,24 @@ def _churn(heap, seed: int, ops: int, errors: list[BaseException]) -> None:
         for block, fill in live:
             assert bytes(block.view[: len(fill)]) == fill
             heap.free(block)
-    except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+    except BaseException as exc:
         errors.append(exc)
 
 
 @settings(max_examples=25)
-@given(specs=st.lists(SPEC, min_size=1, max_size=4), seed=st.integers(1, 2**32),
-       level=st.sampled_from(["off", "standard", "paranoid"]))
+@given(
+    specs=st.lists(SPEC, min_size=1, max_size=4),
+    seed=st.integers(1, 2**32),
+    level=st.sampled_from(["off", "standard", "paranoid"]),
+)
 def test_heap_is_intact_after_any_failure_storm(specs: list[str], seed: int, level: str) -> None:
     from allocator import Heap
 
     with Heap(level=level, seed=seed, fail=";".join(specs)) as heap:
         errors: list[BaseException] = []
-        threads = [threading.Thread(target=_churn, args=(heap, seed + t, 400, errors))
-                   for t in range(3)]
+        threads = [
+            threading.Thread(target=_churn, args=(heap, seed + t, 400, errors)) for t in range(3)
+        ]
         for t in threads:
             t.start()
         for t in threads:

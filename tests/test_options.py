@@ -12,19 +12,35 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _nmm_c import compile_program, nmm_lines, run
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _nmm_c import compile_program, nmm_lines, run
-
 KEYS = (
-    "level", "policy", "limit", "retain", "quarantine", "sweep", "guard", "tcache",
-    "tracking", "stacks", "events", "seed", "fail",
+    "level",
+    "policy",
+    "limit",
+    "retain",
+    "quarantine",
+    "sweep",
+    "guard",
+    "tcache",
+    "tracking",
+    "stacks",
+    "events",
+    "seed",
+    "fail",
 )
 FIELDS = {
-    "limit": "limit_bytes", "retain": "retain_bytes", "quarantine": "quarantine_bytes",
-    "sweep": "sweep_every_ops", "guard": "guard_pages", "tcache": "thread_cache",
-    "stacks": "stack_sample", "events": "event_capacity", "fail": "failpoints",
+    "limit": "limit_bytes",
+    "retain": "retain_bytes",
+    "quarantine": "quarantine_bytes",
+    "sweep": "sweep_every_ops",
+    "guard": "guard_pages",
+    "tcache": "thread_cache",
+    "stacks": "stack_sample",
+    "events": "event_capacity",
+    "fail": "failpoints",
 }
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 
@@ -50,10 +66,19 @@ def test_defaults(probe: Path) -> None:
     out = run([str(probe), "defaults"])
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {
-        "level": 0, "policy": 0, "limit_bytes": 0, "retain_bytes": 16 * MiB,
-        "quarantine_bytes": 4 * MiB, "sweep_every_ops": 0, "guard_pages": 0,
-        "thread_cache": 1, "tracking": 0, "stack_sample": 64, "event_capacity": 1024,
-        "seed": 0, "failpoints": None,
+        "level": 0,
+        "policy": 0,
+        "limit_bytes": 0,
+        "retain_bytes": 16 * MiB,
+        "quarantine_bytes": 4 * MiB,
+        "sweep_every_ops": 0,
+        "guard_pages": 0,
+        "thread_cache": 1,
+        "tracking": 0,
+        "stack_sample": 64,
+        "event_capacity": 1024,
+        "seed": 0,
+        "failpoints": None,
     }
 
 
@@ -99,17 +124,30 @@ def test_the_example_from_the_issue(probe: Path) -> None:
 @pytest.mark.parametrize(
     ("value", "bytes_"),
     [
-        ("0", 0), ("4096", 4096), ("1k", KiB), ("1K", KiB), ("3m", 3 * MiB), ("3M", 3 * MiB),
-        ("2g", 2 * GiB), ("2G", 2 * GiB), ("1T", TiB), ("4MiB", 4 * MiB), ("4MB", 4 * MiB),
-        ("64kB", 64 * KiB), ("100B", 100), ("0x1000", 4096),
+        ("0", 0),
+        ("4096", 4096),
+        ("1k", KiB),
+        ("1K", KiB),
+        ("3m", 3 * MiB),
+        ("3M", 3 * MiB),
+        ("2g", 2 * GiB),
+        ("2G", 2 * GiB),
+        ("1T", TiB),
+        ("4MiB", 4 * MiB),
+        ("4MB", 4 * MiB),
+        ("64kB", 64 * KiB),
+        ("100B", 100),
+        ("0x1000", 4096),
     ],
 )
 def test_size_suffixes(probe: Path, value: str, bytes_: int) -> None:
     assert parse(probe, f"limit={value}")["limit_bytes"] == bytes_
 
 
-@pytest.mark.parametrize(("value", "flag"), [("1", 1), ("0", 0), ("true", 1), ("false", 0),
-                                              ("yes", 1), ("no", 0), ("on", 1), ("off", 0)])
+@pytest.mark.parametrize(
+    ("value", "flag"),
+    [("1", 1), ("0", 0), ("true", 1), ("false", 0), ("yes", 1), ("no", 0), ("on", 1), ("off", 0)],
+)
 def test_booleans(probe: Path, value: str, flag: int) -> None:
     assert parse(probe, f"tracking={value}")["tracking"] == flag
 
@@ -184,7 +222,11 @@ def test_key_without_value(probe: Path) -> None:
 @pytest.mark.parametrize(
     ("spec", "piece", "listed"),
     [
-        ("fail=pool.gro@p0.1", "unknown point 'pool.gro'", "valid points: alloc, pool.grow, os.map"),
+        (
+            "fail=pool.gro@p0.1",
+            "unknown point 'pool.gro'",
+            "valid points: alloc, pool.grow, os.map",
+        ),
         ("fail=alloc@q1", "unknown term 'q1'", "valid terms: p<"),
         ("fail=alloc@p1.5", "probability must be a number from 0 to 1", ""),
         ("fail=alloc@every0", "bad number in term 'every0'", "valid terms"),
@@ -260,16 +302,38 @@ def test_allocator_options_command_prints_the_table() -> None:
 
 # ------------------------------------------------------------------ properties
 
-ALPHABET = st.sampled_from(list("=:;@,/ .0123456789kKmMgGxp%") + list(KEYS) + [
-    "standard", "paranoid", "off", "abort", "record", "alloc", "pool.grow", "every", "after",
-    "max", "min", "maxsize", "true", "1/", "\t", "é", "\\", '"',
-])
+ALPHABET = st.sampled_from(
+    list("=:;@,/ .0123456789kKmMgGxp%")
+    + list(KEYS)
+    + [
+        "standard",
+        "paranoid",
+        "off",
+        "abort",
+        "record",
+        "alloc",
+        "pool.grow",
+        "every",
+        "after",
+        "max",
+        "min",
+        "maxsize",
+        "true",
+        "1/",
+        "\t",
+        "é",
+        "\\",
+        '"',
+    ]
+)
 
 
-@given(st.one_of(
-    st.lists(ALPHABET, max_size=12).map("".join),
-    st.text(max_size=40).filter(lambda s: "\x00" not in s),
-))
+@given(
+    st.one_of(
+        st.lists(ALPHABET, max_size=12).map("".join),
+        st.text(max_size=40).filter(lambda s: "\x00" not in s),
+    )
+)
 def test_random_strings_parse_or_fail_clearly(probe: Path, text: str) -> None:
     out = run([str(probe), "parse", text], timeout=30)
     assert out.returncode in (0, 2), (text, out.returncode, out.stderr)

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _nmm_c import compile_program, nmm_lines, preload_path, require_tool, run
 
 LEVELS = ["off", "standard", "paranoid"]
@@ -90,8 +89,9 @@ def test_sqlite3_inserts_and_queries_100k_rows(preload: Path, tmp_path: Path, le
     sqlite3 = require_tool("sqlite3")
     plain = run([sqlite3, str(tmp_path / "plain.db")], stdin=SQL)
     assert plain.returncode == 0, plain.stderr
-    under = run([sqlite3, str(tmp_path / "nmm.db")], stdin=SQL, preload=preload,
-                options=f"level={level}")
+    under = run(
+        [sqlite3, str(tmp_path / "nmm.db")], stdin=SQL, preload=preload, options=f"level={level}"
+    )
     assert under.returncode == 0, under.stderr
     assert under.stdout == plain.stdout
     assert plain.stdout.startswith("100000|")
@@ -129,8 +129,13 @@ def test_git_creates_a_repository_and_commits(preload: Path, tmp_path: Path, lev
     (tmp_path / "nmm").mkdir()
     plain = run(["sh", "-c", GIT_SCRIPT], cwd=tmp_path / "plain", extra_env=dates)
     assert plain.returncode == 0, plain.stderr
-    under = run(["sh", "-c", GIT_SCRIPT], cwd=tmp_path / "nmm", extra_env=dates,
-                preload=preload, options=f"level={level}")
+    under = run(
+        ["sh", "-c", GIT_SCRIPT],
+        cwd=tmp_path / "nmm",
+        extra_env=dates,
+        preload=preload,
+        options=f"level={level}",
+    )
     assert under.returncode == 0, under.stderr
     assert under.stdout == plain.stdout  # same commit hashes: same bytes written
     assert under.stdout.count("commit ") == 4
@@ -149,8 +154,9 @@ def test_malloc_family_edge_cases(preload: Path, programs: dict[str, Path], leve
 
 
 @pytest.mark.parametrize("level", ["off", "standard"])
-def test_threads_before_and_after_and_fork(preload: Path, programs: dict[str, Path],
-                                           level: str) -> None:
+def test_threads_before_and_after_and_fork(
+    preload: Path, programs: dict[str, Path], level: str
+) -> None:
     plain = run([str(programs["threads_fork"])])
     assert plain.returncode == 0, plain.stdout + plain.stderr
     under = run([str(programs["threads_fork"])], preload=preload, options=f"level={level}")
@@ -168,22 +174,34 @@ SITE = r"[\w.]+\+0x[0-9a-f]+ \(misuse\)"
 @pytest.mark.parametrize(
     ("case", "kind", "pattern"),
     [
-        ("double_free", "double_free",
-         rf"^nmm: double_free at 0x[0-9a-f]+ size 48 alloc site make_block\+0x[0-9a-f]+ "
-         rf"\(misuse\) free site release_block\+0x[0-9a-f]+ \(misuse\) \(thread \d+\)$"),
-        ("overflow", "overflow",
-         rf"^nmm: overflow at 0x[0-9a-f]+ size 40 alloc site make_block\+0x[0-9a-f]+ "
-         rf"\(misuse\) free site release_block\+0x[0-9a-f]+ \(misuse\) \(thread \d+\)$"),
-        ("invalid_free", "invalid_free",
-         r"^nmm: invalid_free at 0x[0-9a-f]+ \(wild pointer\) "
-         r"free site release_block\+0x[0-9a-f]+ \(misuse\) \(thread \d+\)$"),
+        (
+            "double_free",
+            "double_free",
+            r"^nmm: double_free at 0x[0-9a-f]+ size 48 alloc site make_block\+0x[0-9a-f]+ "
+            r"\(misuse\) free site release_block\+0x[0-9a-f]+ \(misuse\) \(thread \d+\)$",
+        ),
+        (
+            "overflow",
+            "overflow",
+            r"^nmm: overflow at 0x[0-9a-f]+ size 40 alloc site make_block\+0x[0-9a-f]+ "
+            r"\(misuse\) free site release_block\+0x[0-9a-f]+ \(misuse\) \(thread \d+\)$",
+        ),
+        (
+            "invalid_free",
+            "invalid_free",
+            r"^nmm: invalid_free at 0x[0-9a-f]+ \(wild pointer\) "
+            r"free site release_block\+0x[0-9a-f]+ \(misuse\) \(thread \d+\)$",
+        ),
     ],
 )
 def test_misuse_is_reported_in_one_line_and_the_program_goes_on(
     preload: Path, programs: dict[str, Path], case: str, kind: str, pattern: str
 ) -> None:
-    out = run([str(programs["misuse"]), case], preload=preload,
-              options="level=standard:policy=record:tracking=1")
+    out = run(
+        [str(programs["misuse"]), case],
+        preload=preload,
+        options="level=standard:policy=record:tracking=1",
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "survived"
     lines = [line for line in nmm_lines(out.stderr) if not line.startswith("nmm: leak report")]
@@ -191,7 +209,9 @@ def test_misuse_is_reported_in_one_line_and_the_program_goes_on(
     assert re.match(pattern, lines[0]), lines[0]
 
 
-def test_double_free_is_reported_even_at_level_off(preload: Path, programs: dict[str, Path]) -> None:
+def test_double_free_is_reported_even_at_level_off(
+    preload: Path, programs: dict[str, Path]
+) -> None:
     out = run([str(programs["misuse"]), "double_free"], preload=preload, options="level=off")
     assert out.returncode == 0, out.stderr
     (line,) = nmm_lines(out.stderr)
@@ -203,8 +223,11 @@ def test_double_free_is_reported_even_at_level_off(preload: Path, programs: dict
 def test_misuse_with_policy_abort_stops_the_program(
     preload: Path, programs: dict[str, Path], case: str
 ) -> None:
-    out = run([str(programs["misuse"]), case], preload=preload,
-              options="level=standard:policy=abort:tracking=1")
+    out = run(
+        [str(programs["misuse"]), case],
+        preload=preload,
+        options="level=standard:policy=abort:tracking=1",
+    )
     assert out.returncode == -signal.SIGABRT, (out.returncode, out.stderr)
     assert "survived" not in out.stdout
     (line,) = nmm_lines(out.stderr)
@@ -212,16 +235,22 @@ def test_misuse_with_policy_abort_stops_the_program(
     assert "release_block+0x" in line
 
 
-def test_leak_report_at_exit_names_the_leaking_site(preload: Path,
-                                                     programs: dict[str, Path]) -> None:
-    out = run([str(programs["misuse"]), "leak"], preload=preload,
-              options="level=standard:tracking=1")
+def test_leak_report_at_exit_names_the_leaking_site(
+    preload: Path, programs: dict[str, Path]
+) -> None:
+    out = run(
+        [str(programs["misuse"]), "leak"], preload=preload, options="level=standard:tracking=1"
+    )
     assert out.returncode == 0, out.stderr
     lines = nmm_lines(out.stderr)
     assert lines and lines[0].startswith("nmm: leak report: ")
-    report = out.stderr[out.stderr.index("nmm: leak report"):]
-    match = re.search(r"^  (\d+) bytes in (\d+) blocks allocated at leaky_function\+0x[0-9a-f]+ "
-                      r"\(misuse\)$", report, re.M)
+    report = out.stderr[out.stderr.index("nmm: leak report") :]
+    match = re.search(
+        r"^  (\d+) bytes in (\d+) blocks allocated at leaky_function\+0x[0-9a-f]+ "
+        r"\(misuse\)$",
+        report,
+        re.M,
+    )
     assert match, report
     assert (int(match[1]), int(match[2])) == (3000, 3)
     # make_block's only live block was freed: it is not reported

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from _nmm_c import compile_program, run
 
 HERE = __file__
@@ -48,8 +47,12 @@ def test_leak_report_groups_by_site_largest_first(make_heap) -> None:
     assert report["other"] == {"count": 0, "bytes": 0}
     for block in blocks:
         heap.free(block)
-    assert heap.leaks() == {"live_blocks": 0, "live_bytes": 0, "groups": [],
-                            "other": {"count": 0, "bytes": 0}}
+    assert heap.leaks() == {
+        "live_blocks": 0,
+        "live_bytes": 0,
+        "groups": [],
+        "other": {"count": 0, "bytes": 0},
+    }
 
 
 def test_leak_report_text_names_the_sites(make_heap) -> None:
@@ -125,7 +128,11 @@ def test_diagnostic_report_has_every_section(make_heap) -> None:
     assert report["report_version"] == 1
     cfg = report["config"]
     assert (cfg["level"], cfg["policy"], cfg["tracking"], cfg["quarantine_bytes"]) == (
-        "standard", "record", 1, 1 << 20)
+        "standard",
+        "record",
+        1,
+        1 << 20,
+    )
     stats = report["stats"]
     assert set(STATS_FIELDS) <= set(stats)
     assert stats["live_blocks"] == len(keep)
@@ -136,15 +143,25 @@ def test_diagnostic_report_has_every_section(make_heap) -> None:
     for c in classes:
         assert 0.0 <= c["occupancy"] <= 1.0
         assert c["occupancy"] + c["fragmentation"] == pytest.approx(1.0, abs=2e-4) or (
-            c["live"] + c["free_blocks"] == 0)
+            c["live"] + c["free_blocks"] == 0
+        )
     assert sum(c["live"] for c in classes) == len(keep)
     assert 0.0 <= report["fragmentation"]["mapped_unused_ratio"] <= 1.0
     events = report["events"]
     assert events["total"] == 1 and events["dropped"] == 0
     assert events["by_kind"]["double_free"] == 1
     assert set(events["by_kind"]) == {
-        "double_free", "invalid_free", "overflow", "underflow", "use_after_free",
-        "header_corrupt", "realloc_freed", "invalid_realloc", "freelist_corrupt", "guard_page"}
+        "double_free",
+        "invalid_free",
+        "overflow",
+        "underflow",
+        "use_after_free",
+        "header_corrupt",
+        "realloc_freed",
+        "invalid_realloc",
+        "freelist_corrupt",
+        "guard_page",
+    }
     top = report["top_leaks"]
     assert [g["line"] for g in top] == [_line_of("site-big"), _line_of("site-small")]
 
@@ -155,8 +172,9 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(("capacity", "n", "kept"), [(4, 10, 4), (16, 10, 10), (1, 3, 1)])
-def test_event_ring_keeps_capacity_and_counts_the_rest(probe: Path, capacity: int, n: int,
-                                                      kept: int) -> None:
+def test_event_ring_keeps_capacity_and_counts_the_rest(
+    probe: Path, capacity: int, n: int, kept: int
+) -> None:
     out = run([str(probe), "drops", str(capacity), str(n)])
     assert out.returncode == 0, out.stdout + out.stderr
     report_line, drained = out.stdout.splitlines()

@@ -208,7 +208,9 @@ void events_format_line(strbuf_t *sb, const nmm_event_t *ev, bool symbolize)
         track_site_format(sb, ev->alloc_site, symbolize);
     }
     if (ev->free_site) {
-        strbuf_puts(sb, " free site ");
+        strbuf_puts(sb, ev->kind == NMM_EV_REALLOC_FREED || ev->kind == NMM_EV_INVALID_REALLOC
+                            ? " realloc site "
+                            : " free site ");
         track_site_format(sb, ev->free_site, symbolize);
     }
     strbuf_puts(sb, " (thread ");
