@@ -70,11 +70,12 @@ def test_ring_loses_and_duplicates_nothing_under_concurrency(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_ring_under_thread_sanitizer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("program", ["events_stress.c", "site_stress.c"])
+def test_lock_free_tables_under_thread_sanitizer(tmp_path: Path, program: str) -> None:
     sources = [
         p for p in sorted((ROOT / "allocator" / "src").glob("*.c")) if p.name != "malloc_shim.c"
     ]
-    exe = tmp_path / "events_stress_tsan"
+    exe = tmp_path / "tsan_program"
     arch = ["-msse4.2"] if platform.machine() == "x86_64" else []
     cmd = [
         "gcc",
@@ -87,7 +88,7 @@ def test_ring_under_thread_sanitizer(tmp_path: Path) -> None:
         "-I",
         str(ROOT / "allocator" / "src"),
         *map(str, sources),
-        str(PROGRAMS / "events_stress.c"),
+        str(PROGRAMS / program),
         "-o",
         str(exe),
     ]

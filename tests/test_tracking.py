@@ -228,3 +228,10 @@ def test_default_heap_sites_come_from_nmm_site(tmp_path: Path) -> None:
     out = run([sys.executable, "-c", script])
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+def test_sites_interned_concurrently_agree(tmp_path: Path) -> None:
+    exe = compile_program("site_stress.c", tmp_path, link_nmm=True)
+    out = run([str(exe)])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip() == "2000 sites"
