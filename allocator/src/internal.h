@@ -132,7 +132,9 @@ nmm_site_t track_site_for_pc(uintptr_t pc);
 /* Write "file:line" (or "sym+0x1c (module)" for a code-address site, "?" when
  * unknown) for a site. symbolize=false never calls dladdr (signal handlers). */
 void track_site_format(struct strbuf *sb, nmm_site_t site, bool symbolize);
-/* Write the text leak report of heap to fd (memory from os_map, never malloc). */
+/* Write the text leak report of heap to fd (memory from os_map, never malloc);
+ * nothing when no block is live. For the default heap at exit (malloc_shim.c) and
+ * for nmm_heap_destroy of a tracking heap. */
 void track_leaks_write(nmm_heap_t *heap, int fd);
 /* Top leak groups by bytes as a JSON array (for report.c); at most `top` rows. */
 void track_leaks_json(nmm_heap_t *heap, struct strbuf *sb, size_t top);

@@ -741,6 +741,10 @@ void track_leaks_write(nmm_heap_t *heap, int fd)
     struct leak_agg a;
     if (!leaks_collect(heap, &a))
         return;
+    if (!a.total_count) { /* nothing leaked: nothing to say */
+        leaks_release(&a);
+        return;
+    }
     strbuf_t sb;
     strbuf_init(&sb, NULL, 0);
     leaks_text(&a, &sb, 50); /* measure */
