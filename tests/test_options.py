@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from _nmm_c import compile_program, nmm_lines, run
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 KEYS = (
@@ -344,3 +344,46 @@ def test_random_strings_parse_or_fail_clearly(probe: Path, text: str) -> None:
         message = out.stdout.strip()
         assert message.startswith(("unknown key '", "bad value", "key '"))
         assert "valid keys: " in message
+
+
+SIZE_TEXT = st.tuples(st.integers(0, 4096), st.sampled_from(["", "k", "K", "M", "m"])).map(
+    lambda t: (f"{t[0]}{t[1]}", t[0] << {"": 0, "k": 10, "K": 10, "M": 20, "m": 20}[t[1]])
+)
+
+
+@settings(max_examples=40)
+@given(
+    level=st.sampled_from(["off", "standard", "paranoid"]),
+    quarantine=SIZE_TEXT,
+    limit=SIZE_TEXT,
+    tracking=st.booleans(),
+    events=st.integers(1, 5000),
+    seed=st.integers(0, 2**64 - 1),
+)
+def test_heap_keywords_reach_the_config(
+    level: str,
+    quarantine: tuple[str, int],
+    limit: tuple[str, int],
+    tracking: bool,
+    events: int,
+    seed: int,
+) -> None:
+    """Heap(**kwargs) goes through the same parser: the report shows what was asked."""
+    from allocator import Heap
+
+    with Heap(
+        level=level,
+        quarantine=quarantine[0],
+        limit=limit[0],
+        tracking=tracking,
+        events=events,
+        seed=seed,
+    ) as heap:
+        cfg = heap.report()["config"]
+    assert cfg["level"] == level
+    assert cfg["quarantine_bytes"] == quarantine[1]
+    assert cfg["limit_bytes"] == limit[1]
+    assert cfg["tracking"] == int(tracking)
+    assert cfg["event_capacity"] == events
+    assert cfg["seed"] == seed
+    assert cfg["guard_pages"] == int(level == "paranoid")
