@@ -303,13 +303,18 @@ NMM_API size_t nmm_validate(nmm_heap_t *heap);
 
 /* Arm a fail point on this heap. spec: NAME@TERM[,TERM...], where NAME is one of
  * alloc, pool.grow, os.map, tcache.refill, large.map, and TERM is
- *   p<prob>      fail with probability prob (seeded by config.seed)
+ *   p<prob>      fail with probability prob, 0..1 or N% (seeded by config.seed)
  *   every<n>     fail every n-th hit
  *   after<n>     pass the first n hits
  *   max<n>       fail at most n times
  *   min<bytes>   only for requests of at least bytes (k/M/G suffixes allowed)
  *   maxsize<bytes> only for requests of at most bytes
- * "NAME@off" disarms. Several specs may be joined with ';'. */
+ * "NAME@off" disarms; a bare "NAME" fails every hit. Several specs may be joined
+ * with ';'. A hit is a call that passes the size filter; terms combine in the
+ * order after, every, p, max (failslab's interval/probability/times), e.g.
+ * "alloc@after100,every3,max5". Arming resets the point's counters and its PRNG
+ * (splitmix64 from config.seed and the point), so a single-threaded run repeats
+ * exactly. A bad spec arms nothing and the message names the bad piece. */
 NMM_API nmm_status_t nmm_failpoint_set(nmm_heap_t *heap, const char *spec,
                                        char *err, size_t err_len);
 
