@@ -247,3 +247,50 @@ def test_report_lists_every_armed_spec(make_heap) -> None:
     heap = make_heap(seed=3, fail="alloc@every5;pool.grow@p0.5")
     heap.set_failpoint("large.map@max1")
     assert heap.report()["config"]["failpoints"] == "alloc@every5;pool.grow@p0.5;large.map@max1"
+
+
+@settings(max_examples=150)
+@given(
+    st.one_of(
+        st.lists(
+            st.sampled_from(
+                [
+                    *POINTS,
+                    "@",
+                    ",",
+                    ";",
+                    "p",
+                    "0.",
+                    "5",
+                    "%",
+                    "every",
+                    "after",
+                    "max",
+                    "min",
+                    "maxsize",
+                    "off",
+                    "k",
+                    "M",
+                    " ",
+                    "1",
+                    "x",
+                ]
+            ),
+            max_size=10,
+        ).map("".join),
+        st.text(max_size=30).filter(lambda s: "\x00" not in s),
+    )
+)
+def test_random_specs_arm_or_fail_clearly(spec: str) -> None:
+    from allocator import Heap
+    from allocator.errors import InvalidArgument
+
+    with Heap(seed=11) as heap:
+        try:
+            heap.set_failpoint(spec)
+        except InvalidArgument as exc:
+            assert str(exc).startswith("fail point spec '")
+            assert "valid" in str(exc) or "must be" in str(exc) or "larger than" in str(exc)
+        for point in POINTS:
+            heap.set_failpoint(f"{point}@off")
+        heap.alloc(64).free()  # every point is off again: no OutOfMemory
