@@ -32,6 +32,20 @@ SAMPLE_INTERVAL_S = 0.05
 
 LineCallback = Callable[[dict[str, Any]], None]
 
+#: process groups of children being supervised right now (for kill_running_children)
+_RUNNING: set[int] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def kill_running_children() -> int:
+    """SIGKILL every child group this process is supervising (the run is being abandoned);
+    their supervisors then reap them. Returns how many groups were signalled."""
+    with _RUNNING_LOCK:
+        groups = list(_RUNNING)
+    for pgid in groups:
+        _kill_group(pgid)
+    return len(groups)
+
 
 class _Collector:
     """Parses protocol lines as they arrive; shared by the reader thread and the caller."""
@@ -45,6 +59,7 @@ class _Collector:
         self.progress: dict[str, Any] | None = None
         self.result: ResultLine | None = None
         self.bad_lines = 0
+        self.callback_errors = 0
         self.index = 0
 
     def feed(self, raw: bytes) -> None:
@@ -73,7 +88,10 @@ class _Collector:
             self.bad_lines += 1
             return
         if self.on_line is not None:
-            self.on_line(line)
+            try:
+                self.on_line(line)
+            except Exception:  # a failing progress hook must not stop the draining of stdout
+                self.callback_errors += 1
 
 
 def _read_stdout(stream: IO[bytes], collector: _Collector) -> None:
@@ -124,6 +142,8 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
     proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True,
                             env=dict(env) if env is not None else None)
+    with _RUNNING_LOCK:
+        _RUNNING.add(proc.pid)
     collector = _Collector(on_line)
     tail: deque[bytes] = deque()
     assert proc.stdout is not None and proc.stderr is not None
@@ -157,6 +177,8 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
             continue
     # grandchildren (fork storms) may still hold the pipes: end the group, then drain
     _kill_group(proc.pid)
+    with _RUNNING_LOCK:
+        _RUNNING.discard(proc.pid)
     for reader in readers:
         reader.join(timeout=5.0)
     proc.stdout.close()

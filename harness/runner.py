@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness._isolate import LineCallback, run_child
+from harness._isolate import LineCallback, kill_running_children, run_child
 from harness.errors import DriverNotFound, DriverUsageError, UnsupportedFeature
 from harness.journal import Journal
 from harness.oracle import judge
@@ -226,6 +226,7 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
     except BaseException:
         result.interrupted = True
         pool.shutdown(wait=False, cancel_futures=True)
+        kill_running_children()
         raise
     pool.shutdown(wait=True)
     order = {s: i for i, s in enumerate(all_seeds)}
