@@ -40,8 +40,8 @@ FAULT_VARIANTS: dict[str, tuple[str, ...]] = {
     "uaf_read": ("first", "middle"),
 }
 FAIL_POINTS: tuple[str, ...] = ("alloc", "pool.grow", "os.map", "tcache.refill", "large.map")
-_FAIL_TERM = re.compile(r"^(p(0(\.\d+)?|1(\.0+)?|\.\d+)|every\d+|after\d+|max\d+|"
-                        r"min\d+[kKmMgG]?|maxsize\d+[kKmMgG]?|off)$")
+_FAIL_TERM = re.compile(r"^(p(0(\.\d+)?|1(\.0+)?|\.\d+|(100|\d{1,2})(\.\d+)?%)|"
+                        r"every\d+|after\d+|max\d+|min\d+[kKmMgG]?|maxsize\d+[kKmMgG]?|off)$")
 _OPTION_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -219,6 +219,8 @@ def fail_spec_problem(spec: str) -> str | None:
     """What is wrong with a fail-point spec (``alloc@every50,max20``), or None if it is fine."""
     for one in spec.split(";"):
         name, sep, terms = one.partition("@")
+        if not sep and name in FAIL_POINTS:
+            continue  # a bare name fails every hit
         if not sep or name not in FAIL_POINTS:
             return (f"NAME@TERM[,TERM...] with NAME one of {', '.join(FAIL_POINTS)} "
                     f"(in {one!r})")

@@ -332,3 +332,16 @@ def test_unknown_key_in_a_malloc_target_lists_its_keys(write_plan):
                       'level = "off"\n')
     with pytest.raises(PlanError, match=r"target\.level: unknown key; expected one of: kind, peer"):
         load_plan(path)
+
+
+@pytest.mark.parametrize(("spec", "ok"), [
+    ("alloc@every50,max20", True), ("alloc", True), ("pool.grow@p0.01", True),
+    ("alloc@p5%", True), ("alloc@p0.5%", True), ("alloc@after100,every3,max5", True),
+    ("large.map@min1M;alloc@maxsize64k", True), ("alloc@off", True),
+    ("alloc@p2", False), ("alloc@p101%", False), ("heap@every1", False), ("alloc@", False),
+    ("alloc@every", False), ("alloc@sometimes", False),
+])
+def test_fail_spec_grammar(spec, ok):
+    from harness.plan import fail_spec_problem
+
+    assert (fail_spec_problem(spec) is None) == ok
