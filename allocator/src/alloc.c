@@ -82,7 +82,7 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
     }
     if (size > ((size_t)1 << 46))
         return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
-    size_t need = size + h->user_off + (h->checks ? 1 : 0);
+    size_t need = size + h->user_off + (h->checks ? CORE_CANARY : 0);
     int cls;
     if (align <= 16)
         cls = sizeclass_of(need);
@@ -109,11 +109,23 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
             validate_maybe_sweep(h);
     } else {
         tbin_t *bin = &tc->bins[cls];
-        if (!bin->count && !tcache_refill(h, tc, cls)) {
-            user = NULL;
-        } else {
-            blockref_t *e = &bin->items[--bin->count];
+        blockref_t *e = NULL;
+        user = NULL;
+        while (bin->count || tcache_refill(h, tc, cls)) {
+            e = &bin->items[--bin->count];
             user = e->block + h->user_off;
+            /* paranoid: a reused block must still hold its poison */
+            if (!h->paranoid || __atomic_load_n(e->state, __ATOMIC_RELAXED) != BS_FREE)
+                break;
+            long dmg = detect_poison_damage(user, bs - h->user_off);
+            if (dmg < 0)
+                break;
+            uint32_t asite = detect_header_ok(h, user) ? ((block_header_t *)e->block)->site : 0;
+            alloc_retire(h, e->block);
+            heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)dmg, user, 0, asite, 0);
+            user = NULL;
+        }
+        if (user) {
             if (h->has_hdr) {
                 detect_write_header(h, user, size, site_id);
                 OWNER_ADD(tc->requested, (int64_t)size);
@@ -137,10 +149,10 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
  * the off path in nmm_alloc stays free of its register pressure. */
 NMM_NOINLINE static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
-    if (likely(size <= 1024 - CORE_HDR - 1)) {
+    if (likely(size <= 1024 - CORE_HDR - CORE_CANARY)) {
         tcache_t *tc = alloc_cache_fast(h);
         if (likely(tc != NULL)) {
-            int cls = sizeclass_small_lut[(size + CORE_HDR + 1 + 15) >> 4];
+            int cls = sizeclass_small_lut[(size + CORE_HDR + CORE_CANARY + 15) >> 4];
             tbin_t *bin = &tc->bins[cls];
             if (likely(bin->count)) {
                 blockref_t *e = &bin->items[--bin->count];
@@ -315,13 +327,13 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
     if (idx < 0)
         return free_invalid(h, p, site, NMM_INVALID_INTERIOR, realloc_call);
     uint8_t *user = (uint8_t *)p;
-    if (h->paranoid)
+    tcache_t *tc = h->use_cache ? tcache_get(h) : NULL;
+    if (h->paranoid && !tc)
         return free_paranoid(h, s, idx, user, site, realloc_call);
     uint8_t *state = &slab_states(s)[idx];
     uint8_t st = __atomic_load_n(state, __ATOMIC_RELAXED);
     int cls = s->cls;
     size_t room = s->block_size - h->user_off;
-    tcache_t *tc = h->use_cache ? tcache_get(h) : NULL;
     if (st == BS_LIVE_BAD) {
         __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
         __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
@@ -336,6 +348,13 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
         return free_corrupted(h, s, state, user, site);
     }
     int64_t requested = h->has_hdr ? ((const block_header_t *)(user - CORE_HDR))->size : 0;
+    if (tc && h->paranoid) {
+        const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
+        __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
+        free_account(h, cls, tc, requested);
+        detect_tq_push(h, tc, user, state, (uint32_t)room, site, hdr->site, hdr->size);
+        return NMM_OK;
+    }
     if (tc) {
         tbin_t *bin = &tc->bins[cls];
         if (bin->count == bin->cap)
@@ -467,7 +486,9 @@ static bool alloc_block_info(nmm_heap_t *h, const void *p, block_info_t *bi)
     bi->room = s->block_size - h->user_off;
     if (h->has_hdr) {
         const block_header_t *hdr = (const block_header_t *)((const uint8_t *)p - CORE_HDR);
-        bi->size = hdr->size < bi->room ? hdr->size : bi->room - (h->checks ? 1 : 0);
+        bi->size = hdr->size + (h->checks ? CORE_CANARY : 0) <= bi->room
+                       ? hdr->size
+                       : bi->room - (h->checks ? CORE_CANARY : 0);
         bi->usable = h->checks ? bi->size : bi->room;
     } else {
         bi->size = bi->usable = bi->room;
@@ -529,7 +550,7 @@ void *nmm_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site)
     }
     /* In place when the new size needs the same class and the block is intact. */
     if (!bi.large && !h->paranoid && bi.state == BS_LIVE && size <= ((size_t)1 << 46) &&
-        sizeclass_of(size + h->user_off + (h->checks ? 1 : 0)) == bi.cls &&
+        sizeclass_of(size + h->user_off + (h->checks ? CORE_CANARY : 0)) == bi.cls &&
         (!h->checks || detect_block_intact(h, p, bi.room))) {
         if (h->has_hdr) {
             block_header_t *hdr = (block_header_t *)((uint8_t *)p - CORE_HDR);

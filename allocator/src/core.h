@@ -22,7 +22,7 @@
 #define CORE_SLOTS 64                            /* heaps that get thread caches */
 #define CORE_MAX_HEAPS 1024                      /* heaps alive at once */
 #define CORE_HDR 16                              /* header bytes before the user pointer */
-#define CORE_CANARY_MAX 16                       /* canary bytes checked after the request */
+#define CORE_CANARY 8                            /* tail canary bytes, starting right at ptr+size */
 #define CORE_RECIP_SHIFT 40                      /* idx = (off * recip) >> 40, exact for off*bs < 2^40 */
 
 /* Block states: one byte per block, out of band (slab descriptor). Written with
@@ -117,12 +117,15 @@ typedef struct block_header {
 } block_header_t;
 
 typedef struct quarantine_entry {
-    uint8_t *user;
+    uint8_t *user;         /* NULL: reported by a sweep and retired */
+    uint8_t *state;        /* the block's state byte (per-thread quarantine) */
     uint32_t block_size;   /* bytes from user to the block end */
     uint32_t free_site;
-    uint32_t alloc_site;
-    uint32_t size;
+    uint32_t alloc_site;   /* tracked id or raw site from the header */
+    uint32_t size;         /* requested bytes */
 } quarantine_entry_t;
+
+#define CORE_TQ_CAP 128    /* per-thread quarantine entries (paranoid with caches) */
 
 /* ------------------------------------------------------------------ large.c */
 
@@ -273,6 +276,10 @@ typedef struct tcache {
     int64_t requested;       /* owner: requested bytes (header levels) */
     uint64_t misses;         /* owner: refills */
     struct tcache *next_free;
+    /* paranoid with caches: this thread's FIFO of poisoned freed blocks */
+    quarantine_entry_t *tq;  /* owner; CORE_TQ_CAP entries */
+    uint32_t tq_head, tq_count;
+    uint64_t tq_bytes;       /* owner writes, stats read (relaxed) */
 } tcache_t;
 
 typedef struct tstate {
@@ -296,7 +303,8 @@ void tcache_detach_heap(nmm_heap_t *h);   /* heap destroy; registry lock taken i
 void tcache_fork_child(void);             /* flush caches of threads that don't exist */
 /* Sum over live caches (registry lock must be held by the caller when exact). */
 void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cached,
-                uint64_t *cached_allocs, uint64_t *misses, int64_t *requested);
+                uint64_t *cached_allocs, uint64_t *misses, int64_t *requested,
+                uint64_t *tq_bytes);
 
 /* large.c */
 bool large_init(nmm_heap_t *h);
@@ -345,7 +353,7 @@ static inline uint32_t detect_check_k(uint32_t k, uint32_t size, uint32_t site)
 {
     return detect_crc(k, size | (uint64_t)site << 32);
 }
-/* Canary word: byte (q & 7) of it is the canary byte at address q. Every byte is
+/* Canary word, stored unaligned right after the requested bytes. Every byte is
  * odd, so a stray NUL or a zero fill always damages it. */
 static inline uint64_t detect_canary_word_k(const nmm_heap_t *h, uint32_t k)
 {
@@ -363,17 +371,6 @@ static inline uint64_t detect_canary_word(const nmm_heap_t *h, uintptr_t user)
 {
     return detect_canary_word_k(h, detect_addr_key(h, user));
 }
-static inline uint64_t detect_canary_at(uint64_t w, uintptr_t q)
-{
-    unsigned k = (unsigned)(q & 7) * 8;
-    return k ? (w >> k) | (w << (64 - k)) : w;
-}
-static inline size_t detect_canary_len(size_t size, size_t room)
-{
-    size_t slack = room - size;
-    return slack < CORE_CANARY_MAX ? slack : CORE_CANARY_MAX;
-}
-
 static inline void detect_write_header(const nmm_heap_t *h, uint8_t *user, size_t size, uint32_t site)
 {
     block_header_t *hdr = (block_header_t *)(user - CORE_HDR);
@@ -384,19 +381,13 @@ static inline void detect_write_header(const nmm_heap_t *h, uint8_t *user, size_
     hdr->guard = detect_guard_k(h, k);
 }
 
+/* Every block has room for CORE_CANARY bytes after the request (class choice,
+ * large-block layout); the rest of the slack is not checked. */
 static inline void detect_write_canary(const nmm_heap_t *h, uint8_t *user, size_t size, size_t room)
 {
+    (void)room;
     uint64_t w = detect_canary_word(h, (uintptr_t)user);
-    size_t len = detect_canary_len(size, room);
-    uint8_t *q = user + size;
-    if (len >= 8) {
-        uint64_t a = detect_canary_at(w, (uintptr_t)q), b = detect_canary_at(w, (uintptr_t)(q + len - 8));
-        memcpy(q, &a, 8);
-        memcpy(q + len - 8, &b, 8);
-    } else {
-        for (size_t i = 0; i < len; i++)
-            q[i] = (uint8_t)(detect_canary_at(w, (uintptr_t)(q + i)));
-    }
+    memcpy(user + size, &w, CORE_CANARY);
 }
 
 /* Fast "is everything intact" test for the free path. */
@@ -406,22 +397,11 @@ static inline bool detect_block_intact(const nmm_heap_t *h, const uint8_t *user,
     uint32_t size = hdr->size;
     uint32_t k = detect_addr_key(h, (uintptr_t)user);
     if (hdr->guard != detect_guard_k(h, k) || hdr->check != detect_check_k(k, size, hdr->site) ||
-        size >= room)
+        size + CORE_CANARY > room)
         return false;
-    uint64_t w = detect_canary_word_k(h, k);
-    size_t len = detect_canary_len(size, room);
-    const uint8_t *q = user + size;
-    if (len >= 8) {
-        uint64_t a, b;
-        memcpy(&a, q, 8);
-        memcpy(&b, q + len - 8, 8);
-        return a == detect_canary_at(w, (uintptr_t)q) &&
-               b == detect_canary_at(w, (uintptr_t)(q + len - 8));
-    }
-    for (size_t i = 0; i < len; i++)
-        if (q[i] != (uint8_t)detect_canary_at(w, (uintptr_t)(q + i)))
-            return false;
-    return true;
+    uint64_t got;
+    memcpy(&got, user + size, CORE_CANARY);
+    return got == detect_canary_word_k(h, k);
 }
 
 /* 0 = intact, else an NMM_EV_* kind; *detail = offset of the damage. */
@@ -437,6 +417,12 @@ void detect_quarantine_destroy(nmm_heap_t *h);
 void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint32_t room, nmm_site_t free_site,
                             uint32_t alloc_site, uint32_t size);
 size_t detect_quarantine_validate(nmm_heap_t *h);
+/* Per-thread quarantine (paranoid with caches): poison and hold; what falls out
+ * is verified and goes to the cache. Owner thread only. */
+void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *state, uint32_t room,
+                    nmm_site_t free_site, uint32_t alloc_site, uint32_t size);
+void detect_tq_drain(nmm_heap_t *h, tcache_t *tc);     /* owner gone or exiting */
+size_t detect_tq_validate(nmm_heap_t *h, tcache_t *tc); /* quiescent sweep */
 void detect_quarantine_flush(nmm_heap_t *h);
 
 /* validate.c */

@@ -26,23 +26,23 @@ uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t roo
                 break;
             }
         if (hdr->check == detect_check(h, (uintptr_t)user, hdr->size, hdr->site) &&
-            hdr->size < room) {
+            hdr->size + CORE_CANARY <= room) {
             *size = hdr->size;
             *site = hdr->site;
         }
         return NMM_EV_UNDERFLOW;
     }
-    if (hdr->check != detect_check(h, (uintptr_t)user, hdr->size, hdr->site) || hdr->size >= room) {
+    if (hdr->check != detect_check(h, (uintptr_t)user, hdr->size, hdr->site) ||
+        hdr->size + CORE_CANARY > room) {
         *detail = CORE_HDR;
         return NMM_EV_HEADER_CORRUPT;
     }
     *size = hdr->size;
     *site = hdr->site;
     uint64_t w = detect_canary_word(h, (uintptr_t)user);
-    size_t len = detect_canary_len(hdr->size, room);
-    const uint8_t *q = user + hdr->size;
-    for (size_t i = 0; i < len; i++) {
-        if (q[i] != (uint8_t)detect_canary_at(w, (uintptr_t)(q + i))) {
+    const uint8_t *q = user + hdr->size, *want = (const uint8_t *)&w;
+    for (size_t i = 0; i < CORE_CANARY; i++) {
+        if (q[i] != want[i]) {
             *detail = (uint32_t)(hdr->size + i);
             return NMM_EV_OVERFLOW;
         }
@@ -204,4 +204,83 @@ void detect_quarantine_flush(nmm_heap_t *h)
         pthread_mutex_unlock(&h->quar_lock);
         quarantine_release(h, &e);
     }
+}
+
+/* ------------------------------------------------------------------ per-thread quarantine */
+
+/* A block leaves this thread's quarantine: intact poison → free, into the cache;
+ * damaged → use-after-free event, retired. */
+static void tq_release(nmm_heap_t *h, tcache_t *tc, const quarantine_entry_t *e)
+{
+    if (!e->user)
+        return;
+    __atomic_store_n(&tc->tq_bytes, tc->tq_bytes - e->block_size, __ATOMIC_RELAXED);
+    long dmg = detect_poison_damage(e->user, e->block_size);
+    if (dmg >= 0) {
+        __atomic_store_n(e->state, BS_RETIRED, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+        heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)dmg, e->user, e->size, e->alloc_site,
+                    e->free_site);
+        return;
+    }
+    int cls = sizeclass_of(e->block_size + h->user_off);
+    tbin_t *bin = &tc->bins[cls];
+    if (bin->count == bin->cap)
+        tcache_flush_bin(h, tc, cls, bin->cap / 2);
+    __atomic_store_n(e->state, BS_FREE, __ATOMIC_RELAXED);
+    bin->items[bin->count].block = e->user - h->user_off;
+    bin->items[bin->count].state = e->state;
+    bin->count++;
+}
+
+void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *state, uint32_t room,
+                    nmm_site_t free_site, uint32_t alloc_site, uint32_t size)
+{
+    detect_poison(user, room);
+    while (tc->tq_count && (tc->tq_count == CORE_TQ_CAP || tc->tq_bytes + room > h->quar_max_bytes)) {
+        quarantine_entry_t old = tc->tq[tc->tq_head];
+        tc->tq_head = (tc->tq_head + 1) % CORE_TQ_CAP;
+        tc->tq_count--;
+        tq_release(h, tc, &old);
+    }
+    quarantine_entry_t *e = &tc->tq[(tc->tq_head + tc->tq_count) % CORE_TQ_CAP];
+    e->user = user;
+    e->state = state;
+    e->block_size = room;
+    e->free_site = free_site;
+    e->alloc_site = alloc_site;
+    e->size = size;
+    tc->tq_count++;
+    __atomic_store_n(&tc->tq_bytes, tc->tq_bytes + room, __ATOMIC_RELAXED);
+}
+
+void detect_tq_drain(nmm_heap_t *h, tcache_t *tc)
+{
+    while (tc->tq_count) {
+        quarantine_entry_t old = tc->tq[tc->tq_head];
+        tc->tq_head = (tc->tq_head + 1) % CORE_TQ_CAP;
+        tc->tq_count--;
+        tq_release(h, tc, &old);
+    }
+}
+
+size_t detect_tq_validate(nmm_heap_t *h, tcache_t *tc)
+{
+    size_t problems = 0;
+    for (uint32_t i = 0; i < tc->tq_count; i++) {
+        quarantine_entry_t *e = &tc->tq[(tc->tq_head + i) % CORE_TQ_CAP];
+        if (!e->user)
+            continue;
+        long dmg = detect_poison_damage(e->user, e->block_size);
+        if (dmg < 0)
+            continue;
+        problems++;
+        heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)dmg, e->user, e->size, e->alloc_site,
+                    e->free_site);
+        __atomic_store_n(e->state, BS_RETIRED, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+        tc->tq_bytes -= e->block_size;
+        e->user = NULL;
+    }
+    return problems;
 }

@@ -117,7 +117,7 @@ uint64_t heap_op_count(const nmm_heap_t *heap)
 {
     nmm_heap_t *h = (nmm_heap_t *)heap;
     uint64_t allocs[CORE_CLASSES] = {0}, frees[CORE_CLASSES] = {0};
-    tcache_sum(h, allocs, frees, NULL, NULL, NULL, NULL);
+    tcache_sum(h, allocs, frees, NULL, NULL, NULL, NULL, NULL);
     uint64_t n = __atomic_load_n(&h->large_allocs, __ATOMIC_RELAXED) +
                  __atomic_load_n(&h->large_frees, __ATOMIC_RELAXED);
     for (int c = 0; c < CORE_CLASSES; c++)
@@ -152,9 +152,11 @@ void heap_set_failpoints_armed(nmm_heap_t *heap, bool armed)
 /* The one place that turns a config into the heap's switches. Levels:
  *   off      — pointer validation only (out-of-band states); no header
  *   standard — + 16-byte header (CRC32C keyed check, head guard), exact tail canary
- *   paranoid — + poison and quarantine of freed blocks, guard pages for large
- *              blocks, periodic sweeps; thread caches bypassed so every state
- *              change happens under a class lock and sweeps see a stable heap.
+ *   paranoid — + poison and quarantine of freed blocks (per thread, FIFO, poison
+ *              verified when a block leaves it and again when it is reused),
+ *              guard pages for large blocks, periodic sweeps; with sweeps on,
+ *              thread caches are bypassed so every state change happens under
+ *              a class lock and a sweep sees a stable heap under load.
  * tracking=1 adds the header (for the site) at any level. */
 static void heap_derive(nmm_heap_t *h)
 {
@@ -165,7 +167,9 @@ static void heap_derive(nmm_heap_t *h)
     h->has_hdr = h->checks || h->tracking;
     h->user_off = h->has_hdr ? CORE_HDR : 0;
     h->guard = h->paranoid || c->guard_pages == 1;
-    h->use_cache = c->thread_cache != 0 && !h->paranoid;
+    /* Paranoid keeps caches (with a per-thread quarantine) unless periodic sweeps
+     * are on: a sweep under load needs every state change under a class lock. */
+    h->use_cache = c->thread_cache != 0 && !(h->paranoid && c->sweep_every_ops);
     h->limit = c->limit_bytes;
     heap_update_fast(h);
 }

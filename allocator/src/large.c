@@ -124,7 +124,7 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
 {
     size_t page = os_page_size();
     size_t pre = h->has_hdr ? page : 0;
-    size_t canary = h->checks ? CORE_CANARY_MAX : 0;
+    size_t canary = h->checks ? CORE_CANARY : 0;
     size_t guard = h->guard ? page : 0;
     if (size > ((size_t)1 << 46)) {
         errno = ENOMEM;

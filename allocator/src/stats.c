@@ -12,14 +12,14 @@ nmm_status_t nmm_stats_get(nmm_heap_t *h, nmm_stats_t *out)
         return NMM_E_INVALID_ARGUMENT;
     }
     uint64_t allocs[CORE_CLASSES] = {0}, frees[CORE_CLASSES] = {0}, cached[CORE_CLASSES] = {0};
-    uint64_t cached_allocs = 0, misses = 0;
+    uint64_t cached_allocs = 0, misses = 0, tq_bytes = 0;
     int64_t requested = 0;
     memset(out, 0, sizeof *out);
     out->size = sizeof *out;
     out->version = NMM_STATS_VERSION;
 
     pthread_mutex_lock(&tcache_registry_lock);
-    tcache_sum(h, allocs, frees, cached, &cached_allocs, &misses, &requested);
+    tcache_sum(h, allocs, frees, cached, &cached_allocs, &misses, &requested, &tq_bytes);
     int64_t live_bytes = 0;
     for (int c = 0; c < CORE_CLASSES; c++) {
         sizeclass_pool_t *pool = &h->pools[c];
@@ -71,7 +71,7 @@ nmm_status_t nmm_stats_get(nmm_heap_t *h, nmm_stats_t *out)
     out->lock_contention = __atomic_load_n(&h->lock_contention, __ATOMIC_RELAXED);
     out->events = events_total(h);
     out->events_dropped = events_dropped(h);
-    out->quarantine_bytes = __atomic_load_n(&h->quar_bytes, __ATOMIC_RELAXED);
+    out->quarantine_bytes = __atomic_load_n(&h->quar_bytes, __ATOMIC_RELAXED) + tq_bytes;
     out->sweeps = __atomic_load_n(&h->sweeps, __ATOMIC_RELAXED);
     return NMM_OK;
 }

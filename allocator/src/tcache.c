@@ -25,7 +25,8 @@ void tcache_process_init(void)
     size_t entries = 0;
     for (int c = 0; c < CORE_CLASSES; c++)
         entries += sizeclass_cache_cap[c];
-    tcache_bytes = sizeof(tcache_t) + entries * sizeof(blockref_t);
+    tcache_bytes = sizeof(tcache_t) + entries * sizeof(blockref_t) +
+                   CORE_TQ_CAP * sizeof(quarantine_entry_t);
     pthread_key_create(&tcache_key, tcache_thread_exit);
 }
 
@@ -75,6 +76,9 @@ static tcache_t *tcache_new_locked(nmm_heap_t *h)
         tc->bins[c].items = items;
         items += sizeclass_cache_cap[c];
     }
+    tc->tq = (quarantine_entry_t *)items;
+    tc->tq_head = tc->tq_count = 0;
+    __atomic_store_n(&tc->tq_bytes, 0, __ATOMIC_RELAXED);
     tc->live_bytes = tc->live_merged = 0;
     __atomic_store_n(&tc->requested, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&tc->misses, 0, __ATOMIC_RELAXED);
@@ -162,6 +166,7 @@ static void tcache_retire_locked(tstate_t *ts, int slot)
         return;
     nmm_heap_t *h = tc->heap;
     uint64_t cached_allocs = 0;
+    detect_tq_drain(h, tc);
     for (int c = 0; c < CORE_CLASSES; c++) {
         tcache_flush_bin(h, tc, c, 0);
         cached_allocs += tc->bins[c].allocs;
@@ -219,7 +224,8 @@ void tcache_fork_child(void)
 }
 
 void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cached,
-                uint64_t *cached_allocs, uint64_t *misses, int64_t *requested)
+                uint64_t *cached_allocs, uint64_t *misses, int64_t *requested,
+                uint64_t *tq_bytes)
 {
     if (h->slot < 0)
         return;
@@ -242,5 +248,7 @@ void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cach
             *misses += __atomic_load_n(&tc->misses, __ATOMIC_RELAXED);
         if (requested)
             *requested += __atomic_load_n(&tc->requested, __ATOMIC_RELAXED);
+        if (tq_bytes)
+            *tq_bytes += __atomic_load_n(&tc->tq_bytes, __ATOMIC_RELAXED);
     }
 }

@@ -75,6 +75,7 @@ size_t validate_heap(nmm_heap_t *h, bool full)
             tcache_t *tc = ts->caches[h->slot];
             if (!tc || tc->heap != h)
                 continue;
+            problems += detect_tq_validate(h, tc);
             for (int c = 0; c < CORE_CLASSES; c++) {
                 for (uint32_t i = 0; i < tc->bins[c].count; i++) {
                     blockref_t *e = &tc->bins[c].items[i];
