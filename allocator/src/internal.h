@@ -132,12 +132,18 @@ nmm_site_t track_site_for_pc(uintptr_t pc);
 /* Write "file:line" (or "sym+0x1c (module)" for a code-address site, "?" when
  * unknown) for a site. symbolize=false never calls dladdr (signal handlers). */
 void track_site_format(struct strbuf *sb, nmm_site_t site, bool symbolize);
+/* "sym+0x1c (module)" for a code address (dladdr: report time only). */
+void track_format_pc(struct strbuf *sb, uintptr_t pc);
+/* Frames of a stored stack id (0 and *pcs NULL when none). */
+uint32_t track_stack_frames(uint32_t stack, const uintptr_t **pcs);
+
+/* leaks.c — the leak report (nmm_leaks_report). */
 /* Write the text leak report of heap to fd (memory from os_map, never malloc);
  * nothing when no block is live. For the default heap at exit (malloc_shim.c) and
  * for nmm_heap_destroy of a tracking heap. */
-void track_leaks_write(nmm_heap_t *heap, int fd);
+void leaks_write(nmm_heap_t *heap, int fd);
 /* Top leak groups by bytes as a JSON array (for report.c); at most `top` rows. */
-void track_leaks_json(nmm_heap_t *heap, struct strbuf *sb, size_t top);
+void leaks_json_top(nmm_heap_t *heap, struct strbuf *sb, size_t top);
 
 /* events.c */
 /* The malloc replacement stores its caller's return address here before calling

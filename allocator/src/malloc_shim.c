@@ -177,5 +177,5 @@ __attribute__((destructor)) static void shim_exit_report(void)
     nmm_heap_t *h = __atomic_load_n(&shim_heap, __ATOMIC_ACQUIRE);
     shim_after();
     if (h && shim_tracking)
-        track_leaks_write(h, 2);
+        leaks_write(h, 2);
 }

@@ -157,7 +157,7 @@ NMM_API size_t nmm_report_json(nmm_heap_t *heap, char *buf, size_t cap)
     }
     report_events(&sb, heap);
     strbuf_puts(&sb, ",\"top_leaks\":");
-    track_leaks_json(heap, &sb, REPORT_TOP_LEAKS);
+    leaks_json_top(heap, &sb, REPORT_TOP_LEAKS);
     strbuf_putc(&sb, '}');
     return sb.len;
 }
