@@ -136,7 +136,8 @@ def test_stderr_tail_is_bounded():
 
 
 def test_an_abandoned_run_kills_its_children(write_plan, fake_driver):
-    plan = load_plan(write_plan(SMOKE_LIKE.format(timeout=60)), ["seeds=4"])
+    # the watchdog would wait an hour: only the abandon path can end these children
+    plan = load_plan(write_plan(SMOKE_LIKE.format(timeout=3600)), ["seeds=4"])
     seen: list[int] = []
 
     def on_line(line):
@@ -145,11 +146,9 @@ def test_an_abandoned_run_kills_its_children(write_plan, fake_driver):
             if len(seen) == 2:  # both children are up: the user presses Ctrl-C
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
-    t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         run_plan(plan, jobs=2, command=fake_driver("hang"), on_line=on_line)
-    assert time.monotonic() - t0 < 30  # not the 60 s watchdog
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(_alive(p) for p in seen):
         time.sleep(0.05)
     assert not any(_alive(p) for p in seen)
