@@ -22,7 +22,7 @@ static bool shim_tracking;     /* default heap records sites: name callers by ad
 static NMM_NOINLINE nmm_heap_t *shim_heap_slow(void)
 {
     nmm_heap_t *h = nmm_default_heap();
-    shim_tracking = heap_config(h)->tracking != 0;
+    __atomic_store_n(&shim_tracking, heap_config(h)->tracking != 0, __ATOMIC_RELAXED);
     __atomic_store_n(&shim_heap, h, __ATOMIC_RELEASE);
     return h;
 }
@@ -35,7 +35,10 @@ static inline nmm_heap_t *shim_get(void)
 
 static inline nmm_site_t shim_site(void *caller)
 {
-    return unlikely(shim_tracking) ? track_site_for_pc((uintptr_t)caller) : 0;
+    /* read after shim_get's acquire of shim_heap, which was published after it */
+    return unlikely(__atomic_load_n(&shim_tracking, __ATOMIC_RELAXED))
+               ? track_site_for_pc((uintptr_t)caller)
+               : 0;
 }
 
 /* Detections found inside the heap are written out here, outside every heap lock. */
@@ -176,6 +179,6 @@ __attribute__((destructor)) static void shim_exit_report(void)
 {
     nmm_heap_t *h = __atomic_load_n(&shim_heap, __ATOMIC_ACQUIRE);
     shim_after();
-    if (h && shim_tracking)
+    if (h && __atomic_load_n(&shim_tracking, __ATOMIC_RELAXED))
         leaks_write(h, 2);
 }
