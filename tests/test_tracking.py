@@ -235,3 +235,13 @@ def test_sites_interned_concurrently_agree(tmp_path: Path) -> None:
     out = run([str(exe)])
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip() == "2000 sites"
+
+
+def test_odd_file_names_keep_the_report_valid_json(make_heap) -> None:
+    heap = make_heap(level="standard", tracking=True, stacks=0)
+    name = 'dir/we"ird\\名 \n\t\x01.py'
+    code = compile("blocks = [heap.alloc(10) for _ in range(2)]", name, "exec")
+    exec(code, {"heap": heap})
+    (group,) = heap.leaks()["groups"]
+    assert (group["file"], group["line"], group["count"]) == (name, 1, 2)
+    assert heap.report()["top_leaks"][0]["file"] == name

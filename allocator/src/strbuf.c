@@ -93,13 +93,44 @@ void strbuf_ratio(strbuf_t *sb, uint64_t num, uint64_t den, int decimals)
     }
 }
 
-/* A JSON string literal, quoted; control characters and non-ASCII bytes that are
- * not valid UTF-8 starts are escaped so the document always parses. */
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if it is not one. */
+static size_t utf8_len(const unsigned char *p)
+{
+    size_t n;
+    uint32_t cp;
+    if (p[0] < 0x80)
+        return 1;
+    if ((p[0] & 0xe0) == 0xc0) {
+        n = 2;
+        cp = p[0] & 0x1f;
+    } else if ((p[0] & 0xf0) == 0xe0) {
+        n = 3;
+        cp = p[0] & 0x0f;
+    } else if ((p[0] & 0xf8) == 0xf0) {
+        n = 4;
+        cp = p[0] & 0x07;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0; /* also stops at the terminating NUL */
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_cp[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0; /* overlong, out of range or a surrogate */
+    return n;
+}
+
+/* A JSON string literal, quoted. Valid UTF-8 passes through; control characters
+ * are escaped and each invalid byte becomes U+FFFD, so the document always parses
+ * whatever bytes a file name holds. */
 void strbuf_json_str(strbuf_t *sb, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     strbuf_putc(sb, '"');
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p;) {
         unsigned char c = *p;
         if (c == '"' || c == '\\') {
             strbuf_putc(sb, '\\');
@@ -108,14 +139,21 @@ void strbuf_json_str(strbuf_t *sb, const char *s)
             strbuf_puts(sb, "\\n");
         } else if (c == '\t') {
             strbuf_puts(sb, "\\t");
-        } else if (c < 0x20 || c >= 0x80) {
-            /* bytes >= 0x80 are escaped one by one: a file name in an odd encoding
-             * must not make the whole report invalid UTF-8 */
+        } else if (c < 0x20) {
             char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             strbuf_putn(sb, esc, 6);
+        } else if (c >= 0x80) {
+            size_t n = utf8_len(p);
+            if (n) {
+                strbuf_putn(sb, (const char *)p, n);
+                p += n;
+                continue;
+            }
+            strbuf_puts(sb, "\\ufffd");
         } else {
             strbuf_putc(sb, (char)c);
         }
+        p++;
     }
     strbuf_putc(sb, '"');
 }
