@@ -134,7 +134,6 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
                 detect_write_canary(h, user, size, bs - h->user_off);
             __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
             OWNER_ADD(bin->allocs, 1);
-            tc->live_bytes += bs;
         }
     }
     if (!user) {
@@ -163,7 +162,6 @@ NMM_NOINLINE static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t 
                 __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
                 OWNER_ADD(bin->allocs, 1);
                 OWNER_ADD(tc->requested, (int64_t)size);
-                tc->live_bytes += bs;
                 return user;
             }
         }
@@ -183,7 +181,6 @@ void *nmm_alloc(nmm_heap_t *h, size_t size, nmm_site_t site)
                 blockref_t *e = &bin->items[--bin->count];
                 __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
                 OWNER_ADD(bin->allocs, 1);
-                tc->live_bytes += sizeclass_table[cls];
                 return e->block;
             }
         }
@@ -250,7 +247,6 @@ static void free_account(nmm_heap_t *h, int cls, tcache_t *tc, int64_t requested
         __atomic_fetch_sub(&h->limit_used, bs, __ATOMIC_RELAXED);
     if (tc) {
         OWNER_ADD(tc->bins[cls].frees, 1);
-        tc->live_bytes -= bs;
         if (h->has_hdr)
             OWNER_ADD(tc->requested, -requested);
     } else {
@@ -409,7 +405,6 @@ NMM_NOINLINE static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_
                 bin->items[bin->count].state = state;
                 bin->count++;
                 OWNER_ADD(bin->frees, 1);
-                tc->live_bytes -= bs;
                 return NMM_OK;
             }
         }
@@ -435,7 +430,6 @@ nmm_status_t nmm_free(nmm_heap_t *h, void *p, nmm_site_t site)
                     bin->items[bin->count].state = state;
                     bin->count++;
                     OWNER_ADD(bin->frees, 1);
-                    tc->live_bytes -= s->block_size;
                     return NMM_OK;
                 }
             }

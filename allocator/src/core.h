@@ -266,13 +266,12 @@ typedef struct tbin {
     uint64_t allocs;         /* owner writes, others read (relaxed) */
     uint64_t frees;
     blockref_t *items;
+    int64_t merged;          /* owner: allocs - frees already added to heap->live_est */
 } tbin_t;
 
 typedef struct tcache {
     tbin_t bins[CORE_CLASSES];
     nmm_heap_t *heap;
-    int64_t live_bytes;      /* owner: block bytes allocated - freed by this thread */
-    int64_t live_merged;     /* owner: part of live_bytes already added to heap->live_est */
     int64_t requested;       /* owner: requested bytes (header levels) */
     uint64_t misses;         /* owner: refills */
     struct tcache *next_free;
@@ -298,7 +297,7 @@ tcache_t *tcache_get(nmm_heap_t *h);
 void tcache_refill_count(nmm_heap_t *h, tcache_t *tc);
 bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls);
 void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep);
-void tcache_merge_live(nmm_heap_t *h, tcache_t *tc);
+void tcache_merge_live(nmm_heap_t *h, tcache_t *tc, int cls);
 void tcache_detach_heap(nmm_heap_t *h);   /* heap destroy; registry lock taken inside */
 void tcache_fork_child(void);             /* flush caches of threads that don't exist */
 /* Sum over live caches (registry lock must be held by the caller when exact). */

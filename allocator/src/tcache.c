@@ -72,6 +72,7 @@ static tcache_t *tcache_new_locked(nmm_heap_t *h)
         __atomic_store_n(&tc->bins[c].count, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&tc->bins[c].allocs, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&tc->bins[c].frees, 0, __ATOMIC_RELAXED);
+        tc->bins[c].merged = 0;
         tc->bins[c].cap = sizeclass_cache_cap[c];
         tc->bins[c].items = items;
         items += sizeclass_cache_cap[c];
@@ -79,7 +80,6 @@ static tcache_t *tcache_new_locked(nmm_heap_t *h)
     tc->tq = (quarantine_entry_t *)items;
     tc->tq_head = tc->tq_count = 0;
     __atomic_store_n(&tc->tq_bytes, 0, __ATOMIC_RELAXED);
-    tc->live_bytes = tc->live_merged = 0;
     __atomic_store_n(&tc->requested, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&tc->misses, 0, __ATOMIC_RELAXED);
     tc->next_free = NULL;
@@ -118,12 +118,15 @@ tcache_t *tcache_get(nmm_heap_t *h)
     return tc;
 }
 
-void tcache_merge_live(nmm_heap_t *h, tcache_t *tc)
+/* Live bytes are not counted per operation: the heap's estimate (and its peak)
+ * is brought up to date for one class whenever that bin refills or flushes. */
+void tcache_merge_live(nmm_heap_t *h, tcache_t *tc, int cls)
 {
-    int64_t delta = tc->live_bytes - tc->live_merged;
+    tbin_t *bin = &tc->bins[cls];
+    int64_t delta = (int64_t)(bin->allocs - bin->frees) - bin->merged;
     if (delta) {
-        tc->live_merged = tc->live_bytes;
-        heap_account_live(h, delta);
+        bin->merged += delta;
+        heap_account_live(h, delta * (int64_t)sizeclass_table[cls]);
     }
 }
 
@@ -141,7 +144,7 @@ bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls)
     uint32_t got = slab_take(h, cls, bin->items + bin->count, want);
     bin->count += got;
     __atomic_store_n(&tc->misses, tc->misses + 1, __ATOMIC_RELAXED);
-    tcache_merge_live(h, tc);
+    tcache_merge_live(h, tc, cls);
     return got > 0;
 }
 
@@ -154,7 +157,7 @@ void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep)
     slab_give(h, cls, bin->items, n);
     memmove(bin->items, bin->items + n, keep * sizeof(blockref_t));
     bin->count = keep;
-    tcache_merge_live(h, tc);
+    tcache_merge_live(h, tc, cls);
 }
 
 /* Registry lock held. Give everything back to the heap and fold the counters into
@@ -169,11 +172,11 @@ static void tcache_retire_locked(tstate_t *ts, int slot)
     detect_tq_drain(h, tc);
     for (int c = 0; c < CORE_CLASSES; c++) {
         tcache_flush_bin(h, tc, c, 0);
+        tcache_merge_live(h, tc, c);
         cached_allocs += tc->bins[c].allocs;
         __atomic_fetch_add(&h->pools[c].allocs, tc->bins[c].allocs, __ATOMIC_RELAXED);
         __atomic_fetch_add(&h->pools[c].frees, tc->bins[c].frees, __ATOMIC_RELAXED);
     }
-    tcache_merge_live(h, tc);
     __atomic_fetch_add(&h->merged_cached_allocs, cached_allocs, __ATOMIC_RELAXED);
     __atomic_fetch_add(&h->merged_misses, tc->misses, __ATOMIC_RELAXED);
     __atomic_fetch_add(&h->merged_requested, (uint64_t)tc->requested, __ATOMIC_RELAXED);
