@@ -103,8 +103,16 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
             "argv": sys.argv, "driver": command, "engine": engine}
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1) + "\n")
     with journal:
-        result = _run_with_progress(plan, journal, command, jobs, err, quiet=as_json,
-                                    engine=engine)
+        try:
+            result = _run_with_progress(plan, journal, command, jobs, err, quiet=as_json,
+                                        engine=engine)
+        except KeyboardInterrupt:
+            resume_cmd = shlex.join(["nmm-chaos", "run", plan_path,
+                                     *[a for o in all_overrides for a in ("--set", o)],
+                                     "--resume", str(run_dir)])
+            err.print(f"interrupted: {len(journal.records)} trial(s) kept in "
+                      f"{journal.path}; continue with:\n  {resume_cmd}")
+            return 130
     doc = build_document(plan, result.records, run_id=run_id, plan_path=plan_path,
                          overrides=all_overrides, command=shlex.join(sys.argv))
     paths = write_reports(run_dir, doc)

@@ -130,3 +130,18 @@ PyDriverMachine.TestCase.settings = settings(
     max_examples=40, stateful_step_count=25, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 test_pydriver_state_machine = PyDriverMachine.TestCase
+
+
+def test_cli_engine_python_runs_and_journals(tmp_path, capsys):
+    from harness.cli import main
+    from harness.journal import read_journal
+
+    plan = tmp_path / "p.toml"
+    plan.write_text('schema_version = 1\nseeds = 2\n[workload]\nops = 2000\n'
+                    '[[faults]]\nkind = "double_free"\n')
+    code = main(["run", str(plan), "--engine", "python", "--out", str(tmp_path / "r")])
+    assert code == 0, capsys.readouterr()
+    (journal,) = (tmp_path / "r").glob("*/journal.jsonl")
+    records = read_journal(journal).records
+    assert [r.driver for r in records] == ["python", "python"]
+    assert all(r.verdict.outcome == "detected" for r in records)
