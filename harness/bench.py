@@ -377,6 +377,8 @@ def render_markdown(report: BenchReport) -> str:
             value, ratio = cell_text(report.cell(k.name, t.name))
             row.append(f"{value} {ratio}".strip())
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "## Kernels", ""]
+    lines += [f"- **{k.title}** ({k.unit}): {k.description}" for k in report.kernels]
     errors = [c for c in report.cells if c.error]
     if errors:
         lines += ["", "## Errors", ""]
