@@ -138,6 +138,11 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
                 m.event is None:
             outcome, note = "clean", "not performed: no live block to hit"
             allowed = (*allowed, "clean")
+        elif f.kind == "alloc_failure" and (died or result is None):
+            # the workload could not be seen going on: the trial's end is this fault's too
+            outcome = _death_outcome(obs, diagnostic)
+            note = "the process ended before the workload finished: " + \
+                _death_note(obs, diagnostic)
         elif f.kind == "alloc_failure":
             outcome, note = _alloc_failure_outcome(plan, obs)
         elif m.event is not None:
@@ -233,7 +238,8 @@ def _victim(faults: Sequence[FaultLine], matches: dict[int, _Match],
 
 def _alloc_failure_outcome(plan: Plan, obs: Observation) -> tuple[str, str]:
     result = obs.result
-    assert result is not None  # a dead trial's faults were settled before
+    if result is None:
+        return "missed", "the process died before the workload finished"
     injected = int(result.stats.get("injected_failures", 0) or 0)
     failures = max(result.alloc_failures, injected)
     if failures == 0:

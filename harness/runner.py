@@ -22,7 +22,7 @@ from harness.errors import DriverNotFound, DriverUsageError, UnsupportedFeature
 from harness.journal import Journal
 from harness.oracle import judge
 from harness.plan import MallocTarget, NmmTarget, Plan
-from harness.records import Observation, TrialRecord
+from harness.records import Observation, TrialRecord, Verdict
 
 RecordCallback = Callable[[TrialRecord], None]
 
@@ -130,7 +130,11 @@ def run_python_trial_record(plan: Plan, seed: int) -> TrialRecord:
 def make_record(plan: Plan, seed: int, obs: Observation, *, started: str = "",
                 driver: str = "native") -> TrialRecord:
     """Judge an observation and wrap it as the journal record of one trial."""
-    verdict = judge(plan, obs)
+    try:
+        verdict = judge(plan, obs)
+    except Exception as exc:  # a harness bug must cost one trial, not the run
+        verdict = Verdict(outcome="crashed", passed=False,
+                          reasons=(f"oracle error (a harness bug): {type(exc).__name__}: {exc}",))
     ops = obs.result.ops if obs.result else int((obs.last_progress or {}).get("ops", 0) or 0)
     elapsed = (obs.result.elapsed_ns / 1e9 if obs.result and obs.result.elapsed_ns
                else obs.wall_s)

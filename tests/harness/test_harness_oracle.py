@@ -276,3 +276,63 @@ def test_undetected_damage_may_explain_a_neighbours_pattern_error():
     assert not judge(p, obs([fault("overflow")], [], res=result(pattern_errors=2))).passed
     detected = obs([fault("overflow")], [event("overflow")], res=result(pattern_errors=1))
     assert not judge(plan(), detected).passed
+
+
+# ---------------------------------------------------------------- property: never raises
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_kinds = st.sampled_from(["double_free", "invalid_free", "overflow", "underflow", "uaf_write",
+                          "uaf_read", "realloc_freed", "alloc_failure", "weird"])
+_ev_kinds = st.sampled_from(["double_free", "invalid_free", "overflow", "underflow",
+                             "use_after_free", "header_corrupt", "realloc_freed", "odd"])
+_addr = st.sampled_from([0, A, B, A + 64, B - 8])
+_faults = st.lists(st.builds(FaultLine, id=st.integers(0, 5), kind=_kinds, address=_addr,
+                             line=st.integers(0, 20), op=st.integers(0, 3000),
+                             size=st.integers(0, 100), worker=st.integers(0, 2),
+                             bytes=st.one_of(st.none(), st.integers(1, 64)),
+                             leaks=st.one_of(st.none(), st.integers(0, 2))), max_size=5)
+_events = st.lists(st.builds(EventLine, kind=_ev_kinds, address=_addr,
+                             line=st.integers(0, 20), size=st.integers(0, 100),
+                             worker=st.one_of(st.none(), st.integers(-1, 2)),
+                             driver_op=st.one_of(st.none(), st.integers(0, 3000))),
+                   max_size=6)
+_results = st.one_of(st.none(), st.builds(
+    ResultLine, ops=st.integers(0, 3000), pattern_errors=st.integers(0, 2),
+    alloc_failures=st.integers(0, 3), validate_problems=st.one_of(st.none(), st.integers(0, 3)),
+    leaked_blocks=st.one_of(st.none(), st.integers(0, 3)),
+    unexpected_status=st.integers(0, 2),
+    stats=st.fixed_dictionaries({}, optional={"allocs": st.integers(0, 9),
+                                              "frees": st.integers(0, 9),
+                                              "live_blocks": st.integers(0, 9),
+                                              "injected_failures": st.integers(0, 3)})))
+
+
+@settings(max_examples=300, deadline=None)
+@given(faults=_faults, events=_events, res=_results,
+       sig=st.one_of(st.none(), st.sampled_from([6, 9, 11])),
+       code=st.one_of(st.none(), st.integers(0, 3)), timed_out=st.booleans(),
+       stderr=st.sampled_from(["", "nmm: overflow at 0x7f0000001000\n", "boom\n"]),
+       expect=st.sampled_from([{}, {"outcome": ["missed"]}, {"integrity": False},
+                               {"faults": {"overflow": {"outcome": ["missed"]}}}]))
+def test_property_judge_never_raises_and_is_consistent(faults, events, res, sig, code,
+                                                       timed_out, stderr, expect):
+    o = Observation(faults=tuple(faults), events=tuple(events), result=res, signal=sig,
+                    exit_code=code, timed_out=timed_out, stderr_tail=stderr)
+    v = judge(plan(expect=expect), o)
+    assert v.outcome in ("detected", "detected-abort", "crashed", "missed", "false-positive",
+                         "hang", "clean")
+    assert v.passed == (not v.reasons)
+    assert len(v.faults) == len(faults)
+    if timed_out:
+        assert v.outcome == "hang" or any(f.outcome == "hang" for f in v.faults)
+    assert judge(plan(expect=expect), o) == v  # pure: same inputs, same verdict
+
+
+def test_alloc_failure_in_a_trial_that_aborted_on_another_fault_shares_its_end():
+    faults = [fault("alloc_failure", address=0, line=1), fault("uaf_write", line=2, fid=1)]
+    o = obs(faults, [], signal=11, stderr_tail=f"nmm: use after free at {A:#x}\n")
+    v = judge(plan(expect={"outcome": ["detected", "detected-abort"]}), o)
+    assert [f.outcome for f in v.faults] == ["detected-abort", "detected-abort"]
+    assert v.passed
