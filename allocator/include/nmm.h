@@ -101,7 +101,7 @@ NMM_API void nmm_config_init(nmm_config_t *cfg);
  *   tcache      thread_cache      1        bool
  *   tracking    tracking          0        bool
  *   stacks      stack_sample      1/64     1/N or N (also turns tracking on); 0 = no stacks
- *   events      event_capacity    1024     count
+ *   events      event_capacity    1024     count (at most 1M)
  *   seed        seed              0        count (decimal or 0x hex); 0 = from the clock
  *   fail        failpoints        -        fail-point specs (nmm_failpoint_set); repeated
  *                                          fail= keys accumulate, an empty fail= clears

@@ -34,6 +34,7 @@ struct events_ring {
 };
 
 #define EVENTS_DEFAULT_CAPACITY 1024u
+#define EVENTS_MAX_CAPACITY (1u << 20)
 #define EVENTS_PENDING_MAX 4
 
 NMM_TLS uintptr_t events_caller_pc;
@@ -78,6 +79,8 @@ nmm_status_t events_init(nmm_heap_t *heap, uint32_t capacity)
 {
     if (!capacity)
         capacity = EVENTS_DEFAULT_CAPACITY;
+    if (capacity > EVENTS_MAX_CAPACITY)
+        capacity = EVENTS_MAX_CAPACITY; /* 64 MiB of ring is plenty */
     size_t bytes = sizeof(struct events_ring) + (size_t)capacity * sizeof(struct ev_cell);
     size_t page = os_page_size();
     bytes = (bytes + page - 1) & ~(page - 1);

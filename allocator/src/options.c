@@ -60,7 +60,7 @@ static const option_def_t options[] = {
      "with tracking: capture a stack on 1 in N allocations; giving it turns tracking on; "
      "0 = never"},
     {"events", OPT_COUNT, FIELD(event_capacity), "1024", "entries",
-     "event ring capacity; detections beyond it are counted as dropped"},
+     "event ring capacity (at most 1M); detections beyond it are counted as dropped"},
     {"seed", OPT_COUNT, FIELD(seed), "0", "u64", "seed of fail-point decisions; 0 = from the clock"},
     {"fail", OPT_FAIL, FIELD(failpoints), "", "spec",
      "fail points NAME@TERM,...;... (NAME: alloc, pool.grow, os.map, tcache.refill, "
@@ -125,23 +125,50 @@ bool options_parse_u64(const char *s, size_t n, bool sizes, uint64_t *out)
 /* ------------------------------------------------------------------ fail copies */
 
 /* Process-lifetime storage for fail-point strings (nmm_config_t.failpoints points
- * here). A static arena first, so NMM_OPTIONS works inside the first malloc. */
-static char fail_arena[8192];
-static atomic_size_t fail_arena_used;
+ * here): bump allocation in a static arena first, so NMM_OPTIONS works inside the
+ * first malloc, then in mapped chunks. Never freed: the contract is "lives as long
+ * as the process", and a program parsing options for thousands of heaps spends
+ * only the bytes of its strings. */
+#define KEEP_CHUNK ((size_t)64 << 10)
+
+struct keep_chunk {
+    _Atomic size_t used;
+    size_t size;
+    char *data;
+};
+
+static char keep_static[8192];
+static struct keep_chunk keep_first = {0, sizeof keep_static, keep_static};
+static _Atomic(struct keep_chunk *) keep_current = &keep_first;
+
+static char *keep_alloc(size_t need)
+{
+    for (;;) {
+        struct keep_chunk *c = atomic_load(&keep_current);
+        size_t off = atomic_fetch_add(&c->used, need);
+        if (off + need <= c->size)
+            return c->data + off;
+        size_t page = os_page_size();
+        size_t bytes = need + sizeof(struct keep_chunk) > KEEP_CHUNK
+                           ? need + sizeof(struct keep_chunk)
+                           : KEEP_CHUNK;
+        bytes = (bytes + page - 1) & ~(page - 1);
+        struct keep_chunk *fresh = os_map(NULL, bytes);
+        if (!fresh)
+            return NULL;
+        fresh->size = bytes - sizeof *fresh;
+        fresh->data = (char *)(fresh + 1);
+        if (!atomic_compare_exchange_strong(&keep_current, &c, fresh))
+            os_unmap(fresh, bytes); /* another thread replaced it: use theirs */
+    }
+}
 
 static char *keep_string(const char *a, size_t an, const char *b, size_t bn)
 {
     size_t need = an + (an && bn ? 1 : 0) + bn + 1;
-    char *dst = NULL;
-    size_t off = atomic_fetch_add(&fail_arena_used, need);
-    if (off + need <= sizeof fail_arena) {
-        dst = fail_arena + off;
-    } else {
-        size_t page = os_page_size();
-        dst = os_map(NULL, (need + page - 1) & ~(page - 1)); /* kept for the process */
-        if (!dst)
-            return NULL;
-    }
+    char *dst = keep_alloc(need);
+    if (!dst)
+        return NULL;
     memcpy(dst, a, an);
     size_t k = an;
     if (an && bn)
