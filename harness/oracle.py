@@ -204,6 +204,18 @@ def _death_outcome(obs: Observation, diagnostic: str | None) -> str:
 
 
 def _death_note(obs: Observation, diagnostic: str | None) -> str:
+    return _death_cause(obs, diagnostic) + _reached(obs)
+
+
+def _reached(obs: Observation) -> str:
+    """How far the streamed progress got before the end (empty if it finished)."""
+    if obs.result is not None or not obs.last_progress:
+        return ""
+    ops = obs.last_progress.get("ops")
+    return f" (last progress: {ops} ops)" if isinstance(ops, int) else ""
+
+
+def _death_cause(obs: Observation, diagnostic: str | None) -> str:
     if obs.timed_out:
         return f"no result within the timeout ({obs.wall_s:.1f}s), child killed"
     if obs.signal is not None:

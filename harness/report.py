@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,7 +53,8 @@ def build_document(plan: Plan, records: Sequence[TrialRecord], *, run_id: str,
                 latency[f.kind].append(f.latency_ops)
     failures = [r for r in records if not r.verdict.passed]
     replay_base = f"nmm-chaos run {plan_path or plan.name}" + "".join(
-        f" --set {o}" for o in overrides)
+        f" --set {shlex.quote(o)}" for o in overrides
+        if not o.startswith(("seed=", "seeds=")))
     op_latency = [r.observation.result.latency_ns for r in records
                   if r.observation.result and r.observation.result.latency_ns]
     return {

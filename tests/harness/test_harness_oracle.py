@@ -336,3 +336,25 @@ def test_alloc_failure_in_a_trial_that_aborted_on_another_fault_shares_its_end()
     v = judge(plan(expect={"outcome": ["detected", "detected-abort"]}), o)
     assert [f.outcome for f in v.faults] == ["detected-abort", "detected-abort"]
     assert v.passed
+
+
+def test_death_note_says_how_far_the_trial_got():
+    o = obs([fault("overflow")], [], signal=11, last_progress={"type": "progress", "ops": 4200})
+    assert judge(plan(), o).faults[0].note == \
+        "killed by SIGSEGV with no diagnostic (last progress: 4200 ops)"
+
+
+def test_replay_command_of_a_failure():
+    from harness.records import TrialRecord
+    from harness.report import build_document
+
+    p = plan()
+    o = obs([fault("double_free")], [])
+    record = TrialRecord(key="k", plan="p", plan_hash=p.plan_hash(), seed=7,
+                         target="nmm:standard", observation=o, verdict=judge(p, o))
+    doc = build_document(p, [record], run_id="r", plan_path="chaos_plans/x.toml",
+                         overrides=["workload.threads=4", "seed=3", 'expect.outcome=["a"]'])
+    assert doc["failures"][0]["replay"] == (
+        "nmm-chaos run chaos_plans/x.toml --set workload.threads=4 "
+        "--set 'expect.outcome=[\"a\"]' --seed 7 --seeds 1")
+    assert doc["detection_matrix"]["double_free"]["nmm:standard"]["missed"] == 1
