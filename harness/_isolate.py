@@ -27,8 +27,10 @@ from harness.records import EventLine, FaultLine, Observation, ResultLine, Sampl
 STDERR_TAIL_BYTES = 8192
 #: events kept in the record; more are counted in ``events_truncated``
 MAX_EVENTS_KEPT = 4096
-#: seconds between psutil samples of the child
+#: seconds between psutil samples of the child (doubled each time the series is thinned)
 SAMPLE_INTERVAL_S = 0.05
+#: samples kept per trial: past this, every other one is dropped and the interval doubles
+MAX_SAMPLES = 1024
 
 LineCallback = Callable[[dict[str, Any]], None]
 
@@ -159,11 +161,17 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
         ps = None
     timed_out = False
     deadline = t0 + timeout_s
+    interval = sample_interval_s
+    next_sample = t0
     while True:
-        if ps is not None:
-            sample = _sample(ps, t0)
+        if time.monotonic() >= next_sample:
+            sample = _sample(ps, t0) if ps is not None else None
             if sample is not None:
                 samples.append(sample)
+                if len(samples) > MAX_SAMPLES:
+                    samples = samples[::2]
+                    interval *= 2
+            next_sample = time.monotonic() + interval
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             timed_out = True
@@ -171,7 +179,7 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
             proc.wait()
             break
         try:
-            proc.wait(timeout=min(sample_interval_s, remaining))
+            proc.wait(timeout=max(0.001, min(next_sample - time.monotonic(), remaining)))
             break
         except subprocess.TimeoutExpired:
             continue

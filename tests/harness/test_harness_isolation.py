@@ -159,3 +159,15 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_sample_series_is_thinned_not_unbounded(monkeypatch):
+    import harness._isolate as iso
+
+    monkeypatch.setattr(iso, "MAX_SAMPLES", 8)
+    code = "import time\nfor _ in range(60): time.sleep(0.01)\n"
+    obs = run_child([sys.executable, "-c", code], 30, sample_interval_s=0.005)
+    assert 1 <= len(obs.samples) <= 8
+    times = [s.t_s for s in obs.samples]
+    assert times == sorted(times)
+    assert all(s.rss > 0 for s in obs.samples)
