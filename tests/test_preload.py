@@ -187,6 +187,12 @@ SITE = r"[\w.]+\+0x[0-9a-f]+ \(misuse\)"
             r"\(misuse\) free site release_block\+0x[0-9a-f]+ \(misuse\) \(thread \d+\)$",
         ),
         (
+            "realloc_freed",
+            "realloc_freed",
+            r"^nmm: realloc_freed at 0x[0-9a-f]+ size 64 alloc site make_block\+0x[0-9a-f]+ "
+            r"\(misuse\) realloc site resize_block\+0x[0-9a-f]+ \(misuse\) \(thread \d+\)$",
+        ),
+        (
             "invalid_free",
             "invalid_free",
             r"^nmm: invalid_free at 0x[0-9a-f]+ \(wild pointer\) "

@@ -192,13 +192,13 @@ static void leaks_text(struct leak_agg *a, strbuf_t *sb, size_t top)
 {
     strbuf_puts(sb, "nmm: leak report: ");
     strbuf_u64(sb, a->total_count);
-    strbuf_puts(sb, " live blocks, ");
+    strbuf_puts(sb, a->total_count == 1 ? " live block, " : " live blocks, ");
     strbuf_u64(sb, a->total_bytes);
     strbuf_puts(sb, " bytes");
     if (a->total_count) {
         strbuf_puts(sb, " in ");
         strbuf_u64(sb, a->groups);
-        strbuf_puts(sb, " groups, largest first");
+        strbuf_puts(sb, a->groups == 1 ? " group" : " groups, largest first");
     }
     strbuf_putc(sb, '\n');
     for (size_t i = 0; i < a->groups && i < top; i++) {

@@ -1,5 +1,6 @@
 /* misuse.c — one deliberate heap misuse through plain malloc/free, for running
- * under libnmm_preload.so:   misuse double_free | overflow | invalid_free | leak
+ * under libnmm_preload.so:
+ *   misuse double_free | overflow | invalid_free | realloc_freed | leak
  * Each allocation and free happens in its own named function, so the report can
  * be checked for both sites. Prints "survived" when the process goes on.
  */
@@ -15,6 +16,11 @@ __attribute__((noinline)) char *make_block(size_t n)
 __attribute__((noinline)) void release_block(void *p)
 {
     free(p);
+}
+
+__attribute__((noinline)) void *resize_block(void *p, size_t n)
+{
+    return realloc(p, n);
 }
 
 __attribute__((noinline)) void *leaky_function(size_t n)
@@ -39,13 +45,18 @@ int main(int argc, char **argv)
     } else if (strcmp(what, "invalid_free") == 0) {
         char local[32];
         release_block(local + 8);
+    } else if (strcmp(what, "realloc_freed") == 0) {
+        char *p = make_block(64);
+        release_block(p);
+        if (resize_block(p, 128) != NULL)
+            return 3; /* a freed block must not be resized */
     } else if (strcmp(what, "leak") == 0) {
         for (int i = 0; i < 3; i++)
             leaky_function(1000);
         char *q = make_block(16);
         release_block(q);
     } else {
-        fprintf(stderr, "usage: misuse double_free|overflow|invalid_free|leak\n");
+        fprintf(stderr, "usage: misuse double_free|overflow|invalid_free|realloc_freed|leak\n");
         return 2;
     }
     /* The heap must still work after the misuse. */
