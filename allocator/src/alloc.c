@@ -111,19 +111,9 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
         tbin_t *bin = &tc->bins[cls];
         blockref_t *e = NULL;
         user = NULL;
-        while (bin->count || tcache_refill(h, tc, cls)) {
+        if (bin->count || tcache_refill(h, tc, cls)) {
             e = &bin->items[--bin->count];
             user = e->block + h->user_off;
-            /* paranoid: a reused block must still hold its poison */
-            if (!h->paranoid || __atomic_load_n(e->state, __ATOMIC_RELAXED) != BS_FREE)
-                break;
-            long dmg = detect_poison_damage(user, bs - h->user_off);
-            if (dmg < 0)
-                break;
-            uint32_t asite = detect_header_ok(h, user) ? ((block_header_t *)e->block)->site : 0;
-            alloc_retire(h, e->block);
-            heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)dmg, user, 0, asite, 0);
-            user = NULL;
         }
         if (user) {
             if (h->has_hdr) {
@@ -184,7 +174,9 @@ void *nmm_alloc(nmm_heap_t *h, size_t size, nmm_site_t site)
                 return e->block;
             }
         }
-    } else if (fast == FAST_STANDARD) {
+    } else if (fast >= FAST_STANDARD) {
+        /* paranoid allocates like standard: poison is verified when a block
+         * leaves the quarantine and in sweeps */
         return alloc_standard(h, size, site);
     }
     return alloc_slow(h, size, site, 0);
@@ -385,8 +377,10 @@ NMM_NOINLINE static nmm_status_t free_slow_status(nmm_heap_t *h, void *p, nmm_si
     return st;
 }
 
-/* Standard level: validate, check header and canary, push. */
-NMM_NOINLINE static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_t site)
+/* Standard and paranoid: validate, check header and canary, then push to the
+ * cache (standard) or poison into this thread's quarantine (paranoid). */
+NMM_NOINLINE static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_t site,
+                                               bool paranoid)
 {
     slab_t *s = slab_of(h, (uintptr_t)p);
     if (likely(s != NULL)) {
@@ -399,12 +393,18 @@ NMM_NOINLINE static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_
             uint32_t bs = s->block_size;
             if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE && bin->count < bin->cap &&
                        detect_block_intact(h, p, bs - CORE_HDR))) {
-                OWNER_ADD(tc->requested, -(int64_t)((block_header_t *)block)->size);
+                const block_header_t *hdr = (const block_header_t *)block;
+                OWNER_ADD(tc->requested, -(int64_t)hdr->size);
+                OWNER_ADD(bin->frees, 1);
+                if (paranoid) {
+                    __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
+                    detect_tq_push(h, tc, p, state, bs - CORE_HDR, site, hdr->site, hdr->size);
+                    return NMM_OK;
+                }
                 __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
                 bin->items[bin->count].block = block;
                 bin->items[bin->count].state = state;
                 bin->count++;
-                OWNER_ADD(bin->frees, 1);
                 return NMM_OK;
             }
         }
@@ -435,7 +435,9 @@ nmm_status_t nmm_free(nmm_heap_t *h, void *p, nmm_site_t site)
             }
         }
     } else if (fast == FAST_STANDARD) {
-        return free_standard(h, p, site);
+        return free_standard(h, p, site, false);
+    } else if (fast == FAST_PARANOID) {
+        return free_standard(h, p, site, true);
     }
     return free_slow_status(h, p, site);
 }

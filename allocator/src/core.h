@@ -147,7 +147,7 @@ typedef struct large_entry {
 
 /* Inline fast paths (alloc.c): both need caches, no limit, no tracking, fail
  * points disarmed. */
-enum { FAST_NONE = 0, FAST_OFF = 1, FAST_STANDARD = 2 };
+enum { FAST_NONE = 0, FAST_OFF = 1, FAST_STANDARD = 2, FAST_PARANOID = 3 };
 
 struct tcache;
 

@@ -134,7 +134,7 @@ static void heap_update_fast(nmm_heap_t *h)
     uint8_t fast = FAST_NONE;
     if (!h->tracking && !h->limit && h->use_cache && h->slot >= 0 &&
         !__atomic_load_n(&h->fp_armed, __ATOMIC_RELAXED))
-        fast = !h->has_hdr ? FAST_OFF : (h->checks && !h->paranoid) ? FAST_STANDARD : FAST_NONE;
+        fast = !h->has_hdr ? FAST_OFF : h->paranoid ? FAST_PARANOID : FAST_STANDARD;
     __atomic_store_n(&h->fast, fast, __ATOMIC_RELAXED);
 }
 
