@@ -144,6 +144,9 @@ def apply_override(doc: dict[str, Any], prov: Provenance, text: str) -> None:
         index = _index(node, last, text, ".".join(parts))
         node[index] = value
     else:
+        default_kind = "nmm" if parts[:-1] == ["target"] else None
+        if last == "kind" and node.get("kind", default_kind) not in (None, value):
+            node.clear()  # another kind of table: the old kind's keys do not apply
         node[last] = value
     dotted = ".".join(parts)
     for old in [k for k in prov if k == dotted or k.startswith(dotted + ".")]:

@@ -105,6 +105,16 @@ class MallocTarget(_Model):
         return f"malloc:{self.peer}"
 
 
+def parse_target(text: str) -> dict[str, Any]:
+    """The short form of a target: ``nmm``, ``nmm:<level>`` or ``malloc:<peer>``."""
+    kind, _, rest = text.strip().partition(":")
+    if kind == "nmm":
+        return {"kind": "nmm", "level": rest} if rest else {"kind": "nmm"}
+    if kind == "malloc" and rest:
+        return {"kind": "malloc", "peer": rest}
+    raise field_error("target", text, "nmm, nmm:<level> or malloc:<peer> (or a table)")
+
+
 Target = Annotated[NmmTarget | MallocTarget, Field(discriminator="kind")]
 
 
@@ -292,7 +302,9 @@ class Plan(_Model):
     @classmethod
     def _default_target_kind(cls, value: Any) -> Any:
         target = value.get("target") if isinstance(value, dict) else None
-        if isinstance(target, dict) and "kind" not in target:
+        if isinstance(target, str):
+            value = {**value, "target": parse_target(target)}
+        elif isinstance(target, dict) and "kind" not in target:
             value = {**value, "target": {"kind": "nmm", **target}}
         return value
 

@@ -345,3 +345,20 @@ def test_fail_spec_grammar(spec, ok):
     from harness.plan import fail_spec_problem
 
     assert (fail_spec_problem(spec) is None) == ok
+
+
+@pytest.mark.parametrize(("overrides", "label"), [
+    (["target=malloc:glibc"], "malloc:glibc"),
+    (["target=nmm:off"], "nmm:off"),
+    (["target.kind=malloc", "target.peer=scudo"], "malloc:scudo"),
+    (['target="malloc:jemalloc"'], "malloc:jemalloc"),
+])
+def test_target_can_be_switched_from_the_command_line(write_plan, overrides, label):
+    path = write_plan('schema_version = 1\n[target]\nlevel = "paranoid"\n')
+    assert load_plan(path, overrides).target.label == label
+
+
+def test_bad_target_short_form(write_plan):
+    with pytest.raises(PlanError, match=r"target: given 'jemalloc'; expected nmm, "
+                                        r"nmm:<level> or malloc:<peer>"):
+        load_plan(write_plan('schema_version = 1\ntarget = "jemalloc"\n'))
