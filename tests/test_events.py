@@ -97,3 +97,76 @@ def test_lock_free_tables_under_thread_sanitizer(tmp_path: Path, program: str) -
     out = run([str(exe)], extra_env={"TSAN_OPTIONS": "halt_on_error=1 exitcode=66"})
     assert out.returncode == 0, out.stdout + out.stderr[-4000:]
     assert "WARNING: ThreadSanitizer" not in out.stderr
+
+
+@pytest.fixture(scope="module")
+def asan_objects(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The allocator (without the malloc shim) built with ASan and UBSan."""
+    out = tmp_path_factory.mktemp("asan")
+    arch = ["-msse4.2"] if platform.machine() == "x86_64" else []
+    objects = []
+    for src in sorted((ROOT / "allocator" / "src").glob("*.c")):
+        if src.name == "malloc_shim.c":
+            continue
+        obj = out / f"{src.stem}.o"
+        cmd = [
+            "gcc",
+            "-std=gnu11",
+            *DEBUG_FLAGS,
+            *arch,
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-I",
+            str(INCLUDE),
+            "-I",
+            str(ROOT / "allocator" / "src"),
+            "-c",
+            str(src),
+            "-o",
+            str(obj),
+        ]
+        built = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert built.returncode == 0, built.stderr
+        objects.append(obj)
+    return objects
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("program", "args", "status"),
+    [
+        ("options_probe.c", ["parse", "level=paranoid:stacks=1/2:fail=alloc@p0.5;os.map@max1"], 0),
+        ("options_probe.c", ["parse", "fail=alloc@p1.5\u00e9:limit=99999999999999999999T"], 2),
+        ("options_probe.c", ["parse", "limit=99999999999999999999T"], 2),
+        (
+            "options_probe.c",
+            ["failpoints", "7", "alloc@min10,maxsize1k,p0.5", "alloc", "64", "500"],
+            0,
+        ),
+        ("options_probe.c", ["drops", "3", "50"], 0),
+        ("leaky_api.c", [], 0),
+        ("site_stress.c", [], 0),
+        ("events_stress.c", [], 0),
+    ],
+)
+def test_periphery_under_asan_and_ubsan(
+    asan_objects: list[Path], tmp_path: Path, program: str, args: list[str], status: int
+) -> None:
+    exe = tmp_path / Path(program).stem
+    cmd = [
+        "gcc",
+        *DEBUG_FLAGS,
+        "-fsanitize=address,undefined",
+        "-I",
+        str(INCLUDE),
+        str(PROGRAMS / program),
+        *map(str, asan_objects),
+        "-o",
+        str(exe),
+        "-ldl",
+    ]
+    built = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr
+    out = run([str(exe), *args])
+    assert "Sanitizer" not in out.stderr and "runtime error" not in out.stderr, out.stderr[-4000:]
+    assert out.returncode == status, out.stdout + out.stderr[-4000:]
