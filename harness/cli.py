@@ -277,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
+    except OSError as exc:  # an unwritable --out, a full disk: bad input, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        return 2
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130

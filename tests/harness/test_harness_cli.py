@@ -151,3 +151,12 @@ def test_plans_list(capsys):
     code, out, _ = run(["plans", "list", str(PLANS / "smoke.toml")], capsys)
     assert code == 0
     assert "nmm:paranoid" in out
+
+
+def test_unwritable_out_directory_exits_2(tmp_path, write_plan, fake_driver, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, _, err = run(["run", str(write_plan(PLAN)), "--out", str(blocker / "sub"),
+                        "--driver", shlex.join(fake_driver("detect"))], capsys)
+    assert code == 2
+    assert err.startswith("error: Not a directory")
