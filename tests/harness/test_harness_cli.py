@@ -159,4 +159,4 @@ def test_unwritable_out_directory_exits_2(tmp_path, write_plan, fake_driver, cap
     code, _, err = run(["run", str(write_plan(PLAN)), "--out", str(blocker / "sub"),
                         "--driver", shlex.join(fake_driver("detect"))], capsys)
     assert code == 2
-    assert err.startswith("error: Not a directory")
+    assert err.startswith("error: ") and "Not a directory" in err
