@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -552,3 +553,39 @@ def test_native_libraries_export_only_the_contract() -> None:
     } <= preload_symbols
     assert build.unexpected_exports(native / "libnmm_preload.so", preload=True) == set()
     assert (native / "libnmm.a").stat().st_size > 0
+
+
+def test_c_calls_release_the_gil(make_heap: MakeHeap) -> None:
+    """With the interpreter's switch interval made huge, another Python thread can
+    only run while this one is inside a C call that released the GIL: it does."""
+    heap = make_heap(level="standard")
+    blocks = [heap.alloc(64) for _ in range(20_000)]  # so validate() has work to do
+    progress = 0
+    stop = threading.Event()
+    started = threading.Event()
+
+    def spinner() -> None:
+        nonlocal progress
+        started.set()
+        while not stop.is_set():
+            progress += 1
+            time.sleep(0)  # hand the GIL back at once (the switch interval is huge)
+
+    old = sys.getswitchinterval()
+    thread = threading.Thread(target=spinner)
+    thread.start()
+    started.wait()
+    sys.setswitchinterval(1000.0)
+    try:
+        seen = []
+        for _ in range(50):
+            before = progress
+            heap.validate()
+            seen.append(progress - before)
+    finally:
+        sys.setswitchinterval(old)
+        stop.set()
+        thread.join()
+    assert any(seen), "no other thread ran during C calls: the GIL was held"
+    for b in blocks:
+        heap.free(b)
