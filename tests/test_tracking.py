@@ -245,3 +245,13 @@ def test_odd_file_names_keep_the_report_valid_json(make_heap) -> None:
     (group,) = heap.leaks()["groups"]
     assert (group["file"], group["line"], group["count"]) == (name, 1, 2)
     assert heap.report()["top_leaks"][0]["file"] == name
+
+
+def test_default_heap_reports_its_leaks_at_exit(leaky_api: Path) -> None:
+    out = run([str(leaky_api), "default"], options="level=standard:stacks=1/1")
+    assert out.returncode == 0, out.stderr
+    report = out.stderr[out.stderr.index("nmm: leak report: 2 live blocks, 4024 bytes") :]
+    assert re.search(r"^  4000 bytes in 1 block allocated at \S*leaky_api\.c:\d+$", report, re.M)
+    assert re.search(r"^      #\d+ from_helper\+0x[0-9a-f]+ \(leaky_api\)$", report, re.M)
+    quiet = run([str(leaky_api), "default"], options="level=standard")
+    assert quiet.returncode == 0 and quiet.stderr == ""

@@ -139,8 +139,8 @@ uint32_t track_stack_frames(uint32_t stack, const uintptr_t **pcs);
 
 /* leaks.c — the leak report (nmm_leaks_report). */
 /* Write the text leak report of heap to fd (memory from os_map, never malloc);
- * nothing when no block is live. For the default heap at exit (malloc_shim.c) and
- * for nmm_heap_destroy of a tracking heap. */
+ * nothing when no block is live. leaks.c's destructor runs it for the default
+ * heap at exit (tracking on); nmm_heap_destroy of a tracking heap may too. */
 void leaks_write(nmm_heap_t *heap, int fd);
 /* Top leak groups by bytes as a JSON array (for report.c); at most `top` rows. */
 void leaks_json_top(nmm_heap_t *heap, struct strbuf *sb, size_t top);
@@ -162,6 +162,8 @@ void events_format_line(struct strbuf *sb, const nmm_event_t *ev, bool symbolize
  * suffix k/K/m/M/g/G/t/T (optionally followed by "B" or "iB") when sizes is true.
  * false on empty input, junk or overflow. */
 bool options_parse_u64(const char *s, size_t n, bool sizes, uint64_t *out);
+/* True once options_from_env ran, i.e. the default heap exists (or is being made). */
+bool options_default_heap_configured(void);
 
 /* failpoint.c */
 /* Check a spec string without arming anything (options.c validates fail=...). */

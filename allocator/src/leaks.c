@@ -364,3 +364,15 @@ void leaks_write(nmm_heap_t *heap, int fd)
     }
     leaks_release(&a);
 }
+
+/* At exit: the default heap's leaks, when it exists and tracks. Destructors of
+ * shared objects (libnmm.so, the preload library, the Python extension) run after
+ * the program's atexit handlers, so what is still live here was never freed. */
+__attribute__((destructor)) static void leaks_at_exit(void)
+{
+    if (!options_default_heap_configured())
+        return;
+    nmm_heap_t *h = nmm_default_heap();
+    if (heap_config(h)->tracking)
+        leaks_write(h, 2);
+}

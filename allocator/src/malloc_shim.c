@@ -1,8 +1,8 @@
 /* malloc_shim.c — the malloc family on NMM's default heap; linked only into
  * libnmm_preload.so. Owns nothing but the cached default-heap pointer. Must never
  * look up the "real" malloc (no dlsym: NMM gets its memory from mmap, so there is
- * no recursion to break) and must not allocate in its exit report. Any thread,
- * from the first malloc of the dynamic loader's clients to the last destructor.
+ * no recursion to break). Any thread, from the first malloc of the dynamic
+ * loader's clients to the last destructor.
  */
 #include "internal.h"
 
@@ -173,12 +173,9 @@ SHIM_API size_t malloc_usable_size(void *ptr)
     return ptr ? nmm_usable_size(shim_get(), ptr) : 0;
 }
 
-/* At exit, after the program's own atexit handlers (preloaded libraries are
- * finalised last): what is still live in the default heap, by site. */
-__attribute__((destructor)) static void shim_exit_report(void)
+/* Detections still waiting to be written when the process ends (the leak report
+ * of the default heap comes from leaks.c's destructor). */
+__attribute__((destructor)) static void shim_exit_flush(void)
 {
-    nmm_heap_t *h = __atomic_load_n(&shim_heap, __ATOMIC_ACQUIRE);
     shim_after();
-    if (h && __atomic_load_n(&shim_tracking, __ATOMIC_RELAXED))
-        leaks_write(h, 2);
 }

@@ -468,8 +468,19 @@ NMM_API void nmm_options_help(int fd)
     }
 }
 
+/* Set once the default heap has been configured (options_from_env is called by
+ * its creation only): lets the exit report ask for the default heap without
+ * creating one in a process that never used it. */
+static atomic_int default_heap_configured;
+
+bool options_default_heap_configured(void)
+{
+    return atomic_load_explicit(&default_heap_configured, memory_order_acquire) != 0;
+}
+
 void options_from_env(nmm_config_t *cfg)
 {
+    atomic_store_explicit(&default_heap_configured, 1, memory_order_release);
     nmm_config_init(cfg);
     const char *s = getenv("NMM_OPTIONS");
     if (!s || !*s)

@@ -2,11 +2,14 @@
  * allocation (stacks=1/1), then prints the leak report: text, a line "----",
  * then JSON. Frames are named by dladdr, so build with -rdynamic and frame
  * pointers. Usage: leaky_api [NMM_OPTIONS string]
+ *        leaky_api default   leaks from the default heap (configured by the
+ *                            NMM_OPTIONS variable) and prints nothing itself
  */
 #include <nmm.h>
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static nmm_heap_t *heap;
 
@@ -27,6 +30,12 @@ __attribute__((noinline)) void *from_helper(void)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "default") == 0) {
+        heap = nmm_default_heap();
+        leak_big();
+        from_helper();
+        return 0;
+    }
     nmm_config_t cfg;
     char err[512];
     nmm_config_init(&cfg);
