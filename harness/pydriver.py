@@ -83,7 +83,7 @@ def plan_faults(plan: Plan, seed: int) -> list[PlannedFault]:
                                        worker=rng.randrange(plan.workload.threads),
                                        op=lo + rng.randrange(span),
                                        slot=rng.randrange(plan.workload.live)))
-    placed.sort(key=lambda f: (f.op, f.worker, f.id))
+    placed.sort(key=lambda f: (f.op, f.worker, f.id))  # the order run() injects them in
     return placed
 
 
@@ -371,17 +371,25 @@ class PyDriver:
 
     def run(self) -> Observation:
         """Run the whole trial: every worker's ops round-robin, faults at their seeded ops."""
-        placed = plan_faults(self.plan, self.seed)
-        by_position: dict[tuple[int, int], list[PlannedFault]] = {}
-        for pf in placed:
-            by_position.setdefault((pf.worker, pf.op), []).append(pf)
+        placed = plan_faults(self.plan, self.seed)  # sorted by op
         ops = self.plan.workload.ops_per_worker
+        workers = range(len(self.workers))
+        step = self.step
+        k = 0
         try:
             for op in range(ops):
-                for worker in self.workers:
-                    for pf in by_position.get((worker.index, op), ()):
-                        self.inject(pf.id, pf.spec, worker.index, pf.slot)
-                    self.step(worker.index)
+                next_op = placed[k].op if k < len(placed) else ops
+                if op < next_op:
+                    for w in workers:
+                        step(w)
+                    continue
+                for w in workers:
+                    while k < len(placed) and placed[k].op == op and placed[k].worker == w:
+                        self.inject(placed[k].id, placed[k].spec, w, placed[k].slot)
+                        k += 1
+                    step(w)
+                while k < len(placed) and placed[k].op == op:
+                    k += 1  # a worker index past the thread count (never placed so)
             self.finish()
             return self.observation()
         finally:
