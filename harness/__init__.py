@@ -16,13 +16,14 @@ from harness.journal import Journal, read_journal
 from harness.loader import load_plan, validate_paths
 from harness.oracle import judge
 from harness.plan import Plan
+from harness.pydriver import PyDriver, run_python_trial
 from harness.records import Observation, TrialRecord, Verdict
 from harness.report import build_document, write_reports
 from harness.runner import RunResult, run_plan, run_trial
 
 __all__ = [
     "DriverNotFound", "HarnessError", "Journal", "JournalError", "Observation", "Plan",
-    "PlanError", "RunResult", "TrialRecord", "UnsupportedFeature", "Verdict",
-    "build_document", "judge", "load_plan", "read_journal", "run_plan", "run_trial",
-    "validate_paths", "write_reports",
+    "PlanError", "PyDriver", "RunResult", "TrialRecord", "UnsupportedFeature", "Verdict",
+    "build_document", "judge", "load_plan", "read_journal", "run_plan", "run_python_trial",
+    "run_trial", "validate_paths", "write_reports",
 ]
