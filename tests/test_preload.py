@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _nmm_c import compile_program, nmm_lines, preload_path, require_tool, run
+from _nmm_c import PROGRAMS, compile_program, nmm_lines, preload_path, require_tool, run
 
 LEVELS = ["off", "standard", "paranoid"]
 
@@ -139,6 +139,21 @@ def test_git_creates_a_repository_and_commits(preload: Path, tmp_path: Path, lev
     assert under.returncode == 0, under.stderr
     assert under.stdout == plain.stdout  # same commit hashes: same bytes written
     assert under.stdout.count("commit ") == 4
+    assert nmm_lines(under.stderr) == []
+
+
+@pytest.mark.parametrize("level", ["off", "standard"])
+def test_gcc_compiles_the_same_object(preload: Path, tmp_path: Path, level: str) -> None:
+    source = PROGRAMS / "threads_fork.c"
+    plain = run(["gcc", "-O2", "-c", str(source), "-o", str(tmp_path / "plain.o")])
+    assert plain.returncode == 0, plain.stderr
+    under = run(
+        ["gcc", "-O2", "-c", str(source), "-o", str(tmp_path / "nmm.o")],
+        preload=preload,
+        options=f"level={level}",
+    )
+    assert under.returncode == 0, under.stderr
+    assert (tmp_path / "nmm.o").read_bytes() == (tmp_path / "plain.o").read_bytes()
     assert nmm_lines(under.stderr) == []
 
 
