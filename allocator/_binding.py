@@ -6,6 +6,8 @@ cffi releases the GIL around every C call, so Python threads allocate in
 parallel; the Python-side bookkeeping (live blocks by address) relies only on
 single dict operations, which the GIL makes atomic. Blocks are freed
 explicitly (``free``, ``with``, ``Heap.close``), never by the garbage collector.
+Addresses cross the boundary as ints through the ``nmmpy_*`` shims compiled
+into the extension (allocator/build.py), which saves a cdata cast per call.
 """
 
 from __future__ import annotations
