@@ -7,6 +7,7 @@ import gc
 import importlib.util
 import json
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -539,7 +540,10 @@ def test_native_libraries_export_only_the_contract() -> None:
     spec.loader.exec_module(build)
     native = allocator.preload_path().parent
     lib_symbols = build.exported_symbols(native / "libnmm.so")
-    assert {"nmm_alloc", "nmm_free", "nmm_heap_create", "nmm_stats_get"} <= lib_symbols
+    header = (ROOT / "allocator" / "include" / "nmm.h").read_text()
+    declared = set(re.findall(r"NMM_API\s+[^;(]*?\b(nmm_\w+)\s*\(", header))
+    assert {"nmm_alloc", "nmm_free", "nmm_heap_create", "nmm_stats_get"} <= declared
+    assert declared <= lib_symbols, declared - lib_symbols
     assert build.unexpected_exports(native / "libnmm.so", preload=False) == set()
     preload_symbols = build.exported_symbols(native / "libnmm_preload.so")
     assert {
