@@ -434,13 +434,27 @@ def write_reports(report: BenchReport, out_root: Path = Path("reports"),
               help="Directory under which bench-<timestamp>/ is written.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=300.0,
               show_default=True, help="Seconds before one kernel run is killed.")
+@click.option("--list", "list_only", is_flag=True,
+              help="List the targets and kernels (installed or not) and exit.")
 def bench(targets_opt: str | None, kernels_opt: str | None, quick: bool,
-          json_path: Path | None, repeat: int, out_root: Path, timeout_s: float) -> int:
+          json_path: Path | None, repeat: int, out_root: Path, timeout_s: float,
+          list_only: bool) -> int:
     """Benchmark NMM and the installed peer allocators side by side, with ratios vs glibc."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     known = all_targets()
+    if list_only:
+        out = Console(width=200) if not Console().is_terminal else Console()
+        for t in known:
+            how = " ".join(t.driver_args()[1:]) if t.is_nmm_heap else (
+                f"LD_PRELOAD={':'.join(t.preload)}" if t.preload else "no preload")
+            state = "installed" if t.installed else f"not installed ({t.missing})"
+            out.print(f"{t.name:<22} {state:<12} {how}  [dim]{t.description}[/dim]",
+                      highlight=False)
+        for k in KERNELS:
+            out.print(f"kernel {k.name:<12} {k.unit:<8} {k.description}", highlight=False)
+        return 0
     try:
         names = select(targets_opt, [t.name for t in known], "target")
         kernel_names = select(kernels_opt, [k.name for k in KERNELS], "kernel")

@@ -150,3 +150,11 @@ def test_program_kernel_times_preload_targets_only(driver: Path,
     capped = report.cell("python", "capped")
     assert capped is not None and capped.value is not None
     assert capped.extra["rows"] == 100 and capped.ratio_vs_glibc is None  # other work, no ratio
+
+
+def test_bench_list_names_every_target_and_kernel() -> None:
+    result = CliRunner().invoke(bench_mod.bench, ["--list"])
+    assert result.exit_code == 0, result.output
+    for name in ("glibc", "nmm-paranoid", "jemalloc", "scudo", "duma"):
+        assert name in result.output
+    assert "kernel pair64" in result.output and "kernel driver" in result.output
