@@ -49,7 +49,8 @@ void alloc_retire(nmm_heap_t *h, uint8_t *block)
 /* Paranoid and cacheless path: one block under the class lock; the header is
  * written before the lock is dropped so a concurrent sweep never sees a live
  * block without it. */
-static uint8_t *alloc_locked(nmm_heap_t *h, int cls, size_t size, uint32_t site_id)
+static uint8_t *alloc_locked(nmm_heap_t *h, int cls, size_t size, uint32_t site_id, uint32_t off,
+                             uint8_t live_state)
 {
     blockref_t b;
     sizeclass_pool_t *pool = &h->pools[cls];
@@ -59,12 +60,12 @@ static uint8_t *alloc_locked(nmm_heap_t *h, int cls, size_t size, uint32_t site_
         pthread_mutex_unlock(&pool->lock);
         return NULL;
     }
-    uint8_t *user = b.block + h->user_off;
+    uint8_t *user = b.block + off;
     if (h->has_hdr)
         detect_write_header(h, user, size, site_id);
     if (h->checks)
-        detect_write_canary(h, user, size, sizeclass_table[cls] - h->user_off);
-    __atomic_store_n(b.state, BS_LIVE, __ATOMIC_RELAXED);
+        detect_write_canary(h, user, size, sizeclass_table[cls] - off);
+    __atomic_store_n(b.state, live_state, __ATOMIC_RELAXED);
     __atomic_fetch_add(&pool->allocs, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&pool->lock);
     NMM_YIELD("class.unlock");
@@ -84,10 +85,19 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
         return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
     size_t need = size + h->user_off + (h->checks ? CORE_CANARY : 0);
     int cls;
-    if (align <= 16)
+    uint32_t off = h->user_off;
+    uint8_t live_state = BS_LIVE;
+    if (align <= 16) {
         cls = sizeclass_of(need);
-    else
-        cls = h->has_hdr ? -1 : alloc_class_aligned(need, align);
+    } else if (!h->has_hdr) {
+        cls = alloc_class_aligned(need, align);
+    } else {
+        /* Header levels: the user pointer sits `align` bytes into a block whose
+         * size is a multiple of align; the state byte remembers the offset. */
+        cls = alloc_class_aligned(size + align + (h->checks ? CORE_CANARY : 0), align);
+        off = (uint32_t)align;
+        live_state = (uint8_t)(BS_ALIGNED | __builtin_ctzll(align));
+    }
     uint32_t site_id = h->tracking ? track_on_alloc(h, site) : site;
     if (cls < 0) {
         void *p = large_alloc(h, size, align, site_id);
@@ -101,10 +111,10 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
             return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
         }
     }
-    tcache_t *tc = h->use_cache ? tcache_get(h) : NULL;
+    tcache_t *tc = h->use_cache && live_state == BS_LIVE ? tcache_get(h) : NULL;
     uint8_t *user;
     if (!tc) {
-        user = alloc_locked(h, cls, size, site_id);
+        user = alloc_locked(h, cls, size, site_id, off, live_state);
         if (h->paranoid && user)
             validate_maybe_sweep(h);
     } else {
@@ -292,6 +302,64 @@ static nmm_status_t free_paranoid(nmm_heap_t *h, slab_t *s, int32_t idx, uint8_t
     return NMM_OK;
 }
 
+/* An aligned block of a header level (user = block + 2^k). Rare: done under the
+ * class lock, never through a cache; at paranoid it is poisoned and freed
+ * directly (no quarantine), so sweeps still find any later write. */
+NMM_COLD static nmm_status_t free_aligned(nmm_heap_t *h, slab_t *s, uint32_t idx, uint8_t *user,
+                                          nmm_site_t site, bool realloc_call)
+{
+    int cls = s->cls;
+    uint8_t *state = &slab_states(s)[idx];
+    uint8_t *block = s->data + (size_t)idx * s->block_size;
+    NMM_YIELD("class.lock");
+    heap_lock(h, &h->pools[cls].lock);
+    uint8_t st = __atomic_load_n(state, __ATOMIC_RELAXED);
+    if (!state_is_aligned_any(st) || user != block + (1u << (st & 15))) {
+        pthread_mutex_unlock(&h->pools[cls].lock);
+        return free_invalid(h, user, site, NMM_INVALID_INTERIOR, realloc_call);
+    }
+    size_t room = s->block_size - (1u << (st & 15));
+    bool bad = (st & 0xF0) == BS_ALIGNED_BAD;
+    uint32_t kind = NMM_EV_NONE, detail = 0, asite = 0;
+    size_t size = 0;
+    if (!bad && h->checks)
+        kind = detect_check_block(h, user, room, &detail, &size, &asite);
+    else
+        size = ((const block_header_t *)(user - CORE_HDR))->size;
+    if (bad || kind != NMM_EV_NONE) {
+        __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+    } else {
+        if (h->paranoid)
+            detect_poison(block + h->user_off, s->block_size - h->user_off);
+        __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
+        slab_give_locked(h, cls, s, idx);
+    }
+    pthread_mutex_unlock(&h->pools[cls].lock);
+    NMM_YIELD("class.unlock");
+    free_account(h, cls, NULL, (int64_t)size);
+    if (bad) {
+        heap_set_status(NMM_E_CORRUPTED);
+        return NMM_E_CORRUPTED;
+    }
+    if (kind != NMM_EV_NONE)
+        return heap_report(h, kind, detail, user, size, asite, site);
+    return NMM_OK;
+}
+
+/* Index of the aligned live block whose user pointer is up, or -1. */
+static int32_t alloc_find_aligned(const nmm_heap_t *h, slab_t *s, uintptr_t up)
+{
+    if (!h->has_hdr || up - (uintptr_t)s->data >= s->span)
+        return -1;
+    uint32_t ci = slab_index_containing(s, up);
+    uint8_t st = __atomic_load_n(&slab_states(s)[ci], __ATOMIC_RELAXED);
+    if (state_is_aligned_any(st) &&
+        up == (uintptr_t)s->data + (size_t)ci * s->block_size + (1u << (st & 15)))
+        return (int32_t)ci;
+    return -1;
+}
+
 NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call)
 {
     if (!p)
@@ -312,8 +380,23 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
         return free_invalid(h, p, site, NMM_INVALID_UNMAPPED, realloc_call);
     uintptr_t block = up - h->user_off;
     int32_t idx = block >= (uintptr_t)s->data ? slab_index(s, block) : -1;
-    if (idx < 0)
+    if (idx < 0) {
+        int32_t ai = alloc_find_aligned(h, s, up);
+        if (ai >= 0)
+            return free_aligned(h, s, (uint32_t)ai, (uint8_t *)p, site, realloc_call);
+        /* A freed aligned block: its offset is gone with its state, but its
+         * header (keyed by this very address) may still vouch for it. */
+        if (h->has_hdr && up - (uintptr_t)s->data < s->span) {
+            uint32_t ci = slab_index_containing(s, up);
+            uintptr_t delta = up - ((uintptr_t)s->data + (size_t)ci * s->block_size);
+            uint8_t st = __atomic_load_n(&slab_states(s)[ci], __ATOMIC_RELAXED);
+            if (delta >= 32 && delta <= 4096 && !(delta & (delta - 1)) &&
+                (st == BS_FREE || st == BS_QUARANTINE || st == BS_RETIRED) &&
+                detect_header_ok(h, (uint8_t *)p))
+                return free_not_live(h, (uint8_t *)p, st, s->block_size - delta, site, realloc_call);
+        }
         return free_invalid(h, p, site, NMM_INVALID_INTERIOR, realloc_call);
+    }
     uint8_t *user = (uint8_t *)p;
     tcache_t *tc = h->use_cache ? tcache_get(h) : NULL;
     if (h->paranoid && !tc)
@@ -471,15 +554,23 @@ static bool alloc_block_info(nmm_heap_t *h, const void *p, block_info_t *bi)
         return false;
     uintptr_t block = up - h->user_off;
     int32_t idx = block >= (uintptr_t)s->data ? slab_index(s, block) : -1;
-    if (idx < 0)
-        return false;
-    uint8_t st = __atomic_load_n(&slab_states(s)[idx], __ATOMIC_RELAXED);
-    if (st != BS_LIVE && st != BS_LIVE_BAD)
-        return false;
+    uint32_t off = h->user_off;
+    uint8_t st;
+    if (idx >= 0) {
+        st = __atomic_load_n(&slab_states(s)[idx], __ATOMIC_RELAXED);
+        if (st != BS_LIVE && st != BS_LIVE_BAD)
+            return false;
+    } else {
+        idx = alloc_find_aligned(h, s, up);
+        if (idx < 0)
+            return false;
+        st = __atomic_load_n(&slab_states(s)[idx], __ATOMIC_RELAXED);
+        off = 1u << (st & 15);
+    }
     bi->large = false;
     bi->cls = s->cls;
     bi->state = st;
-    bi->room = s->block_size - h->user_off;
+    bi->room = s->block_size - off;
     if (h->has_hdr) {
         const block_header_t *hdr = (const block_header_t *)((const uint8_t *)p - CORE_HDR);
         bi->size = hdr->size + (h->checks ? CORE_CANARY : 0) <= bi->room

@@ -34,8 +34,12 @@ enum {
     BS_QUARANTINE = 3,  /* paranoid: freed, poisoned, waiting in the quarantine */
     BS_RETIRED = 4,     /* found corrupted: never handed out again */
     BS_LIVE_BAD = 5,    /* live, damage already reported by a sweep: freeing it retires it quietly */
+    BS_ALIGNED = 0x10,  /* | k: live, aligned at a header level: user = block + (1 << k) */
+    BS_ALIGNED_BAD = 0x20, /* | k: the same, damage already reported by a sweep */
     BS_MARK = 0x80      /* validate only: "reached from a free structure" */
 };
+static inline bool state_is_aligned(uint8_t v) { return (v & 0xE0) == 0 && (v & 0x10); }
+static inline bool state_is_aligned_any(uint8_t v) { return (v & 0xF0) == BS_ALIGNED || (v & 0xF0) == BS_ALIGNED_BAD; }
 
 /* ------------------------------------------------------------------ sizeclass.c */
 

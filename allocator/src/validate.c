@@ -102,14 +102,16 @@ size_t validate_heap(nmm_heap_t *h, bool full)
             uint8_t *user = block + h->user_off;
             uint8_t base = v & (uint8_t)~BS_MARK;
             bool marked = v & BS_MARK;
-            if (base == BS_LIVE && h->checks) {
+            if ((base == BS_LIVE || state_is_aligned(base)) && h->checks) {
                 uint32_t detail, site;
                 size_t size;
-                uint32_t kind = detect_check_block(h, user, room, &detail, &size, &site);
+                uint32_t off = base == BS_LIVE ? h->user_off : 1u << (base & 15);
+                uint8_t *u = block + off;
+                uint32_t kind = detect_check_block(h, u, s->block_size - off, &detail, &size, &site);
                 if (kind != NMM_EV_NONE) {
                     problems++;
-                    states[i] = BS_LIVE_BAD;
-                    heap_report(h, kind, detail, user, size, site, 0);
+                    states[i] = base == BS_LIVE ? BS_LIVE_BAD : (uint8_t)(BS_ALIGNED_BAD | (base & 15));
+                    heap_report(h, kind, detail, u, size, site, 0);
                 }
             } else if (base == BS_FREE && !marked) {
                 problems += validate_freelist_problem(h, block, 6);
@@ -167,10 +169,11 @@ void heap_foreach_live(nmm_heap_t *h, heap_visit_fn visit, void *ctx)
         size_t room = s->block_size - h->user_off;
         for (uint32_t i = 0; i < s->nblocks; i++) {
             uint8_t v = __atomic_load_n(&states[i], __ATOMIC_RELAXED);
-            if (v != BS_LIVE && v != BS_LIVE_BAD)
+            if (v != BS_LIVE && v != BS_LIVE_BAD && !state_is_aligned_any(v))
                 continue;
-            const uint8_t *user = s->data + (size_t)i * s->block_size + h->user_off;
-            size_t size = room;
+            uint32_t off = state_is_aligned_any(v) ? 1u << (v & 15) : h->user_off;
+            const uint8_t *user = s->data + (size_t)i * s->block_size + off;
+            size_t size = room = s->block_size - off;
             uint32_t site = 0;
             if (h->has_hdr) {
                 const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
