@@ -3,6 +3,7 @@ hypothesis state machine that explores op sequences and fault placements."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -10,7 +11,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
-allocator = pytest.importorskip("allocator")
+# The package build makes the binding: under CI its absence is a failure, not a skip.
+allocator = pytest.importorskip("allocator") if not os.environ.get("CI") else __import__("allocator")
 
 from harness.oracle import judge  # noqa: E402
 from harness.plan import Fault, Plan  # noqa: E402
