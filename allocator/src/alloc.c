@@ -297,7 +297,7 @@ static nmm_status_t free_paranoid(nmm_heap_t *h, slab_t *s, int32_t idx, uint8_t
         }
         return heap_report(h, kind ? kind : NMM_EV_HEADER_CORRUPT, detail, user, dsize, dsite, site);
     }
-    detect_quarantine_push(h, user, (uint32_t)room, site, asite, size);
+    detect_quarantine_push(h, user, user, (uint32_t)room, site, asite, size);
     validate_maybe_sweep(h);
     return NMM_OK;
 }
@@ -326,13 +326,14 @@ NMM_COLD static nmm_status_t free_aligned(nmm_heap_t *h, slab_t *s, uint32_t idx
         kind = detect_check_block(h, user, room, &detail, &size, &asite);
     else
         size = ((const block_header_t *)(user - CORE_HDR))->size;
+    uint8_t k = st & 15;
     if (bad || kind != NMM_EV_NONE) {
         __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
         __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+    } else if (h->paranoid) {
+        __atomic_store_n(state, (uint8_t)(BS_QUAR_ALIGNED | k), __ATOMIC_RELAXED);
     } else {
-        if (h->paranoid)
-            detect_poison(block + h->user_off, s->block_size - h->user_off);
-        __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
+        __atomic_store_n(state, (uint8_t)(BS_FREE_ALIGNED | k), __ATOMIC_RELAXED);
         slab_give_locked(h, cls, s, idx);
     }
     pthread_mutex_unlock(&h->pools[cls].lock);
@@ -344,6 +345,17 @@ NMM_COLD static nmm_status_t free_aligned(nmm_heap_t *h, slab_t *s, uint32_t idx
     }
     if (kind != NMM_EV_NONE)
         return heap_report(h, kind, detail, user, size, asite, site);
+    if (h->paranoid) {
+        /* poisoned from just after where a normal header ends, so sweeps and
+         * reuse treat it like any other free block */
+        uint8_t *poison = block + h->user_off;
+        uint32_t len = s->block_size - h->user_off;
+        tcache_t *tc = h->use_cache ? tcache_get(h) : NULL;
+        if (tc)
+            detect_tq_push(h, tc, user, poison, state, len, site, asite, (uint32_t)size);
+        else
+            detect_quarantine_push(h, user, poison, len, site, asite, (uint32_t)size);
+    }
     return NMM_OK;
 }
 
@@ -384,16 +396,16 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
         int32_t ai = alloc_find_aligned(h, s, up);
         if (ai >= 0)
             return free_aligned(h, s, (uint32_t)ai, (uint8_t *)p, site, realloc_call);
-        /* A freed aligned block: its offset is gone with its state, but its
-         * header (keyed by this very address) may still vouch for it. */
+        /* A freed or quarantined aligned block: its state still says where its
+         * user pointer was. */
         if (h->has_hdr && up - (uintptr_t)s->data < s->span) {
             uint32_t ci = slab_index_containing(s, up);
             uintptr_t delta = up - ((uintptr_t)s->data + (size_t)ci * s->block_size);
             uint8_t st = __atomic_load_n(&slab_states(s)[ci], __ATOMIC_RELAXED);
-            if (delta >= 32 && delta <= 4096 && !(delta & (delta - 1)) &&
-                (st == BS_FREE || st == BS_QUARANTINE || st == BS_RETIRED) &&
-                detect_header_ok(h, (uint8_t *)p))
-                return free_not_live(h, (uint8_t *)p, st, s->block_size - delta, site, realloc_call);
+            if (state_has_offset(st) && delta == (1u << (st & 15)))
+                return free_not_live(h, (uint8_t *)p,
+                                     (st & 0xF0) == BS_QUAR_ALIGNED ? BS_QUARANTINE : BS_FREE,
+                                     s->block_size - delta, site, realloc_call);
         }
         return free_invalid(h, p, site, NMM_INVALID_INTERIOR, realloc_call);
     }
@@ -423,7 +435,7 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
         const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
         __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
         free_account(h, cls, tc, requested);
-        detect_tq_push(h, tc, user, state, (uint32_t)room, site, hdr->site, hdr->size);
+        detect_tq_push(h, tc, user, user, state, (uint32_t)room, site, hdr->site, hdr->size);
         return NMM_OK;
     }
     if (tc) {
@@ -481,7 +493,7 @@ NMM_NOINLINE static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_
                 OWNER_ADD(bin->frees, 1);
                 if (paranoid) {
                     __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
-                    detect_tq_push(h, tc, p, state, bs - CORE_HDR, site, hdr->site, hdr->size);
+                    detect_tq_push(h, tc, p, p, state, bs - CORE_HDR, site, hdr->site, hdr->size);
                     return NMM_OK;
                 }
                 __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);

@@ -34,12 +34,22 @@ enum {
     BS_QUARANTINE = 3,  /* paranoid: freed, poisoned, waiting in the quarantine */
     BS_RETIRED = 4,     /* found corrupted: never handed out again */
     BS_LIVE_BAD = 5,    /* live, damage already reported by a sweep: freeing it retires it quietly */
-    BS_ALIGNED = 0x10,  /* | k: live, aligned at a header level: user = block + (1 << k) */
-    BS_ALIGNED_BAD = 0x20, /* | k: the same, damage already reported by a sweep */
+    /* Aligned blocks of header levels: the low nibble k says user = block + 2^k. */
+    BS_ALIGNED = 0x10,     /* | k: live */
+    BS_ALIGNED_BAD = 0x20, /* | k: live, damage already reported by a sweep */
+    BS_FREE_ALIGNED = 0x30,/* | k: free (like BS_FREE), remembers k to name a double free */
+    BS_QUAR_ALIGNED = 0x40,/* | k: quarantined (like BS_QUARANTINE) */
     BS_MARK = 0x80      /* validate only: "reached from a free structure" */
 };
-static inline bool state_is_aligned(uint8_t v) { return (v & 0xE0) == 0 && (v & 0x10); }
+static inline bool state_is_aligned(uint8_t v) { return (v & 0xF0) == BS_ALIGNED; }
 static inline bool state_is_aligned_any(uint8_t v) { return (v & 0xF0) == BS_ALIGNED || (v & 0xF0) == BS_ALIGNED_BAD; }
+static inline bool state_has_offset(uint8_t v) { return v >= BS_ALIGNED && v < 0x50; }
+static inline bool state_is_free(uint8_t v) { return v == BS_FREE || (v & 0xF0) == BS_FREE_ALIGNED; }
+/* The free state a quarantined block moves to. */
+static inline uint8_t state_freed(uint8_t v)
+{
+    return (v & 0xF0) == BS_QUAR_ALIGNED ? (uint8_t)(BS_FREE_ALIGNED | (v & 15)) : BS_FREE;
+}
 
 /* ------------------------------------------------------------------ sizeclass.c */
 
@@ -122,8 +132,9 @@ typedef struct block_header {
 
 typedef struct quarantine_entry {
     uint8_t *user;         /* NULL: reported by a sweep and retired */
+    uint8_t *poison;       /* poisoned range: block + header bytes .. block end */
     uint8_t *state;        /* the block's state byte (per-thread quarantine) */
-    uint32_t block_size;   /* bytes from user to the block end */
+    uint32_t block_size;   /* bytes poisoned (from poison to the block end) */
     uint32_t free_site;
     uint32_t alloc_site;   /* tracked id or raw site from the header */
     uint32_t size;         /* requested bytes */
@@ -417,13 +428,13 @@ long detect_poison_damage(const uint8_t *p, size_t n);
 bool detect_quarantine_init(nmm_heap_t *h);
 void detect_quarantine_destroy(nmm_heap_t *h);
 /* Poison and hold a freed block (paranoid); releases what falls out. */
-void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint32_t room, nmm_site_t free_site,
-                            uint32_t alloc_site, uint32_t size);
+void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint8_t *poison, uint32_t room,
+                            nmm_site_t free_site, uint32_t alloc_site, uint32_t size);
 size_t detect_quarantine_validate(nmm_heap_t *h);
 /* Per-thread quarantine (paranoid with caches): poison and hold; what falls out
  * is verified and goes to the cache. Owner thread only. */
-void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *state, uint32_t room,
-                    nmm_site_t free_site, uint32_t alloc_site, uint32_t size);
+void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *poison, uint8_t *state,
+                    uint32_t room, nmm_site_t free_site, uint32_t alloc_site, uint32_t size);
 void detect_tq_drain(nmm_heap_t *h, tcache_t *tc);     /* owner gone or exiting */
 size_t detect_tq_validate(nmm_heap_t *h, tcache_t *tc); /* quiescent sweep */
 void detect_quarantine_flush(nmm_heap_t *h);

@@ -127,17 +127,25 @@ void detect_quarantine_destroy(nmm_heap_t *h)
     h->quar = NULL;
 }
 
+/* Event detail of a use after free: offset from the user pointer (0 when the
+ * damage is in the poisoned header of an aligned block). */
+static uint32_t uaf_detail(const quarantine_entry_t *e, long dmg)
+{
+    uint8_t *at = e->poison + dmg;
+    return at >= e->user ? (uint32_t)(at - e->user) : 0;
+}
+
 /* A block leaves the quarantine: verify its poison; intact → free in its slab,
  * damaged → use-after-free event and the block is retired. No lock held. */
 static void quarantine_release(nmm_heap_t *h, const quarantine_entry_t *e)
 {
     if (!e->user)
         return;  /* already reported and retired by a sweep */
-    long dmg = poison_damage(e->user, e->block_size);
-    uint8_t *block = e->user - h->user_off;
+    long dmg = poison_damage(e->poison, e->block_size);
+    uint8_t *block = e->poison - h->user_off;
     if (dmg >= 0) {
         alloc_retire(h, block);
-        heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)dmg, e->user, e->size, e->alloc_site,
+        heap_report(h, NMM_EV_USE_AFTER_FREE, uaf_detail(e, dmg), e->user, e->size, e->alloc_site,
                     e->free_site);
         return;
     }
@@ -146,18 +154,19 @@ static void quarantine_release(nmm_heap_t *h, const quarantine_entry_t *e)
     int cls = s->cls;
     NMM_YIELD("class.lock");
     heap_lock(h, &h->pools[cls].lock);
-    __atomic_store_n(&slab_states(s)[idx], BS_FREE, __ATOMIC_RELAXED);
+    uint8_t *st = &slab_states(s)[idx];
+    __atomic_store_n(st, state_freed(__atomic_load_n(st, __ATOMIC_RELAXED)), __ATOMIC_RELAXED);
     slab_give_locked(h, cls, s, (uint32_t)idx);
     pthread_mutex_unlock(&h->pools[cls].lock);
     NMM_YIELD("class.unlock");
 }
 
-void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint32_t room, nmm_site_t free_site,
-                            uint32_t alloc_site, uint32_t size)
+void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint8_t *poison, uint32_t room,
+                            nmm_site_t free_site, uint32_t alloc_site, uint32_t size)
 {
     quarantine_entry_t out[16];
     int nout = 0;
-    detect_poison(user, room);
+    detect_poison(poison, room);
     NMM_YIELD("quarantine.lock");
     heap_lock(h, &h->quar_lock);
     if (h->quar_count == h->quar_cap) {
@@ -168,6 +177,7 @@ void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint32_t room, nmm_sit
     }
     quarantine_entry_t *e = &h->quar[(h->quar_head + h->quar_count) % h->quar_cap];
     e->user = user;
+    e->poison = poison;
     e->block_size = room;
     e->free_site = free_site;
     e->alloc_site = alloc_site;
@@ -197,13 +207,13 @@ size_t detect_quarantine_validate(nmm_heap_t *h)
         quarantine_entry_t *e = &h->quar[(h->quar_head + i) % h->quar_cap];
         if (!e->user)
             continue;
-        long dmg = poison_damage(e->user, e->block_size);
+        long dmg = poison_damage(e->poison, e->block_size);
         if (dmg < 0)
             continue;
         problems++;
-        heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)dmg, e->user, e->size, e->alloc_site,
+        heap_report(h, NMM_EV_USE_AFTER_FREE, uaf_detail(e, dmg), e->user, e->size, e->alloc_site,
                     e->free_site);
-        uint8_t *block = e->user - h->user_off;
+        uint8_t *block = e->poison - h->user_off;
         slab_t *s = slab_of(h, (uintptr_t)block);
         int32_t idx = slab_index(s, (uintptr_t)block);
         __atomic_store_n(&slab_states(s)[idx], BS_RETIRED, __ATOMIC_RELAXED);
@@ -243,11 +253,11 @@ static void tq_release(nmm_heap_t *h, tcache_t *tc, const quarantine_entry_t *e)
     if (!e->user)
         return;
     __atomic_store_n(&tc->tq_bytes, tc->tq_bytes - e->block_size, __ATOMIC_RELAXED);
-    long dmg = poison_damage(e->user, e->block_size);
+    long dmg = poison_damage(e->poison, e->block_size);
     if (dmg >= 0) {
         __atomic_store_n(e->state, BS_RETIRED, __ATOMIC_RELAXED);
         __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
-        heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)dmg, e->user, e->size, e->alloc_site,
+        heap_report(h, NMM_EV_USE_AFTER_FREE, uaf_detail(e, dmg), e->user, e->size, e->alloc_site,
                     e->free_site);
         return;
     }
@@ -255,16 +265,17 @@ static void tq_release(nmm_heap_t *h, tcache_t *tc, const quarantine_entry_t *e)
     tbin_t *bin = &tc->bins[cls];
     if (bin->count == bin->cap)
         tcache_flush_bin(h, tc, cls, bin->cap / 2);
-    __atomic_store_n(e->state, BS_FREE, __ATOMIC_RELAXED);
-    bin->items[bin->count].block = e->user - h->user_off;
+    __atomic_store_n(e->state, state_freed(__atomic_load_n(e->state, __ATOMIC_RELAXED)),
+                     __ATOMIC_RELAXED);
+    bin->items[bin->count].block = e->poison - h->user_off;
     bin->items[bin->count].state = e->state;
     bin->count++;
 }
 
-void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *state, uint32_t room,
-                    nmm_site_t free_site, uint32_t alloc_site, uint32_t size)
+void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *poison, uint8_t *state,
+                    uint32_t room, nmm_site_t free_site, uint32_t alloc_site, uint32_t size)
 {
-    detect_poison(user, room);
+    detect_poison(poison, room);
     while (tc->tq_count && (tc->tq_count == CORE_TQ_CAP || tc->tq_bytes + room > h->quar_max_bytes)) {
         quarantine_entry_t old = tc->tq[tc->tq_head];
         tc->tq_head = (tc->tq_head + 1) % CORE_TQ_CAP;
@@ -273,6 +284,7 @@ void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *state, 
     }
     quarantine_entry_t *e = &tc->tq[(tc->tq_head + tc->tq_count) % CORE_TQ_CAP];
     e->user = user;
+    e->poison = poison;
     e->state = state;
     e->block_size = room;
     e->free_site = free_site;
@@ -299,11 +311,11 @@ size_t detect_tq_validate(nmm_heap_t *h, tcache_t *tc)
         quarantine_entry_t *e = &tc->tq[(tc->tq_head + i) % CORE_TQ_CAP];
         if (!e->user)
             continue;
-        long dmg = poison_damage(e->user, e->block_size);
+        long dmg = poison_damage(e->poison, e->block_size);
         if (dmg < 0)
             continue;
         problems++;
-        heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)dmg, e->user, e->size, e->alloc_site,
+        heap_report(h, NMM_EV_USE_AFTER_FREE, uaf_detail(e, dmg), e->user, e->size, e->alloc_site,
                     e->free_site);
         __atomic_store_n(e->state, BS_RETIRED, __ATOMIC_RELAXED);
         __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);

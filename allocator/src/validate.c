@@ -44,7 +44,7 @@ static size_t validate_mark(nmm_heap_t *h, slab_t *s, uint32_t idx)
     if (v & BS_MARK)
         return validate_freelist_problem(h, s->data + (size_t)idx * s->block_size, 1);
     *st = v | BS_MARK;
-    if (v != BS_FREE && v != BS_NEVER)
+    if (!state_is_free(v) && v != BS_NEVER)
         return validate_freelist_problem(h, s->data + (size_t)idx * s->block_size, 2);
     return 0;
 }
@@ -113,11 +113,11 @@ size_t validate_heap(nmm_heap_t *h, bool full)
                     states[i] = base == BS_LIVE ? BS_LIVE_BAD : (uint8_t)(BS_ALIGNED_BAD | (base & 15));
                     heap_report(h, kind, detail, u, size, site, 0);
                 }
-            } else if (base == BS_FREE && !marked) {
+            } else if (state_is_free(base) && !marked) {
                 problems += validate_freelist_problem(h, block, 6);
             } else if (base == BS_NEVER && !marked && i < s->bump) {
                 problems += validate_freelist_problem(h, block, 7);
-            } else if (base == BS_FREE && h->paranoid) {
+            } else if (state_is_free(base) && h->paranoid) {
                 long dmg = detect_poison_damage(user, room);
                 if (dmg >= 0) {
                     /* Written after it left the quarantine: report it once and
