@@ -148,10 +148,10 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
  * the off path in nmm_alloc stays free of its register pressure. */
 NMM_NOINLINE static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
-    if (likely(size <= 1024 - CORE_HDR - CORE_CANARY)) {
+    if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY)) {
         tcache_t *tc = alloc_cache_fast(h);
         if (likely(tc != NULL)) {
-            int cls = sizeclass_small_lut[(size + CORE_HDR + CORE_CANARY + 15) >> 4];
+            int cls = sizeclass_of(size + CORE_HDR + CORE_CANARY);
             tbin_t *bin = &tc->bins[cls];
             if (likely(bin->count)) {
                 blockref_t *e = &bin->items[--bin->count];
@@ -172,10 +172,10 @@ NMM_NOINLINE static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t 
 void *nmm_alloc(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
     uint8_t fast = __atomic_load_n(&h->fast, __ATOMIC_RELAXED);
-    if (likely(fast == FAST_OFF) && likely(size <= 1024)) {
+    if (likely(fast == FAST_OFF) && likely(size <= CORE_SMALL_MAX)) {
         tcache_t *tc = alloc_cache_fast(h);
         if (likely(tc != NULL)) {
-            int cls = sizeclass_small_lut[(size + 15) >> 4];
+            int cls = sizeclass_of(size);
             tbin_t *bin = &tc->bins[cls];
             if (likely(bin->count)) {
                 blockref_t *e = &bin->items[--bin->count];

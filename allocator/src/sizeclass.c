@@ -39,12 +39,12 @@ const uint32_t sizeclass_slab_bytes[CORE_CLASSES] = {
 };
 
 /* Thread-cache capacity per class (blocks): fewer for big blocks so a cache holds
- * at most ~1 MiB of one class. Refills and flushes move half of it. */
+ * at most ~2 MiB of one class. Refills and flushes move half of it. */
 const uint16_t sizeclass_cache_cap[CORE_CLASSES] = {
     64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32,
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+    32, 32, 32, 32, 32, 32, 32, 32,
     16, 16, 16, 16, 16, 16, 16, 16,
-    8,  8,  8,  8,  8,  8,  8,  8,
 };
 
 uint8_t sizeclass_small_lut[65];
