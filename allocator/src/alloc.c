@@ -161,7 +161,6 @@ NMM_NOINLINE static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t 
                 detect_write_canary(h, user, size, bs - CORE_HDR);
                 __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
                 OWNER_ADD(bin->allocs, 1);
-                OWNER_ADD(tc->requested, (int64_t)size);
                 return user;
             }
         }
@@ -489,7 +488,6 @@ NMM_NOINLINE static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_
             if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE && bin->count < bin->cap &&
                        detect_block_intact(h, p, bs - CORE_HDR))) {
                 const block_header_t *hdr = (const block_header_t *)block;
-                OWNER_ADD(tc->requested, -(int64_t)hdr->size);
                 OWNER_ADD(bin->frees, 1);
                 if (paranoid) {
                     __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);

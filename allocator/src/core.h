@@ -442,6 +442,7 @@ void detect_quarantine_flush(nmm_heap_t *h);
 /* validate.c */
 size_t validate_heap(nmm_heap_t *h, bool full);
 void validate_maybe_sweep(nmm_heap_t *h);
+uint64_t validate_requested_bytes(nmm_heap_t *h);
 
 /* alloc.c */
 void alloc_retire(nmm_heap_t *h, uint8_t *block);

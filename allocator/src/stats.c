@@ -54,10 +54,8 @@ nmm_status_t nmm_stats_get(nmm_heap_t *h, nmm_stats_t *out)
      * exact live figure seen now is folded in so peak >= live always holds. */
     heap_note_peak(h, live_bytes);
     out->peak_bytes = __atomic_load_n(&h->peak_bytes, __ATOMIC_RELAXED);
-    if (h->has_hdr)
-        out->requested_bytes =
-            (uint64_t)(requested + (int64_t)__atomic_load_n(&h->merged_requested, __ATOMIC_RELAXED) +
-                       __atomic_load_n(&h->uncached_requested, __ATOMIC_RELAXED));
+    (void)requested;
+    out->requested_bytes = validate_requested_bytes(h);
     out->mapped_bytes = __atomic_load_n(&h->mapped_bytes, __ATOMIC_RELAXED);
     out->peak_mapped_bytes = __atomic_load_n(&h->peak_mapped_bytes, __ATOMIC_RELAXED);
     out->slabs_mapped = __atomic_load_n(&h->slabs_mapped, __ATOMIC_RELAXED);
