@@ -70,8 +70,6 @@ static uint8_t *alloc_locked(nmm_heap_t *h, int cls, size_t size, uint32_t site_
     pthread_mutex_unlock(&pool->lock);
     NMM_YIELD("class.unlock");
     heap_account_live(h, sizeclass_table[cls]);
-    if (h->has_hdr)
-        __atomic_fetch_add(&h->uncached_requested, (int64_t)size, __ATOMIC_RELAXED);
     return user;
 }
 
@@ -126,10 +124,8 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
             user = e->block + h->user_off;
         }
         if (user) {
-            if (h->has_hdr) {
+            if (h->has_hdr)
                 detect_write_header(h, user, size, site_id);
-                OWNER_ADD(tc->requested, (int64_t)size);
-            }
             if (h->checks)
                 detect_write_canary(h, user, size, bs - h->user_off);
             __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
@@ -241,20 +237,16 @@ NMM_COLD static nmm_status_t free_corrupted(nmm_heap_t *h, slab_t *s, uint8_t *s
     return heap_report(h, kind, detail, user, size, asite, site);
 }
 
-static void free_account(nmm_heap_t *h, int cls, tcache_t *tc, int64_t requested)
+static void free_account(nmm_heap_t *h, int cls, tcache_t *tc)
 {
     uint32_t bs = sizeclass_table[cls];
     if (h->limit)
         __atomic_fetch_sub(&h->limit_used, bs, __ATOMIC_RELAXED);
     if (tc) {
         OWNER_ADD(tc->bins[cls].frees, 1);
-        if (h->has_hdr)
-            OWNER_ADD(tc->requested, -requested);
     } else {
         __atomic_fetch_add(&h->pools[cls].frees, 1, __ATOMIC_RELAXED);
         heap_account_live(h, -(int64_t)bs);
-        if (h->has_hdr)
-            __atomic_fetch_sub(&h->uncached_requested, requested, __ATOMIC_RELAXED);
     }
 }
 
@@ -288,7 +280,7 @@ static nmm_status_t free_paranoid(nmm_heap_t *h, slab_t *s, int32_t idx, uint8_t
     }
     pthread_mutex_unlock(&h->pools[cls].lock);
     NMM_YIELD("class.unlock");
-    free_account(h, cls, NULL, intact ? (int64_t)size : (int64_t)dsize);
+    free_account(h, cls, NULL);
     if (!intact) {
         if (st == BS_LIVE_BAD) {
             heap_set_status(NMM_E_CORRUPTED);
@@ -337,7 +329,7 @@ NMM_COLD static nmm_status_t free_aligned(nmm_heap_t *h, slab_t *s, uint32_t idx
     }
     pthread_mutex_unlock(&h->pools[cls].lock);
     NMM_YIELD("class.unlock");
-    free_account(h, cls, NULL, (int64_t)size);
+    free_account(h, cls, NULL);
     if (bad) {
         heap_set_status(NMM_E_CORRUPTED);
         return NMM_E_CORRUPTED;
@@ -419,21 +411,20 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
     if (st == BS_LIVE_BAD) {
         __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
         __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
-        free_account(h, cls, tc, 0);
+        free_account(h, cls, tc);
         heap_set_status(NMM_E_CORRUPTED);
         return NMM_E_CORRUPTED;
     }
     if (st != BS_LIVE)
         return free_not_live(h, user, st, room, site, realloc_call);
     if (h->checks && !detect_block_intact(h, user, room)) {
-        free_account(h, cls, tc, 0);
+        free_account(h, cls, tc);
         return free_corrupted(h, s, state, user, site);
     }
-    int64_t requested = h->has_hdr ? ((const block_header_t *)(user - CORE_HDR))->size : 0;
     if (tc && h->paranoid) {
         const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
         __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
-        free_account(h, cls, tc, requested);
+        free_account(h, cls, tc);
         detect_tq_push(h, tc, user, user, state, (uint32_t)room, site, hdr->site, hdr->size);
         return NMM_OK;
     }
@@ -445,7 +436,7 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
         bin->items[bin->count].block = (uint8_t *)block;
         bin->items[bin->count].state = state;
         bin->count++;
-        free_account(h, cls, tc, requested);
+        free_account(h, cls, tc);
         return NMM_OK;
     }
     NMM_YIELD("class.lock");
@@ -459,7 +450,7 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
     slab_give_locked(h, cls, s, (uint32_t)idx);
     pthread_mutex_unlock(&h->pools[cls].lock);
     NMM_YIELD("class.unlock");
-    free_account(h, cls, NULL, requested);
+    free_account(h, cls, NULL);
     return NMM_OK;
 }
 
@@ -651,8 +642,6 @@ void *nmm_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site)
         (!h->checks || detect_block_intact(h, p, bi.room))) {
         if (h->has_hdr) {
             block_header_t *hdr = (block_header_t *)((uint8_t *)p - CORE_HDR);
-            __atomic_fetch_add(&h->uncached_requested, (int64_t)size - (int64_t)hdr->size,
-                               __ATOMIC_RELAXED);
             detect_write_header(h, p, size, hdr->site);
         }
         if (h->checks)

@@ -217,8 +217,7 @@ struct nmm_heap {
     uint64_t live_est, peak_bytes, limit_used;
     uint64_t mapped_bytes, peak_mapped_bytes, slabs_mapped, slabs_returned;
     uint64_t large_allocs, large_frees, large_live_bytes;
-    uint64_t merged_cached_allocs, merged_misses, merged_requested;
-    int64_t uncached_requested;
+    uint64_t merged_cached_allocs, merged_misses;
     uint64_t alloc_failures, injected_failures, lock_contention, sweeps, retired;
 
     /* periphery slots */
@@ -287,7 +286,6 @@ typedef struct tbin {
 typedef struct tcache {
     tbin_t bins[CORE_CLASSES];
     nmm_heap_t *heap;
-    int64_t requested;       /* owner: requested bytes (header levels) */
     uint64_t misses;         /* owner: refills */
     struct tcache *next_free;
     /* paranoid with caches: this thread's FIFO of poisoned freed blocks */
@@ -317,8 +315,7 @@ void tcache_detach_heap(nmm_heap_t *h);   /* heap destroy; registry lock taken i
 void tcache_fork_child(void);             /* flush caches of threads that don't exist */
 /* Sum over live caches (registry lock must be held by the caller when exact). */
 void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cached,
-                uint64_t *cached_allocs, uint64_t *misses, int64_t *requested,
-                uint64_t *tq_bytes);
+                uint64_t *cached_allocs, uint64_t *misses, uint64_t *tq_bytes);
 
 /* large.c */
 bool large_init(nmm_heap_t *h);

@@ -117,7 +117,7 @@ uint64_t heap_op_count(const nmm_heap_t *heap)
 {
     nmm_heap_t *h = (nmm_heap_t *)heap;
     uint64_t allocs[CORE_CLASSES] = {0}, frees[CORE_CLASSES] = {0};
-    tcache_sum(h, allocs, frees, NULL, NULL, NULL, NULL, NULL);
+    tcache_sum(h, allocs, frees, NULL, NULL, NULL, NULL);
     uint64_t n = __atomic_load_n(&h->large_allocs, __ATOMIC_RELAXED) +
                  __atomic_load_n(&h->large_frees, __ATOMIC_RELAXED);
     for (int c = 0; c < CORE_CLASSES; c++)

@@ -194,8 +194,6 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
     NMM_YIELD("large.unlock");
     __atomic_fetch_add(&h->large_allocs, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&h->large_live_bytes, body, __ATOMIC_RELAXED);
-    if (h->has_hdr)
-        __atomic_fetch_add(&h->uncached_requested, (int64_t)size, __ATOMIC_RELAXED);
     heap_account_mapped(h, (int64_t)map_len);
     heap_account_live(h, (int64_t)body);
     return h->checks ? user : user;
@@ -266,8 +264,6 @@ int large_free(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call)
     e->free_site = site;
     __atomic_fetch_add(&h->large_frees, 1, __ATOMIC_RELAXED);
     __atomic_fetch_sub(&h->large_live_bytes, e->usable, __ATOMIC_RELAXED);
-    if (h->has_hdr)
-        __atomic_fetch_sub(&h->uncached_requested, (int64_t)e->size, __ATOMIC_RELAXED);
     heap_account_live(h, -(int64_t)e->usable);
     if (h->limit)
         __atomic_fetch_sub(&h->limit_used, e->usable, __ATOMIC_RELAXED);

@@ -13,13 +13,12 @@ nmm_status_t nmm_stats_get(nmm_heap_t *h, nmm_stats_t *out)
     }
     uint64_t allocs[CORE_CLASSES] = {0}, frees[CORE_CLASSES] = {0}, cached[CORE_CLASSES] = {0};
     uint64_t cached_allocs = 0, misses = 0, tq_bytes = 0;
-    int64_t requested = 0;
     memset(out, 0, sizeof *out);
     out->size = sizeof *out;
     out->version = NMM_STATS_VERSION;
 
     pthread_mutex_lock(&tcache_registry_lock);
-    tcache_sum(h, allocs, frees, cached, &cached_allocs, &misses, &requested, &tq_bytes);
+    tcache_sum(h, allocs, frees, cached, &cached_allocs, &misses, &tq_bytes);
     int64_t live_bytes = 0;
     for (int c = 0; c < CORE_CLASSES; c++) {
         sizeclass_pool_t *pool = &h->pools[c];
@@ -54,7 +53,6 @@ nmm_status_t nmm_stats_get(nmm_heap_t *h, nmm_stats_t *out)
      * exact live figure seen now is folded in so peak >= live always holds. */
     heap_note_peak(h, live_bytes);
     out->peak_bytes = __atomic_load_n(&h->peak_bytes, __ATOMIC_RELAXED);
-    (void)requested;
     out->requested_bytes = validate_requested_bytes(h);
     out->mapped_bytes = __atomic_load_n(&h->mapped_bytes, __ATOMIC_RELAXED);
     out->peak_mapped_bytes = __atomic_load_n(&h->peak_mapped_bytes, __ATOMIC_RELAXED);

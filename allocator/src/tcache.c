@@ -80,7 +80,6 @@ static tcache_t *tcache_new_locked(nmm_heap_t *h)
     tc->tq = (quarantine_entry_t *)items;
     tc->tq_head = tc->tq_count = 0;
     __atomic_store_n(&tc->tq_bytes, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&tc->requested, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&tc->misses, 0, __ATOMIC_RELAXED);
     tc->next_free = NULL;
     __atomic_store_n(&tc->heap, h, __ATOMIC_RELAXED);
@@ -179,7 +178,6 @@ static void tcache_retire_locked(tstate_t *ts, int slot)
     }
     __atomic_fetch_add(&h->merged_cached_allocs, cached_allocs, __ATOMIC_RELAXED);
     __atomic_fetch_add(&h->merged_misses, tc->misses, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&h->merged_requested, (uint64_t)tc->requested, __ATOMIC_RELAXED);
     __atomic_store_n(&ts->caches[slot], NULL, __ATOMIC_RELEASE);
     tc->next_free = tcache_pool;
     tcache_pool = tc;
@@ -227,8 +225,7 @@ void tcache_fork_child(void)
 }
 
 void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cached,
-                uint64_t *cached_allocs, uint64_t *misses, int64_t *requested,
-                uint64_t *tq_bytes)
+                uint64_t *cached_allocs, uint64_t *misses, uint64_t *tq_bytes)
 {
     if (h->slot < 0)
         return;
@@ -249,8 +246,6 @@ void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cach
         }
         if (misses)
             *misses += __atomic_load_n(&tc->misses, __ATOMIC_RELAXED);
-        if (requested)
-            *requested += __atomic_load_n(&tc->requested, __ATOMIC_RELAXED);
         if (tq_bytes)
             *tq_bytes += __atomic_load_n(&tc->tq_bytes, __ATOMIC_RELAXED);
     }
