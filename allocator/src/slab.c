@@ -195,6 +195,11 @@ uint32_t slab_take_locked(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
             s->list = SL_PARTIAL;
         }
         if (!s) {
+            /* Grow only when nothing was found: a refill that got some blocks
+             * returns them, so a failed growth (a fail point included) always
+             * surfaces as a failed allocation, never silently. */
+            if (got)
+                break;
             s = slab_new(h, cls);
             if (!s)
                 break;
