@@ -13,7 +13,7 @@ BUILD_INPUTS := pyproject.toml setup.py allocator/build.py \
 	$(wildcard allocator/src/*.c allocator/src/*.h allocator/include/*.h \
 	           harness/native/*.c harness/native/*.h)
 
-.PHONY: help run test native bench clean
+.PHONY: help run demo test native bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,7 +26,10 @@ $(STAMP): $(VENV)/bin/python $(BUILD_INPUTS)
 	$(PIP) install -e '.[test]'
 	@touch $@
 
-run: $(STAMP) ## set up, then run the demo workload and benchmark, print stats
+run: $(STAMP) ## set up, then run the smoke chaos campaign against NMM and print where its report is
+	$(VENV)/bin/nmm-chaos run chaos_plans/smoke.toml
+
+demo: $(STAMP) ## a short workload through the Python binding, printing the heap's stats
 	$(PY) -m allocator demo
 
 test: $(STAMP) ## set up, then run every test (pytest -n auto)
