@@ -294,3 +294,23 @@ def test_random_specs_arm_or_fail_clearly(spec: str) -> None:
         for point in POINTS:
             heap.set_failpoint(f"{point}@off")
         heap.alloc(64).free()  # every point is off again: no OutOfMemory
+
+
+@pytest.mark.parametrize("level", ["off", "standard", "paranoid"])
+def test_refill_that_found_blocks_never_counts_an_injected_growth(make_heap, level: str) -> None:
+    """A cache refill that drains the last blocks of a slab must not also try to
+    grow the pool: a growth failure injected there would be counted although the
+    allocation succeeded (the storm test's injected_failures > alloc_failures)."""
+    from allocator.errors import OutOfMemory
+
+    heap = make_heap(level=level, seed=5, fail="pool.grow@after1")
+    size = 80 if level == "off" else 56  # 80-byte blocks: a slab is not a whole number of refills
+    blocks = []
+    with pytest.raises(OutOfMemory):
+        for _ in range(100_000):  # one 64 KiB slab of 80-byte blocks is 819
+            blocks.append(heap.alloc(size))
+    stats = heap.stats()
+    assert stats.injected_failures == stats.alloc_failures == 1
+    assert 0 < len(blocks) < 100_000
+    for block in blocks:
+        block.free()
