@@ -159,3 +159,12 @@ def test_detection_under_threads(build: Builder, level: str) -> None:
     ops = _scale(build, 20000, 5000) // (4 if level == "paranoid" else 1)
     for seed in (1, 2):
         _run(build("stress_detect"), level, 3, ops, seed)
+
+
+def test_shared_quarantine_keeps_a_stalled_threads_free(build: Builder) -> None:
+    """Paranoid with sweeps (one shared quarantine): a thread that freed a block and
+    stalls before writing to it keeps the block quarantined while another thread
+    frees 8x the quarantine; the late write is reported (it used to be handed to
+    the other thread, verified clean, and the write missed)."""
+    for seed in (1, 2, 3):
+        _run(build("stress_quarantine"), 8, seed)

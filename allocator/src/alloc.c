@@ -75,6 +75,8 @@ static uint8_t *alloc_locked(nmm_heap_t *h, int cls, size_t size, uint32_t site_
 
 NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site, size_t align)
 {
+    if (h->paranoid && !h->use_cache)
+        detect_note_call();
     if (unlikely(heap_failpoints_armed(h)) && failpoint_should_fail(h, FP_ALLOC, size)) {
         __atomic_fetch_add(&h->injected_failures, 1, __ATOMIC_RELAXED);
         return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
@@ -367,6 +369,8 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
 {
     if (!p)
         return NMM_OK;
+    if (h->paranoid && !h->use_cache)
+        detect_note_call();
     uintptr_t up = (uintptr_t)p;
     if (up - h->base >= h->region_size) {
         int r = large_free(h, p, site, realloc_call);

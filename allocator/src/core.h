@@ -138,6 +138,8 @@ typedef struct quarantine_entry {
     uint32_t free_site;
     uint32_t alloc_site;   /* tracked id or raw site from the header */
     uint32_t size;         /* requested bytes */
+    struct tstate *owner;  /* shared quarantine: the freeing thread (NULL = none) */
+    uint64_t owner_calls;  /* owner->calls when it was freed: pinned while unchanged */
 } quarantine_entry_t;
 
 #define CORE_TQ_CAP 128    /* per-thread quarantine entries (paranoid with caches) */
@@ -296,6 +298,11 @@ typedef struct tcache {
 
 typedef struct tstate {
     tcache_t *caches[CORE_SLOTS];   /* atomic pointers: set by owner, cleared by heap destroy */
+    /* atomic, owner increments: paranoid calls without a cache (and one at thread
+     * exit). A block this thread freed stays in the shared quarantine until the
+     * count moves on: another thread's frees cannot push it out (unchecked)
+     * while this thread is still between its free and its next call. */
+    uint64_t calls;
     struct tstate *next_all;        /* immutable once published */
     uint8_t in_use;                 /* registry lock */
     uint8_t dead;                   /* thread has exited (sentinel) */
@@ -307,6 +314,8 @@ extern tstate_t *tcache_all;               /* list head, atomic */
 void tcache_process_init(void);
 /* Cache of the calling thread for h, created on first use; NULL when none. */
 tcache_t *tcache_get(nmm_heap_t *h);
+/* The calling thread's state, created on first use; NULL when it cannot be. */
+tstate_t *tcache_state(void);
 void tcache_refill_count(nmm_heap_t *h, tcache_t *tc);
 bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls);
 void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep);
@@ -435,6 +444,9 @@ void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *poison,
 void detect_tq_drain(nmm_heap_t *h, tcache_t *tc);     /* owner gone or exiting */
 size_t detect_tq_validate(nmm_heap_t *h, tcache_t *tc); /* quiescent sweep */
 void detect_quarantine_flush(nmm_heap_t *h);
+/* Paranoid without caches: the calling thread starts an allocator call (unpins
+ * the blocks it freed in its previous calls). */
+void detect_note_call(void);
 
 /* validate.c */
 size_t validate_heap(nmm_heap_t *h, bool full);

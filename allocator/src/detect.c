@@ -161,20 +161,51 @@ static void quarantine_release(nmm_heap_t *h, const quarantine_entry_t *e)
     NMM_YIELD("class.unlock");
 }
 
+void detect_note_call(void)
+{
+    tstate_t *ts = tcache_state();
+    if (ts && !ts->dead)
+        __atomic_store_n(&ts->calls, ts->calls + 1, __ATOMIC_RELAXED);
+}
+
+/* The thread that freed e has not made another allocator call since: it may be
+ * about to write the block it just freed, so the block must stay quarantined. */
+static bool quarantine_pinned(const quarantine_entry_t *e)
+{
+    return e->owner && __atomic_load_n(&e->owner->calls, __ATOMIC_RELAXED) == e->owner_calls;
+}
+
+/* Quarantine lock held, count > 0: remove the oldest entry that is not pinned.
+ * Pinned ones met on the way move to the tail (each thread pins only what it
+ * freed in its current call); if everything looked at is pinned the oldest
+ * goes anyway, so the quarantine stays bounded. */
+static quarantine_entry_t quarantine_pop_locked(nmm_heap_t *h)
+{
+    for (size_t tries = 0;; tries++) {
+        quarantine_entry_t e = h->quar[h->quar_head];
+        h->quar_head = (h->quar_head + 1) % h->quar_cap;
+        if (!quarantine_pinned(&e) || tries + 1 >= h->quar_count || tries >= 64) {
+            h->quar_count--;
+            __atomic_store_n(&h->quar_bytes, h->quar_bytes - e.block_size, __ATOMIC_RELAXED);
+            return e;
+        }
+        h->quar[(h->quar_head + h->quar_count - 1) % h->quar_cap] = e;
+    }
+}
+
 void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint8_t *poison, uint32_t room,
                             nmm_site_t free_site, uint32_t alloc_site, uint32_t size)
 {
     quarantine_entry_t out[16];
     int nout = 0;
+    tstate_t *owner = tcache_tls;
+    if (owner && owner->dead)
+        owner = NULL;
     detect_poison(poison, room);
     NMM_YIELD("quarantine.lock");
     heap_lock(h, &h->quar_lock);
-    if (h->quar_count == h->quar_cap) {
-        out[nout++] = h->quar[h->quar_head];
-        h->quar_bytes -= h->quar[h->quar_head].block_size;
-        h->quar_head = (h->quar_head + 1) % h->quar_cap;
-        h->quar_count--;
-    }
+    if (h->quar_count == h->quar_cap)
+        out[nout++] = quarantine_pop_locked(h);
     quarantine_entry_t *e = &h->quar[(h->quar_head + h->quar_count) % h->quar_cap];
     e->user = user;
     e->poison = poison;
@@ -182,15 +213,12 @@ void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint8_t *poison, uint3
     e->free_site = free_site;
     e->alloc_site = alloc_site;
     e->size = size;
+    e->owner = owner;
+    e->owner_calls = owner ? __atomic_load_n(&owner->calls, __ATOMIC_RELAXED) : 0;
     h->quar_count++;
     __atomic_store_n(&h->quar_bytes, h->quar_bytes + room, __ATOMIC_RELAXED);
-    while (h->quar_bytes > h->quar_max_bytes && h->quar_count && nout < 16) {
-        quarantine_entry_t *old = &h->quar[h->quar_head];
-        out[nout++] = *old;
-        __atomic_store_n(&h->quar_bytes, h->quar_bytes - old->block_size, __ATOMIC_RELAXED);
-        h->quar_head = (h->quar_head + 1) % h->quar_cap;
-        h->quar_count--;
-    }
+    while (h->quar_bytes > h->quar_max_bytes && h->quar_count && nout < 16)
+        out[nout++] = quarantine_pop_locked(h);
     pthread_mutex_unlock(&h->quar_lock);
     NMM_YIELD("quarantine.unlock");
     for (int i = 0; i < nout; i++)
@@ -290,6 +318,7 @@ void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *poison,
     e->free_site = free_site;
     e->alloc_site = alloc_site;
     e->size = size;
+    e->owner = NULL;  /* only this thread releases its own quarantine */
     tc->tq_count++;
     __atomic_store_n(&tc->tq_bytes, tc->tq_bytes + room, __ATOMIC_RELAXED);
 }

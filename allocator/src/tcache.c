@@ -86,6 +86,31 @@ static tcache_t *tcache_new_locked(nmm_heap_t *h)
     return tc;
 }
 
+/* Registry lock held: the calling thread's state, created if it has none. */
+static tstate_t *tstate_own_locked(void)
+{
+    tstate_t *ts = tcache_tls;
+    if (!ts) {
+        ts = tstate_new_locked();
+        if (!ts)
+            return NULL;
+        tcache_tls = ts;
+        pthread_setspecific(tcache_key, ts);
+    }
+    return ts;
+}
+
+tstate_t *tcache_state(void)
+{
+    tstate_t *ts = tcache_tls;
+    if (likely(ts != NULL))
+        return ts;
+    pthread_mutex_lock(&tcache_registry_lock);
+    ts = tstate_own_locked();
+    pthread_mutex_unlock(&tcache_registry_lock);
+    return ts;
+}
+
 tcache_t *tcache_get(nmm_heap_t *h)
 {
     if (h->slot < 0 || !h->use_cache)
@@ -100,14 +125,10 @@ tcache_t *tcache_get(nmm_heap_t *h)
     }
     NMM_YIELD("registry.lock");
     pthread_mutex_lock(&tcache_registry_lock);
+    ts = tstate_own_locked();
     if (!ts) {
-        ts = tstate_new_locked();
-        if (!ts) {
-            pthread_mutex_unlock(&tcache_registry_lock);
-            return NULL;
-        }
-        tcache_tls = ts;
-        pthread_setspecific(tcache_key, ts);
+        pthread_mutex_unlock(&tcache_registry_lock);
+        return NULL;
     }
     tcache_t *tc = tcache_new_locked(h);
     if (tc)
@@ -189,6 +210,7 @@ static void tcache_thread_exit(void *arg)
     pthread_mutex_lock(&tcache_registry_lock);
     for (int s = 0; s < CORE_SLOTS; s++)
         tcache_retire_locked(ts, s);
+    __atomic_fetch_add(&ts->calls, 1, __ATOMIC_RELAXED);  /* unpins what it freed */
     ts->in_use = 0;
     pthread_mutex_unlock(&tcache_registry_lock);
     /* Later destructors that allocate go straight to the slabs. */
@@ -219,6 +241,7 @@ void tcache_fork_child(void)
             continue;
         for (int s = 0; s < CORE_SLOTS; s++)
             tcache_retire_locked(ts, s);
+        __atomic_fetch_add(&ts->calls, 1, __ATOMIC_RELAXED);
         ts->in_use = 0;
     }
     pthread_mutex_unlock(&tcache_registry_lock);
