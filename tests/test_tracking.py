@@ -255,3 +255,27 @@ def test_default_heap_reports_its_leaks_at_exit(leaky_api: Path) -> None:
     assert re.search(r"^      #\d+ from_helper\+0x[0-9a-f]+ \(leaky_api\)$", report, re.M)
     quiet = run([str(leaky_api), "default"], options="level=standard")
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_heap_destroy_reports_live_blocks_as_leaks() -> None:
+    """nmm_heap_destroy with tracking on writes the leak report of what is still
+    live to stderr; nothing when everything was freed or tracking is off."""
+    script = (
+        "from allocator import Heap\n"
+        "leaky = Heap(tracking=True, stacks=0)\n"
+        "kept = [leaky.alloc(100) for _ in range(3)]\n"
+        "leaky.close()\n"
+        "clean = Heap(tracking=True, stacks=0)\n"
+        "clean.alloc(50).free()\n"
+        "clean.close()\n"
+        "untracked = Heap(level='standard')\n"
+        "lost = untracked.alloc(70)\n"
+        "untracked.close()\n"
+        "print('done')\n"
+    )
+    out = run([sys.executable, "-c", script])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "done"
+    assert out.stderr.count("nmm: leak report:") == 1, out.stderr
+    assert "nmm: leak report: 3 live blocks, 300 bytes" in out.stderr
+    assert re.search(r"^  300 bytes in 3 blocks allocated at <string>:3$", out.stderr, re.M), out.stderr

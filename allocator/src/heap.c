@@ -346,6 +346,10 @@ void nmm_heap_destroy(nmm_heap_t *h)
 {
     if (!h || h == __atomic_load_n(&heap_default, __ATOMIC_ACQUIRE))
         return;
+    /* nmm.h: blocks still live now are leaks; with tracking they are reported
+     * (to stderr, grouped by site; nothing is written when nothing leaked). */
+    if (h->tracking)
+        leaks_write(h, 2);
     tcache_detach_heap(h);
     pthread_mutex_lock(&heap_table_lock);
     for (int i = 0; i < CORE_MAX_HEAPS; i++)
