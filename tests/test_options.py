@@ -8,6 +8,8 @@ the NMM_OPTIONS environment variable), and through ``Heap(**options)``.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -387,3 +389,35 @@ def test_heap_keywords_reach_the_config(
     assert cfg["event_capacity"] == events
     assert cfg["seed"] == seed
     assert cfg["guard_pages"] == int(level == "paranoid")
+
+
+@pytest.mark.parametrize(
+    ("options", "guarded"),
+    [
+        ("level='paranoid'", True),
+        ("level='paranoid', guard=1", True),
+        ("level='paranoid', guard=0", False),
+        ("level='standard', guard=1", True),
+    ],
+)
+def test_guard_page_follows_the_guard_option(options: str, guarded: bool) -> None:
+    """A byte written just past a large block's canary lands on the guard page
+    (the process dies of it) only when guard pages are on: paranoid turns them on
+    by default, and an explicit guard=0 turns them off even at paranoid."""
+    script = (
+        "import ctypes\n"
+        "from allocator import Heap\n"
+        f"heap = Heap({options})\n"
+        "block = heap.alloc(300000)\n"
+        "ctypes.memset(block.address + 300016, 0x41, 1)  # size + canary, rounded to 16\n"
+        "print('survived', flush=True)\n"
+        "block.free()\n"
+        "heap.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=False)
+    if guarded:
+        assert out.returncode != 0 and "survived" not in out.stdout, out
+        assert "guard page" in out.stderr, out.stderr
+    else:
+        assert out.returncode == 0 and out.stdout.strip() == "survived", out

@@ -73,7 +73,8 @@ typedef struct nmm_config {
     uint64_t retain_bytes;      /* empty-slab bytes kept before returning slabs to the OS */
     uint64_t quarantine_bytes;  /* paranoid: freed bytes held back before reuse; default 4 MiB */
     uint64_t sweep_every_ops;   /* paranoid: full integrity sweep every N ops; 0 = never */
-    uint32_t guard_pages;       /* 1 = guard page after each large block (default: on at paranoid) */
+    uint32_t guard_pages;       /* 1 = guard page after each large block (nmm_config_parse: on
+                                 * at level=paranoid unless guard= is given); 0 = none */
     uint32_t thread_cache;      /* 1 = per-thread caches (default); 0 = every op takes the lock */
     uint32_t tracking;          /* 1 = record allocation sites for leak reports */
     uint32_t stack_sample;      /* with tracking: capture a stack on 1 in N allocations; 0 = never */
