@@ -279,3 +279,21 @@ def test_heap_destroy_reports_live_blocks_as_leaks() -> None:
     assert out.stderr.count("nmm: leak report:") == 1, out.stderr
     assert "nmm: leak report: 3 live blocks, 300 bytes" in out.stderr
     assert re.search(r"^  300 bytes in 3 blocks allocated at <string>:3$", out.stderr, re.M), out.stderr
+
+
+@pytest.mark.parametrize("level", ["standard", "paranoid"])
+def test_blocks_reused_from_the_thread_cache_carry_their_new_site(make_heap, level: str) -> None:
+    """Tracking rides the cache fast path: a block freed and handed out again from
+    the thread cache is attributed to the line that allocated it the second time,
+    with a sampled stack when stacks=1/1."""
+    heap = make_heap(level=level, tracking=True, stacks="1/1")
+    first = [heap.alloc(40) for _ in range(20)]
+    for block in first:
+        block.free()
+    again = [heap.alloc(40) for _ in range(20)]  # site-reused
+    (group,) = heap.leaks()["groups"]
+    assert (group["line"], group["count"]) == (_line_of("site-reused"), 20)
+    assert group["file"].endswith("test_tracking.py")
+    assert group["stack"], group
+    for block in again:
+        block.free()

@@ -143,7 +143,9 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
 }
 
 /* Standard level, block in the cache: header, canary, pop. Its own function so
- * the off path in nmm_alloc stays free of its register pressure. */
+ * the off path in nmm_alloc stays free of its register pressure. With tracking
+ * the header holds track_on_alloc's id (called once, only when a block is
+ * handed out here: the slow path calls it itself). */
 NMM_NOINLINE static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
     if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY)) {
@@ -152,10 +154,11 @@ NMM_NOINLINE static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t 
             int cls = sizeclass_of(size + CORE_HDR + CORE_CANARY);
             tbin_t *bin = &tc->bins[cls];
             if (likely(bin->count)) {
+                uint32_t site_id = unlikely(h->tracking) ? track_on_alloc(h, site) : site;
                 blockref_t *e = &bin->items[--bin->count];
                 uint32_t bs = sizeclass_table[cls];
                 uint8_t *user = e->block + CORE_HDR;
-                detect_write_header(h, user, size, site);
+                detect_write_header(h, user, size, site_id);
                 detect_write_canary(h, user, size, bs - CORE_HDR);
                 __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
                 OWNER_ADD(bin->allocs, 1);

@@ -162,8 +162,8 @@ typedef struct large_entry {
 
 /* ------------------------------------------------------------------ heap.c */
 
-/* Inline fast paths (alloc.c): both need caches, no limit, no tracking, fail
- * points disarmed. */
+/* Inline fast paths (alloc.c): all need caches, no limit, fail points
+ * disarmed; tracking only with the header fast paths (standard, paranoid). */
 enum { FAST_NONE = 0, FAST_OFF = 1, FAST_STANDARD = 2, FAST_PARANOID = 3 };
 
 struct tcache;

@@ -132,7 +132,9 @@ struct fp_table **heap_failpoints_slot(nmm_heap_t *heap) { return &heap->failpoi
 static void heap_update_fast(nmm_heap_t *h)
 {
     uint8_t fast = FAST_NONE;
-    if (!h->tracking && !h->limit && h->use_cache && h->slot >= 0 &&
+    /* Tracking rides the header fast paths (the site goes into the header);
+     * tracking at level=off (a header but no canary) keeps the slow path. */
+    if ((!h->tracking || h->checks) && !h->limit && h->use_cache && h->slot >= 0 &&
         !__atomic_load_n(&h->fp_armed, __ATOMIC_RELAXED))
         fast = !h->has_hdr ? FAST_OFF : h->paranoid ? FAST_PARANOID : FAST_STANDARD;
     __atomic_store_n(&h->fast, fast, __ATOMIC_RELAXED);
