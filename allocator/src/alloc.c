@@ -142,11 +142,11 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
     return user;
 }
 
-/* Standard level, block in the cache: header, canary, pop. Its own function so
- * the off path in nmm_alloc stays free of its register pressure. With tracking
- * the header holds track_on_alloc's id (called once, only when a block is
- * handed out here: the slow path calls it itself). */
-NMM_NOINLINE static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
+/* Standard level with tracking (or a miss of the untracked fast path below):
+ * header, canary, pop. With tracking the header holds track_on_alloc's id
+ * (called once, only when a block is handed out here: the slow path calls it
+ * itself). */
+NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
     if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY)) {
         tcache_t *tc = alloc_cache_fast(h);
@@ -167,6 +167,32 @@ NMM_NOINLINE static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t 
         }
     }
     return alloc_slow(h, size, site, 0);
+}
+
+/* Standard level, untracked, block in the cache: a leaf (no calls, so no
+ * callee-saved registers to spill); everything else tail-calls the above. Its
+ * own function so the off path in nmm_alloc stays free of its register
+ * pressure. */
+NMM_NOINLINE static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
+{
+    if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY) && likely(!h->tracking)) {
+        tcache_t *tc = alloc_cache_fast(h);
+        if (likely(tc != NULL)) {
+            int cls = sizeclass_of(size + CORE_HDR + CORE_CANARY);
+            tbin_t *bin = &tc->bins[cls];
+            uint32_t n = bin->count;
+            if (likely(n)) {
+                blockref_t *e = &bin->items[n - 1];
+                bin->count = n - 1;
+                uint8_t *user = e->block + CORE_HDR;
+                detect_write_block(h, user, size, site);
+                __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
+                OWNER_ADD(bin->allocs, 1);
+                return user;
+            }
+        }
+    }
+    return alloc_standard_track(h, size, site);
 }
 
 void *nmm_alloc(nmm_heap_t *h, size_t size, nmm_site_t site)
@@ -469,10 +495,9 @@ NMM_NOINLINE static nmm_status_t free_slow_status(nmm_heap_t *h, void *p, nmm_si
     return st;
 }
 
-/* Standard and paranoid: validate, check header and canary, then push to the
- * cache (standard) or poison into this thread's quarantine (paranoid). */
-NMM_NOINLINE static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_t site,
-                                               bool paranoid)
+/* Paranoid with a cache: validate, check header and canary, then poison into
+ * this thread's quarantine. */
+NMM_NOINLINE static nmm_status_t free_paranoid_fast(nmm_heap_t *h, void *p, nmm_site_t site)
 {
     slab_t *s = slab_of(h, (uintptr_t)p);
     if (likely(s != NULL)) {
@@ -487,16 +512,40 @@ NMM_NOINLINE static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_
                        detect_block_intact(h, p, bs - CORE_HDR))) {
                 const block_header_t *hdr = (const block_header_t *)block;
                 OWNER_ADD(bin->frees, 1);
-                if (paranoid) {
-                    __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
-                    detect_tq_push(h, tc, p, p, state, bs - CORE_HDR, site, hdr->site, hdr->size);
-                    return NMM_OK;
-                }
-                __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
-                bin->items[bin->count].block = block;
-                bin->items[bin->count].state = state;
-                bin->count++;
+                __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
+                detect_tq_push(h, tc, p, p, state, bs - CORE_HDR, site, hdr->site, hdr->size);
                 return NMM_OK;
+            }
+        }
+    }
+    return free_slow_status(h, p, site);
+}
+
+/* Standard: validate, check header and canary, then push to the cache. A leaf
+ * on the hit path (everything else tail-calls the slow path); the cache is
+ * looked up only after the check, which keeps the register pressure low. */
+NMM_NOINLINE static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_t site)
+{
+    slab_t *s = slab_of(h, (uintptr_t)p);
+    if (likely(s != NULL)) {
+        int32_t idx = slab_index(s, (uintptr_t)p - CORE_HDR);
+        if (likely(idx >= 0)) {
+            uint8_t *state = &slab_states(s)[idx];
+            if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE &&
+                       detect_block_intact(h, p, s->block_size - CORE_HDR))) {
+                tcache_t *tc = alloc_cache_fast(h);
+                if (likely(tc != NULL)) {
+                    tbin_t *bin = &tc->bins[s->cls];
+                    uint32_t n = bin->count;
+                    if (likely(n < bin->cap)) {
+                        __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
+                        bin->items[n].block = (uint8_t *)p - CORE_HDR;
+                        bin->items[n].state = state;
+                        bin->count = n + 1;
+                        OWNER_ADD(bin->frees, 1);
+                        return NMM_OK;
+                    }
+                }
             }
         }
     }
@@ -526,9 +575,9 @@ nmm_status_t nmm_free(nmm_heap_t *h, void *p, nmm_site_t site)
             }
         }
     } else if (fast == FAST_STANDARD) {
-        return free_standard(h, p, site, false);
+        return free_standard(h, p, site);
     } else if (fast == FAST_PARANOID) {
-        return free_standard(h, p, site, true);
+        return free_paranoid_fast(h, p, site);
     }
     return free_slow_status(h, p, site);
 }

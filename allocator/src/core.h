@@ -391,14 +391,28 @@ static inline uint64_t detect_canary_word(const nmm_heap_t *h, uintptr_t user)
 {
     return detect_canary_word_k(h, detect_addr_key(h, user));
 }
+/* The header as two words: lo = size | site << 32, hi = check | guard << 32
+ * (little endian: the block_header_t field order). Two plain stores, and the
+ * free side compares hi with one 64-bit compare. */
+static inline uint64_t detect_header_hi_k(const nmm_heap_t *h, uint32_t k, uint64_t lo)
+{
+    return (uint64_t)detect_crc(k, lo) | (uint64_t)detect_guard_k(h, k) << 32;
+}
 static inline void detect_write_header(const nmm_heap_t *h, uint8_t *user, size_t size, uint32_t site)
 {
     block_header_t *hdr = (block_header_t *)(user - CORE_HDR);
     uint32_t k = detect_addr_key(h, (uintptr_t)user);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t lo = (uint32_t)size | (uint64_t)site << 32;
+    uint64_t hi = detect_header_hi_k(h, k, lo);
+    memcpy(hdr, &lo, 8);
+    memcpy((uint8_t *)hdr + 8, &hi, 8);
+#else
     hdr->size = (uint32_t)size;
     hdr->site = site;
     hdr->check = detect_check_k(k, (uint32_t)size, site);
     hdr->guard = detect_guard_k(h, k);
+#endif
 }
 
 /* Every block has room for CORE_CANARY bytes after the request (class choice,
@@ -410,15 +424,44 @@ static inline void detect_write_canary(const nmm_heap_t *h, uint8_t *user, size_
     memcpy(user + size, &w, CORE_CANARY);
 }
 
-/* Fast "is everything intact" test for the free path. */
+/* Header and canary in one go (the cache-hit alloc paths): the address CRC
+ * and the secrets are read once, before any store. */
+static inline void detect_write_block(const nmm_heap_t *h, uint8_t *user, size_t size, uint32_t site)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t k = detect_addr_key(h, (uintptr_t)user);
+    uint64_t lo = (uint32_t)size | (uint64_t)site << 32;
+    uint64_t hi = detect_header_hi_k(h, k, lo);
+    uint64_t w = detect_canary_word_k(h, k);
+    memcpy(user - CORE_HDR, &lo, 8);
+    memcpy(user - CORE_HDR + 8, &hi, 8);
+    memcpy(user + size, &w, CORE_CANARY);
+#else
+    detect_write_header(h, user, size, site);
+    detect_write_canary(h, user, size, 0);
+#endif
+}
+
+/* Fast "is everything intact" test for the free path: one address CRC, one
+ * CRC over the header's first word, one 64-bit compare of guard and check, the
+ * size bound and one unaligned canary load. */
 static inline bool detect_block_intact(const nmm_heap_t *h, const uint8_t *user, size_t room)
 {
     const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
-    uint32_t size = hdr->size;
     uint32_t k = detect_addr_key(h, (uintptr_t)user);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t lo, hi;
+    memcpy(&lo, hdr, 8);
+    memcpy(&hi, (const uint8_t *)hdr + 8, 8);
+    uint32_t size = (uint32_t)lo;
+    if (hi != detect_header_hi_k(h, k, lo) || size + CORE_CANARY > room)
+        return false;
+#else
+    uint32_t size = hdr->size;
     if (hdr->guard != detect_guard_k(h, k) || hdr->check != detect_check_k(k, size, hdr->site) ||
         size + CORE_CANARY > room)
         return false;
+#endif
     uint64_t got;
     memcpy(&got, user + size, CORE_CANARY);
     return got == detect_canary_word_k(h, k);
