@@ -6,13 +6,15 @@ largest first) and the diagnostic report (allocator/src/report.c).
 from __future__ import annotations
 
 import json
+import platform
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _nmm_c import compile_program, run
+from _nmm_c import compile_program, native_artifact, run
 
 HERE = __file__
 
@@ -297,3 +299,26 @@ def test_blocks_reused_from_the_thread_cache_carry_their_new_site(make_heap, lev
     assert group["stack"], group
     for block in again:
         block.free()
+
+
+def test_fast_stack_walk_matches_the_unwinder(tmp_path: Path) -> None:
+    """track.c's cached-rule walk returns exactly the unwinder's frames (x86-64)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the fast walk is x86-64 only; elsewhere the unwinder does it all")
+    root = Path(HERE).resolve().parent.parent
+    exe = tmp_path / "unwind_agree"
+    cmd = [
+        "gcc", "-std=gnu11", "-O2", "-g", "-pthread", "-w",
+        "-I", str(root / "allocator" / "include"), "-I", str(root / "allocator" / "src"),
+        str(root / "tests" / "c" / "preload" / "unwind_agree.c"),
+        str(native_artifact("libnmm.a")), "-o", str(exe), "-ldl", "-lm",
+    ]  # fmt: skip
+    built = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr
+    out = run([str(exe)])
+    match = re.search(r"agree (\d+) declined (\d+) disagree (\d+)", out.stdout)
+    assert match, out.stdout
+    agree, declined, disagree = (int(g) for g in match.groups())
+    assert disagree == 0, out.stdout
+    # 24 recursions, then each of qsort's >= 5 comparisons checks twice
+    assert declined == 0 and agree >= 24 + 2 * 5, out.stdout
