@@ -173,7 +173,7 @@ NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_s
  * callee-saved registers to spill); everything else tail-calls the above. Its
  * own function so the off path in nmm_alloc stays free of its register
  * pressure. */
-NMM_NOINLINE static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
+NMM_NOINLINE __attribute__((aligned(64))) static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
     if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY) && likely(!h->tracking)) {
         tcache_t *tc = alloc_cache_fast(h);
@@ -185,9 +185,9 @@ NMM_NOINLINE static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t 
                 blockref_t *e = &bin->items[n - 1];
                 bin->count = n - 1;
                 uint8_t *user = e->block + CORE_HDR;
-                detect_write_block(h, user, size, site);
                 __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
                 OWNER_ADD(bin->allocs, 1);
+                detect_write_block(h, user, size, site);
                 return user;
             }
         }
@@ -524,7 +524,7 @@ NMM_NOINLINE static nmm_status_t free_paranoid_fast(nmm_heap_t *h, void *p, nmm_
 /* Standard: validate, check header and canary, then push to the cache. A leaf
  * on the hit path (everything else tail-calls the slow path); the cache is
  * looked up only after the check, which keeps the register pressure low. */
-NMM_NOINLINE static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_t site)
+NMM_NOINLINE __attribute__((aligned(64))) static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_t site)
 {
     slab_t *s = slab_of(h, (uintptr_t)p);
     if (likely(s != NULL)) {
