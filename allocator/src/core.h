@@ -83,7 +83,7 @@ typedef struct slab {
     uint16_t cls;
     uint16_t nstack;         /* class lock: indices in stack[] */
     uint16_t bump;           /* class lock: blocks [bump, nblocks) never handed out */
-    uint16_t nretired;       /* class lock */
+    uint16_t pad16;
     uint8_t list;            /* class lock: SL_NONE / SL_PARTIAL / SL_EMPTY */
     uint8_t released;        /* region lock: range given back, descriptor unused */
     struct slab *next, *prev;/* class lock: partial or empty list */

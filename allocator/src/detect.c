@@ -135,20 +135,34 @@ static uint32_t uaf_detail(const quarantine_entry_t *e, long dmg)
     return at >= e->user ? (uint32_t)(at - e->user) : 0;
 }
 
+/* Verify a quarantined block's poison. Damaged → the block is retired (never
+ * handed out again) and a use-after-free reported; returns true. Entries of the
+ * per-thread quarantine carry their state byte, the shared one's are looked up. */
+static bool quarantine_entry_damaged(nmm_heap_t *h, const quarantine_entry_t *e)
+{
+    long dmg = poison_damage(e->poison, e->block_size);
+    if (dmg < 0)
+        return false;
+    if (e->state) {
+        __atomic_store_n(e->state, BS_RETIRED, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+    } else {
+        alloc_retire(h, e->poison - h->user_off);
+    }
+    heap_report(h, NMM_EV_USE_AFTER_FREE, uaf_detail(e, dmg), e->user, e->size, e->alloc_site,
+                e->free_site);
+    return true;
+}
+
 /* A block leaves the quarantine: verify its poison; intact → free in its slab,
  * damaged → use-after-free event and the block is retired. No lock held. */
 static void quarantine_release(nmm_heap_t *h, const quarantine_entry_t *e)
 {
     if (!e->user)
         return;  /* already reported and retired by a sweep */
-    long dmg = poison_damage(e->poison, e->block_size);
-    uint8_t *block = e->poison - h->user_off;
-    if (dmg >= 0) {
-        alloc_retire(h, block);
-        heap_report(h, NMM_EV_USE_AFTER_FREE, uaf_detail(e, dmg), e->user, e->size, e->alloc_site,
-                    e->free_site);
+    if (quarantine_entry_damaged(h, e))
         return;
-    }
+    uint8_t *block = e->poison - h->user_off;
     slab_t *s = slab_of(h, (uintptr_t)block);
     int32_t idx = slab_index(s, (uintptr_t)block);
     int cls = s->cls;
@@ -209,6 +223,7 @@ void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint8_t *poison, uint3
     quarantine_entry_t *e = &h->quar[(h->quar_head + h->quar_count) % h->quar_cap];
     e->user = user;
     e->poison = poison;
+    e->state = NULL;  /* shared entries look their state byte up */
     e->block_size = room;
     e->free_site = free_site;
     e->alloc_site = alloc_site;
@@ -235,18 +250,9 @@ size_t detect_quarantine_validate(nmm_heap_t *h)
         quarantine_entry_t *e = &h->quar[(h->quar_head + i) % h->quar_cap];
         if (!e->user)
             continue;
-        long dmg = poison_damage(e->poison, e->block_size);
-        if (dmg < 0)
+        if (!quarantine_entry_damaged(h, e))
             continue;
         problems++;
-        heap_report(h, NMM_EV_USE_AFTER_FREE, uaf_detail(e, dmg), e->user, e->size, e->alloc_site,
-                    e->free_site);
-        uint8_t *block = e->poison - h->user_off;
-        slab_t *s = slab_of(h, (uintptr_t)block);
-        int32_t idx = slab_index(s, (uintptr_t)block);
-        __atomic_store_n(&slab_states(s)[idx], BS_RETIRED, __ATOMIC_RELAXED);
-        s->nretired++;
-        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
         e->user = NULL;
     }
     return problems;
@@ -281,14 +287,8 @@ static void tq_release(nmm_heap_t *h, tcache_t *tc, const quarantine_entry_t *e)
     if (!e->user)
         return;
     __atomic_store_n(&tc->tq_bytes, tc->tq_bytes - e->block_size, __ATOMIC_RELAXED);
-    long dmg = poison_damage(e->poison, e->block_size);
-    if (dmg >= 0) {
-        __atomic_store_n(e->state, BS_RETIRED, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
-        heap_report(h, NMM_EV_USE_AFTER_FREE, uaf_detail(e, dmg), e->user, e->size, e->alloc_site,
-                    e->free_site);
+    if (quarantine_entry_damaged(h, e))
         return;
-    }
     int cls = sizeclass_of(e->block_size + h->user_off);
     tbin_t *bin = &tc->bins[cls];
     if (bin->count == bin->cap)
@@ -340,14 +340,9 @@ size_t detect_tq_validate(nmm_heap_t *h, tcache_t *tc)
         quarantine_entry_t *e = &tc->tq[(tc->tq_head + i) % CORE_TQ_CAP];
         if (!e->user)
             continue;
-        long dmg = poison_damage(e->poison, e->block_size);
-        if (dmg < 0)
+        if (!quarantine_entry_damaged(h, e))
             continue;
         problems++;
-        heap_report(h, NMM_EV_USE_AFTER_FREE, uaf_detail(e, dmg), e->user, e->size, e->alloc_site,
-                    e->free_site);
-        __atomic_store_n(e->state, BS_RETIRED, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
         tc->tq_bytes -= e->block_size;
         e->user = NULL;
     }

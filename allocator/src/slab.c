@@ -122,7 +122,6 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
     s->cls = (uint16_t)cls;
     s->nstack = 0;
     s->bump = 0;
-    s->nretired = 0;
     s->list = SL_NONE;
     s->released = 0;
     s->next = s->prev = s->next_free = NULL;
