@@ -69,6 +69,9 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("python", "python3", "ms", False, "program", None, 100_000, 20_000,
            "python3 json, re and sqlite3 over N records (wall time; preload targets)",
            program="python"),
+    Kernel("pydriver", "pydriver 2W", "kops/s", True, "pydriver", 2, 400_000, 100_000,
+           "the Python driver in-process: one op per binding call, pattern checks, "
+           "2 workers (NMM heaps)"),
 )
 
 _SQLITE_SCRIPT = """CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT, c REAL);
@@ -239,6 +242,46 @@ def _measure_program(kernel: Kernel, target: Target, quick: bool, timeout_s: flo
     return Cell(kernel.name, target.name, ms, kernel.unit, (ms,), extra={"rows": rows})
 
 
+def _measure_pydriver(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
+                      driver: Path) -> Cell:
+    """The Python driver (``harness.pydriver``) run in this process on a fault-free trial
+    (plan defaults: 16 B-1 KiB, 1000 live slots per worker): checked ops per second,
+    alloc and free each one op through the binding. NMM heap targets only; it runs
+    in-process, so ``timeout_s`` does not apply."""
+    if not target.is_nmm_heap:
+        return Cell(kernel.name, target.name, None, kernel.unit,
+                    extra={"note": "n/a: the Python driver drives NMM heaps only"})
+    from harness.plan import Plan
+    from harness.pydriver import PyDriver
+
+    options = dict(pair.split("=", 1) for pair in target.nmm_options.split(":") if pair)
+    level = options.pop("level", "off")
+    options.pop("policy", None)
+    workers = kernel.threads or 2
+    ops = max(1, _ops(kernel, target, quick) // workers)
+    plan = Plan.model_validate({"schema_version": 1,
+                                "target": {"level": level, "options": options},
+                                "workload": {"threads": workers, "ops": ops}})
+    cpu0 = time.process_time_ns()
+    try:
+        result = PyDriver(plan, 1).run().result
+    except Exception as exc:  # a broken driver is a bad cell, not a crashed bench
+        return Cell(kernel.name, target.name, None, kernel.unit,
+                    error=f"{type(exc).__name__}: {exc}")
+    cpu_ns = time.process_time_ns() - cpu0
+    if result is None:
+        return Cell(kernel.name, target.name, None, kernel.unit, error="no result")
+    if result.pattern_errors or result.unexpected_status or result.validate_problems:
+        return Cell(kernel.name, target.name, None, kernel.unit,
+                    error=f"unclean trial: {result.pattern_errors} pattern errors, "
+                          f"{result.unexpected_status} unexpected statuses, "
+                          f"{result.validate_problems} validate problems")
+    value = result.ops * 1e6 / max(1, result.elapsed_ns)  # k ops/s
+    extra = {"ops": result.ops, "level": level,
+             "kops_per_cpu_s": round(result.ops * 1e6 / max(1, cpu_ns), 1)}
+    return Cell(kernel.name, target.name, value, kernel.unit, (value,), extra=extra)
+
+
 def _measure_kernel(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
                     driver: Path) -> Cell:
     argv = bench_argv(kernel.driver_kernel, target, threads=kernel.threads,
@@ -257,7 +300,8 @@ def measure(kernel: Kernel, target: Target, *, quick: bool = False, repeat: int 
             timeout_s: float = 300.0, driver: Path | None = None) -> Cell:
     """Run one kernel against one target ``repeat`` times and keep the best value."""
     drv = driver or driver_path()
-    fn = {"driver": _measure_driver, "program": _measure_program}.get(
+    fn = {"driver": _measure_driver, "program": _measure_program,
+          "pydriver": _measure_pydriver}.get(
         kernel.driver_kernel, _measure_kernel)
     best: Cell | None = None
     runs: list[float] = []
