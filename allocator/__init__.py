@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from allocator._binding import STATS_FIELDS, Block, Heap, Stats, preload_path
+from allocator._binding import STATS_FIELDS, Block, Heap, RawHeap, Stats, preload_path
 from allocator._types import ClassStats, Event, ValidationResult
 from allocator.errors import (
     Corrupted,
@@ -36,6 +36,7 @@ __all__ = [
     "InvalidPointer",
     "NmmError",
     "OutOfMemory",
+    "RawHeap",
     "ReallocFreed",
     "Stats",
     "ValidationResult",

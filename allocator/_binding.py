@@ -8,6 +8,8 @@ single dict operations, which the GIL makes atomic. Blocks are freed
 explicitly (``free``, ``with``, ``Heap.close``), never by the garbage collector.
 Addresses cross the boundary as ints through the ``nmmpy_*`` shims compiled
 into the extension (allocator/build.py), which saves a cdata cast per call.
+``RawHeap`` is the address-level face for drivers' hot loops: no Block objects,
+and the drivers' fill pattern written and checked in C inside the same call.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import operator
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import CodeType, FrameType, TracebackType
+from types import CodeType, FrameType, MethodType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from allocator._nmm_cffi import ffi, lib
@@ -195,6 +197,25 @@ def _read_report(produce: Callable[[Any, int], int]) -> str:
         need = got
 
 
+def _unsafe_start(address: int, offset: int, n: int) -> int:
+    start = address + operator.index(offset)
+    if start < 0 or start + n > _MAX_ADDRESS:
+        raise InvalidArgument(f"offset {offset} puts the access outside the address space")
+    return start
+
+
+def _unsafe_write(address: int, offset: int, data: bytes | bytearray | memoryview) -> None:
+    """The one unchecked write: ``data`` at ``address + offset`` (misuse on purpose)."""
+    start = _unsafe_start(address, offset, len(data))
+    ffi.memmove(ffi.cast(_CHARP, start), bytes(data), len(data))
+
+
+def _unsafe_read(address: int, offset: int, n: int) -> bytes:
+    """The one unchecked read: ``n`` bytes at ``address + offset``."""
+    start = _unsafe_start(address, offset, _size_arg("n", n))
+    return bytes(ffi.buffer(ffi.cast(_CHARP, start), n))
+
+
 # ------------------------------------------------------------------ Block
 
 
@@ -256,19 +277,11 @@ class Block:
         For misuse tests only: offsets outside [0, size), negative offsets and
         writes after free are all allowed and may corrupt the heap on purpose.
         """
-        start = self._unsafe_address(offset, len(data))
-        ffi.memmove(ffi.cast(_CHARP, start), bytes(data), len(data))
+        _unsafe_write(self.address, offset, data)
 
     def unsafe_read(self, offset: int, n: int) -> bytes:
         """Read ``n`` bytes at ``address + offset`` with no bounds or liveness check."""
-        start = self._unsafe_address(offset, _size_arg("n", n))
-        return bytes(ffi.buffer(ffi.cast(_CHARP, start), n))
-
-    def _unsafe_address(self, offset: int, n: int) -> int:
-        start = self.address + operator.index(offset)
-        if start < 0 or start + n > _MAX_ADDRESS:
-            raise InvalidArgument(f"offset {offset} puts the access outside the address space")
-        return start
+        return _unsafe_read(self.address, offset, n)
 
     def _mark_freed(self) -> None:
         self._freed = True
@@ -320,6 +333,7 @@ class Heap:
     ) -> None:
         self._ptr: Any = None
         self._live: dict[int, Block] = {}
+        self._raws: dict[int, RawHeap] = {}  # site id -> the handle made there
         self._pending: list[Event] = []
         pairs: dict[str, object] = {"level": level, "policy": policy}
         if limit_bytes is not None:
@@ -359,6 +373,8 @@ class Heap:
         for block in list(self._live.values()):
             block._mark_freed()
         self._live.clear()
+        for raw in self._raws.values():
+            raw._detach()
         lib.nmm_heap_destroy(ptr)
 
     def __enter__(self) -> Heap:
@@ -494,8 +510,18 @@ class Heap:
 
     @property
     def live_blocks(self) -> int:
-        """Blocks this Heap object handed out and that are not freed yet."""
+        """Blocks this Heap object handed out and that are not freed yet (as Blocks:
+        what a ``RawHeap`` hands out is counted by ``stats()`` only)."""
         return len(self._live)
+
+    def raw(self) -> RawHeap:
+        """The address-level handle on this heap for hot loops (see ``RawHeap``); its
+        allocations are attributed to the line that called ``raw()``."""
+        site = _caller_site()
+        handle = self._raws.get(site)
+        if handle is None:
+            handle = self._raws.setdefault(site, RawHeap(self, site))
+        return handle
 
     # -------------------------------------------------------------- introspection
 
@@ -627,6 +653,104 @@ class Heap:
         cls = STATUS_ERRORS.get(status, NmmError)
         detail = f" ({event.kind} at 0x{event.address:x})" if event is not None else ""
         raise cls(f"{what}: {_status_text(status)}{detail}", status=status, event=event)
+
+
+# ------------------------------------------------------------------ RawHeap
+
+
+class RawHeap:
+    """Address-level access to a Heap for drivers' hot loops (``Heap.raw()``).
+
+    Ints in, ints out: no Block objects, no memoryviews, no per-call site lookup
+    (every allocation is attributed to where ``raw()`` was called). The five hot
+    calls are the C shims bound to this handle (allocator/build.py ``RAW_CALLS``),
+    so each is one C call with no Python frame around it, and none of them raises
+    for a failure; they follow the C API's conventions instead:
+
+    - ``alloc(size)`` and ``alloc_pattern(size, key)`` return the address, or 0 on
+      failure (then call ``raise_alloc_failure(size)`` at once for the exception
+      ``Heap.alloc`` would have raised). ``alloc_pattern`` also writes ``key``'s
+      pattern into the block.
+    - ``free(address)`` returns the ``nmm_status`` of the free (0 = OK;
+      ``STATUS_ERRORS`` maps the others), or ``HEAP_CLOSED``.
+    - ``free_pattern(address, size, key)`` first checks that the live block of
+      ``size`` bytes at ``address`` still carries ``key``'s pattern, then frees it:
+      the status, with ``PATTERN_BAD`` or-ed in when the pattern was damaged.
+
+    Arguments are converted by C rules: a non-int or an out-of-range int raises
+    TypeError or OverflowError. The pattern of a key is the little-endian bytes of
+    ``(key + 1) * 0x9E3779B97F4A7C15 mod 2**64`` repeated over the block's first and
+    its last ``PATTERN_EDGE`` bytes (the whole block when it is at most twice that);
+    a block is only read once the allocator confirmed it live and at least the
+    claimed size. What a RawHeap hands out is not tracked as a Block:
+    ``Heap.free(address)`` and ``Heap.realloc(address, n)`` accept it and
+    ``Heap.close()`` releases it; after the close every call here fails cleanly.
+    """
+
+    __slots__ = ("_c", "_heap", "alloc", "alloc_pattern", "free", "free_pattern", "site")
+
+    #: bytes at each end of a block that carry the pattern
+    PATTERN_EDGE: int = int(lib.NMMPY_PATTERN_EDGE)
+    #: bit set in ``free_pattern``'s result when the block no longer carried its pattern
+    PATTERN_BAD: int = int(lib.NMMPY_PATTERN_BAD)
+    #: what ``free``/``free_pattern`` return once the heap is closed
+    HEAP_CLOSED: int = int(lib.NMMPY_HEAP_CLOSED)
+
+    alloc: Callable[[int], int]
+    alloc_pattern: Callable[[int, int], int]
+    free: Callable[[int], int]
+    free_pattern: Callable[[int, int, int], int]
+
+    def __init__(self, heap: Heap, site: int) -> None:
+        c = ffi.new("nmmpy_raw_t *")
+        c.heap = heap._heap()
+        c.site = site
+        self._c = c  # owns the struct the bound calls point at
+        self._heap = heap
+        self.site = site
+        self.alloc = MethodType(lib.nmmpy_raw_alloc, c)
+        self.alloc_pattern = MethodType(lib.nmmpy_raw_alloc_pattern, c)
+        self.free = MethodType(lib.nmmpy_raw_free, c)
+        self.free_pattern = MethodType(lib.nmmpy_raw_free_pattern, c)
+
+    @property
+    def heap(self) -> Heap:
+        """The heap this handle allocates from."""
+        return self._heap
+
+    @property
+    def closed(self) -> bool:
+        """True once the heap was closed."""
+        return bool(self._c.heap == ffi.NULL)
+
+    def _detach(self) -> None:
+        """Called by Heap.close() before the heap is destroyed."""
+        self._c.heap = ffi.NULL
+
+    def raise_alloc_failure(self, size: int) -> NoReturn:
+        """Raise what made this thread's last allocation return 0, as ``Heap.alloc``
+        would have (OutOfMemory, InvalidArgument, HeapClosed, ...)."""
+        if self.closed:
+            raise HeapClosed("the heap is closed")
+        self._heap._raise(Heap._failure_status(), f"alloc({size})", None)
+
+    def check_pattern(self, address: int, size: int, key: int) -> bool:
+        """Whether ``address`` is a live block of at least ``size`` bytes that still
+        carries ``key``'s pattern."""
+        return bool(lib.nmmpy_raw_check_pattern(self._c, address, size, key))
+
+    def unsafe_write(self, address: int, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` at ``address`` with no bounds or liveness check (misuse on
+        purpose, like ``Block.unsafe_write``)."""
+        _unsafe_write(address, 0, data)
+
+    def unsafe_read(self, address: int, n: int) -> bytes:
+        """Read ``n`` bytes at ``address`` with no bounds or liveness check."""
+        return _unsafe_read(address, 0, n)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<RawHeap of {self._heap.options} site={self.site} {state}>"
 
 
 def preload_path() -> Path:

@@ -165,12 +165,104 @@ static size_t nmmpy_requested_size(nmm_heap_t *h, uintptr_t p)
 """
 
 
+# The address-level handle of drivers' hot loops (``RawHeap`` in allocator/_binding.py):
+# Python binds these calls to one ``nmmpy_raw_t`` (types.MethodType), so a driver op is
+# one C call with no Python frame around it. ``heap`` is set to NULL when the Heap is
+# closed; every call checks it, so a handle outliving its heap never touches freed memory.
+#
+# The fill pattern is folded into the same calls. The pattern of a 64-bit key is the
+# little-endian bytes of the word (key + 1) * 0x9E3779B97F4A7C15 (mod 2**64; never zero
+# for a small key, so a zeroed block never passes), repeated from the block's start over
+# its first NMMPY_PATTERN_EDGE bytes and, restarted, over its last NMMPY_PATTERN_EDGE
+# (the whole block when it is at most twice that). A block is only read once the
+# allocator says it is live with at least the size the caller claims, so a stale or
+# bogus address is never dereferenced by a check (its free reports what is wrong).
+RAW_TYPES = """
+typedef struct nmmpy_raw {
+    nmm_heap_t *heap; /* NULL once the Heap is closed */
+    nmm_site_t site;  /* every allocation is attributed to it */
+} nmmpy_raw_t;
+"""
+
+PATTERN_SHIMS = """
+#define NMMPY_PATTERN_EDGE 16
+#define NMMPY_PATTERN_BAD 0x100
+#define NMMPY_HEAP_CLOSED 0x200
+#define NMMPY_GOLDEN 0x9E3779B97F4A7C15ull
+
+/* Write (put) or compare the word's bytes repeated from b over n bytes. */
+static int nmmpy_edge(unsigned char *b, size_t n, const unsigned char w[8], int put)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        if (put)
+            memcpy(b + i, w, 8);
+        else if (memcmp(b + i, w, 8) != 0)
+            return 0;
+    }
+    for (; i < n; i++) {
+        if (put)
+            b[i] = w[i & 7];
+        else if (b[i] != w[i & 7])
+            return 0;
+    }
+    return 1;
+}
+
+static int nmmpy_pattern(unsigned char *b, size_t n, uint64_t key, int put)
+{
+    uint64_t word = (key + 1) * NMMPY_GOLDEN;
+    unsigned char w[8];
+    for (int i = 0; i < 8; i++)
+        w[i] = (unsigned char)(word >> (8 * i));
+    if (n <= 2 * NMMPY_PATTERN_EDGE)
+        return nmmpy_edge(b, n, w, put);
+    return nmmpy_edge(b, NMMPY_PATTERN_EDGE, w, put) &
+           nmmpy_edge(b + n - NMMPY_PATTERN_EDGE, NMMPY_PATTERN_EDGE, w, put);
+}
+
+static int nmmpy_is_live(nmm_heap_t *h, uintptr_t p, size_t n)
+{
+    return p && nmm_usable_size(h, (const void *)p) >= n;
+}
+"""
+
+# The calls Python binds (one-line signatures: _shim_cdef turns them into the cdef).
+RAW_CALLS = """
+static uintptr_t nmmpy_raw_alloc(nmmpy_raw_t *r, size_t n)
+{ return r->heap ? (uintptr_t)nmm_alloc(r->heap, n, r->site) : 0; }
+static uintptr_t nmmpy_raw_alloc_pattern(nmmpy_raw_t *r, size_t n, uint64_t key)
+{
+    unsigned char *p = r->heap ? nmm_alloc(r->heap, n, r->site) : NULL;
+    if (p)
+        nmmpy_pattern(p, n, key, 1);
+    return (uintptr_t)p;
+}
+static int nmmpy_raw_free(nmmpy_raw_t *r, uintptr_t p)
+{ return r->heap ? (int)nmm_free(r->heap, (void *)p, r->site) : NMMPY_HEAP_CLOSED; }
+static int nmmpy_raw_free_pattern(nmmpy_raw_t *r, uintptr_t p, size_t n, uint64_t key)
+{
+    if (!r->heap)
+        return NMMPY_HEAP_CLOSED;
+    int bad = nmmpy_is_live(r->heap, p, n) && !nmmpy_pattern((unsigned char *)p, n, key, 0);
+    return (int)nmm_free(r->heap, (void *)p, r->site) | (bad ? NMMPY_PATTERN_BAD : 0);
+}
+static int nmmpy_raw_check_pattern(nmmpy_raw_t *r, uintptr_t p, size_t n, uint64_t key)
+{ return r->heap && nmmpy_is_live(r->heap, p, n) && nmmpy_pattern((unsigned char *)p, n, key, 0); }
+"""
+
+
 def _shim_cdef() -> str:
-    return "\n".join(
+    """The cdef of the shims: the raw handle's type, the pattern constants, and the
+    prototypes of every one-line-signature ``static`` function."""
+    protos = [
         line.removeprefix("static ").rstrip() + ";"
-        for line in BINDING_SHIMS.splitlines()
+        for line in (BINDING_SHIMS + RAW_CALLS).splitlines()
         if line.startswith("static ")
-    )
+    ]
+    constants = [f"#define {name} ..." for name in
+                 ("NMMPY_PATTERN_EDGE", "NMMPY_PATTERN_BAD", "NMMPY_HEAP_CLOSED")]
+    return "\n".join([RAW_TYPES, *constants, *protos])
 
 
 def make_ffibuilder(flavor: Flavor = FLAVORS["release"]) -> FFI:
@@ -179,7 +271,8 @@ def make_ffibuilder(flavor: Flavor = FLAVORS["release"]) -> FFI:
     builder.cdef(header_cdef() + "\n" + _shim_cdef())
     builder.set_source(
         flavor.module,
-        '#include "nmm.h"\n' + BINDING_SHIMS,
+        '#include <string.h>\n#include "nmm.h"\n'
+        + BINDING_SHIMS + RAW_TYPES + PATTERN_SHIMS + RAW_CALLS,
         sources=[_rel(p) for p in allocator_sources(shim=False)],
         include_dirs=[_rel(INCLUDE_DIR), _rel(SRC_DIR)],
         define_macros=[(d, "1") for d in flavor.defines],

@@ -3,10 +3,12 @@ through the ``allocator`` binding, producing the same records for the oracle.
 
 Slow but easy to extend; the hypothesis state machine drives it op by op. Workers are
 logical: their streams are interleaved round-robin on the calling thread (each a pure
-function of (seed, worker) through its own ``random.Random``). Misuse goes through the
-binding's deliberately unsafe paths (``Block.unsafe_write``, freeing raw addresses) so
-the allocator itself, not the binding, has to detect it. Runs in-process, so only
-``policy = "record"`` is allowed (an abort would end the caller).
+function of (seed, worker) through its own ``random.Random``). Workload ops use the
+heap's address-level handle (``allocator.RawHeap``): each alloc or free is one call into
+the allocator that also writes or checks the block's id-derived pattern. Misuse goes
+through the binding's deliberately unsafe paths (``RawHeap.unsafe_write``, freeing raw
+addresses) so the allocator itself, not the binding, has to detect it. Runs in-process,
+so only ``policy = "record"`` is allowed (an abort would end the caller).
 """
 
 from __future__ import annotations
@@ -15,49 +17,41 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import UnsupportedFeature
 from harness.plan import Fault, MallocTarget, Plan
 from harness.records import EventLine, FaultLine, Observation, ResultLine
 
-_GOLDEN = 0x9E3779B97F4A7C15
-_MASK64 = (1 << 64) - 1
-#: bytes at each end of a block that carry the fill pattern (the whole block if smaller)
-PATTERN_EDGE = 16
 _WILD_BASE = 0x0000_1000_0000_0000
 #: largest block the Python driver damages in place (see PyDriver.inject)
 SMALL_BLOCK = 4096
-
-
-def _pattern(block_id: int, n: int) -> bytes:
-    word = ((block_id + 1) * _GOLDEN & _MASK64).to_bytes(8, "little")
-    return (word * (n // 8 + 1))[:n]
 
 
 def _flip(data: bytes) -> bytes:
     return bytes(b ^ 0xFF for b in data)
 
 
-class _Slot:
-    """A live block of the workload and the fill pattern it must still carry."""
-
-    __slots__ = ("block", "block_id", "pat")
-
-    def __init__(self, block: Any, block_id: int, pat: bytes) -> None:
-        self.block = block
-        self.block_id = block_id
-        self.pat = pat
-
-
-@dataclass
 class _Worker:
-    index: int
-    rng: random.Random
-    slots: list[_Slot | None]
-    op: int = 0
-    inbox: list[_Slot] = field(default_factory=list)
+    """One logical worker: its PRNG, its live slots and the frees handed to it.
+
+    A slot is three parallel entries (address, requested size, block id); address 0
+    means empty. The block id is the key of the block's fill pattern (``RawHeap``).
+    Flat lists of ints, so the hot loop makes no objects of its own.
+    """
+
+    __slots__ = ("addr", "block", "inbox", "index", "op", "rng", "size")
+
+    def __init__(self, index: int, rng: random.Random, live: int) -> None:
+        self.index = index
+        self.rng = rng
+        self.addr: list[int] = [0] * live
+        self.size: list[int] = [0] * live
+        self.block: list[int] = [0] * live
+        self.op = 0
+        #: (address, size, block id) of blocks other workers handed over to be freed here
+        self.inbox: list[tuple[int, int, int]] = []
 
 
 @dataclass(frozen=True)
@@ -91,6 +85,8 @@ class PyDriver:
     """One trial's op streams against an ``allocator.Heap``, recorded like the native driver.
 
     Use ``run()`` for a whole trial, or ``step``/``inject``/``finish`` to drive it by hand.
+    Workload ops go through the heap's address-level handle (``Heap.raw()``): one call
+    into the allocator per op, the block's pattern written or checked in that same call.
     """
 
     def __init__(self, plan: Plan, seed: int, *,
@@ -106,6 +102,7 @@ class PyDriver:
         factory = heap_factory or allocator.Heap
         options: dict[str, Any] = dict(plan.target.options)
         self.heap = factory(level=plan.target.level, policy="record", **options)
+        self._raw = self.heap.raw()
         self._foreign: Any = None
         self.plan = plan
         self.seed = seed
@@ -120,7 +117,7 @@ class PyDriver:
             acc += r.weight / total
             log_lo = math.log(max(r.lo, 1))
             self._ranges.append((acc, r.lo, r.hi, log_lo, math.log(r.hi + 1) - log_lo))
-        self.workers = [_Worker(i, random.Random(f"{seed}:{i}"), [None] * w.live)
+        self.workers = [_Worker(i, random.Random(f"{seed}:{i}"), w.live)
                         for i in range(w.threads)]
         self._next_id = 0
         self._line = 0
@@ -135,99 +132,145 @@ class PyDriver:
 
     # ------------------------------------------------------------------ ops
 
-    def _size(self, rng: random.Random) -> int:
-        """A size drawn log-uniformly from a range picked by weight."""
+    def _size(self, rand: Callable[[], float]) -> int:
+        """A size drawn log-uniformly from a range picked by weight (no draw for a
+        range of one size)."""
         ranges = self._ranges
         entry = ranges[0]
         if len(ranges) > 1:
-            r = rng.random()
+            r = rand()
             for entry in ranges:
                 if r < entry[0]:
                     break
         _, lo, hi, log_lo, log_span = entry
         if hi <= lo:
             return lo
-        return min(hi, max(lo, int(math.exp(log_lo + rng.random() * log_span))))
+        return min(hi, max(lo, int(math.exp(log_lo + rand() * log_span))))
 
-    def _check(self, slot: _Slot) -> None:
-        if not self._check_on:
-            return
-        view = slot.block.view
-        pat = slot.pat
-        k = len(pat)
-        n = len(view)
-        if n <= 2 * PATTERN_EDGE:
-            ok = view == pat
-        else:
-            ok = view[:k] == pat and view[n - k:] == pat
-        if not ok:
-            self.pattern_errors += 1
-
-    def _alloc(self, worker: _Worker, size: int) -> _Slot | None:
-        try:
-            block = self.heap.alloc(size)
-        except self._allocator.OutOfMemory:
-            self.alloc_failures += 1
-            return None
+    def _alloc_into(self, worker: _Worker, i: int, size: int) -> bool:
+        """Allocate (and fill) a block into ``worker``'s slot ``i``; False if the
+        allocator ran out of memory (counted)."""
+        raw = self._raw
         block_id = self._next_id
+        address = raw.alloc_pattern(size, block_id) if self._check_on else raw.alloc(size)
+        if not address:
+            try:
+                raw.raise_alloc_failure(size)
+            except self._allocator.OutOfMemory:
+                self.alloc_failures += 1
+                return False
         self._next_id = block_id + 1
-        if not self._check_on:
-            return _Slot(block, block_id, b"")
-        view = block.view
-        n = len(view)
-        if n <= 2 * PATTERN_EDGE:
-            pat = _pattern(block_id, n)
-            view[:] = pat
-        else:
-            pat = _pattern(block_id, PATTERN_EDGE)
-            view[:PATTERN_EDGE] = pat
-            view[n - PATTERN_EDGE:] = pat
-        return _Slot(block, block_id, pat)
+        worker.addr[i], worker.size[i], worker.block[i] = address, size, block_id
+        return True
 
-    def _free(self, slot: _Slot) -> None:
-        self._check(slot)
-        try:
-            self.heap.free(slot.block)
-        except self._allocator.NmmError:
+    def _release(self, address: int, size: int, block_id: int) -> None:
+        """Check and free a workload block, counting what was wrong with it."""
+        raw = self._raw
+        result = raw.free_pattern(address, size, block_id) if self._check_on else raw.free(address)
+        if result:
+            self._count(result)
+
+    def _count(self, result: int) -> None:
+        """Account a nonzero ``free``/``free_pattern`` result: a damaged pattern and a
+        refused free are counted separately."""
+        bad = self._raw.PATTERN_BAD
+        if result & bad:
+            self.pattern_errors += 1
+        if result & ~bad:
             self.unexpected_status += 1
+
+    def _churn(self, order: list[_Worker], rounds: int) -> None:
+        """Run ``rounds`` ops of every worker in ``order``, round-robin: each first frees
+        what others handed it, then frees a random slot's block (maybe by handing it to
+        another worker) or allocates into it if empty.
+
+        The hot loop of the driver: one raw call per op, everything bound to locals, and
+        no Python object made per op beyond the numbers the calls and draws return.
+        """
+        if rounds <= 0 or not order:
+            return
+        raw = self._raw
+        check = self._check_on
+        alloc, alloc_pattern = raw.alloc, raw.alloc_pattern
+        free, free_pattern = raw.free, raw.free_pattern
+        count = self._count
+        cross = self._cross
+        everyone = self.workers
+        n_workers = len(everyone)
+        can_cross = n_workers > 1 and cross > 0
+        ranges = self._ranges
+        # one size range with a span: the common case, drawn inline
+        inline_size = len(ranges) == 1 and ranges[0][2] > ranges[0][1]
+        _, lo, hi, log_lo, log_span = ranges[0]
+        size_of = self._size
+        exp = math.exp
+        next_id = self._next_id
+        states = [(w.index, w.rng.random, w.addr, w.size, w.block, w.inbox, len(w.addr))
+                  for w in order]
+        try:
+            for _ in range(rounds):
+                for index, rand, addrs, sizes, blocks, inbox, n_slots in states:
+                    while inbox:
+                        a, n, b = inbox.pop()
+                        r = free_pattern(a, n, b) if check else free(a)
+                        if r:
+                            count(r)
+                    i = int(rand() * n_slots)
+                    a = addrs[i]
+                    if a:
+                        addrs[i] = 0
+                        if can_cross and rand() < cross:
+                            other = (index + 1 + int(rand() * (n_workers - 1))) % n_workers
+                            everyone[other].inbox.append((a, sizes[i], blocks[i]))
+                        else:
+                            r = free_pattern(a, sizes[i], blocks[i]) if check else free(a)
+                            if r:
+                                count(r)
+                        continue
+                    if inline_size:
+                        n = int(exp(log_lo + rand() * log_span))
+                        if n < lo:
+                            n = lo
+                        elif n > hi:
+                            n = hi
+                    else:
+                        n = size_of(rand)
+                    a = alloc_pattern(n, next_id) if check else alloc(n)
+                    if not a:
+                        try:
+                            raw.raise_alloc_failure(n)
+                        except self._allocator.OutOfMemory:
+                            self.alloc_failures += 1
+                            continue
+                    addrs[i] = a
+                    sizes[i] = n
+                    blocks[i] = next_id
+                    next_id += 1
+        finally:
+            self._next_id = next_id
+        for w in order:
+            w.op += rounds
+        self.ops += rounds * len(order)
 
     def step(self, index: int) -> None:
         """Run one op of worker ``index``: free a slot's block (maybe via another worker)
         or allocate into an empty slot; a worker first frees what others handed it."""
-        worker = self.workers[index]
-        while worker.inbox:
-            self._free(worker.inbox.pop())
-        rng = worker.rng
-        slots = worker.slots
-        i = int(rng.random() * len(slots))
-        slot = slots[i]
-        if slot is not None:
-            slots[i] = None
-            n_workers = len(self.workers)
-            if n_workers > 1 and self._cross and rng.random() < self._cross:
-                other = (index + 1 + int(rng.random() * (n_workers - 1))) % n_workers
-                self.workers[other].inbox.append(slot)
-            else:
-                self._free(slot)
-        else:
-            slots[i] = self._alloc(worker, self._size(rng))
-        worker.op += 1
-        self.ops += 1
+        self._churn([self.workers[index]], 1)
 
     # ------------------------------------------------------------------ faults
 
-    def _pick(self, worker: _Worker, start: int, max_size: int | None = None
-              ) -> tuple[int, _Slot] | None:
-        n = len(worker.slots)
+    def _pick(self, worker: _Worker, start: int, max_size: int | None = None) -> int | None:
+        """A live slot of ``worker`` at or after ``start`` (no larger than ``max_size``),
+        or a fresh 64-byte block put into slot ``start``; None if that allocation failed."""
+        n = len(worker.addr)
         for k in range(n):
-            slot = worker.slots[(start + k) % n]
-            if slot is not None and (max_size is None or slot.block.size <= max_size):
-                return (start + k) % n, slot
-        slot = self._alloc(worker, 64)
-        if slot is None:
+            i = (start + k) % n
+            if worker.addr[i] and (max_size is None or worker.size[i] <= max_size):
+                return i
+        i = start % n
+        if not self._alloc_into(worker, i, 64):
             return None
-        worker.slots[start % n] = slot
-        return start % n, slot
+        return i
 
     def _record_fault(self, fid: int, spec: Fault, worker: _Worker, variant: str,
                       address: int, size: int, bytes_: int | None) -> None:
@@ -237,8 +280,10 @@ class PyDriver:
                                      size=size, bytes=bytes_, line=self._line))
 
     def inject(self, fid: int, spec: Fault, index: int, slot_hint: int = 0) -> None:
-        """Perform one fault by worker ``index`` on (or near) slot ``slot_hint``."""
+        """Perform one fault by worker ``index`` on (or near) slot ``slot_hint``, through
+        the binding's unsafe paths (raw reads and writes, frees of raw addresses)."""
         nmm = self._allocator
+        raw = self._raw
         worker = self.workers[index]
         kind = spec.kind
         if kind == "alloc_failure":
@@ -251,38 +296,38 @@ class PyDriver:
             # a hit there ends this process (the native driver, isolated, takes that risk)
             limit = SMALL_BLOCK if kind in ("overflow", "underflow", "uaf_write",
                                             "uaf_read") else None
-            picked = self._pick(worker, slot_hint, limit)
-            if picked is None:
+            i = self._pick(worker, slot_hint, limit)
+            if i is None:
                 self._record_fault(fid, spec, worker, spec.variant or "", 0, 0, spec.bytes)
                 self.drain(worker)
                 return
-            i, slot = picked
-            block, address, size = slot.block, slot.block.address, slot.block.size
-            worker.slots[i] = None
+            address, size, block_id = worker.addr[i], worker.size[i], worker.block[i]
+            worker.addr[i] = 0
             if kind in ("overflow", "underflow"):
                 n = spec.bytes or 1
-                self._check(slot)
+                if self._check_on and not raw.check_pattern(address, size, block_id):
+                    self.pattern_errors += 1
                 self._record_fault(fid, spec, worker, "", address, size, n)
-                offset = size if kind == "overflow" else -n
-                block.unsafe_write(offset, _flip(block.unsafe_read(offset, n)))
+                start = address + size if kind == "overflow" else address - n
+                raw.unsafe_write(start, _flip(raw.unsafe_read(start, n)))
                 try:  # freeing the damaged block is where standard detects it
                     self.heap.free(address)
                 except nmm.NmmError:
                     pass
             else:
-                self._free(slot)  # the legitimate free
+                self._release(address, size, block_id)  # the legitimate free
                 variant = spec.variant or ("first" if kind in ("uaf_write", "uaf_read") else "")
                 n = spec.bytes or 1
                 self._record_fault(fid, spec, worker, variant, address, size,
                                    n if kind == "uaf_write" else None)
-                offset = size // 2 if variant == "middle" else 0
+                start = address + (size // 2 if variant == "middle" else 0)
                 try:
                     if kind == "double_free":
                         self.heap.free(address)
                     elif kind == "uaf_write":
-                        block.unsafe_write(offset, _flip(block.unsafe_read(offset, n)))
+                        raw.unsafe_write(start, _flip(raw.unsafe_read(start, n)))
                     elif kind == "uaf_read":
-                        block.unsafe_read(offset, 1)
+                        raw.unsafe_read(start, 1)
                     elif kind == "realloc_freed":
                         moved = self.heap.realloc(address, size + 16)
                         self.heap.free(moved)  # the target accepted it: give it back
@@ -295,11 +340,10 @@ class PyDriver:
         variant = spec.variant or "interior"
         address, size = 0, 0
         if variant == "interior":
-            picked = self._pick(worker, slot_hint)
-            if picked is not None:
-                block = picked[1].block
-                address = block.address + (16 if block.size >= 32 else max(1, block.size // 2))
-                size = block.size
+            i = self._pick(worker, slot_hint)
+            if i is not None:
+                size = worker.size[i]
+                address = worker.addr[i] + (16 if size >= 32 else max(1, size // 2))
         elif variant == "stack":
             # Python has no C stack frame to hand out: a live CPython object's address is
             # the nearest thing, memory that is not any NMM heap's
@@ -338,11 +382,11 @@ class PyDriver:
         """Free every live block (checking patterns), sweep, and write the result record."""
         for worker in self.workers:
             while worker.inbox:
-                self._free(worker.inbox.pop())
-            for i, slot in enumerate(worker.slots):
-                if slot is not None:
-                    worker.slots[i] = None
-                    self._free(slot)
+                self._release(*worker.inbox.pop())
+            for i, address in enumerate(worker.addr):
+                if address:
+                    worker.addr[i] = 0
+                    self._release(address, worker.size[i], worker.block[i])
         elapsed = time.perf_counter_ns() - self._t0
         problems = self.heap.validate().problems
         self.drain(None)
@@ -370,26 +414,29 @@ class PyDriver:
                            wall_s=round((time.perf_counter_ns() - self._t0) / 1e9, 4))
 
     def run(self) -> Observation:
-        """Run the whole trial: every worker's ops round-robin, faults at their seeded ops."""
-        placed = plan_faults(self.plan, self.seed)  # sorted by op
+        """Run the whole trial: every worker's ops round-robin, faults at their seeded ops
+        (before the op of their worker at that index)."""
+        placed = plan_faults(self.plan, self.seed)  # sorted by (op, worker)
         ops = self.plan.workload.ops_per_worker
-        workers = range(len(self.workers))
-        step = self.step
-        k = 0
+        workers = self.workers
+        churn = self._churn
+        op, k = 0, 0
         try:
-            for op in range(ops):
+            while op < ops:
                 next_op = placed[k].op if k < len(placed) else ops
                 if op < next_op:
-                    for w in workers:
-                        step(w)
+                    churn(workers, next_op - op)  # up to the next fault, all at once
+                    op = next_op
                     continue
-                for w in workers:
+                for worker in workers:
+                    w = worker.index
                     while k < len(placed) and placed[k].op == op and placed[k].worker == w:
                         self.inject(placed[k].id, placed[k].spec, w, placed[k].slot)
                         k += 1
-                    step(w)
+                    churn([worker], 1)
                 while k < len(placed) and placed[k].op == op:
                     k += 1  # a worker index past the thread count (never placed so)
+                op += 1
             self.finish()
             return self.observation()
         finally:
