@@ -517,6 +517,7 @@ class Heap:
     def raw(self) -> RawHeap:
         """The address-level handle on this heap for hot loops (see ``RawHeap``); its
         allocations are attributed to the line that called ``raw()``."""
+        self._heap()  # a closed heap has no handle to give
         site = _caller_site()
         handle = self._raws.get(site)
         if handle is None:

@@ -1,0 +1,147 @@
+"""The Python driver's batched hot loop: it performs exactly the ops ``step()`` does,
+still catches damaged or doubly handed-out blocks, and the ``pydriver`` bench kernel."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+# The package build makes the binding: under CI its absence is a failure, not a skip.
+allocator = (pytest.importorskip("allocator") if not os.environ.get("CI")
+             else __import__("allocator"))
+
+from harness import bench  # noqa: E402
+from harness._peers import get_target  # noqa: E402
+from harness.oracle import judge  # noqa: E402
+from harness.plan import Plan  # noqa: E402
+from harness.pydriver import PyDriver, run_python_trial  # noqa: E402
+
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+def make_plan(level: str = "standard", **workload: Any) -> Plan:
+    w: dict[str, Any] = {"threads": 3, "ops": 2000, "live": 40,
+                         "sizes": ["16-512:4", "513-8192:1", "24-24:1"], "cross": 0.3}
+    w.update(workload)
+    return Plan.model_validate({"schema_version": 1, "target": {"level": level},
+                                "workload": w})
+
+
+def slot_state(driver: PyDriver) -> list[Any]:
+    return [(w.op, [bool(a) for a in w.addr], list(w.size), list(w.block), len(w.inbox))
+            for w in driver.workers]
+
+
+@pytest.mark.parametrize("workload", [
+    {},
+    {"threads": 1, "sizes": ["16-1024:1"], "cross": 0.0},
+    {"threads": 2, "sizes": ["64-64:1"], "check": False},
+])
+def test_batched_churn_runs_the_same_ops_as_step(workload: dict[str, Any]) -> None:
+    plan = make_plan(**workload)
+    batched, stepped = PyDriver(plan, 11), PyDriver(plan, 11)
+    try:
+        batched._churn(batched.workers, 700)
+        for _ in range(700):
+            for index in range(len(stepped.workers)):
+                stepped.step(index)
+        assert slot_state(batched) == slot_state(stepped)
+        assert batched.ops == stepped.ops == 700 * len(plan_workers(plan))
+        a, b = batched.heap.stats(), stepped.heap.stats()
+        assert (a.allocs, a.frees, a.live_blocks) == (b.allocs, b.frees, b.live_blocks)
+        assert a.allocs > 100 and a.frees > 100
+    finally:
+        batched.close()
+        stepped.close()
+
+
+def plan_workers(plan: Plan) -> range:
+    return range(plan.workload.threads)
+
+
+def test_a_damaged_live_block_is_caught_when_the_workload_frees_it() -> None:
+    plan = make_plan(threads=1, cross=0.0)
+    driver = PyDriver(plan, 3)
+    try:
+        driver._churn(driver.workers, 200)
+        worker = driver.workers[0]
+        i = next(k for k, a in enumerate(worker.addr) if a and worker.size[k] > 40)
+        address, size = worker.addr[i], worker.size[i]
+        raw = driver.heap.raw()
+        last = address + size - 1
+        raw.unsafe_write(last, bytes([raw.unsafe_read(last, 1)[0] ^ 4]))
+        while worker.addr[i] == address:  # run the stream until it frees that slot
+            driver.step(0)
+        assert driver.pattern_errors == 1
+        assert driver.unexpected_status == 0
+        driver.finish()
+        verdict = judge(plan, driver.observation())
+    finally:
+        driver.close()
+    assert not verdict.passed
+    assert any("fill pattern" in reason for reason in verdict.reasons)
+
+
+def test_a_block_handed_out_twice_is_caught() -> None:
+    """Give one address to two slots, as an allocator handing a live block out again
+    would: the second owner's fill breaks the first's pattern, the second free fails."""
+    plan = make_plan(threads=1, cross=0.0)
+    driver = PyDriver(plan, 5)
+    try:
+        driver._churn(driver.workers, 100)
+        worker = driver.workers[0]
+        live = next(k for k, a in enumerate(worker.addr) if a and worker.size[k] >= 16)
+        empty = worker.addr.index(0)
+        address, size = worker.addr[live], worker.size[live]
+        again = driver._next_id
+        driver._next_id += 1
+        word = ((again + 1) * GOLDEN % 2**64).to_bytes(8, "little")
+        driver.heap.raw().unsafe_write(address, (word * (size // 8 + 1))[:size])
+        worker.addr[empty], worker.size[empty], worker.block[empty] = address, size, again
+        driver.finish()
+        verdict = judge(plan, driver.observation())
+    finally:
+        driver.close()
+    assert driver.pattern_errors == 1
+    assert driver.unexpected_status == 1  # the second owner's free: a double free
+    assert not verdict.passed
+
+
+def test_unchecked_workload_writes_no_pattern_and_is_clean() -> None:
+    plan = make_plan("off", threads=2, check=False)
+    driver = PyDriver(plan, 2)
+    driver._churn(driver.workers, 300)
+    raw = driver.heap.raw()
+    unfilled = [not raw.check_pattern(a, w.size[k], w.block[k])
+                for w in driver.workers for k, a in enumerate(w.addr) if a]
+    assert len(unfilled) > 30 and all(unfilled)
+    obs = driver.run()  # the whole trial on top
+    assert obs.result is not None and obs.result.pattern_errors == 0
+    assert judge(plan, obs).outcome == "clean"
+
+
+def test_alloc_failures_are_counted_and_the_stream_goes_on() -> None:
+    plan = Plan.model_validate({
+        "schema_version": 1, "target": {"level": "standard"},
+        "workload": {"threads": 2, "ops": 3000, "live": 32},
+        "faults": [{"kind": "alloc_failure", "fail": "alloc@every7,max30"}]})
+    obs = run_python_trial(plan, 4)
+    assert obs.result is not None
+    assert obs.result.alloc_failures == 30
+    assert obs.result.ops == 6000
+    verdict = judge(plan, obs)
+    assert verdict.passed, verdict.reasons
+
+
+def test_pydriver_kernel_measures_nmm_heaps_only() -> None:
+    kernel = bench.Kernel("pydriver", "pydriver", "kops/s", True, "pydriver", 2, 4000, 4000,
+                          "test")
+    cell = bench.measure(kernel, get_target("nmm-standard"), quick=True)
+    assert cell.error is None and cell.value is not None and cell.value > 0
+    assert cell.extra["ops"] == 4000 and cell.extra["level"] == "standard"
+    assert cell.extra["kops_per_cpu_s"] > 0
+    na = bench.measure(kernel, get_target("glibc"), quick=True)
+    assert na.value is None and na.error is None and "n/a" in na.extra["note"]
+    assert "pydriver" in [k.name for k in bench.KERNELS]
