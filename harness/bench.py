@@ -262,13 +262,14 @@ def _measure_pydriver(kernel: Kernel, target: Target, quick: bool, timeout_s: fl
     plan = Plan.model_validate({"schema_version": 1,
                                 "target": {"level": level, "options": options},
                                 "workload": {"threads": workers, "ops": ops}})
-    cpu0 = time.process_time_ns()
     try:
-        result = PyDriver(plan, 1).run().result
+        pydriver = PyDriver(plan, 1)
+        cpu0 = time.process_time_ns()
+        result = pydriver.run().result
+        cpu_ns = time.process_time_ns() - cpu0
     except Exception as exc:  # a broken driver is a bad cell, not a crashed bench
         return Cell(kernel.name, target.name, None, kernel.unit,
                     error=f"{type(exc).__name__}: {exc}")
-    cpu_ns = time.process_time_ns() - cpu0
     if result is None:
         return Cell(kernel.name, target.name, None, kernel.unit, error="no result")
     if result.pattern_errors or result.unexpected_status or result.validate_problems:

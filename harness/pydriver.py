@@ -2,8 +2,10 @@
 through the ``allocator`` binding, producing the same records for the oracle.
 
 Slow but easy to extend; the hypothesis state machine drives it op by op. Workers are
-logical: their streams are interleaved round-robin on the calling thread (each a pure
-function of (seed, worker) through its own ``random.Random``). Workload ops use the
+logical: they take turns on the calling thread, a few hundred ops at a time (``CHUNK``).
+Each worker's op stream is a pure function of (seed, worker): its own
+``random.Random(f"{seed}:{worker}")`` yields 32-bit draws, exactly two per op (the slot,
+then the size or the cross-free decision), made in batches. Workload ops use the
 heap's address-level handle (``allocator.RawHeap``): each alloc or free is one call into
 the allocator that also writes or checks the block's id-derived pattern. Misuse goes
 through the binding's deliberately unsafe paths (``RawHeap.unsafe_write``, freeing raw
@@ -13,10 +15,13 @@ so only ``policy = "record"`` is allowed (an abort would end the caller).
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+import sys
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,31 +32,86 @@ from harness.records import EventLine, FaultLine, Observation, ResultLine
 _WILD_BASE = 0x0000_1000_0000_0000
 #: largest block the Python driver damages in place (see PyDriver.inject)
 SMALL_BLOCK = 4096
+#: ops a worker runs before the next one takes its turn (frees handed to a worker wait
+#: at most this long); big enough that a turn's setup costs nothing per op
+CHUNK = 256
+#: a size is looked up by the top SIZE_BITS of a draw: ranges' weights resolve to 2**-16
+SIZE_BITS = 16
+_DRAW_BATCH = 8192  # draws a worker's PRNG makes at a time (at least)
 
 
 def _flip(data: bytes) -> bytes:
     return bytes(b ^ 0xFF for b in data)
 
 
+@functools.lru_cache(maxsize=64)
+def size_table(ranges: tuple[tuple[int, int, float], ...]) -> tuple[int, ...]:
+    """Sizes by draw: entry k is the size at quantile (k + 1/2) / 2**SIZE_BITS of the
+    distribution that picks a (lo, hi, weight) range by weight and a size in it
+    log-uniformly (``lo`` for a range of one size)."""
+    n = 1 << SIZE_BITS
+    total = sum(w for _, _, w in ranges)
+    table: list[int] = []
+    start = 0.0
+    for index, (lo, hi, weight) in enumerate(ranges):
+        share = weight / total
+        end = n if index == len(ranges) - 1 else min(n, round((start + share) * n))
+        count = end - len(table)
+        if hi <= lo:
+            table.extend([lo] * count)
+        else:
+            log_lo = math.log(max(lo, 1))
+            log_span = math.log(hi + 1) - log_lo
+            first = len(table)
+            table.extend(min(hi, max(lo, int(math.exp(log_lo + log_span * (
+                (k + 0.5) / n - start) / share)))) for k in range(first, end))
+        start += share
+    return tuple(table)
+
+
+def _u32_batches(rng: random.Random) -> Iterator[array[int]]:
+    """The PRNG's 32-bit outputs in order, a batch at a time (``randbytes`` takes them
+    in order, little-endian), so the draws do not depend on the batch sizes."""
+    while True:
+        batch = array("I", rng.randbytes(4 * _DRAW_BATCH))
+        if sys.byteorder == "big":
+            batch.byteswap()
+        yield batch
+
+
 class _Worker:
-    """One logical worker: its PRNG, its live slots and the frees handed to it.
+    """One logical worker: its draws, its live slots and the frees handed to it.
 
     A slot is three parallel entries (address, requested size, block id); address 0
-    means empty. The block id is the key of the block's fill pattern (``RawHeap``).
+    means empty. Block ids are ``worker << 40 | n`` for the worker's n-th block (as the
+    native driver numbers them), and the key of the block's fill pattern (``RawHeap``).
     Flat lists of ints, so the hot loop makes no objects of its own.
     """
 
-    __slots__ = ("addr", "block", "inbox", "index", "op", "rng", "size")
+    __slots__ = ("_batches", "_draws", "_pos", "addr", "block", "inbox", "index",
+                 "next_id", "op", "size")
 
     def __init__(self, index: int, rng: random.Random, live: int) -> None:
         self.index = index
-        self.rng = rng
+        self._batches = _u32_batches(rng)
+        self._draws: array[int] = array("I")
+        self._pos = 0
         self.addr: list[int] = [0] * live
         self.size: list[int] = [0] * live
         self.block: list[int] = [0] * live
+        self.next_id = index << 40
         self.op = 0
         #: (address, size, block id) of blocks other workers handed over to be freed here
         self.inbox: list[tuple[int, int, int]] = []
+
+    def take(self, n: int) -> array[int]:
+        """The next ``n`` draws of this worker's stream."""
+        draws, pos = self._draws, self._pos
+        while len(draws) - pos < n:
+            draws = draws[pos:] + next(self._batches)
+            pos = 0
+        self._draws, self._pos = draws, pos + n
+        return draws[pos:pos + n]
 
 
 @dataclass(frozen=True)
@@ -109,17 +169,9 @@ class PyDriver:
         w = plan.workload
         self._check_on = w.check
         self._cross = w.cross
-        total = sum(r.weight for r in w.sizes)
-        acc = 0.0
-        #: (cumulative share, lo, hi, log lo, log span) per size range
-        self._ranges: list[tuple[float, int, int, float, float]] = []
-        for r in w.sizes:
-            acc += r.weight / total
-            log_lo = math.log(max(r.lo, 1))
-            self._ranges.append((acc, r.lo, r.hi, log_lo, math.log(r.hi + 1) - log_lo))
+        self._sizes = size_table(tuple((r.lo, r.hi, float(r.weight)) for r in w.sizes))
         self.workers = [_Worker(i, random.Random(f"{seed}:{i}"), w.live)
                         for i in range(w.threads)]
-        self._next_id = 0
         self._line = 0
         self.faults: list[FaultLine] = []
         self.events: list[EventLine] = []
@@ -132,26 +184,11 @@ class PyDriver:
 
     # ------------------------------------------------------------------ ops
 
-    def _size(self, rand: Callable[[], float]) -> int:
-        """A size drawn log-uniformly from a range picked by weight (no draw for a
-        range of one size)."""
-        ranges = self._ranges
-        entry = ranges[0]
-        if len(ranges) > 1:
-            r = rand()
-            for entry in ranges:
-                if r < entry[0]:
-                    break
-        _, lo, hi, log_lo, log_span = entry
-        if hi <= lo:
-            return lo
-        return min(hi, max(lo, int(math.exp(log_lo + rand() * log_span))))
-
     def _alloc_into(self, worker: _Worker, i: int, size: int) -> bool:
         """Allocate (and fill) a block into ``worker``'s slot ``i``; False if the
         allocator ran out of memory (counted)."""
         raw = self._raw
-        block_id = self._next_id
+        block_id = worker.next_id
         address = raw.alloc_pattern(size, block_id) if self._check_on else raw.alloc(size)
         if not address:
             try:
@@ -159,7 +196,7 @@ class PyDriver:
             except self._allocator.OutOfMemory:
                 self.alloc_failures += 1
                 return False
-        self._next_id = block_id + 1
+        worker.next_id = block_id + 1
         worker.addr[i], worker.size[i], worker.block[i] = address, size, block_id
         return True
 
@@ -180,82 +217,83 @@ class PyDriver:
             self.unexpected_status += 1
 
     def _churn(self, order: list[_Worker], rounds: int) -> None:
-        """Run ``rounds`` ops of every worker in ``order``, round-robin: each first frees
-        what others handed it, then frees a random slot's block (maybe by handing it to
-        another worker) or allocates into it if empty.
+        """Run ``rounds`` ops of every worker in ``order``: they take turns of up to
+        ``CHUNK`` ops, in order."""
+        done = 0
+        while done < rounds:
+            n = min(CHUNK, rounds - done)
+            for worker in order:
+                self._turn(worker, n)
+            done += n
+
+    def _turn(self, worker: _Worker, ops: int) -> None:
+        """Run ``ops`` ops of one worker: free what others handed it, then per op take
+        two draws ``u, v``: slot ``u % live``; a live block there is freed, or handed to
+        worker ``(index + 1 + v % (workers - 1)) % workers`` when ``v`` falls under the
+        cross share; an empty slot gets a block of size ``sizes[v >> (32 - SIZE_BITS)]``.
 
         The hot loop of the driver: one raw call per op, everything bound to locals, and
-        no Python object made per op beyond the numbers the calls and draws return.
+        no Python object made per op beyond the numbers the calls return. (Other workers
+        cannot hand this one anything during its turn, so its inbox is drained once.)
         """
-        if rounds <= 0 or not order:
-            return
         raw = self._raw
         check = self._check_on
         alloc, alloc_pattern = raw.alloc, raw.alloc_pattern
         free, free_pattern = raw.free, raw.free_pattern
         count = self._count
-        cross = self._cross
+        inbox = worker.inbox
+        while inbox:
+            a, n, b = inbox.pop()
+            r = free_pattern(a, n, b) if check else free(a)
+            if r:
+                count(r)
         everyone = self.workers
         n_workers = len(everyone)
-        can_cross = n_workers > 1 and cross > 0
-        ranges = self._ranges
-        # one size range with a span: the common case, drawn inline
-        inline_size = len(ranges) == 1 and ranges[0][2] > ranges[0][1]
-        _, lo, hi, log_lo, log_span = ranges[0]
-        size_of = self._size
-        exp = math.exp
-        next_id = self._next_id
-        states = [(w.index, w.rng.random, w.addr, w.size, w.block, w.inbox, len(w.addr))
-                  for w in order]
+        index = worker.index
+        # v < cut hands the block over; never with one worker or no cross share
+        cut = int(self._cross * 2**32) if n_workers > 1 else 0
+        others = max(1, n_workers - 1)
+        sizes_by_draw = self._sizes
+        shift = 32 - SIZE_BITS
+        addrs, sizes, blocks = worker.addr, worker.size, worker.block
+        n_slots = len(addrs)
+        next_id = worker.next_id
+        it = iter(worker.take(2 * ops))
         try:
-            for _ in range(rounds):
-                for index, rand, addrs, sizes, blocks, inbox, n_slots in states:
-                    while inbox:
-                        a, n, b = inbox.pop()
-                        r = free_pattern(a, n, b) if check else free(a)
-                        if r:
-                            count(r)
-                    i = int(rand() * n_slots)
-                    a = addrs[i]
-                    if a:
-                        addrs[i] = 0
-                        if can_cross and rand() < cross:
-                            other = (index + 1 + int(rand() * (n_workers - 1))) % n_workers
-                            everyone[other].inbox.append((a, sizes[i], blocks[i]))
-                        else:
-                            r = free_pattern(a, sizes[i], blocks[i]) if check else free(a)
-                            if r:
-                                count(r)
+            for u, v in zip(it, it, strict=True):
+                i = u % n_slots
+                a = addrs[i]
+                if a:
+                    addrs[i] = 0
+                    if v < cut:
+                        other = (index + 1 + v % others) % n_workers
+                        everyone[other].inbox.append((a, sizes[i], blocks[i]))
                         continue
-                    if inline_size:
-                        n = int(exp(log_lo + rand() * log_span))
-                        if n < lo:
-                            n = lo
-                        elif n > hi:
-                            n = hi
-                    else:
-                        n = size_of(rand)
-                    a = alloc_pattern(n, next_id) if check else alloc(n)
-                    if not a:
-                        try:
-                            raw.raise_alloc_failure(n)
-                        except self._allocator.OutOfMemory:
-                            self.alloc_failures += 1
-                            continue
-                    addrs[i] = a
-                    sizes[i] = n
-                    blocks[i] = next_id
-                    next_id += 1
+                    r = free_pattern(a, sizes[i], blocks[i]) if check else free(a)
+                    if r:
+                        count(r)
+                    continue
+                n = sizes_by_draw[v >> shift]
+                a = alloc_pattern(n, next_id) if check else alloc(n)
+                if not a:
+                    try:
+                        raw.raise_alloc_failure(n)
+                    except self._allocator.OutOfMemory:
+                        self.alloc_failures += 1
+                        continue
+                addrs[i] = a
+                sizes[i] = n
+                blocks[i] = next_id
+                next_id += 1
         finally:
-            self._next_id = next_id
-        for w in order:
-            w.op += rounds
-        self.ops += rounds * len(order)
+            worker.next_id = next_id
+        worker.op += ops
+        self.ops += ops
 
     def step(self, index: int) -> None:
         """Run one op of worker ``index``: free a slot's block (maybe via another worker)
         or allocate into an empty slot; a worker first frees what others handed it."""
-        self._churn([self.workers[index]], 1)
+        self._turn(self.workers[index], 1)
 
     # ------------------------------------------------------------------ faults
 

@@ -16,7 +16,7 @@ from harness import bench  # noqa: E402
 from harness._peers import get_target  # noqa: E402
 from harness.oracle import judge  # noqa: E402
 from harness.plan import Plan  # noqa: E402
-from harness.pydriver import PyDriver, run_python_trial  # noqa: E402
+from harness.pydriver import SIZE_BITS, PyDriver, run_python_trial, size_table  # noqa: E402
 
 GOLDEN = 0x9E3779B97F4A7C15
 
@@ -30,7 +30,7 @@ def make_plan(level: str = "standard", **workload: Any) -> Plan:
 
 
 def slot_state(driver: PyDriver) -> list[Any]:
-    return [(w.op, [bool(a) for a in w.addr], list(w.size), list(w.block), len(w.inbox))
+    return [(w.op, [bool(a) for a in w.addr], list(w.size), list(w.block))
             for w in driver.workers]
 
 
@@ -39,26 +39,54 @@ def slot_state(driver: PyDriver) -> list[Any]:
     {"threads": 1, "sizes": ["16-1024:1"], "cross": 0.0},
     {"threads": 2, "sizes": ["64-64:1"], "check": False},
 ])
-def test_batched_churn_runs_the_same_ops_as_step(workload: dict[str, Any]) -> None:
+def test_turns_of_many_ops_run_the_same_streams_as_single_steps(
+        workload: dict[str, Any]) -> None:
+    """Only when handed-over blocks are freed depends on the turn length."""
     plan = make_plan(**workload)
     batched, stepped = PyDriver(plan, 11), PyDriver(plan, 11)
     try:
         batched._churn(batched.workers, 700)
         for _ in range(700):
-            for index in range(len(stepped.workers)):
+            for index in range(plan.workload.threads):
                 stepped.step(index)
         assert slot_state(batched) == slot_state(stepped)
-        assert batched.ops == stepped.ops == 700 * len(plan_workers(plan))
+        assert batched.ops == stepped.ops == 700 * plan.workload.threads
         a, b = batched.heap.stats(), stepped.heap.stats()
-        assert (a.allocs, a.frees, a.live_blocks) == (b.allocs, b.frees, b.live_blocks)
-        assert a.allocs > 100 and a.frees > 100
+        assert a.allocs == b.allocs and a.allocs > 100
+        results = batched.finish(), stepped.finish()
+        assert results[0].stats["frees"] == results[1].stats["frees"] == a.allocs
+        assert results[0].stats["frees"] > 100
+        assert results[0].pattern_errors == results[1].pattern_errors == 0
     finally:
         batched.close()
         stepped.close()
 
 
-def plan_workers(plan: Plan) -> range:
-    return range(plan.workload.threads)
+def test_draws_do_not_depend_on_how_they_are_taken() -> None:
+    plan = make_plan()
+    one, other = PyDriver(plan, 8), PyDriver(plan, 8)
+    try:
+        whole = list(one.workers[1].take(5000))
+        parts = [d for n in (1, 2, 4093, 8191, 1) for d in other.workers[1].take(n)][:5000]
+        assert whole == parts
+        assert whole != list(other.workers[0].take(5000))
+    finally:
+        one.close()
+        other.close()
+
+
+def test_sizes_follow_the_weighted_ranges() -> None:
+    table = size_table(((16, 512, 4.0), (513, 8192, 1.0), (24, 24, 1.0)))
+    assert len(table) == 1 << SIZE_BITS
+    share = {"a": 0, "b": 0}
+    for size in table:
+        assert 16 <= size <= 8192
+        share["b" if size > 512 else "a"] += 1
+    assert share["b"] / len(table) == pytest.approx(1 / 6, abs=1e-4)
+    assert table.count(24) / len(table) > 1 / 6  # the fixed range, plus 24s drawn in 16-512
+    log_uniform = size_table(((16, 1024, 1.0),))
+    assert log_uniform[0] == 16 and log_uniform[-1] == 1024
+    assert log_uniform[len(log_uniform) // 2] in (127, 128)  # the geometric midpoint
 
 
 def test_a_damaged_live_block_is_caught_when_the_workload_frees_it() -> None:
@@ -95,8 +123,8 @@ def test_a_block_handed_out_twice_is_caught() -> None:
         live = next(k for k, a in enumerate(worker.addr) if a and worker.size[k] >= 16)
         empty = worker.addr.index(0)
         address, size = worker.addr[live], worker.size[live]
-        again = driver._next_id
-        driver._next_id += 1
+        again = worker.next_id
+        worker.next_id += 1
         word = ((again + 1) * GOLDEN % 2**64).to_bytes(8, "little")
         driver.heap.raw().unsafe_write(address, (word * (size // 8 + 1))[:size])
         worker.addr[empty], worker.size[empty], worker.block[empty] = address, size, again
