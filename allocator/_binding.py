@@ -663,8 +663,8 @@ class RawHeap:
     """Address-level access to a Heap for drivers' hot loops (``Heap.raw()``).
 
     Ints in, ints out: no Block objects, no memoryviews, no per-call site lookup
-    (every allocation is attributed to where ``raw()`` was called). The five hot
-    calls are the C shims bound to this handle (allocator/build.py ``RAW_CALLS``),
+    (every allocation is attributed to where ``raw()`` was called). The hot calls
+    are the C shims bound to this handle (allocator/build.py ``RAW_CALLS``),
     so each is one C call with no Python frame around it, and none of them raises
     for a failure; they follow the C API's conventions instead:
 
@@ -677,6 +677,14 @@ class RawHeap:
     - ``free_pattern(address, size, key)`` first checks that the live block of
       ``size`` bytes at ``address`` still carries ``key``'s pattern, then frees it:
       the status, with ``PATTERN_BAD`` or-ed in when the pattern was damaged.
+    - ``realloc(address, size)`` and ``realloc_pattern(address, old_size, size,
+      old_key, key)`` return the new address, or 0 on failure (the old block is
+      untouched; ``raise_alloc_failure(size, "realloc")`` says why).
+      ``realloc_pattern`` checks the old block's pattern before the call and the
+      head both sizes keep after it, then writes ``key``'s pattern.
+
+    Every damaged pattern ``free_pattern`` and ``realloc_pattern`` find is counted
+    in ``pattern_errors``.
 
     Arguments are converted by C rules: a non-int or an out-of-range int raises
     TypeError or OverflowError. The pattern of a key is the little-endian bytes of
@@ -688,7 +696,8 @@ class RawHeap:
     ``Heap.close()`` releases it; after the close every call here fails cleanly.
     """
 
-    __slots__ = ("_c", "_heap", "alloc", "alloc_pattern", "free", "free_pattern", "site")
+    __slots__ = ("_c", "_heap", "alloc", "alloc_pattern", "free", "free_pattern", "realloc",
+                 "realloc_pattern", "site")
 
     #: bytes at each end of a block that carry the pattern
     PATTERN_EDGE: int = int(lib.NMMPY_PATTERN_EDGE)
@@ -701,6 +710,8 @@ class RawHeap:
     alloc_pattern: Callable[[int, int], int]
     free: Callable[[int], int]
     free_pattern: Callable[[int, int, int], int]
+    realloc: Callable[[int, int], int]
+    realloc_pattern: Callable[[int, int, int, int, int], int]
 
     def __init__(self, heap: Heap, site: int) -> None:
         c = ffi.new("nmmpy_raw_t *")
@@ -713,6 +724,8 @@ class RawHeap:
         self.alloc_pattern = MethodType(lib.nmmpy_raw_alloc_pattern, c)
         self.free = MethodType(lib.nmmpy_raw_free, c)
         self.free_pattern = MethodType(lib.nmmpy_raw_free_pattern, c)
+        self.realloc = MethodType(lib.nmmpy_raw_realloc, c)
+        self.realloc_pattern = MethodType(lib.nmmpy_raw_realloc_pattern, c)
 
     @property
     def heap(self) -> Heap:
@@ -724,16 +737,21 @@ class RawHeap:
         """True once the heap was closed."""
         return bool(self._c.heap == ffi.NULL)
 
+    @property
+    def pattern_errors(self) -> int:
+        """Damaged patterns ``free_pattern`` and ``realloc_pattern`` found so far."""
+        return int(self._c.pattern_errors)
+
     def _detach(self) -> None:
         """Called by Heap.close() before the heap is destroyed."""
         self._c.heap = ffi.NULL
 
-    def raise_alloc_failure(self, size: int) -> NoReturn:
-        """Raise what made this thread's last allocation return 0, as ``Heap.alloc``
-        would have (OutOfMemory, InvalidArgument, HeapClosed, ...)."""
+    def raise_alloc_failure(self, size: int, call: str = "alloc") -> NoReturn:
+        """Raise what made this thread's last allocation (or realloc) return 0, as
+        ``Heap.alloc`` would have (OutOfMemory, ReallocFreed, HeapClosed, ...)."""
         if self.closed:
             raise HeapClosed("the heap is closed")
-        self._heap._raise(Heap._failure_status(), f"alloc({size})", None)
+        self._heap._raise(Heap._failure_status(), f"{call}({size})", None)
 
     def check_pattern(self, address: int, size: int, key: int) -> bool:
         """Whether ``address`` is a live block of at least ``size`` bytes that still

@@ -179,8 +179,9 @@ static size_t nmmpy_requested_size(nmm_heap_t *h, uintptr_t p)
 # bogus address is never dereferenced by a check (its free reports what is wrong).
 RAW_TYPES = """
 typedef struct nmmpy_raw {
-    nmm_heap_t *heap; /* NULL once the Heap is closed */
-    nmm_site_t site;  /* every allocation is attributed to it */
+    nmm_heap_t *heap;        /* NULL once the Heap is closed */
+    nmm_site_t site;         /* every allocation is attributed to it */
+    uint64_t pattern_errors; /* damaged patterns found by free_pattern/realloc_pattern */
 } nmmpy_raw_t;
 """
 
@@ -227,7 +228,7 @@ static int nmmpy_is_live(nmm_heap_t *h, uintptr_t p, size_t n)
 }
 """
 
-# The calls Python binds (one-line signatures: _shim_cdef turns them into the cdef).
+# The calls Python binds (_shim_cdef turns their signatures into the cdef).
 RAW_CALLS = """
 static uintptr_t nmmpy_raw_alloc(nmmpy_raw_t *r, size_t n)
 { return r->heap ? (uintptr_t)nmm_alloc(r->heap, n, r->site) : 0; }
@@ -245,7 +246,29 @@ static int nmmpy_raw_free_pattern(nmmpy_raw_t *r, uintptr_t p, size_t n, uint64_
     if (!r->heap)
         return NMMPY_HEAP_CLOSED;
     int bad = nmmpy_is_live(r->heap, p, n) && !nmmpy_pattern((unsigned char *)p, n, key, 0);
+    r->pattern_errors += bad;
     return (int)nmm_free(r->heap, (void *)p, r->site) | (bad ? NMMPY_PATTERN_BAD : 0);
+}
+static uintptr_t nmmpy_raw_realloc(nmmpy_raw_t *r, uintptr_t p, size_t n)
+{ return r->heap ? (uintptr_t)nmm_realloc(r->heap, (void *)p, n, r->site) : 0; }
+static uintptr_t nmmpy_raw_realloc_pattern(nmmpy_raw_t *r, uintptr_t p, size_t was, size_t n,
+                                           uint64_t was_key, uint64_t key)
+{
+    if (!r->heap)
+        return 0;
+    /* the whole old pattern before the call; after it, the head both sizes keep */
+    int bad = nmmpy_is_live(r->heap, p, was) &&
+              !nmmpy_pattern((unsigned char *)p, was, was_key, 0);
+    unsigned char *q = nmm_realloc(r->heap, (void *)p, n, r->site);
+    if (q) {
+        size_t kept = was < n ? was : n;
+        if (kept > NMMPY_PATTERN_EDGE)
+            kept = NMMPY_PATTERN_EDGE;
+        bad = bad || !nmmpy_pattern(q, kept, was_key, 0);
+        nmmpy_pattern(q, n, key, 1);
+    }
+    r->pattern_errors += bad;
+    return (uintptr_t)q;
 }
 static int nmmpy_raw_check_pattern(nmmpy_raw_t *r, uintptr_t p, size_t n, uint64_t key)
 { return r->heap && nmmpy_is_live(r->heap, p, n) && nmmpy_pattern((unsigned char *)p, n, key, 0); }
@@ -254,11 +277,11 @@ static int nmmpy_raw_check_pattern(nmmpy_raw_t *r, uintptr_t p, size_t n, uint64
 
 def _shim_cdef() -> str:
     """The cdef of the shims: the raw handle's type, the pattern constants, and the
-    prototypes of every one-line-signature ``static`` function."""
+    prototype of every ``static`` function of BINDING_SHIMS and RAW_CALLS (its
+    signature, from ``static`` at the start of a line to the ``{`` of its body)."""
     protos = [
-        line.removeprefix("static ").rstrip() + ";"
-        for line in (BINDING_SHIMS + RAW_CALLS).splitlines()
-        if line.startswith("static ")
+        " ".join(sig.split()) + ";"
+        for sig in re.findall(r"^static\s+([^;{}]*?)\s*\{", BINDING_SHIMS + RAW_CALLS, re.M)
     ]
     constants = [f"#define {name} ..." for name in
                  ("NMMPY_PATTERN_EDGE", "NMMPY_PATTERN_BAD", "NMMPY_HEAP_CLOSED")]

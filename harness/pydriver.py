@@ -4,10 +4,12 @@ through the ``allocator`` binding, producing the same records for the oracle.
 Slow but easy to extend; the hypothesis state machine drives it op by op. Workers are
 logical: they take turns on the calling thread, a few hundred ops at a time (``CHUNK``).
 Each worker's op stream is a pure function of (seed, worker): its own
-``random.Random(f"{seed}:{worker}")`` yields 32-bit draws, exactly two per op (the slot,
-then the size or the cross-free decision), made in batches. Workload ops use the
-heap's address-level handle (``allocator.RawHeap``): each alloc or free is one call into
-the allocator that also writes or checks the block's id-derived pattern. Misuse goes
+``random.Random(f"{seed}:{worker}")`` yields 32-bit draws, exactly three per op (see
+``PyDriver._turn``), made in batches. Ops are alloc, free (maybe handed to another
+worker) and realloc (``REALLOC_SHARE`` of the ops on a live slot, as the native
+driver's default). Workload ops use the heap's address-level handle
+(``allocator.RawHeap``): each alloc, free or realloc is one call into the allocator
+that also writes or checks the block's id-derived pattern. Misuse goes
 through the binding's deliberately unsafe paths (``RawHeap.unsafe_write``, freeing raw
 addresses) so the allocator itself, not the binding, has to detect it. Runs in-process,
 so only ``policy = "record"`` is allowed (an abort would end the caller).
@@ -37,7 +39,10 @@ SMALL_BLOCK = 4096
 CHUNK = 256
 #: a size is looked up by the top SIZE_BITS of a draw: ranges' weights resolve to 2**-16
 SIZE_BITS = 16
+#: share of the ops on a live slot that realloc its block (the native driver's --realloc)
+REALLOC_SHARE = 0.05
 _DRAW_BATCH = 8192  # draws a worker's PRNG makes at a time (at least)
+_U32 = next(code for code in "ILH" if array(code).itemsize == 4)  # array type of a draw
 
 
 def _flip(data: bytes) -> bytes:
@@ -73,7 +78,7 @@ def _u32_batches(rng: random.Random) -> Iterator[array[int]]:
     """The PRNG's 32-bit outputs in order, a batch at a time (``randbytes`` takes them
     in order, little-endian), so the draws do not depend on the batch sizes."""
     while True:
-        batch = array("I", rng.randbytes(4 * _DRAW_BATCH))
+        batch = array(_U32, rng.randbytes(4 * _DRAW_BATCH))
         if sys.byteorder == "big":
             batch.byteswap()
         yield batch
@@ -94,7 +99,7 @@ class _Worker:
     def __init__(self, index: int, rng: random.Random, live: int) -> None:
         self.index = index
         self._batches = _u32_batches(rng)
-        self._draws: array[int] = array("I")
+        self._draws: array[int] = array(_U32)
         self._pos = 0
         self.addr: list[int] = [0] * live
         self.size: list[int] = [0] * live
@@ -175,7 +180,7 @@ class PyDriver:
         self._line = 0
         self.faults: list[FaultLine] = []
         self.events: list[EventLine] = []
-        self.pattern_errors = 0
+        self._damaged_before_fault = 0  # pattern errors found by inject's own checks
         self.alloc_failures = 0
         self.unexpected_status = 0
         self.ops = 0
@@ -183,6 +188,12 @@ class PyDriver:
         self.result: ResultLine | None = None
 
     # ------------------------------------------------------------------ ops
+
+    @property
+    def pattern_errors(self) -> int:
+        """Live blocks found not carrying their fill pattern (by a free, a realloc, or
+        the check before an overflow is injected)."""
+        return self._raw.pattern_errors + self._damaged_before_fault
 
     def _alloc_into(self, worker: _Worker, i: int, size: int) -> bool:
         """Allocate (and fill) a block into ``worker``'s slot ``i``; False if the
@@ -208,13 +219,22 @@ class PyDriver:
             self._count(result)
 
     def _count(self, result: int) -> None:
-        """Account a nonzero ``free``/``free_pattern`` result: a damaged pattern and a
-        refused free are counted separately."""
-        bad = self._raw.PATTERN_BAD
-        if result & bad:
-            self.pattern_errors += 1
-        if result & ~bad:
+        """Account a nonzero ``free``/``free_pattern`` result: a refused free (a damaged
+        pattern is counted by the raw handle itself)."""
+        if result & ~self._raw.PATTERN_BAD:
             self.unexpected_status += 1
+
+    def _realloc_failed(self, worker: _Worker, i: int, size: int) -> None:
+        """A workload realloc returned 0: out of memory leaves the old block in its slot
+        (counted as an allocation failure); any other refusal is an unexpected status
+        and the block is no longer the workload's to free."""
+        try:
+            self._raw.raise_alloc_failure(size, "realloc")
+        except self._allocator.OutOfMemory:
+            self.alloc_failures += 1
+        except self._allocator.NmmError:
+            self.unexpected_status += 1
+            worker.addr[i] = 0
 
     def _churn(self, order: list[_Worker], rounds: int) -> None:
         """Run ``rounds`` ops of every worker in ``order``: they take turns of up to
@@ -228,9 +248,12 @@ class PyDriver:
 
     def _turn(self, worker: _Worker, ops: int) -> None:
         """Run ``ops`` ops of one worker: free what others handed it, then per op take
-        two draws ``u, v``: slot ``u % live``; a live block there is freed, or handed to
-        worker ``(index + 1 + v % (workers - 1)) % workers`` when ``v`` falls under the
-        cross share; an empty slot gets a block of size ``sizes[v >> (32 - SIZE_BITS)]``.
+        three draws ``u, v, x``. The slot is ``u % live``. An empty slot gets a block of
+        ``sizes[v >> (32 - SIZE_BITS)]`` bytes. A live slot's block is realloced to
+        ``sizes[x >> (32 - SIZE_BITS)]`` bytes when ``v`` falls in the first
+        ``REALLOC_SHARE`` of its range, else freed, or handed to worker
+        ``(index + 1 + x % (workers - 1)) % workers`` when ``v`` falls in the next
+        ``cross`` share of what is left.
 
         The hot loop of the driver: one raw call per op, everything bound to locals, and
         no Python object made per op beyond the numbers the calls return. (Other workers
@@ -240,6 +263,7 @@ class PyDriver:
         check = self._check_on
         alloc, alloc_pattern = raw.alloc, raw.alloc_pattern
         free, free_pattern = raw.free, raw.free_pattern
+        realloc, realloc_pattern = raw.realloc, raw.realloc_pattern
         count = self._count
         inbox = worker.inbox
         while inbox:
@@ -250,36 +274,47 @@ class PyDriver:
         everyone = self.workers
         n_workers = len(everyone)
         index = worker.index
-        # v < cut hands the block over; never with one worker or no cross share
-        cut = int(self._cross * 2**32) if n_workers > 1 else 0
+        realloc_cut = int(REALLOC_SHARE * 2**32)
+        # realloc_cut <= v < cross_cut hands the block over (never with one worker)
+        cross_cut = realloc_cut + int(self._cross * (2**32 - realloc_cut))
+        if n_workers == 1:
+            cross_cut = realloc_cut
         others = max(1, n_workers - 1)
         sizes_by_draw = self._sizes
         shift = 32 - SIZE_BITS
         addrs, sizes, blocks = worker.addr, worker.size, worker.block
         n_slots = len(addrs)
         next_id = worker.next_id
-        it = iter(worker.take(2 * ops))
+        it = iter(worker.take(3 * ops))
         try:
-            for u, v in zip(it, it, strict=True):
+            for u, v, x in zip(it, it, it, strict=True):
                 i = u % n_slots
                 a = addrs[i]
-                if a:
+                if not a:
+                    n = sizes_by_draw[v >> shift]
+                    a = alloc_pattern(n, next_id) if check else alloc(n)
+                    if not a:
+                        try:
+                            raw.raise_alloc_failure(n)
+                        except self._allocator.OutOfMemory:
+                            self.alloc_failures += 1
+                            continue
+                elif v >= realloc_cut:
                     addrs[i] = 0
-                    if v < cut:
-                        other = (index + 1 + v % others) % n_workers
+                    if v < cross_cut:
+                        other = (index + 1 + x % others) % n_workers
                         everyone[other].inbox.append((a, sizes[i], blocks[i]))
                         continue
                     r = free_pattern(a, sizes[i], blocks[i]) if check else free(a)
                     if r:
                         count(r)
                     continue
-                n = sizes_by_draw[v >> shift]
-                a = alloc_pattern(n, next_id) if check else alloc(n)
-                if not a:
-                    try:
-                        raw.raise_alloc_failure(n)
-                    except self._allocator.OutOfMemory:
-                        self.alloc_failures += 1
+                else:
+                    n = sizes_by_draw[x >> shift]
+                    a = (realloc_pattern(a, sizes[i], n, blocks[i], next_id) if check
+                         else realloc(a, n))
+                    if not a:
+                        self._realloc_failed(worker, i, n)
                         continue
                 addrs[i] = a
                 sizes[i] = n
@@ -291,8 +326,9 @@ class PyDriver:
         self.ops += ops
 
     def step(self, index: int) -> None:
-        """Run one op of worker ``index``: free a slot's block (maybe via another worker)
-        or allocate into an empty slot; a worker first frees what others handed it."""
+        """Run one op of worker ``index``: free a slot's block (maybe via another worker),
+        realloc it, or allocate into an empty slot; a worker first frees what others
+        handed it."""
         self._turn(self.workers[index], 1)
 
     # ------------------------------------------------------------------ faults
@@ -344,7 +380,7 @@ class PyDriver:
             if kind in ("overflow", "underflow"):
                 n = spec.bytes or 1
                 if self._check_on and not raw.check_pattern(address, size, block_id):
-                    self.pattern_errors += 1
+                    self._damaged_before_fault += 1
                 self._record_fault(fid, spec, worker, "", address, size, n)
                 start = address + size if kind == "overflow" else address - n
                 raw.unsafe_write(start, _flip(raw.unsafe_read(start, n)))
@@ -452,8 +488,8 @@ class PyDriver:
                            wall_s=round((time.perf_counter_ns() - self._t0) / 1e9, 4))
 
     def run(self) -> Observation:
-        """Run the whole trial: every worker's ops round-robin, faults at their seeded ops
-        (before the op of their worker at that index)."""
+        """Run the whole trial: the workers' ops in turns, faults at their seeded ops
+        (before the op of their worker at that index; every worker is at that op then)."""
         placed = plan_faults(self.plan, self.seed)  # sorted by (op, worker)
         ops = self.plan.workload.ops_per_worker
         workers = self.workers

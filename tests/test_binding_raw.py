@@ -167,3 +167,37 @@ def test_raw_blocks_live_beside_blocks_and_are_attributed_to_the_raw_call() -> N
         heap.free(moved)
         block.free()
         assert heap.stats().live_blocks == 0
+
+
+@pytest.mark.parametrize(("old", "new"), [(100, 300), (300, 20), (24, 24), (8, 5000)])
+def test_realloc_pattern_checks_the_old_block_and_fills_the_new(heap: Heap, old: int,
+                                                                new: int) -> None:
+    raw = heap.raw()
+    address = raw.alloc_pattern(old, 5)
+    moved = raw.realloc_pattern(address, old, new, 5, 6)
+    assert moved and raw.pattern_errors == 0
+    for offset, data in expected_edges(6, new).items():
+        assert raw.unsafe_read(moved + offset, len(data)) == data
+    # damage the old block's tail: found before the call, counted, the move still made
+    raw.unsafe_write(moved + new - 1, bytes([raw.unsafe_read(moved + new - 1, 1)[0] ^ 8]))
+    again = raw.realloc_pattern(moved, new, old, 6, 7)
+    assert again and raw.pattern_errors == 1
+    assert raw.check_pattern(again, old, 7)
+    assert raw.free_pattern(again, old, 7) == STATUS_OK
+    assert raw.pattern_errors == 1
+
+
+def test_realloc_failures_return_zero_and_leave_the_block() -> None:
+    with Heap(level="standard", limit_bytes=1 << 20) as heap:
+        raw = heap.raw()
+        address = raw.alloc_pattern(64, 1)
+        assert raw.realloc_pattern(address, 64, 1 << 24, 1, 2) == 0
+        with pytest.raises(allocator.OutOfMemory, match="realloc"):
+            raw.raise_alloc_failure(1 << 24, "realloc")
+        assert raw.check_pattern(address, 64, 1)  # untouched
+        assert raw.free_pattern(address, 64, 1) == STATUS_OK
+        assert raw.realloc(address, 32) == 0  # freed already
+        with pytest.raises(allocator.ReallocFreed):
+            raw.raise_alloc_failure(32, "realloc")
+        assert raw.pattern_errors == 0
+    assert raw.realloc(address, 32) == 0 and raw.realloc_pattern(address, 64, 32, 1, 2) == 0

@@ -96,11 +96,11 @@ def test_a_damaged_live_block_is_caught_when_the_workload_frees_it() -> None:
         driver._churn(driver.workers, 200)
         worker = driver.workers[0]
         i = next(k for k, a in enumerate(worker.addr) if a and worker.size[k] > 40)
-        address, size = worker.addr[i], worker.size[i]
+        address, size, block_id = worker.addr[i], worker.size[i], worker.block[i]
         raw = driver.heap.raw()
         last = address + size - 1
         raw.unsafe_write(last, bytes([raw.unsafe_read(last, 1)[0] ^ 4]))
-        while worker.addr[i] == address:  # run the stream until it frees that slot
+        while worker.block[i] == block_id:  # until the stream frees or reallocs the block
             driver.step(0)
         assert driver.pattern_errors == 1
         assert driver.unexpected_status == 0
@@ -173,3 +173,44 @@ def test_pydriver_kernel_measures_nmm_heaps_only() -> None:
     na = bench.measure(kernel, get_target("glibc"), quick=True)
     assert na.value is None and na.error is None and "n/a" in na.extra["note"]
     assert "pydriver" in [k.name for k in bench.KERNELS]
+
+
+def test_reallocs_are_ops_of_the_stream_and_keep_their_slot() -> None:
+    plan = make_plan(threads=2, ops=3000)
+    driver = PyDriver(plan, 6)
+    calls: list[tuple[int, int, int, int, int]] = []
+    real = driver._raw.realloc_pattern
+
+    def counting(*args: int) -> int:
+        calls.append(args)
+        return real(*args)
+
+    driver._raw.realloc_pattern = counting
+    obs = driver.run()
+    assert obs.result is not None
+    live_ops = obs.result.stats["frees"]  # every block is freed once by the end
+    assert 0.02 * live_ops < len(calls) < 0.1 * live_ops
+    assert all(args[3] >> 40 in (0, 1) and args[4] > args[3] for args in calls)
+    verdict = judge(plan, obs)
+    assert verdict.outcome == "clean", verdict.reasons
+
+
+def test_blocks_damaged_while_live_are_caught_by_their_realloc() -> None:
+    """Every block the stream reallocs is wiped first: each realloc must count it."""
+    plan = make_plan(threads=1, cross=0.0, sizes=["64-64:1"], ops=2000)
+    driver = PyDriver(plan, 9)
+    real = driver._raw.realloc_pattern
+    raw = driver.heap.raw()
+
+    wiped: list[int] = []
+
+    def wipe_first(address: int, was: int, n: int, was_key: int, key: int) -> int:
+        raw.unsafe_write(address, bytes(was))
+        wiped.append(address)
+        return real(address, was, n, was_key, key)
+
+    driver._raw.realloc_pattern = wipe_first
+    obs = driver.run()
+    assert obs.result is not None and len(wiped) > 10
+    assert obs.result.pattern_errors == len(wiped)
+    assert not judge(plan, obs).passed
