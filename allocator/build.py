@@ -226,6 +226,12 @@ static int nmmpy_is_live(nmm_heap_t *h, uintptr_t p, size_t n)
 {
     return p && nmm_usable_size(h, (const void *)p) >= n;
 }
+
+/* Atomic: cffi releases the GIL, so threads may share a handle. */
+static void nmmpy_count_damage(nmmpy_raw_t *r)
+{
+    __atomic_fetch_add(&r->pattern_errors, 1, __ATOMIC_RELAXED);
+}
 """
 
 # The calls Python binds (_shim_cdef turns their signatures into the cdef).
@@ -246,7 +252,8 @@ static int nmmpy_raw_free_pattern(nmmpy_raw_t *r, uintptr_t p, size_t n, uint64_
     if (!r->heap)
         return NMMPY_HEAP_CLOSED;
     int bad = nmmpy_is_live(r->heap, p, n) && !nmmpy_pattern((unsigned char *)p, n, key, 0);
-    r->pattern_errors += bad;
+    if (bad)
+        nmmpy_count_damage(r);
     return (int)nmm_free(r->heap, (void *)p, r->site) | (bad ? NMMPY_PATTERN_BAD : 0);
 }
 static uintptr_t nmmpy_raw_realloc(nmmpy_raw_t *r, uintptr_t p, size_t n)
@@ -267,7 +274,8 @@ static uintptr_t nmmpy_raw_realloc_pattern(nmmpy_raw_t *r, uintptr_t p, size_t w
         bad = bad || !nmmpy_pattern(q, kept, was_key, 0);
         nmmpy_pattern(q, n, key, 1);
     }
-    r->pattern_errors += bad;
+    if (bad)
+        nmmpy_count_damage(r);
     return (uintptr_t)q;
 }
 static int nmmpy_raw_check_pattern(nmmpy_raw_t *r, uintptr_t p, size_t n, uint64_t key)
