@@ -1,7 +1,8 @@
 """The Python driver: the same kind of op stream as the native driver, one op per call
 through the ``allocator`` binding, producing the same records for the oracle.
 
-Slow but easy to extend; the hypothesis state machine drives it op by op. Workers are
+Slower than the native driver but easy to extend; the hypothesis state machine drives
+it op by op. Workers are
 logical: they take turns on the calling thread, a few hundred ops at a time (``CHUNK``).
 Each worker's op stream is a pure function of (seed, worker): its own
 ``random.Random(f"{seed}:{worker}")`` yields 32-bit draws, exactly three per op (see
