@@ -43,7 +43,7 @@ SIZE_BITS = 16
 #: share of the ops on a live slot that realloc its block (the native driver's --realloc)
 REALLOC_SHARE = 0.05
 _DRAW_BATCH = 8192  # draws a worker's PRNG makes at a time (at least)
-_U32 = next(code for code in "ILH" if array(code).itemsize == 4)  # array type of a draw
+_U32 = next(code for code in "IL" if array(code).itemsize == 4)  # array type of a draw
 
 
 def _flip(data: bytes) -> bytes:
