@@ -246,7 +246,7 @@ def _measure_pydriver(kernel: Kernel, target: Target, quick: bool, timeout_s: fl
                       driver: Path) -> Cell:
     """The Python driver (``harness.pydriver``) run in this process on a fault-free trial
     (plan defaults: 16 B-1 KiB, 1000 live slots per worker): checked ops per second,
-    alloc and free each one op through the binding. NMM heap targets only; it runs
+    alloc, free and realloc each one op through the binding. NMM heap targets only; it runs
     in-process, so ``timeout_s`` does not apply."""
     if not target.is_nmm_heap:
         return Cell(kernel.name, target.name, None, kernel.unit,
