@@ -68,9 +68,12 @@ def size_table(ranges: tuple[tuple[int, int, float], ...]) -> tuple[int, ...]:
         else:
             log_lo = math.log(max(lo, 1))
             log_span = math.log(hi + 1) - log_lo
-            first = len(table)
-            table.extend(min(hi, max(lo, int(math.exp(log_lo + log_span * (
-                (k + 0.5) / n - start) / share)))) for k in range(first, end))
+            # log size at entry k: log_lo + log_span * ((k + 1/2) / n - start) / share
+            step = log_span / (share * n)
+            base = log_lo + log_span * (0.5 / n - start) / share
+            exp = math.exp
+            table += [min(hi, max(lo, int(exp(base + step * k))))
+                      for k in range(len(table), end)]
         start += share
     return tuple(table)
 
