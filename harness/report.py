@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.plan import OUTCOMES, Plan
 from harness.records import TrialRecord
+from harness.runner import replay_overrides
 
 REPORT_VERSION = 1
 
@@ -84,7 +85,8 @@ def build_document(plan: Plan, records: Sequence[TrialRecord], *, run_id: str,
         "trials": [_trial_entry(r) for r in records],
         "failures": [{"key": r.key, "seed": r.seed, "target": r.target,
                       "outcome": r.verdict.outcome, "reasons": list(r.verdict.reasons),
-                      "replay": f"{replay_base} --seed {r.seed} --seeds 1"}
+                      "replay": f"{replay_base} --seed {r.seed} --seeds 1" + "".join(
+                          f" --set {shlex.quote(o)}" for o in replay_overrides(plan, r))}
                      for r in failures],
     }
 
