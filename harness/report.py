@@ -96,6 +96,7 @@ def _trial_entry(r: TrialRecord) -> dict[str, Any]:
     return {
         "key": r.key, "seed": r.seed, "target": r.target, "outcome": r.verdict.outcome,
         "passed": r.verdict.passed, "ops": obs.result.ops if obs.result else None,
+        "worker_ops": list(obs.result.worker_ops) if obs.result else None,
         "ops_per_s": r.ops_per_s, "wall_s": obs.wall_s, "exit_code": obs.exit_code,
         "signal": obs.signal, "timed_out": obs.timed_out,
         "faults": [f.model_dump(mode="json") for f in r.verdict.faults],
