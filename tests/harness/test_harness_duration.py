@@ -270,3 +270,10 @@ def test_cli_rejects_bad_timed_runs_with_exit_2(tmp_path, capsys, extra, message
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and "Traceback" not in err
+
+
+def test_plans_list_shows_a_timed_workload(capsys):
+    code = main(["plans", "list", str(PLANS / "soak.toml")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "1000000 + 60 s" in out
