@@ -455,7 +455,7 @@ static void write_result(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
     jl_str(j, "target", tr->target.name);
     jl_u64(j, "ops", ops);
     /* what each worker did: with --duration the only record of where its stream
-     * stopped, so `--worker-ops` can replay it (1024 x 13 digits fit the line) */
+     * stopped, so `--worker-ops` can replay it (1024 x 14 digits fit the line) */
     uint64_t *done = out_map(sizeof(uint64_t) * o->threads);
     for (uint32_t i = 0; done && i < o->threads; i++)
         done[i] = tr->workers[i].op;
@@ -511,9 +511,8 @@ int workload_run(const options_t *o)
     jl_u64(&j, "ops", o->ops);
     if (o->duration_ns)
         jl_dbl(&j, "duration_s", (double)o->duration_ns / 1e9);
-    if (o->worker_ops) {
+    if (o->worker_ops)
         jl_u64_array(&j, "worker_ops", o->worker_ops, o->threads);
-    }
     jl_str(&j, "target", o->target);
     jl_str(&j, "nmm_options", o->nmm_options);
     jl_u64(&j, "faults_planned", tr.fault_count);
