@@ -72,7 +72,7 @@ KERNELS: tuple[Kernel, ...] = (
            "python3 json, re and sqlite3 over N records (wall time; preload targets)",
            program="python"),
     Kernel("git", "git", "ms", False, "git", None, 12, 6,
-           "git init, then N commits of a ~300-file tree (edits, adds, deletes), log -p, "
+           "git init, then N commits of a ~100-file tree (edits, adds, deletes), log -p, "
            "gc and fsck (wall time of the git commands; preload targets)"),
 )
 
