@@ -4,7 +4,9 @@ Each (kernel, target) is one child process of the native driver (peers under
 ``LD_PRELOAD``); results are shown as a table with ratios against glibc and written
 as JSON and Markdown under ``reports/bench-<timestamp>/``. The kernels are the
 driver's (``pair64``, ``churn``, ``cross``, ``overhead64``, ``peak_rss``) plus
-``driver``: the chaos trial workload with pattern checks versus ``--no-check``.
+``driver``: the chaos trial workload with pattern checks versus ``--no-check``, and
+real programs under the preload targets (``sqlite``, ``python``, and ``git``: a
+repository built commit by commit, its head commit and log checked against glibc's).
 A missing peer is listed as not installed; a kernel that crashes is reported, not raised.
 ``python -m harness.bench`` runs it standalone.
 """
@@ -72,6 +74,9 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("pydriver", "pydriver 2W", "kops/s", True, "pydriver", 2, 400_000, 100_000,
            "the Python driver in-process: one op per binding call, pattern checks, "
            "2 workers (NMM heaps)"),
+    Kernel("git", "git", "ms", False, "git", None, 12, 6,
+           "git init, then N commits of a ~100-file tree (edits, adds, deletes), log -p, "
+           "gc and fsck (wall time of the git commands; preload targets)"),
 )
 
 _SQLITE_SCRIPT = """CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT, c REAL);
@@ -281,6 +286,172 @@ def _measure_pydriver(kernel: Kernel, target: Target, quick: bool, timeout_s: fl
     extra = {"ops": result.ops, "level": level,
              "kops_per_cpu_s": round(result.ops * 1e6 / max(1, cpu_ns), 1)}
     return Cell(kernel.name, target.name, value, kernel.unit, (value,), extra=extra)
+# ------------------------------------------------------------------ git kernel
+
+#: git's environment for the kernel: a fixed identity and clock (so every commit id is
+#: a pure function of the work, and must equal glibc's), no user or system config.
+_GIT_ENV: dict[str, str] = {
+    "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "nmm bench", "GIT_AUTHOR_EMAIL": "bench@nmm.invalid",
+    "GIT_COMMITTER_NAME": "nmm bench", "GIT_COMMITTER_EMAIL": "bench@nmm.invalid",
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00+0000",
+    "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+0000",
+    "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "PAGER": "cat", "LC_ALL": "C",
+    # no fsync: the kernel measures the allocator, not the disk other processes share
+    "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.fsync", "GIT_CONFIG_VALUE_0": "none",
+}
+_GIT_DIRS = ("src/core", "src/net", "src/ui", "lib/util", "lib/codec", "docs", "tests/unit",
+             "tests/e2e")
+_GIT_WORDS = ("alloc", "block", "cache", "slab", "free", "heap", "size", "class", "page",
+              "guard", "event", "stats", "sweep", "thread", "queue", "index", "value")
+
+
+def _git_text(rng: Any, lines: int) -> str:
+    """Source-like text: a few hundred bytes to a few KiB of varied lines."""
+    out = []
+    for i in range(lines):
+        words = " ".join(rng.choice(_GIT_WORDS) for _ in range(rng.randrange(2, 9)))
+        out.append(f"{'    ' * rng.randrange(3)}{words}({i}, {rng.randrange(1 << 20)});")
+    return "\n".join(out) + "\n"
+
+
+def _git_plan(commits: int) -> list[tuple[str, dict[str, str | None]]]:
+    """The kernel's work: per commit, a message and the files it writes (None: deletes).
+    Seeded, so every target gets the same repository."""
+    import random
+
+    rng = random.Random(f"git-kernel:{commits}")
+    tree: dict[str, str] = {}
+    names = [f"{d}/{w}_{i}.c" for d in _GIT_DIRS for i, w in
+             enumerate(rng.sample(_GIT_WORDS, 12))]
+    first = {n: _git_text(rng, rng.randrange(20, 200)) for n in names[:len(names) * 3 // 4]}
+    tree.update(first)
+    work: list[tuple[str, dict[str, str | None]]] = [("initial import", dict(first))]
+    for c in range(1, commits):
+        change: dict[str, str | None] = {}
+        for name in rng.sample(sorted(tree), min(len(tree), 12)):
+            lines = tree[name].splitlines(keepends=True)
+            at = rng.randrange(len(lines) + 1)
+            lines[at:at + rng.randrange(4)] = _git_text(rng, rng.randrange(1, 25)).splitlines(
+                keepends=True)
+            change[name] = "".join(lines)
+        for _ in range(2):
+            new = f"{rng.choice(_GIT_DIRS)}/gen_{c}_{rng.randrange(1000)}.c"
+            change[new] = _git_text(rng, rng.randrange(10, 120))
+        if c % 5 == 0:
+            change[rng.choice(sorted(tree))] = None
+        for name, text in change.items():
+            if text is None:
+                tree.pop(name, None)
+            else:
+                tree[name] = text
+        work.append((f"change {c}: {len(change)} files", change))
+    return work
+
+
+def _git_env(target: Target, home: Path) -> dict[str, str]:
+    env = target.child_env()
+    env.update(_GIT_ENV)
+    env["HOME"] = str(home)
+    return env
+
+
+def _children_cpu_s() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _run_git_kernel(target: Target, commits: int,
+                    timeout_s: float) -> tuple[float, float, str]:
+    """Run the git workload in a temporary directory under ``target``; returns (wall ms
+    and CPU ms of the git commands, a fingerprint of what they produced). Raises
+    ``RuntimeError`` naming the failing command and its last stderr line when a command
+    fails or the allocator reports (an ``nmm:`` line)."""
+    import shutil
+    import tempfile
+
+    git = shutil.which("git")
+    if git is None:
+        raise FileNotFoundError("git")
+    deadline = time.perf_counter() + timeout_s
+    spent = cpu = 0.0
+    outputs: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="nmm-bench-git-") as tmp:
+        repo = Path(tmp) / "repo"
+        env = _git_env(target, Path(tmp))
+
+        def git_cmd(*args: str, keep: bool = False) -> None:
+            nonlocal spent, cpu
+            c0, t0 = _children_cpu_s(), time.perf_counter()
+            proc = subprocess.run([git, *args], cwd=repo, env=env, capture_output=True,
+                                  text=True, timeout=max(1.0, deadline - t0), check=False)
+            spent += time.perf_counter() - t0
+            cpu += _children_cpu_s() - c0
+            said = [ln for ln in proc.stderr.splitlines() if ln.startswith("nmm:")]
+            if proc.returncode != 0 or said:
+                tail = (said or proc.stderr.strip().splitlines() or [""])[-1]
+                raise RuntimeError(f"git {args[0]}: exit {proc.returncode}: {tail}")
+            if keep:
+                outputs.append(proc.stdout)
+
+        repo.mkdir()
+        git_cmd("init", "-q", "-b", "main")
+        for message, files in _git_plan(commits):
+            for name, text in files.items():
+                path = repo / name
+                if text is None:
+                    path.unlink()
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(text)
+            git_cmd("add", "-A")
+            git_cmd("commit", "-q", "-m", message)
+        git_cmd("log", "-p", "--stat", "--format=%H %s", keep=True)
+        git_cmd("gc", "-q")
+        git_cmd("fsck", "--no-progress", "--strict")
+        git_cmd("rev-list", "--count", "HEAD", keep=True)
+        git_cmd("rev-parse", "HEAD", "HEAD^{tree}", keep=True)
+    count = int(outputs[1].strip())
+    if count != commits:
+        raise RuntimeError(f"git rev-list: {count} commits, expected {commits}")
+    import hashlib
+
+    digest = hashlib.sha256(outputs[0].encode()).hexdigest()[:16]
+    return spent * 1e3, cpu * 1e3, f"{outputs[2].split()[0]} log:{digest}"
+
+
+@functools.cache
+def _git_reference(commits: int, timeout_s: float) -> str:
+    """The fingerprint of the git workload under glibc (every target must match it)."""
+    return _run_git_kernel(Target(BASELINE, "", "malloc"), commits, timeout_s)[2]
+
+
+def _measure_git(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
+                 driver: Path) -> Cell:
+    """Wall time of the git commands of the git workload with the target as git's malloc
+    (preload targets only); the head commit and the log must equal glibc's."""
+    if target.is_nmm_heap:
+        return Cell(kernel.name, target.name, None, kernel.unit,
+                    extra={"note": "n/a: an NMM heap inside the driver; see nmm-preload*"})
+    commits = kernel.quick_ops if quick else kernel.ops
+    try:
+        ms, cpu_ms, fingerprint = _run_git_kernel(target, commits, timeout_s)
+        reference = _git_reference(commits, timeout_s)
+    except FileNotFoundError:
+        return Cell(kernel.name, target.name, None, kernel.unit,
+                    extra={"note": "skipped: git is not installed (not on PATH)"})
+    except subprocess.TimeoutExpired:
+        return Cell(kernel.name, target.name, None, kernel.unit, error="timeout")
+    except RuntimeError as exc:
+        return Cell(kernel.name, target.name, None, kernel.unit, error=str(exc))
+    if fingerprint != reference:
+        return Cell(kernel.name, target.name, None, kernel.unit,
+                    error=f"repository differs from glibc's ({fingerprint} != {reference})")
+    return Cell(kernel.name, target.name, ms, kernel.unit, (ms,),
+                extra={"rows": commits, "cpu_ms": round(cpu_ms, 1),
+                       "head": fingerprint.split()[0]})
 
 
 def _measure_kernel(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
@@ -302,8 +473,8 @@ def measure(kernel: Kernel, target: Target, *, quick: bool = False, repeat: int 
     """Run one kernel against one target ``repeat`` times and keep the best value."""
     drv = driver or driver_path()
     fn = {"driver": _measure_driver, "program": _measure_program,
-          "pydriver": _measure_pydriver}.get(
-        kernel.driver_kernel, _measure_kernel)
+          "pydriver": _measure_pydriver,
+          "git": _measure_git}.get(kernel.driver_kernel, _measure_kernel)
     best: Cell | None = None
     runs: list[float] = []
     for _ in range(repeat):

@@ -235,8 +235,9 @@ def plans_list(paths: tuple[str, ...]) -> int:
             table.add_row(_rel(path), "[red]invalid[/]", "", "", "", "", str(outcome)[:80])
             continue
         kinds = dict.fromkeys(f.kind for f in outcome.faults)
-        table.add_row(_rel(path), outcome.target.label, str(outcome.workload.threads),
-                      str(outcome.workload.ops_per_worker), str(outcome.seeds),
+        w = outcome.workload
+        ops = str(w.ops_per_worker) + (f" + {w.duration_s:g} s" if w.timed else "")
+        table.add_row(_rel(path), outcome.target.label, str(w.threads), ops, str(outcome.seeds),
                       " ".join(kinds) or "-", outcome.description)
     Console().print(table)
     return 0

@@ -144,11 +144,21 @@ class SizeRange(_Model):
 
 
 class Workload(_Model):
-    """What each worker thread does: how many ops, which sizes, how much sharing."""
+    """What each worker thread does: how many ops, which sizes, how much sharing.
+
+    How long a trial runs: ``ops`` alone, each worker runs exactly ``ops`` operations.
+    With ``duration_s``, each worker first runs its ``ops`` (default 100000: the floor
+    and the fault window, where every seeded fault lands, exactly as in an ``ops``
+    trial) and then goes on with the same stream until ``duration_s`` seconds after the
+    start; the trial record keeps each worker's op count (``result.worker_ops``).
+    ``worker_ops`` pins those counts (one per thread, each at least ``ops``) to replay
+    such a trial op for op; it takes the place of ``duration_s`` when both are set.
+    """
 
     threads: int = Field(default=2, ge=1, le=1024)
     ops: int | None = Field(default=None, ge=1, le=10**10)
     duration_s: float | None = Field(default=None, gt=0, le=86400)
+    worker_ops: tuple[int, ...] | None = Field(default=None, min_length=1, max_length=1024)
     sizes: tuple[SizeRange, ...] = Field(
         default=(SizeRange(lo=16, hi=1024, weight=1),), min_length=1, max_length=64)
     live: int = Field(default=1000, ge=1, le=10**7)
@@ -159,15 +169,30 @@ class Workload(_Model):
     check: bool = True
 
     @model_validator(mode="after")
-    def _ops_or_duration(self) -> Workload:
-        if self.ops is not None and self.duration_s is not None:
-            raise field_error("duration_s", self.duration_s, "either ops or duration_s, not both")
+    def _worker_ops_fit(self) -> Workload:
+        if self.worker_ops is None:
+            return self
+        if len(self.worker_ops) != self.threads:
+            raise field_error("worker_ops", list(self.worker_ops),
+                              f"one op count per worker: {self.threads} (threads)")
+        floor = self.ops_per_worker
+        short = [n for n in self.worker_ops if not floor <= n <= 1 << 44]
+        if short:
+            raise field_error("worker_ops", list(self.worker_ops),
+                              f"counts of at least ops ({floor}: the fault window) "
+                              f"and at most {1 << 44} (got {short[0]})")
         return self
 
     @property
     def ops_per_worker(self) -> int:
-        """Operations each worker runs (100000 when the plan gives neither ops nor duration)."""
+        """Operations every worker runs at least, and the window seeded faults land in
+        (``ops``; 100000 when the plan does not give it)."""
         return self.ops if self.ops is not None else 100_000
+
+    @property
+    def timed(self) -> bool:
+        """Whether a trial runs until ``duration_s`` (not pinned by ``worker_ops``)."""
+        return self.duration_s is not None and self.worker_ops is None
 
     def sizes_spec(self) -> str:
         """The driver's ``--sizes`` argument: ``lo-hi:weight,...``."""
@@ -308,9 +333,19 @@ class Plan(_Model):
             value = {**value, "target": {"kind": "nmm", **target}}
         return value
 
+    @model_validator(mode="after")
+    def _watchdog_outlasts_duration(self) -> Plan:
+        duration = self.workload.duration_s
+        if self.workload.timed and duration is not None and self.timeout_s <= duration:
+            raise field_error("timeout_s", self.timeout_s,
+                              f"more than workload.duration_s ({duration:g}): the watchdog "
+                              "would kill every trial as a hang")
+        return self
+
     @property
     def total_ops(self) -> int:
-        """Operations over all workers in one trial."""
+        """Operations over all workers that a trial runs at least (every op of an ``ops``
+        trial; the fault window of a ``duration_s`` one). Fault ``rate`` applies to it."""
         return self.workload.ops_per_worker * self.workload.threads
 
     def trial_seeds(self) -> list[int]:

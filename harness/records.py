@@ -78,6 +78,10 @@ class ResultLine(_Line):
     """The ``result`` line: the last line of a trial that finished."""
 
     ops: int = 0
+    #: ops each worker ran, by worker index: with ``duration_s`` the only record of
+    #: where each stream stopped (``workload.worker_ops`` replays them); empty from a
+    #: driver that does not say
+    worker_ops: tuple[int, ...] = ()
     elapsed_ns: int = 0
     faults: int = 0
     events: int = 0

@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.plan import OUTCOMES, Plan
 from harness.records import TrialRecord
+from harness.runner import replay_overrides
 
 REPORT_VERSION = 1
 
@@ -84,7 +85,8 @@ def build_document(plan: Plan, records: Sequence[TrialRecord], *, run_id: str,
         "trials": [_trial_entry(r) for r in records],
         "failures": [{"key": r.key, "seed": r.seed, "target": r.target,
                       "outcome": r.verdict.outcome, "reasons": list(r.verdict.reasons),
-                      "replay": f"{replay_base} --seed {r.seed} --seeds 1"}
+                      "replay": f"{replay_base} --seed {r.seed} --seeds 1" + "".join(
+                          f" --set {shlex.quote(o)}" for o in replay_overrides(plan, r))}
                      for r in failures],
     }
 
@@ -94,6 +96,7 @@ def _trial_entry(r: TrialRecord) -> dict[str, Any]:
     return {
         "key": r.key, "seed": r.seed, "target": r.target, "outcome": r.verdict.outcome,
         "passed": r.verdict.passed, "ops": obs.result.ops if obs.result else None,
+        "worker_ops": list(obs.result.worker_ops) if obs.result else None,
         "ops_per_s": r.ops_per_s, "wall_s": obs.wall_s, "exit_code": obs.exit_code,
         "signal": obs.signal, "timed_out": obs.timed_out,
         "faults": [f.model_dump(mode="json") for f in r.verdict.faults],

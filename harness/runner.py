@@ -58,9 +58,6 @@ def trial_key(plan: Plan, seed: int, driver: str = "native") -> str:
 def driver_args(plan: Plan, seed: int) -> list[str]:
     """The ``run`` arguments the native driver needs for one trial of ``plan`` (PROTOCOL.md)."""
     w = plan.workload
-    if w.duration_s is not None:
-        raise UnsupportedFeature("workload.duration_s is not yet supported by the native "
-                                 "driver; give workload.ops")
     target = plan.target
     args = ["run"]
     if isinstance(target, NmmTarget):
@@ -71,11 +68,26 @@ def driver_args(plan: Plan, seed: int) -> list[str]:
              "--sizes", w.sizes_spec(), "--live", str(w.live), "--cross", repr(w.cross),
              "--thread-churn", str(w.thread_churn), "--fork-every", str(w.fork_every),
              "--progress-every", str(w.progress_every)]
+    if w.worker_ops is not None:  # a replay: the counts a duration trial recorded
+        args += ["--worker-ops", ",".join(str(n) for n in w.worker_ops)]
+    elif w.duration_s is not None:
+        args += ["--duration", repr(w.duration_s)]
     if not w.check:
         args.append("--no-check")
     for fault in plan.faults:
         args += ["--fault", fault.driver_arg(plan.total_ops)]
     return args
+
+
+def replay_overrides(plan: Plan, record: TrialRecord) -> list[str]:
+    """The ``--set`` overrides (beyond ``--seed``) that make a run of ``plan`` replay
+    ``record`` op for op: for a ``duration_s`` trial, the op count each worker reached
+    (``workload.worker_ops``); nothing for an ``ops`` trial, which replays from its seed.
+    A timed trial that died before its result line has no counts to pin (empty)."""
+    result = record.observation.result
+    if not plan.workload.timed or result is None or not result.worker_ops:
+        return []
+    return ["workload.worker_ops=[" + ",".join(str(n) for n in result.worker_ops) + "]"]
 
 
 def _peer(target: MallocTarget) -> Any:
@@ -180,6 +192,10 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
             driver_args(plan, all_seeds[0])
             child_env(plan)
     else:
+        if plan.workload.duration_s is not None or plan.workload.worker_ops is not None:
+            raise UnsupportedFeature("the Python driver runs workload.ops per worker; "
+                                     "workload.duration_s and workload.worker_ops need the "
+                                     "native driver (--engine native)")
         command = []
         jobs = 1
     result = RunResult(plan=plan)

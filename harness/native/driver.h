@@ -67,7 +67,11 @@ typedef struct options {
     const char *nmm_options; /* NMM_OPTIONS-syntax string; "" = defaults */
     uint64_t seed;
     uint32_t threads;
-    uint64_t ops;            /* per worker */
+    uint64_t ops;            /* per worker; with duration/worker_ops the floor and fault window */
+    uint64_t duration_ns;    /* run: workers go on past ops until this long after the start;
+                              * 0 = stop at ops */
+    uint64_t *worker_ops;    /* run: exact op count of each worker (threads entries, each
+                              * >= ops), replaying a duration trial; NULL = none */
     size_range_t ranges[DRV_MAX_RANGES];
     int range_count;
     double weight_total;
@@ -198,6 +202,7 @@ void jl_hex(jline_t *j, const char *key, uint64_t v);
 void jl_null(jline_t *j, const char *key);
 void jl_bool(jline_t *j, const char *key, bool v);
 void jl_raw(jline_t *j, const char *text); /* append verbatim */
+void jl_u64_array(jline_t *j, const char *key, const uint64_t *v, uint32_t n);
 void jl_end(jline_t *j);                   /* close the object, write it with one write(2) */
 void out_set_quiet(bool quiet);
 void out_error(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* stderr */
@@ -242,6 +247,7 @@ typedef struct worker {
     uint64_t alloc_failures, unexpected_status, cross_sent, cross_fallback;
     uint64_t cross_received, fork_children, fork_failures, threads_spawned;
     void *foreign_block; /* invalid_free foreign_heap: the block to give back at the end */
+    bool finished;       /* reached its last op (set by its thread, read after the join) */
 } worker_t;
 
 typedef struct trial {
@@ -254,6 +260,7 @@ typedef struct trial {
     _Atomic uint64_t faults_done;
     _Atomic uint64_t events;
     _Atomic uint64_t alloc_failures;
+    uint64_t deadline_ns;     /* drv_now_ns() past which duration workers stop; 0 = none */
 } trial_t;
 
 int workload_run(const options_t *o);

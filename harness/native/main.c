@@ -22,7 +22,13 @@ static const char usage[] =
     "  --nmm-options STR         NMM_OPTIONS string for the heap, e.g. level=standard\n"
     "  --seed N                  64-bit trial seed (default 1)\n"
     "  --threads N               worker threads, 1..1024 (default 2)\n"
-    "  --ops N                   operations per worker (default 100000; k/M/G suffixes)\n"
+    "  --ops N                   operations per worker (default 100000; k/M/G suffixes);\n"
+    "                            with --duration/--worker-ops the floor and fault window\n"
+    "  --duration S              run: each worker goes on past --ops until S seconds\n"
+    "                            (0 < S <= 86400) after the start; the result says how\n"
+    "                            many ops each worker did (worker_ops)\n"
+    "  --worker-ops N,N,...      run: exactly N ops for each worker (one per thread, each\n"
+    "                            >= --ops): replays a --duration trial's worker_ops\n"
     "  --sizes SPEC              weighted ranges lo-hi:weight,... (default 16-1024:1)\n"
     "  --live N                  live-set slots per worker (default 1000)\n"
     "  --cross P                 share of frees done by the next worker, 0..1 (default 0)\n"
@@ -97,6 +103,47 @@ static double need_share(const char *opt, const char *val)
     if (!val || errno || end == val || *end || !(v >= 0.0 && v <= 1.0))
         usage_error("%s: expected a number 0..1, got '%s'", opt, val ? val : "");
     return v;
+}
+
+/* Seconds, a decimal number in (0, 86400]. */
+static uint64_t need_duration_ns(const char *opt, const char *val)
+{
+    char *end;
+    errno = 0;
+    double v = val ? strtod(val, &end) : NAN;
+    if (!val || errno || end == val || *end || !(v > 0.0 && v <= 86400.0))
+        usage_error("%s: expected seconds, a number > 0 and <= 86400, got '%s'", opt,
+                    val ? val : "");
+    uint64_t ns = (uint64_t)(v * 1e9);
+    return ns ? ns : 1;
+}
+
+/* One count per worker, each at least the floor --ops (so every seeded fault, which
+ * lands before --ops, is still performed). Parsed after every option is known. */
+static void parse_worker_ops(options_t *o, const char *spec)
+{
+    o->worker_ops = out_map(sizeof(uint64_t) * o->threads);
+    if (!o->worker_ops)
+        usage_error("--worker-ops: cannot map %u counts", o->threads);
+    char buf[DRV_MAX_THREADS * 24];
+    if (strlen(spec) >= sizeof buf)
+        usage_error("--worker-ops: list too long");
+    strcpy(buf, spec);
+    uint32_t n = 0;
+    char *save = NULL;
+    for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        uint64_t v;
+        if (n == o->threads)
+            usage_error("--worker-ops: expected %u counts (one per --threads), got more in '%s'",
+                        o->threads, spec);
+        if (!parse_u64(item, false, &v) || v < o->ops || v > (1ull << 44))
+            usage_error("--worker-ops: expected counts >= --ops (%llu), got '%s' in '%s'",
+                        (unsigned long long)o->ops, item, spec);
+        o->worker_ops[n++] = v;
+    }
+    if (n != o->threads)
+        usage_error("--worker-ops: expected %u counts (one per --threads), got %u in '%s'",
+                    o->threads, n, spec);
 }
 
 static void parse_sizes(options_t *o, const char *spec)
@@ -243,6 +290,7 @@ int main(int argc, char **argv)
     bool sizes_given = false;
     parse_sizes(&o, "16-1024:1");
     uint64_t worker = 0, count = 100;
+    const char *worker_ops = NULL;
 
     for (int i = first; i < argc; i++) {
         char *arg = argv[i];
@@ -264,7 +312,7 @@ int main(int argc, char **argv)
             "--target", "--nmm-options", "--seed", "--threads", "--ops", "--sizes",
             "--live", "--cross", "--realloc", "--thread-churn", "--fork-every", "--fault",
             "--progress-every", "--sample-every", "--no-check", "--worker", "--count",
-            "--repeat", NULL};
+            "--repeat", "--duration", "--worker-ops", NULL};
         bool is_known = false;
         for (int k = 0; known[k]; k++)
             is_known = is_known || strcmp(name, known[k]) == 0;
@@ -301,6 +349,12 @@ int main(int argc, char **argv)
             allowed = MODE_ALL;
             o.ops = need_u64(name, val, 1, 1ull << 40, false);
             o.ops_given = true;
+        } else if (strcmp(name, "--duration") == 0) {
+            allowed = MODE_RUN;
+            o.duration_ns = need_duration_ns(name, val);
+        } else if (strcmp(name, "--worker-ops") == 0) {
+            allowed = MODE_RUN;
+            worker_ops = val;
         } else if (strcmp(name, "--sizes") == 0) {
             allowed = MODE_ALL;
             parse_sizes(&o, val);
@@ -353,6 +407,11 @@ int main(int argc, char **argv)
             usage_error("option %s does not apply to '%s'", name, argv[1]);
     }
     o.sizes_given = sizes_given;
+    if (worker_ops && o.duration_ns)
+        usage_error("--worker-ops and --duration: give one (--worker-ops replays the op counts "
+                    "a --duration run recorded)");
+    if (worker_ops)
+        parse_worker_ops(&o, worker_ops);
 
     if (strcmp(o.target, "nmm") == 0 && *o.nmm_options) {
         nmm_config_t cfg;

@@ -115,6 +115,15 @@ void jl_bool(jline_t *j, const char *key, bool v)
 
 void jl_raw(jline_t *j, const char *text) { put(j, text, strlen(text)); }
 
+void jl_u64_array(jline_t *j, const char *key, const uint64_t *v, uint32_t n)
+{
+    jl_key(j, key);
+    put(j, "[", 1);
+    for (uint32_t i = 0; i < n; i++)
+        putf(j, i ? ",%llu" : "%llu", (unsigned long long)v[i]);
+    put(j, "]", 1);
+}
+
 void jl_end(jline_t *j)
 {
     j->buf[j->len++] = '}';

@@ -14,6 +14,7 @@
 #include "driver.h"
 
 #define INBOX_DRAIN_MASK 15u
+#define DEADLINE_MASK 1023u
 #define FORK_CHILD_BLOCKS 64
 #define WORKER_STACK_BYTES (256u * 1024u)
 
@@ -239,17 +240,36 @@ static void emit_progress(trial_t *tr, worker_t *w)
 
 /* ---- worker threads */
 
+/* The last op index (exclusive) of worker w's whole stream: --ops, the recorded count
+ * of --worker-ops, or "until the deadline" (UINT64_MAX) with --duration. */
+static uint64_t stream_end(const options_t *o, const worker_t *w)
+{
+    if (o->worker_ops)
+        return o->worker_ops[w->index];
+    return o->duration_ns ? UINT64_MAX : o->ops;
+}
+
+/* --duration: the clock is read once per DEADLINE_MASK + 1 ops (and when the floor is
+ * reached), so a stop costs nothing measurable and lands on a round op count. Every
+ * op before the stop is the same stream an --ops/--worker-ops run replays. */
+static inline bool is_past_deadline(const trial_t *tr, const worker_t *w)
+{
+    return w->op >= tr->o->ops && ((w->op & DEADLINE_MASK) == 0 || w->op == tr->o->ops) &&
+           drv_now_ns() >= tr->deadline_ns;
+}
+
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
     trial_t *tr = w->trial;
     const options_t *o = tr->o;
-    uint64_t end = o->ops;
+    uint64_t last = stream_end(o, w), end = last;
     if (o->thread_churn) {
         uint64_t seg_end = (w->op / o->thread_churn + 1) * o->thread_churn;
         if (seg_end < end)
             end = seg_end;
     }
+    bool timed = tr->deadline_ns != 0;
     uint32_t mask = o->sample_every - 1;
     while (w->op < end) {
         while (w->fault_next < w->fault_count && w->faults[w->fault_next].op <= w->op)
@@ -271,7 +291,12 @@ static void *worker_main(void *arg)
             do_fork(tr, w);
         if (o->progress_every && w->op % o->progress_every == 0)
             emit_progress(tr, w);
+        if (timed && is_past_deadline(tr, w)) {
+            last = w->op;
+            break;
+        }
     }
+    w->finished = w->op >= last;
     pthread_mutex_lock(&done_mu);
     done_queue[done_count++] = w->index;
     pthread_cond_signal(&done_cv);
@@ -309,7 +334,7 @@ static bool supervise(trial_t *tr, pthread_t *threads)
         pthread_mutex_unlock(&done_mu);
         pthread_join(threads[wi], NULL);
         worker_t *w = &tr->workers[wi];
-        if (w->op < tr->o->ops) {
+        if (!w->finished) {
             if (!spawn(w, &threads[wi]))
                 return false;
         } else {
@@ -398,9 +423,11 @@ static void write_result(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
     const options_t *o = tr->o;
     hist_t *h = out_map(sizeof *h);
     uint64_t ops = 0, perr = 0, afail = 0, unexpected = 0, cross = 0, fallback = 0;
-    uint64_t spawned = 0, forks = 0, fork_fail = 0;
+    uint64_t spawned = 0, forks = 0, fork_fail = 0, most_ops = 0;
     for (uint32_t i = 0; i < o->threads; i++) {
         worker_t *w = &tr->workers[i];
+        if (w->op > most_ops)
+            most_ops = w->op;
         if (h)
             hist_merge(h, &w->hist);
         ops += w->op;
@@ -416,7 +443,7 @@ static void write_result(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
     uint64_t validate_problems = 0;
     if (target_is_nmm(&tr->target))
         validate_problems = nmm_validate(tr->target.heap);
-    uint64_t ev = out_drain_events(tr->target.heap, -1, o->ops);
+    uint64_t ev = out_drain_events(tr->target.heap, -1, most_ops);
     uint64_t events = atomic_fetch_add(&tr->events, ev) + ev;
 
     jline_t *j = out_map(sizeof *j);
@@ -427,6 +454,14 @@ static void write_result(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
     jl_begin(j, "result");
     jl_str(j, "target", tr->target.name);
     jl_u64(j, "ops", ops);
+    /* what each worker did: with --duration the only record of where its stream
+     * stopped, so `--worker-ops` can replay it (1024 x 14 digits fit the line) */
+    uint64_t *done = out_map(sizeof(uint64_t) * o->threads);
+    for (uint32_t i = 0; done && i < o->threads; i++)
+        done[i] = tr->workers[i].op;
+    if (done)
+        jl_u64_array(j, "worker_ops", done, o->threads);
+    out_unmap(done, sizeof(uint64_t) * o->threads);
     jl_u64(j, "elapsed_ns", elapsed_ns);
     jl_dbl(j, "ops_per_sec", elapsed_ns ? (double)ops * 1e9 / (double)elapsed_ns : 0.0);
     jl_u64(j, "cpu_ns", cpu);
@@ -474,6 +509,10 @@ int workload_run(const options_t *o)
     jl_u64(&j, "seed", o->seed);
     jl_u64(&j, "threads", o->threads);
     jl_u64(&j, "ops", o->ops);
+    if (o->duration_ns)
+        jl_dbl(&j, "duration_s", (double)o->duration_ns / 1e9);
+    if (o->worker_ops)
+        jl_u64_array(&j, "worker_ops", o->worker_ops, o->threads);
     jl_str(&j, "target", o->target);
     jl_str(&j, "nmm_options", o->nmm_options);
     jl_u64(&j, "faults_planned", tr.fault_count);
@@ -483,6 +522,8 @@ int workload_run(const options_t *o)
 
     pthread_t *threads = out_map(sizeof(pthread_t) * o->threads);
     uint64_t t0 = drv_now_ns(), c0 = cpu_ns();
+    if (o->duration_ns)
+        tr.deadline_ns = t0 + o->duration_ns;
     if (!threads || !supervise(&tr, threads))
         return 1;
     uint64_t elapsed = drv_now_ns() - t0, cpu = cpu_ns() - c0;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -158,3 +159,48 @@ def test_bench_list_names_every_target_and_kernel() -> None:
     for name in ("glibc", "nmm-paranoid", "jemalloc", "scudo", "duma"):
         assert name in result.output
     assert "kernel pair64" in result.output and "kernel driver" in result.output
+
+
+def _git_kernel(commits: int) -> bench_mod.Kernel:
+    return bench_mod.Kernel("git", "git", "ms", False, "git", None, commits, commits,
+                            "git workload")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_kernel_times_preload_targets_and_checks_the_repository(
+        driver: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NMM_CHAOS_DRIVER", str(driver))
+    # the user's git config must not reach the kernel: this one would fail every commit
+    config = tmp_path / "gitconfig"
+    config.write_text("[commit]\n\tgpgsign = true\n[gpg]\n\tprogram = /bin/false\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    targets = [get_target("glibc"), get_target("nmm"), get_target("nmm-preload-standard")]
+    report = bench_mod.run_bench(targets, [_git_kernel(3)])
+    glibc = report.cell("git", "glibc")
+    assert glibc is not None and glibc.value is not None and glibc.value > 0, glibc
+    assert glibc.ratio_vs_glibc == 1.0 and glibc.extra["rows"] == 3
+    assert glibc.extra["cpu_ms"] > 0 and len(glibc.extra["head"]) == 40
+    nmm = report.cell("git", "nmm")
+    assert nmm is not None and nmm.value is None and nmm.error is None  # a driver heap: n/a
+    preload = report.cell("git", "nmm-preload-standard")
+    assert preload is not None and preload.error is None and preload.value is not None
+    assert preload.extra["head"] == glibc.extra["head"]  # fixed identity and clock
+    assert preload.ratio_vs_glibc is not None
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_kernel_failure_is_an_error_not_a_number(driver: Path) -> None:
+    broken = Target("broken", "git pointed at a repository it cannot create", "malloc",
+                    env=(("GIT_DIR", "/dev/null/repo"),))
+    cell = bench_mod.measure(_git_kernel(2), broken, driver=driver)
+    assert cell.value is None and cell.error is not None
+    assert cell.error.startswith("git ") and "exit" in cell.error
+
+
+def test_git_kernel_is_skipped_with_a_reason_without_git(
+        driver: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    cell = bench_mod.measure(_git_kernel(2), get_target("glibc"), driver=driver)
+    assert cell.value is None and cell.error is None
+    assert cell.extra["note"] == "skipped: git is not installed (not on PATH)"
+    assert bench_mod.cell_text(cell) == ("n/a", "")

@@ -213,7 +213,7 @@ _keys = st.sampled_from(["schema_version", "seed", "seeds", "name", "timeout_s",
                          "workload", "faults", "expect", "scheduler", "bogus", "kind",
                          "level", "policy", "threads", "ops", "sizes", "live", "cross",
                          "count", "variant", "bytes", "fail", "outcome", "options", "lo",
-                         "hi", "weight", "duration_s"])
+                         "hi", "weight", "duration_s", "worker_ops"])
 _values = st.recursive(_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(_keys, inner, max_size=4)), max_leaves=12)
 
@@ -225,6 +225,7 @@ _plausible = st.fixed_dictionaries(
     {"schema_version": st.sampled_from([1, 1, 1, 2, "1"])},
     optional={
         "seed": st.integers(-2, 2**64 + 2), "seeds": st.integers(-1, 10),
+        "timeout_s": st.floats(-1, 12),
         "target": st.fixed_dictionaries({}, optional={
             "kind": st.sampled_from(["nmm", "malloc", "x"]),
             "level": st.sampled_from(["off", "standard", "paranoid", "max"]),
@@ -236,6 +237,7 @@ _plausible = st.fixed_dictionaries(
         "workload": st.fixed_dictionaries({}, optional={
             "threads": st.integers(-1, 2000), "ops": st.integers(0, 10),
             "duration_s": st.floats(-1, 10), "cross": st.floats(-0.5, 1.5),
+            "worker_ops": st.lists(st.integers(-1, 12), max_size=3),
             "sizes": st.lists(st.one_of(st.just("16-64:2"), st.just("9-3"),
                                         st.just("zz"), st.fixed_dictionaries(
                                             {"lo": st.integers(-1, 10),
