@@ -158,13 +158,23 @@ class PyDriver:
     into the allocator per op, the block's pattern written or checked in that same call.
     """
 
-    def __init__(self, plan: Plan, seed: int, *,
-                 heap_factory: Callable[..., Any] | None = None) -> None:
+    @staticmethod
+    def check_plan(plan: Plan) -> None:
+        """Raise UnsupportedFeature for a plan this driver cannot run (a malloc target,
+        policy abort, a timed or op-pinned workload)."""
         if isinstance(plan.target, MallocTarget):
             raise UnsupportedFeature("the Python driver drives NMM heaps only")
         if plan.target.policy != "record":
             raise UnsupportedFeature("the Python driver runs in-process: policy must be "
                                      "'record' (use the native driver for 'abort')")
+        if plan.workload.duration_s is not None or plan.workload.worker_ops is not None:
+            raise UnsupportedFeature("the Python driver runs workload.ops per worker; "
+                                     "workload.duration_s and workload.worker_ops need the "
+                                     "native driver (--engine native)")
+
+    def __init__(self, plan: Plan, seed: int, *,
+                 heap_factory: Callable[..., Any] | None = None) -> None:
+        self.check_plan(plan)
         import allocator
 
         self._allocator = allocator

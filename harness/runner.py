@@ -22,6 +22,7 @@ from harness.errors import DriverNotFound, DriverUsageError, UnsupportedFeature
 from harness.journal import Journal
 from harness.oracle import judge
 from harness.plan import MallocTarget, NmmTarget, Plan
+from harness.pydriver import PyDriver
 from harness.records import Observation, TrialRecord, Verdict
 
 RecordCallback = Callable[[TrialRecord], None]
@@ -192,10 +193,7 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
             driver_args(plan, all_seeds[0])
             child_env(plan)
     else:
-        if plan.workload.duration_s is not None or plan.workload.worker_ops is not None:
-            raise UnsupportedFeature("the Python driver runs workload.ops per worker; "
-                                     "workload.duration_s and workload.worker_ops need the "
-                                     "native driver (--engine native)")
+        PyDriver.check_plan(plan)  # refuse what it cannot run before any trial starts
         command = []
         jobs = 1
     result = RunResult(plan=plan)
