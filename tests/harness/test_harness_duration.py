@@ -118,6 +118,14 @@ def test_python_engine_refuses_a_timed_plan():
         run_plan(plan(ops=100, duration_s=1), engine="python")
 
 
+@pytest.mark.parametrize("timing", [{"duration_s": 1}, {"worker_ops": [100, 100]}])
+def test_python_driver_itself_refuses_timed_and_pinned_plans(timing):
+    from harness.pydriver import PyDriver
+
+    with pytest.raises(UnsupportedFeature, match="need the native driver"):
+        PyDriver(plan(ops=100, **timing), 1)
+
+
 # ---------------------------------------------------------------- replay overrides
 
 def record_of(p: Plan, worker_ops: tuple[int, ...], *, detected: bool) -> TrialRecord:
