@@ -297,7 +297,8 @@ static void tq_release(nmm_heap_t *h, tcache_t *tc, const quarantine_entry_t *e)
                      __ATOMIC_RELAXED);
     bin->items[bin->count].block = e->poison - h->user_off;
     bin->items[bin->count].state = e->state;
-    bin->count++;
+    OWNER_ADD(bin->supplied, 1);  /* not a free: that was counted when it was quarantined */
+    tbin_set_count(bin, bin->count + 1);
 }
 
 void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *poison, uint8_t *state,
