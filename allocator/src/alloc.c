@@ -4,7 +4,7 @@
  * validated against the out-of-band slab map and state bytes before any memory
  * behind it is read. Any thread; per-thread state lives in tcache.c.
  */
-#include "core.h"
+#include "poison.h"
 
 #include <errno.h>
 
@@ -503,7 +503,7 @@ NMM_NOINLINE static nmm_status_t free_slow_status(nmm_heap_t *h, void *p, nmm_si
 
 /* Paranoid with a cache: validate, check header and canary, then poison into
  * this thread's quarantine. */
-NMM_NOINLINE static nmm_status_t free_paranoid_fast(nmm_heap_t *h, void *p, nmm_site_t site)
+NMM_NOINLINE POISON_NO_MEMSET static nmm_status_t free_paranoid_fast(nmm_heap_t *h, void *p, nmm_site_t site)
 {
     slab_t *s = slab_of(h, (uintptr_t)p);
     if (likely(s != NULL)) {
@@ -514,11 +514,15 @@ NMM_NOINLINE static nmm_status_t free_paranoid_fast(nmm_heap_t *h, void *p, nmm_
             uint8_t *state = &slab_states(s)[idx];
             tbin_t *bin = &tc->bins[s->cls];
             uint32_t bs = s->block_size;
-            if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE && bin->count < bin->cap &&
+            if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE &&
                        detect_block_intact(h, p, bs - CORE_HDR))) {
                 const block_header_t *hdr = (const block_header_t *)block;
                 tbin_note_uncached_free(bin);
                 __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
+                /* steady state inline; filling the ring or its byte bound out of line */
+                if (likely(tq_push_steady(h, tc, p, p, state, bs - CORE_HDR, site, hdr->site,
+                                          hdr->size)))
+                    return NMM_OK;
                 detect_tq_push(h, tc, p, p, state, bs - CORE_HDR, site, hdr->site, hdr->size);
                 return NMM_OK;
             }
