@@ -517,12 +517,12 @@ NMM_NOINLINE POISON_NO_MEMSET static nmm_status_t free_paranoid_fast(nmm_heap_t 
             if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE &&
                        detect_block_intact(h, p, bs - CORE_HDR))) {
                 const block_header_t *hdr = (const block_header_t *)block;
-                tbin_note_uncached_free(bin);
                 __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
                 /* steady state inline; filling the ring or its byte bound out of line */
-                if (likely(tq_push_steady(h, tc, p, p, state, bs - CORE_HDR, site, hdr->site,
-                                          hdr->size)))
+                if (likely(tq_free_steady(h, tc, s->cls, p, p, state, bs - CORE_HDR, site,
+                                          hdr->site, hdr->size)))
                     return NMM_OK;
+                tbin_note_uncached_free(bin);
                 detect_tq_push(h, tc, p, p, state, bs - CORE_HDR, site, hdr->site, hdr->size);
                 return NMM_OK;
             }

@@ -140,6 +140,9 @@ typedef struct quarantine_entry {
     uint32_t size;         /* requested bytes */
     struct tstate *owner;  /* shared quarantine: the freeing thread (NULL = none) */
     uint64_t owner_calls;  /* owner->calls when it was freed: pinned while unchanged */
+    uint8_t cls;           /* per-thread quarantine: the block's class ... */
+    uint8_t freed_state;   /* ... and the state it takes when it leaves (BS_FREE or
+                            * BS_FREE_ALIGNED | k), so a release computes neither */
 } quarantine_entry_t;
 
 #define CORE_TQ_CAP 128    /* per-thread quarantine entries (paranoid with caches) */

@@ -400,8 +400,6 @@ POISON_NO_MEMSET void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user,
                                      uint8_t *state, uint32_t room, nmm_site_t free_site,
                                      uint32_t alloc_site, uint32_t size)
 {
-    if (tq_push_steady(h, tc, user, poison, state, room, free_site, alloc_site, size))
-        return;
     poison_fill(poison, room);
     while (tc->tq_count && (tc->tq_count == CORE_TQ_CAP || tc->tq_bytes + room > h->quar_max_bytes)) {
         quarantine_entry_t *old = &tc->tq[tc->tq_head];
@@ -409,7 +407,9 @@ POISON_NO_MEMSET void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user,
         tc->tq_count--;
         tq_release_slow(h, tc, old);
     }
-    tq_fill(&tc->tq[(tc->tq_head + tc->tq_count) % CORE_TQ_CAP], user, poison, state, room,
+    tq_fill(&tc->tq[(tc->tq_head + tc->tq_count) % CORE_TQ_CAP],
+            sizeclass_of(room + h->user_off),
+            state_freed(__atomic_load_n(state, __ATOMIC_RELAXED)), user, poison, state, room,
             free_site, alloc_site, size);
     tc->tq_count++;
     __atomic_store_n(&tc->tq_bytes, tc->tq_bytes + room, __ATOMIC_RELAXED);

@@ -33,15 +33,24 @@ bool detect_tq_report_damage(nmm_heap_t *h, const quarantine_entry_t *e);
  * back into memset / `rep stos` (whose start-up costs more than 80 bytes). */
 #define POISON_NO_MEMSET __attribute__((optimize("no-tree-loop-distribute-patterns")))
 
-/* Small blocks: 16-byte stores, the last one overlapping so no tail loop runs;
- * big ones: detect.c (stores only what is not poison already). */
+/* Small blocks: 16-byte stores, two per step, the last two overlapping what
+ * came before so no tail loop runs; big ones: detect.c (stores only what is
+ * not poison already). */
 static inline __attribute__((always_inline)) POISON_NO_MEMSET void poison_fill(uint8_t *p, size_t n)
 {
 #if POISON_SSE2
-    if (likely(n >= 16 && n <= POISON_SMALL)) {
-        const __m128i pv = _mm_set1_epi8((char)POISON_BYTE);
-        for (size_t i = 0; i + 16 < n; i += 16)
+    const __m128i pv = _mm_set1_epi8((char)POISON_BYTE);
+    if (likely(n >= 32 && n <= POISON_SMALL)) {
+        for (size_t i = 0; i + 32 < n; i += 32) {
             _mm_storeu_si128((__m128i *)(p + i), pv);
+            _mm_storeu_si128((__m128i *)(p + i + 16), pv);
+        }
+        _mm_storeu_si128((__m128i *)(p + n - 32), pv);
+        _mm_storeu_si128((__m128i *)(p + n - 16), pv);
+        return;
+    }
+    if (n >= 16 && n < 32) {
+        _mm_storeu_si128((__m128i *)p, pv);
         _mm_storeu_si128((__m128i *)(p + n - 16), pv);
         return;
     }
@@ -54,19 +63,29 @@ static inline __attribute__((always_inline)) POISON_NO_MEMSET void poison_fill(u
         p[i] = POISON_BYTE;
 }
 
+#if POISON_SSE2
+static inline __attribute__((always_inline)) __m128i poison_eq16(const uint8_t *p, __m128i pv)
+{
+    return _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), pv);
+}
+#endif
+
 /* Is all of [p, p+n) still poison? One branch for a small block (the compares
- * are and-ed, the last vector overlaps); the offset of the damage is found only
- * once a block is known to be damaged (detect.c). */
+ * are and-ed, the last two vectors overlap); the offset of the damage is found
+ * only once a block is known to be damaged (detect.c). */
 static inline __attribute__((always_inline)) bool poison_intact(const uint8_t *p, size_t n)
 {
 #if POISON_SSE2
-    if (likely(n >= 16 && n <= POISON_SMALL)) {
-        const __m128i pv = _mm_set1_epi8((char)POISON_BYTE);
-        __m128i ok = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + n - 16)), pv);
-        for (size_t i = 0; i + 16 < n; i += 16)
-            ok = _mm_and_si128(ok, _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i)), pv));
+    const __m128i pv = _mm_set1_epi8((char)POISON_BYTE);
+    if (likely(n >= 32 && n <= POISON_SMALL)) {
+        __m128i ok = _mm_and_si128(poison_eq16(p + n - 32, pv), poison_eq16(p + n - 16, pv));
+        for (size_t i = 0; i + 32 < n; i += 32)
+            ok = _mm_and_si128(ok, _mm_and_si128(poison_eq16(p + i, pv), poison_eq16(p + i + 16, pv)));
         return _mm_movemask_epi8(ok) == 0xFFFF;
     }
+    if (n >= 16 && n < 32)
+        return _mm_movemask_epi8(_mm_and_si128(poison_eq16(p, pv), poison_eq16(p + n - 16, pv))) ==
+               0xFFFF;
 #endif
     if (n > POISON_SMALL)
         return detect_poison_intact_big(p, n);
@@ -77,33 +96,47 @@ static inline __attribute__((always_inline)) bool poison_intact(const uint8_t *p
 }
 
 /* The oldest entry leaves this thread's quarantine: intact poison → free, into
- * the cache of its class; damaged → use-after-free event, retired. */
+ * the cache of its class; damaged → use-after-free event, retired. Returns the
+ * bin it went into (NULL: none). tq_bytes is the caller's to update. */
+static inline __attribute__((always_inline)) tbin_t *tq_release_entry(nmm_heap_t *h, tcache_t *tc,
+                                                                      const quarantine_entry_t *e)
+{
+    if (unlikely(!poison_intact(e->poison, e->block_size)) && detect_tq_report_damage(h, e))
+        return NULL;
+    tbin_t *bin = &tc->bins[e->cls];
+    if (unlikely(bin->count == bin->cap))
+        tcache_flush_bin(h, tc, e->cls, bin->cap / 2);
+    uint32_t n = bin->count;
+    bin->items[n].block = e->poison - h->user_off;
+    bin->items[n].state = e->state;
+    tbin_set_count(bin, n + 1);
+    __atomic_store_n(e->state, e->freed_state, __ATOMIC_RELAXED);
+    return bin;
+}
+
+/* Same, for callers that keep no other books: the bin's count of supplied
+ * blocks (a release is not a free) and the ring's bytes. */
 static inline __attribute__((always_inline)) void tq_release(nmm_heap_t *h, tcache_t *tc,
                                                              const quarantine_entry_t *e)
 {
     if (unlikely(!e->user))
         return;  /* reported by a sweep, retired, its bytes already uncounted */
     __atomic_store_n(&tc->tq_bytes, tc->tq_bytes - e->block_size, __ATOMIC_RELAXED);
-    if (unlikely(!poison_intact(e->poison, e->block_size)) && detect_tq_report_damage(h, e))
-        return;
-    int cls = sizeclass_of(e->block_size + h->user_off);
-    tbin_t *bin = &tc->bins[cls];
-    if (unlikely(bin->count == bin->cap))
-        tcache_flush_bin(h, tc, cls, bin->cap / 2);
-    uint32_t n = bin->count;
-    uint8_t st = __atomic_load_n(e->state, __ATOMIC_RELAXED);
-    bin->items[n].block = e->poison - h->user_off;
-    bin->items[n].state = e->state;
-    OWNER_ADD(bin->supplied, 1);  /* not a free: that was counted when it was quarantined */
-    tbin_set_count(bin, n + 1);
-    __atomic_store_n(e->state, state_freed(st), __ATOMIC_RELAXED);
+    tbin_t *bin = tq_release_entry(h, tc, e);
+    if (bin)
+        OWNER_ADD(bin->supplied, 1);
 }
 
-static inline __attribute__((always_inline)) void tq_fill(quarantine_entry_t *e, uint8_t *user,
+/* Entries of the per-thread ring: owner and owner_calls stay unused (only
+ * this thread releases its own quarantine). */
+static inline __attribute__((always_inline)) void tq_fill(quarantine_entry_t *e, int cls,
+                                                          uint8_t freed_state, uint8_t *user,
                                                           uint8_t *poison, uint8_t *state,
                                                           uint32_t room, nmm_site_t free_site,
                                                           uint32_t alloc_site, uint32_t size)
 {
+    e->cls = (uint8_t)cls;
+    e->freed_state = freed_state;
     e->user = user;
     e->poison = poison;
     e->state = state;
@@ -111,26 +144,41 @@ static inline __attribute__((always_inline)) void tq_fill(quarantine_entry_t *e,
     e->free_site = free_site;
     e->alloc_site = alloc_site;
     e->size = size;
-    e->owner = NULL;  /* only this thread releases its own quarantine */
 }
 
-/* Poison [poison, poison+room) and queue the block. In the steady state the ring
- * is full by count and under its byte bound: the oldest entry is released and
- * its slot takes the new one. Returns false (nothing done) otherwise: the caller
- * then calls detect_tq_push. */
+/* The free of a block of class cls (state already BS_QUARANTINE): poison [poison,
+ * poison+room) and queue it, counting the free. In the steady state the ring is
+ * full by count and under its byte bound: the oldest entry is released and its
+ * slot takes the new one; when the oldest goes into the same bin (the common
+ * case) the free and the release cancel out in `supplied`. A block of a normal
+ * (not aligned) class: it leaves as BS_FREE. Returns false
+ * (nothing done) otherwise: the caller then counts the free and calls
+ * detect_tq_push. */
 static inline __attribute__((always_inline)) POISON_NO_MEMSET bool
-tq_push_steady(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *poison, uint8_t *state,
-               uint32_t room, nmm_site_t free_site, uint32_t alloc_site, uint32_t size)
+tq_free_steady(nmm_heap_t *h, tcache_t *tc, int cls, uint8_t *user, uint8_t *poison,
+               uint8_t *state, uint32_t room, nmm_site_t free_site, uint32_t alloc_site,
+               uint32_t size)
 {
-    if (unlikely(tc->tq_count != CORE_TQ_CAP || tc->tq_bytes + room > h->quar_max_bytes))
+    tbin_t *bin = &tc->bins[cls];
+    uint64_t bytes = tc->tq_bytes;
+    if (unlikely(tc->tq_count != CORE_TQ_CAP || bytes + room > h->quar_max_bytes))
         return false;
     poison_fill(poison, room);
     uint32_t head = tc->tq_head;
     quarantine_entry_t *e = &tc->tq[head];
-    tq_release(h, tc, e);
-    tq_fill(e, user, poison, state, room, free_site, alloc_site, size);
+    tbin_t *to = NULL;
+    if (likely(e->user != NULL)) {
+        bytes -= e->block_size;
+        to = tq_release_entry(h, tc, e);
+    }
+    if (to != bin) {
+        tbin_note_uncached_free(bin);
+        if (to)
+            OWNER_ADD(to->supplied, 1);
+    }
+    tq_fill(e, cls, BS_FREE, user, poison, state, room, free_site, alloc_site, size);
     tc->tq_head = (head + 1) % CORE_TQ_CAP;
-    __atomic_store_n(&tc->tq_bytes, tc->tq_bytes + room, __ATOMIC_RELAXED);
+    __atomic_store_n(&tc->tq_bytes, bytes + room, __ATOMIC_RELAXED);
     return true;
 }
 
