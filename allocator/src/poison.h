@@ -59,7 +59,10 @@ static inline __attribute__((always_inline)) POISON_NO_MEMSET void poison_fill(u
         detect_poison_fill_big(p, n);
         return;
     }
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+    for (uint64_t w = POISON_WORD; i + 8 <= n; i += 8)
+        memcpy(p + i, &w, 8);
+    for (; i < n; i++)
         p[i] = POISON_BYTE;
 }
 
@@ -89,7 +92,13 @@ static inline __attribute__((always_inline)) bool poison_intact(const uint8_t *p
 #endif
     if (n > POISON_SMALL)
         return detect_poison_intact_big(p, n);
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+    for (uint64_t v; i + 8 <= n; i += 8) {
+        memcpy(&v, p + i, 8);
+        if (v != POISON_WORD)
+            return false;
+    }
+    for (; i < n; i++)
         if (p[i] != POISON_BYTE)
             return false;
     return true;
