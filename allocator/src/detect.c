@@ -65,9 +65,9 @@ POISON_NO_MEMSET void detect_poison(uint8_t *p, size_t n)
  * back poisoned from its last quarantine except where its owner wrote, so
  * untouched lines are neither fetched for ownership nor written back (a plain
  * store costs a read for ownership anyway, so a fully written block pays no
- * more). A write racing with this is left in place, where the check finds it,
- * exactly as if it had come after the fill. The last run overlaps the one
- * before it instead of a scalar tail. */
+ * more). A write racing with this ends as with a plain fill: overwritten, or
+ * left in place for the check to find, as if it had come before or after the
+ * fill. The last run overlaps the one before it instead of a scalar tail. */
 #if POISON_SSE2
 #include <immintrin.h>
 
