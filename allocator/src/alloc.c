@@ -4,13 +4,9 @@
  * validated against the out-of-band slab map and state bytes before any memory
  * behind it is read. Any thread; per-thread state lives in tcache.c.
  */
-#include "core.h"
+#include "poison.h"
 
 #include <errno.h>
-
-/* Owner-only counters that other threads read: a relaxed store of the new value
- * (a plain add in the generated code, and no data race). */
-#define OWNER_ADD(field, v) __atomic_store_n(&(field), (field) + (v), __ATOMIC_RELAXED)
 
 static inline tcache_t *alloc_cache_fast(const nmm_heap_t *h)
 {
@@ -122,7 +118,8 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
         blockref_t *e = NULL;
         user = NULL;
         if (bin->count || tcache_refill(h, tc, cls)) {
-            e = &bin->items[--bin->count];
+            e = &bin->items[bin->count - 1];
+            tbin_set_count(bin, bin->count - 1);
             user = e->block + h->user_off;
         }
         if (user) {
@@ -155,7 +152,8 @@ NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_s
             tbin_t *bin = &tc->bins[cls];
             if (likely(bin->count)) {
                 uint32_t site_id = unlikely(h->tracking) ? track_on_alloc(h, site) : site;
-                blockref_t *e = &bin->items[--bin->count];
+                blockref_t *e = &bin->items[bin->count - 1];
+                tbin_set_count(bin, bin->count - 1);
                 uint32_t bs = sizeclass_table[cls];
                 uint8_t *user = e->block + CORE_HDR;
                 detect_write_header(h, user, size, site_id);
@@ -183,7 +181,7 @@ NMM_NOINLINE __attribute__((aligned(64))) static void *alloc_standard(nmm_heap_t
             uint32_t n = bin->count;
             if (likely(n)) {
                 blockref_t *e = &bin->items[n - 1];
-                bin->count = n - 1;
+                tbin_set_count(bin, n - 1);
                 uint8_t *user = e->block + CORE_HDR;
                 __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
                 OWNER_ADD(bin->allocs, 1);
@@ -203,11 +201,16 @@ void *nmm_alloc(nmm_heap_t *h, size_t size, nmm_site_t site)
         if (likely(tc != NULL)) {
             int cls = sizeclass_of(size);
             tbin_t *bin = &tc->bins[cls];
-            if (likely(bin->count)) {
-                blockref_t *e = &bin->items[--bin->count];
-                __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
-                OWNER_ADD(bin->allocs, 1);
-                return e->block;
+            uint32_t n = bin->count;
+            if (likely(n)) {
+                /* every load before the first store: a state byte store may
+                 * alias anything, and would force reloads */
+                blockref_t e = bin->items[n - 1];
+                uint64_t allocs = bin->allocs;
+                tbin_set_count(bin, n - 1);
+                __atomic_store_n(&bin->allocs, allocs + 1, __ATOMIC_RELAXED);
+                __atomic_store_n(e.state, BS_LIVE, __ATOMIC_RELAXED);
+                return e.block;
             }
         }
     } else if (fast >= FAST_STANDARD) {
@@ -268,13 +271,16 @@ NMM_COLD static nmm_status_t free_corrupted(nmm_heap_t *h, slab_t *s, uint8_t *s
     return heap_report(h, kind, detail, user, size, asite, site);
 }
 
-static void free_account(nmm_heap_t *h, int cls, tcache_t *tc)
+/* A free of class cls is counted: with a cache, a block that went into the
+ * bin counts itself (tbin_t), any other is noted as an uncached free. */
+static void free_account(nmm_heap_t *h, int cls, tcache_t *tc, bool into_cache)
 {
     uint32_t bs = sizeclass_table[cls];
     if (h->limit)
         __atomic_fetch_sub(&h->limit_used, bs, __ATOMIC_RELAXED);
     if (tc) {
-        OWNER_ADD(tc->bins[cls].frees, 1);
+        if (!into_cache)
+            tbin_note_uncached_free(&tc->bins[cls]);
     } else {
         __atomic_fetch_add(&h->pools[cls].frees, 1, __ATOMIC_RELAXED);
         heap_account_live(h, -(int64_t)bs);
@@ -311,7 +317,7 @@ static nmm_status_t free_paranoid(nmm_heap_t *h, slab_t *s, int32_t idx, uint8_t
     }
     pthread_mutex_unlock(&h->pools[cls].lock);
     NMM_YIELD("class.unlock");
-    free_account(h, cls, NULL);
+    free_account(h, cls, NULL, false);
     if (!intact) {
         if (st == BS_LIVE_BAD) {
             heap_set_status(NMM_E_CORRUPTED);
@@ -360,7 +366,7 @@ NMM_COLD static nmm_status_t free_aligned(nmm_heap_t *h, slab_t *s, uint32_t idx
     }
     pthread_mutex_unlock(&h->pools[cls].lock);
     NMM_YIELD("class.unlock");
-    free_account(h, cls, NULL);
+    free_account(h, cls, NULL, false);
     if (bad) {
         heap_set_status(NMM_E_CORRUPTED);
         return NMM_E_CORRUPTED;
@@ -444,20 +450,20 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
     if (st == BS_LIVE_BAD) {
         __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
         __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
-        free_account(h, cls, tc);
+        free_account(h, cls, tc, false);
         heap_set_status(NMM_E_CORRUPTED);
         return NMM_E_CORRUPTED;
     }
     if (st != BS_LIVE)
         return free_not_live(h, user, st, room, site, realloc_call);
     if (h->checks && !detect_block_intact(h, user, room)) {
-        free_account(h, cls, tc);
+        free_account(h, cls, tc, false);
         return free_corrupted(h, s, state, user, site);
     }
     if (tc && h->paranoid) {
         const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
         __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
-        free_account(h, cls, tc);
+        free_account(h, cls, tc, false);
         detect_tq_push(h, tc, user, user, state, (uint32_t)room, site, hdr->site, hdr->size);
         return NMM_OK;
     }
@@ -468,8 +474,8 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
         __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
         bin->items[bin->count].block = (uint8_t *)block;
         bin->items[bin->count].state = state;
-        bin->count++;
-        free_account(h, cls, tc);
+        tbin_set_count(bin, bin->count + 1);
+        free_account(h, cls, tc, true);
         return NMM_OK;
     }
     NMM_YIELD("class.lock");
@@ -483,7 +489,7 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
     slab_give_locked(h, cls, s, (uint32_t)idx);
     pthread_mutex_unlock(&h->pools[cls].lock);
     NMM_YIELD("class.unlock");
-    free_account(h, cls, NULL);
+    free_account(h, cls, NULL, false);
     return NMM_OK;
 }
 
@@ -497,7 +503,7 @@ NMM_NOINLINE static nmm_status_t free_slow_status(nmm_heap_t *h, void *p, nmm_si
 
 /* Paranoid with a cache: validate, check header and canary, then poison into
  * this thread's quarantine. */
-NMM_NOINLINE static nmm_status_t free_paranoid_fast(nmm_heap_t *h, void *p, nmm_site_t site)
+NMM_NOINLINE POISON_NO_MEMSET static nmm_status_t free_paranoid_fast(nmm_heap_t *h, void *p, nmm_site_t site)
 {
     slab_t *s = slab_of(h, (uintptr_t)p);
     if (likely(s != NULL)) {
@@ -508,11 +514,15 @@ NMM_NOINLINE static nmm_status_t free_paranoid_fast(nmm_heap_t *h, void *p, nmm_
             uint8_t *state = &slab_states(s)[idx];
             tbin_t *bin = &tc->bins[s->cls];
             uint32_t bs = s->block_size;
-            if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE && bin->count < bin->cap &&
+            if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE &&
                        detect_block_intact(h, p, bs - CORE_HDR))) {
                 const block_header_t *hdr = (const block_header_t *)block;
-                OWNER_ADD(bin->frees, 1);
                 __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
+                /* steady state inline; filling the ring or its byte bound out of line */
+                if (likely(tq_free_steady(h, tc, s->cls, p, p, state, bs - CORE_HDR, site,
+                                          hdr->site, hdr->size)))
+                    return NMM_OK;
+                tbin_note_uncached_free(bin);
                 detect_tq_push(h, tc, p, p, state, bs - CORE_HDR, site, hdr->site, hdr->size);
                 return NMM_OK;
             }
@@ -541,8 +551,7 @@ NMM_NOINLINE __attribute__((aligned(64))) static nmm_status_t free_standard(nmm_
                         __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
                         bin->items[n].block = (uint8_t *)p - CORE_HDR;
                         bin->items[n].state = state;
-                        bin->count = n + 1;
-                        OWNER_ADD(bin->frees, 1);
+                        tbin_set_count(bin, n + 1);
                         return NMM_OK;
                     }
                 }
@@ -563,13 +572,13 @@ nmm_status_t nmm_free(nmm_heap_t *h, void *p, nmm_site_t site)
             if (likely(idx >= 0 && tc != NULL)) {
                 uint8_t *state = &slab_states(s)[idx];
                 tbin_t *bin = &tc->bins[s->cls];
-                if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE &&
-                           bin->count < bin->cap)) {
+                uint32_t n = bin->count;
+                blockref_t *items = bin->items;
+                if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE && n < bin->cap)) {
+                    items[n].block = p;
+                    items[n].state = state;
+                    tbin_set_count(bin, n + 1);
                     __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
-                    bin->items[bin->count].block = p;
-                    bin->items[bin->count].state = state;
-                    bin->count++;
-                    OWNER_ADD(bin->frees, 1);
                     return NMM_OK;
                 }
             }

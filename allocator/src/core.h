@@ -140,6 +140,9 @@ typedef struct quarantine_entry {
     uint32_t size;         /* requested bytes */
     struct tstate *owner;  /* shared quarantine: the freeing thread (NULL = none) */
     uint64_t owner_calls;  /* owner->calls when it was freed: pinned while unchanged */
+    uint8_t cls;           /* per-thread quarantine: the block's class ... */
+    uint8_t freed_state;   /* ... and the state it takes when it leaves (BS_FREE or
+                            * BS_FREE_ALIGNED | k), so a release computes neither */
 } quarantine_entry_t;
 
 #define CORE_TQ_CAP 128    /* per-thread quarantine entries (paranoid with caches) */
@@ -258,16 +261,18 @@ static inline slab_t *slab_of(const nmm_heap_t *h, uintptr_t p)
         return NULL;
     return __atomic_load_n(&h->chunk_map[off >> CORE_CHUNK_SHIFT], __ATOMIC_ACQUIRE);
 }
-/* Block index of a block-start pointer, or -1 when p is not a block start. */
+/* Block index of a block-start pointer, or -1 when p is not a block start.
+ * One multiply gives both answers: its high bits are the index, its low 40
+ * bits (the fraction) are below recip exactly when off is a multiple of the
+ * block size (Lemire's divisibility test; exact because off * block_size <
+ * 2^40 for every slab). The index no longer waits on a second multiply. */
 static inline int32_t slab_index(const slab_t *s, uintptr_t block)
 {
     uint64_t off = block - (uintptr_t)s->data;
-    if (off >= s->span)
+    uint64_t m = off * s->recip;
+    if (off >= s->span || (m & (((uint64_t)1 << CORE_RECIP_SHIFT) - 1)) >= s->recip)
         return -1;
-    uint64_t idx = (off * s->recip) >> CORE_RECIP_SHIFT;
-    if (idx * s->block_size != off)
-        return -1;
-    return (int32_t)idx;
+    return (int32_t)(m >> CORE_RECIP_SHIFT);
 }
 /* Which block of s contains p (p inside the slab). */
 static inline uint32_t slab_index_containing(const slab_t *s, uintptr_t p)
@@ -276,14 +281,45 @@ static inline uint32_t slab_index_containing(const slab_t *s, uintptr_t p)
 }
 
 /* tcache.c */
+/* One bin per class. Only allocations are counted per operation; frees are
+ * derived: every block that enters `count` is a free unless `supplied` says
+ * otherwise, so frees = allocs + count - supplied (exact, also for paranoid,
+ * whose frees go to the quarantine and count down `supplied` instead). 32
+ * bytes, so the bin of a class is one shift away. */
 typedef struct tbin {
-    uint32_t count;          /* owner */
+    uint32_t count;          /* owner writes, others read (relaxed): blocks in items[] */
     uint32_t cap;
     uint64_t allocs;         /* owner writes, others read (relaxed) */
-    uint64_t frees;
     blockref_t *items;
-    int64_t merged;          /* owner: allocs - frees already added to heap->live_est */
+    int64_t supplied;        /* owner writes, others read (relaxed): blocks put into
+                              * items[] other than by a free (refills, quarantine
+                              * releases) minus blocks taken out other than by an
+                              * alloc (flushes) minus frees that did not go into
+                              * items[] (quarantined, retired) */
 } tbin_t;
+
+/* Owner-only counters that other threads read: a relaxed store of the new value
+ * (a plain add in the generated code, and no data race). */
+#define OWNER_ADD(field, v) __atomic_store_n(&(field), (field) + (v), __ATOMIC_RELAXED)
+
+/* Owner: the new number of blocks in items[] (heap_op_count and stats read it
+ * from other threads). */
+static inline void tbin_set_count(tbin_t *bin, uint32_t n)
+{
+    __atomic_store_n(&bin->count, n, __ATOMIC_RELAXED);
+}
+/* Owner: a free of this class whose block does not go into items[]. */
+static inline void tbin_note_uncached_free(tbin_t *bin)
+{
+    OWNER_ADD(bin->supplied, -1);
+}
+/* Frees counted by a bin (owner: exact; others: a relaxed snapshot). */
+static inline uint64_t tbin_frees(const tbin_t *bin)
+{
+    return __atomic_load_n(&bin->allocs, __ATOMIC_RELAXED) +
+           __atomic_load_n(&bin->count, __ATOMIC_RELAXED) -
+           (uint64_t)__atomic_load_n(&bin->supplied, __ATOMIC_RELAXED);
+}
 
 typedef struct tcache {
     tbin_t bins[CORE_CLASSES];
@@ -294,6 +330,7 @@ typedef struct tcache {
     quarantine_entry_t *tq;  /* owner; CORE_TQ_CAP entries */
     uint32_t tq_head, tq_count;
     uint64_t tq_bytes;       /* owner writes, stats read (relaxed) */
+    int64_t merged[CORE_CLASSES]; /* owner: allocs - frees already added to heap->live_est */
 } tcache_t;
 
 typedef struct tstate {

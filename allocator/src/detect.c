@@ -4,10 +4,7 @@
  * holding the quarantine lock. The quarantine is shared: its ring is under
  * quar_lock; a block's state byte under its class lock.
  */
-#include "core.h"
-
-#define POISON_BYTE 0xDB
-#define POISON_WORD 0xDBDBDBDBDBDBDBDBull
+#include "poison.h"
 
 uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t room,
                             uint32_t *detail, size_t *size, uint32_t *site)
@@ -57,25 +54,114 @@ bool detect_header_ok(const nmm_heap_t *h, const uint8_t *user)
            hdr->check == detect_check(h, (uintptr_t)user, hdr->size, hdr->site);
 }
 
-/* Inline word stores for the small blocks that dominate (no memset call);
- * memset for big ones. n is a multiple of 8 for every block. */
-__attribute__((optimize("no-tree-loop-distribute-patterns"))) void detect_poison(uint8_t *p, size_t n)
+POISON_NO_MEMSET void detect_poison(uint8_t *p, size_t n)
 {
-    if (n > 512) {
-        memset(p, POISON_BYTE, n);
-        return;
-    }
-    uint64_t w = POISON_WORD;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        memcpy(p + i, &w, 8);
-    for (; i < n; i++)
-        p[i] = POISON_BYTE;
+    poison_fill(p, n);
 }
 
-/* Clean blocks are the common case: scan 64-byte chunks with an OR-reduction the
- * compiler vectorises, and only look for the exact offset inside a bad chunk. */
-static inline long poison_damage(const uint8_t *p, size_t n)
+/* Big blocks (n > POISON_SMALL, so n >= 128): memory bound, so what counts is
+ * the traffic. The check reads every byte once. The fill reads first and
+ * stores only the 128-byte runs that are not poison already: a block comes
+ * back poisoned from its last quarantine except where its owner wrote, so
+ * untouched lines are neither fetched for ownership nor written back (a plain
+ * store costs a read for ownership anyway, so a fully written block pays no
+ * more). A write racing with this ends as with a plain fill: overwritten, or
+ * left in place for the check to find, as if it had come before or after the
+ * fill. The last run overlaps the one before it instead of a scalar tail. */
+#if POISON_SSE2
+#include <immintrin.h>
+
+static inline bool run_is_poison_sse2(const uint8_t *p, __m128i pv)
+{
+    __m128i ok = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), pv);
+    for (int k = 16; k < 128; k += 16)
+        ok = _mm_and_si128(ok, _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + k)), pv));
+    return _mm_movemask_epi8(ok) == 0xFFFF;
+}
+
+static bool poison_intact_sse2(const uint8_t *p, size_t n)
+{
+    const __m128i pv = _mm_set1_epi8((char)POISON_BYTE);
+    for (size_t i = 0; i + 128 <= n; i += 128)
+        if (!run_is_poison_sse2(p + i, pv))
+            return false;
+    return run_is_poison_sse2(p + n - 128, pv);
+}
+
+static void poison_fill_sse2(uint8_t *p, size_t n)
+{
+    const __m128i pv = _mm_set1_epi8((char)POISON_BYTE);
+    for (size_t i = 0;; i += 128) {
+        uint8_t *q = i + 128 <= n ? p + i : p + n - 128;
+        if (!run_is_poison_sse2(q, pv))
+            for (int k = 0; k < 128; k += 16)
+                _mm_storeu_si128((__m128i *)(q + k), pv);
+        if (i + 128 >= n)
+            return;
+    }
+}
+
+__attribute__((target("avx2"))) static inline bool run_is_poison_avx2(const uint8_t *p, __m256i pv)
+{
+    __m256i a = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)p), pv);
+    __m256i b = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + 32)), pv);
+    __m256i c = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + 64)), pv);
+    __m256i d = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + 96)), pv);
+    return _mm256_movemask_epi8(_mm256_and_si256(_mm256_and_si256(a, b), _mm256_and_si256(c, d))) == -1;
+}
+
+__attribute__((target("avx2"))) static bool poison_intact_avx2(const uint8_t *p, size_t n)
+{
+    const __m256i pv = _mm256_set1_epi8((char)POISON_BYTE);
+    for (size_t i = 0; i + 128 <= n; i += 128)
+        if (!run_is_poison_avx2(p + i, pv))
+            return false;
+    return run_is_poison_avx2(p + n - 128, pv);
+}
+
+__attribute__((target("avx2"))) static void poison_fill_avx2(uint8_t *p, size_t n)
+{
+    const __m256i pv = _mm256_set1_epi8((char)POISON_BYTE);
+    for (size_t i = 0;; i += 128) {
+        uint8_t *q = i + 128 <= n ? p + i : p + n - 128;
+        if (!run_is_poison_avx2(q, pv))
+            for (int k = 0; k < 128; k += 32)
+                _mm256_storeu_si256((__m256i *)(q + k), pv);
+        if (i + 128 >= n)
+            return;
+    }
+}
+
+/* 0 = not known yet, 1 = no AVX2, 2 = AVX2. A racy first use is harmless (every
+ * thread computes the same answer). */
+static int poison_avx2_state;
+
+static bool poison_has_avx2(void)
+{
+    int st = __atomic_load_n(&poison_avx2_state, __ATOMIC_RELAXED);
+    if (unlikely(st == 0)) {
+        __builtin_cpu_init();  /* the preload library may get here before constructors */
+        st = __builtin_cpu_supports("avx2") ? 2 : 1;
+        __atomic_store_n(&poison_avx2_state, st, __ATOMIC_RELAXED);
+    }
+    return st == 2;
+}
+
+bool detect_poison_intact_big(const uint8_t *p, size_t n)
+{
+    return poison_has_avx2() ? poison_intact_avx2(p, n) : poison_intact_sse2(p, n);
+}
+
+void detect_poison_fill_big(uint8_t *p, size_t n)
+{
+    if (poison_has_avx2())
+        poison_fill_avx2(p, n);
+    else
+        poison_fill_sse2(p, n);
+}
+#else
+/* Portable: 64 bytes per step as an OR-reduction of words. */
+bool detect_poison_intact_big(const uint8_t *p, size_t n)
 {
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
@@ -86,15 +172,27 @@ static inline long poison_damage(const uint8_t *p, size_t n)
             acc |= v ^ POISON_WORD;
         }
         if (acc)
-            break;
-    }
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v;
-        memcpy(&v, p + i, 8);
-        if (v != POISON_WORD)
-            break;
+            return false;
     }
     for (; i < n; i++)
+        if (p[i] != POISON_BYTE)
+            return false;
+    return true;
+}
+
+void detect_poison_fill_big(uint8_t *p, size_t n)
+{
+    memset(p, POISON_BYTE, n);
+}
+#endif
+
+/* Offset of the first damaged poison byte, or -1. Clean blocks leave through
+ * poison_intact; the byte scan runs only on a damaged one. */
+static long poison_damage(const uint8_t *p, size_t n)
+{
+    if (poison_intact(p, n))
+        return -1;
+    for (size_t i = 0; i < n; i++)
         if (p[i] != POISON_BYTE)
             return (long)i;
     return -1;
@@ -138,7 +236,7 @@ static uint32_t uaf_detail(const quarantine_entry_t *e, long dmg)
 /* Verify a quarantined block's poison. Damaged → the block is retired (never
  * handed out again) and a use-after-free reported; returns true. Entries of the
  * per-thread quarantine carry their state byte, the shared one's are looked up. */
-static bool quarantine_entry_damaged(nmm_heap_t *h, const quarantine_entry_t *e)
+NMM_COLD static bool quarantine_entry_report(nmm_heap_t *h, const quarantine_entry_t *e)
 {
     long dmg = poison_damage(e->poison, e->block_size);
     if (dmg < 0)
@@ -152,6 +250,13 @@ static bool quarantine_entry_damaged(nmm_heap_t *h, const quarantine_entry_t *e)
     heap_report(h, NMM_EV_USE_AFTER_FREE, uaf_detail(e, dmg), e->user, e->size, e->alloc_site,
                 e->free_site);
     return true;
+}
+
+static inline bool quarantine_entry_damaged(nmm_heap_t *h, const quarantine_entry_t *e)
+{
+    if (likely(poison_intact(e->poison, e->block_size)))
+        return false;
+    return quarantine_entry_report(h, e);
 }
 
 /* A block leaves the quarantine: verify its poison; intact → free in its slab,
@@ -280,45 +385,32 @@ void detect_quarantine_flush(nmm_heap_t *h)
 
 /* ------------------------------------------------------------------ per-thread quarantine */
 
-/* A block leaves this thread's quarantine: intact poison → free, into the cache;
- * damaged → use-after-free event, retired. */
-static void tq_release(nmm_heap_t *h, tcache_t *tc, const quarantine_entry_t *e)
+bool detect_tq_report_damage(nmm_heap_t *h, const quarantine_entry_t *e)
 {
-    if (!e->user)
-        return;
-    __atomic_store_n(&tc->tq_bytes, tc->tq_bytes - e->block_size, __ATOMIC_RELAXED);
-    if (quarantine_entry_damaged(h, e))
-        return;
-    int cls = sizeclass_of(e->block_size + h->user_off);
-    tbin_t *bin = &tc->bins[cls];
-    if (bin->count == bin->cap)
-        tcache_flush_bin(h, tc, cls, bin->cap / 2);
-    __atomic_store_n(e->state, state_freed(__atomic_load_n(e->state, __ATOMIC_RELAXED)),
-                     __ATOMIC_RELAXED);
-    bin->items[bin->count].block = e->poison - h->user_off;
-    bin->items[bin->count].state = e->state;
-    bin->count++;
+    return quarantine_entry_report(h, e);
 }
 
-void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *poison, uint8_t *state,
-                    uint32_t room, nmm_site_t free_site, uint32_t alloc_site, uint32_t size)
+/* The rare ways out of the ring (bytes over the bound, drain), out of line. */
+NMM_NOINLINE static void tq_release_slow(nmm_heap_t *h, tcache_t *tc, const quarantine_entry_t *e)
 {
-    detect_poison(poison, room);
+    tq_release(h, tc, e);
+}
+
+POISON_NO_MEMSET void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *poison,
+                                     uint8_t *state, uint32_t room, nmm_site_t free_site,
+                                     uint32_t alloc_site, uint32_t size)
+{
+    poison_fill(poison, room);
     while (tc->tq_count && (tc->tq_count == CORE_TQ_CAP || tc->tq_bytes + room > h->quar_max_bytes)) {
-        quarantine_entry_t old = tc->tq[tc->tq_head];
+        quarantine_entry_t *old = &tc->tq[tc->tq_head];
         tc->tq_head = (tc->tq_head + 1) % CORE_TQ_CAP;
         tc->tq_count--;
-        tq_release(h, tc, &old);
+        tq_release_slow(h, tc, old);
     }
-    quarantine_entry_t *e = &tc->tq[(tc->tq_head + tc->tq_count) % CORE_TQ_CAP];
-    e->user = user;
-    e->poison = poison;
-    e->state = state;
-    e->block_size = room;
-    e->free_site = free_site;
-    e->alloc_site = alloc_site;
-    e->size = size;
-    e->owner = NULL;  /* only this thread releases its own quarantine */
+    tq_fill(&tc->tq[(tc->tq_head + tc->tq_count) % CORE_TQ_CAP],
+            sizeclass_of(room + h->user_off),
+            state_freed(__atomic_load_n(state, __ATOMIC_RELAXED)), user, poison, state, room,
+            free_site, alloc_site, size);
     tc->tq_count++;
     __atomic_store_n(&tc->tq_bytes, tc->tq_bytes + room, __ATOMIC_RELAXED);
 }
@@ -329,7 +421,7 @@ void detect_tq_drain(nmm_heap_t *h, tcache_t *tc)
         quarantine_entry_t old = tc->tq[tc->tq_head];
         tc->tq_head = (tc->tq_head + 1) % CORE_TQ_CAP;
         tc->tq_count--;
-        tq_release(h, tc, &old);
+        tq_release_slow(h, tc, &old);
     }
 }
 

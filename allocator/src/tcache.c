@@ -71,8 +71,8 @@ static tcache_t *tcache_new_locked(nmm_heap_t *h)
     for (int c = 0; c < CORE_CLASSES; c++) {
         __atomic_store_n(&tc->bins[c].count, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&tc->bins[c].allocs, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&tc->bins[c].frees, 0, __ATOMIC_RELAXED);
-        tc->bins[c].merged = 0;
+        __atomic_store_n(&tc->bins[c].supplied, 0, __ATOMIC_RELAXED);
+        tc->merged[c] = 0;
         tc->bins[c].cap = sizeclass_cache_cap[c];
         tc->bins[c].items = items;
         items += sizeclass_cache_cap[c];
@@ -143,9 +143,9 @@ tcache_t *tcache_get(nmm_heap_t *h)
 void tcache_merge_live(nmm_heap_t *h, tcache_t *tc, int cls)
 {
     tbin_t *bin = &tc->bins[cls];
-    int64_t delta = (int64_t)(bin->allocs - bin->frees) - bin->merged;
+    int64_t delta = (int64_t)(bin->allocs - tbin_frees(bin)) - tc->merged[cls];
     if (delta) {
-        bin->merged += delta;
+        tc->merged[cls] += delta;
         heap_account_live(h, delta * (int64_t)sizeclass_table[cls]);
     }
 }
@@ -162,7 +162,8 @@ bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls)
     if (want > bin->cap - bin->count)
         want = bin->cap - bin->count;
     uint32_t got = slab_take(h, cls, bin->items + bin->count, want);
-    bin->count += got;
+    OWNER_ADD(bin->supplied, got);
+    tbin_set_count(bin, bin->count + got);
     __atomic_store_n(&tc->misses, tc->misses + 1, __ATOMIC_RELAXED);
     tcache_merge_live(h, tc, cls);
     return got > 0;
@@ -176,7 +177,8 @@ void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep)
     uint32_t n = bin->count - keep;
     slab_give(h, cls, bin->items, n);
     memmove(bin->items, bin->items + n, keep * sizeof(blockref_t));
-    bin->count = keep;
+    OWNER_ADD(bin->supplied, -(int64_t)n);
+    tbin_set_count(bin, keep);
     tcache_merge_live(h, tc, cls);
 }
 
@@ -195,7 +197,7 @@ static void tcache_retire_locked(tstate_t *ts, int slot)
         tcache_merge_live(h, tc, c);
         cached_allocs += tc->bins[c].allocs;
         __atomic_fetch_add(&h->pools[c].allocs, tc->bins[c].allocs, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&h->pools[c].frees, tc->bins[c].frees, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&h->pools[c].frees, tbin_frees(&tc->bins[c]), __ATOMIC_RELAXED);
     }
     __atomic_fetch_add(&h->merged_cached_allocs, cached_allocs, __ATOMIC_RELAXED);
     __atomic_fetch_add(&h->merged_misses, tc->misses, __ATOMIC_RELAXED);
@@ -257,15 +259,18 @@ void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cach
         if (!tc || __atomic_load_n(&tc->heap, __ATOMIC_RELAXED) != h)
             continue;
         for (int c = 0; c < CORE_CLASSES; c++) {
+            /* one snapshot of the three, so the derived frees match the allocs */
             uint64_t a = __atomic_load_n(&tc->bins[c].allocs, __ATOMIC_RELAXED);
+            uint32_t n = __atomic_load_n(&tc->bins[c].count, __ATOMIC_RELAXED);
+            int64_t sup = __atomic_load_n(&tc->bins[c].supplied, __ATOMIC_RELAXED);
             if (cached_allocs)
                 *cached_allocs += a;
             if (allocs)
                 allocs[c] += a;
             if (frees)
-                frees[c] += __atomic_load_n(&tc->bins[c].frees, __ATOMIC_RELAXED);
+                frees[c] += a + n - (uint64_t)sup;
             if (cached)
-                cached[c] += __atomic_load_n(&tc->bins[c].count, __ATOMIC_RELAXED);
+                cached[c] += n;
         }
         if (misses)
             *misses += __atomic_load_n(&tc->misses, __ATOMIC_RELAXED);
