@@ -8,6 +8,9 @@
 
 #include <errno.h>
 
+/* The largest descriptor (16-B blocks, no lead) fits its chunk's stride. */
+_Static_assert(sizeof(slab_t) + 4096 * (1 + 2 + 4) + 4 <= CORE_META_STRIDE, "meta stride");
+
 static int slab_size_index(uint32_t bytes)
 {
     switch (bytes) {
@@ -111,6 +114,8 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
         h->region_used += bytes;
         size_t chunk = ((uintptr_t)data - h->base) >> CORE_CHUNK_SHIFT;
         s = (slab_t *)(h->meta + chunk * CORE_META_STRIDE);
+        /* the lead: at header levels user = block + 8 is 16-byte aligned */
+        data += h->user_off;
     }
     pthread_mutex_unlock(&h->region_lock);
     NMM_YIELD("region.unlock");
@@ -118,7 +123,7 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
     s->data = data;
     s->block_size = bs;
     s->recip = (((uint64_t)1 << CORE_RECIP_SHIFT) + bs - 1) / bs;
-    s->nblocks = (uint16_t)(bytes / bs);
+    s->nblocks = (uint16_t)((bytes - h->user_off) / bs);
     s->cls = (uint16_t)cls;
     s->nstack = 0;
     s->bump = 0;
@@ -127,6 +132,9 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
     s->next = s->prev = s->next_free = NULL;
     s->chunks = bytes >> CORE_CHUNK_SHIFT;
     s->span = (uint32_t)s->nblocks * bs;
+    /* site[] is not cleared: an entry counts only for a block whose header has
+     * HDR_SITE, written when the block is handed out with a site */
+    s->sites = (uint32_t *)(((uintptr_t)(slab_stack(s) + s->nblocks) + 3) & ~(uintptr_t)3);
     memset(slab_states(s), 0, s->nblocks);
     size_t first = ((uintptr_t)data - h->base) >> CORE_CHUNK_SHIFT;
     for (uint32_t i = 0; i < s->chunks; i++)
@@ -142,10 +150,10 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
 static void slab_release(nmm_heap_t *h, int cls, slab_t *s)
 {
     uint32_t bytes = sizeclass_slab_bytes[cls];
-    size_t first = ((uintptr_t)s->data - h->base) >> CORE_CHUNK_SHIFT;
+    size_t first = (slab_base(s) - h->base) >> CORE_CHUNK_SHIFT;
     for (uint32_t i = 0; i < s->chunks; i++)
         __atomic_store_n(&h->chunk_map[first + i], NULL, __ATOMIC_RELEASE);
-    os_decommit(s->data, bytes);
+    os_decommit((void *)slab_base(s), bytes);
     h->pools[cls].nslabs--;
     __atomic_fetch_add(&h->slabs_returned, 1, __ATOMIC_RELAXED);
     heap_account_mapped(h, -(int64_t)bytes);
