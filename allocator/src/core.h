@@ -16,11 +16,15 @@
 
 #define CORE_CHUNK_SHIFT 16                      /* 64 KiB: the unit of the slab map */
 #define CORE_CHUNK ((size_t)1 << CORE_CHUNK_SHIFT)
-/* Slab-descriptor bytes per chunk: slab_t + state[n] + stack[n] (u16) + site[n]
- * (u32) for up to 4095 blocks, rounded to whole pages so every descriptor starts
- * a page (it touches ceil(used/page) pages, never a neighbour's). Sparse: only
- * what a slab touches is committed; site[] only when a block carries a site. */
-#define CORE_META_STRIDE 32768
+/* Slab metadata is packed, sized for each slab's block count, in two sparse
+ * areas reserved for the worst case (every chunk a slab of 4096 blocks):
+ * descriptors (slab_t + state[n] + stack[n]) and sites (site[n], u32). Only
+ * what a slab touches is committed, site[] only when a block carries a site;
+ * packing keeps a 64 KiB slab of 80-B blocks at ~3 (untracked) or ~7 bytes of
+ * metadata per block instead of whole pages per slab. */
+#define CORE_META_ALIGN 64                       /* descriptors and site arrays: own cache lines */
+#define CORE_META_DESC_PER_CHUNK 12544           /* >= slab_t + 4096 * 3, aligned */
+#define CORE_META_SITES_PER_CHUNK 16448          /* >= 4096 * 4, aligned */
 #define CORE_CLASSES 48                          /* entries in sizeclass_table */
 #define CORE_SMALL_MAX 131072                    /* largest class; larger requests are mapped */
 #define CORE_SLOTS 64                            /* heaps that get thread caches */
@@ -78,8 +82,9 @@ static inline int sizeclass_of(size_t bytes)
 
 /* ------------------------------------------------------------------ slab.c */
 
-/* A slab descriptor lives in the heap's meta area at meta + first_chunk*STRIDE,
- * never inside the slab. Fields are written under the class lock (or region
+/* A slab descriptor lives in the heap's meta area (packed, made with the range,
+ * kept with it when the range is given back), never inside the slab; the chunk
+ * map points at it. Fields are written under the class lock (or region
  * lock while the slab is being made) and read lock-free by pointer validation. */
 typedef struct slab {
     uint8_t *data;           /* first block: slab base (chunk aligned) + the heap's user_off
@@ -92,14 +97,14 @@ typedef struct slab {
     uint16_t bump;           /* class lock: blocks [bump, nblocks) never handed out */
     uint16_t pad16;
     uint8_t list;            /* class lock: SL_NONE / SL_PARTIAL / SL_EMPTY */
-    uint8_t released;        /* region lock: range given back, descriptor unused */
+    uint8_t released;        /* region lock: range given back (kept for its class) */
     struct slab *next, *prev;/* class lock: partial or empty list */
     struct slab *next_free;  /* region lock: released-range stack */
     uint32_t chunks;
     uint32_t span;           /* nblocks * block_size: bytes of the slab holding blocks */
     uint32_t *sites;         /* site[nblocks]: valid for a block whose header has HDR_SITE;
                               * written (relaxed) by the thread handing the block out */
-    /* followed by uint8_t state[nblocks]; uint16_t stack[nblocks]; uint32_t site[nblocks] */
+    /* followed by uint8_t state[nblocks]; uint16_t stack[nblocks] */
 } slab_t;
 enum { SL_NONE = 0, SL_PARTIAL = 1, SL_EMPTY = 2 };
 
@@ -165,7 +170,8 @@ typedef struct sizeclass_pool {
 #define HDR_LO_MASK 0x7FFFFull                   /* size and flag: what the check covers */
 #define HDR_CHECK_SHIFT 19
 #define HDR_CHECK_MASK 0x1FFFFFull               /* 21 bits */
-#define HDR_GUARD_SHIFT 40                       /* 24 bits */
+#define HDR_GUARD_SHIFT 40
+#define HDR_GUARD_MASK 0xFFFFFFu                 /* 24 bits */
 #define HDR_GUARD_BYTES 3
 _Static_assert(CORE_SMALL_MAX < HDR_SIZE_MASK, "small sizes fit the header's size field");
 _Static_assert(CORE_HDR == 8 && CORE_CANARY == 8, "the header is one word, the canary one word");
@@ -230,10 +236,14 @@ struct nmm_heap {
 
     /* region */
     pthread_mutex_t region_lock;
-    uint8_t *meta;               /* slab descriptors, STRIDE bytes per chunk */
-    size_t meta_size;
+    uint8_t *meta;               /* packed slab descriptors, then (at meta_sites) site arrays */
+    size_t meta_size;            /* bytes reserved for both */
+    size_t meta_sites;           /* offset of the site area in meta */
+    size_t meta_used;            /* region lock: bump offset of the descriptor area */
+    size_t sites_used;           /* region lock: bump offset in the site area */
     size_t region_used;          /* region lock: bump offset */
-    slab_t *released[4];         /* region lock: per slab-size stacks of given-back ranges */
+    slab_t *released[CORE_CLASSES]; /* region lock: per-class stacks of given-back ranges
+                                     * (a range keeps its descriptor, sized for its class) */
     uint64_t retained_bytes;     /* region lock: bytes in empty slabs kept */
 
     sizeclass_pool_t pools[CORE_CLASSES];
@@ -479,8 +489,13 @@ static inline bool detect_block_intact(const nmm_heap_t *h, const uint8_t *user,
 {
     uint32_t k = detect_addr_key(h, (uintptr_t)user);
     uint64_t hw = detect_header_word(user);
+    /* compare check and guard as one word shifted down: no 64-bit mask constant
+     * (a register less on the free path) */
+    uint64_t want_hi = (detect_crc(k, hw & HDR_LO_MASK) & HDR_CHECK_MASK) |
+                       (uint64_t)((k ^ (uint32_t)h->secret[1]) & HDR_GUARD_MASK)
+                           << (HDR_GUARD_SHIFT - HDR_CHECK_SHIFT);
     size_t size = detect_header_size(hw);
-    if (hw != detect_header_k(h, k, hw & HDR_LO_MASK) || size + CORE_CANARY > room)
+    if ((hw >> HDR_CHECK_SHIFT) != want_hi || size + CORE_CANARY > room)
         return false;
     uint64_t got;
     memcpy(&got, user + size, CORE_CANARY);

@@ -8,17 +8,14 @@
 
 #include <errno.h>
 
-/* The largest descriptor (16-B blocks, no lead) fits its chunk's stride. */
-_Static_assert(sizeof(slab_t) + 4096 * (1 + 2 + 4) + 4 <= CORE_META_STRIDE, "meta stride");
+/* The largest per-chunk metadata (16-B blocks, no lead: 4096 of them) fits what
+ * is reserved per chunk, alignment included. */
+_Static_assert(sizeof(slab_t) + 4096 * 3 + 2 + CORE_META_ALIGN <= CORE_META_DESC_PER_CHUNK, "descriptors");
+_Static_assert(4096 * 4 + CORE_META_ALIGN <= CORE_META_SITES_PER_CHUNK, "sites");
 
-static int slab_size_index(uint32_t bytes)
+static size_t meta_round(size_t n)
 {
-    switch (bytes) {
-    case 64u << 10: return 0;
-    case 256u << 10: return 1;
-    case 1u << 20: return 2;
-    default: return 3;
-    }
+    return (n + CORE_META_ALIGN - 1) & ~(size_t)(CORE_META_ALIGN - 1);
 }
 
 bool slab_region_init(nmm_heap_t *h)
@@ -31,12 +28,13 @@ bool slab_region_init(nmm_heap_t *h)
         void *base = os_reserve(size);
         if (!base)
             continue;
-        void *meta = os_map_sparse(chunks * CORE_META_STRIDE);
+        size_t meta_size = chunks * (CORE_META_DESC_PER_CHUNK + CORE_META_SITES_PER_CHUNK);
+        void *meta = os_map_sparse(meta_size);
         void *map = os_map_sparse(chunks * sizeof(slab_t *));
         if (!meta || !map) {
             os_unmap(base, size);
             if (meta)
-                os_unmap(meta, chunks * CORE_META_STRIDE);
+                os_unmap(meta, meta_size);
             if (map)
                 os_unmap(map, chunks * sizeof(slab_t *));
             continue;
@@ -44,7 +42,9 @@ bool slab_region_init(nmm_heap_t *h)
         h->base = (uintptr_t)base;
         h->region_size = size;
         h->meta = meta;
-        h->meta_size = chunks * CORE_META_STRIDE;
+        h->meta_size = meta_size;
+        h->meta_sites = chunks * CORE_META_DESC_PER_CHUNK;
+        h->meta_used = h->sites_used = 0;
         h->chunk_map = map;
         h->region_used = 0;
         return true;
@@ -93,16 +93,20 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
         __atomic_fetch_add(&h->injected_failures, 1, __ATOMIC_RELAXED);
         return NULL;
     }
-    int k = slab_size_index(bytes);
+    uint32_t nblocks = (bytes - h->user_off) / bs;
     NMM_YIELD("region.lock");
     heap_lock(h, &h->region_lock);
-    slab_t *s = h->released[k];
+    slab_t *s = h->released[cls];
     uint8_t *data;
     if (s) {
-        h->released[k] = s->next_free;
+        /* a range this class gave back: its descriptor and site[] fit */
+        h->released[cls] = s->next_free;
         data = s->data;
     } else {
-        if (h->region_used + bytes > h->region_size) {
+        size_t desc = meta_round(sizeof(slab_t) + (size_t)nblocks * 3 + 2);
+        size_t sites = meta_round((size_t)nblocks * 4);
+        if (h->region_used + bytes > h->region_size || h->meta_used + desc > h->meta_sites ||
+            h->meta_sites + h->sites_used + sites > h->meta_size) {
             pthread_mutex_unlock(&h->region_lock);
             return NULL;
         }
@@ -112,8 +116,12 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
             return NULL;
         }
         h->region_used += bytes;
-        size_t chunk = ((uintptr_t)data - h->base) >> CORE_CHUNK_SHIFT;
-        s = (slab_t *)(h->meta + chunk * CORE_META_STRIDE);
+        s = (slab_t *)(h->meta + h->meta_used);
+        h->meta_used += desc;
+        /* site[] is never cleared: an entry counts only for a block whose header
+         * has HDR_SITE, written when the block is handed out with a site */
+        s->sites = (uint32_t *)(h->meta + h->meta_sites + h->sites_used);
+        h->sites_used += sites;
         /* the lead: at header levels user = block + 8 is 16-byte aligned */
         data += h->user_off;
     }
@@ -123,7 +131,7 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
     s->data = data;
     s->block_size = bs;
     s->recip = (((uint64_t)1 << CORE_RECIP_SHIFT) + bs - 1) / bs;
-    s->nblocks = (uint16_t)((bytes - h->user_off) / bs);
+    s->nblocks = (uint16_t)nblocks;
     s->cls = (uint16_t)cls;
     s->nstack = 0;
     s->bump = 0;
@@ -132,9 +140,6 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
     s->next = s->prev = s->next_free = NULL;
     s->chunks = bytes >> CORE_CHUNK_SHIFT;
     s->span = (uint32_t)s->nblocks * bs;
-    /* site[] is not cleared: an entry counts only for a block whose header has
-     * HDR_SITE, written when the block is handed out with a site */
-    s->sites = (uint32_t *)(((uintptr_t)(slab_stack(s) + s->nblocks) + 3) & ~(uintptr_t)3);
     memset(slab_states(s), 0, s->nblocks);
     size_t first = ((uintptr_t)data - h->base) >> CORE_CHUNK_SHIFT;
     for (uint32_t i = 0; i < s->chunks; i++)
@@ -159,10 +164,9 @@ static void slab_release(nmm_heap_t *h, int cls, slab_t *s)
     heap_account_mapped(h, -(int64_t)bytes);
     NMM_YIELD("region.lock");
     heap_lock(h, &h->region_lock);
-    int k = slab_size_index(bytes);
     s->released = 1;
-    s->next_free = h->released[k];
-    h->released[k] = s;
+    s->next_free = h->released[cls];
+    h->released[cls] = s;
     pthread_mutex_unlock(&h->region_lock);
     NMM_YIELD("region.unlock");
 }
