@@ -87,7 +87,7 @@ static inline int sizeclass_of(size_t bytes)
  * map points at it. Fields are written under the class lock (or region
  * lock while the slab is being made) and read lock-free by pointer validation. */
 typedef struct slab {
-    uint8_t *data;           /* first block: slab base (chunk aligned) + the heap's user_off
+    uint8_t *data;           /* first block: slab base (page aligned) + the heap's user_off
                               * (8 at header levels, so user = block + 8 is 16-byte aligned) */
     uint64_t recip;          /* ceil(2^40 / block_size) */
     uint32_t block_size;
@@ -95,7 +95,7 @@ typedef struct slab {
     uint16_t cls;
     uint16_t nstack;         /* class lock: indices in stack[] */
     uint16_t bump;           /* class lock: blocks [bump, nblocks) never handed out */
-    uint16_t pad16;
+    uint16_t cap;            /* region lock: blocks the descriptor and site[] were made for */
     uint8_t list;            /* class lock: SL_NONE / SL_PARTIAL / SL_EMPTY */
     uint8_t released;        /* region lock: range given back (kept for its class) */
     struct slab *next, *prev;/* class lock: partial or empty list */
@@ -113,10 +113,12 @@ static inline uint16_t *slab_stack(slab_t *s)
 {
     return (uint16_t *)(((uintptr_t)(slab_states(s) + s->nblocks) + 1) & ~(uintptr_t)1);
 }
-/* Slab base (chunk aligned): data minus the heap's lead. */
+/* Slab base: data minus the heap's lead (0 or 8). Slabs start at page-aligned
+ * offsets of the region (itself only page aligned), so clearing the low 4 bits
+ * removes the lead. */
 static inline uintptr_t slab_base(const slab_t *s)
 {
-    return (uintptr_t)s->data & ~(uintptr_t)(CORE_CHUNK - 1);
+    return (uintptr_t)s->data & ~(uintptr_t)15;
 }
 static inline uint32_t slab_free_count(const slab_t *s)
 {

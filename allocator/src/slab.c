@@ -81,8 +81,27 @@ static void list_unlink(slab_t **head, slab_t *s)
     s->next = s->prev = NULL;
 }
 
-/* A fresh slab for cls, from a released range of the right size or the bump
- * pointer. Class lock held. NULL when the region is full, the kernel refuses, or a
+/* Region lock held, the region full: a range another class of the same slab
+ * size gave back whose descriptor is big enough (the block count never grows
+ * past the descriptor's cap), or NULL. */
+static slab_t *slab_borrow_released(nmm_heap_t *h, int cls, uint32_t nblocks)
+{
+    for (int c = 0; c < CORE_CLASSES; c++) {
+        if (c == cls || sizeclass_slab_bytes[c] != sizeclass_slab_bytes[cls])
+            continue;
+        for (slab_t **at = &h->released[c]; *at; at = &(*at)->next_free) {
+            if ((*at)->cap >= nblocks) {
+                slab_t *s = *at;
+                *at = s->next_free;
+                return s;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* A fresh slab for cls, from a range this class gave back, the bump pointer,
+ * or (region full) a range another class gave back. Class lock held. NULL when the region is full, the kernel refuses, or a
  * fail point fires. */
 static slab_t *slab_new(nmm_heap_t *h, int cls)
 {
@@ -98,18 +117,22 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
     heap_lock(h, &h->region_lock);
     slab_t *s = h->released[cls];
     uint8_t *data;
-    if (s) {
-        /* a range this class gave back: its descriptor and site[] fit */
-        h->released[cls] = s->next_free;
-        data = s->data;
-    } else {
-        size_t desc = meta_round(sizeof(slab_t) + (size_t)nblocks * 3 + 2);
-        size_t sites = meta_round((size_t)nblocks * 4);
-        if (h->region_used + bytes > h->region_size || h->meta_used + desc > h->meta_sites ||
-            h->meta_sites + h->sites_used + sites > h->meta_size) {
+    size_t desc = meta_round(sizeof(slab_t) + (size_t)nblocks * 3 + 2);
+    size_t sites = meta_round((size_t)nblocks * 4);
+    if (!s && (h->region_used + bytes > h->region_size || h->meta_used + desc > h->meta_sites ||
+               h->meta_sites + h->sites_used + sites > h->meta_size)) {
+        s = slab_borrow_released(h, cls, nblocks);
+        if (!s) {
             pthread_mutex_unlock(&h->region_lock);
             return NULL;
         }
+    } else if (s) {
+        /* a range this class gave back: its descriptor and site[] fit */
+        h->released[cls] = s->next_free;
+    }
+    if (s) {
+        data = s->data;
+    } else {
         data = (uint8_t *)h->base + h->region_used;
         if (!os_commit(data, bytes)) {
             pthread_mutex_unlock(&h->region_lock);
@@ -122,6 +145,7 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
          * has HDR_SITE, written when the block is handed out with a site */
         s->sites = (uint32_t *)(h->meta + h->meta_sites + h->sites_used);
         h->sites_used += sites;
+        s->cap = (uint16_t)nblocks;
         /* the lead: at header levels user = block + 8 is 16-byte aligned */
         data += h->user_off;
     }
