@@ -20,8 +20,13 @@ static size_t meta_round(size_t n)
 
 bool slab_region_init(nmm_heap_t *h)
 {
+#ifdef NMM_TEST_REGION_BYTES
+    /* tests/test_c_stress.py only: a tiny region, so "region full" is reachable */
+    static const size_t tries[] = {NMM_TEST_REGION_BYTES};
+#else
     static const size_t tries[] = {(size_t)64 << 30, (size_t)16 << 30, (size_t)4 << 30,
                                    (size_t)1 << 30, (size_t)256 << 20};
+#endif
     for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
         size_t size = tries[i];
         size_t chunks = size >> CORE_CHUNK_SHIFT;
