@@ -172,8 +172,7 @@ typedef struct sizeclass_pool {
 #define HDR_LO_MASK 0x7FFFFull                   /* size and flag: what the check covers */
 #define HDR_CHECK_SHIFT 19
 #define HDR_CHECK_MASK 0x1FFFFFull               /* 21 bits */
-#define HDR_GUARD_SHIFT 40
-#define HDR_GUARD_MASK 0xFFFFFFu                 /* 24 bits */
+#define HDR_GUARD_SHIFT 40                       /* 24 bits: the top of (key ^ secret) */
 #define HDR_GUARD_BYTES 3
 _Static_assert(CORE_SMALL_MAX < HDR_SIZE_MASK, "small sizes fit the header's size field");
 _Static_assert(CORE_HDR == 8 && CORE_CANARY == 8, "the header is one word, the canary one word");
@@ -435,8 +434,11 @@ static inline uint64_t detect_header_lo(size_t size, bool has_site)
 /* The whole header word for address key k and low bits lo (see the layout above). */
 static inline uint64_t detect_header_k(const nmm_heap_t *h, uint32_t k, uint64_t lo)
 {
-    return lo | (uint64_t)(detect_crc(k, lo) & HDR_CHECK_MASK) << HDR_CHECK_SHIFT |
-           (uint64_t)(k ^ (uint32_t)h->secret[1]) << HDR_GUARD_SHIFT;
+    /* check and guard as one 45-bit value shifted into place: (check | guard << 21)
+     * << 19, with the check's 21 bits cut by the shift pair, no mask constant */
+    uint64_t guard = (k ^ (uint32_t)h->secret[1]) >> 8;
+    uint64_t check = (uint64_t)detect_crc(k, lo) << 43 >> 43;
+    return lo | (check | guard << (HDR_GUARD_SHIFT - HDR_CHECK_SHIFT)) << HDR_CHECK_SHIFT;
 }
 static inline uint64_t detect_header_word(const uint8_t *user)
 {
@@ -491,13 +493,8 @@ static inline bool detect_block_intact(const nmm_heap_t *h, const uint8_t *user,
 {
     uint32_t k = detect_addr_key(h, (uintptr_t)user);
     uint64_t hw = detect_header_word(user);
-    /* compare check and guard as one word shifted down: no 64-bit mask constant
-     * (a register less on the free path) */
-    uint64_t want_hi = (detect_crc(k, hw & HDR_LO_MASK) & HDR_CHECK_MASK) |
-                       (uint64_t)((k ^ (uint32_t)h->secret[1]) & HDR_GUARD_MASK)
-                           << (HDR_GUARD_SHIFT - HDR_CHECK_SHIFT);
     size_t size = detect_header_size(hw);
-    if ((hw >> HDR_CHECK_SHIFT) != want_hi || size + CORE_CANARY > room)
+    if (hw != detect_header_k(h, k, hw & HDR_LO_MASK) || size + CORE_CANARY > room)
         return false;
     uint64_t got;
     memcpy(&got, user + size, CORE_CANARY);
