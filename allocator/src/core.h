@@ -160,8 +160,10 @@ typedef struct sizeclass_pool {
  *   bits 40..63  head guard (secret and address), the 3 bytes right below the
  *                user pointer: an underflow hits it first
  * The canary (8 bytes, every byte odd, keyed by address) starts exactly at
- * user + size. A damaged size fails the check and also moves the canary, so a
- * forged header is caught twice. 64 B requested -> 80-B class.
+ * user + size. A change confined to size and flag always fails the check
+ * (CRC32C restricted to 19-bit inputs is injective on its low 21 bits: checked
+ * exhaustively; the portable fallback mix is only probabilistic), and a damaged
+ * size also moves the canary. 64 B requested -> 80-B class.
  * Aligned blocks (alignment 2^k > 16): user = block + 2^k - 8, the block size a
  * multiple of 2^k (block starts are 8 mod 2^k), the state byte keeps k.
  * Level off without tracking: no lead, no header, no canary (user = block).
