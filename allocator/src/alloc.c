@@ -248,7 +248,8 @@ NMM_COLD static nmm_status_t free_not_live(nmm_heap_t *h, const slab_t *s, uint3
     size_t size = 0;
     if (h->has_hdr && detect_header_ok(h, user)) {
         uint64_t hw = detect_header_word(user);
-        if (detect_header_size(hw) < room) {
+        /* at level off (a header for tracking, no canary) a block can be full */
+        if (detect_header_size(hw) + (h->checks ? CORE_CANARY : 0) <= room) {
             alloc_id = slab_site(s, idx, detect_header_has_site(hw));
             size = detect_header_size(hw);
         }
