@@ -554,19 +554,13 @@ NMM_NOINLINE __attribute__((aligned(64))) static nmm_status_t free_standard(nmm_
                 tcache_t *tc = alloc_cache_fast(h);
                 if (likely(tc != NULL)) {
                     tbin_t *bin = &tc->bins[s->cls];
-                    /* one register for the bin: GCC otherwise derives its
-                     * address twice (once per access pattern) */
-                    __asm__("" : "+r"(bin));
                     uint32_t n = bin->count;
                     if (likely(n < bin->cap)) {
-                        /* plain stores first, the two relaxed atomics last */
-                        blockref_t *it = &bin->items[n];
-                        uint64_t frees = bin->frees;
-                        it->block = (uint8_t *)p - CORE_HDR;
-                        it->state = state;
-                        bin->count = n + 1;
-                        __atomic_store_n(&bin->frees, frees + 1, __ATOMIC_RELAXED);
                         __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
+                        bin->items[n].block = (uint8_t *)p - CORE_HDR;
+                        bin->items[n].state = state;
+                        bin->count = n + 1;
+                        OWNER_ADD(bin->frees, 1);
                         return NMM_OK;
                     }
                 }
