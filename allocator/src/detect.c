@@ -22,8 +22,10 @@ uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t roo
     size_t hsize = detect_header_size(hw);
     size_t sz = known_size == DETECT_SIZE_FROM_HEADER ? hsize : known_size;
     bool check_ok = ((diff >> HDR_CHECK_SHIFT) & HDR_CHECK_MASK) == 0;
+    /* large blocks: the header's (saturated) size must match the table's */
     bool size_ok = check_ok && sz + CORE_CANARY <= room &&
-                   (known_size == DETECT_SIZE_FROM_HEADER || (hw & HDR_SIZE_MASK) == (detect_header_lo(known_size, false) & HDR_SIZE_MASK));
+                   (known_size == DETECT_SIZE_FROM_HEADER ||
+                    (hw & HDR_SIZE_MASK) == (detect_header_lo(known_size, false) & HDR_SIZE_MASK));
     if (diff >> HDR_GUARD_SHIFT) {
         /* Underflow: the guard is the 3 bytes right below the user pointer; the
          * farthest damaged guard byte says how far down the write reached. A

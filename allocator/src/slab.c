@@ -106,8 +106,8 @@ static slab_t *slab_borrow_released(nmm_heap_t *h, int cls, uint32_t nblocks)
 }
 
 /* A fresh slab for cls, from a range this class gave back, the bump pointer,
- * or (region full) a range another class gave back. Class lock held. NULL when the region is full, the kernel refuses, or a
- * fail point fires. */
+ * or (region full) a range another class gave back. Class lock held. NULL when
+ * the region is full, the kernel refuses, or a fail point fires. */
 static slab_t *slab_new(nmm_heap_t *h, int cls)
 {
     uint32_t bytes = sizeclass_slab_bytes[cls];
