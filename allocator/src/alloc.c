@@ -163,12 +163,10 @@ NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_s
             if (likely(bin->count)) {
                 uint32_t site_id = unlikely(h->tracking) ? track_on_alloc(h, site) : site;
                 blockref_t *e = &bin->items[--bin->count];
-                uint32_t bs = sizeclass_table[cls];
                 uint8_t *user = e->block + CORE_HDR;
                 if (site_id)
                     slab_set_site_ref(h, e, site_id);
-                detect_write_header(h, user, size, site_id != 0);
-                detect_write_canary(h, user, size, bs - CORE_HDR);
+                detect_write_block(h, user, size, site_id != 0);
                 __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
                 OWNER_ADD(bin->allocs, 1);
                 return user;
