@@ -168,3 +168,23 @@ def test_shared_quarantine_keeps_a_stalled_threads_free(build: Builder) -> None:
     the other thread, verified clean, and the write missed)."""
     for seed in (1, 2, 3):
         _run(build("stress_quarantine"), 8, seed)
+
+
+@pytest.mark.parametrize("level", ["off", "standard"])
+def test_full_region_reuses_ranges_other_classes_gave_back(
+    build: Builder, level: str, tmp_path: Path
+) -> None:
+    """A heap with a 1 MiB region (the allocator rebuilt with
+    -DNMM_TEST_REGION_BYTES): filled with one class, another class fails cleanly;
+    once everything is freed, the bigger class reuses the given-back ranges.
+    Patterns, validate, stats and slab counts all hold, on a region that is only
+    page aligned."""
+    flags = BASE_FLAGS + SANITIZERS[build.sanitizer]  # type: ignore[attr-defined]
+    exe = tmp_path / "stress_region"
+    _compile(
+        ["gcc", *flags, "-DNMM_TEST_REGION_BYTES=((size_t)1 << 20)", "-I", str(INCLUDE),
+         "-I", str(SRC), "-I", str(PROGRAMS), str(PROGRAMS / "stress_region.c"),
+         *map(str, _allocator_sources()), "-o", str(exe), "-ldl", "-lm"],
+        "stress_region.c with a 1 MiB region",
+    )
+    _run(exe, level)

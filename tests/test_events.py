@@ -170,3 +170,15 @@ def test_periphery_under_asan_and_ubsan(
     out = run([str(exe), *args])
     assert "Sanitizer" not in out.stderr and "runtime error" not in out.stderr, out.stderr[-4000:]
     assert out.returncode == status, out.stdout + out.stderr[-4000:]
+
+
+@pytest.mark.parametrize(
+    "options", ["level=standard", "level=standard:tracking=1:stacks=0", "level=off:tracking=1"]
+)
+def test_sites_out_of_band_follow_the_block(tmp_path: Path, options: str) -> None:
+    """Sites live in the slab's site[] (flagged in the header): events name the
+    allocation site through reuse, realloc in place and aligned blocks, and a
+    block handed out again with site 0 never inherits its previous owner's."""
+    exe = compile_program("site_oob.c", tmp_path, link_nmm=True)
+    out = run([str(exe), options])
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stdout + out.stderr

@@ -282,6 +282,14 @@ def test_misuse(case: str, level: str, policy: str) -> None:
 
 # ------------------------------------------------------------------ property: damage is detected
 
+# The block layout at the header levels (allocator/src/core.h): one 8-byte header
+# word right below the user pointer whose top 3 bytes (the ones an underflow hits
+# first) are the head guard and whose 5 lower bytes hold the size, the site flag
+# and the keyed check; an 8-byte canary starting exactly at the requested size.
+HEADER_BYTES = 8
+GUARD_BYTES = 3
+CANARY_BYTES = 8
+
 
 @settings(max_examples=60)
 @given(
@@ -290,7 +298,7 @@ def test_misuse(case: str, level: str, policy: str) -> None:
     data=st.data(),
 )
 def test_damage_in_header_or_canary_is_detected(size: int, zone: str, data: st.DataObject) -> None:
-    """Damage to a live block's header (the 16 bytes before it) or to its tail
+    """Damage to a live block's header (the 8 bytes before it) or to its tail
     canary (starting at the first byte after it) is detected at standard by the
     block's own free, and never crashes. Damage running past a small slack into
     the next block may also be reported there, never anywhere else."""
@@ -301,7 +309,7 @@ def test_damage_in_header_or_canary_is_detected(size: int, zone: str, data: st.D
             offset = size
             length = data.draw(st.integers(1, 8), label="length")
         else:
-            offset = -data.draw(st.integers(1, 16), label="offset before the start")
+            offset = -data.draw(st.integers(1, HEADER_BYTES), label="offset before the start")
             length = data.draw(st.integers(1, -offset), label="length")
         original = block.unsafe_read(offset, length)
         first = data.draw(
@@ -329,6 +337,60 @@ def test_damage_in_header_or_canary_is_detected(size: int, zone: str, data: st.D
         with heap.alloc(size) as again:  # the heap goes on
             again.view[:] = b"\x01" * size
         assert heap.validate().clean
+
+
+# ------------------------------------------------------------------ every byte of the layout
+
+
+def _layout_block(heap: Heap, shape: str) -> Block:
+    if shape == "zero":
+        return heap.alloc(0)
+    if shape == "small":
+        return heap.alloc(100)
+    if shape == "aligned":
+        return heap.aligned_alloc(256, 100)
+    if shape == "page_aligned":
+        return heap.aligned_alloc(4096, 40)
+    if shape == "large":
+        return heap.alloc(200_000)  # above the largest class, size fits the header field
+    return heap.alloc(3 << 20)  # large, size saturates the header field
+
+
+@pytest.mark.parametrize("level", ("standard", "paranoid"))
+@pytest.mark.parametrize("shape", ("zero", "small", "aligned", "page_aligned", "large", "huge"))
+def test_every_header_and_canary_byte_is_guarded(level: str, shape: str) -> None:
+    """Each header byte and each canary byte, damaged alone (all bits flipped, or
+    only its lowest, a middle or its highest bit), is caught by the block's own
+    free with the kind and offset the layout gives: a guard byte is an underflow
+    reaching exactly that far (alloc site still named: the check held), a size /
+    flag / check byte a header_corrupt, canary byte i an overflow at size + i."""
+    with Heap(level=level) as heap:
+        for offset in [*range(-HEADER_BYTES, 0), *range(CANARY_BYTES)]:
+            for mask in (0xFF, 0x01, 0x04, 0x80):
+                block = _layout_block(heap, shape)
+                at = offset if offset < 0 else block.size + offset
+                old = block.unsafe_read(at, 1)[0]
+                block.unsafe_write(at, bytes([old ^ mask]))
+                where = f"{shape} at {level}: byte {at} ^ {mask:#x}"
+                with pytest.raises(Corrupted) as info:
+                    heap.free(block)
+                event = info.value.event
+                assert event is not None and event.address == block.address, where
+                if offset < -GUARD_BYTES:
+                    assert (event.kind, event.detail) == ("header_corrupt", HEADER_BYTES), where
+                elif offset < 0:
+                    assert (event.kind, event.detail) == ("underflow", -offset), where
+                    assert event.size == block.size, where
+                else:
+                    assert (event.kind, event.detail) == ("overflow", block.size + offset), where
+                    assert event.size == block.size, where
+                if offset >= -GUARD_BYTES:
+                    assert event.alloc_site is not None, where
+                    assert event.alloc_site[0].endswith("test_misuse.py"), where
+                assert heap.events() == [event], where
+        assert heap.validate().clean
+        with heap.alloc(64) as again:  # the heap goes on
+            again.view[:] = b"\x01" * 64
 
 
 # ------------------------------------------------------------------ no false positives

@@ -50,7 +50,10 @@ NMM_API nmm_status_t nmm_last_status(void);
 
 typedef enum nmm_level {
     NMM_LEVEL_OFF = 0,      /* pointer validation only: double/invalid free never crash */
-    NMM_LEVEL_STANDARD = 1, /* + keyed header checksum, head guard, exact tail canary */
+    NMM_LEVEL_STANDARD = 1, /* + keyed header checksum, head guard, exact tail canary:
+                             * 16 bytes per block (an 8-byte header below the pointer,
+                             * an 8-byte canary at pointer + size), so malloc(64) uses
+                             * an 80-byte block */
     NMM_LEVEL_PARANOID = 2  /* + poisoning, quarantine, guard pages, periodic sweeps */
 } nmm_level_t;
 

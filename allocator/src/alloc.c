@@ -57,8 +57,11 @@ static uint8_t *alloc_locked(nmm_heap_t *h, int cls, size_t size, uint32_t site_
         return NULL;
     }
     uint8_t *user = b.block + off;
-    if (h->has_hdr)
-        detect_write_header(h, user, size, site_id);
+    if (h->has_hdr) {
+        if (site_id)
+            slab_set_site_ref(h, &b, site_id);
+        detect_write_header(h, user, size, site_id != 0);
+    }
     if (h->checks)
         detect_write_canary(h, user, size, sizeclass_table[cls] - off);
     __atomic_store_n(b.state, live_state, __ATOMIC_RELAXED);
@@ -88,10 +91,11 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
     } else if (!h->has_hdr) {
         cls = alloc_class_aligned(need, align);
     } else {
-        /* Header levels: the user pointer sits `align` bytes into a block whose
-         * size is a multiple of align; the state byte remembers the offset. */
-        cls = alloc_class_aligned(size + align + (h->checks ? CORE_CANARY : 0), align);
-        off = (uint32_t)align;
+        /* Header levels: blocks start 8 bytes into an aligned slot (the slab
+         * lead), so in a class whose size is a multiple of align the user
+         * pointer block + align - 8 is aligned; the state byte remembers k. */
+        off = (uint32_t)align - CORE_HDR;
+        cls = alloc_class_aligned(size + off + (h->checks ? CORE_CANARY : 0), align);
         live_state = (uint8_t)(BS_ALIGNED | __builtin_ctzll(align));
     }
     uint32_t site_id = h->tracking ? track_on_alloc(h, site) : site;
@@ -123,8 +127,11 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
             user = e->block + h->user_off;
         }
         if (user) {
-            if (h->has_hdr)
-                detect_write_header(h, user, size, site_id);
+            if (h->has_hdr) {
+                if (site_id)
+                    slab_set_site_ref(h, e, site_id);
+                detect_write_header(h, user, size, site_id != 0);
+            }
             if (h->checks)
                 detect_write_canary(h, user, size, bs - h->user_off);
             __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
@@ -139,10 +146,10 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
     return user;
 }
 
-/* Standard level with tracking (or a miss of the untracked fast path below):
- * header, canary, pop. With tracking the header holds track_on_alloc's id
- * (called once, only when a block is handed out here: the slow path calls it
- * itself). */
+/* Standard level with tracking or a site (or a miss of the untracked fast path
+ * below): header, canary, pop. A non-zero site (track_on_alloc's id with
+ * tracking, called once, only when a block is handed out here: the slow path
+ * calls it itself) goes to the slab's site[] and the header says so. */
 NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
     if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY)) {
@@ -154,10 +161,10 @@ NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_s
                 uint32_t site_id = unlikely(h->tracking) ? track_on_alloc(h, site) : site;
                 blockref_t *e = &bin->items[bin->count - 1];
                 tbin_set_count(bin, bin->count - 1);
-                uint32_t bs = sizeclass_table[cls];
                 uint8_t *user = e->block + CORE_HDR;
-                detect_write_header(h, user, size, site_id);
-                detect_write_canary(h, user, size, bs - CORE_HDR);
+                if (site_id)
+                    slab_set_site_ref(h, e, site_id);
+                detect_write_block(h, user, size, site_id != 0);
                 __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
                 OWNER_ADD(bin->allocs, 1);
                 return user;
@@ -167,13 +174,13 @@ NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_s
     return alloc_slow(h, size, site, 0);
 }
 
-/* Standard level, untracked, block in the cache: a leaf (no calls, so no
- * callee-saved registers to spill); everything else tail-calls the above. Its
- * own function so the off path in nmm_alloc stays free of its register
- * pressure. */
+/* Standard level, untracked, site 0 (the malloc replacement's case), block in
+ * the cache: a leaf (no calls, so no callee-saved registers to spill);
+ * everything else tail-calls the above. Its own function so the off path in
+ * nmm_alloc stays free of its register pressure. */
 NMM_NOINLINE __attribute__((aligned(64))) static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
-    if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY) && likely(!h->tracking)) {
+    if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY) && likely((site | h->tracking) == 0)) {
         tcache_t *tc = alloc_cache_fast(h);
         if (likely(tc != NULL)) {
             int cls = sizeclass_of(size + CORE_HDR + CORE_CANARY);
@@ -185,7 +192,7 @@ NMM_NOINLINE __attribute__((aligned(64))) static void *alloc_standard(nmm_heap_t
                 uint8_t *user = e->block + CORE_HDR;
                 __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
                 OWNER_ADD(bin->allocs, 1);
-                detect_write_block(h, user, size, site);
+                detect_write_block(h, user, size, false);
                 return user;
             }
         }
@@ -231,24 +238,23 @@ NMM_COLD static nmm_status_t free_invalid(nmm_heap_t *h, const void *p, nmm_site
                        0, site);
 }
 
-NMM_COLD static nmm_status_t free_not_live(nmm_heap_t *h, const uint8_t *user, uint8_t state,
-                                           size_t room, nmm_site_t site, bool realloc_call)
+/* Block idx of slab s (user its user pointer) is not live: a double free or a
+ * realloc of a freed block, named with the alloc site and size its header
+ * (still intact after a free) and site[] keep. */
+NMM_COLD static nmm_status_t free_not_live(nmm_heap_t *h, const slab_t *s, uint32_t idx,
+                                           const uint8_t *user, uint8_t state, size_t room,
+                                           nmm_site_t site, bool realloc_call)
 {
     if (state == BS_NEVER)
         return free_invalid(h, user, site, NMM_INVALID_UNMAPPED, realloc_call);
     uint32_t alloc_id = 0;
     size_t size = 0;
-    if (h->has_hdr && state != BS_QUARANTINE && detect_header_ok(h, user)) {
-        const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
-        if (hdr->size < room) {
-            alloc_id = hdr->site;
-            size = hdr->size;
-        }
-    } else if (h->has_hdr && state == BS_QUARANTINE) {
-        const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
-        if (detect_header_ok(h, user) && hdr->size < room) {
-            alloc_id = hdr->site;
-            size = hdr->size;
+    if (h->has_hdr && detect_header_ok(h, user)) {
+        uint64_t hw = detect_header_word(user);
+        /* at level off (a header for tracking, no canary) a block can be full */
+        if (detect_header_size(hw) + (h->checks ? CORE_CANARY : 0) <= room) {
+            alloc_id = slab_site(s, idx, detect_header_has_site(hw));
+            size = detect_header_size(hw);
         }
     }
     return heap_report(h, realloc_call ? NMM_EV_REALLOC_FREED : NMM_EV_DOUBLE_FREE, 0, user, size,
@@ -260,10 +266,12 @@ NMM_COLD static nmm_status_t free_not_live(nmm_heap_t *h, const uint8_t *user, u
 NMM_COLD static nmm_status_t free_corrupted(nmm_heap_t *h, slab_t *s, uint8_t *state, uint8_t *user,
                                             nmm_site_t site)
 {
-    uint32_t detail, asite;
+    uint32_t detail;
     size_t size;
+    bool has_site;
     size_t room = s->block_size - h->user_off;
-    uint32_t kind = detect_check_block(h, user, room, &detail, &size, &asite);
+    uint32_t kind = detect_check_block(h, user, room, DETECT_SIZE_FROM_HEADER, &detail, &size, &has_site);
+    uint32_t asite = slab_site(s, (uint32_t)(state - slab_states(s)), has_site);
     if (kind == NMM_EV_NONE)
         kind = NMM_EV_HEADER_CORRUPT;
     __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
@@ -300,16 +308,19 @@ static nmm_status_t free_paranoid(nmm_heap_t *h, slab_t *s, int32_t idx, uint8_t
     uint8_t st = __atomic_load_n(state, __ATOMIC_RELAXED);
     if (st != BS_LIVE && st != BS_LIVE_BAD) {
         pthread_mutex_unlock(&h->pools[cls].lock);
-        return free_not_live(h, user, st, room, site, realloc_call);
+        return free_not_live(h, s, (uint32_t)idx, user, st, room, site, realloc_call);
     }
-    const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
+    uint64_t hw = detect_header_word(user);
     bool intact = st == BS_LIVE && detect_block_intact(h, user, room);
-    uint32_t size = intact ? hdr->size : 0, asite = intact ? hdr->site : 0;
+    uint32_t size = intact ? (uint32_t)detect_header_size(hw) : 0;
+    uint32_t asite = intact ? slab_site(s, (uint32_t)idx, detect_header_has_site(hw)) : 0;
     uint32_t kind = NMM_EV_NONE, detail = 0, dsite = 0;
     size_t dsize = 0;
     if (!intact) {
+        bool dhas = false;
         if (st == BS_LIVE)
-            kind = detect_check_block(h, user, room, &detail, &dsize, &dsite);
+            kind = detect_check_block(h, user, room, DETECT_SIZE_FROM_HEADER, &detail, &dsize, &dhas);
+        dsite = slab_site(s, (uint32_t)idx, dhas);
         __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
         __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
     } else {
@@ -330,7 +341,7 @@ static nmm_status_t free_paranoid(nmm_heap_t *h, slab_t *s, int32_t idx, uint8_t
     return NMM_OK;
 }
 
-/* An aligned block of a header level (user = block + 2^k). Rare: done under the
+/* An aligned block of a header level (user = block + 2^k - 8). Rare: done under the
  * class lock, never through a cache; at paranoid it is poisoned and freed
  * directly (no quarantine), so sweeps still find any later write. */
 NMM_COLD static nmm_status_t free_aligned(nmm_heap_t *h, slab_t *s, uint32_t idx, uint8_t *user,
@@ -342,18 +353,21 @@ NMM_COLD static nmm_status_t free_aligned(nmm_heap_t *h, slab_t *s, uint32_t idx
     NMM_YIELD("class.lock");
     heap_lock(h, &h->pools[cls].lock);
     uint8_t st = __atomic_load_n(state, __ATOMIC_RELAXED);
-    if (!state_is_aligned_any(st) || user != block + (1u << (st & 15))) {
+    if (!state_is_aligned_any(st) || user != block + state_user_off(st)) {
         pthread_mutex_unlock(&h->pools[cls].lock);
         return free_invalid(h, user, site, NMM_INVALID_INTERIOR, realloc_call);
     }
-    size_t room = s->block_size - (1u << (st & 15));
+    size_t room = s->block_size - state_user_off(st);
     bool bad = (st & 0xF0) == BS_ALIGNED_BAD;
     uint32_t kind = NMM_EV_NONE, detail = 0, asite = 0;
     size_t size = 0;
-    if (!bad && h->checks)
-        kind = detect_check_block(h, user, room, &detail, &size, &asite);
-    else
-        size = ((const block_header_t *)(user - CORE_HDR))->size;
+    if (!bad && h->checks) {
+        bool has_site;
+        kind = detect_check_block(h, user, room, DETECT_SIZE_FROM_HEADER, &detail, &size, &has_site);
+        asite = slab_site(s, idx, has_site);
+    } else {
+        size = detect_header_size(detect_header_word(user));
+    }
     uint8_t k = st & 15;
     if (bad || kind != NMM_EV_NONE) {
         __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
@@ -395,7 +409,7 @@ static int32_t alloc_find_aligned(const nmm_heap_t *h, slab_t *s, uintptr_t up)
     uint32_t ci = slab_index_containing(s, up);
     uint8_t st = __atomic_load_n(&slab_states(s)[ci], __ATOMIC_RELAXED);
     if (state_is_aligned_any(st) &&
-        up == (uintptr_t)s->data + (size_t)ci * s->block_size + (1u << (st & 15)))
+        up == (uintptr_t)s->data + (size_t)ci * s->block_size + state_user_off(st))
         return (int32_t)ci;
     return -1;
 }
@@ -432,8 +446,8 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
             uint32_t ci = slab_index_containing(s, up);
             uintptr_t delta = up - ((uintptr_t)s->data + (size_t)ci * s->block_size);
             uint8_t st = __atomic_load_n(&slab_states(s)[ci], __ATOMIC_RELAXED);
-            if (state_has_offset(st) && delta == (1u << (st & 15)))
-                return free_not_live(h, (uint8_t *)p,
+            if (state_has_offset(st) && delta == state_user_off(st))
+                return free_not_live(h, s, ci, (uint8_t *)p,
                                      (st & 0xF0) == BS_QUAR_ALIGNED ? BS_QUARANTINE : BS_FREE,
                                      s->block_size - delta, site, realloc_call);
         }
@@ -455,16 +469,18 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
         return NMM_E_CORRUPTED;
     }
     if (st != BS_LIVE)
-        return free_not_live(h, user, st, room, site, realloc_call);
+        return free_not_live(h, s, (uint32_t)idx, user, st, room, site, realloc_call);
     if (h->checks && !detect_block_intact(h, user, room)) {
         free_account(h, cls, tc, false);
         return free_corrupted(h, s, state, user, site);
     }
     if (tc && h->paranoid) {
-        const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
+        uint64_t hw = detect_header_word(user);
         __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
         free_account(h, cls, tc, false);
-        detect_tq_push(h, tc, user, user, state, (uint32_t)room, site, hdr->site, hdr->size);
+        detect_tq_push(h, tc, user, user, state, (uint32_t)room, site,
+                       slab_site(s, (uint32_t)idx, detect_header_has_site(hw)),
+                       (uint32_t)detect_header_size(hw));
         return NMM_OK;
     }
     if (tc) {
@@ -483,7 +499,7 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
     if (__atomic_load_n(state, __ATOMIC_RELAXED) != BS_LIVE) {  /* lost a race with another free */
         st = __atomic_load_n(state, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&h->pools[cls].lock);
-        return free_not_live(h, user, st, room, site, realloc_call);
+        return free_not_live(h, s, (uint32_t)idx, user, st, room, site, realloc_call);
     }
     __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
     slab_give_locked(h, cls, s, (uint32_t)idx);
@@ -516,14 +532,16 @@ NMM_NOINLINE POISON_NO_MEMSET static nmm_status_t free_paranoid_fast(nmm_heap_t 
             uint32_t bs = s->block_size;
             if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE &&
                        detect_block_intact(h, p, bs - CORE_HDR))) {
-                const block_header_t *hdr = (const block_header_t *)block;
+                uint64_t hw = detect_header_word(p);
+                uint32_t asite = slab_site(s, (uint32_t)idx, detect_header_has_site(hw));
+                uint32_t size = (uint32_t)detect_header_size(hw);
                 __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
                 /* steady state inline; filling the ring or its byte bound out of line */
                 if (likely(tq_free_steady(h, tc, s->cls, p, p, state, bs - CORE_HDR, site,
-                                          hdr->site, hdr->size)))
+                                          asite, size)))
                     return NMM_OK;
                 tbin_note_uncached_free(bin);
-                detect_tq_push(h, tc, p, p, state, bs - CORE_HDR, site, hdr->site, hdr->size);
+                detect_tq_push(h, tc, p, p, state, bs - CORE_HDR, site, asite, size);
                 return NMM_OK;
             }
         }
@@ -631,16 +649,16 @@ static bool alloc_block_info(nmm_heap_t *h, const void *p, block_info_t *bi)
         if (idx < 0)
             return false;
         st = __atomic_load_n(&slab_states(s)[idx], __ATOMIC_RELAXED);
-        off = 1u << (st & 15);
+        off = state_user_off(st);
     }
     bi->large = false;
     bi->cls = s->cls;
     bi->state = st;
     bi->room = s->block_size - off;
     if (h->has_hdr) {
-        const block_header_t *hdr = (const block_header_t *)((const uint8_t *)p - CORE_HDR);
-        bi->size = hdr->size + (h->checks ? CORE_CANARY : 0) <= bi->room
-                       ? hdr->size
+        size_t hsize = detect_header_size(detect_header_word(p));
+        bi->size = hsize + (h->checks ? CORE_CANARY : 0) <= bi->room
+                       ? hsize
                        : bi->room - (h->checks ? CORE_CANARY : 0);
         bi->usable = h->checks ? bi->size : bi->room;
     } else {
@@ -705,10 +723,8 @@ void *nmm_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site)
     if (!bi.large && !h->paranoid && bi.state == BS_LIVE && size <= ((size_t)1 << 46) &&
         sizeclass_of(size + h->user_off + (h->checks ? CORE_CANARY : 0)) == bi.cls &&
         (!h->checks || detect_block_intact(h, p, bi.room))) {
-        if (h->has_hdr) {
-            block_header_t *hdr = (block_header_t *)((uint8_t *)p - CORE_HDR);
-            detect_write_header(h, p, size, hdr->site);
-        }
+        if (h->has_hdr)  /* the site stays: site[] is untouched, the flag kept */
+            detect_write_header(h, p, size, detect_header_has_site(detect_header_word(p)));
         if (h->checks)
             detect_write_canary(h, p, size, bi.room);
         return p;

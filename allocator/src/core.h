@@ -16,12 +16,20 @@
 
 #define CORE_CHUNK_SHIFT 16                      /* 64 KiB: the unit of the slab map */
 #define CORE_CHUNK ((size_t)1 << CORE_CHUNK_SHIFT)
-#define CORE_META_STRIDE 12544                   /* slab-descriptor bytes per chunk: 256 + 4096*3 */
+/* Slab metadata is packed, sized for each slab's block count, in two sparse
+ * areas reserved for the worst case (every chunk a slab of 4096 blocks):
+ * descriptors (slab_t + state[n] + stack[n]) and sites (site[n], u32). Only
+ * what a slab touches is committed, site[] only when a block carries a site;
+ * packing keeps a 64 KiB slab of 80-B blocks at ~3 (untracked) or ~7 bytes of
+ * metadata per block instead of whole pages per slab. */
+#define CORE_META_ALIGN 64                       /* descriptors and site arrays: own cache lines */
+#define CORE_META_DESC_PER_CHUNK 12544           /* >= slab_t + 4096 * 3, aligned */
+#define CORE_META_SITES_PER_CHUNK 16448          /* >= 4096 * 4, aligned */
 #define CORE_CLASSES 48                          /* entries in sizeclass_table */
 #define CORE_SMALL_MAX 131072                    /* largest class; larger requests are mapped */
 #define CORE_SLOTS 64                            /* heaps that get thread caches */
 #define CORE_MAX_HEAPS 1024                      /* heaps alive at once */
-#define CORE_HDR 16                              /* header bytes before the user pointer */
+#define CORE_HDR 8                               /* header bytes before the user pointer */
 #define CORE_CANARY 8                            /* tail canary bytes, starting right at ptr+size */
 #define CORE_RECIP_SHIFT 40                      /* idx = (off * recip) >> 40, exact for off*bs < 2^40 */
 
@@ -34,7 +42,7 @@ enum {
     BS_QUARANTINE = 3,  /* paranoid: freed, poisoned, waiting in the quarantine */
     BS_RETIRED = 4,     /* found corrupted: never handed out again */
     BS_LIVE_BAD = 5,    /* live, damage already reported by a sweep: freeing it retires it quietly */
-    /* Aligned blocks of header levels: the low nibble k says user = block + 2^k. */
+    /* Aligned blocks of header levels: the low nibble k says user = block + 2^k - CORE_HDR. */
     BS_ALIGNED = 0x10,     /* | k: live */
     BS_ALIGNED_BAD = 0x20, /* | k: live, damage already reported by a sweep */
     BS_FREE_ALIGNED = 0x30,/* | k: free (like BS_FREE), remembers k to name a double free */
@@ -44,6 +52,8 @@ enum {
 static inline bool state_is_aligned(uint8_t v) { return (v & 0xF0) == BS_ALIGNED; }
 static inline bool state_is_aligned_any(uint8_t v) { return (v & 0xF0) == BS_ALIGNED || (v & 0xF0) == BS_ALIGNED_BAD; }
 static inline bool state_has_offset(uint8_t v) { return v >= BS_ALIGNED && v < 0x50; }
+/* Aligned states: bytes from the block start to the user pointer. */
+static inline uint32_t state_user_off(uint8_t v) { return (1u << (v & 15)) - CORE_HDR; }
 static inline bool state_is_free(uint8_t v) { return v == BS_FREE || (v & 0xF0) == BS_FREE_ALIGNED; }
 /* The free state a quarantined block moves to. */
 static inline uint8_t state_freed(uint8_t v)
@@ -72,24 +82,28 @@ static inline int sizeclass_of(size_t bytes)
 
 /* ------------------------------------------------------------------ slab.c */
 
-/* A slab descriptor lives in the heap's meta area at meta + first_chunk*STRIDE,
- * never inside the slab. Fields are written under the class lock (or region lock
- * while the slab is being made) and read lock-free by pointer validation. */
+/* A slab descriptor lives in the heap's meta area (packed, made with the range,
+ * kept with it when the range is given back), never inside the slab; the chunk
+ * map points at it. Fields are written under the class lock (or region
+ * lock while the slab is being made) and read lock-free by pointer validation. */
 typedef struct slab {
-    uint8_t *data;           /* first block; slab base, page aligned */
+    uint8_t *data;           /* first block: slab base (page aligned) + the heap's user_off
+                              * (8 at header levels, so user = block + 8 is 16-byte aligned) */
     uint64_t recip;          /* ceil(2^40 / block_size) */
     uint32_t block_size;
     uint16_t nblocks;
     uint16_t cls;
     uint16_t nstack;         /* class lock: indices in stack[] */
     uint16_t bump;           /* class lock: blocks [bump, nblocks) never handed out */
-    uint16_t pad16;
+    uint16_t cap;            /* region lock: blocks the descriptor and site[] were made for */
     uint8_t list;            /* class lock: SL_NONE / SL_PARTIAL / SL_EMPTY */
-    uint8_t released;        /* region lock: range given back, descriptor unused */
+    uint8_t released;        /* region lock: range given back (kept for its class) */
     struct slab *next, *prev;/* class lock: partial or empty list */
     struct slab *next_free;  /* region lock: released-range stack */
     uint32_t chunks;
     uint32_t span;           /* nblocks * block_size: bytes of the slab holding blocks */
+    uint32_t *sites;         /* site[nblocks]: valid for a block whose header has HDR_SITE;
+                              * written (relaxed) by the thread handing the block out */
     /* followed by uint8_t state[nblocks]; uint16_t stack[nblocks] */
 } slab_t;
 enum { SL_NONE = 0, SL_PARTIAL = 1, SL_EMPTY = 2 };
@@ -98,6 +112,13 @@ static inline uint8_t *slab_states(slab_t *s) { return (uint8_t *)(s + 1); }
 static inline uint16_t *slab_stack(slab_t *s)
 {
     return (uint16_t *)(((uintptr_t)(slab_states(s) + s->nblocks) + 1) & ~(uintptr_t)1);
+}
+/* Slab base: data minus the heap's lead (0 or 8). Slabs start at page-aligned
+ * offsets of the region (itself only page aligned), so clearing the low 4 bits
+ * removes the lead. */
+static inline uintptr_t slab_base(const slab_t *s)
+{
+    return (uintptr_t)s->data & ~(uintptr_t)15;
 }
 static inline uint32_t slab_free_count(const slab_t *s)
 {
@@ -123,12 +144,40 @@ typedef struct sizeclass_pool {
 
 /* ------------------------------------------------------------------ detect.c */
 
-typedef struct block_header {
-    uint32_t size;     /* requested bytes (low 32 bits for large blocks) */
-    uint32_t site;     /* tracked id from track_on_alloc, 0 = none */
-    uint32_t check;    /* CRC32C(addr, size, site) keyed by the heap secret */
-    uint32_t guard;    /* head guard derived from secret and address */
-} block_header_t;
+/* Block layout at the header levels (standard, paranoid, or tracking=1):
+ *
+ *   slab:  [8-byte lead][block 0][block 1]...      (slab data = slab base + 8)
+ *   block: [header: 8 bytes][user: size bytes][canary: 8 bytes][slack]
+ *                           ^ user = block + 8, 16-byte aligned
+ *
+ * The header is one little-endian 64-bit word at user - 8:
+ *   bits  0..17  requested size (large blocks saturate at HDR_SIZE_MASK: their
+ *                out-of-band table entry is authoritative)
+ *   bit  18      HDR_SITE: the block's allocation site is in its slab's site[]
+ *                (blocks with site 0 never touch site[])
+ *   bits 19..39  check: 21 bits of CRC32C(size|flag) keyed by the heap secret
+ *                and the address
+ *   bits 40..63  head guard (secret and address), the 3 bytes right below the
+ *                user pointer: an underflow hits it first
+ * The canary (8 bytes, every byte odd, keyed by address) starts exactly at
+ * user + size. A change confined to size and flag always fails the check
+ * (CRC32C restricted to 19-bit inputs is injective on its low 21 bits: checked
+ * exhaustively; the portable fallback mix is only probabilistic), and a damaged
+ * size also moves the canary. 64 B requested -> 80-B class.
+ * Aligned blocks (alignment 2^k > 16): user = block + 2^k - 8, the block size a
+ * multiple of 2^k (block starts are 8 mod 2^k), the state byte keeps k.
+ * Level off without tracking: no lead, no header, no canary (user = block).
+ * Large blocks: the same header word before the user pointer (size saturated,
+ * no HDR_SITE: the site is in the large table), canary at user + size. */
+#define HDR_SIZE_MASK 0x3FFFFull                 /* 18 bits */
+#define HDR_SITE (1ull << 18)
+#define HDR_LO_MASK 0x7FFFFull                   /* size and flag: what the check covers */
+#define HDR_CHECK_SHIFT 19
+#define HDR_CHECK_MASK 0x1FFFFFull               /* 21 bits */
+#define HDR_GUARD_SHIFT 40                       /* 24 bits: the top of (key ^ secret) */
+#define HDR_GUARD_BYTES 3
+_Static_assert(CORE_SMALL_MAX < HDR_SIZE_MASK, "small sizes fit the header's size field");
+_Static_assert(CORE_HDR == 8 && CORE_CANARY == 8, "the header is one word, the canary one word");
 
 typedef struct quarantine_entry {
     uint8_t *user;         /* NULL: reported by a sweep and retired */
@@ -136,7 +185,7 @@ typedef struct quarantine_entry {
     uint8_t *state;        /* the block's state byte (per-thread quarantine) */
     uint32_t block_size;   /* bytes poisoned (from poison to the block end) */
     uint32_t free_site;
-    uint32_t alloc_site;   /* tracked id or raw site from the header */
+    uint32_t alloc_site;   /* tracked id or raw site (slab site[]), 0 = none */
     uint32_t size;         /* requested bytes */
     struct tstate *owner;  /* shared quarantine: the freeing thread (NULL = none) */
     uint64_t owner_calls;  /* owner->calls when it was freed: pinned while unchanged */
@@ -177,7 +226,7 @@ struct nmm_heap {
     size_t region_size;
     slab_t **chunk_map;          /* atomic pointers, one per chunk */
     uint8_t fast;                /* atomic: FAST_* — which inline fast path applies */
-    uint8_t has_hdr;             /* blocks carry block_header_t */
+    uint8_t has_hdr;             /* blocks carry the 8-byte header (layout: detect.c section) */
     uint8_t checks;              /* level >= standard: verify header/canary */
     uint8_t paranoid;
     uint8_t tracking;
@@ -193,10 +242,14 @@ struct nmm_heap {
 
     /* region */
     pthread_mutex_t region_lock;
-    uint8_t *meta;               /* slab descriptors, STRIDE bytes per chunk */
-    size_t meta_size;
+    uint8_t *meta;               /* packed slab descriptors, then (at meta_sites) site arrays */
+    size_t meta_size;            /* bytes reserved for both */
+    size_t meta_sites;           /* offset of the site area in meta */
+    size_t meta_used;            /* region lock: bump offset of the descriptor area */
+    size_t sites_used;           /* region lock: bump offset in the site area */
     size_t region_used;          /* region lock: bump offset */
-    slab_t *released[4];         /* region lock: per slab-size stacks of given-back ranges */
+    slab_t *released[CORE_CLASSES]; /* region lock: per-class stacks of given-back ranges
+                                     * (a range keeps its descriptor, sized for its class) */
     uint64_t retained_bytes;     /* region lock: bytes in empty slabs kept */
 
     sizeclass_pool_t pools[CORE_CLASSES];
@@ -397,18 +450,10 @@ static inline uint32_t detect_crc(uint32_t crc, uint64_t v)
 #endif
 
 /* One CRC of the address keys everything else: the guard is it xor a secret, the
- * canary word a multiply of it, the check a second CRC over size and site. */
+ * canary word a multiply of it, the check a second CRC over size and flag. */
 static inline uint32_t detect_addr_key(const nmm_heap_t *h, uintptr_t user)
 {
     return detect_crc((uint32_t)h->secret[0], user);
-}
-static inline uint32_t detect_guard_k(const nmm_heap_t *h, uint32_t k)
-{
-    return k ^ (uint32_t)h->secret[1];
-}
-static inline uint32_t detect_check_k(uint32_t k, uint32_t size, uint32_t site)
-{
-    return detect_crc(k, size | (uint64_t)site << 32);
 }
 /* Canary word, stored unaligned right after the requested bytes. Every byte is
  * odd, so a stray NUL or a zero fill always damages it. */
@@ -416,40 +461,48 @@ static inline uint64_t detect_canary_word_k(const nmm_heap_t *h, uint32_t k)
 {
     return (((uint64_t)k * 0x9E3779B97F4A7C15ull) ^ h->secret[2]) | 0x0101010101010101ull;
 }
-static inline uint32_t detect_guard(const nmm_heap_t *h, uintptr_t user)
-{
-    return detect_guard_k(h, detect_addr_key(h, user));
-}
-static inline uint32_t detect_check(const nmm_heap_t *h, uintptr_t user, uint32_t size, uint32_t site)
-{
-    return detect_check_k(detect_addr_key(h, user), size, site);
-}
 static inline uint64_t detect_canary_word(const nmm_heap_t *h, uintptr_t user)
 {
     return detect_canary_word_k(h, detect_addr_key(h, user));
 }
-/* The header as two words: lo = size | site << 32, hi = check | guard << 32
- * (little endian: the block_header_t field order). Two plain stores, and the
- * free side compares hi with one 64-bit compare. */
-static inline uint64_t detect_header_hi_k(const nmm_heap_t *h, uint32_t k, uint64_t lo)
+/* The low header bits for a request: size (saturated) and the site flag. */
+static inline uint64_t detect_header_lo(size_t size, bool has_site)
 {
-    return (uint64_t)detect_crc(k, lo) | (uint64_t)detect_guard_k(h, k) << 32;
+    return (size < HDR_SIZE_MASK ? (uint64_t)size : HDR_SIZE_MASK) | (has_site ? HDR_SITE : 0);
 }
-static inline void detect_write_header(const nmm_heap_t *h, uint8_t *user, size_t size, uint32_t site)
+/* The whole header word for address key k and low bits lo (see the layout above). */
+static inline uint64_t detect_header_k(const nmm_heap_t *h, uint32_t k, uint64_t lo)
 {
-    block_header_t *hdr = (block_header_t *)(user - CORE_HDR);
-    uint32_t k = detect_addr_key(h, (uintptr_t)user);
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    uint64_t lo = (uint32_t)size | (uint64_t)site << 32;
-    uint64_t hi = detect_header_hi_k(h, k, lo);
-    memcpy(hdr, &lo, 8);
-    memcpy((uint8_t *)hdr + 8, &hi, 8);
-#else
-    hdr->size = (uint32_t)size;
-    hdr->site = site;
-    hdr->check = detect_check_k(k, (uint32_t)size, site);
-    hdr->guard = detect_guard_k(h, k);
+    /* check and guard as one 45-bit value shifted into place: (check | guard << 21)
+     * << 19, with the check's 21 bits cut by the shift pair, no mask constant */
+    uint64_t guard = (k ^ (uint32_t)h->secret[1]) >> 8;
+    uint64_t check = (uint64_t)detect_crc(k, lo) << 43 >> 43;
+    return lo | (check | guard << (HDR_GUARD_SHIFT - HDR_CHECK_SHIFT)) << HDR_CHECK_SHIFT;
+}
+static inline uint64_t detect_header_word(const uint8_t *user)
+{
+    uint64_t w;
+    memcpy(&w, user - CORE_HDR, 8);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    w = __builtin_bswap64(w);
 #endif
+    return w;
+}
+static inline void detect_store_header(uint8_t *user, uint64_t w)
+{
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+    memcpy(user - CORE_HDR, &w, 8);
+}
+/* Size field of a header word (only meaningful once the header validated). */
+static inline size_t detect_header_size(uint64_t w) { return (size_t)(w & HDR_SIZE_MASK); }
+static inline bool detect_header_has_site(uint64_t w) { return (w & HDR_SITE) != 0; }
+
+static inline void detect_write_header(const nmm_heap_t *h, uint8_t *user, size_t size, bool has_site)
+{
+    uint32_t k = detect_addr_key(h, (uintptr_t)user);
+    detect_store_header(user, detect_header_k(h, k, detect_header_lo(size, has_site)));
 }
 
 /* Every block has room for CORE_CANARY bytes after the request (class choice,
@@ -463,50 +516,38 @@ static inline void detect_write_canary(const nmm_heap_t *h, uint8_t *user, size_
 
 /* Header and canary in one go (the cache-hit alloc paths): the address CRC
  * and the secrets are read once, before any store. */
-static inline void detect_write_block(const nmm_heap_t *h, uint8_t *user, size_t size, uint32_t site)
+static inline void detect_write_block(const nmm_heap_t *h, uint8_t *user, size_t size, bool has_site)
 {
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     uint32_t k = detect_addr_key(h, (uintptr_t)user);
-    uint64_t lo = (uint32_t)size | (uint64_t)site << 32;
-    uint64_t hi = detect_header_hi_k(h, k, lo);
+    uint64_t hw = detect_header_k(h, k, detect_header_lo(size, has_site));
     uint64_t w = detect_canary_word_k(h, k);
-    memcpy(user - CORE_HDR, &lo, 8);
-    memcpy(user - CORE_HDR + 8, &hi, 8);
+    detect_store_header(user, hw);
     memcpy(user + size, &w, CORE_CANARY);
-#else
-    detect_write_header(h, user, size, site);
-    detect_write_canary(h, user, size, 0);
-#endif
 }
 
-/* Fast "is everything intact" test for the free path: one address CRC, one
- * CRC over the header's first word, one 64-bit compare of guard and check, the
- * size bound and one unaligned canary load. */
+/* Fast "is everything intact" test for the free path of a slab block: one
+ * address CRC, one CRC over the header's low bits, one 64-bit compare, the size
+ * bound and one unaligned canary load. */
 static inline bool detect_block_intact(const nmm_heap_t *h, const uint8_t *user, size_t room)
 {
-    const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
     uint32_t k = detect_addr_key(h, (uintptr_t)user);
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    uint64_t lo, hi;
-    memcpy(&lo, hdr, 8);
-    memcpy(&hi, (const uint8_t *)hdr + 8, 8);
-    uint32_t size = (uint32_t)lo;
-    if (hi != detect_header_hi_k(h, k, lo) || size + CORE_CANARY > room)
+    uint64_t hw = detect_header_word(user);
+    size_t size = detect_header_size(hw);
+    if (hw != detect_header_k(h, k, hw & HDR_LO_MASK) || size + CORE_CANARY > room)
         return false;
-#else
-    uint32_t size = hdr->size;
-    if (hdr->guard != detect_guard_k(h, k) || hdr->check != detect_check_k(k, size, hdr->site) ||
-        size + CORE_CANARY > room)
-        return false;
-#endif
     uint64_t got;
     memcpy(&got, user + size, CORE_CANARY);
     return got == detect_canary_word_k(h, k);
 }
 
-/* 0 = intact, else an NMM_EV_* kind; *detail = offset of the damage. */
-uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t room,
-                            uint32_t *detail, size_t *size, uint32_t *site);
+/* known_size for detect_check_block: read the size from the header (slab blocks). */
+#define DETECT_SIZE_FROM_HEADER SIZE_MAX
+/* 0 = intact, else an NMM_EV_* kind; *detail = offset of the damage (underflow:
+ * how far below the user pointer it reaches). *size and *has_site are filled
+ * when the header's check holds (0/false otherwise). Large blocks pass their
+ * table size as known_size (the header's field saturates). */
+uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t room, size_t known_size,
+                            uint32_t *detail, size_t *size, bool *has_site);
 bool detect_header_ok(const nmm_heap_t *h, const uint8_t *user);
 void detect_poison(uint8_t *p, size_t n);
 /* Returns the offset of the first damaged poison byte, or -1. */
@@ -527,6 +568,20 @@ void detect_quarantine_flush(nmm_heap_t *h);
 /* Paranoid without caches: the calling thread starts an allocator call (unpins
  * the blocks it freed in its previous calls). */
 void detect_note_call(void);
+
+/* Sites out of band: a block's site is in site[idx] when its header says
+ * HDR_SITE (has_site: from a header that validated); else it is 0. */
+static inline uint32_t slab_site(const slab_t *s, uint32_t idx, bool has_site)
+{
+    return has_site ? __atomic_load_n(&s->sites[idx], __ATOMIC_RELAXED) : 0;
+}
+/* Record a non-zero site for a block the calling thread hands out (cache or
+ * slab ref: the slab from the chunk map, the index from the state pointer). */
+static inline void slab_set_site_ref(const nmm_heap_t *h, const blockref_t *b, uint32_t site)
+{
+    slab_t *s = slab_of(h, (uintptr_t)b->block);
+    __atomic_store_n(&s->sites[b->state - slab_states(s)], site, __ATOMIC_RELAXED);
+}
 
 /* validate.c */
 size_t validate_heap(nmm_heap_t *h, bool full);

@@ -6,41 +6,50 @@
  */
 #include "poison.h"
 
-uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t room,
-                            uint32_t *detail, size_t *size, uint32_t *site)
+uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t room, size_t known_size,
+                            uint32_t *detail, size_t *size, bool *has_site)
 {
-    const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
     *size = 0;
-    *site = 0;
+    *has_site = false;
     *detail = 0;
-    uint32_t guard = detect_guard(h, (uintptr_t)user);
-    if (hdr->guard != guard) {
-        /* Underflow: how far below the user pointer the damage reaches (1..4). */
-        const uint8_t *got = (const uint8_t *)&hdr->guard, *want = (const uint8_t *)&guard;
-        for (int i = 0; i < 4; i++)
-            if (got[i] != want[i]) {
-                *detail = (uint32_t)(4 - i);
-                break;
-            }
-        if (hdr->check == detect_check(h, (uintptr_t)user, hdr->size, hdr->site) &&
-            hdr->size + CORE_CANARY <= room) {
-            *size = hdr->size;
-            *site = hdr->site;
+    uint32_t k = detect_addr_key(h, (uintptr_t)user);
+    uint64_t hw = detect_header_word(user);
+    uint64_t want = detect_header_k(h, k, hw & HDR_LO_MASK);
+    uint64_t diff = hw ^ want;
+    size_t hsize = detect_header_size(hw);
+    size_t sz = known_size == DETECT_SIZE_FROM_HEADER ? hsize : known_size;
+    bool check_ok = ((diff >> HDR_CHECK_SHIFT) & HDR_CHECK_MASK) == 0;
+    /* large blocks: the header's (saturated) size must match the table's */
+    bool size_ok = check_ok && sz + CORE_CANARY <= room &&
+                   (known_size == DETECT_SIZE_FROM_HEADER ||
+                    (hw & HDR_SIZE_MASK) == (detect_header_lo(known_size, false) & HDR_SIZE_MASK));
+    if (diff >> HDR_GUARD_SHIFT) {
+        /* Underflow: the guard is the 3 bytes right below the user pointer; the
+         * farthest damaged guard byte says how far down the write reached. A
+         * check that fails too means it reached the checked bytes below the
+         * guard: the whole header (CORE_HDR). */
+        uint32_t reach = 0;
+        for (uint32_t d = 1; d <= HDR_GUARD_BYTES; d++)
+            if ((diff >> (64 - 8 * d)) & 0xFF)
+                reach = d;
+        *detail = check_ok ? reach : CORE_HDR;
+        if (size_ok) {
+            *size = sz;
+            *has_site = detect_header_has_site(hw);
         }
         return NMM_EV_UNDERFLOW;
     }
-    if (hdr->check != detect_check(h, (uintptr_t)user, hdr->size, hdr->site) ||
-        hdr->size + CORE_CANARY > room) {
+    if (!size_ok) {
         *detail = CORE_HDR;
         return NMM_EV_HEADER_CORRUPT;
     }
-    *size = hdr->size;
-    *site = hdr->site;
-    uint64_t w = detect_canary_word(h, (uintptr_t)user);
-    const uint8_t *q = user + hdr->size, *want = (const uint8_t *)&w;
+    *size = sz;
+    *has_site = detect_header_has_site(hw);
+    uint64_t w = detect_canary_word_k(h, k);
+    const uint8_t *q = user + sz, *want_c = (const uint8_t *)&w;
     for (size_t i = 0; i < CORE_CANARY; i++) {
-        if (q[i] != want[i]) {
-            *detail = (uint32_t)(hdr->size + i);
+        if (q[i] != want_c[i]) {
+            *detail = (uint32_t)(sz + i);
             return NMM_EV_OVERFLOW;
         }
     }
@@ -49,9 +58,8 @@ uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t roo
 
 bool detect_header_ok(const nmm_heap_t *h, const uint8_t *user)
 {
-    const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
-    return hdr->guard == detect_guard(h, (uintptr_t)user) &&
-           hdr->check == detect_check(h, (uintptr_t)user, hdr->size, hdr->site);
+    uint64_t hw = detect_header_word(user);
+    return hw == detect_header_k(h, detect_addr_key(h, (uintptr_t)user), hw & HDR_LO_MASK);
 }
 
 POISON_NO_MEMSET void detect_poison(uint8_t *p, size_t n)

@@ -132,7 +132,8 @@ struct fp_table **heap_failpoints_slot(nmm_heap_t *heap) { return &heap->failpoi
 static void heap_update_fast(nmm_heap_t *h)
 {
     uint8_t fast = FAST_NONE;
-    /* Tracking rides the header fast paths (the site goes into the header);
+    /* Tracking rides the header fast paths (the site goes to site[], flagged
+     * in the header);
      * tracking at level=off (a header but no canary) keeps the slow path. */
     if ((!h->tracking || h->checks) && !h->limit && h->use_cache && h->slot >= 0 &&
         !__atomic_load_n(&h->fp_armed, __ATOMIC_RELAXED))
@@ -153,13 +154,14 @@ void heap_set_failpoints_armed(nmm_heap_t *heap, bool armed)
 
 /* The one place that turns a config into the heap's switches. Levels:
  *   off      — pointer validation only (out-of-band states); no header
- *   standard — + 16-byte header (CRC32C keyed check, head guard), exact tail canary
+ *   standard — + 8-byte header (size, CRC32C keyed check, head guard; the site
+ *              out of band in the slab's site[]), exact tail canary (core.h)
  *   paranoid — + poison and quarantine of freed blocks (per thread, FIFO, poison
  *              verified when a block leaves it and again when it is reused),
  *              guard pages for large blocks, periodic sweeps; with sweeps on,
  *              thread caches are bypassed so every state change happens under
  *              a class lock and a sweep sees a stable heap under load.
- * tracking=1 adds the header (for the site) at any level. */
+ * tracking=1 adds the header (for the site flag) at any level. */
 static void heap_derive(nmm_heap_t *h)
 {
     const nmm_config_t *c = &h->cfg;

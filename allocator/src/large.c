@@ -165,8 +165,8 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
             user = base + pre;
     }
     size_t room = (size_t)(end - user);
-    if (h->has_hdr)
-        detect_write_header(h, user, size, site_id);
+    if (h->has_hdr)  /* size saturated, no HDR_SITE: the table keeps both */
+        detect_write_header(h, user, size, false);
     if (h->checks)
         detect_write_canary(h, user, size, room);
 
@@ -257,8 +257,8 @@ int large_free(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call)
     uint32_t hsite = e->site;
     if (h->checks && e->state == BS_LIVE) {
         size_t sz;
-        uint32_t st;
-        kind = detect_check_block(h, (uint8_t *)p, large_room(e), &detail, &sz, &st);
+        bool has_site;
+        kind = detect_check_block(h, (uint8_t *)p, large_room(e), e->size, &detail, &sz, &has_site);
     }
     bool quietly_bad = e->state == BS_LIVE_BAD;
     e->free_site = site;
@@ -346,9 +346,11 @@ size_t large_validate(nmm_heap_t *h)
         large_entry_t *e = &h->large_tab[i];
         if (e->user <= LARGE_TOMB || e->state != BS_LIVE)
             continue;
-        uint32_t detail, st;
+        uint32_t detail;
         size_t sz;
-        uint32_t kind = detect_check_block(h, (uint8_t *)e->user, large_room(e), &detail, &sz, &st);
+        bool has_site;
+        uint32_t kind = detect_check_block(h, (uint8_t *)e->user, large_room(e), e->size, &detail, &sz,
+                                           &has_site);
         if (kind == NMM_EV_NONE)
             continue;
         problems++;

@@ -8,32 +8,38 @@
 
 #include <errno.h>
 
-static int slab_size_index(uint32_t bytes)
+/* The largest per-chunk metadata (16-B blocks, no lead: 4096 of them) fits what
+ * is reserved per chunk, alignment included. */
+_Static_assert(sizeof(slab_t) + 4096 * 3 + 2 + CORE_META_ALIGN <= CORE_META_DESC_PER_CHUNK, "descriptors");
+_Static_assert(4096 * 4 + CORE_META_ALIGN <= CORE_META_SITES_PER_CHUNK, "sites");
+
+static size_t meta_round(size_t n)
 {
-    switch (bytes) {
-    case 64u << 10: return 0;
-    case 256u << 10: return 1;
-    case 1u << 20: return 2;
-    default: return 3;
-    }
+    return (n + CORE_META_ALIGN - 1) & ~(size_t)(CORE_META_ALIGN - 1);
 }
 
 bool slab_region_init(nmm_heap_t *h)
 {
+#ifdef NMM_TEST_REGION_BYTES
+    /* tests/test_c_stress.py only: a tiny region, so "region full" is reachable */
+    static const size_t tries[] = {NMM_TEST_REGION_BYTES};
+#else
     static const size_t tries[] = {(size_t)64 << 30, (size_t)16 << 30, (size_t)4 << 30,
                                    (size_t)1 << 30, (size_t)256 << 20};
+#endif
     for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
         size_t size = tries[i];
         size_t chunks = size >> CORE_CHUNK_SHIFT;
         void *base = os_reserve(size);
         if (!base)
             continue;
-        void *meta = os_map_sparse(chunks * CORE_META_STRIDE);
+        size_t meta_size = chunks * (CORE_META_DESC_PER_CHUNK + CORE_META_SITES_PER_CHUNK);
+        void *meta = os_map_sparse(meta_size);
         void *map = os_map_sparse(chunks * sizeof(slab_t *));
         if (!meta || !map) {
             os_unmap(base, size);
             if (meta)
-                os_unmap(meta, chunks * CORE_META_STRIDE);
+                os_unmap(meta, meta_size);
             if (map)
                 os_unmap(map, chunks * sizeof(slab_t *));
             continue;
@@ -41,7 +47,9 @@ bool slab_region_init(nmm_heap_t *h)
         h->base = (uintptr_t)base;
         h->region_size = size;
         h->meta = meta;
-        h->meta_size = chunks * CORE_META_STRIDE;
+        h->meta_size = meta_size;
+        h->meta_sites = chunks * CORE_META_DESC_PER_CHUNK;
+        h->meta_used = h->sites_used = 0;
         h->chunk_map = map;
         h->region_used = 0;
         return true;
@@ -78,9 +86,28 @@ static void list_unlink(slab_t **head, slab_t *s)
     s->next = s->prev = NULL;
 }
 
-/* A fresh slab for cls, from a released range of the right size or the bump
- * pointer. Class lock held. NULL when the region is full, the kernel refuses, or a
- * fail point fires. */
+/* Region lock held, the region full: a range another class of the same slab
+ * size gave back whose descriptor is big enough (the block count never grows
+ * past the descriptor's cap), or NULL. */
+static slab_t *slab_borrow_released(nmm_heap_t *h, int cls, uint32_t nblocks)
+{
+    for (int c = 0; c < CORE_CLASSES; c++) {
+        if (c == cls || sizeclass_slab_bytes[c] != sizeclass_slab_bytes[cls])
+            continue;
+        for (slab_t **at = &h->released[c]; *at; at = &(*at)->next_free) {
+            if ((*at)->cap >= nblocks) {
+                slab_t *s = *at;
+                *at = s->next_free;
+                return s;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* A fresh slab for cls, from a range this class gave back, the bump pointer,
+ * or (region full) a range another class gave back. Class lock held. NULL when
+ * the region is full, the kernel refuses, or a fail point fires. */
 static slab_t *slab_new(nmm_heap_t *h, int cls)
 {
     uint32_t bytes = sizeclass_slab_bytes[cls];
@@ -90,27 +117,42 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
         __atomic_fetch_add(&h->injected_failures, 1, __ATOMIC_RELAXED);
         return NULL;
     }
-    int k = slab_size_index(bytes);
+    uint32_t nblocks = (bytes - h->user_off) / bs;
     NMM_YIELD("region.lock");
     heap_lock(h, &h->region_lock);
-    slab_t *s = h->released[k];
+    slab_t *s = h->released[cls];
     uint8_t *data;
-    if (s) {
-        h->released[k] = s->next_free;
-        data = s->data;
-    } else {
-        if (h->region_used + bytes > h->region_size) {
+    size_t desc = meta_round(sizeof(slab_t) + (size_t)nblocks * 3 + 2);
+    size_t sites = meta_round((size_t)nblocks * 4);
+    if (!s && (h->region_used + bytes > h->region_size || h->meta_used + desc > h->meta_sites ||
+               h->meta_sites + h->sites_used + sites > h->meta_size)) {
+        s = slab_borrow_released(h, cls, nblocks);
+        if (!s) {
             pthread_mutex_unlock(&h->region_lock);
             return NULL;
         }
+    } else if (s) {
+        /* a range this class gave back: its descriptor and site[] fit */
+        h->released[cls] = s->next_free;
+    }
+    if (s) {
+        data = s->data;
+    } else {
         data = (uint8_t *)h->base + h->region_used;
         if (!os_commit(data, bytes)) {
             pthread_mutex_unlock(&h->region_lock);
             return NULL;
         }
         h->region_used += bytes;
-        size_t chunk = ((uintptr_t)data - h->base) >> CORE_CHUNK_SHIFT;
-        s = (slab_t *)(h->meta + chunk * CORE_META_STRIDE);
+        s = (slab_t *)(h->meta + h->meta_used);
+        h->meta_used += desc;
+        /* site[] is never cleared: an entry counts only for a block whose header
+         * has HDR_SITE, written when the block is handed out with a site */
+        s->sites = (uint32_t *)(h->meta + h->meta_sites + h->sites_used);
+        h->sites_used += sites;
+        s->cap = (uint16_t)nblocks;
+        /* the lead: at header levels user = block + 8 is 16-byte aligned */
+        data += h->user_off;
     }
     pthread_mutex_unlock(&h->region_lock);
     NMM_YIELD("region.unlock");
@@ -118,7 +160,7 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
     s->data = data;
     s->block_size = bs;
     s->recip = (((uint64_t)1 << CORE_RECIP_SHIFT) + bs - 1) / bs;
-    s->nblocks = (uint16_t)(bytes / bs);
+    s->nblocks = (uint16_t)nblocks;
     s->cls = (uint16_t)cls;
     s->nstack = 0;
     s->bump = 0;
@@ -142,19 +184,18 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
 static void slab_release(nmm_heap_t *h, int cls, slab_t *s)
 {
     uint32_t bytes = sizeclass_slab_bytes[cls];
-    size_t first = ((uintptr_t)s->data - h->base) >> CORE_CHUNK_SHIFT;
+    size_t first = (slab_base(s) - h->base) >> CORE_CHUNK_SHIFT;
     for (uint32_t i = 0; i < s->chunks; i++)
         __atomic_store_n(&h->chunk_map[first + i], NULL, __ATOMIC_RELEASE);
-    os_decommit(s->data, bytes);
+    os_decommit((void *)slab_base(s), bytes);
     h->pools[cls].nslabs--;
     __atomic_fetch_add(&h->slabs_returned, 1, __ATOMIC_RELAXED);
     heap_account_mapped(h, -(int64_t)bytes);
     NMM_YIELD("region.lock");
     heap_lock(h, &h->region_lock);
-    int k = slab_size_index(bytes);
     s->released = 1;
-    s->next_free = h->released[k];
-    h->released[k] = s;
+    s->next_free = h->released[cls];
+    h->released[cls] = s;
     pthread_mutex_unlock(&h->region_lock);
     NMM_YIELD("region.unlock");
 }

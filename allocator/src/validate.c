@@ -27,7 +27,7 @@ static void validate_unlock_all(nmm_heap_t *h)
 /* First-chunk descriptors of every slab in use, in address order. */
 #define FOREACH_SLAB(h, s)                                                                  \
     for (size_t ci_ = 0, n_ = (h)->region_used >> CORE_CHUNK_SHIFT; ci_ < n_; ci_++)         \
-        for (slab_t *s = (h)->chunk_map[ci_]; s && (uintptr_t)s->data == (h)->base + (ci_ << CORE_CHUNK_SHIFT); s = NULL)
+        for (slab_t *s = (h)->chunk_map[ci_]; s && slab_base(s) == (h)->base + (ci_ << CORE_CHUNK_SHIFT); s = NULL)
 
 static size_t validate_freelist_problem(nmm_heap_t *h, const void *addr, uint32_t detail)
 {
@@ -103,15 +103,17 @@ size_t validate_heap(nmm_heap_t *h, bool full)
             uint8_t base = v & (uint8_t)~BS_MARK;
             bool marked = v & BS_MARK;
             if ((base == BS_LIVE || state_is_aligned(base)) && h->checks) {
-                uint32_t detail, site;
+                uint32_t detail;
                 size_t size;
-                uint32_t off = base == BS_LIVE ? h->user_off : 1u << (base & 15);
+                bool has_site;
+                uint32_t off = base == BS_LIVE ? h->user_off : state_user_off(base);
                 uint8_t *u = block + off;
-                uint32_t kind = detect_check_block(h, u, s->block_size - off, &detail, &size, &site);
+                uint32_t kind = detect_check_block(h, u, s->block_size - off, DETECT_SIZE_FROM_HEADER,
+                                                   &detail, &size, &has_site);
                 if (kind != NMM_EV_NONE) {
                     problems++;
                     states[i] = base == BS_LIVE ? BS_LIVE_BAD : (uint8_t)(BS_ALIGNED_BAD | (base & 15));
-                    heap_report(h, kind, detail, u, size, site, 0);
+                    heap_report(h, kind, detail, u, size, slab_site(s, i, has_site), 0);
                 }
             } else if (state_is_free(base) && !marked) {
                 problems += validate_freelist_problem(h, block, 6);
@@ -125,7 +127,7 @@ size_t validate_heap(nmm_heap_t *h, bool full)
                     problems++;
                     uint32_t asite = 0;
                     if (detect_header_ok(h, user))
-                        asite = ((block_header_t *)(user - CORE_HDR))->site;
+                        asite = slab_site(s, i, detect_header_has_site(detect_header_word(user)));
                     heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)dmg, user, 0, asite, 0);
                     detect_poison(user, room);
                 }
@@ -171,16 +173,16 @@ void heap_foreach_live(nmm_heap_t *h, heap_visit_fn visit, void *ctx)
             uint8_t v = __atomic_load_n(&states[i], __ATOMIC_RELAXED);
             if (v != BS_LIVE && v != BS_LIVE_BAD && !state_is_aligned_any(v))
                 continue;
-            uint32_t off = state_is_aligned_any(v) ? 1u << (v & 15) : h->user_off;
+            uint32_t off = state_is_aligned_any(v) ? state_user_off(v) : h->user_off;
             const uint8_t *user = s->data + (size_t)i * s->block_size + off;
             size_t size = room = s->block_size - off;
             uint32_t site = 0;
             if (h->has_hdr) {
-                const block_header_t *hdr = (const block_header_t *)(user - CORE_HDR);
-                if (hdr->size < room)
-                    size = hdr->size;
+                uint64_t hw = detect_header_word(user);
+                if (detect_header_size(hw) < room)
+                    size = detect_header_size(hw);
                 if (h->tracking)
-                    site = hdr->site;
+                    site = slab_site(s, i, detect_header_has_site(hw));
             }
             visit(ctx, user, size, site);
         }
