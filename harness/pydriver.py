@@ -52,29 +52,24 @@ def _flip(data: bytes) -> bytes:
 
 @functools.lru_cache(maxsize=64)
 def size_table(ranges: tuple[tuple[int, int, float], ...]) -> tuple[int, ...]:
-    """Sizes by draw: entry k is the size at quantile (k + 1/2) / 2**SIZE_BITS of the
-    distribution that picks a (lo, hi, weight) range by weight and a size in it
-    log-uniformly (``lo`` for a range of one size)."""
+    """Sizes by draw: 2**SIZE_BITS entries, each range getting a share of them by its
+    weight (at least one entry, so no range of a plan is never drawn), and entry j of a
+    range's ``count`` the size at quantile (j + 1/2) / count of its log-uniform spread
+    (``lo`` for a range of one size)."""
     n = 1 << SIZE_BITS
     total = sum(w for _, _, w in ranges)
+    counts = [max(1, round(w / total * n)) for _, _, w in ranges]
+    counts[counts.index(max(counts))] += n - sum(counts)  # rounding goes to the largest
     table: list[int] = []
-    start = 0.0
-    for index, (lo, hi, weight) in enumerate(ranges):
-        share = weight / total
-        end = n if index == len(ranges) - 1 else min(n, round((start + share) * n))
-        count = end - len(table)
+    exp = math.exp
+    for (lo, hi, _), count in zip(ranges, counts, strict=True):
         if hi <= lo:
             table.extend([lo] * count)
-        else:
-            log_lo = math.log(max(lo, 1))
-            log_span = math.log(hi + 1) - log_lo
-            # log size at entry k: log_lo + log_span * ((k + 1/2) / n - start) / share
-            step = log_span / (share * n)
-            base = log_lo + log_span * (0.5 / n - start) / share
-            exp = math.exp
-            table += [min(hi, max(lo, int(exp(base + step * k))))
-                      for k in range(len(table), end)]
-        start += share
+            continue
+        log_lo = math.log(max(lo, 1))
+        step = (math.log(hi + 1) - log_lo) / count
+        base = log_lo + step / 2
+        table += [min(hi, max(lo, int(exp(base + step * j)))) for j in range(count)]
     return tuple(table)
 
 

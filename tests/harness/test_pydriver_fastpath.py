@@ -89,6 +89,13 @@ def test_sizes_follow_the_weighted_ranges() -> None:
     assert log_uniform[len(log_uniform) // 2] in (127, 128)  # the geometric midpoint
 
 
+def test_a_range_with_a_tiny_weight_is_still_drawn() -> None:
+    table = size_table(((16, 64, 1.0), (100_000, 100_000, 1e-9), (4096, 8192, 1e-7)))
+    assert len(table) == 1 << SIZE_BITS
+    assert table.count(100_000) == 1
+    assert any(4096 <= size <= 8192 for size in table)
+
+
 def test_a_damaged_live_block_is_caught_when_the_workload_frees_it() -> None:
     plan = make_plan(threads=1, cross=0.0)
     driver = PyDriver(plan, 3)
