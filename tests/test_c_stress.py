@@ -188,3 +188,21 @@ def test_full_region_reuses_ranges_other_classes_gave_back(
         "stress_region.c with a 1 MiB region",
     )
     _run(exe, level)
+
+
+def test_stats_read_while_a_cache_is_half_updated(build: Builder, tmp_path: Path) -> None:
+    """nmm_stats_get while a thread cache's owner stands between the stores of an
+    alloc, a refill, a flush or a quarantine release (the program, built with
+    -DNMM_CHAOS, is the scheduler of the allocator's "tcache.*" yield points):
+    frees never exceed allocs (they once read as 2^64 - 32), live never exceeds
+    what the owner holds, and the peak stays within what it ever held."""
+    flags = BASE_FLAGS + SANITIZERS[build.sanitizer]  # type: ignore[attr-defined]
+    exe = tmp_path / "stress_stats"
+    _compile(
+        ["gcc", *flags, "-DNMM_CHAOS", "-I", str(INCLUDE), "-I", str(SRC), "-I", str(PROGRAMS),
+         str(PROGRAMS / "stress_stats.c"), *map(str, _allocator_sources()), "-o", str(exe),
+         "-ldl", "-lm"],
+        "stress_stats.c with yield points",
+    )
+    for options in ("level=off", "level=off:tracking=1", "level=standard", "level=paranoid"):
+        _run(exe, options, 2)

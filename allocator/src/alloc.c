@@ -122,7 +122,10 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
         blockref_t *e = NULL;
         user = NULL;
         if (bin->count || tcache_refill(h, tc, cls)) {
+            /* allocs before count (tbin_read) */
             e = &bin->items[bin->count - 1];
+            OWNER_ADD(bin->allocs, 1);
+            NMM_YIELD("tcache.alloc");
             tbin_set_count(bin, bin->count - 1);
             user = e->block + h->user_off;
         }
@@ -135,7 +138,6 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
             if (h->checks)
                 detect_write_canary(h, user, size, bs - h->user_off);
             __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
-            OWNER_ADD(bin->allocs, 1);
         }
     }
     if (!user) {
@@ -214,8 +216,10 @@ void *nmm_alloc(nmm_heap_t *h, size_t size, nmm_site_t site)
                  * alias anything, and would force reloads */
                 blockref_t e = bin->items[n - 1];
                 uint64_t allocs = bin->allocs;
-                tbin_set_count(bin, n - 1);
+                /* allocs before count (tbin_read) */
                 __atomic_store_n(&bin->allocs, allocs + 1, __ATOMIC_RELAXED);
+                NMM_YIELD("tcache.alloc");
+                tbin_set_count(bin, n - 1);
                 __atomic_store_n(e.state, BS_LIVE, __ATOMIC_RELAXED);
                 return e.block;
             }
@@ -288,7 +292,7 @@ static void free_account(nmm_heap_t *h, int cls, tcache_t *tc, bool into_cache)
         __atomic_fetch_sub(&h->limit_used, bs, __ATOMIC_RELAXED);
     if (tc) {
         if (!into_cache)
-            tbin_note_uncached_free(&tc->bins[cls]);
+            tbin_note_uncached_free(tc, &tc->bins[cls]);
     } else {
         __atomic_fetch_add(&h->pools[cls].frees, 1, __ATOMIC_RELAXED);
         heap_account_live(h, -(int64_t)bs);
@@ -540,7 +544,7 @@ NMM_NOINLINE POISON_NO_MEMSET static nmm_status_t free_paranoid_fast(nmm_heap_t 
                 if (likely(tq_free_steady(h, tc, s->cls, p, p, state, bs - CORE_HDR, site,
                                           asite, size)))
                     return NMM_OK;
-                tbin_note_uncached_free(bin);
+                tbin_note_uncached_free(tc, bin);
                 detect_tq_push(h, tc, p, p, state, bs - CORE_HDR, site, asite, size);
                 return NMM_OK;
             }

@@ -336,11 +336,13 @@ static inline uint32_t slab_index_containing(const slab_t *s, uintptr_t p)
 /* tcache.c */
 /* One bin per class. Only allocations are counted per operation; frees are
  * derived: every block that enters `count` is a free unless `supplied` says
- * otherwise, so frees = allocs + count - supplied (exact, also for paranoid,
- * whose frees go to the quarantine and count down `supplied` instead). 32
- * bytes, so the bin of a class is one shift away. */
+ * otherwise, so frees = allocs + count - supplied and live = supplied - count
+ * (exact, also for paranoid, whose frees go to the quarantine and count down
+ * `supplied` instead). Other threads read the three with tbin_read (see there
+ * for the store order the owner keeps). 32 bytes, so the bin of a class is one
+ * shift away. */
 typedef struct tbin {
-    uint32_t count;          /* owner writes, others read (relaxed): blocks in items[] */
+    uint32_t count;          /* owner writes (release), others read: blocks in items[] */
     uint32_t cap;
     uint64_t allocs;         /* owner writes, others read (relaxed) */
     blockref_t *items;
@@ -355,18 +357,16 @@ typedef struct tbin {
  * (a plain add in the generated code, and no data race). */
 #define OWNER_ADD(field, v) __atomic_store_n(&(field), (field) + (v), __ATOMIC_RELAXED)
 
-/* Owner: the new number of blocks in items[] (heap_op_count and stats read it
- * from other threads). */
+/* Owner: the new number of blocks in items[]. A release store (a plain store on
+ * x86): an alloc stores allocs + 1 first, so a reader that sees the smaller
+ * count also sees the alloc counted and never derives a free that did not
+ * happen (tbin_read). */
 static inline void tbin_set_count(tbin_t *bin, uint32_t n)
 {
-    __atomic_store_n(&bin->count, n, __ATOMIC_RELAXED);
+    __atomic_store_n(&bin->count, n, __ATOMIC_RELEASE);
 }
-/* Owner: a free of this class whose block does not go into items[]. */
-static inline void tbin_note_uncached_free(tbin_t *bin)
-{
-    OWNER_ADD(bin->supplied, -1);
-}
-/* Frees counted by a bin (owner: exact; others: a relaxed snapshot). */
+/* Frees counted by a bin: owner only (or its cache retired under the registry
+ * lock); other threads use tbin_read. */
 static inline uint64_t tbin_frees(const tbin_t *bin)
 {
     return __atomic_load_n(&bin->allocs, __ATOMIC_RELAXED) +
@@ -383,8 +383,37 @@ typedef struct tcache {
     quarantine_entry_t *tq;  /* owner; CORE_TQ_CAP entries */
     uint32_t tq_head, tq_count;
     uint64_t tq_bytes;       /* owner writes, stats read (relaxed) */
+    /* owner writes, others read: odd while the owner changes more than one of a
+     * bin's count and supplied (refill, flush, quarantine release, uncached
+     * free), so tbin_read retries instead of reading half of it. The alloc and
+     * free fast paths change one field each and leave it alone. */
+    uint32_t books;
     int64_t merged[CORE_CLASSES]; /* owner: allocs - frees already added to heap->live_est */
 } tcache_t;
+
+/* Owner: open the books before a multi-field update of the bins; nests (only
+ * the outermost call opens them). Returns whether this call did. */
+static inline bool tcache_books_open(tcache_t *tc)
+{
+    uint32_t seq = tc->books;
+    if (seq & 1)
+        return false;
+    __atomic_store_n(&tc->books, seq + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);  /* odd before any field changes */
+    return true;
+}
+static inline void tcache_books_close(tcache_t *tc, bool opened)
+{
+    if (opened)
+        __atomic_store_n(&tc->books, tc->books + 1, __ATOMIC_RELEASE);
+}
+/* Owner: a free of this class whose block does not go into items[]. */
+static inline void tbin_note_uncached_free(tcache_t *tc, tbin_t *bin)
+{
+    bool opened = tcache_books_open(tc);
+    OWNER_ADD(bin->supplied, -1);
+    tcache_books_close(tc, opened);
+}
 
 typedef struct tstate {
     tcache_t *caches[CORE_SLOTS];   /* atomic pointers: set by owner, cleared by heap destroy */

@@ -131,9 +131,12 @@ static inline __attribute__((always_inline)) void tq_release(nmm_heap_t *h, tcac
     if (unlikely(!e->user))
         return;  /* reported by a sweep, retired, its bytes already uncounted */
     __atomic_store_n(&tc->tq_bytes, tc->tq_bytes - e->block_size, __ATOMIC_RELAXED);
+    bool opened = tcache_books_open(tc);  /* count and supplied both move */
     tbin_t *bin = tq_release_entry(h, tc, e);
+    NMM_YIELD("tcache.release");
     if (bin)
         OWNER_ADD(bin->supplied, 1);
+    tcache_books_close(tc, opened);
 }
 
 /* Entries of the per-thread ring: owner and owner_calls stay unused (only
@@ -176,15 +179,22 @@ tq_free_steady(nmm_heap_t *h, tcache_t *tc, int cls, uint8_t *user, uint8_t *poi
     uint32_t head = tc->tq_head;
     quarantine_entry_t *e = &tc->tq[head];
     tbin_t *to = NULL;
+    bool opened = false;
     if (likely(e->user != NULL)) {
         bytes -= e->block_size;
+        /* into another bin: its count and supplied both move (same bin: only
+         * count, the free and the release cancel out) */
+        if (e->cls != cls)
+            opened = tcache_books_open(tc);
         to = tq_release_entry(h, tc, e);
     }
     if (to != bin) {
-        tbin_note_uncached_free(bin);
+        tbin_note_uncached_free(tc, bin);
+        NMM_YIELD("tcache.release");
         if (to)
             OWNER_ADD(to->supplied, 1);
     }
+    tcache_books_close(tc, opened);
     tq_fill(e, cls, BS_FREE, user, poison, state, room, free_site, alloc_site, size);
     tc->tq_head = (head + 1) % CORE_TQ_CAP;
     __atomic_store_n(&tc->tq_bytes, bytes + room, __ATOMIC_RELAXED);

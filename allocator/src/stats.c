@@ -32,8 +32,14 @@ nmm_status_t nmm_stats_get(nmm_heap_t *h, nmm_stats_t *out)
         cs->slabs = pool->nslabs;
         pthread_mutex_unlock(&pool->lock);
         cs->block_size = sizeclass_table[c];
+        /* frees read before allocs, and never more frees than allocs: a block
+         * allocated and freed by other threads between the two reads would
+         * otherwise make live negative (and wrap) */
+        uint64_t pool_frees = __atomic_load_n(&pool->frees, __ATOMIC_RELAXED);
         cs->allocs = allocs[c] + __atomic_load_n(&pool->allocs, __ATOMIC_RELAXED);
-        cs->frees = frees[c] + __atomic_load_n(&pool->frees, __ATOMIC_RELAXED);
+        cs->frees = frees[c] + pool_frees;
+        if (cs->frees > cs->allocs)
+            cs->frees = cs->allocs;
         cs->live = cs->allocs - cs->frees;
         cs->free_blocks = free_blocks + cached[c];
         out->allocs += cs->allocs;

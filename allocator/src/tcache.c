@@ -2,10 +2,12 @@
  * flush to the slabs, flush on thread exit, detach on heap destroy, reclaim after
  * fork. Must not hand a block to two owners: a block is in exactly one place (a
  * cache, a slab stack, live, quarantine). A cache is touched by its owning thread;
- * other threads only read its counters (relaxed) or, under the registry lock and
+ * other threads only read its counters (tbin_read) or, under the registry lock and
  * only when the owner is gone or the heap is being destroyed, take it apart.
  */
 #include "core.h"
+
+#include <sched.h>
 
 NMM_TLS tstate_t *tcache_tls;
 pthread_mutex_t tcache_registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -81,6 +83,7 @@ static tcache_t *tcache_new_locked(nmm_heap_t *h)
     tc->tq_head = tc->tq_count = 0;
     __atomic_store_n(&tc->tq_bytes, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&tc->misses, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&tc->books, 0, __ATOMIC_RELAXED);
     tc->next_free = NULL;
     __atomic_store_n(&tc->heap, h, __ATOMIC_RELAXED);
     return tc;
@@ -162,8 +165,13 @@ bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls)
     if (want > bin->cap - bin->count)
         want = bin->cap - bin->count;
     uint32_t got = slab_take(h, cls, bin->items + bin->count, want);
-    OWNER_ADD(bin->supplied, got);
+    /* count first: a reader that gives up waiting for the books sees fewer
+     * live blocks, never more (tbin_read) */
+    bool opened = tcache_books_open(tc);
     tbin_set_count(bin, bin->count + got);
+    NMM_YIELD("tcache.refill");
+    OWNER_ADD(bin->supplied, got);
+    tcache_books_close(tc, opened);
     __atomic_store_n(&tc->misses, tc->misses + 1, __ATOMIC_RELAXED);
     tcache_merge_live(h, tc, cls);
     return got > 0;
@@ -177,8 +185,12 @@ void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep)
     uint32_t n = bin->count - keep;
     slab_give(h, cls, bin->items, n);
     memmove(bin->items, bin->items + n, keep * sizeof(blockref_t));
+    /* supplied first: fewer live blocks meanwhile, never more (tbin_read) */
+    bool opened = tcache_books_open(tc);
     OWNER_ADD(bin->supplied, -(int64_t)n);
+    NMM_YIELD("tcache.flush");
     tbin_set_count(bin, keep);
+    tcache_books_close(tc, opened);
     tcache_merge_live(h, tc, cls);
 }
 
@@ -249,6 +261,50 @@ void tcache_fork_child(void)
     pthread_mutex_unlock(&tcache_registry_lock);
 }
 
+/* Another thread reads a bin: its allocs, frees and cached blocks. The owner
+ * changes one field per fast-path operation, storing an alloc's allocs + 1
+ * before its count - 1 (count a release store); updates of count and supplied
+ * together are bracketed by the books (odd meanwhile) and move live down first.
+ * So count is read first (acquire: the allocs read after it include every alloc
+ * that count reflects), then allocs and supplied, and the read is kept once
+ * neither the books nor count moved meanwhile. Then live = supplied - count is
+ * exact for the moment count was read, and frees = allocs - live is exact, or
+ * one high per alloc under way (counted before its count moved): never low,
+ * never negative. An owner stalled inside the books makes the reader give up
+ * after a while; live then errs low (never a peak that was not), and the values
+ * are clamped to 0 <= live <= allocs so nothing wraps. */
+static void tbin_read(const tcache_t *tc, const tbin_t *bin, uint64_t *allocs, uint64_t *frees,
+                      uint32_t *count)
+{
+    uint64_t a;
+    uint32_t n;
+    int64_t sup;
+    for (int tries = 0;; tries++) {
+        if (tries >= 16)
+            sched_yield();  /* the owner may be preempted inside the books */
+        uint32_t seq = __atomic_load_n(&tc->books, __ATOMIC_ACQUIRE);
+        n = __atomic_load_n(&bin->count, __ATOMIC_ACQUIRE);
+        a = __atomic_load_n(&bin->allocs, __ATOMIC_RELAXED);
+        sup = __atomic_load_n(&bin->supplied, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        bool steady = !(seq & 1) && __atomic_load_n(&bin->count, __ATOMIC_RELAXED) == n &&
+                      __atomic_load_n(&tc->books, __ATOMIC_RELAXED) == seq;
+        /* giving up (an owner stalled inside the books, or one that never
+         * pauses): each multi-field update moves live down first, so what is
+         * read errs towards fewer live blocks (more frees), clamped below */
+        if (steady || tries == 80)
+            break;
+    }
+    int64_t live = sup - (int64_t)n;
+    if (live < 0)
+        live = 0;
+    if ((uint64_t)live > a)
+        live = (int64_t)a;
+    *allocs = a;
+    *frees = a - (uint64_t)live;
+    *count = n;
+}
+
 void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cached,
                 uint64_t *cached_allocs, uint64_t *misses, uint64_t *tq_bytes)
 {
@@ -259,16 +315,15 @@ void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cach
         if (!tc || __atomic_load_n(&tc->heap, __ATOMIC_RELAXED) != h)
             continue;
         for (int c = 0; c < CORE_CLASSES; c++) {
-            /* one snapshot of the three, so the derived frees match the allocs */
-            uint64_t a = __atomic_load_n(&tc->bins[c].allocs, __ATOMIC_RELAXED);
-            uint32_t n = __atomic_load_n(&tc->bins[c].count, __ATOMIC_RELAXED);
-            int64_t sup = __atomic_load_n(&tc->bins[c].supplied, __ATOMIC_RELAXED);
+            uint64_t a, f;
+            uint32_t n;
+            tbin_read(tc, &tc->bins[c], &a, &f, &n);
             if (cached_allocs)
                 *cached_allocs += a;
             if (allocs)
                 allocs[c] += a;
             if (frees)
-                frees[c] += a + n - (uint64_t)sup;
+                frees[c] += f;
             if (cached)
                 cached[c] += n;
         }

@@ -1,0 +1,136 @@
+/* stress_stats.c — nmm_stats_get while a thread cache's owner is half way
+ * through updating its counters (built with -DNMM_CHAOS: this program is the
+ * scheduler, and the allocator's "tcache.*" yield points sit between the stores
+ * of an alloc, a refill, a flush and a quarantine release).
+ * usage: stress_stats OPTIONS ROUNDS
+ * The worker allocates KEEP blocks of two sizes (two classes) and frees them, ROUNDS times;
+ * at each yield point it stops and the main thread reads the stats. Per class,
+ * frees never exceed allocs (a derived free count once read as 2^64 - 1) and
+ * allocs never go backwards; live blocks never exceed what the worker holds
+ * (plus the one it is allocating), and at the end the peak the stats folded in
+ * is no more than KEEP of the bigger blocks.
+ */
+#include "stress_common.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+#define KEEP 1000
+
+static nmm_heap_t *heap;
+static long rounds;
+static int done;             /* atomic: worker finished */
+static int request;          /* atomic: worker stopped at a yield point, read now */
+static uint64_t held;        /* atomic: blocks the worker holds or is allocating */
+static __thread int is_worker;
+static long pauses[4];       /* alloc, refill, flush, release: worker only */
+
+/* The allocator's yield points (NMM_CHAOS): the worker waits there until the
+ * main thread has read the stats. Other points (locks) are passed through. */
+void sched_yield_point(const char *where)
+{
+    static const char *const kinds[] = {"tcache.alloc", "tcache.refill", "tcache.flush",
+                                        "tcache.release"};
+    if (!is_worker || strncmp(where, "tcache.", 7) != 0)
+        return;
+    for (int k = 0; k < 4; k++)
+        if (strcmp(where, kinds[k]) == 0)
+            pauses[k]++;
+    __atomic_store_n(&request, 1, __ATOMIC_RELEASE);
+    while (__atomic_load_n(&request, __ATOMIC_ACQUIRE))
+        sched_yield();
+}
+
+static void *worker(void *arg)
+{
+    (void)arg;
+    static void *blocks[KEEP];
+    is_worker = 1;
+    for (long r = 0; r < rounds; r++) {
+        for (int i = 0; i < KEEP; i++) {
+            __atomic_store_n(&held, (uint64_t)i + 1, __ATOMIC_RELEASE);
+            blocks[i] = nmm_alloc(heap, i % 3 ? 40 : 100, 0);  /* 128 (the ring) % 3 != 0 */
+            CHECK(blocks[i] != NULL);
+        }
+        for (int i = 0; i < KEEP; i++) {
+            CHECK_EQ(nmm_free(heap, blocks[i], 0), NMM_OK);
+            __atomic_store_n(&held, (uint64_t)(KEEP - i - 1), __ATOMIC_RELEASE);
+        }
+    }
+    is_worker = 0;  /* its cache is retired at exit under the registry lock */
+    __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static uint64_t last_allocs[NMM_MAX_CLASSES];
+
+static void check_stats(long poll)
+{
+    uint64_t bound = __atomic_load_n(&held, __ATOMIC_ACQUIRE);
+    nmm_stats_t st = stats_of(heap);
+    for (uint32_t c = 0; c < st.class_count; c++) {
+        const nmm_class_stats_t *cs = &st.classes[c];
+        if (cs->frees > cs->allocs || cs->live > bound || cs->allocs < last_allocs[c]) {
+            fprintf(stderr,
+                    "poll %ld class %u (%llu B): allocs %llu (was %llu) frees %llu live %llu, "
+                    "worker holds %llu\n",
+                    poll, c, (unsigned long long)cs->block_size, (unsigned long long)cs->allocs,
+                    (unsigned long long)last_allocs[c], (unsigned long long)cs->frees,
+                    (unsigned long long)cs->live, (unsigned long long)bound);
+            exit(1);
+        }
+        last_allocs[c] = cs->allocs;
+    }
+    CHECK(st.frees <= st.allocs);
+    CHECK(st.live_blocks <= bound);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s OPTIONS ROUNDS\n", argv[0]);
+        return 2;
+    }
+    nmm_config_t cfg;
+    nmm_config_init(&cfg);
+    char err[256] = "";
+    CHECK(nmm_config_parse(&cfg, argv[1], err, sizeof err) == NMM_OK);
+    rounds = atol(argv[2]);
+    heap = nmm_heap_create(&cfg);
+    CHECK(heap != NULL);
+
+    long polls = 0;
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, worker, NULL) == 0);
+    while (!__atomic_load_n(&done, __ATOMIC_ACQUIRE)) {
+        if (!__atomic_load_n(&request, __ATOMIC_ACQUIRE)) {
+            sched_yield();
+            continue;
+        }
+        check_stats(++polls);
+        __atomic_store_n(&request, 0, __ATOMIC_RELEASE);
+    }
+    CHECK(pthread_join(t, NULL) == 0);
+    /* every kind of half-done update was seen (the paranoid quarantine too) */
+    CHECK(pauses[1] > 0 && pauses[2] > 0);
+    CHECK(pauses[0] > 0 || cfg.level != NMM_LEVEL_OFF);
+    CHECK(pauses[3] > 0 || cfg.level != NMM_LEVEL_PARANOID);
+
+    nmm_stats_t st = stats_of(heap);
+    stats_add_up(&st);
+    CHECK_EQ(st.live_blocks, 0);
+    CHECK_EQ(st.allocs, (uint64_t)rounds * KEEP);
+    uint64_t biggest = 0;
+    for (uint32_t c = 0; c < st.class_count; c++)
+        if (st.classes[c].allocs)
+            biggest = st.classes[c].block_size;
+    if (st.peak_bytes > (uint64_t)KEEP * biggest) {
+        fprintf(stderr, "peak_bytes %llu > %d blocks of %llu B\n",
+                (unsigned long long)st.peak_bytes, KEEP, (unsigned long long)biggest);
+        return 1;
+    }
+    printf("ok %s polls=%ld pauses=%ld/%ld/%ld/%ld peak=%llu\n", argv[1], polls, pauses[0],
+           pauses[1], pauses[2], pauses[3], (unsigned long long)st.peak_bytes);
+    nmm_heap_destroy(heap);
+    return 0;
+}
