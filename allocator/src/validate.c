@@ -177,7 +177,9 @@ void heap_foreach_live(nmm_heap_t *h, heap_visit_fn visit, void *ctx)
             const uint8_t *user = s->data + (size_t)i * s->block_size + off;
             size_t size = room = s->block_size - off;
             uint32_t site = 0;
-            if (h->has_hdr) {
+            /* a damaged header says nothing: its HDR_SITE flag would name
+             * whatever site[] still holds from the slot's previous owner */
+            if (h->has_hdr && detect_header_ok(h, user)) {
                 uint64_t hw = detect_header_word(user);
                 if (detect_header_size(hw) < room)
                     size = detect_header_size(hw);
