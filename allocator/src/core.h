@@ -250,6 +250,8 @@ struct nmm_heap {
     size_t region_used;          /* region lock: bump offset */
     slab_t *released[CORE_CLASSES]; /* region lock: per-class stacks of given-back ranges
                                      * (a range keeps its descriptor, sized for its class) */
+    slab_t *spare_desc;          /* region lock: descriptors (with site[]) no range uses: a
+                                  * range reused by a class with more blocks got a bigger one */
     uint64_t retained_bytes;     /* region lock: bytes in empty slabs kept */
 
     sizeclass_pool_t pools[CORE_CLASSES];

@@ -86,11 +86,44 @@ static void list_unlink(slab_t **head, slab_t *s)
     s->next = s->prev = NULL;
 }
 
-/* Region lock held, the region full: a range another class of the same slab
- * size gave back whose descriptor is big enough (the block count never grows
- * past the descriptor's cap), or NULL. */
-static slab_t *slab_borrow_released(nmm_heap_t *h, int cls, uint32_t nblocks)
+/* Region lock held: a descriptor and site[] for at least nblocks blocks, a
+ * spare one or made from the meta area; NULL when that is full. */
+static slab_t *slab_desc_new(nmm_heap_t *h, uint32_t nblocks)
 {
+    for (slab_t **at = &h->spare_desc; *at; at = &(*at)->next_free) {
+        if ((*at)->cap >= nblocks) {
+            slab_t *s = *at;
+            *at = s->next_free;
+            return s;
+        }
+    }
+    size_t desc = meta_round(sizeof(slab_t) + (size_t)nblocks * 3 + 2);
+    size_t sites = meta_round((size_t)nblocks * 4);
+    if (h->meta_used + desc > h->meta_sites || h->meta_sites + h->sites_used + sites > h->meta_size)
+        return NULL;
+    slab_t *s = (slab_t *)(h->meta + h->meta_used);
+    h->meta_used += desc;
+    /* site[] is never cleared: an entry counts only for a block whose header
+     * has HDR_SITE, written when the block is handed out with a site */
+    s->sites = (uint32_t *)(h->meta + h->meta_sites + h->sites_used);
+    h->sites_used += sites;
+    s->cap = (uint16_t)nblocks;
+    return s;
+}
+
+static void slab_desc_spare(nmm_heap_t *h, slab_t *s)
+{
+    s->next_free = h->spare_desc;
+    h->spare_desc = s;
+}
+
+/* Region lock held: a range another class of the same slab size gave back, or
+ * NULL. One whose descriptor has room for nblocks is taken as it is; else the
+ * first one gets a descriptor sized for nblocks (its old one becomes a spare),
+ * so a class with more blocks per slab reuses ranges too. */
+static slab_t *slab_reuse_released(nmm_heap_t *h, int cls, uint32_t nblocks)
+{
+    slab_t **small = NULL;
     for (int c = 0; c < CORE_CLASSES; c++) {
         if (c == cls || sizeclass_slab_bytes[c] != sizeclass_slab_bytes[cls])
             continue;
@@ -100,14 +133,26 @@ static slab_t *slab_borrow_released(nmm_heap_t *h, int cls, uint32_t nblocks)
                 *at = s->next_free;
                 return s;
             }
+            if (!small)
+                small = at;
         }
     }
-    return NULL;
+    if (!small)
+        return NULL;
+    slab_t *s = slab_desc_new(h, nblocks);
+    if (!s)
+        return NULL;
+    slab_t *old = *small;  /* still first on its stack: slab_desc_new changed no stack */
+    *small = old->next_free;
+    s->data = old->data;
+    slab_desc_spare(h, old);
+    return s;
 }
 
-/* A fresh slab for cls, from a range this class gave back, the bump pointer,
- * or (region full) a range another class gave back. Class lock held. NULL when
- * the region is full, the kernel refuses, or a fail point fires. */
+/* A fresh slab for cls: a range this class gave back, a range another class of
+ * the same slab size gave back (reuse before growth), or the bump pointer. Class
+ * lock held. NULL when the region is full, the kernel refuses, or a fail point
+ * fires. */
 static slab_t *slab_new(nmm_heap_t *h, int cls)
 {
     uint32_t bytes = sizeclass_slab_bytes[cls];
@@ -122,35 +167,24 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
     heap_lock(h, &h->region_lock);
     slab_t *s = h->released[cls];
     uint8_t *data;
-    size_t desc = meta_round(sizeof(slab_t) + (size_t)nblocks * 3 + 2);
-    size_t sites = meta_round((size_t)nblocks * 4);
-    if (!s && (h->region_used + bytes > h->region_size || h->meta_used + desc > h->meta_sites ||
-               h->meta_sites + h->sites_used + sites > h->meta_size)) {
-        s = slab_borrow_released(h, cls, nblocks);
-        if (!s) {
-            pthread_mutex_unlock(&h->region_lock);
-            return NULL;
-        }
-    } else if (s) {
-        /* a range this class gave back: its descriptor and site[] fit */
+    if (s)  /* its descriptor and site[] fit */
         h->released[cls] = s->next_free;
-    }
+    else
+        s = slab_reuse_released(h, cls, nblocks);
     if (s) {
         data = s->data;
     } else {
+        if (h->region_used + bytes > h->region_size || !(s = slab_desc_new(h, nblocks))) {
+            pthread_mutex_unlock(&h->region_lock);
+            return NULL;
+        }
         data = (uint8_t *)h->base + h->region_used;
         if (!os_commit(data, bytes)) {
+            slab_desc_spare(h, s);
             pthread_mutex_unlock(&h->region_lock);
             return NULL;
         }
         h->region_used += bytes;
-        s = (slab_t *)(h->meta + h->meta_used);
-        h->meta_used += desc;
-        /* site[] is never cleared: an entry counts only for a block whose header
-         * has HDR_SITE, written when the block is handed out with a site */
-        s->sites = (uint32_t *)(h->meta + h->meta_sites + h->sites_used);
-        h->sites_used += sites;
-        s->cap = (uint16_t)nblocks;
         /* the lead: at header levels user = block + 8 is 16-byte aligned */
         data += h->user_off;
     }

@@ -4,7 +4,8 @@
  * Fills the region with one class, checks another class then fails cleanly,
  * frees everything (retain 0: every slab given back), then fills it again with
  * a class of bigger blocks, which reuses the given-back ranges (their
- * descriptors are big enough). Patterns prove no block is handed out twice;
+ * descriptors are big enough); then, on a new heap, the other way round (the
+ * class with more blocks per slab gets new descriptors for the ranges). Patterns prove no block is handed out twice;
  * validate is clean throughout (slab sweeps and releases on a region that is
  * only page aligned); stats add up and every slab comes back.
  */
@@ -74,7 +75,31 @@ int main(int argc, char **argv)
     CHECK_EQ(st.live_blocks, 0);
     CHECK_EQ(st.events, 0);
     CHECK_EQ(nmm_validate(h), 0);
-    printf("ok level=%s small=%zu big=%zu\n", argv[1], small, big);
+    nmm_heap_destroy(h);
+
+    /* The reverse: the bigger blocks first, then the class with more blocks per
+     * slab, whose blocks no kept descriptor has room for: each range gets a
+     * descriptor sized for it, so it gets exactly what a fresh region gives. */
+    h = nmm_heap_create(&cfg);
+    CHECK(h != NULL);
+    size_t first = fill(h, 80, 11);
+    CHECK(first > 1000);
+    verify_and_free(h, first, 80, 11);
+    st = stats_of(h);
+    CHECK_EQ(st.slabs_returned, st.slabs_mapped);
+    size_t reused = fill(h, 40, 13);
+    CHECK_EQ(reused, small);
+    CHECK_EQ(nmm_validate(h), 0);
+    verify_and_free(h, reused, 40, 13);
+    size_t back = fill(h, 80, 17);           /* and back: the ranges still serve both */
+    CHECK_EQ(back, first);
+    verify_and_free(h, back, 80, 17);
+    st = stats_of(h);
+    stats_add_up(&st);
+    CHECK_EQ(st.live_blocks, 0);
+    CHECK_EQ(st.events, 0);
+    CHECK_EQ(nmm_validate(h), 0);
+    printf("ok level=%s small=%zu big=%zu reversed=%zu/%zu\n", argv[1], small, big, first, reused);
     nmm_heap_destroy(h);
     return 0;
 }
