@@ -271,8 +271,8 @@ void tcache_fork_child(void)
  * exact for the moment count was read, and frees = allocs - live is exact, or
  * one high per alloc under way (counted before its count moved): never low,
  * never negative. An owner stalled inside the books makes the reader give up
- * after a while; live then errs low (never a peak that was not), and the values
- * are clamped to 0 <= live <= allocs so nothing wraps. */
+ * after a while; live then errs low (never a peak that was not), and frees are
+ * clamped at 0 so nothing wraps. */
 static void tbin_read(const tcache_t *tc, const tbin_t *bin, uint64_t *allocs, uint64_t *frees,
                       uint32_t *count)
 {
@@ -295,13 +295,11 @@ static void tbin_read(const tcache_t *tc, const tbin_t *bin, uint64_t *allocs, u
         if (steady || tries == 80)
             break;
     }
-    int64_t live = sup - (int64_t)n;
-    if (live < 0)
-        live = 0;
-    if ((uint64_t)live > a)
-        live = (int64_t)a;
+    /* a bin's live may be negative (blocks other threads allocated, freed
+     * here), its frees may not */
+    int64_t f = (int64_t)(a + n - (uint64_t)sup);
     *allocs = a;
-    *frees = a - (uint64_t)live;
+    *frees = f > 0 ? (uint64_t)f : 0;
     *count = n;
 }
 
