@@ -550,8 +550,10 @@ NMM_NOINLINE POISON_NO_MEMSET static nmm_status_t free_paranoid_fast(nmm_heap_t 
 }
 
 /* Standard: validate, check header and canary, then push to the cache. A leaf
- * on the hit path (everything else tail-calls the slow path); the cache is
- * looked up only after the check, which keeps the register pressure low. */
+ * on the hit path (everything else tail-calls the slow path) with few live
+ * values: the slab is done with (class and room read) before the check, the
+ * cache is looked up only after it, and every load comes before the first
+ * store (a state byte store may alias anything, and would force reloads). */
 NMM_NOINLINE __attribute__((aligned(64))) static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_t site)
 {
     slab_t *s = slab_of(h, (uintptr_t)p);
@@ -559,17 +561,19 @@ NMM_NOINLINE __attribute__((aligned(64))) static nmm_status_t free_standard(nmm_
         int32_t idx = slab_index(s, (uintptr_t)p - CORE_HDR);
         if (likely(idx >= 0)) {
             uint8_t *state = &slab_states(s)[idx];
+            uint32_t cls = s->cls;
             if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE &&
                        detect_block_intact(h, p, s->block_size - CORE_HDR))) {
                 tcache_t *tc = alloc_cache_fast(h);
                 if (likely(tc != NULL)) {
-                    tbin_t *bin = &tc->bins[s->cls];
+                    tbin_t *bin = &tc->bins[cls];
                     uint32_t n = bin->count;
+                    blockref_t *items = bin->items;
                     if (likely(n < bin->cap)) {
-                        __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
-                        bin->items[n].block = (uint8_t *)p - CORE_HDR;
-                        bin->items[n].state = state;
+                        items[n].block = (uint8_t *)p - CORE_HDR;
+                        items[n].state = state;
                         tbin_set_count(bin, n + 1);
+                        __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
                         return NMM_OK;
                     }
                 }
