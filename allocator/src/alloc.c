@@ -146,6 +146,16 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
     return user;
 }
 
+/* Class of a header-level request of size bytes (header and canary added):
+ * the table lookup inline for the common small sizes, the formula out of the
+ * way. */
+static inline uint32_t alloc_class_hdr(size_t size)
+{
+    if (likely(size <= 1024 - CORE_HDR - CORE_CANARY))
+        return sizeclass_small_lut[(size + CORE_HDR + CORE_CANARY + 15) >> 4];
+    return (uint32_t)sizeclass_of(size + CORE_HDR + CORE_CANARY);  /* size <= the largest class */
+}
+
 /* Standard level with tracking or a site (or a miss of the untracked fast path
  * below): header, canary, pop. A non-zero site (track_on_alloc's id with
  * tracking, called once, only when a block is handed out here: the slow path
@@ -155,8 +165,7 @@ NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_s
     if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY)) {
         tcache_t *tc = alloc_cache_fast(h);
         if (likely(tc != NULL)) {
-            int cls = sizeclass_of(size + CORE_HDR + CORE_CANARY);
-            tbin_t *bin = &tc->bins[cls];
+            tbin_t *bin = &tc->bins[alloc_class_hdr(size)];
             if (likely(bin->count)) {
                 uint32_t site_id = unlikely(h->tracking) ? track_on_alloc(h, site) : site;
                 blockref_t *e = &bin->items[bin->count - 1];
@@ -176,23 +185,24 @@ NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_s
 
 /* Standard level, untracked, site 0 (the malloc replacement's case), block in
  * the cache: a leaf (no calls, so no callee-saved registers to spill);
- * everything else tail-calls the above. Its own function so the off path in
- * nmm_alloc stays free of its register pressure. */
+ * everything else tail-calls the above. Every load (the bin, the secrets) comes
+ * before the first store: a byte store may alias anything and would force
+ * reloads. Header and canary are stored before the state says live. Its own
+ * function so the off path in nmm_alloc stays free of its register pressure. */
 NMM_NOINLINE __attribute__((aligned(64))) static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
     if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY) && likely((site | h->tracking) == 0)) {
         tcache_t *tc = alloc_cache_fast(h);
         if (likely(tc != NULL)) {
-            int cls = sizeclass_of(size + CORE_HDR + CORE_CANARY);
-            tbin_t *bin = &tc->bins[cls];
+            tbin_t *bin = &tc->bins[alloc_class_hdr(size)];
             uint32_t n = bin->count;
             if (likely(n)) {
-                blockref_t *e = &bin->items[n - 1];
+                blockref_t e = bin->items[n - 1];
                 tbin_set_count(bin, n - 1);
-                uint8_t *user = e->block + CORE_HDR;
-                __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
                 OWNER_ADD(bin->allocs, 1);
+                uint8_t *user = e.block + CORE_HDR;
                 detect_write_block(h, user, size, false);
+                __atomic_store_n(e.state, BS_LIVE, __ATOMIC_RELAXED);
                 return user;
             }
         }

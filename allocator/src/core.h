@@ -435,12 +435,14 @@ void large_lock_all(nmm_heap_t *h);
 /* detect.c (the per-block primitives are inline: they sit on the standard hot path) */
 #if defined(__SSE4_2__)
 #include <nmmintrin.h>
-static inline uint32_t detect_crc(uint32_t crc, uint64_t v)
+/* The CRC zero-extended to 64 bits (the instruction clears the upper half; a
+ * cast to 32 bits would cost a zero-extending move before the multiply). */
+static inline uint64_t detect_crc(uint32_t crc, uint64_t v)
 {
-    return (uint32_t)_mm_crc32_u64(crc, v);
+    return _mm_crc32_u64(crc, v);
 }
 #else
-static inline uint32_t detect_crc(uint32_t crc, uint64_t v)
+static inline uint64_t detect_crc(uint32_t crc, uint64_t v)
 {
     /* Portable keyed mix when CRC32C is not available at build time. */
     uint64_t x = (v ^ crc) * 0x9E3779B97F4A7C15ull;
@@ -458,7 +460,7 @@ static inline uint32_t detect_crc(uint32_t crc, uint64_t v)
 #define DETECT_KEY_MUL 0x9E3779B1u
 static inline uint64_t detect_addr_key(const nmm_heap_t *h, uintptr_t user)
 {
-    return (uint64_t)detect_crc((uint32_t)h->secret[0], user) * (uint64_t)(int64_t)(int32_t)DETECT_KEY_MUL;
+    return detect_crc((uint32_t)h->secret[0], user) * (uint64_t)(int64_t)(int32_t)DETECT_KEY_MUL;
 }
 /* Canary word for address key m, stored unaligned right after the requested
  * bytes. Every byte is odd, so a stray NUL or a zero fill always damages it. */
