@@ -183,15 +183,13 @@ NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_s
     return alloc_slow(h, size, site, 0);
 }
 
-/* Standard level, untracked, site 0 (the malloc replacement's case), block in
- * the cache: a leaf (no calls, so no callee-saved registers to spill);
- * everything else tail-calls the above. Every load (the bin, the secrets) comes
- * before the first store: a byte store may alias anything and would force
- * reloads. Header and canary are stored before the state says live. Its own
- * function so the off path in nmm_alloc stays free of its register pressure. */
-NMM_NOINLINE __attribute__((aligned(64))) static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
+/* Standard level, small request, block in the cache: pop it, write header and
+ * canary (no site), or NULL. No calls, so its callers stay leaves. Bin
+ * bookkeeping is stored before the header and canary (a byte store may alias
+ * bin->allocs and force a reload), the state byte last. */
+static inline __attribute__((always_inline)) void *alloc_standard_pop(nmm_heap_t *h, size_t size)
 {
-    if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY) && likely((site | h->tracking) == 0)) {
+    if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY)) {
         tcache_t *tc = alloc_cache_fast(h);
         if (likely(tc != NULL)) {
             tbin_t *bin = &tc->bins[alloc_class_hdr(size)];
@@ -206,6 +204,43 @@ NMM_NOINLINE __attribute__((aligned(64))) static void *alloc_standard(nmm_heap_t
                 return user;
             }
         }
+    }
+    return NULL;
+}
+
+/* Tracking, site 0 (the tracked malloc replacement's case): an allocation that
+ * samples no stack stores no site either (track_on_alloc would return 0), so
+ * all tracking adds is the countdown, done here inline; the sampling one (or a
+ * clamp) goes the tracked way, and so does a miss, with the count given back
+ * (the tracked way counts it itself). A leaf on the hit path. */
+NMM_NOINLINE static void *alloc_standard_counted(nmm_heap_t *h, size_t size)
+{
+    uint32_t every = h->cfg.stack_sample;
+    if (every) {
+        uint32_t c = track_countdown;
+        if (unlikely(c - 2 >= every - 1))  /* not in [2, every]: sample or clamp */
+            return alloc_standard_track(h, size, 0);
+        track_countdown = c - 1;
+    }
+    void *user = alloc_standard_pop(h, size);
+    if (likely(user != NULL))
+        return user;
+    if (h->cfg.stack_sample)
+        track_countdown++;
+    return alloc_standard_track(h, size, 0);
+}
+
+/* Standard level, untracked, site 0 (the malloc replacement's case): a leaf on
+ * the hit path; everything else tail-calls the two above. Its own function so
+ * the off path in nmm_alloc stays free of its register pressure. */
+NMM_NOINLINE __attribute__((aligned(64))) static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
+{
+    if (likely((site | h->tracking) == 0)) {
+        void *user = alloc_standard_pop(h, size);
+        if (likely(user != NULL))
+            return user;
+    } else if (site == 0) {
+        return alloc_standard_counted(h, size);
     }
     return alloc_standard_track(h, size, site);
 }
