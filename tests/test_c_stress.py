@@ -120,7 +120,9 @@ def _scale(build: Builder, asan: int, tsan: int) -> int:
     return asan if build.sanitizer == "asan" else tsan  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("level", ["off", "standard", "paranoid", "standard:tracking=1:stacks=1/4"])
+@pytest.mark.parametrize(
+    "level", ["off", "standard", "paranoid", "standard:tracking=1:stacks=1/4"]
+)
 def test_churn_cross_thread_frees(build: Builder, level: str) -> None:
     """Threads churn with a quarter of frees done by another thread: no block lost
     or handed out twice (patterns), stats add up, live = 0, validate clean, no
