@@ -455,12 +455,13 @@ static inline uint64_t detect_crc(uint32_t crc, uint64_t v)
 /* One CRC of the address, spread over 64 bits by one multiply, keys everything
  * else: the canary word and the header's check and guard are that word xor a
  * secret each, so the two stores of an alloc and the two compares of a free
- * hang off one CRC and one multiply. (The multiplier is an imm32: sign-extended
- * it is still odd, and the product of a 32-bit key with it fills 64 bits.) */
-#define DETECT_KEY_MUL 0x9E3779B1u
+ * hang off one CRC and one multiply. The multiplier is odd and fits an imm32
+ * (its upper half is the sign extension), so no constant load; times a 32-bit
+ * key it fills all 64 bits. */
+#define DETECT_KEY_MUL 0xFFFFFFFF9E3779B1ull
 static inline uint64_t detect_addr_key(const nmm_heap_t *h, uintptr_t user)
 {
-    return detect_crc((uint32_t)h->secret[0], user) * (uint64_t)(int64_t)(int32_t)DETECT_KEY_MUL;
+    return detect_crc((uint32_t)h->secret[0], user) * DETECT_KEY_MUL;
 }
 /* Canary word for address key m, stored unaligned right after the requested
  * bytes. Every byte is odd, so a stray NUL or a zero fill always damages it. */
