@@ -156,10 +156,11 @@ static inline uint32_t alloc_class_hdr(size_t size)
     return (uint32_t)sizeclass_of(size + CORE_HDR + CORE_CANARY);  /* size <= the largest class */
 }
 
-/* Standard level with tracking or a site (or a miss of the untracked fast path
- * below): header, canary, pop. A non-zero site (track_on_alloc's id with
- * tracking, called once, only when a block is handed out here: the slow path
- * calls it itself) goes to the slab's site[] and the header says so. */
+/* Standard level, tracked with a site or sampling a stack (or a miss of the
+ * leaves below, which ends in alloc_slow): header, canary, pop. A non-zero
+ * site (track_on_alloc's id with tracking, called once, only when a block is
+ * handed out here: the slow path calls it itself) goes to the slab's site[]
+ * and the header says so. */
 NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
     if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY)) {
@@ -183,11 +184,12 @@ NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_s
     return alloc_slow(h, size, site, 0);
 }
 
-/* Standard level, small request, block in the cache: pop it, write header and
- * canary (no site), or NULL. No calls, so its callers stay leaves. Bin
- * bookkeeping is stored before the header and canary (a byte store may alias
- * bin->allocs and force a reload), the state byte last. */
-static inline __attribute__((always_inline)) void *alloc_standard_pop(nmm_heap_t *h, size_t size)
+/* Standard level, small request, block in the cache: pop it, record a non-zero
+ * site_id in the slab's site[], write header and canary, or NULL. No calls, so
+ * its callers stay leaves. Bin bookkeeping is stored before the rest (a byte
+ * store may alias bin->allocs and force a reload), the state byte last. */
+static inline __attribute__((always_inline)) void *alloc_standard_pop(nmm_heap_t *h, size_t size,
+                                                                      uint32_t site_id)
 {
     if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY)) {
         tcache_t *tc = alloc_cache_fast(h);
@@ -199,13 +201,25 @@ static inline __attribute__((always_inline)) void *alloc_standard_pop(nmm_heap_t
                 tbin_set_count(bin, n - 1);
                 OWNER_ADD(bin->allocs, 1);
                 uint8_t *user = e.block + CORE_HDR;
-                detect_write_block(h, user, size, false);
+                if (site_id)
+                    slab_set_site_ref(h, &e, site_id);
+                detect_write_block(h, user, size, site_id != 0);
                 __atomic_store_n(e.state, BS_LIVE, __ATOMIC_RELAXED);
                 return user;
             }
         }
     }
     return NULL;
+}
+
+/* A non-zero site (NMM_ALLOC, the Python binding): untracked, it goes to site[]
+ * as it is, a leaf on the hit path; tracked, the tracked way. */
+NMM_NOINLINE static void *alloc_standard_sited(nmm_heap_t *h, size_t size, nmm_site_t site)
+{
+    if (unlikely(h->tracking))
+        return alloc_standard_track(h, size, site);
+    void *user = alloc_standard_pop(h, size, site);
+    return likely(user != NULL) ? user : alloc_slow(h, size, site, 0);
 }
 
 /* Tracking, site 0 (the tracked malloc replacement's case): an allocation that
@@ -222,7 +236,7 @@ NMM_NOINLINE static void *alloc_standard_counted(nmm_heap_t *h, size_t size)
             return alloc_standard_track(h, size, 0);
         track_countdown = c - 1;
     }
-    void *user = alloc_standard_pop(h, size);
+    void *user = alloc_standard_pop(h, size, 0);
     if (likely(user != NULL))
         return user;
     if (h->cfg.stack_sample)
@@ -231,16 +245,17 @@ NMM_NOINLINE static void *alloc_standard_counted(nmm_heap_t *h, size_t size)
 }
 
 /* Standard level, untracked, site 0 (the malloc replacement's case): a leaf on
- * the hit path; everything else tail-calls the two above. Its own function so
- * the off path in nmm_alloc stays free of its register pressure. */
+ * the hit path; everything else tail-calls the leaves above or, tracked with a
+ * site, the tracked way. Its own function so the off path in nmm_alloc stays
+ * free of its register pressure. */
 NMM_NOINLINE __attribute__((aligned(64))) static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
     if (likely((site | h->tracking) == 0)) {
-        void *user = alloc_standard_pop(h, size);
+        void *user = alloc_standard_pop(h, size, 0);
         if (likely(user != NULL))
             return user;
-    } else if (site == 0) {
-        return alloc_standard_counted(h, size);
+    } else {
+        return site == 0 ? alloc_standard_counted(h, size) : alloc_standard_sited(h, size, site);
     }
     return alloc_standard_track(h, size, site);
 }
