@@ -239,7 +239,7 @@ NMM_NOINLINE static void *alloc_standard_counted(nmm_heap_t *h, size_t size)
     void *user = alloc_standard_pop(h, size, 0);
     if (likely(user != NULL))
         return user;
-    if (h->cfg.stack_sample)
+    if (every)
         track_countdown++;
     return alloc_standard_track(h, size, 0);
 }
@@ -250,14 +250,10 @@ NMM_NOINLINE static void *alloc_standard_counted(nmm_heap_t *h, size_t size)
  * free of its register pressure. */
 NMM_NOINLINE __attribute__((aligned(64))) static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
-    if (likely((site | h->tracking) == 0)) {
-        void *user = alloc_standard_pop(h, size, 0);
-        if (likely(user != NULL))
-            return user;
-    } else {
+    if (unlikely((site | h->tracking) != 0))
         return site == 0 ? alloc_standard_counted(h, size) : alloc_standard_sited(h, size, site);
-    }
-    return alloc_standard_track(h, size, site);
+    void *user = alloc_standard_pop(h, size, 0);
+    return likely(user != NULL) ? user : alloc_standard_track(h, size, 0);
 }
 
 void *nmm_alloc(nmm_heap_t *h, size_t size, nmm_site_t site)
