@@ -12,7 +12,7 @@ uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t roo
     *size = 0;
     *has_site = false;
     *detail = 0;
-    uint32_t k = detect_addr_key(h, (uintptr_t)user);
+    uint64_t k = detect_addr_key(h, (uintptr_t)user);
     uint64_t hw = detect_header_word(user);
     uint64_t want = detect_header_k(h, k, hw & HDR_LO_MASK);
     uint64_t diff = hw ^ want;
