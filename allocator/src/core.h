@@ -360,7 +360,15 @@ typedef struct tbin {
  * from other threads). */
 static inline void tbin_set_count(tbin_t *bin, uint32_t n)
 {
-    __atomic_store_n(&bin->count, n, __ATOMIC_RELAXED);
+    __atomic_store_n(&bin->count, n, __ATOMIC_RELEASE);  /* items[] before the count */
+}
+/* A fork() child sees each other thread's stores up to some point of its program
+ * order, and gives a dead thread's bins and quarantine back to the heap; so a block
+ * must leave one structure (that store first) before it enters the next, never be
+ * in two at once. A compiler barrier on x86. */
+static inline void fork_publish_order(void)
+{
+    __atomic_thread_fence(__ATOMIC_RELEASE);
 }
 /* Owner: a free of this class whose block does not go into items[]. */
 static inline void tbin_note_uncached_free(tbin_t *bin)

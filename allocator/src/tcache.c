@@ -175,10 +175,26 @@ void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep)
     if (bin->count <= keep)
         return;
     uint32_t n = bin->count - keep;
-    slab_give(h, cls, bin->items, n);
+    /* The oldest n go; the bin lets go of them (count 0 while the kept ones move
+     * down) before the slabs take them: see fork_publish_order. */
+    blockref_t out[64];
+    if (n > sizeof out / sizeof out[0]) {
+        /* never with the literal caps (<= 64); kept correct for any cap */
+        tbin_set_count(bin, keep);
+        fork_publish_order();
+        slab_give(h, cls, bin->items + keep, n);
+        OWNER_ADD(bin->supplied, -(int64_t)n);
+        tcache_merge_live(h, tc, cls);
+        return;
+    }
+    memcpy(out, bin->items, n * sizeof(blockref_t));
+    tbin_set_count(bin, 0);
+    fork_publish_order();
     memmove(bin->items, bin->items + n, keep * sizeof(blockref_t));
-    OWNER_ADD(bin->supplied, -(int64_t)n);
     tbin_set_count(bin, keep);
+    fork_publish_order();
+    slab_give(h, cls, out, n);
+    OWNER_ADD(bin->supplied, -(int64_t)n);
     tcache_merge_live(h, tc, cls);
 }
 
