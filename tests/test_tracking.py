@@ -218,6 +218,25 @@ def test_c_leak_report_without_stacks(leaky_api: Path) -> None:
     assert [g["stack"] for g in report["groups"]] == [[], []]
 
 
+@pytest.mark.parametrize("level", ("off", "standard", "paranoid"))
+@pytest.mark.parametrize("every", (1, 4, 7, 64))
+def test_site0_allocations_sample_every_nth_stack(
+    tmp_path_factory: pytest.TempPathFactory, level: str, every: int
+) -> None:
+    """With stacks=1/N, site-0 allocations (the malloc replacement's case, whose
+    countdown the standard fast path keeps inline, giving a count back when it
+    misses the cache) sample the 1st, (N+1)th, ... allocation of the thread:
+    exactly ceil(count / N) stacks."""
+    exe = compile_program("sampled_api.c", tmp_path_factory.mktemp("sampled"), link_nmm=True)
+    count = 300
+    out = run([str(exe), f"level={level}:tracking=1:stacks=1/{every}", str(count)])
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    assert report["live_blocks"] == count
+    stacks = [s["count"] for g in report["groups"] for s in g.get("stacks", [])]
+    assert sum(stacks) == -(-count // every), report
+
+
 def test_default_heap_sites_come_from_nmm_site(tmp_path: Path) -> None:
     """nmm_site interns (file, line) once: the same pair gives the same id."""
     script = (

@@ -148,17 +148,27 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
     return user;
 }
 
-/* Standard level with tracking or a site (or a miss of the untracked fast path
- * below): header, canary, pop. A non-zero site (track_on_alloc's id with
- * tracking, called once, only when a block is handed out here: the slow path
- * calls it itself) goes to the slab's site[] and the header says so. */
+/* Class of a header-level request of size bytes (header and canary added):
+ * the table lookup inline for the common small sizes, the formula out of the
+ * way. */
+static inline uint32_t alloc_class_hdr(size_t size)
+{
+    if (likely(size <= 1024 - CORE_HDR - CORE_CANARY))
+        return sizeclass_small_lut[(size + CORE_HDR + CORE_CANARY + 15) >> 4];
+    return (uint32_t)sizeclass_of(size + CORE_HDR + CORE_CANARY);  /* size <= the largest class */
+}
+
+/* Standard level, tracked with a site or sampling a stack (or a miss of the
+ * leaves below, which ends in alloc_slow): header, canary, pop. A non-zero
+ * site (track_on_alloc's id with tracking, called once, only when a block is
+ * handed out here: the slow path calls it itself) goes to the slab's site[]
+ * and the header says so. */
 NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
     if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY)) {
         tcache_t *tc = alloc_cache_fast(h);
         if (likely(tc != NULL)) {
-            int cls = sizeclass_of(size + CORE_HDR + CORE_CANARY);
-            tbin_t *bin = &tc->bins[cls];
+            tbin_t *bin = &tc->bins[alloc_class_hdr(size)];
             if (likely(bin->count)) {
                 uint32_t site_id = unlikely(h->tracking) ? track_on_alloc(h, site) : site;
                 blockref_t *e = &bin->items[bin->count - 1];
@@ -176,30 +186,76 @@ NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_s
     return alloc_slow(h, size, site, 0);
 }
 
-/* Standard level, untracked, site 0 (the malloc replacement's case), block in
- * the cache: a leaf (no calls, so no callee-saved registers to spill);
- * everything else tail-calls the above. Its own function so the off path in
- * nmm_alloc stays free of its register pressure. */
-NMM_NOINLINE __attribute__((aligned(64))) static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
+/* Standard level, small request, block in the cache: pop it, record a non-zero
+ * site_id in the slab's site[], write header and canary, or NULL. No calls, so
+ * its callers stay leaves. Bin bookkeeping is stored before the rest (a byte
+ * store may alias bin->allocs and force a reload), the state byte last. */
+static inline __attribute__((always_inline)) void *alloc_standard_pop(nmm_heap_t *h, size_t size,
+                                                                      uint32_t site_id)
 {
-    if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY) && likely((site | h->tracking) == 0)) {
+    if (likely(size <= CORE_SMALL_MAX - CORE_HDR - CORE_CANARY)) {
         tcache_t *tc = alloc_cache_fast(h);
         if (likely(tc != NULL)) {
-            int cls = sizeclass_of(size + CORE_HDR + CORE_CANARY);
-            tbin_t *bin = &tc->bins[cls];
+            tbin_t *bin = &tc->bins[alloc_class_hdr(size)];
             uint32_t n = bin->count;
             if (likely(n)) {
-                blockref_t *e = &bin->items[n - 1];
+                blockref_t e = bin->items[n - 1];
                 tbin_set_count(bin, n - 1);
-                uint8_t *user = e->block + CORE_HDR;
-                __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
                 OWNER_ADD(bin->allocs, 1);
-                detect_write_block(h, user, size, false);
+                uint8_t *user = e.block + CORE_HDR;
+                if (site_id)
+                    slab_set_site_ref(h, &e, site_id);
+                detect_write_block(h, user, size, site_id != 0);
+                __atomic_store_n(e.state, BS_LIVE, __ATOMIC_RELAXED);
                 return user;
             }
         }
     }
-    return alloc_standard_track(h, size, site);
+    return NULL;
+}
+
+/* A non-zero site (NMM_ALLOC, the Python binding): untracked, it goes to site[]
+ * as it is, a leaf on the hit path; tracked, the tracked way. */
+NMM_NOINLINE static void *alloc_standard_sited(nmm_heap_t *h, size_t size, nmm_site_t site)
+{
+    if (unlikely(h->tracking))
+        return alloc_standard_track(h, size, site);
+    void *user = alloc_standard_pop(h, size, site);
+    return likely(user != NULL) ? user : alloc_slow(h, size, site, 0);
+}
+
+/* Tracking, site 0 (the tracked malloc replacement's case): an allocation that
+ * samples no stack stores no site either (track_on_alloc would return 0), so
+ * all tracking adds is the countdown, done here inline; the sampling one (or a
+ * clamp) goes the tracked way, and so does a miss, with the count given back
+ * (the tracked way counts it itself). A leaf on the hit path. */
+NMM_NOINLINE static void *alloc_standard_counted(nmm_heap_t *h, size_t size)
+{
+    uint32_t every = h->cfg.stack_sample;
+    if (every) {
+        uint32_t c = track_countdown;
+        if (unlikely(c - 2 >= every - 1))  /* not in [2, every]: sample or clamp */
+            return alloc_standard_track(h, size, 0);
+        track_countdown = c - 1;
+    }
+    void *user = alloc_standard_pop(h, size, 0);
+    if (likely(user != NULL))
+        return user;
+    if (every)
+        track_countdown++;
+    return alloc_standard_track(h, size, 0);
+}
+
+/* Standard level, untracked, site 0 (the malloc replacement's case): a leaf on
+ * the hit path; everything else tail-calls the leaves above or, tracked with a
+ * site, the tracked way. Its own function so the off path in nmm_alloc stays
+ * free of its register pressure. */
+NMM_NOINLINE __attribute__((aligned(64))) static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
+{
+    if (unlikely((site | h->tracking) != 0))
+        return site == 0 ? alloc_standard_counted(h, size) : alloc_standard_sited(h, size, site);
+    void *user = alloc_standard_pop(h, size, 0);
+    return likely(user != NULL) ? user : alloc_standard_track(h, size, 0);
 }
 
 void *nmm_alloc(nmm_heap_t *h, size_t size, nmm_site_t site)
@@ -554,8 +610,10 @@ NMM_NOINLINE POISON_NO_MEMSET static nmm_status_t free_paranoid_fast(nmm_heap_t 
 }
 
 /* Standard: validate, check header and canary, then push to the cache. A leaf
- * on the hit path (everything else tail-calls the slow path); the cache is
- * looked up only after the check, which keeps the register pressure low. */
+ * on the hit path (everything else tail-calls the slow path) with few live
+ * values: the slab is done with (class and room read) before the check, the
+ * cache is looked up only after it, and every load comes before the first
+ * store (a state byte store may alias anything, and would force reloads). */
 NMM_NOINLINE __attribute__((aligned(64))) static nmm_status_t free_standard(nmm_heap_t *h, void *p, nmm_site_t site)
 {
     slab_t *s = slab_of(h, (uintptr_t)p);
@@ -563,17 +621,19 @@ NMM_NOINLINE __attribute__((aligned(64))) static nmm_status_t free_standard(nmm_
         int32_t idx = slab_index(s, (uintptr_t)p - CORE_HDR);
         if (likely(idx >= 0)) {
             uint8_t *state = &slab_states(s)[idx];
+            uint32_t cls = s->cls;
             if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE &&
                        detect_block_intact(h, p, s->block_size - CORE_HDR))) {
                 tcache_t *tc = alloc_cache_fast(h);
                 if (likely(tc != NULL)) {
-                    tbin_t *bin = &tc->bins[s->cls];
+                    tbin_t *bin = &tc->bins[cls];
                     uint32_t n = bin->count;
+                    blockref_t *items = bin->items;
                     if (likely(n < bin->cap)) {
-                        __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
-                        bin->items[n].block = (uint8_t *)p - CORE_HDR;
-                        bin->items[n].state = state;
+                        items[n].block = (uint8_t *)p - CORE_HDR;
+                        items[n].state = state;
                         tbin_set_count(bin, n + 1);
+                        __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
                         return NMM_OK;
                     }
                 }

@@ -155,15 +155,16 @@ typedef struct sizeclass_pool {
  *                out-of-band table entry is authoritative)
  *   bit  18      HDR_SITE: the block's allocation site is in its slab's site[]
  *                (blocks with site 0 never touch site[])
- *   bits 19..39  check: 21 bits of CRC32C(size|flag) keyed by the heap secret
- *                and the address
- *   bits 40..63  head guard (secret and address), the 3 bytes right below the
- *                user pointer: an underflow hits it first
+ *   bits 19..39  check: bits 19..39 of the keyed word (address key ^ secret)
+ *                xor bits 0..18 (size and flag)
+ *   bits 40..63  head guard: the keyed word's top 24 bits, the 3 bytes right
+ *                below the user pointer: an underflow hits it first
  * The canary (8 bytes, every byte odd, keyed by address) starts exactly at
- * user + size. A change confined to size and flag always fails the check
- * (CRC32C restricted to 19-bit inputs is injective on its low 21 bits: checked
- * exhaustively; the portable fallback mix is only probabilistic), and a damaged
- * size also moves the canary. 64 B requested -> 80-B class.
+ * user + size. A change confined to size and flag always fails the check (for
+ * a given address the check is a bijection of them, with the CRC and with the
+ * portable fallback mix alike), and a damaged size also moves the canary. Like
+ * any keyed check it is forgeable by someone who can read a header; it is
+ * there against stray writes, not against that. 64 B requested -> 80-B class.
  * Aligned blocks (alignment 2^k > 16): user = block + 2^k - 8, the block size a
  * multiple of 2^k (block starts are 8 mod 2^k), the state byte keeps k.
  * Level off without tracking: no lead, no header, no canary (user = block).
@@ -365,7 +366,15 @@ typedef struct tbin {
  * happen (tbin_read). */
 static inline void tbin_set_count(tbin_t *bin, uint32_t n)
 {
-    __atomic_store_n(&bin->count, n, __ATOMIC_RELEASE);
+    __atomic_store_n(&bin->count, n, __ATOMIC_RELEASE);  /* items[] before the count too */
+}
+/* A fork() child sees each other thread's stores up to some point of its program
+ * order, and gives a dead thread's bins and quarantine back to the heap; so a block
+ * must leave one structure (that store first) before it enters the next, never be
+ * in two at once. A compiler barrier on x86. */
+static inline void fork_publish_order(void)
+{
+    __atomic_thread_fence(__ATOMIC_RELEASE);
 }
 /* Frees counted by a bin: owner only (or its cache retired under the registry
  * lock); other threads use tbin_read. */
@@ -465,12 +474,14 @@ void large_lock_all(nmm_heap_t *h);
 /* detect.c (the per-block primitives are inline: they sit on the standard hot path) */
 #if defined(__SSE4_2__)
 #include <nmmintrin.h>
-static inline uint32_t detect_crc(uint32_t crc, uint64_t v)
+/* The CRC zero-extended to 64 bits (the instruction clears the upper half; a
+ * cast to 32 bits would cost a zero-extending move before the multiply). */
+static inline uint64_t detect_crc(uint32_t crc, uint64_t v)
 {
-    return (uint32_t)_mm_crc32_u64(crc, v);
+    return _mm_crc32_u64(crc, v);
 }
 #else
-static inline uint32_t detect_crc(uint32_t crc, uint64_t v)
+static inline uint64_t detect_crc(uint32_t crc, uint64_t v)
 {
     /* Portable keyed mix when CRC32C is not available at build time. */
     uint64_t x = (v ^ crc) * 0x9E3779B97F4A7C15ull;
@@ -480,17 +491,22 @@ static inline uint32_t detect_crc(uint32_t crc, uint64_t v)
 }
 #endif
 
-/* One CRC of the address keys everything else: the guard is it xor a secret, the
- * canary word a multiply of it, the check a second CRC over size and flag. */
-static inline uint32_t detect_addr_key(const nmm_heap_t *h, uintptr_t user)
+/* One CRC of the address, spread over 64 bits by one multiply, keys everything
+ * else: the canary word and the header's check and guard are that word xor a
+ * secret each, so the two stores of an alloc and the two compares of a free
+ * hang off one CRC and one multiply. The multiplier is odd and fits an imm32
+ * (its upper half is the sign extension), so no constant load; times a 32-bit
+ * key it fills all 64 bits. */
+#define DETECT_KEY_MUL 0xFFFFFFFF9E3779B1ull
+static inline uint64_t detect_addr_key(const nmm_heap_t *h, uintptr_t user)
 {
-    return detect_crc((uint32_t)h->secret[0], user);
+    return detect_crc((uint32_t)h->secret[0], user) * DETECT_KEY_MUL;
 }
-/* Canary word, stored unaligned right after the requested bytes. Every byte is
- * odd, so a stray NUL or a zero fill always damages it. */
-static inline uint64_t detect_canary_word_k(const nmm_heap_t *h, uint32_t k)
+/* Canary word for address key m, stored unaligned right after the requested
+ * bytes. Every byte is odd, so a stray NUL or a zero fill always damages it. */
+static inline uint64_t detect_canary_word_k(const nmm_heap_t *h, uint64_t m)
 {
-    return (((uint64_t)k * 0x9E3779B97F4A7C15ull) ^ h->secret[2]) | 0x0101010101010101ull;
+    return (m ^ h->secret[2]) | 0x0101010101010101ull;
 }
 static inline uint64_t detect_canary_word(const nmm_heap_t *h, uintptr_t user)
 {
@@ -501,14 +517,15 @@ static inline uint64_t detect_header_lo(size_t size, bool has_site)
 {
     return (size < HDR_SIZE_MASK ? (uint64_t)size : HDR_SIZE_MASK) | (has_site ? HDR_SITE : 0);
 }
-/* The whole header word for address key k and low bits lo (see the layout above). */
-static inline uint64_t detect_header_k(const nmm_heap_t *h, uint32_t k, uint64_t lo)
+/* The whole header word for address key m and low bits lo (see the layout
+ * above): the keyed word's low 19 bits make room for lo, and lo is xored once
+ * more into the check (lo * HDR_LO_TWICE = lo | lo << 19, no carries), so the
+ * check is the key's bits xor lo: a bijection of lo for each address, which is
+ * why a change confined to size and flag always fails it. */
+#define HDR_LO_TWICE (1ull | 1ull << HDR_CHECK_SHIFT)
+static inline uint64_t detect_header_k(const nmm_heap_t *h, uint64_t m, uint64_t lo)
 {
-    /* check and guard as one 45-bit value shifted into place: (check | guard << 21)
-     * << 19, with the check's 21 bits cut by the shift pair, no mask constant */
-    uint64_t guard = (k ^ (uint32_t)h->secret[1]) >> 8;
-    uint64_t check = (uint64_t)detect_crc(k, lo) << 43 >> 43;
-    return lo | (check | guard << (HDR_GUARD_SHIFT - HDR_CHECK_SHIFT)) << HDR_CHECK_SHIFT;
+    return ((m ^ h->secret[1]) & ~HDR_LO_MASK) ^ lo * HDR_LO_TWICE;
 }
 static inline uint64_t detect_header_word(const uint8_t *user)
 {
@@ -532,8 +549,8 @@ static inline bool detect_header_has_site(uint64_t w) { return (w & HDR_SITE) !=
 
 static inline void detect_write_header(const nmm_heap_t *h, uint8_t *user, size_t size, bool has_site)
 {
-    uint32_t k = detect_addr_key(h, (uintptr_t)user);
-    detect_store_header(user, detect_header_k(h, k, detect_header_lo(size, has_site)));
+    detect_store_header(user, detect_header_k(h, detect_addr_key(h, (uintptr_t)user),
+                                              detect_header_lo(size, has_site)));
 }
 
 /* Every block has room for CORE_CANARY bytes after the request (class choice,
@@ -545,30 +562,35 @@ static inline void detect_write_canary(const nmm_heap_t *h, uint8_t *user, size_
     memcpy(user + size, &w, CORE_CANARY);
 }
 
-/* Header and canary in one go (the cache-hit alloc paths): the address CRC
+/* Header and canary in one go (the cache-hit alloc paths): the address key
  * and the secrets are read once, before any store. */
 static inline void detect_write_block(const nmm_heap_t *h, uint8_t *user, size_t size, bool has_site)
 {
-    uint32_t k = detect_addr_key(h, (uintptr_t)user);
-    uint64_t hw = detect_header_k(h, k, detect_header_lo(size, has_site));
-    uint64_t w = detect_canary_word_k(h, k);
+    uint64_t m = detect_addr_key(h, (uintptr_t)user);
+    uint64_t hw = detect_header_k(h, m, detect_header_lo(size, has_site));
+    uint64_t w = detect_canary_word_k(h, m);
     detect_store_header(user, hw);
     memcpy(user + size, &w, CORE_CANARY);
 }
 
-/* Fast "is everything intact" test for the free path of a slab block: one
- * address CRC, one CRC over the header's low bits, one 64-bit compare, the size
- * bound and one unaligned canary load. */
+/* Fast "is everything intact" test for the free path of a slab block: the size
+ * bound (first: the slab's room is then no longer needed), one address key (CRC
+ * and multiply), one compare for the header and one unaligned canary load.
+ * Intact, x = hw ^ keyed bits is lo | lo << 19 (detect_header_k), so x >> 19
+ * equals lo exactly then. */
 static inline bool detect_block_intact(const nmm_heap_t *h, const uint8_t *user, size_t room)
 {
-    uint32_t k = detect_addr_key(h, (uintptr_t)user);
     uint64_t hw = detect_header_word(user);
     size_t size = detect_header_size(hw);
-    if (hw != detect_header_k(h, k, hw & HDR_LO_MASK) || size + CORE_CANARY > room)
+    if (size + CORE_CANARY > room)
+        return false;
+    uint64_t m = detect_addr_key(h, (uintptr_t)user);
+    uint64_t x = hw ^ ((m ^ h->secret[1]) & ~HDR_LO_MASK);
+    if (x >> HDR_CHECK_SHIFT != (hw & HDR_LO_MASK))
         return false;
     uint64_t got;
     memcpy(&got, user + size, CORE_CANARY);
-    return got == detect_canary_word_k(h, k);
+    return got == detect_canary_word_k(h, m);
 }
 
 /* known_size for detect_check_block: read the size from the header (slab blocks). */

@@ -12,7 +12,7 @@ uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t roo
     *size = 0;
     *has_site = false;
     *detail = 0;
-    uint32_t k = detect_addr_key(h, (uintptr_t)user);
+    uint64_t k = detect_addr_key(h, (uintptr_t)user);
     uint64_t hw = detect_header_word(user);
     uint64_t want = detect_header_k(h, k, hw & HDR_LO_MASK);
     uint64_t diff = hw ^ want;
@@ -410,15 +410,17 @@ POISON_NO_MEMSET void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user,
 {
     poison_fill(poison, room);
     while (tc->tq_count && (tc->tq_count == CORE_TQ_CAP || tc->tq_bytes + room > h->quar_max_bytes)) {
-        quarantine_entry_t *old = &tc->tq[tc->tq_head];
+        quarantine_entry_t old = tc->tq[tc->tq_head];
         tc->tq_head = (tc->tq_head + 1) % CORE_TQ_CAP;
         tc->tq_count--;
-        tq_release_slow(h, tc, old);
+        fork_publish_order();  /* out of the ring before it goes to a bin */
+        tq_release_slow(h, tc, &old);
     }
     tq_fill(&tc->tq[(tc->tq_head + tc->tq_count) % CORE_TQ_CAP],
             sizeclass_of(room + h->user_off),
             state_freed(__atomic_load_n(state, __ATOMIC_RELAXED)), user, poison, state, room,
             free_site, alloc_site, size);
+    fork_publish_order();  /* the entry is whole before the ring counts it */
     tc->tq_count++;
     __atomic_store_n(&tc->tq_bytes, tc->tq_bytes + room, __ATOMIC_RELAXED);
 }
@@ -429,6 +431,7 @@ void detect_tq_drain(nmm_heap_t *h, tcache_t *tc)
         quarantine_entry_t old = tc->tq[tc->tq_head];
         tc->tq_head = (tc->tq_head + 1) % CORE_TQ_CAP;
         tc->tq_count--;
+        fork_publish_order();
         tq_release_slow(h, tc, &old);
     }
 }

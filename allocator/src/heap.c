@@ -154,7 +154,7 @@ void heap_set_failpoints_armed(nmm_heap_t *heap, bool armed)
 
 /* The one place that turns a config into the heap's switches. Levels:
  *   off      — pointer validation only (out-of-band states); no header
- *   standard — + 8-byte header (size, CRC32C keyed check, head guard; the site
+ *   standard — + 8-byte header (size, address-keyed check, head guard; the site
  *              out of band in the slab's site[]), exact tail canary (core.h)
  *   paranoid — + poison and quarantine of freed blocks (per thread, FIFO, poison
  *              verified when a block leaves it and again when it is reused),

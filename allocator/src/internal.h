@@ -102,6 +102,11 @@ void options_from_env(nmm_config_t *cfg);  /* defaults + NMM_OPTIONS; bad input 
 /* On each allocation with tracking on: returns the id to store with the block,
  * combining the site and (on sampled allocations) a deduplicated stack. */
 uint32_t track_on_alloc(nmm_heap_t *heap, nmm_site_t site);
+/* The calling thread's allocations until its next sampled stack: track_on_alloc
+ * clamps it to the heap's stack_sample and samples when it reaches 1. While it
+ * is in [2, stack_sample] a site-0 allocation only decrements it, which the
+ * standard fast path does inline. */
+extern NMM_TLS uint32_t track_countdown;
 /* Split a stored id back into its site and stack (0 = none). */
 void track_decode(uint32_t id, nmm_site_t *site, uint32_t *stack);
 

@@ -149,13 +149,14 @@ static inline __attribute__((always_inline)) void tq_fill(quarantine_entry_t *e,
 {
     e->cls = (uint8_t)cls;
     e->freed_state = freed_state;
-    e->user = user;
     e->poison = poison;
     e->state = state;
     e->block_size = room;
     e->free_site = free_site;
     e->alloc_site = alloc_site;
     e->size = size;
+    fork_publish_order();  /* user last: a fork() child skips an entry without one */
+    e->user = user;
 }
 
 /* The free of a block of class cls (state already BS_QUARANTINE): poison [poison,
@@ -181,12 +182,18 @@ tq_free_steady(nmm_heap_t *h, tcache_t *tc, int cls, uint8_t *user, uint8_t *poi
     tbin_t *to = NULL;
     bool opened = false;
     if (likely(e->user != NULL)) {
-        bytes -= e->block_size;
+        /* The entry lets go of its block before the bin takes it: a fork() that
+         * lands in between must not find the block in both (the child gives a dead
+         * thread's ring and bins back, and would hand the block out twice). */
+        quarantine_entry_t out = *e;
+        e->user = NULL;
+        fork_publish_order();
+        bytes -= out.block_size;
         /* into another bin: its count and supplied both move (same bin: only
          * count, the free and the release cancel out) */
-        if (e->cls != cls)
+        if (out.cls != cls)
             opened = tcache_books_open(tc);
-        to = tq_release_entry(h, tc, e);
+        to = tq_release_entry(h, tc, &out);
     }
     if (to != bin) {
         tbin_note_uncached_free(tc, bin);

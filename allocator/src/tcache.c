@@ -183,14 +183,35 @@ void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep)
     if (bin->count <= keep)
         return;
     uint32_t n = bin->count - keep;
-    slab_give(h, cls, bin->items, n);
-    memmove(bin->items, bin->items + n, keep * sizeof(blockref_t));
-    /* supplied first: fewer live blocks meanwhile, never more (tbin_read) */
+    /* The oldest n go; the bin lets go of them (count 0 while the kept ones move
+     * down) before the slabs take them: see fork_publish_order. The books are
+     * open meanwhile, and supplied goes down first (by the kept ones too while
+     * count is 0): a reader that gives up waiting sees fewer live blocks, never
+     * more (tbin_read). */
+    blockref_t out[64];
     bool opened = tcache_books_open(tc);
-    OWNER_ADD(bin->supplied, -(int64_t)n);
+    if (n > sizeof out / sizeof out[0]) {
+        /* never with the literal caps (<= 64); kept correct for any cap */
+        OWNER_ADD(bin->supplied, -(int64_t)n);
+        NMM_YIELD("tcache.flush");
+        tbin_set_count(bin, keep);
+        tcache_books_close(tc, opened);
+        fork_publish_order();
+        slab_give(h, cls, bin->items + keep, n);
+        tcache_merge_live(h, tc, cls);
+        return;
+    }
+    memcpy(out, bin->items, n * sizeof(blockref_t));
+    OWNER_ADD(bin->supplied, -(int64_t)(n + keep));
     NMM_YIELD("tcache.flush");
+    tbin_set_count(bin, 0);
+    fork_publish_order();
+    memmove(bin->items, bin->items + n, keep * sizeof(blockref_t));
     tbin_set_count(bin, keep);
+    OWNER_ADD(bin->supplied, keep);
     tcache_books_close(tc, opened);
+    fork_publish_order();
+    slab_give(h, cls, out, n);
     tcache_merge_live(h, tc, cls);
 }
 

@@ -57,7 +57,9 @@ struct arena_chunk {
 static _Atomic(struct site_table *) sites;
 static _Atomic(struct stack_table *) stacks;
 static _Atomic(struct arena_chunk *) arena;
-static NMM_TLS uint32_t stack_countdown;
+/* Allocations until this thread's next sampled stack (alloc.c's standard fast
+ * path counts it down inline while that stays above 1). */
+NMM_TLS uint32_t track_countdown;
 
 /* ------------------------------------------------------------------ tables */
 
@@ -720,14 +722,14 @@ uint32_t track_on_alloc(nmm_heap_t *heap, nmm_site_t site)
     uint32_t every = heap_config(heap)->stack_sample;
     if (!every)
         return site;
-    uint32_t c = stack_countdown;
+    uint32_t c = track_countdown;
     if (c > every)
         c = every;
     if (c > 1) {
-        stack_countdown = c - 1;
+        track_countdown = c - 1;
         return site;
     }
-    stack_countdown = every;
+    track_countdown = every;
     return site | (stack_sample_now() << SITE_BITS);
 }
 
