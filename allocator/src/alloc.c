@@ -172,13 +172,14 @@ NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_s
             if (likely(bin->count)) {
                 uint32_t site_id = unlikely(h->tracking) ? track_on_alloc(h, site) : site;
                 blockref_t *e = &bin->items[bin->count - 1];
+                OWNER_ADD(bin->allocs, 1);  /* allocs before count (tbin_read) */
+                NMM_YIELD("tcache.alloc");
                 tbin_set_count(bin, bin->count - 1);
                 uint8_t *user = e->block + CORE_HDR;
                 if (site_id)
                     slab_set_site_ref(h, e, site_id);
                 detect_write_block(h, user, size, site_id != 0);
                 __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
-                OWNER_ADD(bin->allocs, 1);
                 return user;
             }
         }
@@ -200,8 +201,9 @@ static inline __attribute__((always_inline)) void *alloc_standard_pop(nmm_heap_t
             uint32_t n = bin->count;
             if (likely(n)) {
                 blockref_t e = bin->items[n - 1];
+                OWNER_ADD(bin->allocs, 1);  /* allocs before count (tbin_read) */
+                NMM_YIELD("tcache.alloc");
                 tbin_set_count(bin, n - 1);
-                OWNER_ADD(bin->allocs, 1);
                 uint8_t *user = e.block + CORE_HDR;
                 if (site_id)
                     slab_set_site_ref(h, &e, site_id);
