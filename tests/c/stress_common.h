@@ -7,6 +7,7 @@
 
 #include "nmm.h"
 
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,17 +91,38 @@ static inline void stats_add_up(const nmm_stats_t *st)
     CHECK(st->peak_bytes >= st->live_bytes);
 }
 
-static inline nmm_heap_t *heap_at(const char *level, uint64_t retain)
+/* The config of an NMM_OPTIONS string (exit 2 naming it when it does not parse). */
+static inline nmm_config_t config_of(const char *opts)
 {
     nmm_config_t cfg;
     nmm_config_init(&cfg);
     char err[256] = "";
-    char opts[128];
-    snprintf(opts, sizeof opts, "level=%s", level);
     if (nmm_config_parse(&cfg, opts, err, sizeof err) != NMM_OK) {
         fprintf(stderr, "bad options %s: %s\n", opts, err);
         exit(2);
     }
+    return cfg;
+}
+
+/* A heap made from an NMM_OPTIONS string, formatted like printf. */
+__attribute__((format(printf, 1, 2))) static inline nmm_heap_t *heap_with(const char *fmt, ...)
+{
+    char opts[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(opts, sizeof opts, fmt, ap);
+    va_end(ap);
+    nmm_config_t cfg = config_of(opts);
+    nmm_heap_t *h = nmm_heap_create(&cfg);
+    CHECK(h != NULL);
+    return h;
+}
+
+static inline nmm_heap_t *heap_at(const char *level, uint64_t retain)
+{
+    char opts[128];
+    snprintf(opts, sizeof opts, "level=%s", level);
+    nmm_config_t cfg = config_of(opts);
     cfg.retain_bytes = retain;
     nmm_heap_t *h = nmm_heap_create(&cfg);
     CHECK(h != NULL);

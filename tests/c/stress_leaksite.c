@@ -18,13 +18,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s LEVEL\n", argv[0]);
         return 2;
     }
-    nmm_config_t cfg;
-    nmm_config_init(&cfg);
-    char err[256] = "", opts[128];
-    snprintf(opts, sizeof opts, "level=%s:tracking=1:stacks=0", argv[1]);
-    CHECK(nmm_config_parse(&cfg, opts, err, sizeof err) == NMM_OK);
-    nmm_heap_t *h = nmm_heap_create(&cfg);
-    CHECK(h != NULL);
+    nmm_heap_t *h = heap_with("level=%s:tracking=1:stacks=0", argv[1]);
 
     nmm_site_t before = nmm_site(h, "previous_owner.c", 7);
     unsigned char *first = nmm_alloc(h, 40, before);

@@ -87,13 +87,7 @@ int main(int argc, char **argv)
     for (int r = 0; r < rounds; r++)
         sizes[r] = rng_size(&rng, 48, 400);
 
-    nmm_config_t cfg;
-    nmm_config_init(&cfg);
-    char err[256] = "";
-    CHECK(nmm_config_parse(&cfg, "level=paranoid:sweep=100000000:quarantine=64K", err,
-                           sizeof err) == NMM_OK);
-    heap = nmm_heap_create(&cfg);
-    CHECK(heap != NULL);
+    heap = heap_with("level=paranoid:sweep=100000000:quarantine=64K");
     CHECK(pthread_barrier_init(&step, NULL, 2) == 0);
     pthread_t a, b;
     CHECK(pthread_create(&a, NULL, thread_a, NULL) == 0);

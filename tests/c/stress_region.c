@@ -49,13 +49,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s LEVEL\n", argv[0]);
         return 2;
     }
-    nmm_config_t cfg;
-    nmm_config_init(&cfg);
-    char err[256] = "", opts[128];
-    snprintf(opts, sizeof opts, "level=%s:tcache=0:retain=0", argv[1]);
-    CHECK(nmm_config_parse(&cfg, opts, err, sizeof err) == NMM_OK);
-    nmm_heap_t *h = nmm_heap_create(&cfg);
-    CHECK(h != NULL);
+    nmm_heap_t *h = heap_with("level=%s:tcache=0:retain=0", argv[1]);
 
     size_t small = fill(h, 40, 1);          /* 48/64-B class until the region is full */
     CHECK(small > 1000);
@@ -80,8 +74,7 @@ int main(int argc, char **argv)
     /* The reverse: the bigger blocks first, then the class with more blocks per
      * slab, whose blocks no kept descriptor has room for: each range gets a
      * descriptor sized for it, so it gets exactly what a fresh region gives. */
-    h = nmm_heap_create(&cfg);
-    CHECK(h != NULL);
+    h = heap_with("level=%s:tcache=0:retain=0", argv[1]);
     size_t first = fill(h, 80, 11);
     CHECK(first > 1000);
     verify_and_free(h, first, 80, 11);

@@ -91,11 +91,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s OPTIONS ROUNDS\n", argv[0]);
         return 2;
     }
-    nmm_config_t cfg;
-    nmm_config_init(&cfg);
-    char err[256] = "";
-    CHECK(nmm_config_parse(&cfg, argv[1], err, sizeof err) == NMM_OK);
     rounds = atol(argv[2]);
+    nmm_config_t cfg = config_of(argv[1]);
     heap = nmm_heap_create(&cfg);
     CHECK(heap != NULL);
 
