@@ -61,6 +61,20 @@ def require_tool(name: str) -> str:
     return path
 
 
+def require_driver() -> list[str]:
+    """The built nmm-driver command; missing is a skip locally (of the calling test,
+    or of the whole module at import), a failure under CI (the package build makes it)."""
+    from harness.errors import DriverNotFound
+    from harness.runner import driver_command
+
+    try:
+        return driver_command()
+    except DriverNotFound as exc:  # pragma: no cover - the package build makes it
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"native driver not built: {exc}", allow_module_level=True)
+
+
 def compile_program(source: str, out_dir: Path, *, link_nmm: bool) -> Path:
     """Compile tests/c/preload/<source> into out_dir; returns the executable."""
     src = PROGRAMS / source

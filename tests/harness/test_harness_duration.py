@@ -6,21 +6,21 @@ bounds: the assertions are about what ran and what was recorded."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _nmm_c import require_driver
 from harness.cli import main
-from harness.errors import DriverNotFound, PlanError, UnsupportedFeature
+from harness.errors import PlanError, UnsupportedFeature
 from harness.journal import JOURNAL_NAME, Journal
 from harness.loader import load_plan
 from harness.oracle import judge
 from harness.plan import Plan
 from harness.records import FaultLine, Observation, ResultLine, TrialRecord
 from harness.report import build_document
-from harness.runner import driver_args, driver_command, replay_overrides, run_plan
+from harness.runner import driver_args, replay_overrides, run_plan
 
 PLANS = Path(__file__).resolve().parent.parent.parent / "chaos_plans"
 TIMED = """
@@ -167,15 +167,6 @@ def test_failed_timed_trial_replay_command_pins_worker_ops():
 
 # ---------------------------------------------------------------- end to end
 
-def _driver() -> list[str]:
-    try:
-        return driver_command()
-    except DriverNotFound as exc:  # pragma: no cover - the package build makes it
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"native driver not built: {exc}")
-
-
 def _journal(out: Path) -> list[TrialRecord]:
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     return Journal(run_dir / JOURNAL_NAME).records
@@ -215,7 +206,7 @@ kind = "uaf_write"
 def test_cli_timed_run_and_its_replay_reproduce_the_streams(tmp_path, write_plan, capsys):
     # no cross frees and no fail points: each worker's allocations are then a pure
     # function of its stream, so the heap's counters must come out equal too
-    _driver()
+    require_driver()
     path = str(write_plan(REPLAYABLE))
     code = main(["run", path, "--set", "workload.duration_s=0.3", "--out",
                  str(tmp_path / "a"), "--json"])
@@ -251,7 +242,7 @@ def test_cli_timed_run_and_its_replay_reproduce_the_streams(tmp_path, write_plan
 
 
 def test_cli_runs_the_shipped_soak_plan_shortened(tmp_path, capsys):
-    _driver()
+    require_driver()
     code = main(["run", str(PLANS / "soak.toml"), "--set", "workload.duration_s=0.3",
                  "--set", "workload.ops=8000", "--set", "workload.threads=2",
                  "--seeds", "1", "--out", str(tmp_path)])

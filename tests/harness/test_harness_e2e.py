@@ -4,24 +4,17 @@ reported missed at one that should not, abort policy, clean churn, and the CLI."
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _nmm_c import require_driver
 from harness.cli import main
-from harness.errors import DriverNotFound
 from harness.plan import Plan
-from harness.runner import driver_command, run_plan
+from harness.runner import run_plan
 
-try:
-    DRIVER = driver_command()
-except DriverNotFound as exc:  # pragma: no cover - the package build makes it
-    # `pip install -e .` builds the driver: under CI its absence is a failure.
-    if os.environ.get("CI"):
-        raise
-    pytest.skip(f"native driver not built: {exc}", allow_module_level=True)
+DRIVER = require_driver()
 
 PLANS = Path(__file__).resolve().parent.parent.parent / "chaos_plans"
 

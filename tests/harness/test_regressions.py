@@ -12,16 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import DriverNotFound
+from _nmm_c import require_driver
 from harness.loader import load_plan
-from harness.runner import driver_command, run_plan
+from harness.runner import run_plan
 
-try:
-    DRIVER = driver_command()
-except DriverNotFound as exc:  # pragma: no cover - the package build makes it
-    if os.environ.get("CI"):
-        raise
-    pytest.skip(f"native driver not built: {exc}", allow_module_level=True)
+DRIVER = require_driver()
 
 REGRESSIONS = Path(__file__).resolve().parent.parent.parent / "chaos_plans" / "regressions"
 
