@@ -66,6 +66,7 @@ static inline uint8_t state_freed(uint8_t v)
 extern const uint32_t sizeclass_table[CORE_CLASSES];
 extern const uint32_t sizeclass_slab_bytes[CORE_CLASSES];
 extern const uint16_t sizeclass_cache_cap[CORE_CLASSES];
+#define CORE_CACHE_CAP_MAX 64  /* a bin never holds more (tcache_flush_bin's buffer) */
 extern uint8_t sizeclass_small_lut[65];  /* (size+15)>>4 -> class, for size <= 1024 */
 void sizeclass_init(void);
 /* Class for a block of `bytes` (header+payload+canary), -1 if larger than the largest. */

@@ -75,7 +75,8 @@ static tcache_t *tcache_new_locked(nmm_heap_t *h)
         __atomic_store_n(&tc->bins[c].allocs, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&tc->bins[c].supplied, 0, __ATOMIC_RELAXED);
         tc->merged[c] = 0;
-        tc->bins[c].cap = sizeclass_cache_cap[c];
+        tc->bins[c].cap = sizeclass_cache_cap[c] < CORE_CACHE_CAP_MAX ? sizeclass_cache_cap[c]
+                                                                      : CORE_CACHE_CAP_MAX;
         tc->bins[c].items = items;
         items += sizeclass_cache_cap[c];
     }
@@ -188,19 +189,8 @@ void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep)
      * open meanwhile, and supplied goes down first (by the kept ones too while
      * count is 0): a reader that gives up waiting sees fewer live blocks, never
      * more (tbin_read). */
-    blockref_t out[64];
+    blockref_t out[CORE_CACHE_CAP_MAX];  /* n <= count <= cap */
     bool opened = tcache_books_open(tc);
-    if (n > sizeof out / sizeof out[0]) {
-        /* never with the literal caps (<= 64); kept correct for any cap */
-        OWNER_ADD(bin->supplied, -(int64_t)n);
-        NMM_YIELD("tcache.flush");
-        tbin_set_count(bin, keep);
-        tcache_books_close(tc, opened);
-        fork_publish_order();
-        slab_give(h, cls, bin->items + keep, n);
-        tcache_merge_live(h, tc, cls);
-        return;
-    }
     memcpy(out, bin->items, n * sizeof(blockref_t));
     OWNER_ADD(bin->supplied, -(int64_t)(n + keep));
     NMM_YIELD("tcache.flush");
