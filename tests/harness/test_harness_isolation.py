@@ -4,6 +4,7 @@ output and parallel trials are classified and never take the run down."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -171,3 +172,19 @@ def test_sample_series_is_thinned_not_unbounded(monkeypatch):
     times = [s.t_s for s in obs.samples]
     assert times == sorted(times)
     assert all(s.rss > 0 for s in obs.samples)
+
+
+def test_exited_unreaped_child_gives_no_sample():
+    """A zombie reads as rss 0 in /proc; sampling it must not record that zero."""
+    from harness._isolate import _sample
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        ps = psutil.Process(child.pid)
+        deadline = time.monotonic() + 30
+        while ps.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ps.status() == psutil.STATUS_ZOMBIE
+        assert _sample(ps, time.monotonic()) is None
+    finally:
+        child.wait()
