@@ -83,6 +83,10 @@ class ResultLine(_Line):
     #: driver that does not say
     worker_ops: tuple[int, ...] = ()
     elapsed_ns: int = 0
+    #: process CPU time of the workload, all threads (0 from a driver that does not say)
+    cpu_ns: int = 0
+    #: the driver's own peak RSS in bytes (VmHWM; 0 from a driver that does not say)
+    peak_rss: int = 0
     faults: int = 0
     events: int = 0
     pattern_errors: int = 0

@@ -104,9 +104,13 @@ def _trial_entry(r: TrialRecord) -> dict[str, Any]:
         "checks": [c.model_dump(mode="json") for c in r.verdict.checks],
         "diagnostic": r.verdict.diagnostic,
         "rss_series": [[s.t_s, s.rss] for s in obs.samples],
-        "peak_rss": max((s.rss for s in obs.samples), default=0),
+        # the driver's own numbers are exact; the sampled series is the fallback
+        # for a child that died before its result line
+        "peak_rss": max([s.rss for s in obs.samples]
+                        + [obs.result.peak_rss if obs.result else 0]),
         "threads_max": max((s.threads for s in obs.samples), default=0),
-        "cpu_s": obs.samples[-1].cpu_s if obs.samples else 0.0,
+        "cpu_s": (obs.result.cpu_ns / 1e9 if obs.result and obs.result.cpu_ns
+                  else obs.samples[-1].cpu_s if obs.samples else 0.0),
         "latency_ns": obs.result.latency_ns if obs.result else {},
     }
 

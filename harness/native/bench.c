@@ -1,7 +1,6 @@
 /* bench.c — the benchmark kernels (`nmm-driver bench NAME`): tight loops over the
  * target with no pattern work, each printing one JSON line. Measures, never judges;
  * kernel threads are started and joined here, and touch only their own state. */
-#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -16,23 +15,6 @@
 #define CROSS_RING 4096
 
 static inline void escape(void *p) { __asm__ volatile("" : : "r"(p) : "memory"); }
-
-/* ---- /proc readers (no stdio: it would allocate from the target) */
-
-static uint64_t proc_status_kib(const char *key)
-{
-    char buf[4096];
-    int fd = open("/proc/self/status", O_RDONLY);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    char *at = strstr(buf, key);
-    return at ? strtoull(at + strlen(key), NULL, 10) : 0;
-}
 
 static uint64_t rss_bytes(void) { return proc_status_kib("VmRSS:") * 1024; }
 static uint64_t peak_rss_bytes(void) { return proc_status_kib("VmHWM:") * 1024; }

@@ -211,6 +211,10 @@ uint64_t out_drain_events(nmm_heap_t *heap, int worker, uint64_t driver_op);
 void out_stats(jline_t *j, nmm_heap_t *heap, uint64_t *live_blocks);
 void *out_map(size_t bytes);   /* zeroed private memory, never from the target */
 void out_unmap(void *p, size_t bytes);
+/* a "Key:  N kB" field of /proc/self/status in KiB (0 if absent), e.g. "VmHWM:"
+ * (this process image's peak RSS: unlike getrusage's maxrss it does not inherit
+ * the parent's peak across fork and exec) */
+uint64_t proc_status_kib(const char *key);
 
 /* ------------------------------------------------------------------ workload.c */
 

@@ -2,6 +2,8 @@
  * tears a line and everything before it reaches the parent. Never allocates from
  * the target (fixed buffers, private mmaps). Any thread; lines are independent. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -220,4 +222,19 @@ void out_unmap(void *p, size_t bytes)
 {
     if (p)
         munmap(p, bytes);
+}
+
+uint64_t proc_status_kib(const char *key)
+{
+    char buf[4096]; /* no stdio: it would allocate from the target */
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *at = strstr(buf, key);
+    return at ? strtoull(at + strlen(key), NULL, 10) : 0;
 }

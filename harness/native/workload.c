@@ -465,6 +465,7 @@ static void write_result(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
     jl_u64(j, "elapsed_ns", elapsed_ns);
     jl_dbl(j, "ops_per_sec", elapsed_ns ? (double)ops * 1e9 / (double)elapsed_ns : 0.0);
     jl_u64(j, "cpu_ns", cpu);
+    jl_u64(j, "peak_rss", proc_status_kib("VmHWM:") * 1024);
     jl_u64(j, "faults", atomic_load(&tr->faults_done));
     jl_u64(j, "events", events);
     jl_u64(j, "pattern_errors", perr);

@@ -88,7 +88,22 @@ def test_clean_churn_is_clean(level):
         assert record.verdict.passed, record.verdict.reasons
         assert record.observation.result is not None
         assert record.observation.result.ops == plan.total_ops
-        assert record.observation.samples
+        # a trial this short may end before the parent's first sample; the driver's
+        # own peak RSS is always there
+        assert record.observation.result.peak_rss > 1 << 20
+        assert all(s.rss > 0 for s in record.observation.samples)
+
+
+def test_report_takes_peak_rss_and_cpu_from_the_driver_when_unsampled():
+    from harness.report import build_document
+
+    plan = make_plan("standard", [], seeds=1)
+    record = run_plan(plan, command=DRIVER).records[0]
+    unsampled = record.model_copy(update={
+        "observation": record.observation.model_copy(update={"samples": ()})})
+    trial = build_document(plan, [unsampled], run_id="r")["trials"][0]
+    assert trial["peak_rss"] == record.observation.result.peak_rss > 1 << 20
+    assert trial["cpu_s"] == record.observation.result.cpu_ns / 1e9 > 0
 
 
 def test_same_seed_same_faults():
