@@ -40,7 +40,10 @@ int main(int argc, char **argv)
         release_block(p);
     } else if (strcmp(what, "overflow") == 0) {
         char *p = make_block(40);
-        memset(p, 'A', 41); /* one byte past the end */
+        memset(p, 'A', 40);
+        /* one byte past the end, flipped: a fixed byte would equal the keyed
+         * canary's byte one run in 256 and the overflow would go unseen */
+        p[40] = (char)~p[40];
         release_block(p);
     } else if (strcmp(what, "invalid_free") == 0) {
         char local[32];
