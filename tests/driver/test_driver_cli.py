@@ -20,6 +20,9 @@ CASES = [
     (["run", "--fault", "overflow:variant=stack"], "variant 'stack' not valid here"),
     (["run", "--fault", "overflow:size=3"], "unknown key 'size'"),
     (["run", "--fault", "double_free:count=0"], "--fault count: expected an integer"),
+    # checked before the trial starts, not at injection time (which printed and exited 0)
+    (["run", "--fault", "alloc_failure:fail=bogus"],
+     "--fault alloc_failure: fail=bogus: bad value for key 'fail': fail point spec 'bogus'"),
     (["run", "--target", "malloc", "--fault", "alloc_failure"],
      "not applicable to --target malloc"),
     (["run", "--sample-every", "3"], "--sample-every: expected a power of two"),
