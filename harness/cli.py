@@ -95,7 +95,7 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
         run_id = f"{stamp}-{plan.name}-{os.getpid()}"
         run_dir = Path(out) / run_id
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # a resume command must stay one line
     journal = Journal(run_dir / JOURNAL_NAME)
     for warning in journal.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
@@ -109,9 +109,12 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         except KeyboardInterrupt:
             resume_cmd = shlex.join(["nmm-chaos", "run", plan_path,
                                      *[a for o in all_overrides for a in ("--set", o)],
+                                     *(["--engine", engine] if engine != "native" else []),
+                                     *(["--driver", driver_cmd] if driver_cmd else []),
                                      "--resume", str(run_dir)])
             err.print(f"interrupted: {len(journal.records)} trial(s) kept in "
-                      f"{journal.path}; continue with:\n  {resume_cmd}")
+                      f"{journal.path}; continue with:\n  {resume_cmd}",
+                      markup=False, highlight=False)
             return 130
     doc = build_document(plan, result.records, run_id=run_id, plan_path=plan_path,
                          overrides=all_overrides, command=shlex.join(sys.argv))

@@ -210,6 +210,9 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
             todo.append(seed)
     workers = max(1, jobs if jobs else (os.cpu_count() or 1))
     lock = threading.Lock()
+    # Set before the run's children are killed on an interrupt: a trial that ends after
+    # it was ended by us, not by the allocator, and must run again on --resume.
+    stopping = threading.Event()
 
     def one(seed: int) -> TrialRecord:
         if engine == "python":
@@ -221,6 +224,8 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
                 said = [ln for ln in obs.stderr_tail.strip().splitlines() if ln.strip()]
                 raise DriverUsageError("the driver rejected the trial's command line: "
                                        + " / ".join(said[:3] or ["(no message)"]))
+        if stopping.is_set():
+            return record  # not journaled: the interrupt cut it short
         if journal is not None:
             journal.append(record)
         with lock:
@@ -243,6 +248,7 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
             fut.result()
     except BaseException:
         result.interrupted = True
+        stopping.set()
         pool.shutdown(wait=False, cancel_futures=True)
         kill_running_children()
         raise

@@ -113,3 +113,45 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path, write_plan, fake_dr
     assert len(raw_lines) == seeds  # every trial written exactly once
     assert sorted(r.seed for r in contents.records) == list(range(1, seeds + 1))
     assert (run_dir / "result.json").exists()
+
+
+def test_ctrl_c_keeps_the_journal_and_does_not_record_the_trials_it_cut_short(
+        tmp_path, write_plan, fake_driver):
+    """SIGINT (Ctrl-C) mid-run: exit 130 with a one-line resume command and no traceback;
+    the trials in flight were killed by the runner, not crashed, so they are not journaled
+    (a resume would otherwise keep them as crashes) and the resume runs them."""
+    import psutil
+
+    plan_path = write_plan(PLAN.format(seeds=4))
+    out = tmp_path / "a-long-directory-name-so-that-the-resume-command-passes-80-columns"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = [sys.executable, "-m", "harness.cli", "run", str(plan_path), "--jobs", "2"]
+    runner = subprocess.Popen(
+        [*base, "--driver", " ".join(fake_driver("hang")), "--out", str(out)], env=env,
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        drivers = [c for c in psutil.Process(runner.pid).children(recursive=True)
+                   if "fake_driver.py" in " ".join(c.cmdline())]
+        if len(drivers) == 2:
+            break
+        time.sleep(0.02)
+    else:
+        runner.kill()
+        raise AssertionError("the runner never started two trials")
+    runner.send_signal(signal.SIGINT)
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 130, err
+    assert "Traceback" not in err
+    (run_dir,) = out.iterdir()
+    assert read_journal(run_dir / JOURNAL_NAME).records == []
+    resume_lines = [ln.strip() for ln in err.splitlines() if "--resume" in ln]
+    assert resume_lines and resume_lines[0].endswith(f"--resume {run_dir}")
+    resumed = subprocess.run([*base, "--driver", " ".join(fake_driver("detect")),
+                              "--resume", str(run_dir)], env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    records = read_journal(run_dir / JOURNAL_NAME).records
+    assert sorted(r.seed for r in records) == [1, 2, 3, 4]
+    assert all(r.verdict.passed for r in records)
