@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import os
 import shlex
+import shutil
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from harness.errors import HarnessError, PlanError
-from harness.journal import JOURNAL_NAME, Journal
+from harness.journal import JOURNAL_NAME, Journal, read_journal
 from harness.loader import load_plan, validate_paths
 from harness.plan import Plan
 from harness.records import TrialRecord
@@ -60,7 +61,7 @@ def cli() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a plan key, e.g. --set workload.threads=8 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), default="reports", show_default=True,
-              help="Directory under which reports/<run-id>/ is written.")
+              help="Directory under which <run-id>/ (journal and reports) is written.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result document as JSON.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1),
               help="Trials run at once (default: CPU count).")
@@ -84,24 +85,36 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
     plan = load_plan(plan_path, all_overrides)
     if engine == "python":
         command: list[str] = []
+    elif driver_cmd is not None:
+        command = _driver_argv(driver_cmd)
     else:
-        command = shlex.split(driver_cmd) if driver_cmd else driver_command()
+        command = driver_command()
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / JOURNAL_NAME).exists():
             raise _Failed(f"--resume {resume}: no {JOURNAL_NAME} there (not a run directory)")
+        _check_same_run(run_dir, plan, plan_path, engine)
         run_id = run_dir.name
     else:
+        if not out:
+            raise _Failed("--out: given an empty path; expected a directory")
         stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
         run_id = f"{stamp}-{plan.name}-{os.getpid()}"
         run_dir = Path(out) / run_id
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _Failed(f"--out {out}: cannot create {run_dir}: {exc.strerror}") from None
     err = Console(stderr=True, soft_wrap=True)  # a resume command must stay one line
     journal = Journal(run_dir / JOURNAL_NAME)
     for warning in journal.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
-    meta = {"run_id": run_id, "plan_path": plan_path, "overrides": all_overrides,
-            "argv": sys.argv, "driver": command, "engine": engine}
-    (run_dir / "run.json").write_text(json.dumps(meta, indent=1) + "\n")
+    meta_path = run_dir / "run.json"
+    if not meta_path.exists():  # a resume keeps the first run's command and plan
+        meta = {"run_id": run_id, "plan_path": plan_path, "overrides": all_overrides,
+                "argv": sys.argv, "driver": command, "engine": engine,
+                "plan_name": plan.name, "plan_hash": plan.plan_hash()}
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     with journal:
         try:
             result = _run_with_progress(plan, journal, command, jobs, err, quiet=as_json,
@@ -125,6 +138,43 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         _print_summary(Console(), plan, result.records, doc, result.skipped)
         click.echo(f"report: {paths['markdown']}  (JSON: {paths['json']})")
     return 0 if result.passed else 1
+
+
+def _driver_argv(text: str) -> list[str]:
+    """The ``--driver`` command as argv; ``_Failed`` if it is empty, unparsable or not found."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise _Failed(f"--driver {text!r}: {exc}; expected a command line") from None
+    if not argv:
+        raise _Failed("--driver: given an empty command; expected a command line")
+    if shutil.which(argv[0]) is None:
+        raise _Failed(f"--driver {text!r}: {argv[0]}: no such executable")
+    return argv
+
+
+def _check_same_run(run_dir: Path, plan: Plan, plan_path: str, engine: str) -> None:
+    """Refuse to ``--resume`` a run of another plan or engine: its journal and reports
+    would be mixed with (and overwritten by) this one's. Only ``--seed``/``--seeds`` may
+    change (they are not part of the plan hash)."""
+    want = (plan.plan_hash(), engine)
+    runs = {(r.plan, r.plan_hash, r.driver) for r in read_journal(run_dir / JOURNAL_NAME).records}
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        meta = None
+    if isinstance(meta, dict) and "plan_hash" in meta:
+        runs.add((str(meta.get("plan_name")), str(meta["plan_hash"]),
+                  str(meta.get("engine", "native"))))
+    other = sorted(r for r in runs if (r[1], r[2]) != want)
+    if other:
+        name, digest, was_engine = other[0]
+        raise _Failed(
+            f"--resume {run_dir}: that run is plan {name!r} (hash {digest}, engine "
+            f"{was_engine}); {plan_path} with these overrides is plan {plan.name!r} (hash "
+            f"{want[0]}, engine {engine}). Resume with the run's plan, --set overrides and "
+            "--engine (see its run.json; only --seed/--seeds may change), or leave out "
+            "--resume to start a new run")
 
 
 def _run_with_progress(plan: Plan, journal: Journal, command: list[str], jobs: int | None,

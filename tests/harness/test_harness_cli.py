@@ -159,4 +159,70 @@ def test_unwritable_out_directory_exits_2(tmp_path, write_plan, fake_driver, cap
     code, _, err = run(["run", str(write_plan(PLAN)), "--out", str(blocker / "sub"),
                         "--driver", shlex.join(fake_driver("detect"))], capsys)
     assert code == 2
-    assert err.startswith("error: ") and "Not a directory" in err
+    assert err.startswith("error: --out ") and "Not a directory" in err
+
+
+def test_empty_out_exits_2(write_plan, fake_driver, capsys):
+    code, _, err = run(["run", str(write_plan(PLAN)), "--out", "", "--driver",
+                        shlex.join(fake_driver("detect"))], capsys)
+    assert code == 2 and "error: --out: given an empty path" in err
+
+
+@pytest.mark.parametrize(("driver", "message"), [
+    ("/nonexistent/nmm-driver --fast", "/nonexistent/nmm-driver: no such executable"),
+    ("", "--driver: given an empty command"),
+    ('"unclosed', "No closing quotation"),
+])
+def test_driver_that_cannot_run_exits_2_before_any_trial(tmp_path, write_plan, driver,
+                                                          message, capsys):
+    """Not a run of crashed trials (exit 1) or a traceback: bad input, exit 2."""
+    code, out, err = run(["run", str(write_plan(PLAN)), "--out", str(tmp_path / "r"),
+                          "--driver", driver], capsys)
+    assert code == 2
+    assert err.startswith("error: --driver") and message in err
+    assert "Traceback" not in out + err and not (tmp_path / "r").exists()
+
+
+def _one_run(tmp_path, plan, driver, *extra):
+    code = main(["run", str(plan), "--out", str(tmp_path / "r"), "--driver", driver, *extra])
+    assert code == 0
+    (run_dir,) = (tmp_path / "r").iterdir()
+    return run_dir
+
+
+@pytest.mark.parametrize("change", [["--set", "workload.ops=200"], ["--engine", "python"]])
+def test_resume_of_another_plan_exits_2_and_changes_nothing(tmp_path, write_plan, fake_driver,
+                                                            change, capsys):
+    driver = shlex.join(fake_driver("detect"))
+    run_dir = _one_run(tmp_path, write_plan(PLAN), driver)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    capsys.readouterr()
+    code, out, err = run(["run", str(write_plan(PLAN)), "--resume", str(run_dir), "--driver",
+                          driver, *change], capsys)
+    assert code == 2
+    assert f"error: --resume {run_dir}: that run is plan 'plan'" in err
+    assert "only --seed/--seeds may change" in err and "Traceback" not in out + err
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_resume_with_more_seeds_of_the_same_plan_keeps_the_first_run_json(
+        tmp_path, write_plan, fake_driver, capsys):
+    driver = shlex.join(fake_driver("detect"))
+    plan = write_plan(PLAN)
+    run_dir = _one_run(tmp_path, plan, driver)
+    first = (run_dir / "run.json").read_text()
+    code, _, _ = run(["run", str(plan), "--seeds", "3", "--resume", str(run_dir), "--driver",
+                      driver], capsys)
+    assert code == 0
+    assert (run_dir / "run.json").read_text() == first
+    doc = json.loads((run_dir / "result.json").read_text())
+    assert doc["summary"]["trials"] == 3
+
+
+def test_python_engine_bad_target_option_exits_2(tmp_path, write_plan, capsys):
+    plan = write_plan(PLAN + "[target]\noptions = { frob = 1 }\n")
+    code, out, err = run(["run", str(plan), "--engine", "python", "--out", str(tmp_path)],
+                         capsys)
+    assert code == 2
+    assert "error: target.options: unknown key 'frob'" in err
+    assert "Traceback" not in out + err
