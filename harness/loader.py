@@ -41,13 +41,16 @@ def _load(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], Provenan
     if resolved in chain:
         cycle = " -> ".join(str(p) for p in (*chain, resolved))
         raise PlanError(f"{path}: include cycle: {cycle}", file=str(path))
+    where = f" (included from {chain[-1]})" if chain else ""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        where = f" (included from {chain[-1]})" if chain else ""
         raise PlanError(f"{path}: no such plan file{where}", file=str(path)) from None
+    except IsADirectoryError:
+        raise PlanError(f"{path}: is a directory, not a plan file{where}",
+                        file=str(path)) from None
     except OSError as exc:
-        raise PlanError(f"{path}: cannot read: {exc.strerror}", file=str(path)) from None
+        raise PlanError(f"{path}: cannot read: {exc.strerror}{where}", file=str(path)) from None
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -56,13 +59,8 @@ def _load(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], Provenan
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"{path}: invalid TOML: {exc}", file=str(path)) from None
     includes = doc.pop("include", None)
-    if includes is None:
-        names: list[str] = []
-    elif isinstance(includes, str):
-        names = [includes]
-    elif isinstance(includes, list) and all(isinstance(i, str) for i in includes):
-        names = list(includes)
-    else:
+    names: Any = [] if includes is None else [includes] if isinstance(includes, str) else includes
+    if not (isinstance(names, list) and all(isinstance(n, str) and n.strip() for n in names)):
         raise PlanError(f"{path}: include: given {includes!r}; expected a file name or a "
                         "list of file names", file=str(path))
     merged: dict[str, Any] = {}

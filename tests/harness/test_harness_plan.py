@@ -92,6 +92,22 @@ def test_missing_include_names_the_including_file(write_plan):
         load_plan(path)
 
 
+def test_include_of_a_directory_says_so_and_names_the_including_file(tmp_path, write_plan):
+    (tmp_path / "sub").mkdir()
+    path = write_plan('include = "sub"\nschema_version = 1\n')
+    with pytest.raises(PlanError, match=r"sub: is a directory, not a plan file "
+                                        r"\(included from .*plan.toml\)"):
+        load_plan(path)
+
+
+@pytest.mark.parametrize("include", ['""', '["  "]', '["base.toml", 3]', "{}"])
+def test_include_that_is_not_file_names_is_an_error(write_plan, include):
+    """An empty name used to include the plan's own directory ('.: cannot read')."""
+    path = write_plan(f"include = {include}\nschema_version = 1\n")
+    with pytest.raises(PlanError, match=r"plan.toml: include: given .*; expected a file name"):
+        load_plan(path)
+
+
 def test_error_in_base_names_the_base_file(write_plan):
     write_plan("schema_version = 1\n[workload]\nthreads = -3\n", "base.toml")
     path = write_plan('include = "base.toml"\n')
