@@ -135,6 +135,42 @@ def test_bench_command_rejects_unknown_names(monkeypatch: pytest.MonkeyPatch,
     assert result.exit_code == 2 and "unknown kernel 'warp'" in result.output
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--targets", ""], "Invalid value for --targets: given ''; expected a comma-separated"),
+    (["--targets", ",,"], "Invalid value for --targets: given ',,'"),
+    (["--kernels", " , "], "Invalid value for --kernels: given ' , '"),
+    (["--targets", "ghost"], "Invalid value for --targets: ghost is not installed "
+                             "(looked for libghost.so)"),
+])
+def test_bench_command_rejects_empty_lists_and_missing_peers(
+        monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
+    """An empty --targets ran every target (minutes); an empty list after commas, or a
+    named peer that is not installed, ran nothing and exited 0."""
+    ghost = Target("ghost", "not here", "malloc", installed=False, missing="libghost.so")
+    monkeypatch.setattr(bench_mod, "all_targets", lambda: (*all_targets(), ghost))
+    monkeypatch.setattr(bench_mod, "run_bench", _must_not_run)
+    result = CliRunner().invoke(bench_mod.bench, args)
+    assert result.exit_code == 2 and message in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("option", ["--out", "--json"])
+def test_bench_command_checks_its_output_paths_before_running(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, option: str) -> None:
+    """Not after minutes of benchmarking (the results were lost, and a traceback under
+    python -m harness.bench)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setattr(bench_mod, "run_bench", _must_not_run)
+    path = blocker / "sub" if option == "--out" else blocker / "b.json"
+    result = CliRunner().invoke(bench_mod.bench, ["--targets", "glibc", option, str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for {option}: cannot create directory" in result.output
+
+
+def _must_not_run(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the benchmark ran despite bad input")
+
+
 def test_program_kernel_times_preload_targets_only(driver: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NMM_CHAOS_DRIVER", str(driver))
