@@ -7,15 +7,17 @@ module is the only one that prints.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,20 +117,21 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
                 "argv": sys.argv, "driver": command, "engine": engine,
                 "plan_name": plan.name, "plan_hash": plan.plan_hash()}
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
-    with journal:
+    with journal, _sigterm_interrupts():
         try:
             result = _run_with_progress(plan, journal, command, jobs, err, quiet=as_json,
                                         engine=engine)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             resume_cmd = shlex.join(["nmm-chaos", "run", plan_path,
                                      *[a for o in all_overrides for a in ("--set", o)],
                                      *(["--engine", engine] if engine != "native" else []),
                                      *(["--driver", driver_cmd] if driver_cmd else []),
                                      "--resume", str(run_dir)])
-            err.print(f"interrupted: {len(journal.records)} trial(s) kept in "
+            how = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
+            err.print(f"{how}: {len(journal.records)} trial(s) kept in "
                       f"{journal.path}; continue with:\n  {resume_cmd}",
                       markup=False, highlight=False)
-            return 130
+            return 143 if isinstance(stop, _Terminated) else 130
     doc = build_document(plan, result.records, run_id=run_id, plan_path=plan_path,
                          overrides=all_overrides, command=shlex.join(sys.argv))
     paths = write_reports(run_dir, doc)
@@ -138,6 +141,29 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         _print_summary(Console(), plan, result.records, doc, result.skipped)
         click.echo(f"report: {paths['markdown']}  (JSON: {paths['json']})")
     return 0 if result.passed else 1
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during a run, handled as Ctrl-C is: trial children killed, journal kept."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM (a CI job cancelled) into ``_Terminated`` while a run is going. The
+    default action killed only this process, and the trial children, each in its own
+    session, ran on without their watchdog."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _driver_argv(text: str) -> list[str]:

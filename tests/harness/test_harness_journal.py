@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.journal import JOURNAL_NAME, Journal, read_journal
 from harness.loader import load_plan
 from harness.runner import run_plan
@@ -115,14 +117,19 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path, write_plan, fake_dr
     assert (run_dir / "result.json").exists()
 
 
+@pytest.mark.parametrize(("signum", "code", "said"), [(signal.SIGINT, 130, "interrupted"),
+                                                      (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_ctrl_c_keeps_the_journal_and_does_not_record_the_trials_it_cut_short(
-        tmp_path, write_plan, fake_driver):
-    """SIGINT (Ctrl-C) mid-run: exit 130 with a one-line resume command and no traceback;
-    the trials in flight were killed by the runner, not crashed, so they are not journaled
-    (a resume would otherwise keep them as crashes) and the resume runs them."""
+        tmp_path, write_plan, fake_driver, signum, code, said):
+    """SIGINT (Ctrl-C) or SIGTERM mid-run: exit 130/143 with a one-line resume command and
+    no traceback; the trials in flight were killed by the runner, not crashed, so they are
+    not journaled (a resume would otherwise keep them as crashes) and the resume runs them.
+    Under SIGTERM the trial children used to be left running, without their watchdog."""
     import psutil
 
-    plan_path = write_plan(PLAN.format(seeds=4))
+    # timeout_s bounds the wait for a child started just as the signal came: run_child
+    # registers it for kill_running_children only after Popen returns
+    plan_path = write_plan("timeout_s = 20\n" + PLAN.format(seeds=4))
     out = tmp_path / "a-long-directory-name-so-that-the-resume-command-passes-80-columns"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     base = [sys.executable, "-m", "harness.cli", "run", str(plan_path), "--jobs", "2"]
@@ -140,10 +147,12 @@ def test_ctrl_c_keeps_the_journal_and_does_not_record_the_trials_it_cut_short(
     else:
         runner.kill()
         raise AssertionError("the runner never started two trials")
-    runner.send_signal(signal.SIGINT)
+    runner.send_signal(signum)
     _, err = runner.communicate(timeout=60)
-    assert runner.returncode == 130, err
-    assert "Traceback" not in err
+    assert runner.returncode == code, err
+    assert err.startswith(f"{said}: 0 trial(s) kept") and "Traceback" not in err
+    psutil.wait_procs(drivers, timeout=10)
+    assert not [d for d in drivers if d.is_running() and d.status() != psutil.STATUS_ZOMBIE]
     (run_dir,) = out.iterdir()
     assert read_journal(run_dir / JOURNAL_NAME).records == []
     resume_lines = [ln.strip() for ln in err.splitlines() if "--resume" in ln]
