@@ -303,14 +303,20 @@ def plans_validate(paths: tuple[str, ...]) -> int:
 @plans_group.command("list", context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, type=click.Path())
 def plans_list(paths: tuple[str, ...]) -> int:
-    """List plans with their target, workload and faults."""
+    """List plans with their target, workload and faults (default: every plan under
+    chaos_plans/); exit 0, or 2 if a plan is invalid or none is found."""
+    results = validate_paths(paths or (default_plans_dir(),))
+    if not results:
+        raise _Failed(f"no plans found under {', '.join(paths) or default_plans_dir()}")
     table = Table()
     for column in ("plan", "target", "threads", "ops/worker", "seeds"):
         table.add_column(column, no_wrap=True)
     table.add_column("faults")
     table.add_column("about", overflow="fold", ratio=1)
-    for path, outcome in validate_paths(paths or (default_plans_dir(),)):
+    bad = 0
+    for path, outcome in results:
         if isinstance(outcome, PlanError):
+            bad += 1
             table.add_row(_rel(path), "[red]invalid[/]", "", "", "", "", str(outcome)[:80])
             continue
         kinds = dict.fromkeys(f.kind for f in outcome.faults)
@@ -318,8 +324,13 @@ def plans_list(paths: tuple[str, ...]) -> int:
         ops = str(w.ops_per_worker) + (f" + {w.duration_s:g} s" if w.timed else "")
         table.add_row(_rel(path), outcome.target.label, str(w.threads), ops, str(outcome.seeds),
                       " ".join(kinds) or "-", outcome.description)
-    Console().print(table)
-    return 0
+    console = Console()
+    if not console.is_terminal:  # a log or a pipe: do not squeeze the table into 80 columns
+        console = Console(width=200)
+    console.print(table)
+    if bad:
+        click.echo(f"{bad} invalid plan(s); `nmm-chaos plans validate` says why", err=True)
+    return 2 if bad else 0
 
 
 def _rel(path: Path) -> str:

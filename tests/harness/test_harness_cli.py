@@ -153,6 +153,18 @@ def test_plans_list(capsys):
     assert "nmm:paranoid" in out
 
 
+def test_plans_list_of_a_missing_or_invalid_plan_exits_2(tmp_path, write_plan, capsys):
+    """It exited 0 with an 'invalid' row, and 0 with an empty table for an empty directory."""
+    code, out, err = run(["plans", "list", str(tmp_path / "nope.toml"),
+                          str(write_plan("schema_version = 1\n"))], capsys)
+    assert code == 2
+    assert "invalid" in out and "plan.toml" in out
+    assert "1 invalid plan(s); `nmm-chaos plans validate` says why" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(["plans", "list", str(tmp_path / "empty")], capsys)
+    assert code == 2 and f"error: no plans found under {tmp_path / 'empty'}" in err
+
+
 def test_unwritable_out_directory_exits_2(tmp_path, write_plan, fake_driver, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
