@@ -238,3 +238,28 @@ def test_python_engine_bad_target_option_exits_2(tmp_path, write_plan, capsys):
     assert code == 2
     assert "error: target.options: unknown key 'frob'" in err
     assert "Traceback" not in out + err
+
+
+def test_readme_documents_every_command_and_option():
+    """Each nmm-chaos command and each of its long options is named in README.md."""
+    import click
+
+    from harness.cli import cli
+
+    readme = (PLANS.parent / "README.md").read_text()
+
+    def walk(group: click.Group, prefix: str):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from walk(command, f"{prefix} {name}")
+            else:
+                yield f"{prefix} {name}", command
+
+    missing = []
+    for path, command in walk(cli, "nmm-chaos"):
+        if path not in readme:
+            missing.append(path)
+        for param in command.params:
+            missing += [f"{path} {opt}" for opt in param.opts
+                        if opt.startswith("--") and opt != "--help" and opt not in readme]
+    assert not missing
