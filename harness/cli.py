@@ -29,10 +29,10 @@ from rich.table import Table
 from harness.errors import HarnessError, PlanError
 from harness.journal import JOURNAL_NAME, Journal, read_journal
 from harness.loader import load_plan, validate_paths
-from harness.plan import Plan
+from harness.plan import MAX_SEEDS, Plan
 from harness.records import TrialRecord
 from harness.report import build_document, write_reports
-from harness.runner import driver_command, run_plan
+from harness.runner import check_runnable, driver_command, run_plan
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -58,8 +58,9 @@ def cli() -> None:
 
 @cli.command("run", context_settings=CONTEXT)
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
-@click.option("--seed", type=click.IntRange(min=0), help="First trial seed (overrides the plan).")
-@click.option("--seeds", type=click.IntRange(min=1), help="Number of trials (seeds) to run.")
+@click.option("--seed", type=click.IntRange(0, (1 << 64) - 1),
+              help="First trial seed (overrides the plan).")
+@click.option("--seeds", type=click.IntRange(1, MAX_SEEDS), help="Number of trials (seeds) to run.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a plan key, e.g. --set workload.threads=8 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), default="reports", show_default=True,
@@ -85,6 +86,7 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
     if seeds is not None:
         all_overrides.append(f"seeds={seeds}")
     plan = load_plan(plan_path, all_overrides)
+    check_runnable(plan, engine)  # before a run directory is made for it
     if engine == "python":
         command: list[str] = []
     elif driver_cmd is not None:

@@ -173,6 +173,18 @@ class RunResult:
         return not self.interrupted and all(r.verdict.passed for r in self.records)
 
 
+def check_runnable(plan: Plan, engine: str = "native") -> None:
+    """Raise (``UnsupportedFeature``) for a valid plan this engine cannot run here: an
+    unknown or missing peer, a feature the Python driver lacks. Runs nothing."""
+    if engine not in ("native", "python"):
+        raise UnsupportedFeature(f"engine {engine!r}: expected native or python")
+    if engine == "native":
+        driver_args(plan, plan.seed)
+        child_env(plan)
+    else:
+        PyDriver.check_plan(plan)
+
+
 def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None = None,
              command: Sequence[str] | None = None, journal: Journal | None = None,
              on_record: RecordCallback | None = None,
@@ -184,16 +196,11 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
     ``journal`` are skipped and their records reused. Checks the plan can run (driver
     present, supported features) before starting any child.
     """
-    if engine not in ("native", "python"):
-        raise UnsupportedFeature(f"engine {engine!r}: expected native or python")
+    check_runnable(plan, engine)
     all_seeds = list(seeds) if seeds is not None else plan.trial_seeds()
     if engine == "native":
         command = list(command) if command is not None else driver_command()
-        if all_seeds:
-            driver_args(plan, all_seeds[0])
-            child_env(plan)
     else:
-        PyDriver.check_plan(plan)  # refuse what it cannot run before any trial starts
         command = []
         jobs = 1
     result = RunResult(plan=plan)

@@ -263,3 +263,26 @@ def test_readme_documents_every_command_and_option():
             missing += [f"{path} {opt}" for opt in param.opts
                         if opt.startswith("--") and opt != "--help" and opt not in readme]
     assert not missing
+
+
+@pytest.mark.parametrize(("args", "option"), [(["--seeds", "100001"], "'--seeds'"),
+                                              (["--seed", str(1 << 64)], "'--seed'")])
+def test_seed_options_out_of_range_name_the_option_given(write_plan, args, option, capsys):
+    """Not '--set seeds=100001', which the user did not type."""
+    code, _, err = run(["run", str(write_plan(PLAN)), *args], capsys)
+    assert code == 2
+    assert f"Invalid value for {option}" in err and "--set" not in err
+
+
+@pytest.mark.parametrize(("engine", "message"), [
+    ("native", "target.peer: unknown target 'nonexist'"),
+    ("python", "the Python driver drives NMM heaps only"),
+])
+def test_plan_the_engine_cannot_run_leaves_no_run_directory(tmp_path, write_plan, engine,
+                                                            message, capsys):
+    """An empty run directory (run.json, no trial) was left behind by every such attempt."""
+    plan = write_plan(PLAN + '[target]\nkind = "malloc"\npeer = "nonexist"\n')
+    code, _, err = run(["run", str(plan), "--engine", engine, "--out", str(tmp_path / "r")],
+                       capsys)
+    assert code == 2 and message in err
+    assert not (tmp_path / "r").exists()
