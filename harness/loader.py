@@ -168,12 +168,40 @@ def _list_item(node: list[Any], part: str, text: str, where: str) -> Any:
 def validate_document(doc: dict[str, Any], prov: Provenance, file: str) -> Plan:
     """Validate a merged document into a ``Plan``; errors name file, key, given, expected."""
     try:
-        return Plan.model_validate(doc)
+        plan = Plan.model_validate(doc)
     except ValidationError as exc:
         problems = tuple(_describe(err, doc, prov, file) for err in exc.errors())
         head = problems[0] if len(problems) == 1 else (
             f"{file}: {len(problems)} problems:\n  " + "\n  ".join(problems))
         raise PlanError(head, file=file, problems=problems) from None
+    _check_nmm_options(plan, prov, file)
+    return plan
+
+
+def _check_nmm_options(plan: Plan, prov: Provenance, file: str) -> None:
+    """Put an NMM target's options through the allocator's own parser (the one the driver
+    uses), so a bad key or value fails validation rather than the run's first trial."""
+    from harness.plan import NmmTarget
+
+    if not isinstance(plan.target, NmmTarget) or not plan.target.options:
+        return
+    try:
+        from allocator import Heap, InvalidArgument, NmmError
+    except ImportError:  # the binding is not built: the driver will say it
+        return
+    problems = []
+    for key, value in plan.target.options.items():  # one at a time, to name the key's file
+        try:
+            Heap(level=plan.target.level, **{key: value}).close()
+        except InvalidArgument as exc:
+            source = _source_of(["target", "options", key], prov, file)
+            problems.append(f"{source}: target.options.{key}: {exc}")
+        except NmmError:  # parsed, but no heap here (memory): the trial will tell
+            pass
+    if problems:
+        head = problems[0] if len(problems) == 1 else (
+            f"{file}: {len(problems)} problems:\n  " + "\n  ".join(problems))
+        raise PlanError(head, file=file, problems=tuple(problems))
 
 
 def _describe(err: Any, doc: dict[str, Any], prov: Provenance, file: str) -> str:

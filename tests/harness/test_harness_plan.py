@@ -380,3 +380,19 @@ def test_bad_target_short_form(write_plan):
     with pytest.raises(PlanError, match=r"target: given 'jemalloc'; expected nmm, "
                                         r"nmm:<level> or malloc:<peer>"):
         load_plan(write_plan('schema_version = 1\ntarget = "jemalloc"\n'))
+
+
+def test_nmm_options_are_checked_by_the_allocator_parser_naming_key_and_file(write_plan):
+    """They passed validation and failed the run's first trial (a traceback under
+    --engine python)."""
+    write_plan('schema_version = 1\n[target]\noptions = { quarantine = "lots" }\n', "base.toml")
+    path = write_plan('include = "base.toml"\n[target.options]\nfrob = 1\nsweep = 10\n')
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    problems = info.value.problems
+    assert len(problems) == 2
+    assert problems[0].startswith(f"{path.parent / 'base.toml'}: target.options.quarantine: "
+                                  "bad value 'lots' for key 'quarantine'")
+    assert problems[1].startswith(f"{path}: target.options.frob: unknown key 'frob'")
+    with pytest.raises(PlanError, match=r"^--set target.options.sweep=-1: target.options.sweep"):
+        load_plan(write_plan("schema_version = 1\n", "ok.toml"), ["target.options.sweep=-1"])
