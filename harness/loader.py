@@ -8,6 +8,7 @@ process is started and nothing is printed.
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -224,6 +225,14 @@ def _describe(err: Any, doc: dict[str, Any], prov: Provenance, file: str) -> str
     for prefix in ("Input should be ", "Value error, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
+    # pydantic's words for TOML's: "String should have at least 1 character" reads as
+    # "expected a string with at least 1 character"
+    msg = re.sub(r"^(String|Tuple|List) should (have|match) ",
+                 lambda m: ("a string" if m[1] == "String" else "a list")
+                 + (" with " if m[2] == "have" else " matching "), msg)
+    msg = re.sub(r" after validation, not \d+$", "", msg)
+    msg = re.sub(r"^a valid dictionary or instance of \w+$", "a table", msg)
+    msg = re.sub(r"^a valid (tuple|list)$", "a list", msg)
     given = _short(err.get("input"))
     return f"{source}: {dotted}: given {given}; expected {msg}"
 

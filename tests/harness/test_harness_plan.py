@@ -396,3 +396,18 @@ def test_nmm_options_are_checked_by_the_allocator_parser_naming_key_and_file(wri
     assert problems[1].startswith(f"{path}: target.options.frob: unknown key 'frob'")
     with pytest.raises(PlanError, match=r"^--set target.options.sweep=-1: target.options.sweep"):
         load_plan(write_plan("schema_version = 1\n", "ok.toml"), ["target.options.sweep=-1"])
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("name=", "name: given ''; expected a string with at least 1 character"),
+    ("target=malloc:FOO", "target.peer: given 'FOO'; expected a string matching pattern"),
+    ("workload.sizes=[]", "workload.sizes: given []; expected a list with at least 1 item"),
+    ("workload=3", "workload: given 3; expected a table"),
+    ("faults={}", "faults: given {}; expected a list"),
+])
+def test_expected_is_said_in_toml_words(write_plan, override, expected):
+    """Not pydantic's ('expected String should have ...', 'a valid dictionary or
+    instance of Workload', '... after validation, not 0')."""
+    with pytest.raises(PlanError) as info:
+        load_plan(write_plan("schema_version = 1\n"), [override])
+    assert str(info.value).startswith(f"--set {override}: {expected}")
