@@ -155,7 +155,8 @@ def apply_override(doc: dict[str, Any], prov: Provenance, text: str) -> None:
 
 def _index(node: list[Any], part: str, text: str, where: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
-        raise PlanError(f"--set {text!r}: {where}: expected an index below {len(node)}")
+        expected = f"an index 0..{len(node) - 1}" if node else "nothing: the list is empty"
+        raise PlanError(f"--set {text!r}: {where}: given {part!r}; expected {expected}")
     return int(part)
 
 
