@@ -88,6 +88,9 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
     plan = load_plan(plan_path, all_overrides)
     check_runnable(plan, engine)  # before a run directory is made for it
     if engine == "python":
+        if driver_cmd is not None:
+            raise _Failed("--driver: the python engine runs no driver; give --driver with "
+                          "--engine native (the default)")
         command: list[str] = []
     elif driver_cmd is not None:
         command = _driver_argv(driver_cmd)

@@ -195,6 +195,13 @@ def test_driver_that_cannot_run_exits_2_before_any_trial(tmp_path, write_plan, d
     assert "Traceback" not in out + err and not (tmp_path / "r").exists()
 
 
+def test_driver_with_the_python_engine_exits_2(tmp_path, write_plan, fake_driver, capsys):
+    """It was silently ignored: the user's driver never ran."""
+    code, _, err = run(["run", str(write_plan(PLAN)), "--engine", "python", "--out",
+                        str(tmp_path), "--driver", shlex.join(fake_driver("detect"))], capsys)
+    assert code == 2 and "error: --driver: the python engine runs no driver" in err
+
+
 def _one_run(tmp_path, plan, driver, *extra):
     code = main(["run", str(plan), "--out", str(tmp_path / "r"), "--driver", driver, *extra])
     assert code == 0
@@ -209,8 +216,9 @@ def test_resume_of_another_plan_exits_2_and_changes_nothing(tmp_path, write_plan
     run_dir = _one_run(tmp_path, write_plan(PLAN), driver)
     before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
     capsys.readouterr()
-    code, out, err = run(["run", str(write_plan(PLAN)), "--resume", str(run_dir), "--driver",
-                          driver, *change], capsys)
+    with_driver = [] if "python" in change else ["--driver", driver]
+    code, out, err = run(["run", str(write_plan(PLAN)), "--resume", str(run_dir),
+                          *with_driver, *change], capsys)
     assert code == 2
     assert f"error: --resume {run_dir}: that run is plan 'plan'" in err
     assert "only --seed/--seeds may change" in err and "Traceback" not in out + err
