@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from harness._driver import DriverRun, bench_argv, driver_path, run_json, trial_argv
-from harness._peers import BASELINE, Target, all_targets
+from harness._peers import BASELINE, Target, all_targets, preload_problem
 
 SCHEMA_VERSION = 1
 
@@ -518,6 +518,7 @@ def run_bench(targets: Sequence[Target], kernels: Sequence[Kernel], *, quick: bo
     spreads over all targets) and return the report. Never prints."""
     drv = driver_path()
     runnable = [t for t in targets if t.installed]
+    broken = {t.name: problem for t in runnable if (problem := preload_problem(t))}
     total = len(runnable) * len(kernels)
     cells: list[Cell] = []
     done = 0
@@ -525,8 +526,12 @@ def run_bench(targets: Sequence[Target], kernels: Sequence[Kernel], *, quick: bo
         for target in runnable:
             if on_progress:
                 on_progress(kernel, target, done, total)
-            cells.append(measure(kernel, target, quick=quick, repeat=repeat,
-                                 timeout_s=timeout_s, driver=drv))
+            if target.name in broken:  # it would run on glibc's malloc under its name
+                cells.append(Cell(kernel.name, target.name, None, kernel.unit,
+                                  error=broken[target.name]))
+            else:
+                cells.append(measure(kernel, target, quick=quick, repeat=repeat,
+                                     timeout_s=timeout_s, driver=drv))
             done += 1
     host = {"machine": platform.machine(), "cpus": os.cpu_count(),
             "kernel": platform.release(), "python": platform.python_version()}

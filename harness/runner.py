@@ -108,6 +108,16 @@ def _peer(target: MallocTarget) -> Any:
     return peer
 
 
+def _check_preload(target: MallocTarget) -> None:
+    """``UnsupportedFeature`` if the peer's library does not load: ld.so would go on with
+    glibc's malloc, and every trial would judge glibc under the peer's name."""
+    from harness import _peers
+
+    problem = _peers.preload_problem(_peer(target))
+    if problem:
+        raise UnsupportedFeature(f"target.peer: {target.peer}: {problem}")
+
+
 def child_env(plan: Plan) -> dict[str, str]:
     """The child's environment: ours, minus anything that would change the allocator,
     plus a foreign target's ``LD_PRELOAD`` and settings."""
@@ -181,6 +191,8 @@ def check_runnable(plan: Plan, engine: str = "native") -> None:
     if engine == "native":
         driver_args(plan, plan.seed)
         child_env(plan)
+        if isinstance(plan.target, MallocTarget):
+            _check_preload(plan.target)
     else:
         PyDriver.check_plan(plan)
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from harness import bench as bench_mod
 from harness._driver import bench_argv, driver_path, run_json, trial_argv
-from harness._peers import Target, all_targets, get_target
+from harness._peers import Target, all_targets, get_target, preload_problem
 from harness.errors import DriverNotFound
 
 KERNEL_ARGS = {
@@ -124,6 +124,27 @@ def test_bench_command(driver: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: 
     doc = json.loads((tmp_path / "b.json").read_text())
     assert [c["target"] for c in doc["results"]] == ["glibc", "nmm"]
     assert len(list(tmp_path.glob("bench-*/bench.md"))) == 1
+
+
+def test_a_peer_library_that_does_not_load_is_an_error_not_glibc_numbers(
+        driver: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """ld.so only warns about an LD_PRELOAD library it cannot load and runs the program on
+    glibc's malloc: the peer's cells were glibc's numbers under the peer's name."""
+    monkeypatch.setenv("NMM_CHAOS_DRIVER", str(driver))
+    broken_lib = tmp_path / "libbroken.so"
+    broken_lib.write_text("not an ELF file")
+    broken = Target("broken", "a damaged peer", "malloc", preload=(str(broken_lib),))
+    assert preload_problem(get_target("glibc")) is None
+    assert preload_problem(get_target("nmm-preload")) is None
+    problem = preload_problem(broken)
+    assert problem is not None and f"'{broken_lib}' from LD_PRELOAD cannot be preloaded" in problem
+    kernel = bench_mod.Kernel("overhead64", "overhead64", "B/block", False, "overhead64", None,
+                              20000, 20000, "overhead")
+    report = bench_mod.run_bench([get_target("glibc"), broken], [kernel])
+    cell = report.cell("overhead64", "broken")
+    assert cell is not None and cell.value is None and cell.error == problem
+    glibc = report.cell("overhead64", "glibc")
+    assert glibc is not None and glibc.value is not None
 
 
 def test_bench_command_rejects_unknown_names(monkeypatch: pytest.MonkeyPatch,

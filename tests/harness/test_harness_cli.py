@@ -294,3 +294,18 @@ def test_plan_the_engine_cannot_run_leaves_no_run_directory(tmp_path, write_plan
                        capsys)
     assert code == 2 and message in err
     assert not (tmp_path / "r").exists()
+
+
+def test_peer_whose_library_does_not_load_exits_2(tmp_path, write_plan, monkeypatch, capsys):
+    """ld.so goes on with glibc's malloc: every trial would have judged glibc as the peer."""
+    from harness import _peers
+
+    lib = tmp_path / "libbroken.so"
+    lib.write_text("not an ELF file")
+    broken = _peers.Target("broken", "a damaged peer", "malloc", preload=(str(lib),))
+    monkeypatch.setattr(_peers, "get_target", lambda name: broken)
+    plan = write_plan('target = "malloc:broken"\n' + PLAN)
+    code, _, err = run(["run", str(plan), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2
+    assert f"error: target.peer: broken: ERROR: ld.so: object '{lib}' from LD_PRELOAD" in err
+    assert not (tmp_path / "r").exists()
