@@ -11,6 +11,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -106,7 +107,9 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         if not out:
             raise _Failed("--out: given an empty path; expected a directory")
         stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
-        run_id = f"{stamp}-{plan.name}-{os.getpid()}"
+        # the plan's name is free text: keep it from adding directories (a/b, ..) to the path
+        safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", plan.name).strip(".") or "plan"
+        run_id = f"{stamp}-{safe_name}-{os.getpid()}"
         run_dir = Path(out) / run_id
         try:
             run_dir.mkdir(parents=True, exist_ok=True)

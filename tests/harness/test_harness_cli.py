@@ -309,3 +309,17 @@ def test_peer_whose_library_does_not_load_exits_2(tmp_path, write_plan, monkeypa
     assert code == 2
     assert f"error: target.peer: broken: ERROR: ld.so: object '{lib}' from LD_PRELOAD" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_plan_name_cannot_put_the_run_directory_outside_out(tmp_path, write_plan, fake_driver,
+                                                            capsys):
+    """The run id embeds the plan's free-text name; '/' and '..' in it made directories."""
+    out = tmp_path / "out" / "reports"
+    plan = write_plan('name = "../../a/b c"\n' + PLAN)
+    code, _, _ = run(["run", str(plan), "--out", str(out), "--driver",
+                      shlex.join(fake_driver("detect"))], capsys)
+    assert code == 0
+    (run_dir,) = out.iterdir()
+    assert "a_b_c" in run_dir.name
+    assert (run_dir / "result.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "plan.toml"]
