@@ -425,6 +425,10 @@ int main(int argc, char **argv)
     if (worker_ops)
         parse_worker_ops(&o, worker_ops);
 
+    if (strcmp(o.target, "malloc") == 0 && *o.nmm_options)
+        usage_error("--nmm-options: applies to --target nmm only (--target malloc runs the "
+                    "process's malloc: give NMM_OPTIONS in the environment of "
+                    "libnmm_preload.so)");
     if (strcmp(o.target, "nmm") == 0 && *o.nmm_options) {
         nmm_config_t cfg;
         char err[512] = "";

@@ -27,6 +27,9 @@ CASES = [
      "not applicable to --target malloc"),
     (["run", "--sample-every", "3"], "--sample-every: expected a power of two"),
     (["run", "--nmm-options", "level=loud"], "--nmm-options: "),
+    # ignored before, while the start line echoed it as if it applied
+    (["run", "--target", "malloc", "--nmm-options", "level=paranoid"],
+     "--nmm-options: applies to --target nmm only"),
     (["bench", "pair64", "--nmm-options", "colour=red"], "--nmm-options: "),
     (["run", "--worker", "1"], "option --worker does not apply to 'run'"),
     (["run", "--duration", "0"], "--duration: expected seconds, a number > 0"),
