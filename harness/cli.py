@@ -125,7 +125,7 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
                 "argv": sys.argv, "driver": command, "engine": engine,
                 "plan_name": plan.name, "plan_hash": plan.plan_hash()}
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
-    with journal, _sigterm_interrupts():
+    with journal, _stop_signals():
         try:
             result = _run_with_progress(plan, journal, command, jobs, err, quiet=as_json,
                                         engine=engine)
@@ -156,22 +156,31 @@ class _Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Turn SIGTERM (a CI job cancelled) into ``_Terminated`` while a run is going. The
-    default action killed only this process, and the trial children, each in its own
-    session, ran on without their watchdog."""
+def _stop_signals() -> Iterator[None]:
+    """While a run is going, SIGINT raises ``KeyboardInterrupt`` and SIGTERM (a cancelled
+    CI job) ``_Terminated``, once: later ones are ignored while the run stops (children
+    killed, journal closed, worker threads joined at exit), where a second Ctrl-C printed
+    a traceback or killed the process. SIGTERM's default action killed only this process,
+    and the trial children, each in its own session, ran on without their watchdog."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def raise_terminated(signum: int, frame: Any) -> None:
-        raise _Terminated()
+    fired: list[int] = []
 
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    def stop(signum: int, frame: Any) -> None:
+        fired.append(signum)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not fired:  # a stopped run keeps ignoring them until the process exits
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _driver_argv(text: str) -> list[str]:

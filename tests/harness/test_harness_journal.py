@@ -117,10 +117,13 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path, write_plan, fake_dr
     assert (run_dir / "result.json").exists()
 
 
-@pytest.mark.parametrize(("signum", "code", "said"), [(signal.SIGINT, 130, "interrupted"),
-                                                      (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+@pytest.mark.parametrize(("signum", "code", "said", "again"), [
+    (signal.SIGINT, 130, "interrupted", False),
+    (signal.SIGTERM, 143, "terminated (SIGTERM)", False),
+    (signal.SIGINT, 130, "interrupted", True),  # Ctrl-C held down while the run stops
+])
 def test_ctrl_c_keeps_the_journal_and_does_not_record_the_trials_it_cut_short(
-        tmp_path, write_plan, fake_driver, signum, code, said):
+        tmp_path, write_plan, fake_driver, signum, code, said, again):
     """SIGINT (Ctrl-C) or SIGTERM mid-run: exit 130/143 with a one-line resume command and
     no traceback; the trials in flight were killed by the runner, not crashed, so they are
     not journaled (a resume would otherwise keep them as crashes) and the resume runs them.
@@ -148,6 +151,10 @@ def test_ctrl_c_keeps_the_journal_and_does_not_record_the_trials_it_cut_short(
         runner.kill()
         raise AssertionError("the runner never started two trials")
     runner.send_signal(signum)
+    give_up = time.monotonic() + 60
+    while again and runner.poll() is None and time.monotonic() < give_up:
+        runner.send_signal(signum)  # a second Ctrl-C printed a traceback or killed it
+        time.sleep(0.002)
     _, err = runner.communicate(timeout=60)
     assert runner.returncode == code, err
     assert err.startswith(f"{said}: 0 trial(s) kept") and "Traceback" not in err
