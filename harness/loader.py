@@ -193,8 +193,9 @@ def _check_nmm_options(plan: Plan, prov: Provenance, file: str) -> None:
         return
     problems = []
     for key, value in plan.target.options.items():  # one at a time, to name the key's file
+        one: dict[str, Any] = {key: value}
         try:
-            Heap(level=plan.target.level, **{key: value}).close()
+            Heap(level=plan.target.level, **one).close()
         except InvalidArgument as exc:
             source = _source_of(["target", "options", key], prov, file)
             problems.append(f"{source}: target.options.{key}: {exc}")

@@ -418,7 +418,8 @@ def test_expected_is_said_in_toml_words(write_plan, override, expected):
      "faults.x: given 'x'; expected an index 0..0"),
     ('[[faults]]\nkind = "double_free"\n', "faults.3.count=2",
      "faults.3: given '3'; expected an index 0..0"),
-    ("faults = []\n", "faults.0.count=2", "faults.0: given '0'; expected nothing: the list is empty"),
+    ("faults = []\n", "faults.0.count=2",
+     "faults.0: given '0'; expected nothing: the list is empty"),
 ])
 def test_override_of_a_list_item_names_the_index_given(write_plan, plan, override, expected):
     with pytest.raises(PlanError) as info:

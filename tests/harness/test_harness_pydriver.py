@@ -87,7 +87,7 @@ def test_option_the_allocator_rejects_is_a_plan_error():
     from harness.errors import PlanError
 
     plan = Plan.model_validate({"schema_version": 1, "target": {"options": {"frob": 1}}})
-    with pytest.raises(PlanError, match="^target.options: unknown key 'frob'"):
+    with pytest.raises(PlanError, match=r"^target\.options: unknown key 'frob'"):
         PyDriver(plan, 1)
 
 
