@@ -11,6 +11,17 @@ import argparse
 import sys
 
 
+def _ops_count(text: str) -> int:
+    """``--ops``: a whole number of operations the demo can time (a quarter go to pairs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 4 <= value <= 1_000_000_000:
+        raise argparse.ArgumentTypeError(f"expected 4..1000000000, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m allocator", description="NMM utilities.")
@@ -19,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("options", help="print the NMM_OPTIONS keys, defaults and meanings")
     demo = sub.add_parser("demo", help="run a short demo workload and benchmark, print stats")
     demo.add_argument("--seed", type=int, default=1, help="seed of the workload (default 1)")
-    demo.add_argument("--ops", type=int, default=200_000, help="operations per level")
+    demo.add_argument("--ops", type=_ops_count, default=200_000,
+                      help="operations per level, 4..1000000000 (default 200000)")
     args = parser.parse_args(argv)
 
     from allocator import _binding

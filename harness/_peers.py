@@ -120,6 +120,23 @@ def _version_key(path: str) -> list[int]:
     return [int(n) for n in re.findall(r"\d+", path)]
 
 
+def preload_problem(target: Target, timeout_s: float = 30.0) -> str | None:
+    """Why ``target``'s ``LD_PRELOAD`` libraries do not load (the dynamic loader's own
+    message), or None if they load or there are none. ld.so only warns and goes on with
+    the system malloc, so a broken peer would otherwise be measured and judged as glibc."""
+    if not target.preload:
+        return None
+    import subprocess
+
+    try:
+        proc = subprocess.run(["true"], env=target.child_env(), capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run a program with LD_PRELOAD={':'.join(target.preload)}: {exc}"
+    said = [ln.strip() for ln in proc.stderr.splitlines() if "LD_PRELOAD" in ln]
+    return said[0] if said else None
+
+
 def find_library(candidates: Sequence[str], lib_dirs: Iterable[str] = LIB_DIRS) -> str | None:
     """The first existing library among ``candidates`` (file names searched in
     ``lib_dirs``, or absolute glob patterns, newest version first), or None."""

@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from harness._driver import DriverRun, bench_argv, driver_path, run_json, trial_argv
-from harness._peers import BASELINE, Target, all_targets
+from harness._peers import BASELINE, Target, all_targets, preload_problem
 
 SCHEMA_VERSION = 1
 
@@ -154,10 +154,14 @@ class BenchReport:
 
 
 def select(names: str | None, known: Sequence[str], what: str) -> list[str]:
-    """Split a comma list and check every name; ``ValueError`` names the bad one."""
-    if not names:
+    """Split a comma list and check every name (None: all of ``known``); ``ValueError``
+    names the bad one, or says the list is empty."""
+    if names is None:
         return list(known)
     chosen = [n.strip() for n in names.split(",") if n.strip()]
+    if not chosen:
+        raise ValueError(f"given {names!r}; expected a comma-separated list of {what}s "
+                         f"({', '.join(known)})")
     for n in chosen:
         if n not in known:
             raise ValueError(f"unknown {what} {n!r}; expected one of {', '.join(known)}")
@@ -514,6 +518,7 @@ def run_bench(targets: Sequence[Target], kernels: Sequence[Kernel], *, quick: bo
     spreads over all targets) and return the report. Never prints."""
     drv = driver_path()
     runnable = [t for t in targets if t.installed]
+    broken = {t.name: problem for t in runnable if (problem := preload_problem(t))}
     total = len(runnable) * len(kernels)
     cells: list[Cell] = []
     done = 0
@@ -521,8 +526,12 @@ def run_bench(targets: Sequence[Target], kernels: Sequence[Kernel], *, quick: bo
         for target in runnable:
             if on_progress:
                 on_progress(kernel, target, done, total)
-            cells.append(measure(kernel, target, quick=quick, repeat=repeat,
-                                 timeout_s=timeout_s, driver=drv))
+            if target.name in broken:  # it would run on glibc's malloc under its name
+                cells.append(Cell(kernel.name, target.name, None, kernel.unit,
+                                  error=broken[target.name]))
+            else:
+                cells.append(measure(kernel, target, quick=quick, repeat=repeat,
+                                     timeout_s=timeout_s, driver=drv))
             done += 1
     host = {"machine": platform.machine(), "cpus": os.cpu_count(),
             "kernel": platform.release(), "python": platform.python_version()}
@@ -673,14 +682,30 @@ def bench(targets_opt: str | None, kernels_opt: str | None, quick: bool,
         return 0
     try:
         names = select(targets_opt, [t.name for t in known], "target")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--targets") from None
+    try:
         kernel_names = select(kernels_opt, [k.name for k in KERNELS], "kernel")
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise click.BadParameter(str(exc), param_hint="--kernels") from None
     if targets_opt is None:
         targets = list(known)  # installed ones run; the others are listed as not installed
     else:
         targets = [t for t in known if t.name in names]
+        absent = [t for t in targets if not t.installed]
+        if absent:  # asked for by name: a table of blanks would hide it
+            raise click.BadParameter("; ".join(f"{t.name} is not installed (looked for "
+                                               f"{t.missing})" for t in absent),
+                                     param_hint="--targets")
     kernels = [k for k in KERNELS if k.name in kernel_names]
+    for path, hint in ((out_root, "--out"), (json_path.parent if json_path else None, "--json")):
+        try:  # before minutes of benchmarking, not after
+            if path is not None:
+                path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            why = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+            raise click.BadParameter(f"cannot create directory {path}: {why}",
+                                     param_hint=hint) from None
     console = Console()
     if not console.is_terminal:  # a log or a pipe: do not squeeze the table into 80 columns
         console = Console(width=200)

@@ -7,14 +7,18 @@ module is the only one that prints.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
+import re
 import shlex
+import shutil
+import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +28,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from harness.errors import HarnessError, PlanError
-from harness.journal import JOURNAL_NAME, Journal
+from harness.journal import JOURNAL_NAME, Journal, read_journal
 from harness.loader import load_plan, validate_paths
-from harness.plan import Plan
+from harness.plan import MAX_SEEDS, Plan
 from harness.records import TrialRecord
 from harness.report import build_document, write_reports
-from harness.runner import driver_command, run_plan
+from harness.runner import check_runnable, driver_command, run_plan
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -55,12 +59,13 @@ def cli() -> None:
 
 @cli.command("run", context_settings=CONTEXT)
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
-@click.option("--seed", type=click.IntRange(min=0), help="First trial seed (overrides the plan).")
-@click.option("--seeds", type=click.IntRange(min=1), help="Number of trials (seeds) to run.")
+@click.option("--seed", type=click.IntRange(0, (1 << 64) - 1),
+              help="First trial seed (overrides the plan).")
+@click.option("--seeds", type=click.IntRange(1, MAX_SEEDS), help="Number of trials (seeds) to run.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a plan key, e.g. --set workload.threads=8 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), default="reports", show_default=True,
-              help="Directory under which reports/<run-id>/ is written.")
+              help="Directory under which <run-id>/ (journal and reports) is written.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result document as JSON.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1),
               help="Trials run at once (default: CPU count).")
@@ -82,37 +87,59 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
     if seeds is not None:
         all_overrides.append(f"seeds={seeds}")
     plan = load_plan(plan_path, all_overrides)
+    check_runnable(plan, engine)  # before a run directory is made for it
     if engine == "python":
+        if driver_cmd is not None:
+            raise _Failed("--driver: the python engine runs no driver; give --driver with "
+                          "--engine native (the default)")
         command: list[str] = []
+    elif driver_cmd is not None:
+        command = _driver_argv(driver_cmd)
     else:
-        command = shlex.split(driver_cmd) if driver_cmd else driver_command()
+        command = driver_command()
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / JOURNAL_NAME).exists():
             raise _Failed(f"--resume {resume}: no {JOURNAL_NAME} there (not a run directory)")
+        _check_same_run(run_dir, plan, plan_path, engine)
         run_id = run_dir.name
     else:
+        if not out:
+            raise _Failed("--out: given an empty path; expected a directory")
         stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
-        run_id = f"{stamp}-{plan.name}-{os.getpid()}"
+        # the plan's name is free text: keep it from adding directories (a/b, ..) to the path
+        safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", plan.name).strip(".") or "plan"
+        run_id = f"{stamp}-{safe_name}-{os.getpid()}"
         run_dir = Path(out) / run_id
-    err = Console(stderr=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _Failed(f"--out {out}: cannot create {run_dir}: {exc.strerror}") from None
+    err = Console(stderr=True, soft_wrap=True)  # a resume command must stay one line
     journal = Journal(run_dir / JOURNAL_NAME)
     for warning in journal.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
-    meta = {"run_id": run_id, "plan_path": plan_path, "overrides": all_overrides,
-            "argv": sys.argv, "driver": command, "engine": engine}
-    (run_dir / "run.json").write_text(json.dumps(meta, indent=1) + "\n")
-    with journal:
+    meta_path = run_dir / "run.json"
+    if not meta_path.exists():  # a resume keeps the first run's command and plan
+        meta = {"run_id": run_id, "plan_path": plan_path, "overrides": all_overrides,
+                "argv": sys.argv, "driver": command, "engine": engine,
+                "plan_name": plan.name, "plan_hash": plan.plan_hash()}
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    with journal, _stop_signals():
         try:
             result = _run_with_progress(plan, journal, command, jobs, err, quiet=as_json,
                                         engine=engine)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             resume_cmd = shlex.join(["nmm-chaos", "run", plan_path,
                                      *[a for o in all_overrides for a in ("--set", o)],
+                                     *(["--engine", engine] if engine != "native" else []),
+                                     *(["--driver", driver_cmd] if driver_cmd else []),
                                      "--resume", str(run_dir)])
-            err.print(f"interrupted: {len(journal.records)} trial(s) kept in "
-                      f"{journal.path}; continue with:\n  {resume_cmd}")
-            return 130
+            how = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
+            err.print(f"{how}: {len(journal.records)} trial(s) kept in "
+                      f"{journal.path}; continue with:\n  {resume_cmd}",
+                      markup=False, highlight=False)
+            return 143 if isinstance(stop, _Terminated) else 130
     doc = build_document(plan, result.records, run_id=run_id, plan_path=plan_path,
                          overrides=all_overrides, command=shlex.join(sys.argv))
     paths = write_reports(run_dir, doc)
@@ -122,6 +149,75 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         _print_summary(Console(), plan, result.records, doc, result.skipped)
         click.echo(f"report: {paths['markdown']}  (JSON: {paths['json']})")
     return 0 if result.passed else 1
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during a run, handled as Ctrl-C is: trial children killed, journal kept."""
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """While a run is going, SIGINT raises ``KeyboardInterrupt`` and SIGTERM (a cancelled
+    CI job) ``_Terminated``, once: later ones are ignored while the run stops (children
+    killed, journal closed, worker threads joined at exit), where a second Ctrl-C printed
+    a traceback or killed the process. SIGTERM's default action killed only this process,
+    and the trial children, each in its own session, ran on without their watchdog."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    fired: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        fired.append(signum)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        if not fired:  # a stopped run keeps ignoring them until the process exits
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _driver_argv(text: str) -> list[str]:
+    """The ``--driver`` command as argv; ``_Failed`` if it is empty, unparsable or not found."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise _Failed(f"--driver {text!r}: {exc}; expected a command line") from None
+    if not argv:
+        raise _Failed("--driver: given an empty command; expected a command line")
+    if shutil.which(argv[0]) is None:
+        raise _Failed(f"--driver {text!r}: {argv[0]}: no such executable")
+    return argv
+
+
+def _check_same_run(run_dir: Path, plan: Plan, plan_path: str, engine: str) -> None:
+    """Refuse to ``--resume`` a run of another plan or engine: its journal and reports
+    would be mixed with (and overwritten by) this one's. Only ``--seed``/``--seeds`` may
+    change (they are not part of the plan hash)."""
+    want = (plan.plan_hash(), engine)
+    runs = {(r.plan, r.plan_hash, r.driver) for r in read_journal(run_dir / JOURNAL_NAME).records}
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        meta = None
+    if isinstance(meta, dict) and "plan_hash" in meta:
+        runs.add((str(meta.get("plan_name")), str(meta["plan_hash"]),
+                  str(meta.get("engine", "native"))))
+    other = sorted(r for r in runs if (r[1], r[2]) != want)
+    if other:
+        name, digest, was_engine = other[0]
+        raise _Failed(
+            f"--resume {run_dir}: that run is plan {name!r} (hash {digest}, engine "
+            f"{was_engine}); {plan_path} with these overrides is plan {plan.name!r} (hash "
+            f"{want[0]}, engine {engine}). Resume with the run's plan, --set overrides and "
+            "--engine (see its run.json; only --seed/--seeds may change), or leave out "
+            "--resume to start a new run")
 
 
 def _run_with_progress(plan: Plan, journal: Journal, command: list[str], jobs: int | None,
@@ -224,14 +320,20 @@ def plans_validate(paths: tuple[str, ...]) -> int:
 @plans_group.command("list", context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, type=click.Path())
 def plans_list(paths: tuple[str, ...]) -> int:
-    """List plans with their target, workload and faults."""
+    """List plans with their target, workload and faults (default: every plan under
+    chaos_plans/); exit 0, or 2 if a plan is invalid or none is found."""
+    results = validate_paths(paths or (default_plans_dir(),))
+    if not results:
+        raise _Failed(f"no plans found under {', '.join(paths) or default_plans_dir()}")
     table = Table()
     for column in ("plan", "target", "threads", "ops/worker", "seeds"):
         table.add_column(column, no_wrap=True)
     table.add_column("faults")
     table.add_column("about", overflow="fold", ratio=1)
-    for path, outcome in validate_paths(paths or (default_plans_dir(),)):
+    bad = 0
+    for path, outcome in results:
         if isinstance(outcome, PlanError):
+            bad += 1
             table.add_row(_rel(path), "[red]invalid[/]", "", "", "", "", str(outcome)[:80])
             continue
         kinds = dict.fromkeys(f.kind for f in outcome.faults)
@@ -239,8 +341,13 @@ def plans_list(paths: tuple[str, ...]) -> int:
         ops = str(w.ops_per_worker) + (f" + {w.duration_s:g} s" if w.timed else "")
         table.add_row(_rel(path), outcome.target.label, str(w.threads), ops, str(outcome.seeds),
                       " ".join(kinds) or "-", outcome.description)
-    Console().print(table)
-    return 0
+    console = Console()
+    if not console.is_terminal:  # a log or a pipe: do not squeeze the table into 80 columns
+        console = Console(width=200)
+    console.print(table)
+    if bad:
+        click.echo(f"{bad} invalid plan(s); `nmm-chaos plans validate` says why", err=True)
+    return 2 if bad else 0
 
 
 def _rel(path: Path) -> str:

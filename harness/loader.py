@@ -8,6 +8,7 @@ process is started and nothing is printed.
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -41,13 +42,16 @@ def _load(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], Provenan
     if resolved in chain:
         cycle = " -> ".join(str(p) for p in (*chain, resolved))
         raise PlanError(f"{path}: include cycle: {cycle}", file=str(path))
+    where = f" (included from {chain[-1]})" if chain else ""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        where = f" (included from {chain[-1]})" if chain else ""
         raise PlanError(f"{path}: no such plan file{where}", file=str(path)) from None
+    except IsADirectoryError:
+        raise PlanError(f"{path}: is a directory, not a plan file{where}",
+                        file=str(path)) from None
     except OSError as exc:
-        raise PlanError(f"{path}: cannot read: {exc.strerror}", file=str(path)) from None
+        raise PlanError(f"{path}: cannot read: {exc.strerror}{where}", file=str(path)) from None
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -56,13 +60,8 @@ def _load(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], Provenan
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"{path}: invalid TOML: {exc}", file=str(path)) from None
     includes = doc.pop("include", None)
-    if includes is None:
-        names: list[str] = []
-    elif isinstance(includes, str):
-        names = [includes]
-    elif isinstance(includes, list) and all(isinstance(i, str) for i in includes):
-        names = list(includes)
-    else:
+    names: Any = [] if includes is None else [includes] if isinstance(includes, str) else includes
+    if not (isinstance(names, list) and all(isinstance(n, str) and n.strip() for n in names)):
         raise PlanError(f"{path}: include: given {includes!r}; expected a file name or a "
                         "list of file names", file=str(path))
     merged: dict[str, Any] = {}
@@ -156,7 +155,8 @@ def apply_override(doc: dict[str, Any], prov: Provenance, text: str) -> None:
 
 def _index(node: list[Any], part: str, text: str, where: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
-        raise PlanError(f"--set {text!r}: {where}: expected an index below {len(node)}")
+        expected = f"an index 0..{len(node) - 1}" if node else "nothing: the list is empty"
+        raise PlanError(f"--set {text!r}: {where}: given {part!r}; expected {expected}")
     return int(part)
 
 
@@ -170,12 +170,41 @@ def _list_item(node: list[Any], part: str, text: str, where: str) -> Any:
 def validate_document(doc: dict[str, Any], prov: Provenance, file: str) -> Plan:
     """Validate a merged document into a ``Plan``; errors name file, key, given, expected."""
     try:
-        return Plan.model_validate(doc)
+        plan = Plan.model_validate(doc)
     except ValidationError as exc:
         problems = tuple(_describe(err, doc, prov, file) for err in exc.errors())
         head = problems[0] if len(problems) == 1 else (
             f"{file}: {len(problems)} problems:\n  " + "\n  ".join(problems))
         raise PlanError(head, file=file, problems=problems) from None
+    _check_nmm_options(plan, prov, file)
+    return plan
+
+
+def _check_nmm_options(plan: Plan, prov: Provenance, file: str) -> None:
+    """Put an NMM target's options through the allocator's own parser (the one the driver
+    uses), so a bad key or value fails validation rather than the run's first trial."""
+    from harness.plan import NmmTarget
+
+    if not isinstance(plan.target, NmmTarget) or not plan.target.options:
+        return
+    try:
+        from allocator import Heap, InvalidArgument, NmmError
+    except ImportError:  # the binding is not built: the driver will say it
+        return
+    problems = []
+    for key, value in plan.target.options.items():  # one at a time, to name the key's file
+        one: dict[str, Any] = {key: value}
+        try:
+            Heap(level=plan.target.level, **one).close()
+        except InvalidArgument as exc:
+            source = _source_of(["target", "options", key], prov, file)
+            problems.append(f"{source}: target.options.{key}: {exc}")
+        except NmmError:  # parsed, but no heap here (memory): the trial will tell
+            pass
+    if problems:
+        head = problems[0] if len(problems) == 1 else (
+            f"{file}: {len(problems)} problems:\n  " + "\n  ".join(problems))
+        raise PlanError(head, file=file, problems=tuple(problems))
 
 
 def _describe(err: Any, doc: dict[str, Any], prov: Provenance, file: str) -> str:
@@ -198,6 +227,14 @@ def _describe(err: Any, doc: dict[str, Any], prov: Provenance, file: str) -> str
     for prefix in ("Input should be ", "Value error, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
+    # pydantic's words for TOML's: "String should have at least 1 character" reads as
+    # "expected a string with at least 1 character"
+    msg = re.sub(r"^(String|Tuple|List) should (have|match) ",
+                 lambda m: ("a string" if m[1] == "String" else "a list")
+                 + (" with " if m[2] == "have" else " matching "), msg)
+    msg = re.sub(r" after validation, not \d+$", "", msg)
+    msg = re.sub(r"^a valid dictionary or instance of \w+$", "a table", msg)
+    msg = re.sub(r"^a valid (tuple|list)$", "a list", msg)
     given = _short(err.get("input"))
     return f"{source}: {dotted}: given {given}; expected {msg}"
 

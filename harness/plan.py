@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
+#: most trials one plan may ask for (``seeds``)
+MAX_SEEDS = 100_000
 
 FaultKind = Literal[
     "double_free", "invalid_free", "overflow", "underflow", "uaf_write", "uaf_read",
@@ -315,7 +317,7 @@ class Plan(_Model):
     name: str = Field(default="plan", min_length=1, max_length=200)
     description: str = ""
     seed: int = Field(default=1, ge=0, lt=1 << 64)
-    seeds: int = Field(default=1, ge=1, le=100_000)
+    seeds: int = Field(default=1, ge=1, le=MAX_SEEDS)
     target: Target = Field(default_factory=NmmTarget)
     workload: Workload = Field(default_factory=Workload)
     faults: tuple[Fault, ...] = ()

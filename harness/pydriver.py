@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import UnsupportedFeature
+from harness.errors import PlanError, UnsupportedFeature
 from harness.plan import Fault, MallocTarget, Plan
 from harness.records import EventLine, FaultLine, Observation, ResultLine
 
@@ -175,7 +175,10 @@ class PyDriver:
         self._allocator = allocator
         factory = heap_factory or allocator.Heap
         options: dict[str, Any] = dict(plan.target.options)
-        self.heap = factory(level=plan.target.level, policy="record", **options)
+        try:
+            self.heap = factory(level=plan.target.level, policy="record", **options)
+        except allocator.InvalidArgument as exc:  # the allocator's parser names the key
+            raise PlanError(f"target.options: {exc}") from None
         self._raw = self.heap.raw()
         self._foreign: Any = None
         self.plan = plan

@@ -108,6 +108,16 @@ def _peer(target: MallocTarget) -> Any:
     return peer
 
 
+def _check_preload(target: MallocTarget) -> None:
+    """``UnsupportedFeature`` if the peer's library does not load: ld.so would go on with
+    glibc's malloc, and every trial would judge glibc under the peer's name."""
+    from harness import _peers
+
+    problem = _peers.preload_problem(_peer(target))
+    if problem:
+        raise UnsupportedFeature(f"target.peer: {target.peer}: {problem}")
+
+
 def child_env(plan: Plan) -> dict[str, str]:
     """The child's environment: ours, minus anything that would change the allocator,
     plus a foreign target's ``LD_PRELOAD`` and settings."""
@@ -173,6 +183,20 @@ class RunResult:
         return not self.interrupted and all(r.verdict.passed for r in self.records)
 
 
+def check_runnable(plan: Plan, engine: str = "native") -> None:
+    """Raise (``UnsupportedFeature``) for a valid plan this engine cannot run here: an
+    unknown or missing peer, a feature the Python driver lacks. Runs nothing."""
+    if engine not in ("native", "python"):
+        raise UnsupportedFeature(f"engine {engine!r}: expected native or python")
+    if engine == "native":
+        driver_args(plan, plan.seed)
+        child_env(plan)
+        if isinstance(plan.target, MallocTarget):
+            _check_preload(plan.target)
+    else:
+        PyDriver.check_plan(plan)
+
+
 def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None = None,
              command: Sequence[str] | None = None, journal: Journal | None = None,
              on_record: RecordCallback | None = None,
@@ -184,16 +208,11 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
     ``journal`` are skipped and their records reused. Checks the plan can run (driver
     present, supported features) before starting any child.
     """
-    if engine not in ("native", "python"):
-        raise UnsupportedFeature(f"engine {engine!r}: expected native or python")
+    check_runnable(plan, engine)
     all_seeds = list(seeds) if seeds is not None else plan.trial_seeds()
     if engine == "native":
         command = list(command) if command is not None else driver_command()
-        if all_seeds:
-            driver_args(plan, all_seeds[0])
-            child_env(plan)
     else:
-        PyDriver.check_plan(plan)  # refuse what it cannot run before any trial starts
         command = []
         jobs = 1
     result = RunResult(plan=plan)
@@ -210,6 +229,9 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
             todo.append(seed)
     workers = max(1, jobs if jobs else (os.cpu_count() or 1))
     lock = threading.Lock()
+    # Set before the run's children are killed on an interrupt: a trial that ends after
+    # it was ended by us, not by the allocator, and must run again on --resume.
+    stopping = threading.Event()
 
     def one(seed: int) -> TrialRecord:
         if engine == "python":
@@ -221,6 +243,8 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
                 said = [ln for ln in obs.stderr_tail.strip().splitlines() if ln.strip()]
                 raise DriverUsageError("the driver rejected the trial's command line: "
                                        + " / ".join(said[:3] or ["(no message)"]))
+        if stopping.is_set():
+            return record  # not journaled: the interrupt cut it short
         if journal is not None:
             journal.append(record)
         with lock:
@@ -243,6 +267,7 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
             fut.result()
     except BaseException:
         result.interrupted = True
+        stopping.set()
         pool.shutdown(wait=False, cancel_futures=True)
         kill_running_children()
         raise

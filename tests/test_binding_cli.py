@@ -31,3 +31,11 @@ def test_unknown_command_is_a_usage_error() -> None:
     out = _run("frobnicate")
     assert out.returncode == 2
     assert "invalid choice" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_demo_rejects_an_op_count_it_cannot_time() -> None:
+    """--ops 0 divided by zero (a traceback) and negative counts printed negative rates."""
+    for ops in ("0", "-5", "3", "many"):
+        out = _run("demo", "--ops", ops)
+        assert out.returncode == 2, ops
+        assert "argument --ops: expected" in out.stderr and "Traceback" not in out.stderr

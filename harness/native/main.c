@@ -240,6 +240,18 @@ static void parse_fault(options_t *o, const char *spec)
             if (fs->kind != FK_ALLOC_FAILURE || !*val || strlen(val) >= sizeof fs->fail)
                 usage_error("--fault %s: 'fail' applies to alloc_failure only (a fail-point "
                             "spec like alloc@every1,max1)", kind);
+            /* Checked now by the allocator's own parser: a bad spec found at injection
+             * time, mid-trial, would be a message on a run that still exits 0. */
+            char opt[sizeof fs->fail + 8], why[256];
+            nmm_config_t probe;
+            nmm_config_init(&probe);
+            snprintf(opt, sizeof opt, "fail=%s", val);
+            if (nmm_config_parse(&probe, opt, why, sizeof why) != NMM_OK) {
+                char *keys = strstr(why, "; valid keys:"); /* about NMM_OPTIONS, not --fault */
+                if (keys)
+                    *keys = '\0';
+                usage_error("--fault %s: fail=%s: %s", kind, val, why);
+            }
             strcpy(fs->fail, val);
         } else {
             usage_error("--fault %s: unknown key '%s'; expected count, bytes, variant, fail",
@@ -413,6 +425,10 @@ int main(int argc, char **argv)
     if (worker_ops)
         parse_worker_ops(&o, worker_ops);
 
+    if (strcmp(o.target, "malloc") == 0 && *o.nmm_options)
+        usage_error("--nmm-options: applies to --target nmm only (--target malloc runs the "
+                    "process's malloc: give NMM_OPTIONS in the environment of "
+                    "libnmm_preload.so)");
     if (strcmp(o.target, "nmm") == 0 && *o.nmm_options) {
         nmm_config_t cfg;
         char err[512] = "";

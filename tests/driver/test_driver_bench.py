@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from harness import bench as bench_mod
 from harness._driver import bench_argv, driver_path, run_json, trial_argv
-from harness._peers import Target, all_targets, get_target
+from harness._peers import Target, all_targets, get_target, preload_problem
 from harness.errors import DriverNotFound
 
 KERNEL_ARGS = {
@@ -126,6 +126,27 @@ def test_bench_command(driver: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert len(list(tmp_path.glob("bench-*/bench.md"))) == 1
 
 
+def test_a_peer_library_that_does_not_load_is_an_error_not_glibc_numbers(
+        driver: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """ld.so only warns about an LD_PRELOAD library it cannot load and runs the program on
+    glibc's malloc: the peer's cells were glibc's numbers under the peer's name."""
+    monkeypatch.setenv("NMM_CHAOS_DRIVER", str(driver))
+    broken_lib = tmp_path / "libbroken.so"
+    broken_lib.write_text("not an ELF file")
+    broken = Target("broken", "a damaged peer", "malloc", preload=(str(broken_lib),))
+    assert preload_problem(get_target("glibc")) is None
+    assert preload_problem(get_target("nmm-preload")) is None
+    problem = preload_problem(broken)
+    assert problem is not None and f"'{broken_lib}' from LD_PRELOAD cannot be preloaded" in problem
+    kernel = bench_mod.Kernel("overhead64", "overhead64", "B/block", False, "overhead64", None,
+                              20000, 20000, "overhead")
+    report = bench_mod.run_bench([get_target("glibc"), broken], [kernel])
+    cell = report.cell("overhead64", "broken")
+    assert cell is not None and cell.value is None and cell.error == problem
+    glibc = report.cell("overhead64", "glibc")
+    assert glibc is not None and glibc.value is not None
+
+
 def test_bench_command_rejects_unknown_names(monkeypatch: pytest.MonkeyPatch,
                                              driver: Path) -> None:
     monkeypatch.setenv("NMM_CHAOS_DRIVER", str(driver))
@@ -133,6 +154,42 @@ def test_bench_command_rejects_unknown_names(monkeypatch: pytest.MonkeyPatch,
     assert result.exit_code == 2 and "unknown target 'nope'" in result.output
     result = CliRunner().invoke(bench_mod.bench, ["--kernels", "warp"])
     assert result.exit_code == 2 and "unknown kernel 'warp'" in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--targets", ""], "Invalid value for --targets: given ''; expected a comma-separated"),
+    (["--targets", ",,"], "Invalid value for --targets: given ',,'"),
+    (["--kernels", " , "], "Invalid value for --kernels: given ' , '"),
+    (["--targets", "ghost"], "Invalid value for --targets: ghost is not installed "
+                             "(looked for libghost.so)"),
+])
+def test_bench_command_rejects_empty_lists_and_missing_peers(
+        monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
+    """An empty --targets ran every target (minutes); an empty list after commas, or a
+    named peer that is not installed, ran nothing and exited 0."""
+    ghost = Target("ghost", "not here", "malloc", installed=False, missing="libghost.so")
+    monkeypatch.setattr(bench_mod, "all_targets", lambda: (*all_targets(), ghost))
+    monkeypatch.setattr(bench_mod, "run_bench", _must_not_run)
+    result = CliRunner().invoke(bench_mod.bench, args)
+    assert result.exit_code == 2 and message in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("option", ["--out", "--json"])
+def test_bench_command_checks_its_output_paths_before_running(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, option: str) -> None:
+    """Not after minutes of benchmarking (the results were lost, and a traceback under
+    python -m harness.bench)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setattr(bench_mod, "run_bench", _must_not_run)
+    path = blocker / "sub" if option == "--out" else blocker / "b.json"
+    result = CliRunner().invoke(bench_mod.bench, ["--targets", "glibc", option, str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for {option}: cannot create directory" in result.output
+
+
+def _must_not_run(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the benchmark ran despite bad input")
 
 
 def test_program_kernel_times_preload_targets_only(driver: Path,

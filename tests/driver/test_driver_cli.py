@@ -20,10 +20,16 @@ CASES = [
     (["run", "--fault", "overflow:variant=stack"], "variant 'stack' not valid here"),
     (["run", "--fault", "overflow:size=3"], "unknown key 'size'"),
     (["run", "--fault", "double_free:count=0"], "--fault count: expected an integer"),
+    # checked before the trial starts, not at injection time (which printed and exited 0)
+    (["run", "--fault", "alloc_failure:fail=bogus"],
+     "--fault alloc_failure: fail=bogus: bad value for key 'fail': fail point spec 'bogus'"),
     (["run", "--target", "malloc", "--fault", "alloc_failure"],
      "not applicable to --target malloc"),
     (["run", "--sample-every", "3"], "--sample-every: expected a power of two"),
     (["run", "--nmm-options", "level=loud"], "--nmm-options: "),
+    # ignored before, while the start line echoed it as if it applied
+    (["run", "--target", "malloc", "--nmm-options", "level=paranoid"],
+     "--nmm-options: applies to --target nmm only"),
     (["bench", "pair64", "--nmm-options", "colour=red"], "--nmm-options: "),
     (["run", "--worker", "1"], "option --worker does not apply to 'run'"),
     (["run", "--duration", "0"], "--duration: expected seconds, a number > 0"),

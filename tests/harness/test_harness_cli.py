@@ -153,10 +153,173 @@ def test_plans_list(capsys):
     assert "nmm:paranoid" in out
 
 
+def test_plans_list_of_a_missing_or_invalid_plan_exits_2(tmp_path, write_plan, capsys):
+    """It exited 0 with an 'invalid' row, and 0 with an empty table for an empty directory."""
+    code, out, err = run(["plans", "list", str(tmp_path / "nope.toml"),
+                          str(write_plan("schema_version = 1\n"))], capsys)
+    assert code == 2
+    assert "invalid" in out and "plan.toml" in out
+    assert "1 invalid plan(s); `nmm-chaos plans validate` says why" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(["plans", "list", str(tmp_path / "empty")], capsys)
+    assert code == 2 and f"error: no plans found under {tmp_path / 'empty'}" in err
+
+
 def test_unwritable_out_directory_exits_2(tmp_path, write_plan, fake_driver, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     code, _, err = run(["run", str(write_plan(PLAN)), "--out", str(blocker / "sub"),
                         "--driver", shlex.join(fake_driver("detect"))], capsys)
     assert code == 2
-    assert err.startswith("error: ") and "Not a directory" in err
+    assert err.startswith("error: --out ") and "Not a directory" in err
+
+
+def test_empty_out_exits_2(write_plan, fake_driver, capsys):
+    code, _, err = run(["run", str(write_plan(PLAN)), "--out", "", "--driver",
+                        shlex.join(fake_driver("detect"))], capsys)
+    assert code == 2 and "error: --out: given an empty path" in err
+
+
+@pytest.mark.parametrize(("driver", "message"), [
+    ("/nonexistent/nmm-driver --fast", "/nonexistent/nmm-driver: no such executable"),
+    ("", "--driver: given an empty command"),
+    ('"unclosed', "No closing quotation"),
+])
+def test_driver_that_cannot_run_exits_2_before_any_trial(tmp_path, write_plan, driver,
+                                                          message, capsys):
+    """Not a run of crashed trials (exit 1) or a traceback: bad input, exit 2."""
+    code, out, err = run(["run", str(write_plan(PLAN)), "--out", str(tmp_path / "r"),
+                          "--driver", driver], capsys)
+    assert code == 2
+    assert err.startswith("error: --driver") and message in err
+    assert "Traceback" not in out + err and not (tmp_path / "r").exists()
+
+
+def test_driver_with_the_python_engine_exits_2(tmp_path, write_plan, fake_driver, capsys):
+    """It was silently ignored: the user's driver never ran."""
+    code, _, err = run(["run", str(write_plan(PLAN)), "--engine", "python", "--out",
+                        str(tmp_path), "--driver", shlex.join(fake_driver("detect"))], capsys)
+    assert code == 2 and "error: --driver: the python engine runs no driver" in err
+
+
+def _one_run(tmp_path, plan, driver, *extra):
+    code = main(["run", str(plan), "--out", str(tmp_path / "r"), "--driver", driver, *extra])
+    assert code == 0
+    (run_dir,) = (tmp_path / "r").iterdir()
+    return run_dir
+
+
+@pytest.mark.parametrize("change", [["--set", "workload.ops=200"], ["--engine", "python"]])
+def test_resume_of_another_plan_exits_2_and_changes_nothing(tmp_path, write_plan, fake_driver,
+                                                            change, capsys):
+    driver = shlex.join(fake_driver("detect"))
+    run_dir = _one_run(tmp_path, write_plan(PLAN), driver)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    capsys.readouterr()
+    with_driver = [] if "python" in change else ["--driver", driver]
+    code, out, err = run(["run", str(write_plan(PLAN)), "--resume", str(run_dir),
+                          *with_driver, *change], capsys)
+    assert code == 2
+    assert f"error: --resume {run_dir}: that run is plan 'plan'" in err
+    assert "only --seed/--seeds may change" in err and "Traceback" not in out + err
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_resume_with_more_seeds_of_the_same_plan_keeps_the_first_run_json(
+        tmp_path, write_plan, fake_driver, capsys):
+    driver = shlex.join(fake_driver("detect"))
+    plan = write_plan(PLAN)
+    run_dir = _one_run(tmp_path, plan, driver)
+    first = (run_dir / "run.json").read_text()
+    code, _, _ = run(["run", str(plan), "--seeds", "3", "--resume", str(run_dir), "--driver",
+                      driver], capsys)
+    assert code == 0
+    assert (run_dir / "run.json").read_text() == first
+    doc = json.loads((run_dir / "result.json").read_text())
+    assert doc["summary"]["trials"] == 3
+
+
+def test_python_engine_bad_target_option_exits_2(tmp_path, write_plan, capsys):
+    plan = write_plan(PLAN + "[target]\noptions = { frob = 1 }\n")
+    code, out, err = run(["run", str(plan), "--engine", "python", "--out", str(tmp_path)],
+                         capsys)
+    assert code == 2
+    assert f"error: {plan}: target.options.frob: unknown key 'frob'" in err
+    assert "Traceback" not in out + err and not list(tmp_path.glob("*/run.json"))
+
+
+def test_readme_documents_every_command_and_option():
+    """Each nmm-chaos command and each of its long options is named in README.md."""
+    import click
+
+    from harness.cli import cli
+
+    readme = (PLANS.parent / "README.md").read_text()
+
+    def walk(group: click.Group, prefix: str):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from walk(command, f"{prefix} {name}")
+            else:
+                yield f"{prefix} {name}", command
+
+    missing = []
+    for path, command in walk(cli, "nmm-chaos"):
+        if path not in readme:
+            missing.append(path)
+        for param in command.params:
+            missing += [f"{path} {opt}" for opt in param.opts
+                        if opt.startswith("--") and opt != "--help" and opt not in readme]
+    assert not missing
+
+
+@pytest.mark.parametrize(("args", "option"), [(["--seeds", "100001"], "'--seeds'"),
+                                              (["--seed", str(1 << 64)], "'--seed'")])
+def test_seed_options_out_of_range_name_the_option_given(write_plan, args, option, capsys):
+    """Not '--set seeds=100001', which the user did not type."""
+    code, _, err = run(["run", str(write_plan(PLAN)), *args], capsys)
+    assert code == 2
+    assert f"Invalid value for {option}" in err and "--set" not in err
+
+
+@pytest.mark.parametrize(("engine", "message"), [
+    ("native", "target.peer: unknown target 'nonexist'"),
+    ("python", "the Python driver drives NMM heaps only"),
+])
+def test_plan_the_engine_cannot_run_leaves_no_run_directory(tmp_path, write_plan, engine,
+                                                            message, capsys):
+    """An empty run directory (run.json, no trial) was left behind by every such attempt."""
+    plan = write_plan(PLAN + '[target]\nkind = "malloc"\npeer = "nonexist"\n')
+    code, _, err = run(["run", str(plan), "--engine", engine, "--out", str(tmp_path / "r")],
+                       capsys)
+    assert code == 2 and message in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_peer_whose_library_does_not_load_exits_2(tmp_path, write_plan, monkeypatch, capsys):
+    """ld.so goes on with glibc's malloc: every trial would have judged glibc as the peer."""
+    from harness import _peers
+
+    lib = tmp_path / "libbroken.so"
+    lib.write_text("not an ELF file")
+    broken = _peers.Target("broken", "a damaged peer", "malloc", preload=(str(lib),))
+    monkeypatch.setattr(_peers, "get_target", lambda name: broken)
+    plan = write_plan('target = "malloc:broken"\n' + PLAN)
+    code, _, err = run(["run", str(plan), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2
+    assert f"error: target.peer: broken: ERROR: ld.so: object '{lib}' from LD_PRELOAD" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_plan_name_cannot_put_the_run_directory_outside_out(tmp_path, write_plan, fake_driver,
+                                                            capsys):
+    """The run id embeds the plan's free-text name; '/' and '..' in it made directories."""
+    out = tmp_path / "out" / "reports"
+    plan = write_plan('name = "../../a/b c"\n' + PLAN)
+    code, _, _ = run(["run", str(plan), "--out", str(out), "--driver",
+                      shlex.join(fake_driver("detect"))], capsys)
+    assert code == 0
+    (run_dir,) = out.iterdir()
+    assert "a_b_c" in run_dir.name
+    assert (run_dir / "result.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "plan.toml"]

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.journal import JOURNAL_NAME, Journal, read_journal
 from harness.loader import load_plan
 from harness.runner import run_plan
@@ -113,3 +115,59 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path, write_plan, fake_dr
     assert len(raw_lines) == seeds  # every trial written exactly once
     assert sorted(r.seed for r in contents.records) == list(range(1, seeds + 1))
     assert (run_dir / "result.json").exists()
+
+
+@pytest.mark.parametrize(("signum", "code", "said", "again"), [
+    (signal.SIGINT, 130, "interrupted", False),
+    (signal.SIGTERM, 143, "terminated (SIGTERM)", False),
+    (signal.SIGINT, 130, "interrupted", True),  # Ctrl-C held down while the run stops
+])
+def test_ctrl_c_keeps_the_journal_and_does_not_record_the_trials_it_cut_short(
+        tmp_path, write_plan, fake_driver, signum, code, said, again):
+    """SIGINT (Ctrl-C) or SIGTERM mid-run: exit 130/143 with a one-line resume command and
+    no traceback; the trials in flight were killed by the runner, not crashed, so they are
+    not journaled (a resume would otherwise keep them as crashes) and the resume runs them.
+    Under SIGTERM the trial children used to be left running, without their watchdog."""
+    import psutil
+
+    # timeout_s bounds the wait for a child started just as the signal came: run_child
+    # registers it for kill_running_children only after Popen returns
+    plan_path = write_plan("timeout_s = 20\n" + PLAN.format(seeds=4))
+    out = tmp_path / "a-long-directory-name-so-that-the-resume-command-passes-80-columns"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = [sys.executable, "-m", "harness.cli", "run", str(plan_path), "--jobs", "2"]
+    runner = subprocess.Popen(
+        [*base, "--driver", " ".join(fake_driver("hang")), "--out", str(out)], env=env,
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        drivers = [c for c in psutil.Process(runner.pid).children(recursive=True)
+                   if "fake_driver.py" in " ".join(c.cmdline())]
+        if len(drivers) == 2:
+            break
+        time.sleep(0.02)
+    else:
+        runner.kill()
+        raise AssertionError("the runner never started two trials")
+    runner.send_signal(signum)
+    give_up = time.monotonic() + 60
+    while again and runner.poll() is None and time.monotonic() < give_up:
+        runner.send_signal(signum)  # a second Ctrl-C printed a traceback or killed it
+        time.sleep(0.002)
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == code, err
+    assert err.startswith(f"{said}: 0 trial(s) kept") and "Traceback" not in err
+    psutil.wait_procs(drivers, timeout=10)
+    assert not [d for d in drivers if d.is_running() and d.status() != psutil.STATUS_ZOMBIE]
+    (run_dir,) = out.iterdir()
+    assert read_journal(run_dir / JOURNAL_NAME).records == []
+    resume_lines = [ln.strip() for ln in err.splitlines() if "--resume" in ln]
+    assert resume_lines and resume_lines[0].endswith(f"--resume {run_dir}")
+    resumed = subprocess.run([*base, "--driver", " ".join(fake_driver("detect")),
+                              "--resume", str(run_dir)], env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    records = read_journal(run_dir / JOURNAL_NAME).records
+    assert sorted(r.seed for r in records) == [1, 2, 3, 4]
+    assert all(r.verdict.passed for r in records)

@@ -92,6 +92,22 @@ def test_missing_include_names_the_including_file(write_plan):
         load_plan(path)
 
 
+def test_include_of_a_directory_says_so_and_names_the_including_file(tmp_path, write_plan):
+    (tmp_path / "sub").mkdir()
+    path = write_plan('include = "sub"\nschema_version = 1\n')
+    with pytest.raises(PlanError, match=r"sub: is a directory, not a plan file "
+                                        r"\(included from .*plan.toml\)"):
+        load_plan(path)
+
+
+@pytest.mark.parametrize("include", ['""', '["  "]', '["base.toml", 3]', "{}"])
+def test_include_that_is_not_file_names_is_an_error(write_plan, include):
+    """An empty name used to include the plan's own directory ('.: cannot read')."""
+    path = write_plan(f"include = {include}\nschema_version = 1\n")
+    with pytest.raises(PlanError, match=r"plan.toml: include: given .*; expected a file name"):
+        load_plan(path)
+
+
 def test_error_in_base_names_the_base_file(write_plan):
     write_plan("schema_version = 1\n[workload]\nthreads = -3\n", "base.toml")
     path = write_plan('include = "base.toml"\n')
@@ -364,3 +380,48 @@ def test_bad_target_short_form(write_plan):
     with pytest.raises(PlanError, match=r"target: given 'jemalloc'; expected nmm, "
                                         r"nmm:<level> or malloc:<peer>"):
         load_plan(write_plan('schema_version = 1\ntarget = "jemalloc"\n'))
+
+
+def test_nmm_options_are_checked_by_the_allocator_parser_naming_key_and_file(write_plan):
+    """They passed validation and failed the run's first trial (a traceback under
+    --engine python)."""
+    write_plan('schema_version = 1\n[target]\noptions = { quarantine = "lots" }\n', "base.toml")
+    path = write_plan('include = "base.toml"\n[target.options]\nfrob = 1\nsweep = 10\n')
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    problems = info.value.problems
+    assert len(problems) == 2
+    assert problems[0].startswith(f"{path.parent / 'base.toml'}: target.options.quarantine: "
+                                  "bad value 'lots' for key 'quarantine'")
+    assert problems[1].startswith(f"{path}: target.options.frob: unknown key 'frob'")
+    with pytest.raises(PlanError, match=r"^--set target.options.sweep=-1: target.options.sweep"):
+        load_plan(write_plan("schema_version = 1\n", "ok.toml"), ["target.options.sweep=-1"])
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("name=", "name: given ''; expected a string with at least 1 character"),
+    ("target=malloc:FOO", "target.peer: given 'FOO'; expected a string matching pattern"),
+    ("workload.sizes=[]", "workload.sizes: given []; expected a list with at least 1 item"),
+    ("workload=3", "workload: given 3; expected a table"),
+    ("faults={}", "faults: given {}; expected a list"),
+])
+def test_expected_is_said_in_toml_words(write_plan, override, expected):
+    """Not pydantic's ('expected String should have ...', 'a valid dictionary or
+    instance of Workload', '... after validation, not 0')."""
+    with pytest.raises(PlanError) as info:
+        load_plan(write_plan("schema_version = 1\n"), [override])
+    assert str(info.value).startswith(f"--set {override}: {expected}")
+
+
+@pytest.mark.parametrize(("plan", "override", "expected"), [
+    ('[[faults]]\nkind = "double_free"\n', "faults.x.count=2",
+     "faults.x: given 'x'; expected an index 0..0"),
+    ('[[faults]]\nkind = "double_free"\n', "faults.3.count=2",
+     "faults.3: given '3'; expected an index 0..0"),
+    ("faults = []\n", "faults.0.count=2",
+     "faults.0: given '0'; expected nothing: the list is empty"),
+])
+def test_override_of_a_list_item_names_the_index_given(write_plan, plan, override, expected):
+    with pytest.raises(PlanError) as info:
+        load_plan(write_plan("schema_version = 1\n" + plan), [override])
+    assert str(info.value) == f"--set {override!r}: {expected}"

@@ -81,6 +81,16 @@ def test_abort_policy_is_refused_in_process():
         PyDriver(plan, 1)
 
 
+def test_option_the_allocator_rejects_is_a_plan_error():
+    """A plan built without the loader (bench's pydriver kernel) got the binding's
+    InvalidArgument, a traceback under nmm-chaos run --engine python."""
+    from harness.errors import PlanError
+
+    plan = Plan.model_validate({"schema_version": 1, "target": {"options": {"frob": 1}}})
+    with pytest.raises(PlanError, match=r"^target\.options: unknown key 'frob'"):
+        PyDriver(plan, 1)
+
+
 FAULTS = st.sampled_from([
     Fault(kind="double_free"), Fault(kind="invalid_free", variant="interior"),
     Fault(kind="invalid_free", variant="wild"), Fault(kind="invalid_free", variant="stack"),
