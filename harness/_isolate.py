@@ -143,12 +143,16 @@ def _kill_group(pgid: int) -> None:
 def run_child(argv: Sequence[str], timeout_s: float, *,
               env: Mapping[str, str] | None = None,
               on_line: LineCallback | None = None,
-              sample_interval_s: float = SAMPLE_INTERVAL_S) -> Observation:
+              sample_interval_s: float = SAMPLE_INTERVAL_S,
+              stop: threading.Event | None = None) -> Observation:
     """Run ``argv`` as an isolated child and return what it streamed and how it ended.
 
     The child gets its own session (process group); on timeout the whole group is
     killed with SIGKILL and the observation says ``timed_out``. Never raises for
     anything the child does; raises ``OSError`` only if it cannot be started.
+    ``stop``, once set, kills the child as ``kill_running_children`` does: a caller
+    sets it before calling that, which closes the window where a child is started
+    but not registered yet and would run on to its end or its timeout.
     """
     t0 = time.monotonic()
     proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -156,6 +160,8 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
                             env=dict(env) if env is not None else None)
     with _RUNNING_LOCK:
         _RUNNING.add(proc.pid)
+    if stop is not None and stop.is_set():
+        _kill_group(proc.pid)
     collector = _Collector(on_line)
     tail: deque[bytes] = deque()
     assert proc.stdout is not None and proc.stderr is not None

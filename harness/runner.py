@@ -120,21 +120,30 @@ def _check_preload(target: MallocTarget) -> None:
 
 def child_env(plan: Plan) -> dict[str, str]:
     """The child's environment: ours, minus anything that would change the allocator,
-    plus a foreign target's ``LD_PRELOAD`` and settings."""
+    plus a foreign target's ``LD_PRELOAD`` and settings, plus ``NMM_CHAOS_PARENT``
+    (our pid: the driver dies with us if we are killed before we can kill it)."""
+    env: dict[str, str]
     if isinstance(plan.target, MallocTarget):
-        env: dict[str, str] = _peer(plan.target).child_env()
-        return env
-    return {k: v for k, v in os.environ.items()
-            if k not in ("NMM_OPTIONS", "LD_PRELOAD", "MALLOC_CHECK_", "MALLOC_CONF")}
+        env = _peer(plan.target).child_env()
+    else:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("NMM_OPTIONS", "LD_PRELOAD", "MALLOC_CHECK_", "MALLOC_CONF")}
+    env["NMM_CHAOS_PARENT"] = str(os.getpid())
+    return env
 
 
 def run_trial(plan: Plan, seed: int, command: Sequence[str], *,
-              on_line: LineCallback | None = None) -> TrialRecord:
-    """Run and judge one trial in a child process; never raises for what the child does."""
+              on_line: LineCallback | None = None,
+              stop: threading.Event | None = None) -> TrialRecord:
+    """Run and judge one trial in a child process; never raises for what the child does.
+
+    Setting ``stop`` (then calling ``kill_running_children``) ends the child early.
+    """
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     argv = [*command, *driver_args(plan, seed)]
     try:
-        obs = run_child(argv, plan.timeout_s, env=child_env(plan), on_line=on_line)
+        obs = run_child(argv, plan.timeout_s, env=child_env(plan), on_line=on_line,
+                        stop=stop)
     except OSError as exc:
         obs = Observation(argv=tuple(argv), exit_code=127,
                           stderr_tail=f"cannot start the driver: {exc}")
@@ -237,7 +246,7 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
         if engine == "python":
             record = run_python_trial_record(plan, seed)
         else:
-            record = run_trial(plan, seed, command, on_line=on_line)
+            record = run_trial(plan, seed, command, on_line=on_line, stop=stopping)
             obs = record.observation
             if obs.exit_code == 2 and obs.start is None:
                 said = [ln for ln in obs.stderr_tail.strip().splitlines() if ln.strip()]

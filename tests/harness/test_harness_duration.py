@@ -276,3 +276,62 @@ def test_plans_list_shows_a_timed_workload(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "1000000 + 60 s" in out
+
+
+def test_driver_dies_with_a_runner_killed_by_sigkill(write_plan):
+    """A SIGKILLed runner cannot kill its trials' process groups; the driver's
+    parent-death signal must end them instead of leaving them to run on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    driver = require_driver()
+    path = write_plan(TIMED.replace("duration_s = 0.25", "duration_s = 600")
+                      .replace("timeout_s = 30", "timeout_s = 900"))
+    code = ("import sys; from harness.loader import load_plan; "
+            "from harness.runner import run_plan; "
+            f"run_plan(load_plan({str(path)!r}), command={driver!r}, jobs=1)")
+    runner = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[2])
+    drivers: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not drivers and time.monotonic() < deadline:
+            drivers = [p for p in psutil.Process(runner.pid).children()
+                       if "nmm-driver" in " ".join(p.cmdline())]
+            time.sleep(0.05)
+        assert drivers, "the runner never started the driver"
+        # a stopped driver stands for a hung one: it writes nothing, so it is not
+        # ended by SIGPIPE on its progress lines once the runner's pipe is gone
+        for proc in drivers:
+            proc.suspend()
+        while time.monotonic() < deadline and any(
+                p.status() != psutil.STATUS_STOPPED for p in drivers):
+            time.sleep(0.01)  # SIGSTOP lands asynchronously
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(_alive(p) for p in drivers):
+            time.sleep(0.05)
+        assert not any(_alive(p) for p in drivers), "the driver outlived its runner"
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        for proc in drivers:  # if the test failed, do not leave a 600 s trial behind
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def _alive(proc: Any) -> bool:
+    import psutil
+
+    try:  # an orphan may stay a zombie where nothing reaps it: that is dead too
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False

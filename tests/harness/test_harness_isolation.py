@@ -190,3 +190,14 @@ def test_exited_unreaped_child_gives_no_sample():
         assert _sample(ps, time.monotonic()) is None
     finally:
         child.wait()
+
+
+def test_child_started_after_stop_is_killed_not_run_to_its_end():
+    """The interrupt race: a trial thread may start its child just after the run
+    was stopped and kill_running_children took its snapshot; that child must not
+    run on to its timeout."""
+    stop = threading.Event()
+    stop.set()
+    obs = run_child([sys.executable, "-c", "import time; time.sleep(60)"], 50, stop=stop)
+    assert obs.signal == signal.SIGKILL
+    assert not obs.timed_out
