@@ -130,8 +130,8 @@ def test_ctrl_c_keeps_the_journal_and_does_not_record_the_trials_it_cut_short(
     Under SIGTERM the trial children used to be left running, without their watchdog."""
     import psutil
 
-    # timeout_s bounds the wait for a child started just as the signal came: run_child
-    # registers it for kill_running_children only after Popen returns
+    # timeout_s bounds the wait should a child started just as the signal came escape
+    # the kill (run_child's stop event is there so that it does not)
     plan_path = write_plan("timeout_s = 20\n" + PLAN.format(seeds=4))
     out = tmp_path / "a-long-directory-name-so-that-the-resume-command-passes-80-columns"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
