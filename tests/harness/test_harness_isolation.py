@@ -148,11 +148,17 @@ def test_an_abandoned_run_kills_its_children(write_plan, fake_driver):
     # the watchdog would wait an hour: only the abandon path can end these children
     plan = load_plan(write_plan(SMOKE_LIKE.format(timeout=3600)), ["seeds=4"])
     seen: list[int] = []
+    lock = threading.Lock()
 
     def on_line(line):
         if line.get("type") == "start":
-            seen.append(line["pid"])
-            if len(seen) == 2:  # both children are up: the user presses Ctrl-C
+            # Each child's reader thread calls this: count and test under one lock,
+            # or both can see two children up and press Ctrl-C twice (the second
+            # KeyboardInterrupt can land outside pytest.raises and end the session).
+            with lock:
+                seen.append(line["pid"])
+                both_up = len(seen) == 2
+            if both_up:  # the user presses Ctrl-C, once
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     with pytest.raises(KeyboardInterrupt):
