@@ -13,14 +13,18 @@
 #include "stress_common.h"
 
 #include <pthread.h>
-#include <sched.h>
 
 #define KEEP 1000
 
 static nmm_heap_t *heap;
 static long rounds;
-static int done;             /* atomic: worker finished */
-static int request;          /* atomic: worker stopped at a yield point, read now */
+/* The hand-over between the worker and the reader blocks on a condition variable:
+ * spinning with sched_yield cost a scheduler tick per yield point on a loaded
+ * machine (3365 of them at paranoid: 17 s for one run instead of 4). */
+static pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t turn = PTHREAD_COND_INITIALIZER;
+static int done;             /* under gate: worker finished */
+static int request;          /* under gate: worker stopped at a yield point, read now */
 static uint64_t held;        /* atomic: blocks the worker holds or is allocating */
 static __thread int is_worker;
 static long pauses[4];       /* alloc, refill, flush, release: worker only */
@@ -36,9 +40,12 @@ void sched_yield_point(const char *where)
     for (int k = 0; k < 4; k++)
         if (strcmp(where, kinds[k]) == 0)
             pauses[k]++;
-    __atomic_store_n(&request, 1, __ATOMIC_RELEASE);
-    while (__atomic_load_n(&request, __ATOMIC_ACQUIRE))
-        sched_yield();
+    pthread_mutex_lock(&gate);
+    request = 1;
+    pthread_cond_broadcast(&turn);
+    while (request)
+        pthread_cond_wait(&turn, &gate);
+    pthread_mutex_unlock(&gate);
 }
 
 static void *worker(void *arg)
@@ -58,7 +65,10 @@ static void *worker(void *arg)
         }
     }
     is_worker = 0;  /* its cache is retired at exit under the registry lock */
-    __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&gate);
+    done = 1;
+    pthread_cond_broadcast(&turn);
+    pthread_mutex_unlock(&gate);
     return NULL;
 }
 
@@ -99,14 +109,19 @@ int main(int argc, char **argv)
     long polls = 0;
     pthread_t t;
     CHECK(pthread_create(&t, NULL, worker, NULL) == 0);
-    while (!__atomic_load_n(&done, __ATOMIC_ACQUIRE)) {
-        if (!__atomic_load_n(&request, __ATOMIC_ACQUIRE)) {
-            sched_yield();
-            continue;
-        }
-        check_stats(++polls);
-        __atomic_store_n(&request, 0, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&gate);
+    for (;;) {
+        while (!request && !done)
+            pthread_cond_wait(&turn, &gate);
+        if (!request)
+            break;  /* done */
+        pthread_mutex_unlock(&gate);
+        check_stats(++polls);  /* the worker stands at its yield point meanwhile */
+        pthread_mutex_lock(&gate);
+        request = 0;
+        pthread_cond_broadcast(&turn);
     }
+    pthread_mutex_unlock(&gate);
     CHECK(pthread_join(t, NULL) == 0);
     /* every kind of half-done update was seen (the paranoid quarantine too) */
     CHECK(pauses[1] > 0 && pauses[2] > 0);

@@ -3,8 +3,10 @@
 Usage: python fake_driver.py MODE run [driver options]. MODE picks the behaviour:
 detect (every fault reported), miss (none reported), fp (an event with no fault),
 crash (SIGSEGV after a fault, no diagnostic), abort (an ``nmm:`` line then SIGABRT),
-hang (never finishes), garbage (non-JSON noise around a good trial), slow (detect
-after a pause, for kill-and-resume tests), exit3 (exits 3 without a result line).
+hang (never finishes), garbage (non-JSON noise around a good trial), gated (detect,
+but with ``FAKE_DRIVER_GATE=N:PATH`` in the environment a trial whose seed is above N
+first waits until the file PATH exists: a run then stops at a known point, for
+kill-and-resume tests), exit3 (exits 3 without a result line).
 The real path through ``nmm-driver`` is tested separately end to end.
 """
 
@@ -15,6 +17,10 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
+
+#: longest a gated trial waits for its gate (so a forgotten child still ends)
+GATE_WAIT_S = 300.0
 
 EVENT_FOR = {"double_free": "double_free", "invalid_free": "invalid_free",
              "overflow": "overflow", "underflow": "underflow", "uaf_write": "use_after_free",
@@ -52,8 +58,12 @@ def main() -> int:
           "ops": opts["ops"], "target": "nmm", "pid": os.getpid()})
     if mode == "hang":
         time.sleep(3600)
-    if mode == "slow":
-        time.sleep(0.2)
+    if mode == "gated":
+        free, _, gate = os.environ["FAKE_DRIVER_GATE"].partition(":")
+        if opts["seed"] > int(free):
+            give_up = time.monotonic() + GATE_WAIT_S
+            while not Path(gate).exists() and time.monotonic() < give_up:
+                time.sleep(0.01)
     if mode == "garbage":
         os.write(1, b"this is not json\n[1,2]\n{\"type\":\"mystery\"}\n")
     faults = []
@@ -78,7 +88,7 @@ def main() -> int:
                         "(alloc site fake.c:1)\n".encode())
             signal.signal(signal.SIGABRT, signal.SIG_DFL)
             os.abort()
-        if mode in ("detect", "slow", "garbage") and kind in EVENT_FOR:
+        if mode in ("detect", "gated", "garbage") and kind in EVENT_FOR:
             emit({"type": "event", "kind": EVENT_FOR[kind], "address": hex(address),
                   "size": 48, "detail": 0, "seq": fid + 1, "op_count": op * 2,
                   "alloc_site": 0, "free_site": 0, "thread": 1, "driver_op": op + 3})

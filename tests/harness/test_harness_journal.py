@@ -82,28 +82,36 @@ def _journal_lines(run_dir: Path) -> int:
 
 
 def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path, write_plan, fake_driver):
-    seeds = 16
+    # Seeds 1-3 finish; seeds 4 and up wait at a gate the test opens only after the
+    # kill, so the runner dies at a known point (3 trials recorded, 2 in flight)
+    # however slowly the machine runs it.
+    seeds, recorded_before_kill = 16, 3
     plan_path = write_plan(PLAN.format(seeds=seeds))
     out = tmp_path / "reports"
-    driver = " ".join(fake_driver("slow"))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    gate = tmp_path / "gate-open"
+    driver = " ".join(fake_driver("gated"))
+    env = {**os.environ, "PYTHONPATH": str(REPO),
+           "FAKE_DRIVER_GATE": f"{recorded_before_kill}:{gate}"}
     base = [sys.executable, "-m", "harness.cli", "run", str(plan_path), "--jobs", "2",
             "--driver", driver]
     runner = subprocess.Popen([*base, "--out", str(out)], env=env, cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    run_dir = None
-    while time.monotonic() < deadline:
-        dirs = list(out.glob("*")) if out.exists() else []
-        if dirs and _journal_lines(dirs[0]) >= 3:
-            run_dir = dirs[0]
-            break
-        time.sleep(0.02)
-    assert run_dir is not None, "runner never recorded 3 trials"
-    runner.send_signal(signal.SIGKILL)
-    runner.wait()
+    try:
+        deadline = time.monotonic() + 120
+        run_dir = None
+        while time.monotonic() < deadline and runner.poll() is None:
+            dirs = list(out.glob("*")) if out.exists() else []
+            if dirs and _journal_lines(dirs[0]) >= recorded_before_kill:
+                run_dir = dirs[0]
+                break
+            time.sleep(0.02)
+        assert run_dir is not None, f"runner never recorded 3 trials (exit {runner.poll()})"
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+        gate.touch()  # the killed runner's gated children finish and exit
     recorded = read_journal(run_dir / JOURNAL_NAME).records
-    assert 3 <= len(recorded) < seeds
+    assert sorted(r.seed for r in recorded) == list(range(1, recorded_before_kill + 1))
     resumed = subprocess.run([*base, "--resume", str(run_dir)], env=env, cwd=REPO,
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
