@@ -50,8 +50,15 @@ def _compile(cmd: list[str], what: str) -> None:
         pytest.fail(f"compiling {what} failed:\n{' '.join(cmd)}\n{result.stderr[-4000:]}")
 
 
-def _sanitizer_available(flags: list[str], tmp: Path) -> str | None:
-    """None when gcc can build and run a program with these flags, else why not."""
+#: how each build directory's programs are started (see _sanitizer_launcher)
+_LAUNCHER: dict[Path, list[str]] = {}
+
+
+def _sanitizer_launcher(flags: list[str], tmp: Path) -> tuple[list[str] | None, str]:
+    """How to start a program built with these flags (``[]``: directly), or None and why
+    gcc cannot build and run one. GCC 12's TSan aborts ("unexpected memory mapping")
+    where the kernel randomises mmap with more bits than it expects
+    (vm.mmap_rnd_bits = 32); such a program runs under ``setarch -R`` (no ASLR)."""
     src = tmp / "probe.c"
     src.write_text("int main(void) { return 0; }\n")
     exe = tmp / "probe"
@@ -59,11 +66,20 @@ def _sanitizer_available(flags: list[str], tmp: Path) -> str | None:
         ["gcc", *flags, str(src), "-o", str(exe)], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
-        return result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "gcc failed"
-    run = subprocess.run([str(exe)], capture_output=True, text=True, check=False)
-    if run.returncode != 0:
-        return f"a probe program built with {' '.join(flags)} does not run: {run.stderr[-500:]}"
-    return None
+        why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "gcc failed"
+        return None, why
+    stderr = ""
+    for launcher in ([], ["setarch", os.uname().machine, "-R"]):
+        try:
+            run = subprocess.run([*launcher, str(exe)], capture_output=True, text=True,
+                                 check=False)
+        except OSError as exc:  # no setarch
+            stderr += f"; {exc}"
+            continue
+        if run.returncode == 0:
+            return launcher, ""
+        stderr += run.stderr[-500:]
+    return None, f"a probe program built with {' '.join(flags)} does not run: {stderr}"
 
 
 @pytest.fixture(scope="session", params=sorted(SANITIZERS))
@@ -72,8 +88,8 @@ def build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     name: str = request.param
     flags = BASE_FLAGS + SANITIZERS[name]
     out = tmp_path_factory.mktemp(f"stress-{name}")
-    why = _sanitizer_available(flags, out)
-    if why is not None:
+    launcher, why = _sanitizer_launcher(flags, out)
+    if launcher is None:
         message = f"the {name} runtime is not usable with gcc here: {why}"
         if os.environ.get("CI"):
             pytest.fail(message)
@@ -84,6 +100,7 @@ def build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         _compile(["gcc", *flags, "-I", str(INCLUDE), "-I", str(SRC), "-c", str(src), "-o", str(obj)],
                  src.name)
         objects.append(str(obj))
+    _LAUNCHER[out] = launcher
     built: dict[str, Path] = {}
 
     def program(stem: str) -> Path:
@@ -105,7 +122,8 @@ def _run(exe: Path, *args: object, timeout: float = 240) -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "NMM_OPTIONS")}
     env.update(ENV)
     result = subprocess.run(
-        [str(exe), *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout,
+        [*_LAUNCHER.get(exe.parent, []), str(exe), *map(str, args)], capture_output=True,
+        text=True, env=env, timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, (
