@@ -86,9 +86,16 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         all_overrides.append(f"seed={seed}")
     if seeds is not None:
         all_overrides.append(f"seeds={seeds}")
+    given = click.get_current_context().get_parameter_source
+    if resume is not None and given("out") is not click.core.ParameterSource.DEFAULT:
+        raise _Failed(f"--out: a resumed run writes into its own directory ({resume}); "
+                      "give --out or --resume, not both")
     plan = load_plan(plan_path, all_overrides)
     check_runnable(plan, engine)  # before a run directory is made for it
     if engine == "python":
+        if jobs not in (None, 1):
+            raise _Failed(f"--jobs: given {jobs}; the python engine runs one trial at a time "
+                          "in this process (use --engine native for parallel trials)")
         if driver_cmd is not None:
             raise _Failed("--driver: the python engine runs no driver; give --driver with "
                           "--engine native (the default)")

@@ -118,6 +118,20 @@ def test_resume_of_a_non_run_directory_exits_2(tmp_path, write_plan, fake_driver
     assert "not a run directory" in err
 
 
+def test_resume_with_out_exits_2_naming_both(tmp_path, write_plan, capsys):
+    code, _, err = run(["run", str(write_plan(PLAN)), "--resume", str(tmp_path), "--out",
+                        str(tmp_path / "elsewhere")], capsys)
+    assert code == 2
+    assert "--out" in err and "--resume" in err
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_jobs_with_the_python_engine_exits_2(write_plan, capsys):
+    code, _, err = run(["run", str(write_plan(PLAN)), "--engine", "python", "-j", "4"], capsys)
+    assert code == 2
+    assert "--jobs: given 4" in err
+
+
 def test_missing_driver_exits_2(monkeypatch, write_plan, capsys):
     import harness.runner as runner
     from harness.errors import DriverNotFound
