@@ -472,25 +472,36 @@ def _measure_kernel(kernel: Kernel, target: Target, quick: bool, timeout_s: floa
     return Cell(kernel.name, target.name, value, kernel.unit, (value,), extra=extra)
 
 
+def _best_of(kernel: Kernel, cells: Sequence[Cell]) -> Cell:
+    """One cell from repeated runs of a kernel on a target: the best value, every run's
+    value in ``runs``; the first failed run if one failed."""
+    for cell in cells:
+        if cell.value is None:
+            return cell
+    pick = max if kernel.higher_is_better else min
+    best = pick(cells, key=lambda c: c.value or 0.0)
+    return Cell(best.kernel, best.target, best.value, best.unit,
+                tuple(c.value for c in cells if c.value is not None), extra=best.extra)
+
+
+def _measure_once(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
+                  driver: Path) -> Cell:
+    fn = {"driver": _measure_driver, "program": _measure_program,
+          "pydriver": _measure_pydriver,
+          "git": _measure_git}.get(kernel.driver_kernel, _measure_kernel)
+    return fn(kernel, target, quick, timeout_s, driver)
+
+
 def measure(kernel: Kernel, target: Target, *, quick: bool = False, repeat: int = 1,
             timeout_s: float = 300.0, driver: Path | None = None) -> Cell:
     """Run one kernel against one target ``repeat`` times and keep the best value."""
     drv = driver or driver_path()
-    fn = {"driver": _measure_driver, "program": _measure_program,
-          "pydriver": _measure_pydriver,
-          "git": _measure_git}.get(kernel.driver_kernel, _measure_kernel)
-    best: Cell | None = None
-    runs: list[float] = []
+    cells: list[Cell] = []
     for _ in range(repeat):
-        cell = fn(kernel, target, quick, timeout_s, drv)
-        if cell.value is None:
-            return cell
-        runs.append(cell.value)
-        if best is None or best.value is None or (
-                cell.value > best.value if kernel.higher_is_better else cell.value < best.value):
-            best = cell
-    assert best is not None
-    return Cell(best.kernel, best.target, best.value, best.unit, tuple(runs), extra=best.extra)
+        cells.append(_measure_once(kernel, target, quick, timeout_s, drv))
+        if cells[-1].value is None:
+            break
+    return _best_of(kernel, cells)
 
 
 def _with_ratios(cells: list[Cell]) -> list[Cell]:
@@ -514,25 +525,32 @@ ProgressFn = Callable[[Kernel, Target, int, int], None]
 def run_bench(targets: Sequence[Target], kernels: Sequence[Kernel], *, quick: bool = False,
               repeat: int = 1, timeout_s: float = 300.0,
               on_progress: ProgressFn | None = None) -> BenchReport:
-    """Run every kernel against every installed target (kernel-major, so load drift
-    spreads over all targets) and return the report. Never prints."""
+    """Run every kernel against every installed target and return the report. Never
+    prints. Kernel-major, and a kernel's repeats go round the targets (one run of
+    each, then the next round) rather than target by target: a slow spell of a shared
+    machine then lands on every target alike instead of on whichever ran during it,
+    and the ratios stay fair. ``on_progress`` is called before each run."""
     drv = driver_path()
     runnable = [t for t in targets if t.installed]
     broken = {t.name: problem for t in runnable if (problem := preload_problem(t))}
-    total = len(runnable) * len(kernels)
+    total = len(runnable) * len(kernels) * repeat
     cells: list[Cell] = []
     done = 0
     for kernel in kernels:
-        for target in runnable:
-            if on_progress:
-                on_progress(kernel, target, done, total)
-            if target.name in broken:  # it would run on glibc's malloc under its name
-                cells.append(Cell(kernel.name, target.name, None, kernel.unit,
-                                  error=broken[target.name]))
-            else:
-                cells.append(measure(kernel, target, quick=quick, repeat=repeat,
-                                     timeout_s=timeout_s, driver=drv))
-            done += 1
+        runs: dict[str, list[Cell]] = {t.name: [] for t in runnable}
+        for _ in range(repeat):
+            for target in runnable:
+                if on_progress:
+                    on_progress(kernel, target, done, total)
+                done += 1
+                so_far = runs[target.name]
+                if target.name in broken:  # it would run on glibc's malloc under its name
+                    if not so_far:
+                        so_far.append(Cell(kernel.name, target.name, None, kernel.unit,
+                                           error=broken[target.name]))
+                elif not so_far or so_far[-1].value is not None:  # stop at a failure
+                    so_far.append(_measure_once(kernel, target, quick, timeout_s, drv))
+        cells.extend(_best_of(kernel, runs[t.name]) for t in runnable)
     host = {"machine": platform.machine(), "cpus": os.cpu_count(),
             "kernel": platform.release(), "python": platform.python_version()}
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -711,7 +729,8 @@ def bench(targets_opt: str | None, kernels_opt: str | None, quick: bool,
         console = Console(width=200)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True) as progress:
-        task = progress.add_task("bench", total=sum(t.installed for t in targets) * len(kernels))
+        task = progress.add_task("bench", total=sum(t.installed for t in targets)
+                                 * len(kernels) * repeat)
 
         def step(kernel: Kernel, target: Target, done: int, total: int) -> None:
             progress.update(task, completed=done,

@@ -98,7 +98,8 @@ def test_run_bench_ratios_and_reports(driver: Path, monkeypatch: pytest.MonkeyPa
     seen: list[str] = []
     report = bench_mod.run_bench(targets, kernels, repeat=2,
                                  on_progress=lambda k, t, d, n: seen.append(f"{k.name}/{t.name}"))
-    assert seen == ["pair64/glibc", "pair64/nmm", "driver/glibc", "driver/nmm"]
+    # repeats go round the targets, so a slow spell of the machine hits them alike
+    assert seen == ["pair64/glibc", "pair64/nmm"] * 2 + ["driver/glibc", "driver/nmm"] * 2
     glibc = report.cell("pair64", "glibc")
     assert glibc is not None and glibc.ratio_vs_glibc == 1.0 and len(glibc.runs) == 2
     drv = report.cell("driver", "nmm")
