@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -635,6 +636,14 @@ def render_markdown(report: BenchReport) -> str:
                   f"{c.extra.get('checked_mops_per_cpu_s')} M checked, "
                   f"{c.extra.get('bare_mops_per_cpu_s')} M bare (CPU overhead "
                   f"{100 * float(c.extra.get('cpu_overhead', 0)):.0f}%)" for c in overheads]
+    spread = [c for c in report.cells if c.value is not None and len(c.runs) > 1]
+    if spread:
+        # the table keeps the best run; how far the runs spread says how much of a
+        # ratio is the machine (a shared VM moves real programs by tens of percent)
+        lines += ["", f"## Spread of the {report.repeat} runs (median, min–max)", ""]
+        lines += [f"- {c.kernel} on {c.target}: {_fmt_value(statistics.median(c.runs))} "
+                  f"({_fmt_value(min(c.runs))}–{_fmt_value(max(c.runs))}) {c.unit}"
+                  for c in spread]
     missing = [t for t in report.targets if not t.installed]
     if missing:
         lines += ["", "## Not installed", ""]

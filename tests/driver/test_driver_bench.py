@@ -108,6 +108,10 @@ def test_run_bench_ratios_and_reports(driver: Path, monkeypatch: pytest.MonkeyPa
     assert report.cell("pair64", "ghost") is None
     md = bench_mod.render_markdown(report)
     assert "| ghost | not installed |" in md and "x1.00" in md
+    assert "## Spread of the 2 runs" in md
+    low, high = min(glibc.runs), max(glibc.runs)
+    assert f"- pair64 on glibc: {bench_mod._fmt_value((low + high) / 2)} " \
+        f"({bench_mod._fmt_value(low)}–{bench_mod._fmt_value(high)}) ns/pair" in md
     paths = bench_mod.write_reports(report, tmp_path / "out", tmp_path / "copy.json")
     (out_dir,) = (tmp_path / "out").glob("bench-*")
     doc = json.loads((out_dir / "bench.json").read_text())
