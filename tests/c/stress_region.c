@@ -43,6 +43,16 @@ static void verify_and_free(nmm_heap_t *h, size_t n, size_t size, uint64_t salt)
         CHECK_EQ(nmm_free(h, blocks[i], 0), NMM_OK);
 }
 
+/* The end of each scenario: stats add up, nothing live, no event, validate clean. */
+static void check_empty_and_clean(nmm_heap_t *h)
+{
+    nmm_stats_t st = stats_of(h);
+    stats_add_up(&st);
+    CHECK_EQ(st.live_blocks, 0);
+    CHECK_EQ(st.events, 0);
+    CHECK_EQ(nmm_validate(h), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -64,11 +74,7 @@ int main(int argc, char **argv)
     CHECK_EQ(nmm_validate(h), 0);
     verify_and_free(h, big, 80, 7);
 
-    st = stats_of(h);
-    stats_add_up(&st);
-    CHECK_EQ(st.live_blocks, 0);
-    CHECK_EQ(st.events, 0);
-    CHECK_EQ(nmm_validate(h), 0);
+    check_empty_and_clean(h);
     nmm_heap_destroy(h);
 
     /* The reverse: the bigger blocks first, then the class with more blocks per
@@ -87,11 +93,7 @@ int main(int argc, char **argv)
     size_t back = fill(h, 80, 17);           /* and back: the ranges still serve both */
     CHECK_EQ(back, first);
     verify_and_free(h, back, 80, 17);
-    st = stats_of(h);
-    stats_add_up(&st);
-    CHECK_EQ(st.live_blocks, 0);
-    CHECK_EQ(st.events, 0);
-    CHECK_EQ(nmm_validate(h), 0);
+    check_empty_and_clean(h);
     printf("ok level=%s small=%zu big=%zu reversed=%zu/%zu\n", argv[1], small, big, first, reused);
     nmm_heap_destroy(h);
     return 0;
