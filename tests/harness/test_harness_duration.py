@@ -6,12 +6,19 @@ bounds: the assertions are about what ran and what was recorded."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
-
 from _nmm_c import require_driver
+from _procs import alive
+
 from harness.cli import main
 from harness.errors import PlanError, UnsupportedFeature
 from harness.journal import JOURNAL_NAME, Journal
@@ -281,18 +288,10 @@ def test_plans_list_shows_a_timed_workload(capsys):
 def test_driver_dies_with_a_runner_killed_by_sigkill(write_plan):
     """A SIGKILLed runner cannot kill its trials' process groups; the driver's
     parent-death signal must end them instead of leaving them to run on."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import psutil
-
     driver = require_driver()
     path = write_plan(TIMED.replace("duration_s = 0.25", "duration_s = 600")
                       .replace("timeout_s = 30", "timeout_s = 900"))
-    code = ("import sys; from harness.loader import load_plan; "
+    code = ("from harness.loader import load_plan; "
             "from harness.runner import run_plan; "
             f"run_plan(load_plan({str(path)!r}), command={driver!r}, jobs=1)")
     runner = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[2])
@@ -314,9 +313,9 @@ def test_driver_dies_with_a_runner_killed_by_sigkill(write_plan):
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait()
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and any(_alive(p) for p in drivers):
+        while time.monotonic() < deadline and any(alive(p) for p in drivers):
             time.sleep(0.05)
-        assert not any(_alive(p) for p in drivers), "the driver outlived its runner"
+        assert not any(alive(p) for p in drivers), "the driver outlived its runner"
     finally:
         if runner.poll() is None:
             runner.kill()
@@ -327,11 +326,3 @@ def test_driver_dies_with_a_runner_killed_by_sigkill(write_plan):
             except psutil.NoSuchProcess:
                 pass
 
-
-def _alive(proc: Any) -> bool:
-    import psutil
-
-    try:  # an orphan may stay a zombie where nothing reaps it: that is dead too
-        return bool(proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False

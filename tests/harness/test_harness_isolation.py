@@ -11,6 +11,7 @@ import time
 
 import psutil
 import pytest
+from _procs import alive
 
 from harness._isolate import run_child
 from harness.loader import load_plan
@@ -132,9 +133,9 @@ def test_run_child_kills_the_whole_process_group_on_timeout():
     assert obs.start is not None, "the child never started its grandchild"
     grandchild = obs.start["pid"]
     deadline = time.monotonic() + 10  # SIGKILL is delivered asynchronously
-    while time.monotonic() < deadline and _alive(grandchild):
+    while time.monotonic() < deadline and alive(grandchild):
         time.sleep(0.02)
-    assert not _alive(grandchild)
+    assert not alive(grandchild)
 
 
 def test_stderr_tail_is_bounded():
@@ -164,16 +165,9 @@ def test_an_abandoned_run_kills_its_children(write_plan, fake_driver):
     with pytest.raises(KeyboardInterrupt):
         run_plan(plan, jobs=2, command=fake_driver("hang"), on_line=on_line)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(_alive(p) for p in seen):
+    while time.monotonic() < deadline and any(alive(p) for p in seen):
         time.sleep(0.05)
-    assert not any(_alive(p) for p in seen)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    assert not any(alive(p) for p in seen)
 
 
 def test_sample_series_is_thinned_not_unbounded(monkeypatch):

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _procs import alive
 
 from harness.journal import JOURNAL_NAME, Journal, read_journal
 from harness.loader import load_plan
@@ -167,7 +168,7 @@ def test_ctrl_c_keeps_the_journal_and_does_not_record_the_trials_it_cut_short(
     assert runner.returncode == code, err
     assert err.startswith(f"{said}: 0 trial(s) kept") and "Traceback" not in err
     psutil.wait_procs(drivers, timeout=10)
-    assert not [d for d in drivers if d.is_running() and d.status() != psutil.STATUS_ZOMBIE]
+    assert not [d for d in drivers if alive(d)]
     (run_dir,) = out.iterdir()
     assert read_journal(run_dir / JOURNAL_NAME).records == []
     resume_lines = [ln.strip() for ln in err.splitlines() if "--resume" in ln]
