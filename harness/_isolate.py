@@ -115,17 +115,15 @@ def _sample(proc: psutil.Process, t0: float) -> Sample | None:
     """One resource sample of a live child, or None once it has exited.
 
     A child that has exited but is not reaped yet (a zombie) has no memory map
-    left, so /proc reports rss 0 for it; that is not a measurement of the run and
-    would put a false zero at the end of the series.
+    left, so /proc reports rss 0 for it (a live process always has some); that is
+    not a measurement of the run and would put a false zero at the end of the series.
     """
     try:
         with proc.oneshot():
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
             mem = proc.memory_info().rss
             threads = proc.num_threads()
             cpu = proc.cpu_times()
-        if mem == 0:  # it became a zombie between the two /proc reads
+        if mem == 0:
             return None
         return Sample(t_s=round(time.monotonic() - t0, 4), rss=mem, threads=threads,
                       cpu_s=round(cpu.user + cpu.system, 4))
