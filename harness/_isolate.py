@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -41,12 +42,16 @@ _RUNNING_LOCK = threading.Lock()
 
 def kill_running_children() -> int:
     """SIGKILL every child group this process is supervising (the run is being abandoned);
-    their supervisors then reap them. Returns how many groups were signalled."""
+    their supervisors then reap them. Returns how many groups were signalled.
+
+    The kill happens under the lock a supervisor takes to deregister its child before
+    reaping it, so every group signalled here still has its unreaped leader, whose pid
+    the kernel cannot hand to another process (and so to another process group).
+    """
     with _RUNNING_LOCK:
-        groups = list(_RUNNING)
-    for pgid in groups:
-        _kill_group(pgid)
-    return len(groups)
+        for pgid in _RUNNING:
+            _kill_group(pgid)
+        return len(_RUNNING)
 
 
 class _Collector:
@@ -132,10 +137,51 @@ def _sample(proc: psutil.Process, t0: float) -> Sample | None:
 
 
 def _kill_group(pgid: int) -> None:
+    """SIGKILL a child's process group. Only call it while that child is unreaped: once
+    reaped, its pid can be reused, and a new session leader's group (another trial, in
+    this run or in another runner on the machine) would be killed in its place."""
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+class _ExitWatch:
+    """Waits for a child to exit *without reaping it*, so its group can still be killed
+    safely after it exits (grandchildren of a fork storm may hold the pipes). Uses a
+    pidfd where the kernel has them (woken at once), else polls ``waitid(WNOWAIT)``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fd: int | None
+        try:
+            self.fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.fd = None
+
+    def exited(self, timeout: float) -> bool:
+        """Whether the child has exited, waiting up to ``timeout`` seconds for it."""
+        if self.fd is not None:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+            return bool(ready)
+        end = time.monotonic() + max(0.0, timeout)
+        delay = 0.0005
+        while True:
+            try:
+                if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                    return True
+            except ChildProcessError:
+                return True  # already reaped (cannot happen here, but never spin on it)
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.02)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def run_child(argv: Sequence[str], timeout_s: float, *,
@@ -177,30 +223,34 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
     deadline = t0 + timeout_s
     interval = sample_interval_s
     next_sample = t0
-    while True:
-        if time.monotonic() >= next_sample:
-            sample = _sample(ps, t0) if ps is not None else None
-            if sample is not None:
-                samples.append(sample)
-                if len(samples) > MAX_SAMPLES:
-                    samples = samples[::2]
-                    interval *= 2
-            next_sample = time.monotonic() + interval
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            timed_out = True
-            _kill_group(proc.pid)
-            proc.wait()
-            break
-        try:
-            proc.wait(timeout=max(0.001, min(next_sample - time.monotonic(), remaining)))
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    # grandchildren (fork storms) may still hold the pipes: end the group, then drain
-    _kill_group(proc.pid)
-    with _RUNNING_LOCK:
-        _RUNNING.discard(proc.pid)
+    watch = _ExitWatch(proc.pid)
+    try:
+        while True:
+            if time.monotonic() >= next_sample:
+                sample = _sample(ps, t0) if ps is not None else None
+                if sample is not None:
+                    samples.append(sample)
+                    if len(samples) > MAX_SAMPLES:
+                        samples = samples[::2]
+                        interval *= 2
+                next_sample = time.monotonic() + interval
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                _kill_group(proc.pid)
+                watch.exited(60.0)  # SIGKILL cannot be ignored; this returns at once
+                break
+            if watch.exited(max(0.001, min(next_sample - time.monotonic(), remaining))):
+                break
+        # grandchildren (fork storms) may still hold the pipes: end the group while its
+        # leader is an unreaped zombie (its pid, and so the group id, cannot be reused
+        # yet), deregister it, and only then reap it
+        _kill_group(proc.pid)
+        with _RUNNING_LOCK:
+            _RUNNING.discard(proc.pid)
+        proc.wait()
+    finally:
+        watch.close()
     for reader in readers:
         reader.join(timeout=5.0)
     proc.stdout.close()

@@ -3,6 +3,7 @@ output and parallel trials are classified and never take the run down."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -207,3 +208,73 @@ def test_child_started_after_stop_is_killed_not_run_to_its_end():
     obs = run_child([sys.executable, "-c", "import time; time.sleep(60)"], 50, stop=stop)
     assert obs.signal == signal.SIGKILL
     assert not obs.timed_out
+
+
+def _is_unreaped(pid: int) -> bool:
+    """Whether ``pid`` is still our unreaped child (running or a zombie): only then is
+    its pid, and so its process group id, safe from reuse by another process."""
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("script, timeout", [
+    ("pass", 30),                                    # exits by itself
+    ("import os, time\nif os.fork() == 0: time.sleep(60)", 30),  # leaves a grandchild
+    ("import time; time.sleep(60)", 0.5),            # the watchdog kills it
+])
+def test_a_group_is_only_killed_while_its_leader_is_unreaped(monkeypatch, script, timeout):
+    """A reaped child's pid can be reused at once on a busy machine (pid_max is often
+    32768 and thread storms go through it in seconds); a SIGKILL to its process group
+    would then end an unrelated session leader, such as another runner's trial. That
+    was how a hung fake trial in a parallel test came to be recorded as crashed."""
+    import harness._isolate as isolate
+
+    killed: list[tuple[int, bool]] = []
+    real = isolate._kill_group
+
+    def checked(pgid: int) -> None:
+        killed.append((pgid, _is_unreaped(pgid)))
+        real(pgid)
+
+    monkeypatch.setattr(isolate, "_kill_group", checked)
+    obs = run_child([sys.executable, "-c", script], timeout)
+    assert killed, "the group was never killed (grandchildren would outlive the trial)"
+    assert all(safe for _, safe in killed), killed
+    assert obs.timed_out == (timeout < 1)
+
+
+def test_kill_running_children_only_signals_unreaped_leaders(monkeypatch):
+    """An interrupt's kill races trials that end on their own: every group it signals
+    must still have its unreaped leader."""
+    import harness._isolate as isolate
+
+    bad: list[int] = []
+    real = isolate._kill_group
+
+    def checked(pgid: int) -> None:
+        if not _is_unreaped(pgid):
+            bad.append(pgid)
+        real(pgid)
+
+    monkeypatch.setattr(isolate, "_kill_group", checked)
+    done = threading.Event()
+
+    def trials() -> None:
+        while not done.is_set():
+            run_child([sys.executable, "-c", "pass"], 30)
+
+    workers = [threading.Thread(target=trials) for _ in range(3)]
+    for w in workers:
+        w.start()
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            isolate.kill_running_children()
+    finally:
+        done.set()
+        for w in workers:
+            w.join()
+    assert not bad, f"killed the groups of reaped children: {bad}"
