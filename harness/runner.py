@@ -9,8 +9,10 @@ end the run. Callbacks are invoked from worker threads.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -26,6 +28,9 @@ from harness.pydriver import PyDriver
 from harness.records import Observation, TrialRecord, Verdict
 
 RecordCallback = Callable[[TrialRecord], None]
+
+#: tries at starting a trial's child when fork fails for want of processes or memory
+SPAWN_ATTEMPTS = 6
 
 
 def driver_command() -> list[str]:
@@ -141,12 +146,22 @@ def run_trial(plan: Plan, seed: int, command: Sequence[str], *,
     """
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     argv = [*command, *driver_args(plan, seed)]
-    try:
-        obs = run_child(argv, plan.timeout_s, env=child_env(plan), on_line=on_line,
-                        stop=stop)
-    except OSError as exc:
-        obs = Observation(argv=tuple(argv), exit_code=127,
-                          stderr_tail=f"cannot start the driver: {exc}")
+    env = child_env(plan)
+    for attempt in range(SPAWN_ATTEMPTS):
+        try:
+            obs = run_child(argv, plan.timeout_s, env=env, on_line=on_line, stop=stop)
+            break
+        except OSError as exc:
+            # fork fails with EAGAIN/ENOMEM while the machine is out of processes or
+            # memory for a moment (another job's thread storm): that says nothing about
+            # the allocator, so wait and try again before recording it
+            if exc.errno in (errno.EAGAIN, errno.ENOMEM) and attempt + 1 < SPAWN_ATTEMPTS \
+                    and not (stop is not None and stop.is_set()):
+                time.sleep(0.05 * 2 ** attempt)
+                continue
+            obs = Observation(argv=tuple(argv), exit_code=127,
+                              stderr_tail=f"cannot start the driver: {exc}")
+            break
     return make_record(plan, seed, obs, started=started)
 
 

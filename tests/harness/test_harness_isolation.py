@@ -278,3 +278,33 @@ def test_kill_running_children_only_signals_unreaped_leaders(monkeypatch):
         for w in workers:
             w.join()
     assert not bad, f"killed the groups of reaped children: {bad}"
+
+
+def test_a_fork_failing_for_a_moment_is_retried_not_recorded(plan, monkeypatch):
+    """EAGAIN from fork (the machine out of processes for a moment, say during another
+    job's thread storm) says nothing about the allocator: the trial is started again
+    instead of being recorded as a driver that could not start."""
+    import errno
+
+    import harness.runner as runner
+
+    real = runner.run_child
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_child", flaky)
+    record = run_trial(plan, 1, [sys.executable, "-c", "pass"])
+    assert calls["n"] == 3
+    assert record.observation.exit_code == 0
+
+
+def test_a_driver_that_cannot_start_is_recorded_at_once(plan):
+    record = run_trial(plan, 1, ["/nonexistent/nmm-driver"])
+    assert record.observation.exit_code == 127
+    assert "cannot start the driver" in record.observation.stderr_tail
+    assert not record.verdict.passed
