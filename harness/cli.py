@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import itertools
 import json
 import os
 import re
@@ -119,7 +120,14 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         run_id = f"{stamp}-{safe_name}-{os.getpid()}"
         run_dir = Path(out) / run_id
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            for n in itertools.count(2):  # never join another run's journal
+                try:
+                    run_dir.mkdir()
+                    break
+                except FileExistsError:
+                    run_id = f"{stamp}-{safe_name}-{os.getpid()}-{n}"
+                    run_dir = Path(out) / run_id
         except OSError as exc:
             raise _Failed(f"--out {out}: cannot create {run_dir}: {exc.strerror}") from None
     err = Console(stderr=True, soft_wrap=True)  # a resume command must stay one line
