@@ -154,16 +154,17 @@ class _ExitWatch:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.fd: int | None
+        self.poller = select.poll()  # not select(): a busy runner's fds can pass 1024
         try:
             self.fd = os.pidfd_open(pid)
+            self.poller.register(self.fd, select.POLLIN)
         except (AttributeError, OSError):
             self.fd = None
 
     def exited(self, timeout: float) -> bool:
         """Whether the child has exited, waiting up to ``timeout`` seconds for it."""
         if self.fd is not None:
-            ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
-            return bool(ready)
+            return bool(self.poller.poll(max(0.0, timeout) * 1000.0))
         end = time.monotonic() + max(0.0, timeout)
         delay = 0.0005
         while True:
