@@ -29,6 +29,8 @@ from harness.records import Observation, TrialRecord, Verdict
 
 RecordCallback = Callable[[TrialRecord], None]
 
+#: longest the main thread blocks waiting for trials before it lets signal handlers run
+SIGNAL_POLL_S = 0.1
 #: tries at starting a trial's child when fork fails for want of processes or memory
 SPAWN_ATTEMPTS = 6
 
@@ -280,15 +282,26 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trial")
     pending: set[Future[TrialRecord]] = set()
     seeds_iter = iter(todo)
+
+    def settle(limit: int) -> None:
+        """Wait until at most ``limit`` trials are pending, re-raising a trial's error.
+
+        Waits in short slices: Python runs a signal handler only between bytecodes, so
+        a Ctrl-C or SIGTERM that lands just before the main thread blocks (or on another
+        thread) would otherwise wait for the next trial to end, which for a hung trial
+        is its watchdog, by when that trial had been judged and journaled."""
+        nonlocal pending
+        while len(pending) > limit:
+            finished, pending = wait(pending, timeout=SIGNAL_POLL_S,
+                                     return_when=FIRST_COMPLETED)
+            for fut in finished:
+                fut.result()
+
     try:
         for seed in seeds_iter:
             pending.add(pool.submit(one, seed))
-            if len(pending) >= workers * 2:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    fut.result()
-        for fut in pending:
-            fut.result()
+            settle(workers * 2 - 1)
+        settle(0)
     except BaseException:
         result.interrupted = True
         stopping.set()

@@ -146,10 +146,16 @@ def test_stderr_tail_is_bounded():
     assert obs.stderr_tail.endswith("line 19999\n")
 
 
-def test_an_abandoned_run_kills_its_children(write_plan, fake_driver):
-    # the watchdog would wait an hour: only the abandon path can end these children
-    plan = load_plan(write_plan(SMOKE_LIKE.format(timeout=3600)), ["seeds=4"])
+@pytest.mark.parametrize("to_main", [True, False])
+def test_an_abandoned_run_kills_its_children(write_plan, fake_driver, to_main):
+    """Ctrl-C mid-run ends every trial child at once, with nothing recorded. Sent to
+    another thread (as the kernel may deliver it, or landing just before the main
+    thread blocks), the handler runs only once the main thread executes bytecode again:
+    the runner used to block until a trial ended, here after its 30 s watchdog, which
+    judged and reported it before the interrupt was seen."""
+    plan = load_plan(write_plan(SMOKE_LIKE.format(timeout=30)), ["seeds=4"])
     seen: list[int] = []
+    recorded: list[int] = []
     lock = threading.Lock()
 
     def on_line(line):
@@ -161,10 +167,13 @@ def test_an_abandoned_run_kills_its_children(write_plan, fake_driver):
                 seen.append(line["pid"])
                 both_up = len(seen) == 2
             if both_up:  # the user presses Ctrl-C, once
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                target = threading.main_thread().ident if to_main else threading.get_ident()
+                signal.pthread_kill(target, signal.SIGINT)
 
     with pytest.raises(KeyboardInterrupt):
-        run_plan(plan, jobs=2, command=fake_driver("hang"), on_line=on_line)
+        run_plan(plan, jobs=2, command=fake_driver("hang"), on_line=on_line,
+                 on_record=lambda r: recorded.append(r.seed))
+    assert recorded == [], "a trial ran to its watchdog before the interrupt was seen"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(alive(p) for p in seen):
         time.sleep(0.05)
