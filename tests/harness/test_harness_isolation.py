@@ -282,6 +282,7 @@ def test_kill_running_children_only_signals_unreaped_leaders(monkeypatch):
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             isolate.kill_running_children()
+            time.sleep(0.0005)  # leave the lock to the trials now and then
     finally:
         done.set()
         for w in workers:
