@@ -153,6 +153,16 @@ def test_an_abandoned_run_kills_its_children(write_plan, fake_driver, to_main):
     thread blocks), the handler runs only once the main thread executes bytecode again:
     the runner used to block until a trial ended, here after its 30 s watchdog, which
     judged and reported it before the interrupt was seen."""
+    # Python keeps SIGINT ignored if it started so (pytest run in the background by a
+    # non-interactive shell, say): the Ctrl-C being tested needs its default handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _abandon_a_run_of_hung_trials(write_plan, fake_driver, to_main)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _abandon_a_run_of_hung_trials(write_plan, fake_driver, to_main: bool) -> None:
     plan = load_plan(write_plan(SMOKE_LIKE.format(timeout=30)), ["seeds=4"])
     seen: list[int] = []
     recorded: list[int] = []
