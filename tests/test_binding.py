@@ -410,11 +410,11 @@ def test_freed_large_mapping_is_reused_by_a_fitting_block(make_heap: MakeHeap, l
     mapped = heap.stats().mapped_bytes
     heap.free(block)
     assert heap.stats().mapped_bytes == mapped  # kept for reuse, not unmapped
-    again = heap.alloc(MiB - 1000)  # fits the cached mapping (trimmed to its size)
+    again = heap.alloc(MiB - 1000)  # fits the cached mapping
     assert again.address == address
     assert again.unsafe_read(4096, 16) == b"\xab" * 16  # the same pages, not faulted in again
     s = heap.stats()
-    assert s.mapped_bytes <= mapped and s.peak_mapped_bytes == mapped
+    assert s.mapped_bytes == mapped and s.peak_mapped_bytes == mapped
     assert s.live_bytes >= MiB - 1000 and s.large_allocs == 2
     heap.free(again)
     assert heap.validate().clean and heap.events() == []
@@ -446,6 +446,34 @@ def test_a_too_large_or_too_small_mapping_is_not_reused(make_heap: MakeHeap) -> 
     for b in (small, big, fits):
         heap.free(b)
     assert heap.validate().clean
+
+
+@pytest.mark.parametrize("level", ("off", "standard"))
+def test_realloc_grows_into_the_slack_of_a_reused_mapping(make_heap: MakeHeap, level: str) -> None:
+    """A smaller block on a cached mapping keeps the rest of it (bounded): a
+    realloc growing within it stays in place, maps nothing, moves nothing, and
+    the block counts (usable size, live bytes, limit) only what it asked for."""
+    heap = make_heap(level=level)
+    heap.free(heap.alloc(700_000))
+    mapped = heap.stats().mapped_bytes
+    block = heap.alloc(150_000)
+    assert heap.stats().mapped_bytes == mapped  # the cached mapping, not a new one
+    assert block.usable_size < 160_000 and heap.stats().live_bytes < 160_000
+    pattern = bytes(i % 253 for i in range(150_000))
+    block.view[:] = pattern
+    grown = heap.realloc(block, 650_000)
+    assert grown.address == block.address
+    assert bytes(grown.view[:150_000]) == pattern
+    s = heap.stats()
+    assert s.mapped_bytes == mapped and s.peak_mapped_bytes == mapped
+    assert 650_000 <= s.live_bytes < 660_000
+    assert heap.validate().clean
+    if level == "standard":  # the canary moved to the new end
+        grown.unsafe_write(grown.size, b"\x00")
+        with pytest.raises(Corrupted):
+            heap.free(grown)
+    else:
+        heap.free(grown)
 
 
 def test_freed_large_mapping_is_not_reused_at_paranoid(make_heap: MakeHeap) -> None:

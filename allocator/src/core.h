@@ -203,7 +203,7 @@ typedef struct quarantine_entry {
 typedef struct large_entry {
     uintptr_t user;        /* 0 = empty, 1 = tombstone (deleted) */
     uintptr_t map_base;
-    size_t map_len;
+    size_t map_len;        /* may exceed header page + usable: slack of a reused mapping */
     size_t size;           /* requested */
     size_t usable;         /* bytes counted against the limit / live bytes */
     uint32_t site;         /* tracked id */
@@ -219,6 +219,7 @@ typedef struct large_entry {
  * quarantine or guard pages only): oldest first. Bounded by LARGE_CACHE_MAX
  * entries and by the heap's retain_bytes in bytes. */
 #define LARGE_CACHE_MAX 8
+#define LARGE_SLACK_MAX ((size_t)1 << 20) /* a reused mapping may exceed the need by this, or by the need */
 typedef struct large_cached {
     uintptr_t base;
     size_t len;            /* bytes mapped (header page + body) */

@@ -4,7 +4,8 @@
  * validation reads instead of the block. Freed blocks are remembered (bounded) so
  * a double free is named; at paranoid they stay PROT_NONE in a bounded quarantine.
  * Elsewhere (large_reuse) freed mappings wait in a small cache for the next large
- * block, and realloc resizes with mremap: no fresh page faults, no copy.
+ * block that fits (large_fits: a bounded slack is kept with the block), and
+ * realloc grows into that slack or resizes with mremap: no fresh page faults, no copy.
  * Table and cache are under large_lock; heap_describe_fault_address reads the
  * table without.
  */
@@ -155,14 +156,21 @@ static bool large_cache_put(nmm_heap_t *h, uintptr_t base, size_t len)
     return true;
 }
 
-/* Take the smallest cached mapping of need..2*need bytes (at most half of it
- * wasted, and the caller trims that). Large lock held. */
+/* Whether a mapping of len bytes may hold a block that needs need: the slack
+ * beyond it (kept, so a realloc can grow into it without mremap or faults) is
+ * at most need or LARGE_SLACK_MAX, whichever is larger. */
+static bool large_fits(size_t need, size_t len)
+{
+    return len >= need && len - need <= (need > LARGE_SLACK_MAX ? need : LARGE_SLACK_MAX);
+}
+
+/* Take the smallest cached mapping that fits need. Large lock held. */
 static bool large_cache_take(nmm_heap_t *h, size_t need, large_cached_t *out)
 {
     int best = -1;
     for (uint32_t i = 0; i < h->large_cache_count; i++) {
         size_t len = h->large_cache[i].len;
-        if (len >= need && len / 2 <= need && (best < 0 || len < h->large_cache[best].len))
+        if (large_fits(need, len) && (best < 0 || len < h->large_cache[best].len))
             best = (int)i;
     }
     if (best < 0)
@@ -175,28 +183,25 @@ static bool large_cache_take(nmm_heap_t *h, size_t need, large_cached_t *out)
     return true;
 }
 
-/* A mapping of len bytes: from the cache (trimmed to len) or fresh from the OS.
- * Counted as mapped either way on return (a cached one already was). */
-static uint8_t *large_map(nmm_heap_t *h, size_t len, bool *reused)
+/* A mapping of at least *len bytes: from the cache (*len becomes its length)
+ * or fresh from the OS. Counted as mapped either way (a cached one already was). */
+static uint8_t *large_map(nmm_heap_t *h, size_t *len, bool *reused)
 {
     *reused = false;
     if (h->large_reuse) {
         large_cached_t c;
         heap_lock(h, &h->large_lock);
-        bool hit = large_cache_take(h, len, &c);
+        bool hit = large_cache_take(h, *len, &c);
         pthread_mutex_unlock(&h->large_lock);
         if (hit) {
-            if (c.len > len) {
-                os_unmap((uint8_t *)c.base + len, c.len - len);
-                heap_account_mapped(h, -(int64_t)(c.len - len));
-            }
+            *len = c.len;
             *reused = true;
             return (uint8_t *)c.base;
         }
     }
-    uint8_t *base = os_map(h, len);
+    uint8_t *base = os_map(h, *len);
     if (base)
-        heap_account_mapped(h, (int64_t)len);
+        heap_account_mapped(h, (int64_t)*len);
     return base;
 }
 
@@ -232,7 +237,7 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
         }
     }
     bool reused;
-    uint8_t *base = large_map(h, map_len, &reused);
+    uint8_t *base = large_map(h, &map_len, &reused);  /* a cached one may be longer */
     if (!base) {
         if (h->limit)
             __atomic_fetch_sub(&h->limit_used, body, __ATOMIC_RELAXED);
@@ -445,7 +450,9 @@ void *large_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site, bool *
             return NULL;
         }
     }
-    int64_t dmap = (int64_t)map_len - (int64_t)e->map_len;
+    /* Within the mapping's slack bound (large_fits) the block stays where it is:
+     * growing into pages a cached mapping brought costs no mremap and no faults. */
+    int64_t dmap = large_fits(map_len, e->map_len) ? 0 : (int64_t)map_len - (int64_t)e->map_len;
     if (dmap) {
         uint8_t *nb = os_remap((void *)e->map_base, e->map_len, map_len);
         if (!nb) {
@@ -506,8 +513,10 @@ bool large_lookup(nmm_heap_t *h, const void *p, size_t *size, size_t *usable, ui
     if (live) {
         if (size)
             *size = e->size;
-        if (usable)
-            *usable = h->checks ? e->size : large_room(e);
+        if (usable) {  /* the room of a mapping longer than the block counts only its body */
+            size_t room = large_room(e);
+            *usable = h->checks ? e->size : room < e->usable ? room : e->usable;
+        }
         if (site)
             *site = e->site;
     }
