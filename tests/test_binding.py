@@ -8,8 +8,10 @@ import importlib.util
 import json
 import random
 import re
+import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +25,7 @@ import allocator
 from allocator import (
     STATS_FIELDS,
     Block,
+    Corrupted,
     DoubleFree,
     Event,
     Heap,
@@ -378,6 +381,289 @@ def test_contraction_returns_memory_to_the_os(make_heap: MakeHeap) -> None:
     assert s.mapped_bytes < mapped_peak // 4
     # RSS falls back by most of what the blocks took (Python's own objects stay).
     assert after - before < (peak - before) // 2, (before, peak, after)
+
+
+# ------------------------------------------------------------------ large blocks: mapping cache, mremap
+
+MiB = 1 << 20
+
+
+def _is_mapped(address: int) -> bool:
+    """Whether address lies in any mapping of this process (/proc/self/maps)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            if start <= address < end:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("level", ("off", "standard"))
+def test_freed_large_mapping_is_reused_by_a_fitting_block(make_heap: MakeHeap, level: str) -> None:
+    """Below paranoid a freed large block's mapping stays mapped (still counted in
+    mapped_bytes) and the next large block that fits takes it: the same address
+    and the old pages, not fresh zero pages from the kernel."""
+    heap = make_heap(level=level)
+    block = heap.alloc(MiB)
+    address = block.address
+    block.view[:] = b"\xab" * MiB
+    mapped = heap.stats().mapped_bytes
+    heap.free(block)
+    assert heap.stats().mapped_bytes == mapped  # kept for reuse, not unmapped
+    again = heap.alloc(MiB - 1000)  # fits the cached mapping
+    assert again.address == address
+    assert again.unsafe_read(4096, 16) == b"\xab" * 16  # the same pages, not faulted in again
+    s = heap.stats()
+    assert s.mapped_bytes == mapped and s.peak_mapped_bytes == mapped
+    assert s.live_bytes >= MiB - 1000 and s.large_allocs == 2
+    heap.free(again)
+    assert heap.validate().clean and heap.events() == []
+
+
+@pytest.mark.parametrize("level", ("off", "standard"))
+def test_calloc_on_a_reused_large_mapping_is_zeroed(make_heap: MakeHeap, level: str) -> None:
+    heap = make_heap(level=level)
+    block = heap.alloc(2 * MiB)
+    address = block.address
+    block.view[:] = b"\xcd" * (2 * MiB)
+    heap.free(block)
+    zeroed = heap.calloc(4, MiB // 2)
+    assert zeroed.address == address  # reused ...
+    assert bytes(zeroed.view) == bytes(2 * MiB)  # ... and cleared
+    heap.free(zeroed)
+
+
+def test_a_too_large_or_too_small_mapping_is_not_reused(make_heap: MakeHeap) -> None:
+    heap = make_heap(level="standard")
+    block = heap.alloc(4 * MiB)
+    address = block.address
+    heap.free(block)
+    small = heap.alloc(MiB)  # would waste more than half the cached mapping
+    big = heap.alloc(8 * MiB)  # does not fit it
+    assert address not in (small.address, big.address)
+    fits = heap.alloc(3 * MiB)
+    assert fits.address == address
+    for b in (small, big, fits):
+        heap.free(b)
+    assert heap.validate().clean
+
+
+@pytest.mark.parametrize("level", ("off", "standard"))
+def test_realloc_grows_into_the_slack_of_a_reused_mapping(make_heap: MakeHeap, level: str) -> None:
+    """A smaller block on a cached mapping keeps the rest of it (bounded): a
+    realloc growing within it stays in place, maps nothing, moves nothing, and
+    the block counts (usable size, live bytes, limit) only what it asked for."""
+    heap = make_heap(level=level)
+    heap.free(heap.alloc(700_000))
+    mapped = heap.stats().mapped_bytes
+    block = heap.alloc(150_000)
+    assert heap.stats().mapped_bytes == mapped  # the cached mapping, not a new one
+    assert block.usable_size < 160_000 and heap.stats().live_bytes < 160_000
+    pattern = bytes(i % 253 for i in range(150_000))
+    block.view[:] = pattern
+    grown = heap.realloc(block, 650_000)
+    assert grown.address == block.address
+    assert bytes(grown.view[:150_000]) == pattern
+    s = heap.stats()
+    assert s.mapped_bytes == mapped and s.peak_mapped_bytes == mapped
+    assert 650_000 <= s.live_bytes < 660_000
+    assert heap.validate().clean
+    if level == "standard":  # the canary moved to the new end
+        grown.unsafe_write(grown.size, b"\x00")
+        with pytest.raises(Corrupted):
+            heap.free(grown)
+    else:
+        heap.free(grown)
+
+
+def test_freed_large_mapping_is_not_reused_at_paranoid(make_heap: MakeHeap) -> None:
+    """At paranoid the freed mapping stays PROT_NONE in the quarantine: the next
+    block of the same size gets another one."""
+    heap = make_heap(level="paranoid")
+    block = heap.alloc(MiB)
+    mapped = heap.stats().mapped_bytes
+    heap.free(block)
+    assert heap.stats().mapped_bytes == mapped  # quarantined
+    again = heap.alloc(MiB)
+    assert again.address != block.address
+    assert heap.stats().mapped_bytes == 2 * mapped
+    heap.free(again)
+
+
+def test_freed_large_mapping_is_unmapped_with_guard_pages(make_heap: MakeHeap) -> None:
+    heap = make_heap(level="standard", guard_pages=1)
+    base = heap.stats().mapped_bytes
+    block = heap.alloc(MiB)
+    heap.free(block)
+    assert heap.stats().mapped_bytes == base  # unmapped at free, as before
+    assert not _is_mapped(block.address)
+
+
+def test_use_after_free_of_a_large_block_is_still_caught_at_paranoid() -> None:
+    """A large block freed at paranoid stays PROT_NONE even when a block of the
+    same size follows: writing into it is named and kills the process."""
+    code = textwrap.dedent(
+        """
+        from allocator import Heap
+        heap = Heap(level="paranoid")
+        block = heap.alloc(1 << 20)
+        heap.free(block)
+        heap.alloc(1 << 20)
+        print("written", flush=True)
+        block.unsafe_write(100, b"x")
+        print("not reached", flush=True)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == -signal.SIGSEGV, out.stderr
+    assert out.stdout == "written\n"
+    assert re.search(r"^nmm: use after free of large block at 0x[0-9a-f]+ ", out.stderr, re.M), out.stderr
+
+
+@pytest.mark.parametrize("level", ("off", "standard"))
+def test_large_mapping_cache_is_bounded(make_heap: MakeHeap, level: str) -> None:
+    """At most 8 mappings and at most retain_bytes are kept; the rest is unmapped."""
+    heap = make_heap(level=level)
+    base = heap.stats().mapped_bytes
+    blocks = [heap.alloc(200_000 + 4096 * i) for i in range(20)]  # 20 distinct live sizes
+    for b in blocks:
+        heap.free(b)
+    assert heap.stats().mapped_bytes - base <= 8 * (200_000 + 4096 * 20 + 8192)
+    rng = random.Random(7)
+    for _ in range(60):  # many distinct sizes, up to 8 MiB: bounded by retain_bytes (16M)
+        b = heap.alloc(rng.randrange(200_000, 8 * MiB))
+        heap.free(b)
+    assert heap.stats().mapped_bytes - base <= 16 * MiB
+    small = make_heap(level=level, retain_bytes=MiB)
+    base = small.stats().mapped_bytes
+    for n in (300_000, 400_000, 500_000, 2 * MiB):
+        small.free(small.alloc(n))
+    assert small.stats().mapped_bytes - base <= MiB
+    none = make_heap(level=level, retain_bytes=0)
+    base = none.stats().mapped_bytes
+    none.free(none.alloc(MiB))
+    assert none.stats().mapped_bytes == base
+
+
+def test_large_mapping_cache_keeps_rss_bounded(make_heap: MakeHeap) -> None:
+    process = psutil.Process()
+    heap = make_heap(level="standard")
+    rng = random.Random(11)
+    before = process.memory_info().rss
+    for _ in range(80):  # 80 touched blocks of 1-8 MiB, ~360 MB in all
+        n = rng.randrange(MiB, 8 * MiB)
+        b = heap.alloc(n)
+        b.view[:] = bytes(n)  # every page touched
+        heap.free(b)
+    gc.collect()
+    growth = process.memory_info().rss - before
+    assert growth < 48 * MiB, growth  # the cache (16M) plus noise, not the 360 MB
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_heap_close_unmaps_cached_large_mappings(level: str) -> None:
+    heap = Heap(level=level)
+    addresses = []
+    for n in (300_000, MiB, 3 * MiB):
+        b = heap.alloc(n)
+        addresses.append(b.address)
+        heap.free(b)
+    if level != "paranoid":  # cached: still mapped (paranoid: partly quarantined)
+        assert all(_is_mapped(a) for a in addresses)
+    heap.close()
+    assert not any(_is_mapped(a) for a in addresses)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_double_free_of_a_large_block_whose_mapping_was_reused(make_heap: MakeHeap, level: str) -> None:
+    """A cached mapping keeps its free record: freeing it again is a double free;
+    once a new block took the address, that block owns it (as with small blocks)."""
+    heap = make_heap(level=level)
+    address = heap.alloc(MiB).address
+    heap.free(address)
+    with pytest.raises(DoubleFree) as info:
+        heap.free(address)
+    assert info.value.event is not None and info.value.event.address == address
+    with pytest.raises(InvalidPointer) as inside:  # inside the freed mapping: not a block
+        heap.free(address + 8192)
+    assert inside.value.event is not None
+    # Cached or unmapped: no block there (as when it was unmapped at every free);
+    # quarantined (paranoid): inside a known mapping.
+    assert inside.value.event.reason == ("interior" if level == "paranoid" else "wild")
+    again = heap.alloc(MiB)
+    heap.free(again)  # no false positive on the reused address
+    with pytest.raises(DoubleFree):
+        heap.free(again.address)
+    assert [e.kind for e in heap.events()] == ["double_free", "invalid_free", "double_free"]
+    _assert_still_usable(heap)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_large_realloc_keeps_contents_and_canary(make_heap: MakeHeap, level: str) -> None:
+    heap = make_heap(level=level)
+    block = heap.alloc(300_000)
+    pattern = bytes(i % 251 for i in range(300_000))
+    block.view[:] = pattern
+    grown = heap.realloc(block, 5 * MiB)
+    assert block.freed and grown.size == 5 * MiB
+    assert bytes(grown.view[:300_000]) == pattern
+    grown.view[300_000:] = b"\x11" * (5 * MiB - 300_000)  # all of it is writable
+    shrunk = heap.realloc(grown, 200_000)
+    assert bytes(shrunk.view) == pattern[:200_000]
+    assert heap.validate().clean
+    heap.free(shrunk)
+    s = heap.stats()
+    assert s.live_blocks == 0 and s.live_bytes == 0 and s.allocs == s.frees
+    assert heap.events() == []
+    if level == "off":
+        return
+    # The canary sits at the new end: one byte past it is an overflow.
+    block = heap.alloc(300_000)
+    grown = heap.realloc(block, 3 * MiB + 5)
+    grown.unsafe_write(grown.size, b"\x00")
+    with pytest.raises(Corrupted) as info:
+        heap.free(grown)
+    assert info.value.event is not None and info.value.event.kind == "overflow"
+    assert info.value.event.address == grown.address
+
+
+def test_large_realloc_resizes_the_mapping_instead_of_copying(make_heap: MakeHeap) -> None:
+    """Below paranoid, growing a large block never holds the old and the new
+    block at once (allocate-copy-free would: peak >= old + new)."""
+    heap = make_heap(level="standard")
+    block = heap.alloc(4 * MiB)
+    block.view[:] = b"\x5a" * (4 * MiB)
+    grown = heap.realloc(block, 8 * MiB)
+    assert bytes(grown.view[: 4 * MiB]) == b"\x5a" * (4 * MiB)
+    s = heap.stats()
+    assert s.peak_bytes < 9 * MiB and s.peak_mapped_bytes < 9 * MiB, s
+    assert s.live_blocks == 1 and s.live_bytes >= 8 * MiB
+    heap.free(grown)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_large_realloc_past_the_limit_fails_and_keeps_the_block(make_heap: MakeHeap, level: str) -> None:
+    heap = make_heap(level=level, limit_bytes=4 * MiB)
+    block = heap.alloc(2 * MiB)
+    block.view[:] = b"\x77" * (2 * MiB)
+    before = heap.stats()
+    with pytest.raises(OutOfMemory):
+        heap.realloc(block, 8 * MiB)
+    after = heap.stats()
+    assert not block.freed and bytes(block.view) == b"\x77" * (2 * MiB)
+    assert after.alloc_failures == before.alloc_failures + 1
+    assert after.live_bytes == before.live_bytes
+    if level == "paranoid":  # allocate-copy-free: old and new together must fit
+        heap.free(block)
+    else:  # resized in place: only the new size counts
+        grown = heap.realloc(block, 3 * MiB)
+        assert bytes(grown.view[: 2 * MiB]) == b"\x77" * (2 * MiB)
+        with pytest.raises(OutOfMemory):  # the limit counts the grown block
+            heap.alloc(2 * MiB)
+        heap.free(grown)
+    assert heap.stats().live_bytes == 0
+    heap.free(heap.alloc(3 * MiB))  # all of it is available again
+    assert heap.validate().clean and heap.events() == []
 
 
 # ------------------------------------------------------------------ threads

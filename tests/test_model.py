@@ -25,6 +25,8 @@ SIZES = st.one_of(
     st.integers(0, 256),
     st.integers(257, 9000),
     st.integers(9000, 150_000),
+    # large blocks (above the 128 KiB class): mapping reuse, realloc by mremap
+    st.integers(131_000, 1_200_000),
 )
 ALIGNMENTS = st.sampled_from([16, 32, 64, 128, 256, 1024, 4096])
 
@@ -51,8 +53,10 @@ class HeapMachine(RuleBasedStateMachine):
         self.fill = 0
 
     def _pattern(self, size: int) -> bytearray:
+        """(fill + i) % 256 for i < size."""
         self.fill = (self.fill + 37) % 251 + 1
-        return bytearray((self.fill + i) % 256 for i in range(size))
+        cycle = bytes(range(256))
+        return bytearray((cycle * (size // 256 + 2))[self.fill : self.fill + size])
 
     def _adopt(self, block: Block, content: bytearray | None = None) -> Block:
         assert block.address % 16 == 0
@@ -70,7 +74,11 @@ class HeapMachine(RuleBasedStateMachine):
         assert block.size == size
         return self._adopt(block)
 
-    @rule(target=blocks, count=st.integers(0, 64), size=st.integers(0, 2048))
+    @rule(
+        target=blocks,
+        count=st.integers(0, 64),
+        size=st.one_of(st.integers(0, 2048), st.integers(2048, 16_384)),  # up to 1 MiB: large
+    )
     def calloc(self, count: int, size: int) -> Block:
         block = self.heap.calloc(count, size)
         self.allocations += 1

@@ -73,7 +73,10 @@ typedef struct nmm_config {
     nmm_level_t level;          /* detection level; default NMM_LEVEL_OFF */
     nmm_policy_t policy;        /* what a detection does; default NMM_POLICY_RECORD */
     uint64_t limit_bytes;       /* cap on bytes handed out (usable sizes); 0 = no limit */
-    uint64_t retain_bytes;      /* empty-slab bytes kept before returning slabs to the OS */
+    uint64_t retain_bytes;      /* empty-slab bytes kept before returning slabs to the OS; also,
+                                 * separately, the bytes of freed large mappings kept (at most
+                                 * 8, oldest unmapped first) for reuse by the next large block,
+                                 * except at paranoid or with guard pages; 0 = keep none */
     uint64_t quarantine_bytes;  /* paranoid: freed bytes held back before reuse; default 4 MiB */
     uint64_t sweep_every_ops;   /* paranoid: full integrity sweep every N ops; 0 = never */
     uint32_t guard_pages;       /* 1 = guard page after each large block (nmm_config_parse: on

@@ -753,9 +753,13 @@ void *nmm_calloc(nmm_heap_t *h, size_t count, size_t size, nmm_site_t site)
     if (__builtin_mul_overflow(count, size, &total))
         return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
     void *p = nmm_alloc(h, total, site);
-    /* Large blocks are fresh mappings, already zero. */
-    if (p && total + h->user_off + 1 <= CORE_SMALL_MAX)
+    if (!p)
+        return p;
+    /* Fresh large mappings are already zero; a cached one is zeroed. */
+    if ((uintptr_t)p - h->base < h->region_size)
         memset(p, 0, total);
+    else
+        large_zero_reused(h, p, total);
     return p;
 }
 
@@ -794,6 +798,16 @@ void *nmm_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site)
         if (h->checks)
             detect_write_canary(h, p, size, bi.room);
         return p;
+    }
+    /* Large to large: mremap, no copy and no fresh pages (where reuse is allowed). */
+    if (bi.large && size <= ((size_t)1 << 46) &&
+        sizeclass_of(size + h->user_off + (h->checks ? CORE_CANARY : 0)) < 0) {
+        bool fallback;
+        void *q = large_realloc(h, p, size, site, &fallback);
+        if (q)
+            return q;
+        if (!fallback)
+            return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
     }
     void *q = nmm_alloc(h, size, site);
     if (!q)

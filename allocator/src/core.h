@@ -203,16 +203,27 @@ typedef struct quarantine_entry {
 typedef struct large_entry {
     uintptr_t user;        /* 0 = empty, 1 = tombstone (deleted) */
     uintptr_t map_base;
-    size_t map_len;
+    size_t map_len;        /* may exceed header page + usable: slack of a reused mapping */
     size_t size;           /* requested */
     size_t usable;         /* bytes counted against the limit / live bytes */
     uint32_t site;         /* tracked id */
     uint32_t free_site;
     uint8_t state;         /* BS_LIVE/BS_LIVE_BAD, BS_FREE (unmapped, remembered), BS_QUARANTINE (PROT_NONE) */
     uint8_t guard;         /* a guard page follows the block end */
-    uint16_t pad;
+    uint8_t reused;        /* live block on a mapping taken from the cache: not zero-filled */
+    uint8_t pad;
     uint32_t seq;          /* free order, for the quarantine FIFO */
 } large_entry_t;
+
+/* Freed large mappings kept mapped for reuse (levels without PROT_NONE
+ * quarantine or guard pages only): oldest first. Bounded by LARGE_CACHE_MAX
+ * entries and by the heap's retain_bytes in bytes. */
+#define LARGE_CACHE_MAX 8
+#define LARGE_SLACK_MAX ((size_t)1 << 20) /* a reused mapping may exceed the need by this, or by the need */
+typedef struct large_cached {
+    uintptr_t base;
+    size_t len;            /* bytes mapped (header page + body) */
+} large_cached_t;
 
 /* ------------------------------------------------------------------ heap.c */
 
@@ -266,6 +277,10 @@ struct nmm_heap {
     size_t large_quar_count;
     uint64_t large_quar_bytes;
     uint32_t large_seq;
+    uint8_t large_reuse;         /* read-only: freed mappings may be cached and mremap used */
+    uint32_t large_cache_count;  /* large lock: entries in large_cache */
+    uint64_t large_cache_bytes;  /* large lock: their mapped bytes (also in mapped_bytes) */
+    large_cached_t large_cache[LARGE_CACHE_MAX]; /* large lock: oldest first */
 
     /* quarantine (paranoid) */
     pthread_mutex_t quar_lock;
@@ -461,6 +476,14 @@ void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cach
 bool large_init(nmm_heap_t *h);
 void large_destroy(nmm_heap_t *h);
 void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id);
+/* calloc of a large block: zero it if its mapping came from the cache. */
+void large_zero_reused(nmm_heap_t *h, void *p, size_t size);
+/* Resize a live large block to another large size with mremap. Returns the
+ * block (maybe moved), NULL with *fallback false when the limit refuses
+ * (nothing changed), or NULL with *fallback true when the caller must take the
+ * allocate-copy-free path (reuse off, block damaged, fail points armed, mremap
+ * refused). */
+void *large_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site, bool *fallback);
 /* Free path for pointers outside the slab region: NMM_OK, or a status after a report.
  * Returns -1 when the pointer is not known to this heap. */
 int large_free(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call);
@@ -652,6 +675,8 @@ void *os_reserve(size_t bytes);                    /* PROT_NONE, not committed *
 bool os_commit(void *addr, size_t bytes);          /* make RW */
 void os_decommit(void *addr, size_t bytes);        /* give pages back, keep RW */
 bool os_protect_none(void *addr, size_t bytes);
+/* mremap(MREMAP_MAYMOVE): the mapping's new address, NULL when refused (the old one intact). */
+void *os_remap(void *addr, size_t old_bytes, size_t new_bytes);
 void os_random(void *buf, size_t n);
 
 #endif /* NMM_CORE_H */

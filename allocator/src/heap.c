@@ -171,6 +171,9 @@ static void heap_derive(nmm_heap_t *h)
     h->has_hdr = h->checks || h->tracking;
     h->user_off = h->has_hdr ? CORE_HDR : 0;
     h->guard = c->guard_pages == 1; /* options.c turns it on for level=paranoid unless guard= is given */
+    /* Freed large mappings stay mapped for reuse, and realloc mremaps, only
+     * where detection does not need a freed mapping gone (quarantine, guard). */
+    h->large_reuse = !h->paranoid && !h->guard;
     /* Paranoid keeps caches (with a per-thread quarantine) unless periodic sweeps
      * are on: a sweep under load needs every state change under a class lock. */
     h->use_cache = c->thread_cache != 0 && !(h->paranoid && c->sweep_every_ops);

@@ -3,7 +3,11 @@
  * page), and an out-of-band table (open addressing by user address) that
  * validation reads instead of the block. Freed blocks are remembered (bounded) so
  * a double free is named; at paranoid they stay PROT_NONE in a bounded quarantine.
- * The table is under large_lock; heap_describe_fault_address reads it without.
+ * Elsewhere (large_reuse) freed mappings wait in a small cache for the next large
+ * block that fits (large_fits: a bounded slack is kept with the block), and
+ * realloc grows into that slack or resizes with mremap: no fresh page faults, no copy.
+ * Table and cache are under large_lock; heap_describe_fault_address reads the
+ * table without.
  */
 #include "core.h"
 
@@ -33,6 +37,10 @@ static size_t large_room(const large_entry_t *e)
 
 void large_destroy(nmm_heap_t *h)
 {
+    for (uint32_t i = 0; i < h->large_cache_count; i++)
+        os_unmap((void *)h->large_cache[i].base, h->large_cache[i].len);
+    h->large_cache_count = 0;
+    h->large_cache_bytes = 0;
     for (size_t i = 0; i < h->large_cap; i++) {
         large_entry_t *e = &h->large_tab[i];
         if (e->user > LARGE_TOMB && e->state != BS_FREE)
@@ -120,6 +128,85 @@ static large_entry_t *large_insert(nmm_heap_t *h, uintptr_t user)
     return e;
 }
 
+/* ------------------------------------------------------------------ mapping cache */
+
+/* Unmap the oldest cached mapping. Large lock held. */
+static void large_cache_evict_oldest(nmm_heap_t *h)
+{
+    large_cached_t c = h->large_cache[0];
+    h->large_cache_count--;
+    memmove(&h->large_cache[0], &h->large_cache[1], h->large_cache_count * sizeof c);
+    h->large_cache_bytes -= c.len;
+    os_unmap((void *)c.base, c.len);
+    heap_account_mapped(h, -(int64_t)c.len);
+}
+
+/* Keep an intact block's freed mapping (still counted as mapped) instead of
+ * unmapping it, evicting the oldest beyond LARGE_CACHE_MAX entries or
+ * retain_bytes. False when it cannot be kept. Large lock held. */
+static bool large_cache_put(nmm_heap_t *h, uintptr_t base, size_t len)
+{
+    if (!h->large_reuse || len > h->cfg.retain_bytes)
+        return false;
+    while (h->large_cache_count == LARGE_CACHE_MAX ||
+           (h->large_cache_count && h->large_cache_bytes + len > h->cfg.retain_bytes))
+        large_cache_evict_oldest(h);
+    h->large_cache[h->large_cache_count++] = (large_cached_t){base, len};
+    h->large_cache_bytes += len;
+    return true;
+}
+
+/* Whether a mapping of len bytes may hold a block that needs need: the slack
+ * beyond it (kept, so a realloc can grow into it without mremap or faults) is
+ * at most need or LARGE_SLACK_MAX, whichever is larger. */
+static bool large_fits(size_t need, size_t len)
+{
+    return len >= need && len - need <= (need > LARGE_SLACK_MAX ? need : LARGE_SLACK_MAX);
+}
+
+/* Take the smallest cached mapping that fits need. Large lock held. */
+static bool large_cache_take(nmm_heap_t *h, size_t need, large_cached_t *out)
+{
+    int best = -1;
+    for (uint32_t i = 0; i < h->large_cache_count; i++) {
+        size_t len = h->large_cache[i].len;
+        if (large_fits(need, len) && (best < 0 || len < h->large_cache[best].len))
+            best = (int)i;
+    }
+    if (best < 0)
+        return false;
+    *out = h->large_cache[best];
+    h->large_cache_count--;
+    memmove(&h->large_cache[best], &h->large_cache[best + 1],
+            (h->large_cache_count - (uint32_t)best) * sizeof *out);
+    h->large_cache_bytes -= out->len;
+    return true;
+}
+
+/* A mapping of at least *len bytes: from the cache (*len becomes its length)
+ * or fresh from the OS. Counted as mapped either way (a cached one already was). */
+static uint8_t *large_map(nmm_heap_t *h, size_t *len, bool *reused)
+{
+    *reused = false;
+    if (h->large_reuse) {
+        large_cached_t c;
+        heap_lock(h, &h->large_lock);
+        bool hit = large_cache_take(h, *len, &c);
+        pthread_mutex_unlock(&h->large_lock);
+        if (hit) {
+            *len = c.len;
+            *reused = true;
+            return (uint8_t *)c.base;
+        }
+    }
+    uint8_t *base = os_map(h, *len);
+    if (base)
+        heap_account_mapped(h, (int64_t)*len);
+    return base;
+}
+
+/* ------------------------------------------------------------------ alloc / free */
+
 void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
 {
     size_t page = os_page_size();
@@ -134,6 +221,8 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
     if (body == 0)
         body = page;
     size_t map_len = pre + body + guard;
+    /* Before the cache: large.map fails a large request whether or not a
+     * cached mapping would have served it (os.map only fails real mmaps). */
     if (unlikely(heap_failpoints_armed(h)) && failpoint_should_fail(h, FP_LARGE_MAP, size)) {
         __atomic_fetch_add(&h->injected_failures, 1, __ATOMIC_RELAXED);
         errno = ENOMEM;
@@ -147,7 +236,8 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
             return NULL;
         }
     }
-    uint8_t *base = os_map(h, map_len);
+    bool reused;
+    uint8_t *base = large_map(h, &map_len, &reused);  /* a cached one may be longer */
     if (!base) {
         if (h->limit)
             __atomic_fetch_sub(&h->limit_used, body, __ATOMIC_RELAXED);
@@ -176,6 +266,7 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
     if (!e) {
         pthread_mutex_unlock(&h->large_lock);
         os_unmap(base, map_len);
+        heap_account_mapped(h, -(int64_t)map_len);
         if (h->limit)
             __atomic_fetch_sub(&h->limit_used, body, __ATOMIC_RELAXED);
         errno = ENOMEM;
@@ -188,13 +279,13 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
     e->site = site_id;
     e->free_site = 0;
     e->guard = guard != 0;
+    e->reused = reused;
     e->seq = 0;
     __atomic_store_n(&e->state, BS_LIVE, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&h->large_lock);
     NMM_YIELD("large.unlock");
     __atomic_fetch_add(&h->large_allocs, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&h->large_live_bytes, body, __ATOMIC_RELAXED);
-    heap_account_mapped(h, (int64_t)map_len);
     heap_account_live(h, (int64_t)body);
     return h->checks ? user : user;
 }
@@ -275,8 +366,12 @@ int large_free(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call)
         h->large_quar_count++;
         large_quarantine_trim(h);
     } else {
-        os_unmap((void *)e->map_base, e->map_len);
-        heap_account_mapped(h, -(int64_t)e->map_len);
+        /* A damaged block's mapping is not reused (as a damaged slab block is retired).
+         * The free record stays either way: a reuse of the address overwrites it. */
+        if (kind != NMM_EV_NONE || quietly_bad || !large_cache_put(h, e->map_base, e->map_len)) {
+            os_unmap((void *)e->map_base, e->map_len);
+            heap_account_mapped(h, -(int64_t)e->map_len);
+        }
         __atomic_store_n(&e->state, BS_FREE, __ATOMIC_RELEASE);
         h->large_freed_records++;
         if (h->large_freed_records > LARGE_FREED_MAX)
@@ -295,6 +390,121 @@ int large_free(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call)
     return NMM_OK;
 }
 
+void large_zero_reused(nmm_heap_t *h, void *p, size_t size)
+{
+    if (!h->large_reuse)
+        return;  /* every mapping is fresh, already zero */
+    heap_lock(h, &h->large_lock);
+    large_entry_t *e = large_find(h, (uintptr_t)p);
+    bool dirty = e && e->state == BS_LIVE && e->reused;
+    if (dirty)
+        e->reused = 0;
+    pthread_mutex_unlock(&h->large_lock);
+    if (dirty)
+        memset(p, 0, size);
+}
+
+/* Room for one more insert without growing the table, so an insert after an
+ * mremap cannot fail. Large lock held. */
+static bool large_reserve(nmm_heap_t *h)
+{
+    if ((h->large_used + h->large_tombs + 1) * 4 <= h->large_cap * 3)
+        return true;
+    if (h->large_freed_records > h->large_used / 2)
+        large_forget_freed(h);
+    return large_grow(h);
+}
+
+void *large_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site, bool *fallback)
+{
+    *fallback = true;
+    if (!h->large_reuse || heap_failpoints_armed(h) || size > ((size_t)1 << 46))
+        return NULL;  /* fail points see the allocate-copy-free path they expect */
+    size_t page = os_page_size();
+    size_t pre = h->has_hdr ? page : 0;
+    size_t canary = h->checks ? CORE_CANARY : 0;
+    size_t body = (size + canary + page - 1) & ~(page - 1);
+    size_t map_len = pre + body;
+
+    heap_lock(h, &h->large_lock);
+    if (!large_reserve(h))
+        goto unlock;
+    large_entry_t *e = large_find(h, (uintptr_t)p);
+    if (!e || e->state != BS_LIVE || e->guard)
+        goto unlock;
+    if (h->checks) {  /* a damaged block takes the old path: its free reports it */
+        uint32_t detail;
+        size_t sz;
+        bool has_site;
+        if (detect_check_block(h, (uint8_t *)p, large_room(e), e->size, &detail, &sz, &has_site) !=
+            NMM_EV_NONE)
+            goto unlock;
+    }
+    int64_t delta = (int64_t)body - (int64_t)e->usable;
+    if (h->limit && delta > 0) {
+        uint64_t used = __atomic_add_fetch(&h->limit_used, (uint64_t)delta, __ATOMIC_RELAXED);
+        if (used > h->limit) {
+            __atomic_fetch_sub(&h->limit_used, (uint64_t)delta, __ATOMIC_RELAXED);
+            pthread_mutex_unlock(&h->large_lock);
+            *fallback = false;  /* the old block stays as it was */
+            return NULL;
+        }
+    }
+    /* Within the mapping's slack bound (large_fits) the block stays where it is:
+     * growing into pages a cached mapping brought costs no mremap and no faults. */
+    int64_t dmap = large_fits(map_len, e->map_len) ? 0 : (int64_t)map_len - (int64_t)e->map_len;
+    if (dmap) {
+        uint8_t *nb = os_remap((void *)e->map_base, e->map_len, map_len);
+        if (!nb) {
+            if (h->limit && delta > 0)
+                __atomic_fetch_sub(&h->limit_used, (uint64_t)delta, __ATOMIC_RELAXED);
+            goto unlock;
+        }
+        uintptr_t user = (uintptr_t)nb + pre;
+        if (user != e->user) {
+            /* Moved: the old address is remembered as freed (a later free of it
+             * is a double free, as after allocate-copy-free), the block gets
+             * an entry at its new address (reserved above: cannot fail). */
+            large_entry_t moved = *e;
+            e->free_site = site;
+            __atomic_store_n(&e->state, BS_FREE, __ATOMIC_RELEASE);
+            h->large_freed_records++;
+            large_entry_t *n = large_insert(h, user);
+            *n = moved;
+            n->user = user;
+            e = n;
+        }
+        e->map_base = (uintptr_t)nb;
+        e->map_len = map_len;
+    }
+    uint8_t *user = (uint8_t *)e->user;
+    e->size = size;
+    e->usable = body;
+    /* The header's check and the canary are keyed by the address and the size. */
+    if (h->has_hdr)
+        detect_write_header(h, user, size, false);
+    if (h->checks)
+        detect_write_canary(h, user, size, large_room(e));
+    if (h->large_freed_records > LARGE_FREED_MAX)
+        large_forget_freed(h);
+    pthread_mutex_unlock(&h->large_lock);
+    if (h->limit && delta < 0)
+        __atomic_fetch_sub(&h->limit_used, (uint64_t)-delta, __ATOMIC_RELAXED);
+    /* Counted as the allocate-copy-free it replaces: one alloc, one free. */
+    __atomic_fetch_add(&h->large_allocs, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->large_frees, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->large_live_bytes, (uint64_t)delta, __ATOMIC_RELAXED);
+    heap_account_live(h, delta);
+    if (dmap)
+        heap_account_mapped(h, dmap);
+    *fallback = false;
+    return user;
+
+unlock:
+    pthread_mutex_unlock(&h->large_lock);
+    return NULL;
+}
+
 bool large_lookup(nmm_heap_t *h, const void *p, size_t *size, size_t *usable, uint32_t *site)
 {
     heap_lock(h, &h->large_lock);
@@ -303,8 +513,10 @@ bool large_lookup(nmm_heap_t *h, const void *p, size_t *size, size_t *usable, ui
     if (live) {
         if (size)
             *size = e->size;
-        if (usable)
-            *usable = h->checks ? e->size : large_room(e);
+        if (usable) {  /* the room of a mapping longer than the block counts only its body */
+            size_t room = large_room(e);
+            *usable = h->checks ? e->size : room < e->usable ? room : e->usable;
+        }
         if (site)
             *site = e->site;
     }

@@ -1,5 +1,5 @@
 /* os.c — the only file that talks to the kernel for memory: mmap, munmap, madvise,
- * mprotect, getrandom, gettid. Must not allocate or take locks (os_map consults the
+ * mremap, mprotect, getrandom, gettid. Must not allocate or take locks (os_map consults the
  * heap's "os.map" fail point, which is lock-free when disarmed). Any thread.
  */
 #define _GNU_SOURCE
@@ -51,6 +51,12 @@ void os_unmap(void *addr, size_t bytes)
 {
     if (addr && bytes)
         munmap(addr, bytes);
+}
+
+void *os_remap(void *addr, size_t old_bytes, size_t new_bytes)
+{
+    void *p = mremap(addr, old_bytes, new_bytes, MREMAP_MAYMOVE);
+    return p == MAP_FAILED ? NULL : p;
 }
 
 void *os_reserve(size_t bytes)
