@@ -341,3 +341,16 @@ def test_fast_stack_walk_matches_the_unwinder(tmp_path: Path) -> None:
     assert disagree == 0, out.stdout
     # 24 recursions, then each of qsort's >= 5 comparisons checks twice
     assert declined == 0 and agree >= 24 + 2 * 5, out.stdout
+
+
+@pytest.mark.parametrize("level", ["off", "standard"])
+def test_a_large_realloc_carries_the_realloc_site(make_heap, level: str) -> None:
+    """Large-to-large realloc may resize in place (mremap) where tracking is off; with
+    tracking the block must still be attributed to the realloc's line, as after the
+    allocate-copy-free it stands for."""
+    heap = make_heap(level=level, tracking=True, stacks=0)
+    block = heap.alloc(300_000)
+    block = heap.realloc(block, 3 << 20)  # site-large-realloc
+    (group,) = heap.leaks()["groups"]
+    assert (group["line"], group["count"], group["bytes"]) == (
+        _line_of("site-large-realloc"), 1, 3 << 20)

@@ -799,8 +799,10 @@ void *nmm_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site)
             detect_write_canary(h, p, size, bi.room);
         return p;
     }
-    /* Large to large: mremap, no copy and no fresh pages (where reuse is allowed). */
-    if (bi.large && size <= ((size_t)1 << 46) &&
+    /* Large to large: mremap, no copy and no fresh pages (where reuse is allowed).
+     * Not when tracking: the block must take the realloc's site and sampled stack,
+     * as the allocate-copy-free path gives it. */
+    if (bi.large && !h->tracking && size <= ((size_t)1 << 46) &&
         sizeclass_of(size + h->user_off + (h->checks ? CORE_CANARY : 0)) < 0) {
         bool fallback;
         void *q = large_realloc(h, p, size, site, &fallback);
