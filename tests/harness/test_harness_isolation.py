@@ -163,8 +163,15 @@ def test_an_abandoned_run_kills_its_children(write_plan, fake_driver):
             if both_up:  # the user presses Ctrl-C, once
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
-    with pytest.raises(KeyboardInterrupt):
-        run_plan(plan, jobs=2, command=fake_driver("hang"), on_line=on_line)
+    # Ctrl-C is KeyboardInterrupt only under Python's own SIGINT handler, which it does
+    # not install when started with SIGINT ignored (nohup, a script's `cmd &`, a CI
+    # step): the signal would then be lost and the run would wait out the plan's hour.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_plan(plan, jobs=2, command=fake_driver("hang"), on_line=on_line)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(alive(p) for p in seen):
         time.sleep(0.05)
