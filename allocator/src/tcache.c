@@ -283,23 +283,25 @@ void tcache_fork_child(void)
  * one high per alloc under way (counted before its count moved): never low,
  * never negative. An owner stalled inside the books makes the reader give up
  * after a while; live then errs low (never a peak that was not), and frees are
- * clamped at 0 so nothing wraps. */
-static void tbin_read(const tcache_t *tc, const tbin_t *bin, uint64_t *allocs, uint64_t *frees,
-                      uint32_t *count)
+ * clamped at 0 so nothing wraps. With wait false it reads once (no waiting).
+ * Returns whether the read was steady. */
+static bool tbin_read(const tcache_t *tc, const tbin_t *bin, uint64_t *allocs, uint64_t *frees,
+                      uint32_t *count, bool wait)
 {
     uint64_t a;
     uint32_t n;
     int64_t sup;
-    for (int tries = 0;; tries++) {
-        if (tries >= 16)
+    bool steady;
+    for (int tries = wait ? 0 : 80;; tries++) {
+        if (tries >= 16 && wait)
             sched_yield();  /* the owner may be preempted inside the books */
         uint32_t seq = __atomic_load_n(&tc->books, __ATOMIC_ACQUIRE);
         n = __atomic_load_n(&bin->count, __ATOMIC_ACQUIRE);
         a = __atomic_load_n(&bin->allocs, __ATOMIC_RELAXED);
         sup = __atomic_load_n(&bin->supplied, __ATOMIC_RELAXED);
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        bool steady = !(seq & 1) && __atomic_load_n(&bin->count, __ATOMIC_RELAXED) == n &&
-                      __atomic_load_n(&tc->books, __ATOMIC_RELAXED) == seq;
+        steady = !(seq & 1) && __atomic_load_n(&bin->count, __ATOMIC_RELAXED) == n &&
+                 __atomic_load_n(&tc->books, __ATOMIC_RELAXED) == seq;
         /* giving up (an owner stalled inside the books, or one that never
          * pauses): each multi-field update moves live down first, so what is
          * read errs towards fewer live blocks (more frees), clamped below */
@@ -312,6 +314,7 @@ static void tbin_read(const tcache_t *tc, const tbin_t *bin, uint64_t *allocs, u
     *allocs = a;
     *frees = f > 0 ? (uint64_t)f : 0;
     *count = n;
+    return steady;
 }
 
 void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cached,
@@ -323,10 +326,16 @@ void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cach
         tcache_t *tc = __atomic_load_n(&ts->caches[h->slot], __ATOMIC_ACQUIRE);
         if (!tc || __atomic_load_n(&tc->heap, __ATOMIC_RELAXED) != h)
             continue;
+        /* The books are the cache's, not a bin's: once its owner has kept them open
+         * through one bin's whole wait, the other bins would wait out the same stall
+         * (64 sched_yields each, every one a time slice of another thread on a busy
+         * machine: minutes per read), so they are read once. */
+        bool wait = true;
         for (int c = 0; c < CORE_CLASSES; c++) {
             uint64_t a, f;
             uint32_t n;
-            tbin_read(tc, &tc->bins[c], &a, &f, &n);
+            if (!tbin_read(tc, &tc->bins[c], &a, &f, &n, wait))
+                wait = false;
             if (cached_allocs)
                 *cached_allocs += a;
             if (allocs)

@@ -303,6 +303,12 @@ def test_driver_dies_with_a_runner_killed_by_sigkill(write_plan):
                        if "nmm-driver" in " ".join(p.cmdline())]
             time.sleep(0.05)
         assert drivers, "the runner never started the driver"
+        # The driver arms its parent-death signal before it starts its workers. Found by
+        # its command line it may still be the runner's fork before exec, or in ld.so: a
+        # process stopped there never arms it and outlives the runner for that reason.
+        while time.monotonic() < deadline and any(p.num_threads() < 2 for p in drivers):
+            time.sleep(0.01)
+        assert all(p.num_threads() >= 2 for p in drivers), "the driver's workers never ran"
         # a stopped driver stands for a hung one: it writes nothing, so it is not
         # ended by SIGPIPE on its progress lines once the runner's pipe is gone
         for proc in drivers:

@@ -3,6 +3,7 @@ output and parallel trials are classified and never take the run down."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -126,13 +127,22 @@ def test_run_child_kills_the_whole_process_group_on_timeout():
     # The watchdog must fire after the grandchild exists, so the timeout has to
     # outlast an interpreter start-up and a fork: on a loaded machine that can take
     # more than a second, and then the run is repeated with a longer timeout.
+    started: list[psutil.Process] = []
+
+    def on_line(line):
+        # taken while the grandchild sleeps: alive() then tells it from a process that
+        # gets its pid once it is killed and reaped
+        if line.get("type") == "start":
+            with contextlib.suppress(psutil.NoSuchProcess):
+                started.append(psutil.Process(line["pid"]))
+
     for timeout_s in (1.0, 4.0, 16.0):
-        obs = run_child([sys.executable, "-c", code], timeout_s)
+        obs = run_child([sys.executable, "-c", code], timeout_s, on_line=on_line)
         assert obs.timed_out
-        if obs.start is not None:
+        if started:
             break
-    assert obs.start is not None, "the child never started its grandchild"
-    grandchild = obs.start["pid"]
+    assert started, "the child never started its grandchild"
+    (grandchild,) = started
     deadline = time.monotonic() + 10  # SIGKILL is delivered asynchronously
     while time.monotonic() < deadline and alive(grandchild):
         time.sleep(0.02)
@@ -164,7 +174,7 @@ def test_an_abandoned_run_kills_its_children(write_plan, fake_driver, to_main):
 
 def _abandon_a_run_of_hung_trials(write_plan, fake_driver, to_main: bool) -> None:
     plan = load_plan(write_plan(SMOKE_LIKE.format(timeout=30)), ["seeds=4"])
-    seen: list[int] = []
+    seen: list[psutil.Process] = []
     recorded: list[int] = []
     lock = threading.Lock()
 
@@ -174,7 +184,7 @@ def _abandon_a_run_of_hung_trials(write_plan, fake_driver, to_main: bool) -> Non
             # or both can see two children up and press Ctrl-C twice (the second
             # KeyboardInterrupt can land outside pytest.raises and end the session).
             with lock:
-                seen.append(line["pid"])
+                seen.append(psutil.Process(line["pid"]))  # hung: alive until the kill
                 both_up = len(seen) == 2
             if both_up:  # the user presses Ctrl-C, once
                 target = threading.main_thread().ident if to_main else threading.get_ident()
