@@ -30,6 +30,8 @@ STDERR_TAIL_BYTES = 8192
 MAX_EVENTS_KEPT = 4096
 #: seconds between psutil samples of the child (doubled each time the series is thinned)
 SAMPLE_INTERVAL_S = 0.05
+#: longest wait, after a trial's group is killed, for its output to be read to the end
+READER_DRAIN_S = 60.0
 #: samples kept per trial: past this, every other one is dropped and the interval doubles
 MAX_SAMPLES = 1024
 
@@ -252,8 +254,11 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
         proc.wait()
     finally:
         watch.close()
+    # the group is dead, so the pipes reach EOF once drained; the bound is only for a
+    # grandchild that left the group (setsid) and still holds them. A short one here
+    # cut off a reader still parsing a long stream on a loaded machine: lost events.
     for reader in readers:
-        reader.join(timeout=5.0)
+        reader.join(timeout=READER_DRAIN_S)
     proc.stdout.close()
     proc.stderr.close()
     code = proc.returncode

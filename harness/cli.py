@@ -117,19 +117,8 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
         # the plan's name is free text: keep it from adding directories (a/b, ..) to the path
         safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", plan.name).strip(".") or "plan"
-        run_id = f"{stamp}-{safe_name}-{os.getpid()}"
-        run_dir = Path(out) / run_id
-        try:
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            for n in itertools.count(2):  # never join another run's journal
-                try:
-                    run_dir.mkdir()
-                    break
-                except FileExistsError:
-                    run_id = f"{stamp}-{safe_name}-{os.getpid()}-{n}"
-                    run_dir = Path(out) / run_id
-        except OSError as exc:
-            raise _Failed(f"--out {out}: cannot create {run_dir}: {exc.strerror}") from None
+        run_dir = _new_run_dir(Path(out), f"{stamp}-{safe_name}-{os.getpid()}")
+        run_id = run_dir.name
     err = Console(stderr=True, soft_wrap=True)  # a resume command must stay one line
     journal = Journal(run_dir / JOURNAL_NAME)
     for warning in journal.warnings:
@@ -196,6 +185,23 @@ def _stop_signals() -> Iterator[None]:
         if not fired:  # a stopped run keeps ignoring them until the process exits
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _new_run_dir(out: Path, run_id: str) -> Path:
+    """Create ``out/run_id``, or ``out/run_id-2``, ``-3``... if taken: a run never joins
+    another run's journal (two runs in one second under a reused pid would have)."""
+    run_dir = out / run_id
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(2):
+            try:
+                run_dir.mkdir()
+                return run_dir
+            except FileExistsError:
+                run_dir = out / f"{run_id}-{n}"
+    except OSError as exc:
+        raise _Failed(f"--out {out}: cannot create {run_dir}: {exc.strerror}") from None
+    raise AssertionError("unreachable")
 
 
 def _driver_argv(text: str) -> list[str]:

@@ -339,24 +339,16 @@ def test_plan_name_cannot_put_the_run_directory_outside_out(tmp_path, write_plan
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "plan.toml"]
 
 
-def test_a_new_run_never_joins_an_existing_run_directory(tmp_path, write_plan, fake_driver,
-                                                         capsys):
+def test_a_new_run_never_joins_an_existing_run_directory(tmp_path):
     """Run ids are the second plus the pid: two runs in one second under a reused pid
     would have shared one journal. A taken name gets a suffix instead."""
-    import datetime as dt
-    import os
+    from harness.cli import _new_run_dir
 
-    plan = write_plan(PLAN)
-    out = tmp_path / "r"
-    now = dt.datetime.now(dt.UTC)
-    taken = [out / f"{(now + dt.timedelta(seconds=s)).strftime('%Y%m%d-%H%M%S')}"
-                   f"-plan-{os.getpid()}" for s in range(-1, 6)]
-    for d in taken:
-        d.mkdir(parents=True)
-    code, _, _ = run(["run", str(plan), "--out", str(out), "--driver",
-                      shlex.join(fake_driver("detect"))], capsys)
-    assert code == 0
-    assert all(not any(d.iterdir()) for d in taken), "wrote into another run's directory"
-    new = [d for d in out.iterdir() if d not in taken]
-    assert len(new) == 1 and new[0].name.endswith(f"-{os.getpid()}-2")
-    assert (new[0] / "journal.jsonl").exists()
+    first = _new_run_dir(tmp_path / "r", "20261125-213521-smoke-9453")
+    (first / "journal.jsonl").write_text("{}\n")
+    second = _new_run_dir(tmp_path / "r", "20261125-213521-smoke-9453")
+    third = _new_run_dir(tmp_path / "r", "20261125-213521-smoke-9453")
+    assert [d.name for d in (first, second, third)] == [
+        "20261125-213521-smoke-9453", "20261125-213521-smoke-9453-2",
+        "20261125-213521-smoke-9453-3"]
+    assert not any(second.iterdir()) and (first / "journal.jsonl").read_text() == "{}\n"
