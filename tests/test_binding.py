@@ -383,7 +383,7 @@ def test_contraction_returns_memory_to_the_os(make_heap: MakeHeap) -> None:
     assert after - before < (peak - before) // 2, (before, peak, after)
 
 
-# ------------------------------------------------------------------ large blocks: mapping cache, mremap
+# ---------------------------------------------------- large blocks: mapping cache, mremap
 
 MiB = 1 << 20
 
@@ -517,7 +517,8 @@ def test_use_after_free_of_a_large_block_is_still_caught_at_paranoid() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == -signal.SIGSEGV, out.stderr
     assert out.stdout == "written\n"
-    assert re.search(r"^nmm: use after free of large block at 0x[0-9a-f]+ ", out.stderr, re.M), out.stderr
+    assert re.search(r"^nmm: use after free of large block at 0x[0-9a-f]+ ", out.stderr,
+                     re.M), out.stderr
 
 
 @pytest.mark.parametrize("level", ("off", "standard"))
@@ -575,7 +576,8 @@ def test_heap_close_unmaps_cached_large_mappings(level: str) -> None:
 
 
 @pytest.mark.parametrize("level", LEVELS)
-def test_double_free_of_a_large_block_whose_mapping_was_reused(make_heap: MakeHeap, level: str) -> None:
+def test_double_free_of_a_large_block_whose_mapping_was_reused(make_heap: MakeHeap,
+                                                                level: str) -> None:
     """A cached mapping keeps its free record: freeing it again is a double free;
     once a new block took the address, that block owns it (as with small blocks)."""
     heap = make_heap(level=level)
@@ -642,7 +644,8 @@ def test_large_realloc_resizes_the_mapping_instead_of_copying(make_heap: MakeHea
 
 
 @pytest.mark.parametrize("level", LEVELS)
-def test_large_realloc_past_the_limit_fails_and_keeps_the_block(make_heap: MakeHeap, level: str) -> None:
+def test_large_realloc_past_the_limit_fails_and_keeps_the_block(make_heap: MakeHeap,
+                                                                 level: str) -> None:
     heap = make_heap(level=level, limit_bytes=4 * MiB)
     block = heap.alloc(2 * MiB)
     block.view[:] = b"\x77" * (2 * MiB)

@@ -97,8 +97,8 @@ def build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     objects = []
     for src in _allocator_sources():
         obj = out / (src.stem + ".o")
-        _compile(["gcc", *flags, "-I", str(INCLUDE), "-I", str(SRC), "-c", str(src), "-o", str(obj)],
-                 src.name)
+        _compile(["gcc", *flags, "-I", str(INCLUDE), "-I", str(SRC), "-c", str(src),
+                  "-o", str(obj)], src.name)
         objects.append(str(obj))
     _LAUNCHER[out] = launcher
     built: dict[str, Path] = {}
@@ -107,8 +107,8 @@ def build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         if stem not in built:
             exe = out / stem
             _compile(
-                ["gcc", *flags, "-I", str(INCLUDE), "-I", str(PROGRAMS), str(PROGRAMS / f"{stem}.c"),
-                 *objects, "-o", str(exe), "-ldl", "-lm"],
+                ["gcc", *flags, "-I", str(INCLUDE), "-I", str(PROGRAMS),
+                 str(PROGRAMS / f"{stem}.c"), *objects, "-o", str(exe), "-ldl", "-lm"],
                 f"{stem}.c",
             )
             built[stem] = exe

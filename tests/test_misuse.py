@@ -453,7 +453,7 @@ def test_clean_multithread_churn_reports_nothing(level: str) -> None:
         assert s.events == 0
 
 
-# ------------------------------------------------------------------ use after free anywhere in a block
+# ---------------------------------------------------- use after free anywhere in a block
 
 
 # Small blocks are poisoned and checked by inline vector code, bigger ones (more

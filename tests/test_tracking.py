@@ -299,7 +299,8 @@ def test_heap_destroy_reports_live_blocks_as_leaks() -> None:
     assert out.stdout.strip() == "done"
     assert out.stderr.count("nmm: leak report:") == 1, out.stderr
     assert "nmm: leak report: 3 live blocks, 300 bytes" in out.stderr
-    assert re.search(r"^  300 bytes in 3 blocks allocated at <string>:3$", out.stderr, re.M), out.stderr
+    assert re.search(r"^  300 bytes in 3 blocks allocated at <string>:3$", out.stderr,
+                     re.M), out.stderr
 
 
 @pytest.mark.parametrize("level", ["standard", "paranoid"])

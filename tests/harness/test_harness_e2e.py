@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from _nmm_c import require_driver
+
 from harness.cli import main
 from harness.plan import Plan
 from harness.runner import run_plan

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 # The package build makes the binding: under CI its absence is a failure, not a skip.
-allocator = pytest.importorskip("allocator") if not os.environ.get("CI") else __import__("allocator")
+allocator = (pytest.importorskip("allocator") if not os.environ.get("CI")
+             else __import__("allocator"))
 
 from harness.oracle import judge  # noqa: E402
 from harness.plan import Fault, Plan  # noqa: E402

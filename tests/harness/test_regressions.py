@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from _nmm_c import require_driver
+
 from harness.loader import load_plan
 from harness.runner import run_plan
 
