@@ -493,7 +493,6 @@ bool large_contains(nmm_heap_t *h, uintptr_t p);
 void large_foreach_live(nmm_heap_t *h, heap_visit_fn visit, void *ctx);
 size_t large_validate(nmm_heap_t *h);
 bool large_describe(nmm_heap_t *h, uintptr_t addr, nmm_event_t *ev);
-void large_lock_all(nmm_heap_t *h);
 
 /* detect.c (the per-block primitives are inline: they sit on the standard hot path) */
 #if defined(__SSE4_2__)
