@@ -2,7 +2,8 @@
  * usage: stress_churn LEVEL THREADS OPS SEED
  * Each thread keeps a live set, fills every block with a pattern from its id and
  * verifies it before freeing; a share of frees goes through a shared exchange so
- * another thread frees the block. At the end: every block freed, stats add up,
+ * another thread frees the block; some large blocks are resized large to large
+ * at once (the in-place/mremap path). At the end: every block freed, stats add up,
  * live = 0, no events (no false positives), validate clean, every slab returned.
  */
 #include "stress_common.h"
@@ -32,6 +33,19 @@ static rec_t *make_block(uint64_t *rng, uint64_t id)
     r->id = id;
     r->size = size;
     block_fill(r + 1, size - sizeof *r, id);
+    if (size > 131072 && rng_next(rng) % 2 == 0) {
+        /* large to large realloc (mremap, or growth into a reused mapping's slack)
+         * while other threads free and allocate large blocks: contents kept */
+        size_t n = rng_size(rng, 140000, 600000);
+        size_t keep = n < size ? n : size;
+        rec_t *q = nmm_realloc(heap, r, n, 0);
+        CHECK(q != NULL);
+        CHECK(nmm_usable_size(heap, q) >= n);
+        block_verify(q + 1, keep - sizeof *q, id);
+        q->size = n;
+        block_fill(q + 1, n - sizeof *q, id);
+        r = q;
+    }
     return r;
 }
 
