@@ -104,13 +104,8 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
         return p ? p : alloc_fail(h, NMM_E_NOMEM, ENOMEM);
     }
     uint32_t bs = sizeclass_table[cls];
-    if (h->limit) {
-        uint64_t used = __atomic_add_fetch(&h->limit_used, bs, __ATOMIC_RELAXED);
-        if (used > h->limit) {
-            __atomic_fetch_sub(&h->limit_used, bs, __ATOMIC_RELAXED);
-            return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
-        }
-    }
+    if (!heap_limit_take(h, bs))
+        return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
     tcache_t *tc = h->use_cache && live_state == BS_LIVE ? tcache_get(h) : NULL;
     uint8_t *user;
     if (!tc) {
@@ -141,8 +136,7 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
         }
     }
     if (!user) {
-        if (h->limit)
-            __atomic_fetch_sub(&h->limit_used, bs, __ATOMIC_RELAXED);
+        heap_limit_give(h, bs);
         return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
     }
     return user;
@@ -346,8 +340,7 @@ NMM_COLD static nmm_status_t free_corrupted(nmm_heap_t *h, slab_t *s, uint8_t *s
 static void free_account(nmm_heap_t *h, int cls, tcache_t *tc, bool into_cache)
 {
     uint32_t bs = sizeclass_table[cls];
-    if (h->limit)
-        __atomic_fetch_sub(&h->limit_used, bs, __ATOMIC_RELAXED);
+    heap_limit_give(h, bs);
     if (tc) {
         if (!into_cache)
             tbin_note_uncached_free(tc, &tc->bins[cls]);

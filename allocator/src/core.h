@@ -308,6 +308,24 @@ void heap_lock(nmm_heap_t *h, pthread_mutex_t *m);   /* counts contention */
 void heap_account_live(nmm_heap_t *h, int64_t delta); /* live_est + peak */
 void heap_account_mapped(nmm_heap_t *h, int64_t delta);
 void heap_note_peak(nmm_heap_t *h, int64_t live_bytes);
+
+/* Charge bytes handed out against limit_bytes; false (nothing charged) past it.
+ * Without a limit both are no-ops. Lock-free; any thread. */
+static inline bool heap_limit_take(nmm_heap_t *h, uint64_t bytes)
+{
+    if (!h->limit)
+        return true;
+    if (__atomic_add_fetch(&h->limit_used, bytes, __ATOMIC_RELAXED) <= h->limit)
+        return true;
+    __atomic_fetch_sub(&h->limit_used, bytes, __ATOMIC_RELAXED);
+    return false;
+}
+
+static inline void heap_limit_give(nmm_heap_t *h, uint64_t bytes)
+{
+    if (h->limit)
+        __atomic_fetch_sub(&h->limit_used, bytes, __ATOMIC_RELAXED);
+}
 nmm_heap_t *heap_by_address(uintptr_t addr, nmm_heap_t *except); /* region owner; g lock held */
 void heap_set_status(nmm_status_t st);
 nmm_status_t heap_report(nmm_heap_t *h, uint32_t kind, uint32_t detail, const void *addr,

@@ -207,6 +207,15 @@ static uint8_t *large_map(nmm_heap_t *h, size_t *len, bool *reused)
 
 /* ------------------------------------------------------------------ alloc / free */
 
+/* Bytes a block of `size` takes after its header page (payload and canary, whole
+ * pages): what is counted against the limit and as live. size <= 2^46. */
+static size_t large_body(const nmm_heap_t *h, size_t size)
+{
+    size_t page = os_page_size();
+    size_t body = (size + (h->checks ? CORE_CANARY : 0) + page - 1) & ~(page - 1);
+    return body ? body : page;
+}
+
 void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
 {
     size_t page = os_page_size();
@@ -217,9 +226,7 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
         errno = ENOMEM;
         return NULL;
     }
-    size_t body = (size + canary + page - 1) & ~(page - 1);
-    if (body == 0)
-        body = page;
+    size_t body = large_body(h, size);
     size_t map_len = pre + body + guard;
     /* Before the cache: large.map fails a large request whether or not a
      * cached mapping would have served it (os.map only fails real mmaps). */
@@ -228,19 +235,14 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
         errno = ENOMEM;
         return NULL;
     }
-    if (h->limit) {
-        uint64_t used = __atomic_add_fetch(&h->limit_used, body, __ATOMIC_RELAXED);
-        if (used > h->limit) {
-            __atomic_fetch_sub(&h->limit_used, body, __ATOMIC_RELAXED);
-            errno = ENOMEM;
-            return NULL;
-        }
+    if (!heap_limit_take(h, body)) {
+        errno = ENOMEM;
+        return NULL;
     }
     bool reused;
     uint8_t *base = large_map(h, &map_len, &reused);  /* a cached one may be longer */
     if (!base) {
-        if (h->limit)
-            __atomic_fetch_sub(&h->limit_used, body, __ATOMIC_RELAXED);
+        heap_limit_give(h, body);
         errno = ENOMEM;
         return NULL;
     }
@@ -267,8 +269,7 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
         pthread_mutex_unlock(&h->large_lock);
         os_unmap(base, map_len);
         heap_account_mapped(h, -(int64_t)map_len);
-        if (h->limit)
-            __atomic_fetch_sub(&h->limit_used, body, __ATOMIC_RELAXED);
+        heap_limit_give(h, body);
         errno = ENOMEM;
         return NULL;
     }
@@ -287,7 +288,7 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
     __atomic_fetch_add(&h->large_allocs, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&h->large_live_bytes, body, __ATOMIC_RELAXED);
     heap_account_live(h, (int64_t)body);
-    return h->checks ? user : user;
+    return user;
 }
 
 /* Paranoid: keep freed mappings PROT_NONE; unmap the oldest beyond the bounds.
@@ -356,8 +357,7 @@ int large_free(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call)
     __atomic_fetch_add(&h->large_frees, 1, __ATOMIC_RELAXED);
     __atomic_fetch_sub(&h->large_live_bytes, e->usable, __ATOMIC_RELAXED);
     heap_account_live(h, -(int64_t)e->usable);
-    if (h->limit)
-        __atomic_fetch_sub(&h->limit_used, e->usable, __ATOMIC_RELAXED);
+    heap_limit_give(h, e->usable);
     if (h->paranoid && kind == NMM_EV_NONE && !quietly_bad) {
         os_protect_none((void *)e->map_base, e->map_len);
         __atomic_store_n(&e->state, BS_QUARANTINE, __ATOMIC_RELEASE);
@@ -420,10 +420,8 @@ void *large_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site, bool *
     *fallback = true;
     if (!h->large_reuse || heap_failpoints_armed(h) || size > ((size_t)1 << 46))
         return NULL;  /* fail points see the allocate-copy-free path they expect */
-    size_t page = os_page_size();
-    size_t pre = h->has_hdr ? page : 0;
-    size_t canary = h->checks ? CORE_CANARY : 0;
-    size_t body = (size + canary + page - 1) & ~(page - 1);
+    size_t pre = h->has_hdr ? os_page_size() : 0;
+    size_t body = large_body(h, size);
     size_t map_len = pre + body;
 
     heap_lock(h, &h->large_lock);
@@ -441,14 +439,10 @@ void *large_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site, bool *
             goto unlock;
     }
     int64_t delta = (int64_t)body - (int64_t)e->usable;
-    if (h->limit && delta > 0) {
-        uint64_t used = __atomic_add_fetch(&h->limit_used, (uint64_t)delta, __ATOMIC_RELAXED);
-        if (used > h->limit) {
-            __atomic_fetch_sub(&h->limit_used, (uint64_t)delta, __ATOMIC_RELAXED);
-            pthread_mutex_unlock(&h->large_lock);
-            *fallback = false;  /* the old block stays as it was */
-            return NULL;
-        }
+    if (delta > 0 && !heap_limit_take(h, (uint64_t)delta)) {
+        pthread_mutex_unlock(&h->large_lock);
+        *fallback = false;  /* the old block stays as it was */
+        return NULL;
     }
     /* Within the mapping's slack bound (large_fits) the block stays where it is:
      * growing into pages a cached mapping brought costs no mremap and no faults. */
@@ -456,8 +450,8 @@ void *large_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site, bool *
     if (dmap) {
         uint8_t *nb = os_remap((void *)e->map_base, e->map_len, map_len);
         if (!nb) {
-            if (h->limit && delta > 0)
-                __atomic_fetch_sub(&h->limit_used, (uint64_t)delta, __ATOMIC_RELAXED);
+            if (delta > 0)
+                heap_limit_give(h, (uint64_t)delta);
             goto unlock;
         }
         uintptr_t user = (uintptr_t)nb + pre;
@@ -488,8 +482,8 @@ void *large_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site, bool *
     if (h->large_freed_records > LARGE_FREED_MAX)
         large_forget_freed(h);
     pthread_mutex_unlock(&h->large_lock);
-    if (h->limit && delta < 0)
-        __atomic_fetch_sub(&h->limit_used, (uint64_t)-delta, __ATOMIC_RELAXED);
+    if (delta < 0)
+        heap_limit_give(h, (uint64_t)-delta);
     /* Counted as the allocate-copy-free it replaces: one alloc, one free. */
     __atomic_fetch_add(&h->large_allocs, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&h->large_frees, 1, __ATOMIC_RELAXED);
