@@ -172,10 +172,8 @@ def validate_document(doc: dict[str, Any], prov: Provenance, file: str) -> Plan:
     try:
         plan = Plan.model_validate(doc)
     except ValidationError as exc:
-        problems = tuple(_describe(err, doc, prov, file) for err in exc.errors())
-        head = problems[0] if len(problems) == 1 else (
-            f"{file}: {len(problems)} problems:\n  " + "\n  ".join(problems))
-        raise PlanError(head, file=file, problems=problems) from None
+        problems = [_describe(err, doc, prov, file) for err in exc.errors()]
+        raise _plan_error(file, problems) from None
     _check_nmm_options(plan, prov, file)
     return plan
 
@@ -202,9 +200,14 @@ def _check_nmm_options(plan: Plan, prov: Provenance, file: str) -> None:
         except NmmError:  # parsed, but no heap here (memory): the trial will tell
             pass
     if problems:
-        head = problems[0] if len(problems) == 1 else (
-            f"{file}: {len(problems)} problems:\n  " + "\n  ".join(problems))
-        raise PlanError(head, file=file, problems=tuple(problems))
+        raise _plan_error(file, problems)
+
+
+def _plan_error(file: str, problems: Sequence[str]) -> PlanError:
+    """One problem as the message, or a count followed by each on its own line."""
+    head = problems[0] if len(problems) == 1 else (
+        f"{file}: {len(problems)} problems:\n  " + "\n  ".join(problems))
+    return PlanError(head, file=file, problems=tuple(problems))
 
 
 def _describe(err: Any, doc: dict[str, Any], prov: Provenance, file: str) -> str:
