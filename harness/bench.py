@@ -493,9 +493,18 @@ def _measure_once(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
     return fn(kernel, target, quick, timeout_s, driver)
 
 
+def _broken_cell(kernel: Kernel, target: Target, problem: str) -> Cell:
+    """The cell of a peer whose preload library does not load: an error, never a number
+    (the program would run on glibc's malloc under the peer's name)."""
+    return Cell(kernel.name, target.name, None, kernel.unit, error=problem)
+
+
 def measure(kernel: Kernel, target: Target, *, quick: bool = False, repeat: int = 1,
             timeout_s: float = 300.0, driver: Path | None = None) -> Cell:
     """Run one kernel against one target ``repeat`` times and keep the best value."""
+    problem = preload_problem(target)
+    if problem:
+        return _broken_cell(kernel, target, problem)
     drv = driver or driver_path()
     cells: list[Cell] = []
     for _ in range(repeat):
@@ -545,10 +554,9 @@ def run_bench(targets: Sequence[Target], kernels: Sequence[Kernel], *, quick: bo
                     on_progress(kernel, target, done, total)
                 done += 1
                 so_far = runs[target.name]
-                if target.name in broken:  # it would run on glibc's malloc under its name
+                if target.name in broken:
                     if not so_far:
-                        so_far.append(Cell(kernel.name, target.name, None, kernel.unit,
-                                           error=broken[target.name]))
+                        so_far.append(_broken_cell(kernel, target, broken[target.name]))
                 elif not so_far or so_far[-1].value is not None:  # stop at a failure
                     so_far.append(_measure_once(kernel, target, quick, timeout_s, drv))
         cells.extend(_best_of(kernel, runs[t.name]) for t in runnable)

@@ -150,6 +150,8 @@ def test_a_peer_library_that_does_not_load_is_an_error_not_glibc_numbers(
     assert cell is not None and cell.value is None and cell.error == problem
     glibc = report.cell("overhead64", "glibc")
     assert glibc is not None and glibc.value is not None
+    one = bench_mod.measure(kernel, broken, driver=driver)  # the one-cell API refuses it too
+    assert one.value is None and one.error == problem
 
 
 def test_bench_command_rejects_unknown_names(monkeypatch: pytest.MonkeyPatch,
