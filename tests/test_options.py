@@ -32,6 +32,7 @@ KEYS = (
     "events",
     "seed",
     "fail",
+    "strict",
 )
 FIELDS = {
     "limit": "limit_bytes",
@@ -282,13 +283,67 @@ def test_env_help_prints_the_table(probe: Path) -> None:
     assert json.loads(out.stdout)["config"]["level"] == "off"  # help changes nothing
 
 
-def test_env_bad_options_warn_and_keep_defaults(probe: Path) -> None:
-    out = run([str(probe), "default-heap"], options="level=standard:colour=blue")
+def test_env_bad_keys_are_named_and_the_good_ones_apply(probe: Path) -> None:
+    """A typo in one key must not turn the others off: each bad piece gets its own
+    line saying what was expected; every good piece applies."""
+    out = run(
+        [str(probe), "default-heap"],
+        options="level=paranoid:policy=abort:quarantine=abc:colour=blue:limit=64M:stacks=2/8",
+    )
     assert out.returncode == 0, out.stderr
-    (line,) = nmm_lines(out.stderr)
-    assert line.startswith("nmm: NMM_OPTIONS: unknown key 'colour'")
-    assert "valid keys: level" in line and line.endswith("using the defaults")
-    assert json.loads(out.stdout)["config"]["level"] == "off"
+    lines = nmm_lines(out.stderr)
+    assert len(lines) == 3, out.stderr
+    assert lines[0] == (
+        "nmm: NMM_OPTIONS: bad value 'abc' for key 'quarantine' (expected a size in bytes "
+        "like 4096, 64k, 4M, 1G); ignored, the other keys apply"
+    )
+    assert lines[1].startswith("nmm: NMM_OPTIONS: unknown key 'colour'; valid keys: level,")
+    assert lines[1].endswith("; ignored, the other keys apply")
+    assert "bad value '2/8' for key 'stacks' (expected 1/N" in lines[2]
+    cfg = json.loads(out.stdout)["config"]
+    assert (cfg["level"], cfg["policy"], cfg["limit_bytes"]) == ("paranoid", "abort", 64 * MiB)
+    assert cfg["quarantine_bytes"] == 4 * MiB  # the default: the bad value changed nothing
+    assert (cfg["tracking"], cfg["guard_pages"]) == (0, 1)
+
+
+def test_env_strict_makes_a_bad_key_fatal(probe: Path) -> None:
+    out = run([str(probe), "default-heap"], options="strict=1:level=standard:quarantine=abc")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout == ""
+    lines = nmm_lines(out.stderr)
+    assert "bad value 'abc' for key 'quarantine'" in lines[0]
+    assert lines[-1].startswith("nmm: NMM_OPTIONS: strict=1")
+    good = run([str(probe), "default-heap"], options="strict=1:level=standard")
+    assert good.returncode == 0 and nmm_lines(good.stderr) == [], good.stderr
+
+
+def test_process_keys_are_refused_for_one_heap(probe: Path) -> None:
+    message = parse_error(probe, "level=standard:strict=1")
+    assert "key 'strict' applies to the whole process: set it in NMM_OPTIONS" in message
+
+
+@pytest.mark.parametrize("options", ["strict=1:level=paranoid:quarantine=abc", "strict=1:lvl=2"])
+def test_preload_strict_exits_1_before_main(options: str) -> None:
+    """Under the preload library options are read in a constructor: a program that
+    never allocates (or never gets to main) still gets the verdict."""
+    from _nmm_c import preload_path
+
+    out = run(["/bin/true"], preload=preload_path(), options=options)
+    assert out.returncode == 1, out.stderr
+    assert nmm_lines(out.stderr)[-1].startswith("nmm: NMM_OPTIONS: strict=1")
+    out = run([sys.executable, "-c", "print('main ran')"], preload=preload_path(),
+              options=options)
+    assert out.returncode == 1 and "main ran" not in out.stdout, out
+
+
+def test_preload_help_prints_the_table_in_a_program_that_never_allocates() -> None:
+    from _nmm_c import preload_path
+
+    out = run(["/bin/true"], preload=preload_path(), options="help")
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert lines[1].split()[:4] == ["key", "field", "default", "unit"]
+    assert [row.split()[0] for row in lines[2:]] == list(KEYS)
 
 
 def test_allocator_options_command_prints_the_table() -> None:

@@ -112,8 +112,14 @@ NMM_API void nmm_config_init(nmm_config_t *cfg);
  *   seed        seed              0        count (decimal or 0x hex); 0 = from the clock
  *   fail        failpoints        -        fail-point specs (nmm_failpoint_set); repeated
  *                                          fail= keys accumulate, an empty fail= clears
+ * Process keys, read from NMM_OPTIONS only (they configure the process around
+ * the default heap; nmm_config_parse rejects them):
+ *   strict                        0        bool: a bad key or value exits with status 1
  * Pieces are separated by ':'; blanks around keys and values and empty pieces
- * are ignored; a later key overrides an earlier one.
+ * are ignored; a later key overrides an earlier one. NMM_OPTIONS itself is read
+ * when the default heap is made (in libnmm_preload.so: in a constructor, before
+ * main): every good key applies and each bad one is named on its own stderr
+ * line ("help" prints the table).
  *
  * Apply an NMM_OPTIONS-style string ("level=standard:policy=record:limit=1G")
  * on top of *cfg. On error returns NMM_E_INVALID_ARGUMENT and writes a message

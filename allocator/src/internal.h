@@ -96,7 +96,26 @@ bool heap_failpoints_armed(const nmm_heap_t *heap);  /* heap.c: a flag read */
 void heap_set_failpoints_armed(nmm_heap_t *heap, bool armed);
 
 /* options.c — the only getenv in the allocator. */
-void options_from_env(nmm_config_t *cfg);  /* defaults + NMM_OPTIONS; bad input → message on stderr, defaults kept */
+/* Defaults + NMM_OPTIONS into cfg and the process options. Every good key
+ * applies; each bad one is named on its own stderr line; with strict=1 a bad
+ * one then exits the process with status 1. "help" prints the table. */
+void options_from_env(nmm_config_t *cfg);
+
+/* Process-wide options (NMM_OPTIONS only; options.c's table gives defaults). */
+enum { NMM_LOG_TEXT = 1, NMM_LOG_JSON = 2 };
+typedef struct options_process {
+    uint32_t strict;          /* 1 = a bad NMM_OPTIONS exits with status 1 */
+    uint32_t leaks;           /* 1 = leak report at exit for a tracking default heap */
+    uint32_t exitcode;        /* status at exit when leaks/detections were found; 0 = keep */
+    uint32_t log_format;      /* NMM_LOG_TEXT | NMM_LOG_JSON (with log_path) */
+    uint32_t symbolize;       /* 1 = file:line through an external symbolizer */
+    uint32_t reserved0;
+    const char *log_path;     /* PREFIX of PREFIX.<pid>; NULL = stderr */
+    const char *suppressions; /* LSan-format file; NULL = built-in ones only */
+    const char *symbolizer;   /* symbolizer program; NULL = search PATH */
+} options_process_t;
+/* The process options (defaults until options_from_env ran). Any thread. */
+const options_process_t *options_process(void);
 
 /* track.c — sites (process-wide), sampled stacks, leak aggregation. */
 /* On each allocation with tracking on: returns the id to store with the block,

@@ -173,6 +173,15 @@ SHIM_API size_t malloc_usable_size(void *ptr)
     return ptr ? nmm_usable_size(shim_get(), ptr) : 0;
 }
 
+/* Options are read here, before main and before any other constructor of the
+ * program, so `NMM_OPTIONS=help` and option errors (strict=1: exit 1) appear in a
+ * program that never allocates too. Usually the loader's own mallocs got here
+ * first and this only reads the published heap. */
+__attribute__((constructor)) static void shim_init(void)
+{
+    (void)shim_get();
+}
+
 /* Detections still waiting to be written when the process ends (the leak report
  * of the default heap comes from leaks.c's destructor). */
 __attribute__((destructor)) static void shim_exit_flush(void)

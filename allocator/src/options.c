@@ -1,8 +1,12 @@
 /* options.c — the one table of runtime options and the one parser for NMM_OPTIONS
- * strings; nmm_config_init's defaults come from the same table. Holds the only
- * getenv of the allocator (options_from_env), which runs inside the first malloc
- * of the process: nothing here may allocate (the fail-point copies go to a static
- * arena, then to os_map). Any thread; the parser keeps no state besides that arena.
+ * strings; nmm_config_init's defaults come from the same table. Two kinds of key:
+ * heap keys (fields of nmm_config_t, for any heap) and process keys (leak report,
+ * log file, exit code, symbolizer: the default heap's process, NMM_OPTIONS only).
+ * Holds the only getenv of the allocator (options_from_env), which runs in the
+ * preload library's constructor or inside the first malloc of the process:
+ * nothing here may allocate (kept strings go to a static arena, then to os_map).
+ * Any thread; the parser keeps no state besides that arena and the process
+ * options, written once by options_from_env under the default heap's lock.
  */
 #include "internal.h"
 
@@ -19,21 +23,29 @@ typedef enum opt_kind {
     OPT_COUNT,  /* plain unsigned number */
     OPT_BOOL,   /* 0/1, true/false, yes/no, on/off */
     OPT_STACKS, /* 1/N (=> tracking on), 0 = no stacks */
-    OPT_FAIL    /* fail-point specs (see nmm_failpoint_set), ';'-separated */
+    OPT_FAIL,   /* fail-point specs (see nmm_failpoint_set), ';'-separated */
+    OPT_STRING, /* free text up to the next ':' (a path), kept for the process */
+    OPT_FORMAT  /* text | json | both */
 } opt_kind_t;
+
+/* Which struct a key's field lives in. */
+enum { SCOPE_HEAP = 0, SCOPE_PROCESS = 1 };
 
 typedef struct option_def {
     const char *name;  /* key in NMM_OPTIONS */
     opt_kind_t kind;
-    const char *field; /* the nmm_config_t field (also accepted as a key) */
-    size_t offset; /* of the field in nmm_config_t */
+    int scope;         /* SCOPE_HEAP: nmm_config_t; SCOPE_PROCESS: options_process_t */
+    const char *field; /* the field (also accepted as a key) */
+    size_t offset; /* of the field in its struct */
     size_t width;  /* sizeof the field: 4 or 8 */
     const char *def;  /* default, in option syntax; parsed by nmm_config_init */
     const char *unit;
-    const char *help;
+    const char *help; /* meaning, then what it costs (measured: README "Options") */
 } option_def_t;
 
-#define FIELD(f) #f, offsetof(nmm_config_t, f), sizeof(((nmm_config_t *)0)->f)
+#define FIELD(f) SCOPE_HEAP, #f, offsetof(nmm_config_t, f), sizeof(((nmm_config_t *)0)->f)
+#define PFIELD(f) \
+    SCOPE_PROCESS, #f, offsetof(options_process_t, f), sizeof(((options_process_t *)0)->f)
 
 /* The table. Order is the order of `NMM_OPTIONS=help`. */
 static const option_def_t options[] = {
@@ -66,6 +78,9 @@ static const option_def_t options[] = {
     {"fail", OPT_FAIL, FIELD(failpoints), "", "spec",
      "fail points NAME@TERM,...;... (NAME: alloc, pool.grow, os.map, tcache.refill, "
      "large.map; TERM: p<prob>, every<n>, after<n>, max<n>, min<bytes>, maxsize<bytes>, off)"},
+    /* process keys: NMM_OPTIONS only (the default heap's process) */
+    {"strict", OPT_BOOL, PFIELD(strict), "0", "bool",
+     "1 = a bad NMM_OPTIONS key or value is fatal: each is named, then exit 1 before main"},
 };
 #define OPTION_COUNT (sizeof options / sizeof options[0])
 
@@ -186,9 +201,9 @@ static bool word_is(const char *s, size_t n, const char *w)
     return strlen(w) == n && memcmp(s, w, n) == 0;
 }
 
-static void field_store(nmm_config_t *cfg, const option_def_t *o, uint64_t v)
+static void field_store(void *base, const option_def_t *o, uint64_t v)
 {
-    char *p = (char *)cfg + o->offset;
+    char *p = (char *)base + o->offset;
     if (o->width == 8) {
         memcpy(p, &v, 8);
     } else {
@@ -208,26 +223,49 @@ static void list_keys(strbuf_t *sb)
     strbuf_puts(sb, " (or the nmm_config_t field names; NMM_OPTIONS=help lists them)");
 }
 
-static const char *expected_for(opt_kind_t kind)
+static const char *expected_for(const option_def_t *o)
 {
-    switch (kind) {
+    switch (o->kind) {
     case OPT_LEVEL: return "off, standard or paranoid";
     case OPT_POLICY: return "record or abort";
     case OPT_SIZE: return "a size in bytes like 4096, 64k, 4M, 1G";
-    case OPT_COUNT: return "an unsigned number";
+    case OPT_COUNT:
+        return o->offset == offsetof(options_process_t, exitcode) && o->scope == SCOPE_PROCESS
+                   ? "an exit status from 0 to 255"
+                   : "an unsigned number";
     case OPT_BOOL: return "0, 1, true, false, yes, no, on or off";
     case OPT_STACKS: return "1/N (a stack on 1 in N allocations) or 0";
     case OPT_FAIL: return "fail-point specs";
+    case OPT_STRING: return "a path of at most 1023 bytes";
+    case OPT_FORMAT: return "text, json or both";
     }
     return "?";
 }
 
-/* Apply one value; false with a message in sb otherwise. */
-static bool apply_value(nmm_config_t *cfg, const option_def_t *o, const char *v, size_t n,
-                        bool *guard_given, strbuf_t *msg)
+/* A string value kept for the process (paths), or NULL when empty. */
+static bool keep_value(const char *v, size_t n, const char **out)
+{
+    if (n == 0) {
+        *out = NULL;
+        return true;
+    }
+    if (n > 1023)
+        return false;
+    char *kept = keep_string("", 0, v, n);
+    if (!kept)
+        return false;
+    *out = kept;
+    return true;
+}
+
+/* Apply one value to cfg (heap keys) or proc (process keys); false with a
+ * message in msg otherwise. */
+static bool apply_value(nmm_config_t *cfg, options_process_t *proc, const option_def_t *o,
+                        const char *v, size_t n, bool *guard_given, strbuf_t *msg)
 {
     uint64_t x = 0;
     bool ok = true;
+    void *base = o->scope == SCOPE_PROCESS ? (void *)proc : (void *)cfg;
     switch (o->kind) {
     case OPT_LEVEL:
         if (word_is(v, n, "off") || word_is(v, n, "0"))
@@ -252,8 +290,11 @@ static bool apply_value(nmm_config_t *cfg, const option_def_t *o, const char *v,
         ok = options_parse_u64(v, n, o->kind == OPT_SIZE, &x);
         if (ok && o->width == 4 && x > UINT32_MAX)
             ok = false;
+        if (ok && o->scope == SCOPE_PROCESS && o->offset == offsetof(options_process_t, exitcode) &&
+            x > 255)
+            ok = false;
         if (ok)
-            field_store(cfg, o, x);
+            field_store(base, o, x);
         break;
     case OPT_BOOL:
         if (word_is(v, n, "1") || word_is(v, n, "true") || word_is(v, n, "yes") ||
@@ -263,8 +304,8 @@ static bool apply_value(nmm_config_t *cfg, const option_def_t *o, const char *v,
                    word_is(v, n, "off")))
             ok = false;
         if (ok)
-            field_store(cfg, o, x);
-        if (ok && o->offset == offsetof(nmm_config_t, guard_pages))
+            field_store(base, o, x);
+        if (ok && o->scope == SCOPE_HEAP && o->offset == offsetof(nmm_config_t, guard_pages))
             *guard_given = true;
         break;
     case OPT_STACKS:
@@ -312,6 +353,25 @@ static bool apply_value(nmm_config_t *cfg, const option_def_t *o, const char *v,
             cfg->failpoints = kept;
         }
         break;
+    case OPT_STRING: {
+        const char *kept;
+        ok = keep_value(v, n, &kept);
+        if (ok)
+            memcpy((char *)base + o->offset, &kept, sizeof kept);
+        break;
+    }
+    case OPT_FORMAT:
+        if (word_is(v, n, "text"))
+            x = NMM_LOG_TEXT;
+        else if (word_is(v, n, "json"))
+            x = NMM_LOG_JSON;
+        else if (word_is(v, n, "both"))
+            x = NMM_LOG_TEXT | NMM_LOG_JSON;
+        else
+            ok = false;
+        if (ok)
+            field_store(base, o, x);
+        break;
     }
     if (!ok) {
         strbuf_puts(msg, "bad value '");
@@ -319,7 +379,7 @@ static bool apply_value(nmm_config_t *cfg, const option_def_t *o, const char *v,
         strbuf_puts(msg, "' for key '");
         strbuf_puts(msg, o->name);
         strbuf_puts(msg, "' (expected ");
-        strbuf_puts(msg, expected_for(o->kind));
+        strbuf_puts(msg, expected_for(o));
         strbuf_putc(msg, ')');
     }
     return ok;
@@ -336,6 +396,91 @@ static const option_def_t *find_option(const char *k, size_t n)
 static bool is_space(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Called for each bad piece in lenient mode, with its message (no newline). */
+typedef void (*bad_piece_fn)(void *ctx, const char *msg, size_t len);
+
+/* The one parser. Pieces are applied to cfg / proc in order. Strict mode
+ * (bad == NULL): the first bad piece stops it, its message in msg, false.
+ * Lenient mode: every bad piece is handed to bad() and skipped, every good one
+ * applies. proc NULL: process keys are bad pieces ("NMM_OPTIONS only"). A
+ * "help" piece (lenient mode only) sets *help. Returns false when any piece was
+ * bad. */
+static bool parse_pieces(nmm_config_t *cfg, options_process_t *proc, const char *text,
+                         strbuf_t *msg, bad_piece_fn bad, void *ctx, bool *help)
+{
+    bool guard_given = false, level_set = false, all_ok = true;
+    char one[1024];
+    for (const char *p = text;;) {
+        const char *end = strchr(p, ':');
+        const char *e = end ? end : p + strlen(p);
+        const char *s = p;
+        while (s < e && is_space(*s))
+            s++;
+        while (e > s && is_space(e[-1]))
+            e--;
+        if (s < e) {
+            strbuf_t local;
+            strbuf_t *m = msg;
+            if (bad) {
+                strbuf_init(&local, one, sizeof one);
+                m = &local;
+            }
+            const char *eq = memchr(s, '=', (size_t)(e - s));
+            const char *ke = eq ? eq : e;
+            while (ke > s && is_space(ke[-1]))
+                ke--;
+            const option_def_t *o = find_option(s, (size_t)(ke - s));
+            bool ok = false;
+            if (!o && help && word_is(s, (size_t)(ke - s), "help")) {
+                *help = true; /* "help", "help=1": print the table, apply the rest */
+                ok = true;
+            } else if (!o) {
+                strbuf_puts(m, "unknown key '");
+                strbuf_putn(m, s, (size_t)(ke - s));
+                strbuf_putc(m, '\'');
+                list_keys(m);
+            } else if (!eq) {
+                strbuf_puts(m, "key '");
+                strbuf_puts(m, o->name);
+                strbuf_puts(m, "' needs a value (");
+                strbuf_puts(m, o->name);
+                strbuf_puts(m, "=");
+                strbuf_puts(m, o->unit);
+                strbuf_puts(m, ")");
+                if (!bad)
+                    list_keys(m);
+            } else if (o->scope == SCOPE_PROCESS && !proc) {
+                strbuf_puts(m, "key '");
+                strbuf_puts(m, o->name);
+                strbuf_puts(m, "' applies to the whole process: set it in NMM_OPTIONS "
+                               "(the default heap's options), not for one heap");
+            } else {
+                const char *v = eq + 1;
+                while (v < e && is_space(*v))
+                    v++;
+                ok = apply_value(cfg, proc, o, v, (size_t)(e - v), &guard_given, m);
+                if (!ok && !bad)
+                    list_keys(m); /* nmm_config_parse's message has always listed them */
+                if (ok && o->kind == OPT_LEVEL)
+                    level_set = true;
+            }
+            if (!ok) {
+                all_ok = false;
+                if (!bad)
+                    return false;
+                bad(ctx, one, m->len < sizeof one ? m->len : sizeof one - 1);
+            }
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    /* "guard pages: on at paranoid" — derived here, once, unless given explicitly. */
+    if (level_set && !guard_given)
+        cfg->guard_pages = cfg->level == NMM_LEVEL_PARANOID;
+    return all_ok;
 }
 
 NMM_API nmm_status_t nmm_config_parse(nmm_config_t *cfg, const char *text, char *err,
@@ -355,60 +500,24 @@ NMM_API nmm_status_t nmm_config_parse(nmm_config_t *cfg, const char *text, char 
     if (!text)
         return NMM_OK;
     nmm_config_t tmp = *cfg;
-    bool guard_given = false;
-    bool level_set = false;
-    const char *p = text;
-    for (;;) {
-        const char *end = strchr(p, ':');
-        const char *e = end ? end : p + strlen(p);
-        const char *s = p;
-        while (s < e && is_space(*s))
-            s++;
-        while (e > s && is_space(e[-1]))
-            e--;
-        if (s < e) {
-            const char *eq = memchr(s, '=', (size_t)(e - s));
-            const char *ke = eq ? eq : e;
-            while (ke > s && is_space(ke[-1]))
-                ke--;
-            const option_def_t *o = find_option(s, (size_t)(ke - s));
-            if (!o) {
-                strbuf_puts(&msg, "unknown key '");
-                strbuf_putn(&msg, s, (size_t)(ke - s));
-                strbuf_putc(&msg, '\'');
-                list_keys(&msg);
-                return NMM_E_INVALID_ARGUMENT;
-            }
-            if (!eq) {
-                strbuf_puts(&msg, "key '");
-                strbuf_puts(&msg, o->name);
-                strbuf_puts(&msg, "' needs a value (");
-                strbuf_puts(&msg, o->name);
-                strbuf_puts(&msg, "=");
-                strbuf_puts(&msg, o->unit);
-                strbuf_puts(&msg, ")");
-                list_keys(&msg);
-                return NMM_E_INVALID_ARGUMENT;
-            }
-            const char *v = eq + 1;
-            while (v < e && is_space(*v))
-                v++;
-            if (!apply_value(&tmp, o, v, (size_t)(e - v), &guard_given, &msg)) {
-                list_keys(&msg);
-                return NMM_E_INVALID_ARGUMENT;
-            }
-            if (o->kind == OPT_LEVEL)
-                level_set = true;
-        }
-        if (!end)
-            break;
-        p = end + 1;
-    }
-    /* "guard pages: on at paranoid" — derived here, once, unless given explicitly. */
-    if (level_set && !guard_given)
-        tmp.guard_pages = tmp.level == NMM_LEVEL_PARANOID;
+    if (!parse_pieces(&tmp, NULL, text, &msg, NULL, NULL, NULL))
+        return NMM_E_INVALID_ARGUMENT;
     *cfg = tmp;
     return NMM_OK;
+}
+
+static void apply_defaults(nmm_config_t *cfg, options_process_t *proc)
+{
+    char err[8];
+    bool guard_given = true;
+    for (size_t i = 0; i < OPTION_COUNT; i++) {
+        if ((options[i].scope == SCOPE_PROCESS) != (proc != NULL))
+            continue;
+        strbuf_t msg;
+        strbuf_init(&msg, err, sizeof err);
+        apply_value(cfg, proc, &options[i], options[i].def, strlen(options[i].def), &guard_given,
+                    &msg);
+    }
 }
 
 NMM_API void nmm_config_init(nmm_config_t *cfg)
@@ -418,14 +527,7 @@ NMM_API void nmm_config_init(nmm_config_t *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->size = sizeof *cfg;
     cfg->version = NMM_CONFIG_VERSION;
-    char err[8];
-    bool guard_given = true;
-    for (size_t i = 0; i < OPTION_COUNT; i++) {
-        strbuf_t msg;
-        strbuf_init(&msg, err, sizeof err);
-        apply_value(cfg, &options[i], options[i].def, strlen(options[i].def), &guard_given,
-                    &msg);
-    }
+    apply_defaults(cfg, NULL);
     cfg->tracking = 0; /* the stacks default sets the rate, not tracking itself */
 }
 
@@ -437,29 +539,8 @@ static void put_padded(strbuf_t *sb, const char *s, size_t width)
         strbuf_putc(sb, ' ');
 }
 
-NMM_API void nmm_options_help(int fd)
+static void write_all(int fd, const char *p, size_t n)
 {
-    char buf[4096];
-    strbuf_t sb;
-    strbuf_init(&sb, buf, sizeof buf);
-    strbuf_puts(&sb, "NMM_OPTIONS=key=value:key=value:...  (keys also accepted under their "
-                     "nmm_config_t field names)\n");
-    put_padded(&sb, "key", 11);
-    put_padded(&sb, "field", 17);
-    put_padded(&sb, "default", 9);
-    put_padded(&sb, "unit", 23);
-    strbuf_puts(&sb, "meaning\n");
-    for (size_t i = 0; i < OPTION_COUNT; i++) {
-        const option_def_t *o = &options[i];
-        put_padded(&sb, o->name, 11);
-        put_padded(&sb, o->field, 17);
-        put_padded(&sb, o->def[0] ? o->def : "-", 9);
-        put_padded(&sb, o->unit, 23);
-        strbuf_puts(&sb, o->help);
-        strbuf_putc(&sb, '\n');
-    }
-    size_t n = sb.len < sizeof buf ? sb.len : sizeof buf - 1;
-    const char *p = buf;
     while (n) {
         ssize_t w = write(fd, p, n);
         if (w <= 0)
@@ -467,6 +548,56 @@ NMM_API void nmm_options_help(int fd)
         p += w;
         n -= (size_t)w;
     }
+}
+
+NMM_API void nmm_options_help(int fd)
+{
+    char buf[8192];
+    strbuf_t sb;
+    strbuf_init(&sb, buf, sizeof buf);
+    strbuf_puts(&sb, "NMM_OPTIONS=key=value:key=value:...  (keys also accepted under their "
+                     "field names; keys below 'strict' are process-wide: NMM_OPTIONS only)\n");
+    put_padded(&sb, "key", 13);
+    put_padded(&sb, "field", 17);
+    put_padded(&sb, "default", 9);
+    put_padded(&sb, "unit", 23);
+    strbuf_puts(&sb, "meaning\n");
+    for (size_t i = 0; i < OPTION_COUNT; i++) {
+        const option_def_t *o = &options[i];
+        put_padded(&sb, o->name, 13);
+        put_padded(&sb, o->field, 17);
+        put_padded(&sb, o->def[0] ? o->def : "-", 9);
+        put_padded(&sb, o->unit, 23);
+        strbuf_puts(&sb, o->help);
+        strbuf_putc(&sb, '\n');
+    }
+    write_all(fd, buf, sb.len < sizeof buf ? sb.len : sizeof buf - 1);
+}
+
+/* The process options: the table's defaults until options_from_env applies
+ * NMM_OPTIONS (once, before the default heap is published). */
+static options_process_t process_options;
+static atomic_int process_state; /* 0 untouched, 1 being filled, 2 ready */
+
+static void process_defaults(void)
+{
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&process_state, &expected, 1)) {
+        memset(&process_options, 0, sizeof process_options);
+        apply_defaults(NULL, &process_options);
+        atomic_store_explicit(&process_state, 2, memory_order_release);
+        return;
+    }
+    while (atomic_load_explicit(&process_state, memory_order_acquire) != 2) {
+        /* another thread is filling in the defaults: a few table lookups */
+    }
+}
+
+const options_process_t *options_process(void)
+{
+    if (atomic_load_explicit(&process_state, memory_order_acquire) != 2)
+        process_defaults();
+    return &process_options;
 }
 
 /* Set once the default heap has been configured (options_from_env is called by
@@ -479,30 +610,43 @@ bool options_default_heap_configured(void)
     return atomic_load_explicit(&default_heap_configured, memory_order_acquire) != 0;
 }
 
+static void say_bad_piece(void *ctx, const char *msg, size_t len)
+{
+    (void)ctx;
+    char line[1200];
+    strbuf_t sb;
+    strbuf_init(&sb, line, sizeof line);
+    strbuf_puts(&sb, "nmm: NMM_OPTIONS: ");
+    strbuf_putn(&sb, msg, len);
+    strbuf_puts(&sb, "; ignored, the other keys apply\n");
+    size_t n = sb.len < sizeof line ? sb.len : sizeof line - 1;
+    if (n == sizeof line - 1)
+        line[n - 1] = '\n';
+    write_all(2, line, n);
+}
+
 void options_from_env(nmm_config_t *cfg)
 {
     atomic_store_explicit(&default_heap_configured, 1, memory_order_release);
     nmm_config_init(cfg);
+    process_defaults();
     const char *s = getenv("NMM_OPTIONS");
     if (!s || !*s)
         return;
-    if (strcmp(s, "help") == 0) {
+    /* Lenient: a bad piece is named on its own line and skipped; every good one
+     * applies (a typo in one key must not turn the others off). */
+    options_process_t proc = process_options;
+    bool help = false;
+    strbuf_t unused;
+    strbuf_init(&unused, NULL, 0);
+    bool ok = parse_pieces(cfg, &proc, s, &unused, say_bad_piece, NULL, &help);
+    process_options = proc;
+    if (help)
         nmm_options_help(2);
-        return;
-    }
-    char err[768];
-    if (nmm_config_parse(cfg, s, err, sizeof err) != NMM_OK) {
-        char line[900];
-        strbuf_t sb;
-        strbuf_init(&sb, line, sizeof line - 1);
-        strbuf_puts(&sb, "nmm: NMM_OPTIONS: ");
-        strbuf_puts(&sb, err);
-        strbuf_puts(&sb, "; using the defaults\n");
-        size_t n = sb.len < sizeof line - 1 ? sb.len : sizeof line - 2;
-        if (n == sizeof line - 2)
-            line[n++] = '\n';
-        if (write(2, line, n) < 0) {
-            /* nothing else to tell */
-        }
+    if (!ok && proc.strict) {
+        static const char msg[] = "nmm: NMM_OPTIONS: strict=1 and a key or value above is bad: "
+                                  "exiting with status 1\n";
+        write_all(2, msg, sizeof msg - 1);
+        _exit(1);
     }
 }
