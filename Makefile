@@ -13,17 +13,24 @@ BUILD_INPUTS := pyproject.toml setup.py allocator/build.py \
 	$(wildcard allocator/src/*.c allocator/src/*.h allocator/include/*.h \
 	           harness/native/*.c harness/native/*.h)
 
-.PHONY: help run demo test native bench clean
+.PHONY: help run demo test lint native bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
+# pip's log (and setuptools' editable-install banner) goes to $(INSTALL_LOG) and is
+# shown only when the install fails: `make run` and `make test` print their own output.
+INSTALL_LOG := $(VENV)/install.log
+
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	-$(PIP) install --quiet --upgrade pip
+	-@$(PIP) install --quiet --upgrade pip >/dev/null 2>&1
 
 $(STAMP): $(VENV)/bin/python $(BUILD_INPUTS)
-	$(PIP) install -e '.[test]'
+	@echo "pip install -e '.[test,dev]' (builds the native code; log in $(INSTALL_LOG))"
+	@$(PIP) install -e '.[test,dev]' >$(INSTALL_LOG) 2>&1 || { \
+	    cat $(INSTALL_LOG); echo "make: pip install failed; its log is above and in $(INSTALL_LOG)" >&2; \
+	    exit 1; }
 	@touch $@
 
 run: $(STAMP) ## set up, then run the smoke chaos campaign against NMM and print where its report is
@@ -32,8 +39,12 @@ run: $(STAMP) ## set up, then run the smoke chaos campaign against NMM and print
 demo: $(STAMP) ## a short workload through the Python binding, printing the heap's stats
 	$(PY) -m allocator demo
 
-test: $(STAMP) ## set up, then run every test (pytest -n auto)
+test: lint ## set up, lint and type-check, then run every test (pytest -n auto)
 	$(PY) -m pytest -n auto tests/
+
+lint: $(STAMP) ## ruff check and mypy --strict (part of `make test`)
+	$(VENV)/bin/ruff check --quiet .
+	$(VENV)/bin/mypy
 
 native: $(STAMP) ## (re)build libnmm.so/.a, libnmm_preload.so and nmm-driver
 	$(PY) allocator/build.py native
@@ -43,5 +54,6 @@ bench: $(STAMP) ## benchmark NMM side by side with glibc and installed peers
 
 clean: ## remove the venv and every build output
 	rm -rf $(VENV) build allocator/_native harness/_native allocator/_nmm_cffi.* \
-	       allocator/_nmm_chaos_cffi.* *.egg-info .pytest_cache .hypothesis
+	       allocator/_nmm_chaos_cffi.* *.egg-info .pytest_cache .hypothesis \
+	       .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import PlanError, UnsupportedFeature
-from harness.plan import Fault, MallocTarget, Plan
+from harness.plan import Fault, NmmTarget, Plan
 from harness.records import EventLine, FaultLine, Observation, ResultLine
 
 _WILD_BASE = 0x0000_1000_0000_0000
@@ -157,7 +157,7 @@ class PyDriver:
     def check_plan(plan: Plan) -> None:
         """Raise UnsupportedFeature for a plan this driver cannot run (a malloc target,
         policy abort, a timed or op-pinned workload)."""
-        if isinstance(plan.target, MallocTarget):
+        if not isinstance(plan.target, NmmTarget):
             raise UnsupportedFeature("the Python driver drives NMM heaps only")
         if plan.target.policy != "record":
             raise UnsupportedFeature("the Python driver runs in-process: policy must be "
@@ -174,9 +174,11 @@ class PyDriver:
 
         self._allocator = allocator
         factory = heap_factory or allocator.Heap
-        options: dict[str, Any] = dict(plan.target.options)
+        target = plan.target
+        assert isinstance(target, NmmTarget)  # check_plan refused every other kind
+        options: dict[str, Any] = dict(target.options)
         try:
-            self.heap = factory(level=plan.target.level, policy="record", **options)
+            self.heap = factory(level=target.level, policy="record", **options)
         except allocator.InvalidArgument as exc:  # the allocator's parser names the key
             raise PlanError(f"target.options: {exc}") from None
         self._raw = self.heap.raw()
