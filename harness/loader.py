@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from harness.errors import PlanError
 from harness.plan import Plan
+from harness.suggest import did_you_mean
 
 #: where a leaf key came from: dotted path -> file name (or "--set ...")
 Provenance = dict[str, str]
@@ -172,7 +173,9 @@ def validate_document(doc: dict[str, Any], prov: Provenance, file: str) -> Plan:
     try:
         plan = Plan.model_validate(doc)
     except ValidationError as exc:
-        problems = [_describe(err, doc, prov, file) for err in exc.errors()]
+        errors = exc.errors()
+        problems = [_describe(err, doc, prov, file) for err in errors
+                    if not _follows_from_an_item(err, errors)]
         raise _plan_error(file, problems) from None
     _check_nmm_options(plan, prov, file)
     return plan
@@ -210,15 +213,25 @@ def _plan_error(file: str, problems: Sequence[str]) -> PlanError:
     return PlanError(head, file=file, problems=tuple(problems))
 
 
+def _follows_from_an_item(err: Any, errors: Sequence[Any]) -> bool:
+    """Whether ``err`` is a list's "too short" that only counts the items rejected by
+    another error (``expect.outcome = ["mised"]`` is one problem, not two)."""
+    if err["type"] != "too_short":
+        return False
+    loc = tuple(err["loc"])
+    return any(tuple(other["loc"])[:len(loc)] == loc and len(other["loc"]) > len(loc)
+               for other in errors)
+
+
 def _describe(err: Any, doc: dict[str, Any], prov: Provenance, file: str) -> str:
-    loc = [str(p) for p in err["loc"] if not _is_union_tag(p)]
+    loc = [str(p) for p in err["loc"] if not _is_union_tag(p) and p != "[key]"]
     dotted = ".".join(loc) if loc else "(top level)"
     source = _source_of(loc, prov, file)
     kind = err["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1], doc)
         return (f"{source}: {dotted}: unknown key; expected one of: {', '.join(allowed)}"
-                if allowed else f"{source}: {dotted}: unknown key")
+                + _hint(loc[-1], allowed) if allowed else f"{source}: {dotted}: unknown key")
     if kind == "missing":
         return f"{source}: {dotted}: required key is missing"
     if kind == "plan_field":
@@ -239,7 +252,16 @@ def _describe(err: Any, doc: dict[str, Any], prov: Provenance, file: str) -> str
     msg = re.sub(r"^a valid dictionary or instance of \w+$", "a table", msg)
     msg = re.sub(r"^a valid (tuple|list)$", "a list", msg)
     given = _short(err.get("input"))
-    return f"{source}: {dotted}: given {given}; expected {msg}"
+    hint = ""
+    if kind == "literal_error" and isinstance(err.get("input"), str):
+        hint = _hint(err["input"], re.findall(r"'([^']*)'", str(err["ctx"]["expected"])))
+    return f"{source}: {dotted}: given {given}; expected {msg}{hint}"
+
+
+def _hint(word: str, choices: Sequence[str]) -> str:
+    """``"; did you mean 'count'?"`` when one of ``choices`` is close to ``word``."""
+    suggestion = did_you_mean(word, choices)
+    return f"; {suggestion}" if suggestion else ""
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -248,6 +270,11 @@ def _is_union_tag(part: Any) -> bool:
 
 
 def _source_of(loc: list[str], prov: Provenance, file: str) -> str:
+    dotted = ".".join(loc)
+    if loc and dotted not in prov:  # a table made by --set a.b.c=...: its keys' source
+        inner = [src for key, src in prov.items() if key.startswith(dotted + ".")]
+        if inner:
+            return inner[-1]
     for end in range(len(loc), 0, -1):
         hit = prov.get(".".join(loc[:end]))
         if hit is not None:
