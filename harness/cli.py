@@ -18,23 +18,23 @@ import shutil
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from harness.errors import HarnessError, PlanError
+from harness.invocation import command_line
 from harness.journal import JOURNAL_NAME, Journal, read_journal
 from harness.loader import load_plan, validate_paths
 from harness.plan import MAX_SEEDS, Plan
+from harness.progress import RunProgress
 from harness.records import TrialRecord
 from harness.report import build_document, write_reports
-from harness.runner import check_runnable, driver_command, run_plan
+from harness.runner import RunResult, check_runnable, driver_command, run_plan
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -131,14 +131,14 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     with journal, _stop_signals():
         try:
-            result = _run_with_progress(plan, journal, command, jobs, err, quiet=as_json,
+            result = _run_with_progress(plan, journal, command, jobs, quiet=False,
                                         engine=engine)
         except KeyboardInterrupt as stop:
-            resume_cmd = shlex.join(["nmm-chaos", "run", plan_path,
-                                     *[a for o in all_overrides for a in ("--set", o)],
-                                     *(["--engine", engine] if engine != "native" else []),
-                                     *(["--driver", driver_cmd] if driver_cmd else []),
-                                     "--resume", str(run_dir)])
+            resume_cmd = command_line("run", plan_path,
+                                      *[a for o in all_overrides for a in ("--set", o)],
+                                      *(["--engine", engine] if engine != "native" else []),
+                                      *(["--driver", driver_cmd] if driver_cmd else []),
+                                      "--resume", str(run_dir))
             how = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
             err.print(f"{how}: {len(journal.records)} trial(s) kept in "
                       f"{journal.path}; continue with:\n  {resume_cmd}",
@@ -242,35 +242,22 @@ def _check_same_run(run_dir: Path, plan: Plan, plan_path: str, engine: str) -> N
 
 
 def _run_with_progress(plan: Plan, journal: Journal, command: list[str], jobs: int | None,
-                       console: Console, *, quiet: bool, engine: str = "native") -> Any:
-    total = plan.seeds
-    lock = threading.Lock()
-    state = {"ops": 0, "detections": 0, "failed": 0}
-    t0 = time.monotonic()
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                        TextColumn("{task.fields[det]}"), TimeElapsedColumn(),
-                        console=console, disable=quiet or not console.is_terminal,
-                        transient=False)
-    task = progress.add_task(plan.name, total=total, rate="", det="")
+                       *, quiet: bool, engine: str = "native") -> RunResult:
+    """Run the plan's trials with progress on stderr: a live bar on a terminal, a status
+    line every 10 s otherwise (a CI log), nothing when ``quiet``."""
     done_before = len([r for r in journal.records if r.plan_hash == plan.plan_hash()])
+    progress = RunProgress(plan.name, plan.seeds, enabled=not quiet,
+                           done=min(done_before, plan.seeds))
 
     def on_line(line: dict[str, Any]) -> None:
         if line.get("type") == "event":
-            with lock:
-                state["detections"] += 1
+            progress.detection()
 
     def on_record(record: TrialRecord) -> None:
-        with lock:
-            state["ops"] += record.observation.result.ops if record.observation.result else 0
-            state["failed"] += 0 if record.verdict.passed else 1
-            rate = state["ops"] / max(time.monotonic() - t0, 1e-6)
-            progress.update(task, advance=1, rate=f"{rate / 1e6:.2f}M ops/s",
-                            det=f"{state['detections']} detections, {state['failed']} failed")
+        result = record.observation.result
+        progress.advance(failed=not record.verdict.passed, ops=result.ops if result else 0)
 
     with progress:
-        if done_before:
-            progress.update(task, completed=min(done_before, total))
         return run_plan(plan, jobs=jobs, command=command or None, journal=journal,
                         on_record=on_record, on_line=on_line, engine=engine)
 
@@ -372,10 +359,12 @@ def plans_list(paths: tuple[str, ...]) -> int:
 
 
 def _rel(path: Path) -> str:
+    """``path`` relative to the working directory when it is under it, else as given."""
     try:
-        return os.path.relpath(path)
+        rel = os.path.relpath(path)
     except ValueError:
         return str(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 try:

@@ -161,7 +161,7 @@ def test_failed_timed_trial_replay_command_pins_worker_ops():
     record = record_of(timed, (4096, 3072), detected=False)
     assert not record.verdict.passed
     doc = build_document(timed, [record], run_id="r", plan_path="chaos_plans/soak.toml",
-                         overrides=["workload.duration_s=2"])
+                         overrides=["workload.duration_s=2"], program=["nmm-chaos"])
     assert doc["failures"][0]["replay"] == (
         "nmm-chaos run chaos_plans/soak.toml --set workload.duration_s=2 --seed 5 --seeds 1 "
         "--set 'workload.worker_ops=[4096,3072]'")

@@ -353,7 +353,8 @@ def test_replay_command_of_a_failure():
     record = TrialRecord(key="k", plan="p", plan_hash=p.plan_hash(), seed=7,
                          target="nmm:standard", observation=o, verdict=judge(p, o))
     doc = build_document(p, [record], run_id="r", plan_path="chaos_plans/x.toml",
-                         overrides=["workload.threads=4", "seed=3", 'expect.outcome=["a"]'])
+                         overrides=["workload.threads=4", "seed=3", 'expect.outcome=["a"]'],
+                         program=["nmm-chaos"])
     assert doc["failures"][0]["replay"] == (
         "nmm-chaos run chaos_plans/x.toml --set workload.threads=4 "
         "--set 'expect.outcome=[\"a\"]' --seed 7 --seeds 1")
