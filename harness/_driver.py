@@ -1,22 +1,20 @@
-"""Finding and spawning the native driver ``nmm-driver`` (see harness/native/PROTOCOL.md).
+"""The native driver ``nmm-driver``: where it is and its command lines (PROTOCOL.md).
 
-``driver_path()`` finds the executable that ``pip install -e .`` builds; the argv
-helpers build ``run`` and ``bench`` command lines for a ``Target``; ``run_json``
-runs one driver child to completion and parses its JSON lines. Nothing here prints.
+``driver_path()`` finds the executable that ``pip install -e .`` builds
+(``$NMM_CHAOS_DRIVER`` overrides it) and ``driver_command()`` is the argv prefix every
+caller uses; ``driver_args()`` builds the ``run`` command line of one trial of a plan,
+``bench_argv()`` the ``bench`` one of a kernel. Children are started, watched and killed
+by ``harness._isolate`` only. Nothing here prints.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from harness._peers import Target
+from harness._peers import Target, resolve_target
 from harness.errors import DriverNotFound
+from harness.plan import Plan
 
 #: Overrides where the driver is looked for (a path to an ``nmm-driver`` executable).
 DRIVER_ENV = "NMM_CHAOS_DRIVER"
@@ -43,11 +41,38 @@ def driver_path() -> Path:
     return path
 
 
-def trial_argv(target: Target, *, seed: int = 1, threads: int = 2, ops: int = 100_000,
-               extra: Sequence[str] = (), driver: Path | None = None) -> list[str]:
-    """``nmm-driver run`` for one trial of ``target``; ``extra`` are more run options."""
-    return [str(driver or driver_path()), "run", *target.driver_args(), "--seed", str(seed),
-            "--threads", str(threads), "--ops", str(ops), *extra]
+def driver_command() -> list[str]:
+    """The driver's command (``[path]``), or ``DriverNotFound`` saying how to build it."""
+    return [str(driver_path())]
+
+
+def driver_env(target: Target) -> dict[str, str]:
+    """A driver child's environment: ours, minus anything that would change the allocator,
+    plus ``target``'s ``LD_PRELOAD`` and settings, plus ``NMM_CHAOS_PARENT`` (our pid: the
+    driver dies with us if we are killed before we can kill it)."""
+    env = target.child_env()
+    env["NMM_CHAOS_PARENT"] = str(os.getpid())
+    return env
+
+
+def driver_args(plan: Plan, seed: int, target: Target | None = None) -> list[str]:
+    """The ``run`` arguments of one trial of ``plan`` (PROTOCOL.md), against ``target``
+    (default: the plan's own, resolved; ``UnsupportedFeature`` if it cannot be)."""
+    w = plan.workload
+    args = ["run", *(target or resolve_target(plan.target)).driver_args()]
+    args += ["--seed", str(seed), "--threads", str(w.threads), "--ops", str(w.ops_per_worker),
+             "--sizes", w.sizes_spec(), "--live", str(w.live), "--cross", repr(w.cross),
+             "--thread-churn", str(w.thread_churn), "--fork-every", str(w.fork_every),
+             "--progress-every", str(w.progress_every)]
+    if w.worker_ops is not None:  # a replay: the counts a duration trial recorded
+        args += ["--worker-ops", ",".join(str(n) for n in w.worker_ops)]
+    elif w.duration_s is not None:
+        args += ["--duration", repr(w.duration_s)]
+    if not w.check:
+        args.append("--no-check")
+    for fault in plan.faults:
+        args += ["--fault", fault.driver_arg(plan.total_ops)]
+    return args
 
 
 def bench_argv(kernel: str, target: Target, *, threads: int | None = None,
@@ -62,74 +87,3 @@ def bench_argv(kernel: str, target: Target, *, threads: int | None = None,
     if repeat is not None:
         argv += ["--repeat", str(repeat)]
     return argv
-
-
-def spawn(argv: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
-    """Start a driver child with stdout and stderr piped (text), stdin closed."""
-    return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env=dict(env) if env is not None else None)
-
-
-@dataclass(frozen=True)
-class DriverRun:
-    """A finished driver child: its JSON lines, exit status and stderr tail."""
-
-    argv: tuple[str, ...]
-    lines: tuple[dict[str, Any], ...]
-    returncode: int | None  # None: killed by the timeout
-    stderr_tail: str
-    bad_lines: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """Exit status 0."""
-        return self.returncode == 0
-
-    def last(self, type_: str) -> dict[str, Any] | None:
-        """The last line of the given ``type``, if any."""
-        found: dict[str, Any] | None = None
-        for line in self.lines:
-            if line.get("type") == type_:
-                found = line
-        return found
-
-    def failure(self) -> str:
-        """A one-line description of why the child did not finish cleanly."""
-        if self.returncode is None:
-            return "timeout"
-        tail = self.stderr_tail.strip().splitlines()[-1:] or [""]
-        if self.returncode < 0:
-            how = f"killed by signal {-self.returncode}"
-        else:
-            how = f"exit {self.returncode}"
-        return f"{how}: {tail[0]}" if tail[0] else how
-
-
-def run_json(argv: Sequence[str], env: Mapping[str, str] | None = None,
-             timeout_s: float = 300.0) -> DriverRun:
-    """Run a driver child to completion (killed after ``timeout_s``) and parse its
-    stdout as JSON lines; lines that are not JSON objects are counted, not raised."""
-    proc = spawn(argv, env)
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-        rc: int | None = proc.returncode
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        rc = None
-    lines: list[dict[str, Any]] = []
-    bad = 0
-    for raw in out.splitlines():
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(obj, dict):
-            lines.append(obj)
-        else:
-            bad += 1
-    return DriverRun(tuple(argv), tuple(lines), rc, err[-4000:], bad)

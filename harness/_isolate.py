@@ -1,10 +1,14 @@
-"""Run one trial's child process under a watchdog and record everything it streams.
+"""Start, watch and kill child processes: the one way the harness runs anything.
 
-Owns: spawning the child in its own process group, reading its JSON lines as they
-arrive (so a crash keeps everything written before it), keeping the stderr tail,
-sampling it with psutil, killing the whole group on timeout and reaping it.
-Must not judge anything (that is the oracle's job). Called from runner worker
-threads; each call supervises one child and shares nothing with other calls.
+Owns spawning each child in its own session (process group), waiting for it under a
+watchdog without reaping it early, killing the whole group (grandchildren of a fork
+storm included) on timeout, on an abandoned run and at exit, and reaping it. Two front
+ends share that core: ``run_child`` reads a trial's JSON lines as they arrive (so a
+crash keeps everything written before it), keeps the stderr tail and samples the child
+with psutil; ``run_program`` runs a plain program to completion and keeps its output.
+Must not judge anything (that is the oracle's job). Called from any thread; each call
+supervises one child and shares nothing with other calls but the registry of running
+groups that ``kill_running_children`` ends.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import IO, Any
 
 import psutil
@@ -54,88 +59,6 @@ def kill_running_children() -> int:
         for pgid in _RUNNING:
             _kill_group(pgid)
         return len(_RUNNING)
-
-
-class _Collector:
-    """Parses protocol lines as they arrive; shared by the reader thread and the caller."""
-
-    def __init__(self, on_line: LineCallback | None) -> None:
-        self.on_line = on_line
-        self.start: dict[str, Any] | None = None
-        self.faults: list[FaultLine] = []
-        self.events: list[EventLine] = []
-        self.events_truncated = 0
-        self.progress: dict[str, Any] | None = None
-        self.result: ResultLine | None = None
-        self.bad_lines = 0
-        self.callback_errors = 0
-        self.index = 0
-
-    def feed(self, raw: bytes) -> None:
-        self.index += 1
-        try:
-            line = json.loads(raw)
-            if not isinstance(line, dict):
-                raise ValueError("not an object")
-            kind = line.get("type")
-            if kind == "fault":
-                self.faults.append(FaultLine.model_validate({**line, "line": self.index}))
-            elif kind == "event":
-                if len(self.events) < MAX_EVENTS_KEPT:
-                    self.events.append(EventLine.model_validate({**line, "line": self.index}))
-                else:
-                    self.events_truncated += 1
-            elif kind == "progress":
-                self.progress = line
-            elif kind == "result":
-                self.result = ResultLine.model_validate(line)
-            elif kind == "start":
-                self.start = line
-            else:
-                raise ValueError(f"unknown type {kind!r}")
-        except ValueError:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
-            self.bad_lines += 1
-            return
-        if self.on_line is not None:
-            try:
-                self.on_line(line)
-            except Exception:  # a failing progress hook must not stop the draining of stdout
-                self.callback_errors += 1
-
-
-def _read_stdout(stream: IO[bytes], collector: _Collector) -> None:
-    for raw in stream:
-        if raw.strip():
-            collector.feed(raw)
-
-
-def _read_stderr(stream: IO[bytes], tail: deque[bytes]) -> None:
-    size = 0
-    for raw in stream:
-        tail.append(raw)
-        size += len(raw)
-        while size > STDERR_TAIL_BYTES and len(tail) > 1:
-            size -= len(tail.popleft())
-
-
-def _sample(proc: psutil.Process, t0: float) -> Sample | None:
-    """One resource sample of a live child, or None once it has exited.
-
-    A child that has exited but is not reaped yet (a zombie) has no memory map
-    left, so /proc reports rss 0 for it (a live process always has some); that is
-    not a measurement of the run and would put a false zero at the end of the series.
-    """
-    try:
-        with proc.oneshot():
-            mem = proc.memory_info().rss
-            threads = proc.num_threads()
-            cpu = proc.cpu_times()
-        if mem == 0:
-            return None
-        return Sample(t_s=round(time.monotonic() - t0, 4), rss=mem, threads=threads,
-                      cpu_s=round(cpu.user + cpu.system, 4))
-    except (psutil.Error, OSError):
-        return None
 
 
 def _kill_group(pgid: int) -> None:
@@ -187,80 +110,218 @@ class _ExitWatch:
             self.fd = None
 
 
-def run_child(argv: Sequence[str], timeout_s: float, *,
-              env: Mapping[str, str] | None = None,
-              on_line: LineCallback | None = None,
-              sample_interval_s: float = SAMPLE_INTERVAL_S,
-              stop: threading.Event | None = None) -> Observation:
-    """Run ``argv`` as an isolated child and return what it streamed and how it ended.
-
-    The child gets its own session (process group); on timeout the whole group is
-    killed with SIGKILL and the observation says ``timed_out``. Never raises for
-    anything the child does; raises ``OSError`` only if it cannot be started.
-    ``stop``, once set, kills the child as ``kill_running_children`` does: a caller
-    sets it before calling that, which closes the window where a child is started
-    but not registered yet and would run on to its end or its timeout.
-    """
-    t0 = time.monotonic()
-    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True,
+def _start(argv: Sequence[str], *, env: Mapping[str, str] | None, cwd: str | None,
+           stdin: bool, stop: threading.Event | None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as the leader of a new session, registered for
+    ``kill_running_children``; raises ``OSError`` if it cannot be started. ``stop``
+    already set kills it at once: a caller sets it before ``kill_running_children``,
+    which closes the window where a child is started but not registered yet."""
+    proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, cwd=cwd,
                             env=dict(env) if env is not None else None)
     with _RUNNING_LOCK:
         _RUNNING.add(proc.pid)
     if stop is not None and stop.is_set():
         _kill_group(proc.pid)
-    collector = _Collector(on_line)
-    tail: deque[bytes] = deque()
-    assert proc.stdout is not None and proc.stderr is not None
-    readers = [threading.Thread(target=_read_stdout, args=(proc.stdout, collector),
-                                daemon=True),
-               threading.Thread(target=_read_stderr, args=(proc.stderr, tail), daemon=True)]
-    for reader in readers:
-        reader.start()
-    samples: list[Sample] = []
-    try:
-        ps: psutil.Process | None = psutil.Process(proc.pid)
-    except psutil.Error:
-        ps = None
-    timed_out = False
-    deadline = t0 + timeout_s
-    interval = sample_interval_s
-    next_sample = t0
+    return proc
+
+
+def _supervise(proc: subprocess.Popen[bytes], deadline: float,
+               tick: Callable[[], float] | None = None) -> bool:
+    """Wait until ``proc`` exits or ``deadline`` (monotonic) passes, then end its whole
+    group, deregister and reap it. ``tick`` is called at once and then whenever the
+    time it returned (monotonic) comes. Returns whether the watchdog killed it.
+
+    Grandchildren (fork storms) may outlive the leader and hold the pipes, so the group
+    is killed even after a clean exit, while the leader is an unreaped zombie (its pid,
+    and so the group id, cannot be reused yet). Any exception in the caller's thread
+    (a Ctrl-C in the main thread) ends the group the same way before it propagates.
+    """
     watch = _ExitWatch(proc.pid)
+    timed_out = False
     try:
+        next_tick = time.monotonic()
         while True:
-            if time.monotonic() >= next_sample:
-                sample = _sample(ps, t0) if ps is not None else None
-                if sample is not None:
-                    samples.append(sample)
-                    if len(samples) > MAX_SAMPLES:
-                        samples = samples[::2]
-                        interval *= 2
-                next_sample = time.monotonic() + interval
+            if tick is not None and time.monotonic() >= next_tick:
+                next_tick = tick()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = True
                 _kill_group(proc.pid)
                 watch.exited(60.0)  # SIGKILL cannot be ignored; this returns at once
                 break
-            if watch.exited(max(0.001, min(next_sample - time.monotonic(), remaining))):
+            wait = remaining if tick is None else min(next_tick - time.monotonic(), remaining)
+            if watch.exited(max(0.001, wait)):
                 break
-        # grandchildren (fork storms) may still hold the pipes: end the group while its
-        # leader is an unreaped zombie (its pid, and so the group id, cannot be reused
-        # yet), deregister it, and only then reap it
+    finally:
         _kill_group(proc.pid)
         with _RUNNING_LOCK:
             _RUNNING.discard(proc.pid)
         proc.wait()
-    finally:
         watch.close()
-    # the group is dead, so the pipes reach EOF once drained; the bound is only for a
-    # grandchild that left the group (setsid) and still holds them. A short one here
-    # cut off a reader still parsing a long stream on a loaded machine: lost events.
+    return timed_out
+
+
+class _Collector:
+    """Parses protocol lines as they arrive; shared by the reader thread and the caller."""
+
+    def __init__(self, on_line: LineCallback | None) -> None:
+        self.on_line = on_line
+        self.start: dict[str, Any] | None = None
+        self.faults: list[FaultLine] = []
+        self.events: list[EventLine] = []
+        self.events_truncated = 0
+        self.progress: dict[str, Any] | None = None
+        self.result: ResultLine | None = None
+        self.bad_lines = 0
+        self.callback_errors = 0
+        self.index = 0
+
+    def feed(self, raw: bytes) -> None:
+        self.index += 1
+        try:
+            line = json.loads(raw)
+            if not isinstance(line, dict):
+                raise ValueError("not an object")
+            kind = line.get("type")
+            if kind == "fault":
+                self.faults.append(FaultLine.model_validate({**line, "line": self.index}))
+            elif kind == "event":
+                if len(self.events) < MAX_EVENTS_KEPT:
+                    self.events.append(EventLine.model_validate({**line, "line": self.index}))
+                else:
+                    self.events_truncated += 1
+            elif kind == "progress":
+                self.progress = line
+            elif kind == "result":
+                self.result = ResultLine.model_validate(line)
+            elif kind == "start":
+                self.start = line
+            elif kind != "bench":  # a bench kernel's one line: for on_line only
+                raise ValueError(f"unknown type {kind!r}")
+        except ValueError:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
+            self.bad_lines += 1
+            return
+        if self.on_line is not None:
+            try:
+                self.on_line(line)
+            except Exception:  # a failing progress hook must not stop the draining of stdout
+                self.callback_errors += 1
+
+
+def _read_lines(stream: IO[bytes], collector: _Collector) -> None:
+    for raw in stream:
+        if raw.strip():
+            collector.feed(raw)
+
+
+def _read_tail(stream: IO[bytes], tail: deque[bytes], limit: int | None) -> None:
+    """Keep what ``stream`` says: its last ``limit`` bytes (whole lines), or all of it."""
+    size = 0
+    for raw in stream:
+        tail.append(raw)
+        size += len(raw)
+        while limit is not None and size > limit and len(tail) > 1:
+            size -= len(tail.popleft())
+
+
+def _feed_stdin(stream: IO[bytes], data: bytes) -> None:
+    try:
+        stream.write(data)
+    except BrokenPipeError:  # the child stopped reading: what it said is what counts
+        pass
+    finally:
+        try:
+            stream.close()
+        except BrokenPipeError:
+            pass
+
+
+def _join_readers(proc: subprocess.Popen[bytes], readers: Sequence[threading.Thread]) -> None:
+    """The group is dead, so the pipes reach EOF once drained; the bound is only for a
+    grandchild that left the group (setsid) and still holds them. A short one here cut
+    off a reader still parsing a long stream on a loaded machine: lost events."""
     for reader in readers:
         reader.join(timeout=READER_DRAIN_S)
-    proc.stdout.close()
-    proc.stderr.close()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _sample(proc: psutil.Process, t0: float) -> Sample | None:
+    """One resource sample of a live child, or None once it has exited.
+
+    A child that has exited but is not reaped yet (a zombie) has no memory map
+    left, so /proc reports rss 0 for it (a live process always has some); that is
+    not a measurement of the run and would put a false zero at the end of the series.
+    """
+    try:
+        with proc.oneshot():
+            mem = proc.memory_info().rss
+            threads = proc.num_threads()
+            cpu = proc.cpu_times()
+        if mem == 0:
+            return None
+        return Sample(t_s=round(time.monotonic() - t0, 4), rss=mem, threads=threads,
+                      cpu_s=round(cpu.user + cpu.system, 4))
+    except (psutil.Error, OSError):
+        return None
+
+
+class _Sampler:
+    """The psutil series of one child: a sample per interval, thinned (every other one
+    dropped, interval doubled) each time it passes ``MAX_SAMPLES``."""
+
+    def __init__(self, pid: int, t0: float, interval_s: float) -> None:
+        self.t0 = t0
+        self.interval = interval_s
+        self.samples: list[Sample] = []
+        try:
+            self.proc: psutil.Process | None = psutil.Process(pid)
+        except psutil.Error:
+            self.proc = None
+
+    def __call__(self) -> float:
+        sample = _sample(self.proc, self.t0) if self.proc is not None else None
+        if sample is not None:
+            self.samples.append(sample)
+            if len(self.samples) > MAX_SAMPLES:
+                self.samples = self.samples[::2]
+                self.interval *= 2
+        return time.monotonic() + self.interval
+
+
+def run_child(argv: Sequence[str], timeout_s: float, *,
+              env: Mapping[str, str] | None = None,
+              on_line: LineCallback | None = None,
+              sample_interval_s: float | None = SAMPLE_INTERVAL_S,
+              stop: threading.Event | None = None) -> Observation:
+    """Run ``argv`` as an isolated child and return what it streamed and how it ended.
+
+    The child gets its own session (process group); on timeout the whole group is
+    killed with SIGKILL and the observation says ``timed_out``. Never raises for
+    anything the child does; raises ``OSError`` only if it cannot be started.
+    ``sample_interval_s`` None takes no psutil samples (a benchmark's parent stays idle).
+    ``stop``, once set, kills the child as ``kill_running_children`` does: a caller
+    sets it before calling that, which closes the window where a child is started
+    but not registered yet and would run on to its end or its timeout.
+    """
+    t0 = time.monotonic()
+    proc = _start(argv, env=env, cwd=None, stdin=False, stop=stop)
+    collector = _Collector(on_line)
+    tail: deque[bytes] = deque()
+    assert proc.stdout is not None and proc.stderr is not None
+    readers = [threading.Thread(target=_read_lines, args=(proc.stdout, collector),
+                                daemon=True),
+               threading.Thread(target=_read_tail, args=(proc.stderr, tail, STDERR_TAIL_BYTES),
+                                daemon=True)]
+    for reader in readers:
+        reader.start()
+    sampler = (_Sampler(proc.pid, t0, sample_interval_s) if sample_interval_s is not None
+               else None)
+    timed_out = _supervise(proc, t0 + timeout_s, sampler)
+    _join_readers(proc, readers)
     code = proc.returncode
     return Observation(
         argv=tuple(argv), start=collector.start, faults=tuple(collector.faults),
@@ -270,5 +331,58 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
         signal=-code if code is not None and code < 0 else None,
         timed_out=timed_out,
         stderr_tail=b"".join(tail).decode("utf-8", "replace")[-STDERR_TAIL_BYTES:],
-        samples=tuple(samples), wall_s=round(time.monotonic() - t0, 4),
+        samples=tuple(sampler.samples) if sampler is not None else (),
+        wall_s=round(time.monotonic() - t0, 4),
         bad_lines=collector.bad_lines)
+
+
+@dataclass(frozen=True)
+class ProgramRun:
+    """A finished ``run_program``: exit status, output and whether the watchdog fired."""
+
+    argv: tuple[str, ...]
+    #: exit status, or minus the signal that killed it (as ``subprocess`` has it)
+    returncode: int
+    stdout: str
+    stderr: str
+    timed_out: bool
+    wall_s: float
+
+    def failure(self) -> str:
+        """One line saying why the program did not exit 0 ("" if it did)."""
+        if self.timed_out:
+            return "timeout"
+        if self.returncode == 0:
+            return ""
+        how = (f"killed by signal {-self.returncode}" if self.returncode < 0
+               else f"exit {self.returncode}")
+        last = (self.stderr.strip().splitlines() or [""])[-1]
+        return f"{how}: {last}" if last else how
+
+
+def run_program(argv: Sequence[str], timeout_s: float, *,
+                env: Mapping[str, str] | None = None, cwd: str | None = None,
+                input: str | None = None) -> ProgramRun:
+    """Run a plain program (not a protocol speaker) to completion under the same watchdog
+    as a trial: its own session, the whole group killed on timeout or when the caller is
+    interrupted. ``input`` is written to its stdin. Raises ``OSError`` only if it cannot
+    be started."""
+    t0 = time.monotonic()
+    proc = _start(argv, env=env, cwd=cwd, stdin=input is not None, stop=None)
+    out: deque[bytes] = deque()
+    err: deque[bytes] = deque()
+    assert proc.stdout is not None and proc.stderr is not None
+    threads = [threading.Thread(target=_read_tail, args=(proc.stdout, out, None), daemon=True),
+               threading.Thread(target=_read_tail, args=(proc.stderr, err, None), daemon=True)]
+    if input is not None:
+        assert proc.stdin is not None
+        threads.append(threading.Thread(target=_feed_stdin,
+                                        args=(proc.stdin, input.encode()), daemon=True))
+    for thread in threads:
+        thread.start()
+    timed_out = _supervise(proc, t0 + timeout_s)
+    _join_readers(proc, threads)
+    return ProgramRun(tuple(argv), proc.returncode,
+                      b"".join(out).decode("utf-8", "replace"),
+                      b"".join(err).decode("utf-8", "replace"), timed_out,
+                      round(time.monotonic() - t0, 4))

@@ -16,6 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.errors import UnsupportedFeature
+from harness.plan import MallocTarget, NmmTarget
+
 #: Where shared libraries are searched, in order.
 LIB_DIRS: tuple[str, ...] = (
     "/usr/lib/x86_64-linux-gnu",
@@ -126,13 +129,15 @@ def preload_problem(target: Target, timeout_s: float = 30.0) -> str | None:
     the system malloc, so a broken peer would otherwise be measured and judged as glibc."""
     if not target.preload:
         return None
-    import subprocess
+    from harness._isolate import run_program
 
     try:
-        proc = subprocess.run(["true"], env=target.child_env(), capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = run_program(["true"], timeout_s, env=target.child_env())
+    except OSError as exc:
         return f"cannot run a program with LD_PRELOAD={':'.join(target.preload)}: {exc}"
+    if proc.timed_out:
+        return (f"a program with LD_PRELOAD={':'.join(target.preload)} did not finish "
+                f"in {timeout_s:g} s")
     said = [ln.strip() for ln in proc.stderr.splitlines() if "LD_PRELOAD" in ln]
     return said[0] if said else None
 
@@ -195,3 +200,23 @@ def get_target(name: str, lib_dirs: Iterable[str] = LIB_DIRS) -> Target:
         if t.name == name:
             return t
     raise KeyError(f"unknown target {name!r}; expected one of {', '.join(target_names())}")
+
+
+def resolve_target(target: NmmTarget | MallocTarget) -> Target:
+    """The runnable ``Target`` of a plan's ``target``: an NMM heap with the plan's options,
+    or the installed peer a ``malloc:<peer>`` target names. ``UnsupportedFeature`` (naming
+    ``target.peer``) for an unknown peer, an NMM heap named as a peer, or one not installed."""
+    if isinstance(target, NmmTarget):
+        options = target.nmm_options()
+        return Target(target.label, f"NMM heap ({options})", "nmm", nmm_options=options)
+    try:
+        peer = get_target(target.peer)
+    except KeyError as exc:
+        raise UnsupportedFeature(f"target.peer: {exc.args[0]}") from None
+    if peer.driver_target != "malloc":
+        raise UnsupportedFeature(f"target.peer: {target.peer!r} is an NMM heap; use "
+                                 "kind = \"nmm\" with a level instead")
+    if not peer.installed:
+        raise UnsupportedFeature(f"target.peer: {target.peer} is not installed "
+                                 f"(looked for {peer.missing})")
+    return peer

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,8 +28,10 @@ from typing import Any
 
 import click
 
-from harness._driver import DriverRun, bench_argv, driver_path, run_json, trial_argv
+from harness._driver import bench_argv, driver_args, driver_env, driver_path
+from harness._isolate import run_child, run_program
 from harness._peers import BASELINE, Target, all_targets, preload_problem
+from harness.records import Observation
 
 SCHEMA_VERSION = 1
 
@@ -174,27 +175,57 @@ def _ops(kernel: Kernel, target: Target, quick: bool) -> int:
     return min(ops, target.max_ops) if target.max_ops else ops
 
 
+def _failure(obs: Observation) -> str:
+    """One line saying why a driver child did not finish cleanly."""
+    if obs.timed_out:
+        return "timeout"
+    how = f"killed by signal {obs.signal}" if obs.signal else f"exit {obs.exit_code}"
+    last = (obs.stderr_tail.strip().splitlines() or [""])[-1]
+    return f"{how}: {last}" if last else how
+
+
+def _run_driver(argv: list[str], target: Target, timeout_s: float,
+                bench_lines: list[dict[str, Any]] | None = None) -> Observation:
+    """One driver child under the trial watchdog (its whole group killed on timeout), not
+    sampled (the parent stays idle while it is measured); ``bench`` lines are collected
+    into ``bench_lines``."""
+
+    def keep(line: dict[str, Any]) -> None:
+        if bench_lines is not None and line.get("type") == "bench":
+            bench_lines.append(line)
+
+    return run_child(argv, timeout_s, env=driver_env(target), on_line=keep,
+                     sample_interval_s=None)
+
+
+def _bench_plan(threads: int, ops: int, check: bool) -> Any:
+    """The fault-free trial plan of the ``driver`` kernel: the driver's default sizes,
+    1000 live slots per worker, one progress line per worker."""
+    from harness.plan import Plan
+
+    return Plan.model_validate({"schema_version": 1, "workload": {
+        "threads": threads, "ops": ops, "live": 1000, "progress_every": ops, "check": check}})
+
+
 def _measure_driver(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
                     driver: Path) -> Cell:
     """The trial workload with pattern checks vs the same with --no-check."""
     ops = _ops(kernel, target, quick)
-    common = ["--progress-every", "0", "--live", "1000"]
     rates: dict[str, float] = {}
     cpu_rates: dict[str, float] = {}
     extra: dict[str, Any] = {}
-    for label, flags in (("checked", []), ("bare", ["--no-check"])):
-        run = run_json(trial_argv(target, threads=kernel.threads or 2, ops=ops,
-                                  extra=[*common, *flags], driver=driver),
-                       target.child_env(), timeout_s)
-        result = run.last("result")
-        if not run.ok or result is None:
+    for label, check in (("checked", True), ("bare", False)):
+        plan = _bench_plan(kernel.threads or 2, ops, check)
+        obs = _run_driver([str(driver), *driver_args(plan, 1, target)], target, timeout_s)
+        result = obs.result
+        if obs.exit_code != 0 or result is None:
             return Cell(kernel.name, target.name, None, kernel.unit,
-                        error=f"{label}: {run.failure()}")
-        rates[label] = float(result["ops"]) * 1e9 / max(1, int(result["elapsed_ns"]))
-        cpu_rates[label] = float(result["ops"]) * 1e9 / max(1, int(result.get("cpu_ns") or 1))
+                        error=f"{label}: {_failure(obs)}")
+        rates[label] = float(result.ops) * 1e9 / max(1, result.elapsed_ns)
+        cpu_rates[label] = float(result.ops) * 1e9 / max(1, result.cpu_ns or 1)
         if label == "checked":
-            extra["pattern_errors"] = result.get("pattern_errors", 0)
-            extra["latency_ns"] = result.get("latency_ns", {})
+            extra["pattern_errors"] = result.pattern_errors
+            extra["latency_ns"] = result.latency_ns
     extra["bare_mops"] = round(rates["bare"] * 1e-6, 3)
     extra["overhead"] = round(rates["bare"] / rates["checked"] - 1.0, 4)
     # CPU-time rates do not depend on what else the machine is running.
@@ -217,8 +248,7 @@ def _reference_output(program: str, rows: int) -> str:
     """What the program prints under glibc (every target must print the same)."""
     argv, stdin = _program_argv(program, rows)
     env = Target(BASELINE, "", "malloc").child_env()
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env,
-                          timeout=600, check=False).stdout
+    return run_program(argv, 600, env=env, input=stdin).stdout
 
 
 def _measure_program(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
@@ -235,17 +265,12 @@ def _measure_program(kernel: Kernel, target: Target, quick: bool, timeout_s: flo
     argv, stdin = _program_argv(kernel.program, rows)
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
-                              env=target.child_env(), timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        return Cell(kernel.name, target.name, None, kernel.unit, error="timeout")
+        proc = run_program(argv, timeout_s, env=target.child_env(), input=stdin)
     except OSError as exc:
         return Cell(kernel.name, target.name, None, kernel.unit, error=f"cannot run: {exc}")
     ms = (time.perf_counter() - t0) * 1e3
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or [""])[-1]
-        return Cell(kernel.name, target.name, None, kernel.unit,
-                    error=f"exit {proc.returncode}: {tail}")
+    if proc.timed_out or proc.returncode != 0:
+        return Cell(kernel.name, target.name, None, kernel.unit, error=proc.failure())
     if proc.stdout != _reference_output(kernel.program, rows):
         return Cell(kernel.name, target.name, None, kernel.unit,
                     error="output differs from glibc's")
@@ -390,10 +415,11 @@ def _run_git_kernel(target: Target, commits: int,
         def git_cmd(*args: str, keep: bool = False) -> None:
             nonlocal spent, cpu
             c0, t0 = _children_cpu_s(), time.perf_counter()
-            proc = subprocess.run([git, *args], cwd=repo, env=env, capture_output=True,
-                                  text=True, timeout=max(1.0, deadline - t0), check=False)
+            proc = run_program([git, *args], max(1.0, deadline - t0), env=env, cwd=str(repo))
             spent += time.perf_counter() - t0
             cpu += _children_cpu_s() - c0
+            if proc.timed_out:
+                raise TimeoutError(f"git {args[0]}")
             said = [ln for ln in proc.stderr.splitlines() if ln.startswith("nmm:")]
             if proc.returncode != 0 or said:
                 tail = (said or proc.stderr.strip().splitlines() or [""])[-1]
@@ -447,7 +473,7 @@ def _measure_git(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
     except FileNotFoundError:
         return Cell(kernel.name, target.name, None, kernel.unit,
                     extra={"note": "skipped: git is not installed (not on PATH)"})
-    except subprocess.TimeoutExpired:
+    except TimeoutError:
         return Cell(kernel.name, target.name, None, kernel.unit, error="timeout")
     except RuntimeError as exc:
         return Cell(kernel.name, target.name, None, kernel.unit, error=str(exc))
@@ -463,10 +489,11 @@ def _measure_kernel(kernel: Kernel, target: Target, quick: bool, timeout_s: floa
                     driver: Path) -> Cell:
     argv = bench_argv(kernel.driver_kernel, target, threads=kernel.threads,
                       ops=_ops(kernel, target, quick), driver=driver)
-    run: DriverRun = run_json(argv, target.child_env(), timeout_s)
-    line = run.last("bench")
-    if not run.ok or line is None or line.get("value") is None:
-        return Cell(kernel.name, target.name, None, kernel.unit, error=run.failure())
+    lines: list[dict[str, Any]] = []
+    obs = _run_driver(argv, target, timeout_s, lines)
+    line = lines[-1] if lines else None
+    if obs.exit_code != 0 or line is None or line.get("value") is None:
+        return Cell(kernel.name, target.name, None, kernel.unit, error=_failure(obs))
     value = float(line["value"]) * _SCALE.get(str(line.get("unit")), 1.0)
     extra = {k: v for k, v in line.items()
              if k not in ("type", "name", "target", "nmm_options", "value", "unit")}

@@ -26,6 +26,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from harness.engine import Engine, engine_names, get_engine
 from harness.errors import HarnessError, PlanError
 from harness.invocation import command_line
 from harness.journal import JOURNAL_NAME, Journal, read_journal
@@ -34,7 +35,7 @@ from harness.plan import MAX_SEEDS, Plan
 from harness.progress import RunProgress
 from harness.records import TrialRecord
 from harness.report import build_document, write_reports
-from harness.runner import RunResult, check_runnable, driver_command, run_plan
+from harness.runner import RunResult, run_plan
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -74,7 +75,7 @@ def cli() -> None:
               help="Continue the run in this run directory, skipping recorded trials.")
 @click.option("--driver", "driver_cmd", metavar="CMD",
               help="Driver command to use instead of the built nmm-driver.")
-@click.option("--engine", type=click.Choice(["native", "python"]), default="native",
+@click.option("--engine", type=click.Choice(engine_names()), default="native",
               show_default=True,
               help="native: isolated nmm-driver children; python: the Python driver "
                    "in-process (no isolation, one trial at a time).")
@@ -92,24 +93,17 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         raise _Failed(f"--out: a resumed run writes into its own directory ({resume}); "
                       "give --out or --resume, not both")
     plan = load_plan(plan_path, all_overrides)
-    check_runnable(plan, engine)  # before a run directory is made for it
-    if engine == "python":
-        if jobs not in (None, 1):
-            raise _Failed(f"--jobs: given {jobs}; the python engine runs one trial at a time "
-                          "in this process (use --engine native for parallel trials)")
-        if driver_cmd is not None:
-            raise _Failed("--driver: the python engine runs no driver; give --driver with "
-                          "--engine native (the default)")
-        command: list[str] = []
-    elif driver_cmd is not None:
-        command = _driver_argv(driver_cmd)
-    else:
-        command = driver_command()
+    eng = get_engine(engine, command=_driver_argv(driver_cmd) if driver_cmd is not None
+                     else None)
+    if eng.in_process and jobs not in (None, 1):
+        raise _Failed(f"--jobs: given {jobs}; the {eng.name} engine runs one trial at a time "
+                      "in this process (use --engine native for parallel trials)")
+    eng.check(plan)  # before a run directory is made for it
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / JOURNAL_NAME).exists():
             raise _Failed(f"--resume {resume}: no {JOURNAL_NAME} there (not a run directory)")
-        _check_same_run(run_dir, plan, plan_path, engine)
+        _check_same_run(run_dir, plan, plan_path, eng.name)
         run_id = run_dir.name
     else:
         if not out:
@@ -126,18 +120,16 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
     meta_path = run_dir / "run.json"
     if not meta_path.exists():  # a resume keeps the first run's command and plan
         meta = {"run_id": run_id, "plan_path": plan_path, "overrides": all_overrides,
-                "argv": sys.argv, "driver": command, "engine": engine,
+                "argv": sys.argv, "engine": eng.name, "engine_spec": eng.spec(),
                 "plan_name": plan.name, "plan_hash": plan.plan_hash()}
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     with journal, _stop_signals():
         try:
-            result = _run_with_progress(plan, journal, command, jobs, quiet=False,
-                                        engine=engine)
+            result = _run_with_progress(plan, journal, eng, jobs, quiet=False)
         except KeyboardInterrupt as stop:
             resume_cmd = command_line("run", plan_path,
                                       *[a for o in all_overrides for a in ("--set", o)],
-                                      *(["--engine", engine] if engine != "native" else []),
-                                      *(["--driver", driver_cmd] if driver_cmd else []),
+                                      *eng.options(),
                                       "--resume", str(run_dir))
             how = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
             err.print(f"{how}: {len(journal.records)} trial(s) kept in "
@@ -241,8 +233,8 @@ def _check_same_run(run_dir: Path, plan: Plan, plan_path: str, engine: str) -> N
             "--resume to start a new run")
 
 
-def _run_with_progress(plan: Plan, journal: Journal, command: list[str], jobs: int | None,
-                       *, quiet: bool, engine: str = "native") -> RunResult:
+def _run_with_progress(plan: Plan, journal: Journal, engine: Engine, jobs: int | None,
+                       *, quiet: bool) -> RunResult:
     """Run the plan's trials with progress on stderr: a live bar on a terminal, a status
     line every 10 s otherwise (a CI log), nothing when ``quiet``."""
     done_before = len([r for r in journal.records if r.plan_hash == plan.plan_hash()])
@@ -258,8 +250,8 @@ def _run_with_progress(plan: Plan, journal: Journal, command: list[str], jobs: i
         progress.advance(failed=not record.verdict.passed, ops=result.ops if result else 0)
 
     with progress:
-        return run_plan(plan, jobs=jobs, command=command or None, journal=journal,
-                        on_record=on_record, on_line=on_line, engine=engine)
+        return run_plan(plan, jobs=jobs, journal=journal, on_record=on_record,
+                        on_line=on_line, engine=engine)
 
 
 def _print_summary(console: Console, plan: Plan, records: Sequence[TrialRecord],

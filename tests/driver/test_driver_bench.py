@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
+from _procs import alive
 from click.testing import CliRunner
 
 from harness import bench as bench_mod
-from harness._driver import bench_argv, driver_path, run_json, trial_argv
+from harness._driver import bench_argv, driver_args, driver_env, driver_path
+from harness._isolate import run_child
 from harness._peers import Target, all_targets, get_target, preload_problem
 from harness.errors import DriverNotFound
 
@@ -75,15 +80,66 @@ def test_driver_path_names_the_missing_file(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_argv_helpers_drive_the_real_driver(driver: Path) -> None:
+    from harness.plan import Plan
+
     glibc = get_target("glibc")
-    run = run_json(trial_argv(glibc, seed=3, threads=1, ops=2000, driver=driver,
-                              extra=["--progress-every", "0"]), glibc.child_env())
-    assert run.ok and run.last("result") is not None
-    assert run.last("result")["ops"] == 2000  # type: ignore[index]
+    plan = Plan.model_validate({"schema_version": 1,
+                                "workload": {"threads": 1, "ops": 2000}})
+    obs = run_child([str(driver), *driver_args(plan, 3, glibc)], 60, env=driver_env(glibc))
+    assert obs.exit_code == 0 and obs.result is not None
+    assert obs.result.ops == 2000
+    assert obs.start is not None and obs.start["target"] == "malloc"
     nmm = get_target("nmm-standard")
-    run = run_json(bench_argv("pair64", nmm, ops=10000, repeat=1, driver=driver),
-                   nmm.child_env())
-    assert run.ok and run.last("bench")["nmm_options"] == "level=standard"  # type: ignore[index]
+    lines: list[dict] = []
+    obs = run_child(bench_argv("pair64", nmm, ops=10000, repeat=1, driver=driver), 60,
+                    env=driver_env(nmm), on_line=lines.append)
+    assert obs.exit_code == 0 and obs.bad_lines == 0
+    assert [line["nmm_options"] for line in lines] == ["level=standard"]
+
+
+FORK_AND_HANG = """#!{python}
+import os, sys, time
+child = os.fork()
+if child == 0:  # lets go of the pipes, so only a group kill can end it
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    time.sleep(120)
+    os._exit(0)
+with open({pidfile!r}, "w") as f:
+    f.write(str(child))
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("kernel", ["pair64", "driver"])
+def test_bench_timeout_kills_the_kernels_grandchildren(tmp_path: Path, kernel: str) -> None:
+    """bench ran its driver children with a timeout that killed only the child itself: a
+    kernel that forks (a fork storm) left its grandchildren running. Now every child runs
+    under the trial watchdog, which kills the whole process group."""
+    pidfile = tmp_path / "grandchild.pid"
+    fake = tmp_path / "fake-driver"
+    fake.write_text(FORK_AND_HANG.format(python=sys.executable, pidfile=str(pidfile)))
+    fake.chmod(0o755)
+    k = next(k for k in bench_mod.KERNELS if k.name == kernel)
+    grandchild = None
+    for timeout_s in (1.0, 4.0, 16.0):  # the fork must happen before the watchdog fires
+        pidfile.unlink(missing_ok=True)
+        cell = bench_mod.measure(k, get_target("nmm"), quick=True, timeout_s=timeout_s,
+                                 driver=fake)
+        assert cell.value is None and cell.error and "timeout" in cell.error
+        if pidfile.exists() and pidfile.read_text():
+            grandchild = int(pidfile.read_text())
+            break
+    assert grandchild is not None, "the fake kernel never forked"
+    try:
+        proc = psutil.Process(grandchild)
+    except psutil.NoSuchProcess:
+        return  # already gone (and reaped by init)
+    deadline = time.monotonic() + 10  # SIGKILL lands asynchronously
+    while time.monotonic() < deadline and alive(proc):
+        time.sleep(0.02)
+    assert not alive(proc), "the kernel's grandchild outlived the bench timeout"
 
 
 def test_run_bench_ratios_and_reports(driver: Path, monkeypatch: pytest.MonkeyPatch,

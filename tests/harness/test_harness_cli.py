@@ -132,18 +132,12 @@ def test_jobs_with_the_python_engine_exits_2(write_plan, capsys):
     assert "--jobs: given 4" in err
 
 
-def test_missing_driver_exits_2(monkeypatch, write_plan, capsys):
-    import harness.runner as runner
-    from harness.errors import DriverNotFound
-
-    def missing() -> list[str]:
-        raise DriverNotFound("native driver harness/_native/nmm-driver is not built")
-
-    monkeypatch.setattr(runner, "driver_command", missing)
-    monkeypatch.setattr("harness.cli.driver_command", missing)
-    code, _, err = run(["run", str(write_plan(PLAN))], capsys)
+def test_missing_driver_exits_2(monkeypatch, tmp_path, write_plan, capsys):
+    monkeypatch.setenv("NMM_CHAOS_DRIVER", str(tmp_path / "no-driver"))
+    code, _, err = run(["run", str(write_plan(PLAN)), "--out", str(tmp_path / "r")], capsys)
     assert code == 2
-    assert "error: native driver harness/_native/nmm-driver is not built" in err
+    assert f"error: native driver not found at {tmp_path / 'no-driver'}" in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_plans_validate_shipped_plans(capsys):

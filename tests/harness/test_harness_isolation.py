@@ -316,9 +316,9 @@ def test_a_fork_failing_for_a_moment_is_retried_not_recorded(plan, monkeypatch):
     instead of being recorded as a driver that could not start."""
     import errno
 
-    import harness.runner as runner
+    import harness.engine as engine
 
-    real = runner.run_child
+    real = engine.run_child
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -327,7 +327,7 @@ def test_a_fork_failing_for_a_moment_is_retried_not_recorded(plan, monkeypatch):
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_child", flaky)
+    monkeypatch.setattr(engine, "run_child", flaky)
     record = run_trial(plan, 1, [sys.executable, "-c", "pass"])
     assert calls["n"] == 3
     assert record.observation.exit_code == 0
