@@ -433,8 +433,9 @@ class Heap:
         return self._adopt(address, c * n, "calloc", c, n)
 
     def aligned_alloc(self, alignment: int, size: int) -> Block:
-        """Allocate ``size`` bytes aligned to ``alignment`` (a power of two up to
-        the page size; anything else raises InvalidArgument)."""
+        """Allocate ``size`` bytes aligned to ``alignment``: any power of two
+        (anything else raises InvalidArgument; one above 2**46, which no mapping
+        can hold, OutOfMemory)."""
         a, n = _size_arg("alignment", alignment), _size_arg("size", size)
         address = lib.nmmpy_aligned_alloc(self._heap(), a, n, _caller_site())
         return self._adopt(address, n, "aligned_alloc", a, n)

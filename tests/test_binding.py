@@ -152,7 +152,7 @@ def test_realloc_keeps_contents(make_heap: MakeHeap, level: str) -> None:
 @pytest.mark.parametrize("level", LEVELS)
 def test_aligned_alloc(make_heap: MakeHeap, level: str) -> None:
     heap = make_heap(level=level)
-    for shift in range(4, 13):  # 16 .. 4096 (the page size)
+    for shift in range(4, 17):  # 16 .. 64 KiB, past the page size
         alignment = 1 << shift
         for size in (1, alignment - 1, alignment, 3 * alignment + 5):
             block = heap.aligned_alloc(alignment, size)
@@ -160,9 +160,11 @@ def test_aligned_alloc(make_heap: MakeHeap, level: str) -> None:
             assert block.usable_size >= size
             block.view[:] = b"\x5a" * size
             heap.free(block)
-    for bad in (0, 3, 24, 1 << 20):
+    for bad in (0, 3, 24, (1 << 20) + 1):
         with pytest.raises(InvalidArgument):
             heap.aligned_alloc(bad, 64)
+    with pytest.raises(OutOfMemory):  # a power of two no mapping can hold
+        heap.aligned_alloc(1 << 47, 64)
     assert heap.stats().live_blocks == 0
     assert heap.validate().clean and heap.events() == []
 

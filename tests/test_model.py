@@ -28,7 +28,7 @@ SIZES = st.one_of(
     # large blocks (above the 128 KiB class): mapping reuse, realloc by mremap
     st.integers(131_000, 1_200_000),
 )
-ALIGNMENTS = st.sampled_from([16, 32, 64, 128, 256, 1024, 4096])
+ALIGNMENTS = st.sampled_from([16, 32, 64, 128, 256, 1024, 4096, 8192, 1 << 16])
 
 
 @dataclass

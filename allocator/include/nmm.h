@@ -170,7 +170,9 @@ NMM_API void *nmm_calloc(nmm_heap_t *heap, size_t count, size_t size, nmm_site_t
  * realloc of a freed or invalid block returns NULL, records an event, and
  * nmm_last_status() says NMM_E_REALLOC_FREED or NMM_E_INVALID_POINTER. */
 NMM_API void *nmm_realloc(nmm_heap_t *heap, void *ptr, size_t size, nmm_site_t site);
-/* alignment: a power of two up to the page size (larger: EINVAL). */
+/* alignment: any power of two (anything else: EINVAL). Up to the page size the
+ * block comes from a size class whose blocks fall on it; above, it is mapped
+ * directly at an aligned start. Beyond 2^46 (no mapping can hold it): ENOMEM. */
 NMM_API void *nmm_aligned_alloc(nmm_heap_t *heap, size_t alignment, size_t size,
                                 nmm_site_t site);
 

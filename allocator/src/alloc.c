@@ -88,6 +88,8 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
     uint8_t live_state = BS_LIVE;
     if (align <= 16) {
         cls = sizeclass_of(need);
+    } else if (align > os_page_size()) {
+        cls = -1;  /* slabs are only page aligned: mapped directly, at an aligned start */
     } else if (!h->has_hdr) {
         cls = alloc_class_aligned(need, align);
     } else {
@@ -758,10 +760,12 @@ void *nmm_calloc(nmm_heap_t *h, size_t count, size_t size, nmm_site_t site)
 
 void *nmm_aligned_alloc(nmm_heap_t *h, size_t alignment, size_t size, nmm_site_t site)
 {
-    if (alignment == 0 || (alignment & (alignment - 1)) || alignment > os_page_size())
+    if (alignment == 0 || (alignment & (alignment - 1)))
         return alloc_fail(h, NMM_E_INVALID_ARGUMENT, EINVAL);
     if (alignment <= 16)
         return nmm_alloc(h, size, site);
+    if (alignment > ((size_t)1 << 46))  /* as for sizes: no mapping can hold it */
+        return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
     return alloc_slow(h, size, site, alignment);
 }
 

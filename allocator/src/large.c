@@ -1,6 +1,7 @@
-/* large.c — blocks above the largest size class, each mapped directly (page
- * aligned; at paranoid or guard_pages=1 end-aligned against a PROT_NONE guard
- * page), and an out-of-band table (open addressing by user address) that
+/* large.c — blocks above the largest size class or aligned above the page
+ * size, each mapped directly (page aligned, or at a multiple of an alignment
+ * above it; at paranoid or guard_pages=1 end-aligned as far as the alignment
+ * allows against a PROT_NONE guard page), and an out-of-band table (open addressing by user address) that
  * validation reads instead of the block. Freed blocks are remembered (bounded) so
  * a double free is named; at paranoid they stay PROT_NONE in a bounded quarantine.
  * Elsewhere (large_reuse) freed mappings wait in a small cache for the next large
@@ -184,11 +185,12 @@ static bool large_cache_take(nmm_heap_t *h, size_t need, large_cached_t *out)
 }
 
 /* A mapping of at least *len bytes: from the cache (*len becomes its length)
- * or fresh from the OS. Counted as mapped either way (a cached one already was). */
-static uint8_t *large_map(nmm_heap_t *h, size_t *len, bool *reused)
+ * when may_reuse, or fresh from the OS. Counted as mapped either way (a cached
+ * one already was). */
+static uint8_t *large_map(nmm_heap_t *h, size_t *len, bool may_reuse, bool *reused)
 {
     *reused = false;
-    if (h->large_reuse) {
+    if (h->large_reuse && may_reuse) {
         large_cached_t c;
         heap_lock(h, &h->large_lock);
         bool hit = large_cache_take(h, *len, &c);
@@ -227,7 +229,10 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
         return NULL;
     }
     size_t body = large_body(h, size);
-    size_t map_len = pre + body + guard;
+    /* Alignments above the page size: map align - page more and keep the part
+     * that starts (after the header page) at a multiple of align. */
+    size_t over = align > page ? align - page : 0;
+    size_t map_len = pre + body + guard + over;
     /* Before the cache: large.map fails a large request whether or not a
      * cached mapping would have served it (os.map only fails real mmaps). */
     if (unlikely(heap_failpoints_armed(h)) && failpoint_should_fail(h, FP_LARGE_MAP, size)) {
@@ -240,17 +245,32 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
         return NULL;
     }
     bool reused;
-    uint8_t *base = large_map(h, &map_len, &reused);  /* a cached one may be longer */
+    /* a cached mapping may be longer; an over-aligned block needs a fresh one */
+    uint8_t *base = large_map(h, &map_len, over == 0, &reused);
     if (!base) {
         heap_limit_give(h, body);
         errno = ENOMEM;
         return NULL;
+    }
+    if (over) {
+        uintptr_t start = (((uintptr_t)base + pre + align - 1) & ~(uintptr_t)(align - 1)) - pre;
+        size_t head = start - (uintptr_t)base;
+        if (head)
+            os_unmap(base, head);
+        if (over - head)
+            os_unmap((uint8_t *)start + pre + body + guard, over - head);
+        heap_account_mapped(h, -(int64_t)over);
+        base = (uint8_t *)start;
+        map_len -= over;
     }
     uint8_t *end = base + pre + body;
     if (guard)
         os_protect_none(end, guard);
     uint8_t *user = base + pre;
     if (guard) {
+        /* end-aligned against the guard as far as align allows (above the page
+         * size that is base + pre: the block starts aligned, the guard follows
+         * the page holding its end) */
         size_t a = align > 16 ? align : 16;
         user = (uint8_t *)(((uintptr_t)end - size - canary) & ~(uintptr_t)(a - 1));
         if (user < base + pre)

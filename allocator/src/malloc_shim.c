@@ -143,12 +143,16 @@ SHIM_API void *aligned_alloc(size_t alignment, size_t size)
     return shim_aligned(alignment, size, __builtin_return_address(0));
 }
 
+/* glibc's memalign: an alignment that is not a power of two is rounded up to
+ * one; one above SIZE_MAX / 2 + 1 cannot be. */
 SHIM_API void *memalign(size_t alignment, size_t size)
 {
-    if (!is_pow2(alignment)) {
+    if (alignment > SIZE_MAX / 2 + 1) {
         errno = EINVAL;
         return NULL;
     }
+    if (!is_pow2(alignment) && alignment > 16)
+        alignment = (size_t)1 << (64 - __builtin_clzll(alignment));
     return shim_aligned(alignment, size, __builtin_return_address(0));
 }
 
