@@ -356,6 +356,35 @@ class Plan(_Model):
 
     def plan_hash(self) -> str:
         """A stable hash of what a trial does, independent of ``seed``/``seeds``/``name``."""
-        data = self.model_dump(mode="json", exclude={"seed", "seeds", "name", "description"})
+        data = self.model_dump(mode="json", exclude=set(UNHASHED))
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: top-level keys that do not change what a trial does (left out of ``plan_hash``)
+UNHASHED: tuple[str, ...] = ("seed", "seeds", "name", "description")
+
+
+def plan_differences(old: dict[str, Any], new: dict[str, Any]
+                     ) -> list[tuple[str, Any, Any]]:
+    """The hashed keys whose values differ between two plan documents (``model_dump``
+    output), as ``(dotted key, old value, new value)``; a key missing on one side has
+    ``None`` there. Lists are compared item by item (``faults.1.count``)."""
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    keys = sorted(set(flat_old) | set(flat_new))
+    return [(k, flat_old.get(k), flat_new.get(k)) for k in keys
+            if k.split(".")[0] not in UNHASHED and flat_old.get(k) != flat_new.get(k)]
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        items: Any = value.items()
+    elif isinstance(value, list | tuple) and value and any(
+            isinstance(v, dict | list | tuple) for v in value):
+        items = enumerate(value)
+    else:
+        return {prefix: value} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, item in items:
+        out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
