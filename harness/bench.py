@@ -727,8 +727,9 @@ def bench(targets_opt: str | None, kernels_opt: str | None, quick: bool,
           json_path: Path | None, repeat: int, out_root: Path, timeout_s: float,
           list_only: bool) -> int:
     """Benchmark NMM and the installed peer allocators side by side, with ratios vs glibc."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from harness.terminal import PipeConsole as Console  # a closed pipe: exit code kept
 
     known = all_targets()
     if list_only:

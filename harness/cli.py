@@ -23,21 +23,46 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from harness.engine import Engine, engine_names, get_engine
 from harness.errors import HarnessError, PlanError
-from harness.invocation import command_line
+from harness.invocation import command_line, program
 from harness.journal import JOURNAL_NAME, Journal, read_journal
 from harness.loader import load_plan, validate_paths
-from harness.plan import MAX_SEEDS, Plan
+from harness.plan import MAX_SEEDS, Plan, plan_differences
 from harness.progress import RunProgress
 from harness.records import TrialRecord
 from harness.report import build_document, write_reports
 from harness.runner import RunResult, run_plan
+from harness.terminal import (
+    WIDE,
+    console,
+    failure_lines,
+    matrix_lines,
+    passed_line,
+    trial_table,
+    verdict_line,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+#: the arguments ``main`` was given (after the program name), for printed commands
+_invoked_args: list[str] = []
+#: the exit code of the command's verdict, once known: a broken pipe (``| head``) while
+#: printing the result ends the command quietly with it
+_verdict_code: int | None = None
+
+
+#: the stdout wrapper click installs when it meets a broken pipe itself (private: looked up)
+_PACIFIED: Any = getattr(click.utils, "_PacifyFlushWrapper", ())
+
+
+def _verdict(code: int) -> int:
+    """Record ``code`` as the command's verdict (see ``main``) and return it."""
+    global _verdict_code
+    _verdict_code = code
+    return code
 
 
 def default_plans_dir() -> Path:
@@ -54,7 +79,24 @@ class _Failed(Exception):
         self.code = code
 
 
-@click.group(context_settings=CONTEXT)
+class _PipeClosed(Exception):
+    """The reader of stdout went away (``nmm-chaos run ... | head``)."""
+
+
+class _Group(click.Group):
+    """Turns a broken pipe inside a command into ``_PipeClosed`` before click sees it
+    (click turns one into exit 1 there: the code of a failed trial)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise _PipeClosed() from exc
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(package_name="nmm-chaos", prog_name="nmm-chaos",
+                      message="%(prog)s %(version)s")
 def cli() -> None:
     """nmm-chaos: hammer an allocator with churn and injected faults, judge every trial."""
 
@@ -68,7 +110,13 @@ def cli() -> None:
               help="Override a plan key, e.g. --set workload.threads=8 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), default="reports", show_default=True,
               help="Directory under which <run-id>/ (journal and reports) is written.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result document as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result document as JSON, with the run directory (run_dir) "
+                   "and the report paths (reports).")
+@click.option("--verbose", "-v", is_flag=True,
+              help="List every trial in the table, not only the failing ones.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Print only the verdict line (with --json: only the JSON); no progress.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1),
               help="Trials run at once (default: CPU count).")
 @click.option("--resume", type=click.Path(file_okay=False),
@@ -80,9 +128,15 @@ def cli() -> None:
               help="native: isolated nmm-driver children; python: the Python driver "
                    "in-process (no isolation, one trial at a time).")
 def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tuple[str, ...],
-            out: str, as_json: bool, jobs: int | None, resume: str | None,
-            driver_cmd: str | None, engine: str) -> int:
-    """Run every trial of PLAN and judge it; exit 0 if all expectations held, 1 if not."""
+            out: str, as_json: bool, verbose: bool, quiet: bool, jobs: int | None,
+            resume: str | None, driver_cmd: str | None, engine: str) -> int:
+    """Run every trial of PLAN and judge it; exit 0 if all expectations held, 1 if not.
+
+    Prints the failing trials (every trial with --verbose), each failure's replay
+    command, and a last verdict line (PASS/FAIL, the counts and the report's path).
+    Progress goes to stderr: a live bar on a terminal, else a line every 10 s."""
+    if verbose and quiet:
+        raise _Failed("--verbose and --quiet: give one or the other")
     all_overrides = list(overrides)
     if seed is not None:
         all_overrides.append(f"seed={seed}")
@@ -113,38 +167,46 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", plan.name).strip(".") or "plan"
         run_dir = _new_run_dir(Path(out), f"{stamp}-{safe_name}-{os.getpid()}")
         run_id = run_dir.name
-    err = Console(stderr=True, soft_wrap=True)  # a resume command must stay one line
+    err = console(stderr=True, soft_wrap=True)  # a resume command must stay one line
     journal = Journal(run_dir / JOURNAL_NAME)
     for warning in journal.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
     meta_path = run_dir / "run.json"
     if not meta_path.exists():  # a resume keeps the first run's command and plan
         meta = {"run_id": run_id, "plan_path": plan_path, "overrides": all_overrides,
-                "argv": sys.argv, "engine": eng.name, "engine_spec": eng.spec(),
-                "plan_name": plan.name, "plan_hash": plan.plan_hash()}
+                "argv": [*program(), *_invoked_args], "engine": eng.name,
+                "engine_spec": eng.spec(), "plan_name": plan.name,
+                "plan_hash": plan.plan_hash(),
+                # what a refused --resume compares key by key
+                "plan": plan.model_dump(mode="json")}
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     with journal, _stop_signals():
         try:
-            result = _run_with_progress(plan, journal, eng, jobs, quiet=False)
+            result = _run_with_progress(plan, journal, eng, jobs, quiet=quiet)
         except KeyboardInterrupt as stop:
             resume_cmd = command_line("run", plan_path,
                                       *[a for o in all_overrides for a in ("--set", o)],
-                                      *eng.options(),
-                                      "--resume", str(run_dir))
+                                      *eng.options(), "--resume", str(run_dir))
             how = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
             err.print(f"{how}: {len(journal.records)} trial(s) kept in "
                       f"{journal.path}; continue with:\n  {resume_cmd}",
                       markup=False, highlight=False)
             return 143 if isinstance(stop, _Terminated) else 130
     doc = build_document(plan, result.records, run_id=run_id, plan_path=plan_path,
-                         overrides=all_overrides, command=shlex.join(sys.argv))
+                         overrides=all_overrides, command=command_line(*_invoked_args),
+                         run_options=eng.options())
     paths = write_reports(run_dir, doc)
+    code = _verdict(0 if result.passed else 1)
     if as_json:
-        click.echo(json.dumps(doc, indent=1))
+        click.echo(json.dumps({**doc, "run_dir": str(run_dir.absolute()),
+                               "reports": {kind: str(path.absolute())
+                                           for kind, path in paths.items()}}, indent=1))
+    elif quiet:
+        click.echo(verdict_line(doc, report=str(paths["markdown"])))
     else:
-        _print_summary(Console(), plan, result.records, doc, result.skipped)
-        click.echo(f"report: {paths['markdown']}  (JSON: {paths['json']})")
-    return 0 if result.passed else 1
+        _print_summary(result.records, doc, result.skipped, verbose=verbose,
+                       report=str(paths["markdown"]))
+    return code
 
 
 class _Terminated(KeyboardInterrupt):
@@ -223,14 +285,52 @@ def _check_same_run(run_dir: Path, plan: Plan, plan_path: str, engine: str) -> N
         runs.add((str(meta.get("plan_name")), str(meta["plan_hash"]),
                   str(meta.get("engine", "native"))))
     other = sorted(r for r in runs if (r[1], r[2]) != want)
-    if other:
-        name, digest, was_engine = other[0]
-        raise _Failed(
-            f"--resume {run_dir}: that run is plan {name!r} (hash {digest}, engine "
-            f"{was_engine}); {plan_path} with these overrides is plan {plan.name!r} (hash "
-            f"{want[0]}, engine {engine}). Resume with the run's plan, --set overrides and "
-            "--engine (see its run.json; only --seed/--seeds may change), or leave out "
-            "--resume to start a new run")
+    if not other:
+        return
+    name, digest, was_engine = other[0]
+    changes = [("engine", was_engine, engine)] if was_engine != engine else []
+    before = _run_plan_document(run_dir, meta, digest)
+    if before is not None:
+        changes += plan_differences(before, plan.model_dump(mode="json"))
+    if changes:
+        shown = [f"  {key}: was {_show(old)}, now {_show(new)}"
+                 for key, old, new in changes[:MAX_CHANGES]]
+        if len(changes) > MAX_CHANGES:
+            shown.append(f"  ... and {len(changes) - MAX_CHANGES} more")
+        what = (f"that run is plan {name!r} with other settings; {plan_path} with these "
+                "overrides differs in:\n" + "\n".join(shown) + "\n")
+    else:  # a run directory from before run.json kept the plan: hashes are all there is
+        what = (f"that run is plan {name!r} (hash {digest}, engine {was_engine}); "
+                f"{plan_path} with these overrides is plan {plan.name!r} (hash {want[0]}, "
+                f"engine {engine}). ")
+    raise _Failed(f"--resume {run_dir}: {what}Resume with the run's plan, --set overrides "
+                  "and --engine (see its run.json; only --seed/--seeds may change), or "
+                  "leave out --resume to start a new run")
+
+
+#: differing keys a refused --resume lists one by one
+MAX_CHANGES = 12
+
+
+def _run_plan_document(run_dir: Path, meta: Any, digest: str) -> dict[str, Any] | None:
+    """The plan document of the run in ``run_dir`` with hash ``digest``: from its run.json,
+    else from a result.json an earlier pass wrote; None if neither kept it."""
+    if isinstance(meta, dict) and meta.get("plan_hash") == digest \
+            and isinstance(meta.get("plan"), dict):
+        return dict(meta["plan"])
+    try:
+        plan_doc = json.loads((run_dir / "result.json").read_text())["plan"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(plan_doc, dict) and plan_doc.get("hash") == digest \
+            and isinstance(plan_doc.get("document"), dict):
+        return dict(plan_doc["document"])
+    return None
+
+
+def _show(value: Any) -> str:
+    """A plan value as TOML-ish text: strings quoted, lists in brackets, none as (unset)."""
+    return "(unset)" if value is None else json.dumps(value)
 
 
 def _run_with_progress(plan: Plan, journal: Journal, engine: Engine, jobs: int | None,
@@ -254,40 +354,28 @@ def _run_with_progress(plan: Plan, journal: Journal, engine: Engine, jobs: int |
                         on_line=on_line, engine=engine)
 
 
-def _print_summary(console: Console, plan: Plan, records: Sequence[TrialRecord],
-                   doc: dict[str, Any], skipped: int) -> None:
-    s = doc["summary"]
-    table = Table(title=f"{plan.name}: {s['passed']}/{s['trials']} trials passed"
-                  + (f" ({skipped} from the journal)" if skipped else ""))
-    for column in ("seed", "target", "outcome", "faults", "ops/s", "wall s", "result"):
-        table.add_column(column)
-    shown = [r for r in records if not r.verdict.passed] + [
-        r for r in records if r.verdict.passed]
-    for r in shown[:40]:
-        found = sum(1 for f in r.verdict.faults if f.outcome in ("detected", "detected-abort"))
-        table.add_row(str(r.seed), r.target, r.verdict.outcome,
-                      f"{found}/{len(r.verdict.faults)}", f"{r.ops_per_s:,.0f}",
-                      f"{r.observation.wall_s:.2f}",
-                      "[green]pass[/]" if r.verdict.passed else
-                      "[red]FAIL[/] " + "; ".join(r.verdict.reasons)[:200])
-    if len(shown) > 40:
-        table.caption = f"{len(shown) - 40} more trials in the report"
-    console.print(table)
-    if doc["detection_matrix"]:
-        matrix = Table(title="detections by fault kind")
-        matrix.add_column("fault")
-        targets = sorted({t for row in doc["detection_matrix"].values() for t in row})
-        for t in targets:
-            matrix.add_column(t)
-        for kind, row in doc["detection_matrix"].items():
-            cells = []
-            for t in targets:
-                c = row.get(t, {})
-                found = c.get("detected", 0) + c.get("detected-abort", 0)
-                cells.append(f"{found}/{c.get('injected', 0)}" + (
-                    f" ({c['missed']} missed)" if c.get("missed") else ""))
-            matrix.add_row(kind, *cells)
-        console.print(matrix)
+def _print_summary(records: Sequence[TrialRecord], doc: dict[str, Any], skipped: int, *,
+                   verbose: bool, report: str) -> None:
+    """The run on stdout: failing trials (all with ``verbose``) in a table that fits the
+    terminal (compact when narrow or piped), passing ones in one line, the detection
+    matrix, each failure with its replay command, and the verdict line last."""
+    out = console(soft_wrap=False, highlight=False)
+    compact = not out.is_terminal or out.width < WIDE
+    table = trial_table(records, verbose=verbose, compact=compact, width=out.width)
+    if table is not None:
+        out.print(table)
+    passed = None if verbose else passed_line(records, skipped=skipped)
+    if passed:
+        click.echo(passed)
+    for line in matrix_lines(doc):
+        click.echo(line)
+    replays = {f["key"]: f["replay"] for f in doc["failures"]}
+    failures = failure_lines(records, replays)
+    if failures:
+        click.echo()
+        for line in failures:
+            click.echo(line)
+    click.echo(verdict_line(doc, report=report))
 
 
 @cli.group("plans", context_settings=CONTEXT)
@@ -302,10 +390,10 @@ def plans_validate(paths: tuple[str, ...]) -> int:
     results = validate_paths(paths or (default_plans_dir(),))
     if not results:
         raise _Failed(f"no plans found under {', '.join(paths) or default_plans_dir()}")
-    bad = 0
+    bad = sum(1 for _, outcome in results if isinstance(outcome, PlanError))
+    code = _verdict(2 if bad else 0)
     for path, outcome in results:
         if isinstance(outcome, PlanError):
-            bad += 1
             click.echo(f"FAIL {_rel(path)}", err=True)
             for problem in outcome.problems:
                 click.echo(f"     {problem}", err=True)
@@ -314,7 +402,7 @@ def plans_validate(paths: tuple[str, ...]) -> int:
             click.echo(f"ok   {_rel(path)} ({outcome.name}: {outcome.seeds} trial(s), "
                        f"{n} fault entr{'y' if n == 1 else 'ies'}, {outcome.target.label})")
     click.echo(f"{len(results) - bad}/{len(results)} plans valid")
-    return 2 if bad else 0
+    return code
 
 
 @plans_group.command("list", context_settings=CONTEXT)
@@ -330,10 +418,10 @@ def plans_list(paths: tuple[str, ...]) -> int:
         table.add_column(column, no_wrap=True)
     table.add_column("faults")
     table.add_column("about", overflow="fold", ratio=1)
-    bad = 0
+    bad = sum(1 for _, outcome in results if isinstance(outcome, PlanError))
+    code = _verdict(2 if bad else 0)
     for path, outcome in results:
         if isinstance(outcome, PlanError):
-            bad += 1
             table.add_row(_rel(path), "[red]invalid[/]", "", "", "", "", str(outcome)[:80])
             continue
         kinds = dict.fromkeys(f.kind for f in outcome.faults)
@@ -341,13 +429,14 @@ def plans_list(paths: tuple[str, ...]) -> int:
         ops = str(w.ops_per_worker) + (f" + {w.duration_s:g} s" if w.timed else "")
         table.add_row(_rel(path), outcome.target.label, str(w.threads), ops, str(outcome.seeds),
                       " ".join(kinds) or "-", outcome.description)
-    console = Console()
-    if not console.is_terminal:  # a log or a pipe: do not squeeze the table into 80 columns
-        console = Console(width=200)
-    console.print(table)
+    out = console()
+    if not out.is_terminal:  # a log or a pipe: do not squeeze the table into 80 columns
+        out = console(width=200)
+    out.print(table)
     if bad:
-        click.echo(f"{bad} invalid plan(s); `nmm-chaos plans validate` says why", err=True)
-    return 2 if bad else 0
+        click.echo(f"{bad} invalid plan(s); `{command_line('plans', 'validate')}` says why",
+                   err=True)
+    return code
 
 
 def _rel(path: Path) -> str:
@@ -369,10 +458,23 @@ else:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit code.
+
+    A closed stdout (``| head``) ends the command quietly, with its verdict's exit code
+    when it had one (141, as for SIGPIPE, when it had not got that far)."""
+    global _invoked_args, _verdict_code
+    _invoked_args = list(argv) if argv is not None else sys.argv[1:]
+    _verdict_code = None
     try:
-        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="nmm-chaos",
-                      standalone_mode=False)
+        rv = cli.main(args=list(_invoked_args), prog_name="nmm-chaos", standalone_mode=False)
+    except _PipeClosed:
+        _discard_stdout()
+        return _verdict_code if _verdict_code is not None else 141
+    except SystemExit:
+        if _PACIFIED and isinstance(sys.stdout, _PACIFIED):  # click met a closed pipe
+            _discard_stdout()                                 # itself (--help, --version)
+            return 0
+        raise
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -395,6 +497,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo("interrupted", err=True)
         return 130
     return rv if isinstance(rv, int) else 0
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush of what is still
+    buffered does not fail again (and print "Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

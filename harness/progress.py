@@ -28,6 +28,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from harness.terminal import si
+
 #: seconds between two progress lines when not on a terminal
 INTERVAL_S = 10.0
 
@@ -178,5 +180,5 @@ class RunProgress:
         elapsed = max(self._clock() - self._t0, 1e-6)
         extra = f"{failed} failed, {det} detections"
         if ops:
-            extra += f", {ops / elapsed / 1e6:.2f}M ops/s"
+            extra += f", {si(ops / elapsed)} ops/s"
         bar.update(task, completed=done, extra=extra)

@@ -41,11 +41,13 @@ def percentiles(values: Sequence[float], points: Sequence[float] = (50, 90, 99, 
 def build_document(plan: Plan, records: Sequence[TrialRecord], *, run_id: str,
                    command: str = "", plan_path: str = "",
                    overrides: Sequence[str] = (),
-                   program: Sequence[str] | None = None) -> dict[str, Any]:
+                   program: Sequence[str] | None = None,
+                   run_options: Sequence[str] = ()) -> dict[str, Any]:
     """The versioned JSON result document of one run.
 
     Replay commands start with ``program`` (default: ``nmm-chaos`` as this process was
-    invoked, ``harness.invocation.program()``), so they paste into a shell."""
+    invoked, ``harness.invocation.program()``), so they paste into a shell, and repeat
+    ``run_options`` (``--engine python``, ``--driver CMD``: how the trials were run)."""
     outcomes = Counter(r.verdict.outcome for r in records)
     matrix: dict[str, dict[str, dict[str, int]]] = defaultdict(
         lambda: defaultdict(lambda: {o: 0 for o in ("injected", *OUTCOMES)}))
@@ -58,7 +60,8 @@ def build_document(plan: Plan, records: Sequence[TrialRecord], *, run_id: str,
             if f.latency_ops is not None:
                 latency[f.kind].append(f.latency_ops)
     failures = [r for r in records if not r.verdict.passed]
-    replay_base = command_line("run", plan_path or plan.name, prefix=program) + "".join(
+    replay_base = command_line("run", plan_path or plan.name, *run_options,
+                               prefix=program) + "".join(
         f" --set {shlex.quote(o)}" for o in overrides
         if not o.startswith(("seed=", "seeds=")))
     op_latency = [r.observation.result.latency_ns for r in records

@@ -6,7 +6,8 @@ crash (SIGSEGV after a fault, no diagnostic), abort (an ``nmm:`` line then SIGAB
 hang (never finishes), garbage (non-JSON noise around a good trial), gated (detect,
 but with ``FAKE_DRIVER_GATE=N:PATH`` in the environment a trial whose seed is above N
 first waits until the file PATH exists: a run then stops at a known point, for
-kill-and-resume tests), exit3 (exits 3 without a result line).
+kill-and-resume tests), exit3 (exits 3 without a result line), oddmiss (miss on odd
+seeds, detect on even ones: a run with both failing and passing trials).
 The real path through ``nmm-driver`` is tested separately end to end.
 """
 
@@ -54,6 +55,8 @@ def parse(argv: list[str]) -> dict:
 def main() -> int:
     mode = sys.argv[1]
     opts = parse(sys.argv[3:])
+    if mode == "oddmiss":
+        mode = "miss" if opts["seed"] % 2 else "detect"
     emit({"type": "start", "seed": opts["seed"], "threads": opts["threads"],
           "ops": opts["ops"], "target": "nmm", "pid": os.getpid()})
     if mode == "hang":

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.invocation import command_line
 
 PLANS = Path(__file__).resolve().parent.parent.parent / "chaos_plans"
 PLAN = """
@@ -50,7 +51,8 @@ def test_run_passing_plan_exits_0_and_writes_reports(tmp_path, write_plan, fake_
     assert doc["summary"]["trials"] == 2 and doc["summary"]["passed"] == 2
     assert doc["detection_matrix"]["double_free"]["nmm:standard"]["detected"] == 2
     assert "2/2 trials passed" in (run_dirs[0] / "summary.md").read_text()
-    assert "report:" in out
+    assert out.splitlines()[-1] == (
+        f"PASS plan: 2/2 trials passed; report {run_dirs[0] / 'summary.md'}")
 
 
 def test_run_failing_trial_exits_1(tmp_path, write_plan, fake_driver, capsys):
@@ -167,7 +169,7 @@ def test_plans_list_of_a_missing_or_invalid_plan_exits_2(tmp_path, write_plan, c
                           str(write_plan("schema_version = 1\n"))], capsys)
     assert code == 2
     assert "invalid" in out and "plan.toml" in out
-    assert "1 invalid plan(s); `nmm-chaos plans validate` says why" in err
+    assert f"1 invalid plan(s); `{command_line('plans', 'validate')}` says why" in err
     (tmp_path / "empty").mkdir()
     code, _, err = run(["plans", "list", str(tmp_path / "empty")], capsys)
     assert code == 2 and f"error: no plans found under {tmp_path / 'empty'}" in err
@@ -228,7 +230,11 @@ def test_resume_of_another_plan_exits_2_and_changes_nothing(tmp_path, write_plan
     code, out, err = run(["run", str(write_plan(PLAN)), "--resume", str(run_dir),
                           *with_driver, *change], capsys)
     assert code == 2
-    assert f"error: --resume {run_dir}: that run is plan 'plan'" in err
+    assert f"error: --resume {run_dir}: that run is plan 'plan' with other settings" in err
+    # each key that differs, with the run's value and this command's
+    assert ("\n  workload.ops: was 100, now 200\n" if "python" not in change
+            else '\n  engine: was "native", now "python"\n') in err
+    assert err.count("\n  ") == 1  # that key alone
     assert "only --seed/--seeds may change" in err and "Traceback" not in out + err
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
