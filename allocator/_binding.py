@@ -32,6 +32,7 @@ from allocator.errors import (
     HeapClosed,
     InvalidArgument,
     InvalidPointer,
+    Mismatch,
     NmmError,
     OutOfMemory,
     ReallocFreed,
@@ -44,10 +45,14 @@ STATUS_ERRORS: dict[int, type[NmmError]] = {
     lib.NMM_E_NOMEM: OutOfMemory,
     lib.NMM_E_INVALID_ARGUMENT: InvalidArgument,
     lib.NMM_E_REALLOC_FREED: ReallocFreed,
+    lib.NMM_E_MISMATCH: Mismatch,
 }
 """C status -> exception class: the one mapping."""
 
 _MAX_ADDRESS = 2**64 - 1
+_UNSIZED = 2**64 - 1  # NMM_UNSIZED: a delete that gives no size
+# statuses after which the block is gone: retired, already free, or freed anyway
+_GONE = frozenset({lib.NMM_E_CORRUPTED, lib.NMM_E_DOUBLE_FREE, lib.NMM_E_MISMATCH})
 _CHARP = ffi.typeof("char *")
 _ERR_LEN = 512
 _DRAIN_BATCH = 256
@@ -153,6 +158,7 @@ def _event_from_c(ev: Any) -> Event:
         alloc_site=_site_info(ev.alloc_site),
         free_site=_site_info(ev.free_site),
         thread_id=int(ev.thread_id),
+        extra=int(ev.extra),
     )
 
 
@@ -493,16 +499,75 @@ class Heap:
         status = lib.nmmpy_free(heap, address, site)
         if status == lib.NMM_OK:
             return
-        if mine is not None and status not in (lib.NMM_E_CORRUPTED, lib.NMM_E_DOUBLE_FREE):
+        if mine is not None and status not in _GONE:
             # Still live in the allocator's eyes (e.g. rejected as invalid): keep it usable.
             mine._freed = False
             self._live.setdefault(address, mine)
         self._raise(status, f"free(0x{address:x})", address)
 
-    def usable_size(self, block: Block | int) -> int:
-        """Bytes usable at a block (>= its size); 0 if it is not a live block."""
+    # -------------------------------------------------------------- C++'s new and delete
+
+    def new(self, size: int, *, array: bool = False, alignment: int = 0) -> Block:
+        """C++'s ``operator new`` (``array=True``: ``new[]``; ``alignment``: the
+        ``std::align_val_t`` form). At standard and above the block remembers it,
+        so ``free`` of it, or the wrong ``delete``, is reported (Mismatch)."""
+        n, a = _size_arg("size", size), _size_arg("alignment", alignment)
+        family = lib.NMM_FAMILY_NEW_ARRAY if array else lib.NMM_FAMILY_NEW
+        address = lib.nmmpy_alloc_as(self._heap(), family, n, a, _caller_site())
+        return self._adopt(address, n, "new[]" if array else "new", n)
+
+    def delete(
+        self,
+        block: Block | int,
+        *,
+        array: bool = False,
+        size: int | None = None,
+        alignment: int = 0,
+    ) -> None:
+        """C++'s ``operator delete`` (``array=True``: ``delete[]``; ``size``: the sized
+        form; ``alignment``: the aligned form). A block that is not a live one
+        raises as ``free`` does; at standard and above a block of another family
+        (malloc'd, or new vs new[]) and a size or alignment other than the
+        block's raise Mismatch, after the block was freed all the same."""
+        heap = self._heap()
+        site = _caller_site()
+        old, address = self._resolve(block, "delete")
+        if old is not None and old._freed and old._heap is self:
+            raise DoubleFree(f"delete: block 0x{address:x} was already freed")
+        n = _UNSIZED if size is None else _size_arg("size", size)
+        a = _size_arg("alignment", alignment)
+        family = lib.NMM_FAMILY_NEW_ARRAY if array else lib.NMM_FAMILY_NEW
+        mine = self._live.pop(address, None)
+        status = lib.nmmpy_free_as(heap, address, family, n, a, site)
+        if mine is not None:
+            if status in _GONE or status == lib.NMM_OK:
+                mine._mark_freed()
+            else:
+                self._live.setdefault(address, mine)
+        if status != lib.NMM_OK:
+            self._raise(status, f"delete{'[]' if array else ''}(0x{address:x})", address)
+
+    # -------------------------------------------------------------- queries
+
+    def usable_size(self, block: Block | int, *, strict: bool = False) -> int:
+        """Bytes usable at a block (>= its size); 0 if it is not a live block.
+        ``strict=True`` is ``malloc_usable_size``'s contract as NMM checks it: a
+        pointer that is not a live block's start is reported (invalid_pointer)
+        and raises InvalidPointer."""
         _, address = self._resolve(block, "usable_size")
-        return int(lib.nmmpy_usable_size(self._heap(), address))
+        heap = self._heap()
+        if not strict:
+            return int(lib.nmmpy_usable_size(heap, address))
+        self._drain()
+        n = int(lib.nmmpy_usable_size_checked(heap, address, _caller_site()))
+        for event in self._drain():
+            if event.kind == "invalid_pointer" and event.address == address:
+                raise InvalidPointer(
+                    f"usable_size(0x{address:x}): not a live block ({event.reason})",
+                    status=lib.NMM_E_INVALID_POINTER,
+                    event=event,
+                )
+        return n
 
     def requested_size(self, block: Block | int) -> int:
         """The size asked for when a live block was allocated; 0 if not live."""

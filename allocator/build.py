@@ -30,7 +30,9 @@ INCLUDE_DIR = ALLOCATOR / "include"
 SRC_DIR = ALLOCATOR / "src"
 DRIVER_DIR = ROOT / "harness" / "native"
 HEADER = INCLUDE_DIR / "nmm.h"
-SHIM = "malloc_shim.c"
+# Files linked only into libnmm_preload.so: the malloc family (malloc_shim.c),
+# C++'s operator new and delete (new_shim.c), ...
+SHIM_SUFFIX = "_shim.c"
 
 CFLAGS = [
     "-std=gnu11",
@@ -41,10 +43,13 @@ CFLAGS = [
     "-pthread",
     "-Wall",
     "-Wextra",
+    # unwind tables (x86-64's default anyway): a std::bad_alloc thrown from the
+    # preload library's operator new unwinds through its C frames
+    "-fasynchronous-unwind-tables",
 ]
 if os.uname().machine == "x86_64":
     CFLAGS.append("-msse4.2")
-LIBRARIES = ["pthread", "m"]
+LIBRARIES = ["pthread", "m", "dl"]
 
 
 class Flavor(NamedTuple):
@@ -71,9 +76,15 @@ FLAVORS: dict[str, Flavor] = {
 # ------------------------------------------------------------------ sources
 
 
+def is_shim(path: Path) -> bool:
+    """A source of the preload library only (``*_shim.c``)."""
+    return path.name.endswith(SHIM_SUFFIX)
+
+
 def allocator_sources(*, shim: bool) -> list[Path]:
-    """The allocator's C sources, globbed; ``shim`` adds the malloc replacement."""
-    return sorted(p for p in SRC_DIR.glob("*.c") if shim or p.name != SHIM)
+    """The allocator's C sources, globbed; ``shim`` adds the preload library's
+    entry points (the malloc family, C++'s operators)."""
+    return sorted(p for p in SRC_DIR.glob("*.c") if shim or not is_shim(p))
 
 
 def driver_sources() -> list[Path]:
@@ -162,6 +173,13 @@ static size_t nmmpy_usable_size(nmm_heap_t *h, uintptr_t p)
 { return nmm_usable_size(h, (const void *)p); }
 static size_t nmmpy_requested_size(nmm_heap_t *h, uintptr_t p)
 { return nmm_requested_size(h, (const void *)p); }
+static size_t nmmpy_usable_size_checked(nmm_heap_t *h, uintptr_t p, nmm_site_t s)
+{ return nmm_usable_size_checked(h, (const void *)p, s); }
+static uintptr_t nmmpy_alloc_as(nmm_heap_t *h, int family, size_t n, size_t a, nmm_site_t s)
+{ return (uintptr_t)nmm_alloc_as(h, (nmm_family_t)family, n, a, s); }
+static nmm_status_t nmmpy_free_as(nmm_heap_t *h, uintptr_t p, int family, size_t n, size_t a,
+                                  nmm_site_t s)
+{ return nmm_free_as(h, (void *)p, (nmm_family_t)family, n, a, s); }
 """
 
 
@@ -396,7 +414,7 @@ def build_native(
 
     lib_objs = _compile_all(allocator_sources(shim=False), build_dir, flavor, jobs)
     shim_objs = _compile_all(
-        [p for p in allocator_sources(shim=True) if p.name == SHIM], build_dir, flavor, jobs
+        [p for p in allocator_sources(shim=True) if is_shim(p)], build_dir, flavor, jobs
     )
     link_libs = [f"-l{lib}" for lib in LIBRARIES]
     built: list[Path] = []
@@ -468,6 +486,26 @@ MALLOC_FAMILY = frozenset(
     }
 )
 
+# C++'s replaceable allocation functions (new_shim.c), by their Itanium ABI names:
+# new / new[] (plain, nothrow, aligned, aligned nothrow) and delete / delete[]
+# (plain, nothrow, sized, aligned, aligned nothrow, sized aligned).
+CXX_OPERATORS = frozenset(
+    f"_Z{op}{args}"
+    for op in ("nw", "na")
+    for args in ("m", "mRKSt9nothrow_t", "mSt11align_val_t", "mSt11align_val_tRKSt9nothrow_t")
+) | frozenset(
+    f"_Z{op}{args}"
+    for op in ("dl", "da")
+    for args in (
+        "Pv",
+        "PvRKSt9nothrow_t",
+        "Pvm",
+        "PvSt11align_val_t",
+        "PvSt11align_val_tRKSt9nothrow_t",
+        "PvmSt11align_val_t",
+    )
+)
+
 
 def exported_symbols(path: Path) -> set[str]:
     """Dynamic symbols a shared library defines (nm -D --defined-only)."""
@@ -484,7 +522,7 @@ def exported_symbols(path: Path) -> set[str]:
 
 def unexpected_exports(path: Path, *, preload: bool) -> set[str]:
     """Exported symbols outside the contract (nmm_*, plus the malloc family)."""
-    allowed = MALLOC_FAMILY if preload else frozenset()
+    allowed = MALLOC_FAMILY | CXX_OPERATORS if preload else frozenset()
     return {s for s in exported_symbols(path) if not s.startswith("nmm_") and s not in allowed}
 
 

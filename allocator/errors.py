@@ -5,6 +5,9 @@
     ├── InvalidPointer                      not the start of a live block of this heap
     ├── Corrupted                           header, guard or canary damaged (block retired)
     ├── ReallocFreed                        realloc of a block that was already freed
+    ├── Mismatch (also ValueError)          freed by the wrong call (free of a new'd block,
+    │                                       delete of new[], a wrong sized/aligned delete);
+    │                                       the block was freed anyway
     ├── OutOfMemory (also MemoryError)      OS, limit_bytes or an injected failure
     ├── InvalidArgument (also ValueError)   bad size, alignment, option or fail-point spec
     └── HeapClosed (also ValueError)        the heap was closed (like I/O on a closed file)
@@ -50,6 +53,13 @@ class ReallocFreed(NmmError):
     """realloc was asked to resize a block that had been freed."""
 
 
+class Mismatch(NmmError, ValueError):
+    """A block was freed by a call of another family (``free`` of a ``new``'d block,
+    ``delete`` of a ``new[]``'d one, ...: ``alloc_dealloc_mismatch``) or by a sized or
+    aligned delete that does not match it (``delete_size_mismatch``). The block was
+    freed all the same."""
+
+
 class OutOfMemory(NmmError, MemoryError):
     """Allocation failed: the OS refused, limit_bytes was reached, or a fail
     point injected the failure. The heap is intact and usable."""
@@ -70,6 +80,7 @@ __all__ = [
     "HeapClosed",
     "InvalidArgument",
     "InvalidPointer",
+    "Mismatch",
     "NmmError",
     "OutOfMemory",
     "ReallocFreed",

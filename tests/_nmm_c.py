@@ -1,4 +1,5 @@
-"""Build and run the small C programs of the periphery tests (tests/c/preload/*.c).
+"""Build and run the small C (and C++) programs of the periphery tests
+(tests/c/preload/*.c, *.cpp).
 
 Programs are compiled once per test session (per xdist worker) into a temporary
 directory, either against the static ``allocator/_native/libnmm.a`` (programs that
@@ -79,7 +80,8 @@ def compile_program(source: str, out_dir: Path, *, link_nmm: bool) -> Path:
     """Compile tests/c/preload/<source> into out_dir; returns the executable."""
     src = PROGRAMS / source
     exe = out_dir / src.stem
-    cmd = ["gcc", "-std=gnu11", *DEBUG_FLAGS, "-I", str(INCLUDE), str(src), "-o", str(exe)]
+    compiler = ["g++", "-std=c++17"] if src.suffix == ".cpp" else ["gcc", "-std=gnu11"]
+    cmd = [*compiler, *DEBUG_FLAGS, "-I", str(INCLUDE), str(src), "-o", str(exe)]
     if link_nmm:
         cmd[-2:-2] = [str(native_artifact("libnmm.a"))]
         cmd += ["-ldl", "-lm"]

@@ -32,6 +32,7 @@ from allocator import (
     HeapClosed,
     InvalidArgument,
     InvalidPointer,
+    Mismatch,
     NmmError,
     OutOfMemory,
     ReallocFreed,
@@ -167,6 +168,50 @@ def test_aligned_alloc(make_heap: MakeHeap, level: str) -> None:
         heap.aligned_alloc(1 << 47, 64)
     assert heap.stats().live_blocks == 0
     assert heap.validate().clean and heap.events() == []
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_new_and_delete_in_every_matching_form(make_heap: MakeHeap, level: str) -> None:
+    """C++'s forms through the binding: each block freed by its own kind of delete
+    (plain, array, sized, aligned, sized and aligned) is no misuse at any level,
+    small, aligned and large alike; and a usable_size(strict=True) of a live block
+    answers as the plain one."""
+    heap = make_heap(level=level)
+    for size in (0, 1, 64, 5000, 300_000):
+        for array in (False, True):
+            block = heap.new(size, array=array)
+            block.view[:] = b"\x11" * size
+            assert heap.usable_size(block, strict=True) == heap.usable_size(block) >= size
+            heap.delete(block, array=array)
+            heap.delete(heap.new(size, array=array), array=array, size=size)
+            for alignment in (32, 4096, 1 << 16):
+                block = heap.new(size, array=array, alignment=alignment)
+                assert block.address % alignment == 0
+                heap.delete(block, array=array, alignment=alignment)
+                block = heap.new(size, array=array, alignment=alignment)
+                heap.delete(block, array=array, size=size, alignment=alignment)
+    # an alignment up to the default (16) is the default
+    heap.delete(heap.new(10, alignment=8), alignment=16)
+    assert heap.events() == []
+    assert heap.validate().clean
+    assert heap.stats().live_blocks == 0
+
+
+def test_mismatch_events_say_what_made_and_freed_the_block(make_heap: MakeHeap) -> None:
+    heap = make_heap(level="standard")
+    with pytest.raises(Mismatch) as info:
+        heap.delete(heap.new(24, array=True))
+    assert info.value.event is not None and info.value.event.families == ("new[]", "delete")
+    block = heap.new(24, alignment=256)
+    with pytest.raises(Mismatch) as info:
+        heap.delete(block, size=20)
+    event = info.value.event
+    assert event is not None and event.kind == "delete_size_mismatch"
+    assert (event.size, event.delete_size, event.alignments) == (24, 20, (256, 16))
+    assert block.freed  # freed all the same
+    with pytest.raises(DoubleFree):
+        heap.delete(block)
+    assert heap.validate().clean and heap.stats().live_blocks == 0
 
 
 def test_unsafe_read_write_in_bounds(make_heap: MakeHeap) -> None:

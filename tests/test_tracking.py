@@ -163,6 +163,10 @@ def test_diagnostic_report_has_every_section(make_heap) -> None:
         "invalid_realloc",
         "freelist_corrupt",
         "guard_page",
+        "alloc_dealloc_mismatch",
+        "delete_size_mismatch",
+        "invalid_pointer",
+        "zero_size_access",
     }
     top = report["top_leaks"]
     assert [g["line"] for g in top] == [_line_of("site-big"), _line_of("site-small")]

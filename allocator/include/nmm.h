@@ -36,7 +36,10 @@ typedef enum nmm_status {
     NMM_E_NOMEM = 4,            /* out of memory, over limit_bytes, or an injected failure */
     NMM_E_INVALID_ARGUMENT = 5, /* bad alignment, bad option, size overflow, … */
     NMM_E_REALLOC_FREED = 6,    /* realloc of a block that was already freed */
-    NMM_E_ABORTED = 7           /* policy=abort: never returned, the process is gone */
+    NMM_E_ABORTED = 7,          /* policy=abort: never returned, the process is gone */
+    NMM_E_MISMATCH = 8          /* freed by the wrong kind of call (free of a new'd block,
+                                 * delete[] of a new'd one, a sized delete of the wrong size
+                                 * or alignment): reported, and the block was freed anyway */
 } nmm_status_t;
 
 /* A static English string for a status; never NULL. */
@@ -188,6 +191,40 @@ NMM_API size_t nmm_usable_size(nmm_heap_t *heap, const void *ptr);
 /* Requested size of a live block (what the caller asked for); 0 if not live. */
 NMM_API size_t nmm_requested_size(nmm_heap_t *heap, const void *ptr);
 
+/* Which kind of call made a block, and so which kind must free it: C's malloc
+ * family (free, realloc), C++'s operator new (delete) or operator new[]
+ * (delete[]). At standard and above a block remembers its family out of band
+ * (its state byte, or its large-block record), so a mismatch is seen even when
+ * the header is damaged. */
+typedef enum nmm_family {
+    NMM_FAMILY_MALLOC = 0,     /* malloc, calloc, realloc, aligned_alloc, ... / free, realloc */
+    NMM_FAMILY_NEW = 1,        /* operator new / operator delete */
+    NMM_FAMILY_NEW_ARRAY = 2   /* operator new[] / operator delete[] */
+} nmm_family_t;
+
+/* nmm_free_as's size for a delete that carries none. */
+#define NMM_UNSIZED SIZE_MAX
+
+/* Allocate like nmm_alloc (alignment 0 or <= 16) or nmm_aligned_alloc (above)
+ * for a call of the given family: what C++'s operator new and new[] use. */
+NMM_API void *nmm_alloc_as(nmm_heap_t *heap, nmm_family_t family, size_t size, size_t alignment,
+                           nmm_site_t site);
+
+/* Free like nmm_free, for a call of the given family with, for a sized delete,
+ * the size it was given (NMM_UNSIZED: none) and, for an aligned delete, the
+ * alignment (0: none). At standard and above a block of another family is
+ * reported as alloc_dealloc_mismatch, a size other than the requested one or an
+ * alignment other than the allocation's as delete_size_mismatch; either way the
+ * block is then freed as usual and NMM_E_MISMATCH returned (unless the free
+ * itself found something worse, whose status it is). */
+NMM_API nmm_status_t nmm_free_as(nmm_heap_t *heap, void *ptr, nmm_family_t family, size_t size,
+                                 size_t alignment, nmm_site_t site);
+
+/* malloc_usable_size's contract: the usable bytes of a live block; any other
+ * non-NULL pointer (interior, freed, wild, never handed out) is reported as
+ * invalid_pointer (the reason in the event's detail) and 0 returned. */
+NMM_API size_t nmm_usable_size_checked(nmm_heap_t *heap, const void *ptr, nmm_site_t site);
+
 /* Convenience macros that intern the caller's file and line once per call site. */
 #define NMM_SITE_HERE(heap)                                                        \
     (__extension__({                                                               \
@@ -276,6 +313,16 @@ typedef enum nmm_event_kind {
     NMM_EV_INVALID_REALLOC = 8,  /* realloc of a pointer that is not a live block start */
     NMM_EV_FREELIST_CORRUPT = 9, /* an internal free list or bitmap is inconsistent */
     NMM_EV_GUARD_PAGE = 10,      /* access to a guard page (reported by the signal handler) */
+    NMM_EV_ALLOC_DEALLOC_MISMATCH = 11, /* freed by a call of another family (nmm_family_t):
+                                 * detail = the block's family | the freeing call's << 8 */
+    NMM_EV_DELETE_SIZE_MISMATCH = 12, /* sized/aligned delete that does not match the block:
+                                 * detail = the size the delete gave (saturated at 2^32 - 1),
+                                 * extra = log2 of the block's alignment | log2 of the
+                                 * delete's << 8 (0 = the default, 16) */
+    NMM_EV_INVALID_POINTER = 13, /* a query (malloc_usable_size) of a pointer that is not a
+                                 * live block start: detail = nmm_invalid_reason_t */
+    NMM_EV_ZERO_SIZE_ACCESS = 14,/* paranoid: read or write of a zero-size block (reported by
+                                 * the signal handler; extra = 1 for a write) */
     NMM_EV_KIND_COUNT_
 } nmm_event_kind_t;
 
@@ -285,7 +332,9 @@ typedef enum nmm_invalid_reason {
     NMM_INVALID_WILD = 1,        /* not in any NMM heap's address space */
     NMM_INVALID_FOREIGN_HEAP = 2,/* a block of another NMM heap */
     NMM_INVALID_INTERIOR = 3,    /* inside a block of this heap, not its start */
-    NMM_INVALID_UNMAPPED = 4     /* in this heap's reserve but not in a slab in use */
+    NMM_INVALID_UNMAPPED = 4,    /* in this heap's reserve but not in a slab in use */
+    NMM_INVALID_FREED = 5        /* a block that was freed (invalid_pointer only: a free or
+                                 * realloc of one is a double_free / realloc_freed) */
 } nmm_invalid_reason_t;
 
 typedef struct nmm_event {
@@ -298,7 +347,7 @@ typedef struct nmm_event {
     nmm_site_t alloc_site;  /* 0 = unknown */
     nmm_site_t free_site;   /* 0 = unknown */
     uint32_t thread_id;     /* OS thread id (gettid) of the detecting thread */
-    uint32_t reserved0;
+    uint32_t extra;         /* kind-specific second detail (see the kinds); 0 = none */
 } nmm_event_t;
 
 /* Static name of an event kind ("double_free", "overflow", …); "unknown" if bad. */

@@ -471,10 +471,160 @@ static int32_t alloc_find_aligned(const nmm_heap_t *h, slab_t *s, uintptr_t up)
     return -1;
 }
 
+/* ------------------------------------------------------------------ families */
+
+static uint32_t align_shift_of(size_t align)
+{
+    return align > 16 ? (uint32_t)__builtin_ctzll(align) : 0;
+}
+
+/* The live slab block whose user pointer is p: its state byte and value, or NULL
+ * (header levels). */
+static uint8_t *alloc_live_state(const nmm_heap_t *h, const void *p, slab_t **sp, uint32_t *idxp,
+                                 uint8_t *stp)
+{
+    uintptr_t up = (uintptr_t)p;
+    slab_t *s = slab_of(h, up);
+    if (!s)
+        return NULL;
+    uintptr_t block = up - h->user_off;
+    int32_t idx = block >= (uintptr_t)s->data ? slab_index(s, block) : -1;
+    uint8_t st;
+    if (idx >= 0) {
+        st = __atomic_load_n(&slab_states(s)[idx], __ATOMIC_RELAXED);
+        if (!state_is_live_unaligned(st))
+            return NULL;
+    } else {
+        idx = alloc_find_aligned(h, s, up);
+        if (idx < 0)
+            return NULL;
+        st = __atomic_load_n(&slab_states(s)[idx], __ATOMIC_RELAXED);
+        if (!state_is_aligned(st))
+            return NULL;
+    }
+    *sp = s;
+    *idxp = (uint32_t)idx;
+    *stp = st;
+    return &slab_states(s)[idx];
+}
+
+/* A block just handed out (so no other thread may touch it) records the family
+ * of the call that made it. Checking levels. */
+static void alloc_set_family(nmm_heap_t *h, void *p, uint32_t family)
+{
+    slab_t *s;
+    uint32_t idx, have, shift, site;
+    uint8_t st;
+    size_t size;
+    if ((uintptr_t)p - h->base >= h->region_size) {
+        large_swap_family(h, p, family, &have, &shift, &size, &site);
+        return;
+    }
+    uint8_t *state = alloc_live_state(h, p, &s, &idx, &st);
+    if (state)
+        __atomic_store_n(state, state_with_family(st, family), __ATOMIC_RELAXED);
+}
+
+/* The freeing call (its family; for a sized delete its size, NMM_UNSIZED for
+ * none; for an aligned delete its alignment, 0 for none) against the live block
+ * at p: reports an alloc_dealloc_mismatch or a delete_size_mismatch, and turns a
+ * live state of another family back into the malloc family's, so the free that
+ * follows takes the usual paths. NMM_OK when nothing was reported, p not a live
+ * block included (the free reports that). Checking levels. */
+NMM_NOINLINE static nmm_status_t dealloc_check(nmm_heap_t *h, void *p, uint32_t family, size_t size,
+                                               size_t align, nmm_site_t site)
+{
+    uint32_t have, have_shift = 0, asite = 0;
+    size_t req = SIZE_MAX;  /* unknown (a damaged header): no size check */
+    slab_t *s = NULL;
+    uint32_t idx = 0;
+    if ((uintptr_t)p - h->base >= h->region_size) {
+        if (!large_swap_family(h, p, NMM_FAMILY_MALLOC, &have, &have_shift, &req, &asite))
+            return NMM_OK;
+    } else {
+        uint8_t st;
+        uint8_t *state = alloc_live_state(h, p, &s, &idx, &st);
+        if (!state)
+            return NMM_OK;
+        have = state_family(st);
+        if (state_is_aligned(st))
+            have_shift = st & 15;
+        if (have == NMM_FAMILY_MALLOC && family == NMM_FAMILY_MALLOC)
+            return NMM_OK;  /* free() of a malloc'd block: the common case */
+        if (have != NMM_FAMILY_MALLOC &&
+            !__atomic_compare_exchange_n(state, &st, state_with_family(st, NMM_FAMILY_MALLOC), false,
+                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            return NMM_OK;  /* freed meanwhile by another thread: its free says what */
+    }
+    /* C++: a sized delete gives the size new was asked for, an aligned delete the
+     * alignment aligned new was (and only an aligned new's block takes one) */
+    uint32_t want_shift = align_shift_of(align);
+    bool cxx = family != NMM_FAMILY_MALLOC;
+    bool sized = cxx && size != NMM_UNSIZED;
+    if (have == family && !sized && (!cxx || want_shift == have_shift))
+        return NMM_OK;
+    if (s && detect_header_ok(h, p)) {  /* a slab block's size and site, for the check and the report */
+        uint64_t hw = detect_header_word(p);
+        req = detect_header_size(hw);
+        asite = slab_site(s, idx, detect_header_has_site(hw));
+    }
+    size_t known = req == SIZE_MAX ? 0 : req;
+    if (have != family)
+        return heap_report(h, NMM_EV_ALLOC_DEALLOC_MISMATCH, have | family << 8, p, known, asite,
+                           site);
+    if ((sized && req != SIZE_MAX && size != req) || (cxx && want_shift != have_shift))
+        return heap_report_extra(h, NMM_EV_DELETE_SIZE_MISMATCH,
+                                 size > UINT32_MAX ? UINT32_MAX : (uint32_t)size,
+                                 have_shift | want_shift << 8, p, known, asite, site);
+    return NMM_OK;
+}
+
+void *nmm_alloc_as(nmm_heap_t *h, nmm_family_t family, size_t size, size_t alignment,
+                   nmm_site_t site)
+{
+    if ((uint32_t)family > NMM_FAMILY_NEW_ARRAY)
+        return alloc_fail(h, NMM_E_INVALID_ARGUMENT, EINVAL);
+    void *p = alignment ? nmm_aligned_alloc(h, alignment, size, site) : nmm_alloc(h, size, site);
+    if (p && family != NMM_FAMILY_MALLOC && h->checks)
+        alloc_set_family(h, p, family);
+    return p;
+}
+
+nmm_status_t nmm_free_as(nmm_heap_t *h, void *p, nmm_family_t family, size_t size, size_t alignment,
+                         nmm_site_t site)
+{
+    if ((uint32_t)family > NMM_FAMILY_NEW_ARRAY || (alignment & (alignment - 1))) {
+        heap_set_status(NMM_E_INVALID_ARGUMENT);
+        return NMM_E_INVALID_ARGUMENT;
+    }
+    if (!p)
+        return NMM_OK;
+    nmm_status_t mm = h->checks ? dealloc_check(h, p, family, size, alignment, site) : NMM_OK;
+    nmm_status_t st = nmm_free(h, p, site);
+    if (st != NMM_OK)
+        return st;
+    if (mm != NMM_OK)
+        heap_set_status(mm);
+    return mm;
+}
+
+/* ------------------------------------------------------------------ free slow path */
+
+NMM_NOINLINE static nmm_status_t free_block(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call);
+
+/* Every free the fast paths did not finish: a block of another family (a new'd
+ * one, by free or realloc) is reported first, then freed all the same. */
 NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call)
 {
     if (!p)
         return NMM_OK;
+    nmm_status_t mm = h->checks ? dealloc_check(h, p, NMM_FAMILY_MALLOC, NMM_UNSIZED, 0, site) : NMM_OK;
+    nmm_status_t st = free_block(h, p, site, realloc_call);
+    return st != NMM_OK ? st : mm;
+}
+
+NMM_NOINLINE static nmm_status_t free_block(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call)
+{
     if (h->paranoid && !h->use_cache)
         detect_note_call();
     uintptr_t up = (uintptr_t)p;
@@ -703,7 +853,7 @@ static bool alloc_block_info(nmm_heap_t *h, const void *p, block_info_t *bi)
     uint8_t st;
     if (idx >= 0) {
         st = __atomic_load_n(&slab_states(s)[idx], __ATOMIC_RELAXED);
-        if (st != BS_LIVE && st != BS_LIVE_BAD)
+        if (!state_is_live_unaligned(st) && st != BS_LIVE_BAD)
             return false;
     } else {
         idx = alloc_find_aligned(h, s, up);
@@ -732,6 +882,44 @@ size_t nmm_usable_size(nmm_heap_t *h, const void *p)
 {
     block_info_t bi;
     return alloc_block_info(h, p, &bi) ? bi.usable : 0;
+}
+
+/* Why p is not a live block start (for invalid_pointer). */
+static uint32_t alloc_invalid_reason(nmm_heap_t *h, const void *p)
+{
+    uintptr_t up = (uintptr_t)p;
+    if (up - h->base >= h->region_size) {
+        if (large_was_freed(h, p))
+            return NMM_INVALID_FREED;
+        if (large_contains(h, up))
+            return NMM_INVALID_INTERIOR;
+        pthread_mutex_lock(&heap_table_lock);
+        nmm_heap_t *other = heap_by_address(up, h);
+        pthread_mutex_unlock(&heap_table_lock);
+        return other ? NMM_INVALID_FOREIGN_HEAP : NMM_INVALID_WILD;
+    }
+    slab_t *s = slab_of(h, up);
+    if (!s)
+        return NMM_INVALID_UNMAPPED;
+    if (up - (uintptr_t)s->data >= s->span)
+        return NMM_INVALID_INTERIOR;  /* the slab's lead or its tail */
+    uint32_t ci = slab_index_containing(s, up);
+    uint8_t st = __atomic_load_n(&slab_states(s)[ci], __ATOMIC_RELAXED);
+    uintptr_t start = (uintptr_t)s->data + (size_t)ci * s->block_size;
+    if (up != start + (state_has_offset(st) ? state_user_off(st) : h->user_off))
+        return NMM_INVALID_INTERIOR;
+    return st == BS_NEVER ? NMM_INVALID_UNMAPPED : NMM_INVALID_FREED;
+}
+
+size_t nmm_usable_size_checked(nmm_heap_t *h, const void *p, nmm_site_t site)
+{
+    block_info_t bi;
+    if (!p)
+        return 0;
+    if (alloc_block_info(h, p, &bi))
+        return bi.usable;
+    heap_report(h, NMM_EV_INVALID_POINTER, alloc_invalid_reason(h, p), p, 0, 0, site);
+    return 0;
 }
 
 size_t nmm_requested_size(nmm_heap_t *h, const void *p)

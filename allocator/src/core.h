@@ -37,21 +37,51 @@
  * relaxed atomic stores by the thread that owns the block at that moment. */
 enum {
     BS_NEVER = 0,       /* never handed out since the slab was made */
-    BS_LIVE = 1,        /* handed out */
+    BS_LIVE = 1,        /* handed out (malloc family) */
     BS_FREE = 2,        /* freed: in a slab stack or a thread cache */
     BS_QUARANTINE = 3,  /* paranoid: freed, poisoned, waiting in the quarantine */
     BS_RETIRED = 4,     /* found corrupted: never handed out again */
     BS_LIVE_BAD = 5,    /* live, damage already reported by a sweep: freeing it retires it quietly */
+    BS_LIVE_NEW = 6,    /* live, from operator new (checking levels): only the fast paths' */
+    BS_LIVE_NEW_ARRAY = 7, /* ... BS_LIVE is plain, so free() of these takes the slow path */
     /* Aligned blocks of header levels: the low nibble k says user = block + 2^k - CORE_HDR. */
     BS_ALIGNED = 0x10,     /* | k: live */
     BS_ALIGNED_BAD = 0x20, /* | k: live, damage already reported by a sweep */
     BS_FREE_ALIGNED = 0x30,/* | k: free (like BS_FREE), remembers k to name a double free */
     BS_QUAR_ALIGNED = 0x40,/* | k: quarantined (like BS_QUARANTINE) */
+    BS_ALIGNED_NEW = 0x50, /* | k: live, from an aligned operator new */
+    BS_ALIGNED_NEW_ARRAY = 0x60, /* | k: live, from an aligned operator new[] */
     BS_MARK = 0x80      /* validate only: "reached from a free structure" */
 };
-static inline bool state_is_aligned(uint8_t v) { return (v & 0xF0) == BS_ALIGNED; }
-static inline bool state_is_aligned_any(uint8_t v) { return (v & 0xF0) == BS_ALIGNED || (v & 0xF0) == BS_ALIGNED_BAD; }
-static inline bool state_has_offset(uint8_t v) { return v >= BS_ALIGNED && v < 0x50; }
+/* Live and aligned, of any family (not one a sweep found damaged). */
+static inline bool state_is_aligned(uint8_t v)
+{
+    uint8_t hi = v & 0xF0;
+    return hi == BS_ALIGNED || hi == BS_ALIGNED_NEW || hi == BS_ALIGNED_NEW_ARRAY;
+}
+static inline bool state_is_aligned_any(uint8_t v) { return state_is_aligned(v) || (v & 0xF0) == BS_ALIGNED_BAD; }
+static inline bool state_has_offset(uint8_t v) { return v >= BS_ALIGNED && v < BS_MARK; }
+/* Live, not aligned, of any family (not one a sweep found damaged). */
+static inline bool state_is_live_unaligned(uint8_t v)
+{
+    return v == BS_LIVE || v == BS_LIVE_NEW || v == BS_LIVE_NEW_ARRAY;
+}
+/* The nmm_family_t a live state records (the malloc family for any other). */
+static inline uint32_t state_family(uint8_t v)
+{
+    if (v == BS_LIVE_NEW || (v & 0xF0) == BS_ALIGNED_NEW)
+        return NMM_FAMILY_NEW;
+    if (v == BS_LIVE_NEW_ARRAY || (v & 0xF0) == BS_ALIGNED_NEW_ARRAY)
+        return NMM_FAMILY_NEW_ARRAY;
+    return NMM_FAMILY_MALLOC;
+}
+/* The live state of a family, unaligned or aligned (v: the malloc family's state). */
+static inline uint8_t state_with_family(uint8_t v, uint32_t family)
+{
+    static const uint8_t unaligned[3] = {BS_LIVE, BS_LIVE_NEW, BS_LIVE_NEW_ARRAY};
+    static const uint8_t aligned[3] = {BS_ALIGNED, BS_ALIGNED_NEW, BS_ALIGNED_NEW_ARRAY};
+    return state_is_aligned(v) ? (uint8_t)(aligned[family] | (v & 15)) : unaligned[family];
+}
 /* Aligned states: bytes from the block start to the user pointer. */
 static inline uint32_t state_user_off(uint8_t v) { return (1u << (v & 15)) - CORE_HDR; }
 static inline bool state_is_free(uint8_t v) { return v == BS_FREE || (v & 0xF0) == BS_FREE_ALIGNED; }
@@ -211,7 +241,8 @@ typedef struct large_entry {
     uint8_t state;         /* BS_LIVE/BS_LIVE_BAD, BS_FREE (unmapped, remembered), BS_QUARANTINE (PROT_NONE) */
     uint8_t guard;         /* a guard page follows the block end */
     uint8_t reused;        /* live block on a mapping taken from the cache: not zero-filled */
-    uint8_t pad;
+    uint8_t family;        /* live: nmm_family_t of the call that made it (checking levels) */
+    uint8_t align_shift;   /* log2 of the alignment asked for, 0 = the default (16) */
     uint32_t seq;          /* free order, for the quarantine FIFO */
 } large_entry_t;
 
@@ -330,6 +361,9 @@ nmm_heap_t *heap_by_address(uintptr_t addr, nmm_heap_t *except); /* region owner
 void heap_set_status(nmm_status_t st);
 nmm_status_t heap_report(nmm_heap_t *h, uint32_t kind, uint32_t detail, const void *addr,
                          size_t size, uint32_t alloc_id, uint32_t free_id);
+/* Same, with the event's extra field (kinds that have one). */
+nmm_status_t heap_report_extra(nmm_heap_t *h, uint32_t kind, uint32_t detail, uint32_t extra,
+                               const void *addr, size_t size, uint32_t alloc_id, uint32_t free_id);
 extern pthread_mutex_t heap_table_lock;
 extern nmm_heap_t *heap_table[CORE_MAX_HEAPS];
 
@@ -507,6 +541,13 @@ void *large_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site, bool *
 int large_free(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call);
 /* Live large block at p: fills size/usable/site; false if not a live large block. */
 bool large_lookup(nmm_heap_t *h, const void *p, size_t *size, size_t *usable, uint32_t *site);
+/* The live large block at p: its family (nmm_family_t), log2 of its alignment
+ * (0 = the default), requested size and site; then its family becomes set.
+ * false (nothing changed) when p is not a live large block. */
+bool large_swap_family(nmm_heap_t *h, const void *p, uint32_t set, uint32_t *family,
+                       uint32_t *align_shift, size_t *size, uint32_t *site);
+/* p is the user pointer of a large block that was freed (still remembered). */
+bool large_was_freed(nmm_heap_t *h, const void *p);
 bool large_contains(nmm_heap_t *h, uintptr_t p);
 void large_foreach_live(nmm_heap_t *h, heap_visit_fn visit, void *ctx);
 size_t large_validate(nmm_heap_t *h);

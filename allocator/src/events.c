@@ -55,6 +55,10 @@ static const char *const kind_names[NMM_EV_KIND_COUNT_] = {
     [NMM_EV_INVALID_REALLOC] = "invalid_realloc",
     [NMM_EV_FREELIST_CORRUPT] = "freelist_corrupt",
     [NMM_EV_GUARD_PAGE] = "guard_page",
+    [NMM_EV_ALLOC_DEALLOC_MISMATCH] = "alloc_dealloc_mismatch",
+    [NMM_EV_DELETE_SIZE_MISMATCH] = "delete_size_mismatch",
+    [NMM_EV_INVALID_POINTER] = "invalid_pointer",
+    [NMM_EV_ZERO_SIZE_ACCESS] = "zero_size_access",
 };
 
 static const char *const invalid_reason_names[] = {
@@ -63,6 +67,14 @@ static const char *const invalid_reason_names[] = {
     [NMM_INVALID_FOREIGN_HEAP] = "block of another heap",
     [NMM_INVALID_INTERIOR] = "interior pointer",
     [NMM_INVALID_UNMAPPED] = "unused heap memory",
+    [NMM_INVALID_FREED] = "freed block",
+};
+
+/* What makes (index 0) and frees (index 1) a block of each nmm_family_t. */
+static const char *const family_calls[3][2] = {
+    {"malloc", "free"},
+    {"operator new", "operator delete"},
+    {"operator new[]", "operator delete[]"},
 };
 
 NMM_API const char *nmm_event_kind_str(uint32_t kind)
@@ -163,6 +175,11 @@ static nmm_status_t status_for(uint32_t kind)
         return NMM_E_INVALID_POINTER;
     case NMM_EV_REALLOC_FREED:
         return NMM_E_REALLOC_FREED;
+    case NMM_EV_INVALID_POINTER:
+        return NMM_E_INVALID_POINTER;
+    case NMM_EV_ALLOC_DEALLOC_MISMATCH:
+    case NMM_EV_DELETE_SIZE_MISMATCH:
+        return NMM_E_MISMATCH;
     case NMM_EV_NONE:
         return NMM_OK;
     default: /* overflow, underflow, use_after_free, header, free list, guard page */
@@ -175,7 +192,8 @@ static bool is_free_side_kind(uint32_t kind)
     return kind == NMM_EV_DOUBLE_FREE || kind == NMM_EV_INVALID_FREE ||
            kind == NMM_EV_REALLOC_FREED || kind == NMM_EV_INVALID_REALLOC ||
            kind == NMM_EV_OVERFLOW || kind == NMM_EV_UNDERFLOW ||
-           kind == NMM_EV_HEADER_CORRUPT;
+           kind == NMM_EV_HEADER_CORRUPT || kind == NMM_EV_ALLOC_DEALLOC_MISMATCH ||
+           kind == NMM_EV_DELETE_SIZE_MISMATCH || kind == NMM_EV_INVALID_POINTER;
 }
 
 static void write_all(int fd, const char *p, size_t n)
@@ -189,19 +207,62 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
+static void put_shift(strbuf_t *sb, uint32_t shift)
+{
+    if (shift) {
+        strbuf_puts(sb, "alignment ");
+        strbuf_u64(sb, (uint64_t)1 << (shift & 63));
+    } else {
+        strbuf_puts(sb, "the default alignment");
+    }
+}
+
+/* " (allocated by operator new, freed by free)", " (operator delete given size 24)" */
+static void format_mismatch(strbuf_t *sb, const nmm_event_t *ev)
+{
+    if (ev->kind == NMM_EV_ALLOC_DEALLOC_MISMATCH) {
+        uint32_t made = ev->detail & 0xFF, freed = (ev->detail >> 8) & 0xFF;
+        if (made > 2 || freed > 2)
+            return;
+        strbuf_puts(sb, " (allocated by ");
+        strbuf_puts(sb, family_calls[made][0]);
+        strbuf_puts(sb, ", freed by ");
+        strbuf_puts(sb, family_calls[freed][1]);
+        strbuf_putc(sb, ')');
+    } else if (ev->kind == NMM_EV_DELETE_SIZE_MISMATCH) {
+        uint32_t have = ev->extra & 0xFF, want = (ev->extra >> 8) & 0xFF;
+        strbuf_puts(sb, " (");
+        if (ev->detail != UINT32_MAX && ev->detail != ev->size) {
+            strbuf_puts(sb, "delete given size ");
+            strbuf_u64(sb, ev->detail);
+            if (have != want)
+                strbuf_puts(sb, "; ");
+        }
+        if (have != want) {
+            strbuf_puts(sb, "allocated with ");
+            put_shift(sb, have);
+            strbuf_puts(sb, ", deleted with ");
+            put_shift(sb, want);
+        }
+        strbuf_putc(sb, ')');
+    }
+}
+
 void events_format_line(strbuf_t *sb, const nmm_event_t *ev, bool symbolize)
 {
     strbuf_puts(sb, "nmm: ");
     strbuf_puts(sb, nmm_event_kind_str(ev->kind));
     strbuf_puts(sb, " at ");
     strbuf_hex(sb, ev->address);
-    if ((ev->kind == NMM_EV_INVALID_FREE || ev->kind == NMM_EV_INVALID_REALLOC) &&
+    if ((ev->kind == NMM_EV_INVALID_FREE || ev->kind == NMM_EV_INVALID_REALLOC ||
+         ev->kind == NMM_EV_INVALID_POINTER) &&
         ev->detail < sizeof invalid_reason_names / sizeof *invalid_reason_names &&
         invalid_reason_names[ev->detail]) {
         strbuf_puts(sb, " (");
         strbuf_puts(sb, invalid_reason_names[ev->detail]);
         strbuf_putc(sb, ')');
     }
+    format_mismatch(sb, ev);
     if (ev->size) {
         strbuf_puts(sb, " size ");
         strbuf_u64(sb, ev->size);
@@ -213,7 +274,8 @@ void events_format_line(strbuf_t *sb, const nmm_event_t *ev, bool symbolize)
     if (ev->free_site) {
         strbuf_puts(sb, ev->kind == NMM_EV_REALLOC_FREED || ev->kind == NMM_EV_INVALID_REALLOC
                             ? " realloc site "
-                            : " free site ");
+                        : ev->kind == NMM_EV_INVALID_POINTER ? " call site "
+                                                             : " free site ");
         track_site_format(sb, ev->free_site, symbolize);
     }
     strbuf_puts(sb, " (thread ");

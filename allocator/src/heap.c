@@ -33,6 +33,7 @@ const char *nmm_status_str(nmm_status_t status)
     case NMM_E_INVALID_ARGUMENT: return "invalid argument";
     case NMM_E_REALLOC_FREED: return "realloc of a block that was already freed";
     case NMM_E_ABORTED: return "aborted by policy";
+    case NMM_E_MISMATCH: return "mismatched deallocation (wrong family, size or alignment); the block was freed";
     }
     return "unknown status";
 }
@@ -88,10 +89,18 @@ void heap_account_mapped(nmm_heap_t *h, int64_t delta)
 nmm_status_t heap_report(nmm_heap_t *h, uint32_t kind, uint32_t detail, const void *addr,
                          size_t size, uint32_t alloc_id, uint32_t free_site)
 {
+    return heap_report_extra(h, kind, detail, 0, addr, size, alloc_id, free_site);
+}
+
+nmm_status_t heap_report_extra(nmm_heap_t *h, uint32_t kind, uint32_t detail, uint32_t extra,
+                               const void *addr, size_t size, uint32_t alloc_id,
+                               uint32_t free_site)
+{
     nmm_event_t ev;
     memset(&ev, 0, sizeof ev);
     ev.kind = kind;
     ev.detail = detail;
+    ev.extra = extra;
     ev.address = (uintptr_t)addr;
     ev.size = size;
     if (alloc_id && h->tracking) {

@@ -301,6 +301,8 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
     e->free_site = 0;
     e->guard = guard != 0;
     e->reused = reused;
+    e->family = NMM_FAMILY_MALLOC;
+    e->align_shift = align > 16 ? (uint8_t)__builtin_ctzll(align) : 0;
     e->seq = 0;
     __atomic_store_n(&e->state, BS_LIVE, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&h->large_lock);
@@ -448,8 +450,8 @@ void *large_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site, bool *
     if (!large_reserve(h))
         goto unlock;
     large_entry_t *e = large_find(h, (uintptr_t)p);
-    if (!e || e->state != BS_LIVE || e->guard)
-        goto unlock;
+    if (!e || e->state != BS_LIVE || e->guard || e->family != NMM_FAMILY_MALLOC)
+        goto unlock;  /* a new'd block: the allocate-copy-free path reports the mismatch */
     if (h->checks) {  /* a damaged block takes the old path: its free reports it */
         uint32_t detail;
         size_t sz;
@@ -536,6 +538,32 @@ bool large_lookup(nmm_heap_t *h, const void *p, size_t *size, size_t *usable, ui
     }
     pthread_mutex_unlock(&h->large_lock);
     return live;
+}
+
+bool large_swap_family(nmm_heap_t *h, const void *p, uint32_t set, uint32_t *family,
+                       uint32_t *align_shift, size_t *size, uint32_t *site)
+{
+    heap_lock(h, &h->large_lock);
+    large_entry_t *e = large_find(h, (uintptr_t)p);
+    bool live = e && e->state == BS_LIVE;
+    if (live) {
+        *family = e->family;
+        *align_shift = e->align_shift;
+        *size = e->size;
+        *site = e->site;
+        e->family = (uint8_t)set;
+    }
+    pthread_mutex_unlock(&h->large_lock);
+    return live;
+}
+
+bool large_was_freed(nmm_heap_t *h, const void *p)
+{
+    heap_lock(h, &h->large_lock);
+    large_entry_t *e = large_find(h, (uintptr_t)p);
+    bool freed = e && (e->state == BS_FREE || e->state == BS_QUARANTINE);
+    pthread_mutex_unlock(&h->large_lock);
+    return freed;
 }
 
 bool large_contains(nmm_heap_t *h, uintptr_t p)

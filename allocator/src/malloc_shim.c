@@ -1,51 +1,28 @@
 /* malloc_shim.c — the malloc family on NMM's default heap; linked only into
- * libnmm_preload.so. Owns nothing but the cached default-heap pointer. Must never
- * look up the "real" malloc (no dlsym: NMM gets its memory from mmap, so there is
+ * libnmm_preload.so. Owns nothing but the cached default-heap pointer (declared
+ * in shim.h for the other *_shim.c files). Must never look up the "real" malloc (no dlsym: NMM gets its memory from mmap, so there is
  * no recursion to break). Any thread, from the first malloc of the dynamic
  * loader's clients to the last destructor.
  */
-#include "internal.h"
+#include "shim.h"
 
 #include <errno.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-#define SHIM_API __attribute__((visibility("default")))
-
 /* Its presence tells events.c to echo detections to stderr in record mode. */
 const int malloc_shim_linked __attribute__((visibility("hidden"))) = 1;
 
-static nmm_heap_t *shim_heap;  /* the default heap, once known */
-static bool shim_tracking;     /* default heap records sites: name callers by address */
+nmm_heap_t *shim_heap;
+bool shim_tracking;
 
-static NMM_NOINLINE nmm_heap_t *shim_heap_slow(void)
+NMM_NOINLINE nmm_heap_t *shim_heap_slow(void)
 {
     nmm_heap_t *h = nmm_default_heap();
     __atomic_store_n(&shim_tracking, heap_config(h)->tracking != 0, __ATOMIC_RELAXED);
     __atomic_store_n(&shim_heap, h, __ATOMIC_RELEASE);
     return h;
-}
-
-static inline nmm_heap_t *shim_get(void)
-{
-    nmm_heap_t *h = __atomic_load_n(&shim_heap, __ATOMIC_ACQUIRE);
-    return likely(h) ? h : shim_heap_slow();
-}
-
-static inline nmm_site_t shim_site(void *caller)
-{
-    /* read after shim_get's acquire of shim_heap, which was published after it */
-    return unlikely(__atomic_load_n(&shim_tracking, __ATOMIC_RELAXED))
-               ? track_site_for_pc((uintptr_t)caller)
-               : 0;
-}
-
-/* Detections found inside the heap are written out here, outside every heap lock. */
-static inline void shim_after(void)
-{
-    if (unlikely(events_pending))
-        events_flush_pending();
 }
 
 SHIM_API void *malloc(size_t size)
@@ -172,9 +149,18 @@ SHIM_API void *pvalloc(size_t size)
     return shim_aligned(page, rounded, __builtin_return_address(0));
 }
 
+/* A pointer that is not a live block's start is reported (invalid_pointer) and
+ * gets 0, instead of an answer about whatever memory it points into. */
 SHIM_API size_t malloc_usable_size(void *ptr)
 {
-    return ptr ? nmm_usable_size(shim_get(), ptr) : 0;
+    if (!ptr)
+        return 0;
+    nmm_heap_t *h = shim_get();
+    events_caller_pc = (uintptr_t)__builtin_return_address(0);
+    size_t n = nmm_usable_size_checked(h, ptr, 0);
+    events_caller_pc = 0;
+    shim_after();
+    return n;
 }
 
 /* Options are read here, before main and before any other constructor of the

@@ -102,17 +102,18 @@ size_t validate_heap(nmm_heap_t *h, bool full)
             uint8_t *user = block + h->user_off;
             uint8_t base = v & (uint8_t)~BS_MARK;
             bool marked = v & BS_MARK;
-            if ((base == BS_LIVE || state_is_aligned(base)) && h->checks) {
+            if ((state_is_live_unaligned(base) || state_is_aligned(base)) && h->checks) {
                 uint32_t detail;
                 size_t size;
                 bool has_site;
-                uint32_t off = base == BS_LIVE ? h->user_off : state_user_off(base);
+                uint32_t off = state_is_aligned(base) ? state_user_off(base) : h->user_off;
                 uint8_t *u = block + off;
                 uint32_t kind = detect_check_block(h, u, s->block_size - off, DETECT_SIZE_FROM_HEADER,
                                                    &detail, &size, &has_site);
                 if (kind != NMM_EV_NONE) {
                     problems++;
-                    states[i] = base == BS_LIVE ? BS_LIVE_BAD : (uint8_t)(BS_ALIGNED_BAD | (base & 15));
+                    states[i] = state_is_aligned(base) ? (uint8_t)(BS_ALIGNED_BAD | (base & 15))
+                                                       : BS_LIVE_BAD;
                     heap_report(h, kind, detail, u, size, slab_site(s, i, has_site), 0);
                 }
             } else if (state_is_free(base) && !marked) {
@@ -171,7 +172,7 @@ void heap_foreach_live(nmm_heap_t *h, heap_visit_fn visit, void *ctx)
         size_t room = s->block_size - h->user_off;
         for (uint32_t i = 0; i < s->nblocks; i++) {
             uint8_t v = __atomic_load_n(&states[i], __ATOMIC_RELAXED);
-            if (v != BS_LIVE && v != BS_LIVE_BAD && !state_is_aligned_any(v))
+            if (!state_is_live_unaligned(v) && v != BS_LIVE_BAD && !state_is_aligned_any(v))
                 continue;
             uint32_t off = state_is_aligned_any(v) ? state_user_off(v) : h->user_off;
             const uint8_t *user = s->data + (size_t)i * s->block_size + off;

@@ -25,7 +25,7 @@ BUILT = ROOT / "harness" / "_native" / "nmm-driver"
 
 
 def _sources() -> list[Path]:
-    alloc = [p for p in SRC.glob("*.c") if p.name != "malloc_shim.c"]
+    alloc = [p for p in SRC.glob("*.c") if not p.name.endswith("_shim.c")]
     return sorted(NATIVE.glob("*.c")) + sorted(alloc)
 
 
