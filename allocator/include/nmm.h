@@ -356,12 +356,29 @@ NMM_API const char *nmm_event_kind_str(uint32_t kind);
 /* Move up to max recorded events, oldest first, into out; returns how many. */
 NMM_API size_t nmm_events_drain(nmm_heap_t *heap, nmm_event_t *out, size_t max);
 
+/* Sequence number of the latest detection recorded on the heap (0: none yet).
+ * Every event recorded after this call returns has a larger seq, so a caller that
+ * reads it right before a misuse can tell the events that misuse caused from
+ * earlier ones, whatever order they are drained in. Any thread, lock-free. */
+NMM_API uint64_t nmm_events_last_seq(nmm_heap_t *heap);
+
 /* ------------------------------------------------------------------ integrity */
 
 /* Full integrity sweep: every live header, guard and canary, every poisoned free
  * block, every free list and bitmap. Emits an event per problem (subject to the
  * heap's policy) and returns the number of problems found. */
 NMM_API size_t nmm_validate(nmm_heap_t *heap);
+
+/* Called once per live block by nmm_heap_visit: its user pointer and requested
+ * size (at level off without tracking, where blocks carry no header, the usable
+ * size). Must not call into the heap. */
+typedef void (*nmm_visit_fn)(void *ctx, const void *ptr, size_t size);
+
+/* Walk the heap's block map and visit every live block (slab and large), in no
+ * particular order. Counts nothing from the statistics counters: a heap walk is
+ * the independent evidence the counters are checked against. Only exact on a
+ * quiescent heap (no other thread allocating or freeing meanwhile). */
+NMM_API void nmm_heap_visit(nmm_heap_t *heap, nmm_visit_fn visit, void *ctx);
 
 /* ------------------------------------------------------------------ fail points */
 

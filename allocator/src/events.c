@@ -377,6 +377,12 @@ NMM_API size_t nmm_events_drain(nmm_heap_t *heap, nmm_event_t *out, size_t max)
     return n;
 }
 
+NMM_API uint64_t nmm_events_last_seq(nmm_heap_t *heap)
+{
+    struct events_ring *r = ring_of(heap);
+    return r ? atomic_load_explicit(&r->seq, memory_order_acquire) : 0;
+}
+
 /* ------------------------------------------------------------------ faults */
 
 static struct sigaction old_segv, old_bus;

@@ -195,6 +195,26 @@ void heap_foreach_live(nmm_heap_t *h, heap_visit_fn visit, void *ctx)
     large_foreach_live(h, visit, ctx);
 }
 
+struct visit_adapter {
+    nmm_visit_fn visit;
+    void *ctx;
+};
+
+static void visit_public(void *ctx, const void *ptr, size_t requested, uint32_t site)
+{
+    (void)site;
+    struct visit_adapter *a = ctx;
+    a->visit(a->ctx, ptr, requested);
+}
+
+NMM_API void nmm_heap_visit(nmm_heap_t *h, nmm_visit_fn visit, void *ctx)
+{
+    if (!h || !visit)
+        return;
+    struct visit_adapter a = {visit, ctx};
+    heap_foreach_live(h, visit_public, &a);
+}
+
 /* Requested bytes of every live block, read from the headers (header levels).
  * Kept out of the hot path: stats_get walks the heap instead of every
  * allocation counting. Exact when no other thread is allocating. */
