@@ -27,7 +27,16 @@ from typing import IO, Any
 
 import psutil
 
-from harness.records import EventLine, FaultLine, Observation, ResultLine, Sample
+from harness.records import (
+    DETAIL_TYPES,
+    DetailLine,
+    EventLine,
+    FaultLine,
+    Observation,
+    ResultLine,
+    Sample,
+    merge_fault_done,
+)
 
 #: bytes of stderr kept for crash classification
 STDERR_TAIL_BYTES = 8192
@@ -172,6 +181,7 @@ class _Collector:
         self.faults: list[FaultLine] = []
         self.events: list[EventLine] = []
         self.events_truncated = 0
+        self.details: list[DetailLine] = []
         self.progress: dict[str, Any] | None = None
         self.result: ResultLine | None = None
         self.bad_lines = 0
@@ -192,6 +202,11 @@ class _Collector:
                     self.events.append(EventLine.model_validate({**line, "line": self.index}))
                 else:
                     self.events_truncated += 1
+            elif kind == "fault_done":
+                if not merge_fault_done(self.faults, line):
+                    raise ValueError("fault_done for no fault")
+            elif kind in DETAIL_TYPES:
+                self.details.append(DetailLine.model_validate({**line, "line": self.index}))
             elif kind == "progress":
                 self.progress = line
             elif kind == "result":
@@ -326,6 +341,7 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
     return Observation(
         argv=tuple(argv), start=collector.start, faults=tuple(collector.faults),
         events=tuple(collector.events), events_truncated=collector.events_truncated,
+        details=tuple(collector.details),
         last_progress=collector.progress, result=collector.result,
         exit_code=code if code is not None and code >= 0 else None,
         signal=-code if code is not None and code < 0 else None,

@@ -1,82 +1,133 @@
 """The oracle: a pure function from (plan, observation) to a verdict.
 
-It matches every injected fault with exactly one detection of an acceptable kind at
-the fault's address, calls every other detection a false positive (unless it is
-collateral damage of an injected write), classifies a dead child from its signal and
-stderr, runs the integrity checks of a finished trial and applies the plan's
-expectations. No I/O, no clock, no randomness: the same inputs give the same verdict.
+Every check compares two pieces of evidence that could disagree (design.md, "Trial →
+oracle → verdict"): the faults the plan asked for against the fault lines the driver
+printed and performed; a detection against the fault that caused it (an event at the
+fault's address with a sequence number after the fault's, and, for a misused call,
+its error status); the heap's counters against the driver's own books and a walk of
+the heap; every wrong pattern, refused free or walk mismatch against the byte range an
+injected write damaged (by address, first one per block); a death against the fault
+its one-line diagnostic names. A check computed from the number it checks cannot
+fail and has no place here. No I/O, no clock, no randomness: the same inputs give the
+same verdict.
 """
 
 from __future__ import annotations
 
 import re
 import signal as _signal
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.plan import Plan
-from harness.records import Check, EventLine, FaultLine, FaultVerdict, Observation, Verdict
+from harness.records import (
+    Check,
+    DetailLine,
+    EventLine,
+    FaultLine,
+    FaultVerdict,
+    Observation,
+    ResultLine,
+    Verdict,
+)
 
-#: event kinds that count as detecting each fault kind (at the fault's own address)
+#: event kinds that count as detecting each fault kind (at the fault's own address).
+#: uaf_read causes no event: it is judged by the byte it read (``_uaf_read_outcome``).
 ACCEPTED_EVENTS: dict[str, frozenset[str]] = {
     "double_free": frozenset({"double_free"}),
     "invalid_free": frozenset({"invalid_free"}),
     "overflow": frozenset({"overflow", "header_corrupt", "guard_page"}),
     "underflow": frozenset({"underflow", "header_corrupt"}),
     "uaf_write": frozenset({"use_after_free", "freelist_corrupt"}),
-    "uaf_read": frozenset({"use_after_free"}),
+    "uaf_read": frozenset(),
     "realloc_freed": frozenset({"realloc_freed", "invalid_realloc"}),
     "alloc_failure": frozenset(),
 }
+#: faults performed by one call (free, realloc) whose status must say it was caught
+CALL_FAULTS = frozenset({"double_free", "invalid_free", "overflow", "underflow",
+                         "realloc_freed"})
 #: faults that damage memory; damage may also show up on neighbouring blocks
 DAMAGE_FAULTS = frozenset({"overflow", "underflow", "uaf_write"})
 #: event kinds that neighbouring damage can cause
-_COLLATERAL_KINDS = frozenset({"overflow", "underflow", "header_corrupt", "freelist_corrupt",
-                               "use_after_free", "guard_page"})
-#: bytes around a reported block that its header, guard and canary may occupy
-_SLACK = 64
+COLLATERAL_KINDS = frozenset({"overflow", "underflow", "header_corrupt", "freelist_corrupt",
+                              "use_after_free", "guard_page"})
 #: how bad each outcome is, worst first (the trial's outcome is its worst)
 SEVERITY: tuple[str, ...] = ("hang", "crashed", "false-positive", "missed", "detected-abort",
                              "detected", "clean")
-_DIAG = re.compile(r"^nmm: .*$", re.MULTILINE)
+#: the driver protocol whose evidence (PROTOCOL.md) this oracle requires in full
+PROTOCOL = 2
+#: NMM statuses (nmm.h)
+NMM_OK = 0
+NMM_E_CORRUPTED = 3
+#: bytes of an NMM block header below its user pointer; the canary's after the block
+_HDR = 8
+_CANARY = 8
+_DIAG = re.compile(r"^nmm: ")
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
 
 
 def find_diagnostic(stderr_tail: str, *, foreign: bool = False) -> str | None:
-    """The last one-line ``nmm: ...`` diagnostic in a stderr tail, if any.
-
-    For a foreign allocator (``foreign``) any last non-empty stderr line counts: glibc,
-    Scudo and the others each word their one-line report differently.
+    """The process's last words when they are a one-line diagnostic: the last non-empty
+    stderr line if it is an ``nmm: ...`` line (for a foreign allocator, any last line:
+    glibc, Scudo and the others each word their report differently). An ``nmm:`` line
+    followed by anything else is an earlier detection's echo, not why the process died.
     """
-    hits = _DIAG.findall(stderr_tail)
-    if hits:
-        return str(hits[-1]).strip()
-    if foreign:
-        lines = [ln.strip() for ln in stderr_tail.splitlines() if ln.strip()]
-        return lines[-1] if lines else None
+    lines = [ln.strip() for ln in stderr_tail.splitlines() if ln.strip()]
+    if not lines:
+        return None
+    if foreign or _DIAG.match(lines[-1]):
+        return lines[-1]
     return None
 
 
-def _window(fault: FaultLine, bytes_: int) -> tuple[int, int]:
-    """The byte range an injected write may have damaged."""
-    if fault.bytes:
-        bytes_ = fault.bytes
-    if fault.kind == "overflow":
-        return fault.address + fault.size, fault.address + fault.size + max(bytes_, 1)
-    if fault.kind == "underflow":
-        return fault.address - max(bytes_, 1), fault.address
-    return fault.address, fault.address + max(fault.size, 1)
+def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
 
 
-def _is_collateral(event: EventLine, fault: FaultLine, bytes_: int) -> bool:
-    if fault.kind not in DAMAGE_FAULTS or event.kind not in _COLLATERAL_KINDS:
+def event_damage(ev: EventLine) -> tuple[int, int]:
+    """Where an event says the damage is (``detail`` is an offset for these kinds:
+    detect.c), else the block's whole checked extent (header to canary)."""
+    a, d = ev.address, ev.detail
+    if ev.kind in ("overflow", "use_after_free"):
+        return (a + d, a + d + 1)
+    if ev.kind == "underflow":
+        return (a - d, a - d + 1) if d else (a - _HDR, a)
+    if ev.kind == "header_corrupt":
+        return (a - _HDR, a)
+    return (a - _HDR, a + max(ev.size, 1) + _CANARY)
+
+
+def _caused_by(line: int, seq: int | None, fault: FaultLine) -> bool:
+    """Whether something seen at stream line ``line`` (an event with ``seq``) can have
+    been caused by ``fault``: written after the fault line, and for an event recorded
+    after the fault's sequence number (when the driver gives both)."""
+    if line <= fault.line:
         return False
-    if event.line <= fault.line:
-        return False
-    lo, hi = _window(fault, bytes_)
-    ev_lo = event.address - _SLACK
-    ev_hi = event.address + max(event.size, 0) + _SLACK
-    return ev_lo < hi and lo < ev_hi
+    return fault.seq is None or seq is None or seq > fault.seq
+
+
+class _Excuser:
+    """Explains trouble on a block by injected damage: something is excused only where
+    its address falls inside a damage fault's window, the fault came before it, and it
+    is the first of its category on that block (a block damaged once explains one wrong
+    pattern, one refused free, one event; a second is the allocator's)."""
+
+    def __init__(self, faults: Sequence[FaultLine]) -> None:
+        self.damage = [f for f in faults if f.kind in DAMAGE_FAULTS and f.performed
+                       and f.window()[1] > f.window()[0]]
+        self.used: set[tuple[str, int]] = set()
+
+    def excuse(self, category: str, block: int, where: tuple[int, int], line: int,
+               seq: int | None = None) -> FaultLine | None:
+        if (category, block) in self.used:
+            return None
+        for f in reversed(self.damage):
+            if _caused_by(line, seq, f) and _overlap(where, f.window()):
+                self.used.add((category, block))
+                return f
+        return None
 
 
 @dataclass
@@ -90,66 +141,63 @@ class _Match:
 
 def judge(plan: Plan, obs: Observation) -> Verdict:
     """Judge one trial: per-fault outcomes, false positives, checks, and pass/fail."""
+    nmm = plan.target.kind == "nmm"
+    protocol = int((obs.start or {}).get("protocol", 1) or 1)
     faults = sorted(obs.faults, key=lambda f: f.line)
-    bytes_by_kind: dict[str, int] = {f.kind: (f.bytes or 1) for f in plan.faults}
     matches = {f.line: _Match() for f in faults}
+    excuser = _Excuser(faults)
     false_pos: list[EventLine] = []
     duplicates = collateral = 0
 
-    for event in sorted(obs.events, key=lambda e: e.line):
+    for event in sorted(obs.events, key=lambda e: (e.seq or 0, e.line)):
         candidates = [f for f in faults
-                      if f.line < event.line and f.address == event.address
-                      and event.kind in ACCEPTED_EVENTS.get(f.kind, frozenset())]
-        fresh = [f for f in candidates if matches[f.line].event is None]
-        if fresh:
-            matches[fresh[0].line].event = event
-        elif candidates:
-            matches[candidates[-1].line].duplicates += 1
-            duplicates += 1
-        elif any(_is_collateral(event, f, bytes_by_kind.get(f.kind, 1)) for f in faults):
+                      if f.performed and f.address == event.address
+                      and event.kind in ACCEPTED_EVENTS.get(f.kind, frozenset())
+                      and _caused_by(event.line, event.seq, f)]
+        if candidates:
+            # the most recent fault at the address caused it (blocks are reused)
+            cause = max(candidates, key=lambda f: (f.seq or 0, f.line))
+            if matches[cause.line].event is None:
+                matches[cause.line].event = event
+            else:
+                matches[cause.line].duplicates += 1
+                duplicates += 1
+        elif event.kind in COLLATERAL_KINDS and excuser.excuse(
+                "event", event.address, event_damage(event), event.line, event.seq):
             collateral += 1
         else:
             false_pos.append(event)
 
-    diagnostic = find_diagnostic(obs.stderr_tail, foreign=plan.target.kind != "nmm")
+    diagnostic = find_diagnostic(obs.stderr_tail, foreign=not nmm)
     died = obs.timed_out or obs.result is None or obs.signal is not None or (
         obs.exit_code not in (0, None))
     trial_level: list[str] = []
+    death = _death_outcome(obs, diagnostic) if died else None
+    victim: FaultLine | None = None
     if died:
-        death = _death_outcome(obs, diagnostic)
-        victim = _victim(faults, matches, diagnostic)
-        if victim is not None:
+        victim = _victim(faults, matches, diagnostic, nmm)
+        if victim is not None and death is not None:
             matches[victim.line].outcome = death
             matches[victim.line].note = _death_note(obs, diagnostic)
+        elif death == "detected-abort" and _names_detected(faults, matches, diagnostic):
+            # the last line repeats a detection the trial already made and survived:
+            # it says nothing about why the process died
+            trial_level.append("crashed")
         elif death == "detected-abort":
-            # a diagnostic with no injected fault to explain it
+            # a diagnostic that names no injected fault: the allocator saw something
+            # nothing here explains
             trial_level.append("false-positive")
-        else:
+        elif death is not None:
             trial_level.append(death)
 
     result = obs.result
+    after_injected = _injected_after(faults, result)
     verdicts: list[FaultVerdict] = []
     for f in faults:
         m = matches[f.line]
         allowed = plan.expect.allowed_for(f.kind)
-        if m.outcome is not None:
-            outcome, note = m.outcome, m.note
-        elif f.address == 0 and f.kind not in ("alloc_failure", "invalid_free") and \
-                m.event is None:
-            outcome, note = "clean", "not performed: no live block to hit"
-            allowed = (*allowed, "clean")
-        elif f.kind == "alloc_failure" and (died or result is None):
-            # the workload could not be seen going on: the trial's end is this fault's too
-            outcome = _death_outcome(obs, diagnostic)
-            note = "the process ended before the workload finished: " + \
-                _death_note(obs, diagnostic)
-        elif f.kind == "alloc_failure":
-            outcome, note = _alloc_failure_outcome(plan, obs)
-        elif m.event is not None:
-            outcome, note = "detected", ""
-        else:
-            outcome = "missed"
-            note = "no detection before the process died" if died else "no detection"
+        outcome, note = _fault_outcome(plan, obs, f, m, died, diagnostic, nmm,
+                                       after_injected.get(f.line))
         latency = None
         if m.event is not None and m.event.driver_op is not None and \
                 m.event.worker in (None, -1, f.worker):
@@ -159,11 +207,14 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
             allowed=allowed, event_kind=m.event.kind if m.event else None,
             event_seq=m.event.seq if m.event else None, latency_ops=latency, note=note))
 
-    # damage nobody detected may have landed on a neighbouring live block's pattern
-    undetected_damage = sum(1 for f, v in zip(faults, verdicts, strict=True)
-                            if f.kind in DAMAGE_FAULTS and v.outcome == "missed")
-    checks = _checks(plan, obs, faults, collateral, undetected_damage) \
-        if result is not None and not died else ()
+    cut_short = (died and victim is not None and death is not None
+                 and death in plan.expect.allowed_for(victim.kind))
+    checks: list[Check] = [_check_performed(plan, obs, faults, cut_short)]
+    finished = result is not None and not died
+    if finished:
+        assert result is not None
+        checks += _checks(plan, obs, result, faults, excuser, matches, false_pos, nmm,
+                          protocol)
     if false_pos:
         trial_level.append("false-positive")
     outcomes = [v.outcome for v in verdicts] + trial_level
@@ -182,17 +233,104 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
             reasons.append(f"trial {level}: {_death_note(obs, diagnostic)}")
     n_fp = len(false_pos) + (1 if "false-positive" in trial_level and not false_pos else 0)
     if n_fp > plan.expect.max_false_positives:
-        kinds = ", ".join(sorted({e.kind for e in false_pos})) or f"diagnostic {diagnostic!r}"
+        kinds = ", ".join(sorted({f"{e.kind} at {e.address:#x}" for e in false_pos})[:5]) \
+            or f"diagnostic {diagnostic!r}"
         reasons.append(f"{n_fp} false positive(s) ({kinds}), at most "
                        f"{plan.expect.max_false_positives} allowed")
     if duplicates and not plan.expect.allow_duplicate_detections:
         reasons.append(f"{duplicates} duplicate detection(s) of an already detected fault")
-    if plan.expect.integrity:
-        reasons.extend(f"check {c.name} failed: {c.detail}" for c in checks if not c.ok)
+    for c in checks:
+        if not c.ok and (plan.expect.integrity or c.name in _ALWAYS):
+            reasons.append(f"check {c.name} failed: {c.detail}")
     return Verdict(outcome=outcome, passed=not reasons, faults=tuple(verdicts),
                    false_positives=tuple(false_pos), duplicates=duplicates,
                    collateral=collateral, checks=tuple(checks), reasons=tuple(reasons),
                    diagnostic=diagnostic)
+
+
+#: checks that hold whatever ``expect.integrity`` says: without them the verdict
+#: itself cannot be trusted (faults not performed, evidence lost)
+_ALWAYS = frozenset({"performed", "evidence"})
+
+
+# ------------------------------------------------------------------ faults
+
+
+def _fault_outcome(plan: Plan, obs: Observation, f: FaultLine, m: _Match, died: bool,
+                   diagnostic: str | None, nmm: bool,
+                   fired: int | None) -> tuple[str, str]:
+    """How one fault ended, and why."""
+    if m.outcome is not None:
+        return m.outcome, m.note
+    if not f.performed:
+        what = (f"the fail point {f.fail!r} did not arm" if f.kind == "alloc_failure"
+                else "no block to hit (the allocation for one failed)")
+        return "missed", f"not performed: {what}"
+    if f.kind == "alloc_failure":
+        if died or obs.result is None:
+            return "missed", ("the process ended before the workload finished, so its "
+                              "failed allocations could not be seen handled: "
+                              + _death_note(obs, diagnostic))
+        return _alloc_failure_outcome(plan, obs.result, fired)
+    if f.kind == "uaf_read":
+        if f.read is not None and f.was is not None:
+            return _uaf_read_outcome(f)
+        if died:
+            return "missed", "no detection before the process died"
+        return "missed", "the driver did not say what the read returned"
+    status_checked = nmm and f.kind in CALL_FAULTS and f.status is not None and f.status >= 0
+    if m.event is not None:
+        if status_checked and f.status == NMM_OK:
+            return "missed", (f"a {m.event.kind} event was recorded but the call returned "
+                              "ok: the caller was never told")
+        return "detected", ""
+    if status_checked and f.status not in (None, NMM_OK):
+        return "missed", (f"the call returned status {f.status} but no event was "
+                          "recorded for its address")
+    return "missed", "no detection before the process died" if died else "no detection"
+
+
+def _uaf_read_outcome(f: FaultLine) -> tuple[str, str]:
+    """A read of a freed block is caught when it no longer returns the block's data
+    (paranoid poisons freed blocks); reading what was there is a miss."""
+    assert f.read is not None and f.was is not None
+    if f.read == f.was:
+        return "missed", (f"the read returned the freed block's old contents "
+                          f"({f.read:#04x})")
+    return "detected", f"the read returned {f.read:#04x}, not the block's old {f.was:#04x}"
+
+
+def _injected_after(faults: Sequence[FaultLine], result: ResultLine | None
+                    ) -> dict[int, int | None]:
+    """Allocations each alloc_failure fault's fail point failed: the heap's injected
+    failures from its arming to the next arming (or the end)."""
+    armed = sorted((f for f in faults if f.kind == "alloc_failure" and f.armed
+                    and f.injected_before is not None),
+                   key=lambda f: (f.injected_before or 0, f.line))
+    end = int(result.stats.get("injected_failures", 0) or 0) if result else None
+    out: dict[int, int | None] = {}
+    for i, f in enumerate(armed):
+        nxt = armed[i + 1].injected_before if i + 1 < len(armed) else end
+        out[f.line] = None if nxt is None else nxt - (f.injected_before or 0)
+    for f in faults:  # a protocol-1 line: only the heap's total is known
+        if f.kind == "alloc_failure" and f.line not in out and result is not None:
+            out[f.line] = end
+    return out
+
+
+def _alloc_failure_outcome(plan: Plan, result: ResultLine,
+                           fired: int | None) -> tuple[str, str]:
+    if not fired:
+        return "missed", "the fail point never fired (no injected failure counted)"
+    short = _short_workers(plan, result)
+    if short:
+        return "missed", f"the workload did not go on after the failures: {short}"
+    if result.validate_problems:
+        return "missed", f"heap not intact after failures: {result.validate_problems} problems"
+    return "detected", f"{fired} allocation(s) failed cleanly, workload went on"
+
+
+# ------------------------------------------------------------------ deaths
 
 
 def _death_outcome(obs: Observation, diagnostic: str | None) -> str:
@@ -236,75 +374,341 @@ def signal_name(number: int) -> str:
 
 
 def _victim(faults: Sequence[FaultLine], matches: dict[int, _Match],
-            diagnostic: str | None) -> FaultLine | None:
-    """The injected fault a death is blamed on: the one the diagnostic names, else the last
-    undetected one."""
-    open_faults = [f for f in faults if matches[f.line].event is None]
-    if diagnostic is not None:
+            diagnostic: str | None, nmm: bool) -> FaultLine | None:
+    """The injected fault a death is blamed on, if any.
+
+    NMM: only a fault the diagnostic (the process's last line) names, by its address
+    or an address inside the range it damaged; a death nothing names is the
+    allocator's own. A foreign allocator's report names no address: the fault the
+    process died performing (no ``fault_done``), else the latest undetected one.
+    """
+    open_faults = [f for f in faults if matches[f.line].event is None and f.performed
+                   and f.kind != "alloc_failure"]
+    if diagnostic is None:
+        return None
+    if nmm:
         addresses = {int(h, 16) for h in _HEX.findall(diagnostic)}
-        named = [f for f in open_faults if f.address in addresses]
-        if named:
-            return named[-1]
+        named = [f for f in open_faults
+                 if f.address in addresses
+                 or any(f.window()[0] <= a < f.window()[1] for a in addresses)]
+        return named[-1] if named else None
+    dying = [f for f in open_faults if not f.done]
+    if dying:
+        return dying[-1]
     return open_faults[-1] if open_faults else None
 
 
-def _alloc_failure_outcome(plan: Plan, obs: Observation) -> tuple[str, str]:
-    result = obs.result
-    if result is None:
-        return "missed", "the process died before the workload finished"
-    injected = int(result.stats.get("injected_failures", 0) or 0)
-    failures = max(result.alloc_failures, injected)
-    if failures == 0:
-        return "missed", "the fail point never fired"
-    if result.ops < plan.total_ops:
-        return "missed", (f"workload stopped after {result.ops} of {plan.total_ops} ops "
-                          f"following {failures} failed allocation(s)")
-    if result.validate_problems:
-        return "missed", f"heap not intact after failures: {result.validate_problems} problems"
-    return "detected", f"{failures} allocation(s) failed cleanly, workload went on"
+def _names_detected(faults: Sequence[FaultLine], matches: dict[int, _Match],
+                    diagnostic: str | None) -> bool:
+    addresses = {int(h, 16) for h in _HEX.findall(diagnostic or "")}
+    return any(matches[f.line].event is not None and f.address in addresses for f in faults)
 
 
-def _checks(plan: Plan, obs: Observation, faults: Sequence[FaultLine],
-            collateral: int, undetected_damage: int) -> tuple[Check, ...]:
-    result = obs.result
-    assert result is not None
-    pattern_ok = result.pattern_errors <= undetected_damage
-    checks = [Check(name="pattern", ok=pattern_ok,
-                    detail="" if pattern_ok else
-                    f"{result.pattern_errors} live block(s) with a wrong fill pattern "
-                    "(handed out twice or corrupted by the allocator)"
-                    + (f"; {undetected_damage} explained by undetected injected damage"
-                       if undetected_damage else ""))]
-    stats = result.stats
-    if all(k in stats for k in ("allocs", "frees", "live_blocks")):
-        allocs, frees, live = (int(stats[k]) for k in ("allocs", "frees", "live_blocks"))
-        checks.append(Check(name="stats", ok=allocs - frees == live,
-                            detail=f"allocs {allocs} - frees {frees} != live {live}"
-                            if allocs - frees != live else ""))
-    damage = sum(1 for f in faults if f.kind in DAMAGE_FAULTS)
+# ------------------------------------------------------------------ checks
+
+
+def _planned(plan: Plan) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for spec in plan.faults:
+        counts[spec.kind] += spec.resolved_count(plan.total_ops)
+    return counts
+
+
+def _check_performed(plan: Plan, obs: Observation, faults: Sequence[FaultLine],
+                     cut_short: bool) -> Check:
+    """Every fault the plan asks for has its fault line and was performed (a trial
+    an allowed detected-abort ended may leave later faults unreached)."""
+    planned = _planned(plan)
+    printed = Counter(f.kind for f in faults)
+    problems: list[str] = []
+    start_planned = (obs.start or {}).get("faults_planned")
+    if start_planned is not None and int(start_planned) != sum(planned.values()):
+        problems.append(f"the driver planned {start_planned} fault(s), the plan asks for "
+                        f"{sum(planned.values())}")
+    for kind in sorted(set(planned) | set(printed)):
+        if printed[kind] > planned[kind]:
+            problems.append(f"{printed[kind] - planned[kind]} {kind} fault(s) the plan "
+                            "does not ask for")
+        unreached = planned[kind] - printed[kind]
+        if unreached > 0 and not cut_short:
+            problems.append(f"{unreached} of {planned[kind]} {kind} fault(s) never "
+                            "performed (no fault line)")
+        failed = [f for f in faults if f.kind == kind and not f.performed]
+        for f in failed:
+            why = (f"fail point {f.fail!r} did not arm" if kind == "alloc_failure"
+                   else "no block to hit")
+            problems.append(f"fault {f.id} ({kind}) not performed: {why}")
+    ok = not problems
+    detail = "; ".join(problems)
+    if ok and cut_short and sum(printed.values()) < sum(planned.values()):
+        detail = (f"{sum(planned.values()) - sum(printed.values())} planned fault(s) not "
+                  "reached: an allowed detected-abort ended the trial first")
+    return Check(name="performed", ok=ok, detail=detail)
+
+
+def _short_workers(plan: Plan, result: ResultLine) -> str:
+    """Why the workers' op counts are not what the plan asks for ('' if they are)."""
+    w = plan.workload
+    floor = w.ops_per_worker
+    counts = result.worker_ops
+    if not counts:
+        return "" if result.ops >= plan.total_ops else \
+            f"{result.ops} of {plan.total_ops} ops done"
+    if len(counts) != w.threads:
+        return f"{len(counts)} worker(s) reported, the plan runs {w.threads}"
+    if sum(counts) != result.ops:
+        return f"worker op counts sum to {sum(counts)}, the result says {result.ops} ops"
+    if w.worker_ops is not None:
+        want = list(w.worker_ops)
+        return "" if list(counts) == want else \
+            f"worker ops {list(counts)}, the replay pins {want}"
+    bad = [(i, n) for i, n in enumerate(counts)
+           if (n < floor if w.timed else n != floor)]
+    if not bad:
+        return ""
+    i, n = bad[0]
+    return (f"worker {i} ran {n} ops, expected {'at least ' if w.timed else ''}{floor}"
+            + (f" ({len(bad)} worker(s) off)" if len(bad) > 1 else ""))
+
+
+def _s(stats: dict[str, Any] | None, key: str) -> int | None:
+    if not stats or stats.get(key) is None:
+        return None
+    return int(stats[key])
+
+
+def _checks(plan: Plan, obs: Observation, result: ResultLine, faults: Sequence[FaultLine],
+            excuser: _Excuser, matches: dict[int, _Match], false_pos: Sequence[EventLine],
+            nmm: bool, protocol: int) -> list[Check]:
+    checks: list[Check] = []
+    details = sorted(obs.details, key=lambda d: d.line)
+
+    # ---- evidence: nothing the verdict rests on was lost on the way
+    lost: list[str] = []
+    if obs.events_truncated:
+        lost.append(f"{obs.events_truncated} event line(s) not kept by the harness")
+    if result.detail_lines_dropped:
+        lost.append(f"{result.detail_lines_dropped} detail line(s) (pattern/status errors) "
+                    "past the driver's cap: errors without an address cannot be matched")
+    if nmm:
+        dropped = _s(result.stats, "events_dropped")
+        if dropped:
+            lost.append(f"{dropped} detection(s) dropped by the heap's full event ring")
+        seen = len(obs.events) + obs.events_truncated
+        recorded = _s(result.stats, "events")
+        if result.events != seen:
+            lost.append(f"the driver says it wrote {result.events} event(s), "
+                        f"{seen} arrived")
+        if recorded is not None and recorded != result.events:
+            lost.append(f"the heap recorded {recorded} detection(s), the driver drained "
+                        f"{result.events}")
+    if obs.start is not None and protocol < PROTOCOL:
+        # an isolated driver speaks the protocol; the in-process Python driver (no start
+        # line) gives what evidence it has, and is judged on that
+        lost.append(f"driver protocol {protocol}: without protocol {PROTOCOL}'s evidence "
+                    "(fault sequence numbers, statuses, the driver's own books, a heap "
+                    "walk) this trial cannot be judged strictly")
+    checks.append(Check(name="evidence", ok=not lost, detail="; ".join(lost)))
+
+    # ---- every wrong pattern is injected damage (by address), or the allocator's
+    perr = [d for d in details if d.type == "pattern_error"]
+    unexplained = [d for d in perr if not _excuse_pattern(excuser, d)]
+    bad = [f"{d.what} {(d.source or d.address):#x}+{d.offset}" for d in unexplained]
+    count_ok = result.detail_lines_dropped > 0 or len(perr) == result.pattern_errors
+    detail = ""
+    if bad:
+        detail = (f"{len(bad)} block(s) with a wrong fill pattern no injected write explains "
+                  f"(handed out twice or corrupted by the allocator): {', '.join(bad[:5])}")
+    if not count_ok:
+        detail += ("; " if detail else "") + \
+            f"{result.pattern_errors} pattern error(s) counted, {len(perr)} named"
+    checks.append(Check(name="pattern", ok=not bad and count_ok, detail=detail))
+
+    # ---- every refused legitimate free is a block injected damage hit
+    serr = [d for d in details if d.type == "status_error"]
+    unexplained = [d for d in serr if not _excuse_status(excuser, d)]
+    count_ok = result.detail_lines_dropped > 0 or len(serr) == result.unexpected_status
+    detail = ""
+    if unexplained:
+        detail = (f"{len(unexplained)} legitimate {'/'.join(sorted({d.call for d in serr}))} "
+                  "call(s) returned an error no injected write explains: "
+                  + ", ".join(f"{d.call}({d.address:#x}) = {d.status}"
+                              for d in unexplained[:5]))
+    if not count_ok:
+        detail += ("; " if detail else "") + \
+            f"{result.unexpected_status} refused call(s) counted, {len(serr)} named"
+    checks.append(Check(name="status", ok=not unexplained and count_ok, detail=detail))
+
+    # ---- forks: a child that found a wrong pattern, a refused free or died
+    forks = [d for d in details if d.type == "fork_failure"]
+    checks.append(Check(name="forks", ok=result.fork_failures == 0,
+                        detail="" if result.fork_failures == 0 else
+                        f"{result.fork_failures} fork child(ren) failed: "
+                        + ", ".join(_fork_why(d) for d in forks[:5])))
+
+    # ---- the workload ran what the plan says
+    short = _short_workers(plan, result)
+    checks.append(Check(name="workload", ok=not short, detail=short))
+
+    checks.append(_check_alloc_failures(plan, result, faults, nmm))
+    if not nmm:
+        return checks
+
+    # ---- the heap's counters against the driver's own books
+    counts = result.counts
+    if counts is not None or protocol >= PROTOCOL:
+        checks.append(_check_counts(counts or {}, result.stats))
+        checks.append(_check_live(plan, result, details, excuser))
+    # ---- after teardown every block is gone: counters, walk, bytes
+    checks.append(_check_teardown(result, faults))
+    # ---- the final sweep: every problem it found is an event the oracle explained
     problems = result.validate_problems
     if problems is not None:
-        checks.append(Check(name="validate", ok=problems <= damage,
-                            detail=f"{problems} integrity problem(s), {damage} explained by "
-                                   "injected damage" if problems > damage else ""))
+        final = [e for e in obs.events if e.worker == -1]
+        explained = sum(1 for e in final if e not in false_pos)
+        ok = problems <= explained
+        checks.append(Check(name="validate", ok=ok, detail="" if ok else
+                            f"{problems} integrity problem(s) found by the final sweep, "
+                            f"{explained} explained by injected damage"))
+    return checks
+
+
+def _excuse_pattern(excuser: _Excuser, d: DetailLine) -> bool:
+    if d.what not in ("check", "realloc"):
+        return False  # a calloc block not zeroed, a misaligned block: the allocator's
+    base = d.source if d.source is not None else d.address
+    at = base + d.offset
+    # a driver that cannot say which byte (offset -1): anywhere in the block
+    where = (at, at + 1) if d.offset >= 0 else (base, base + max(d.size, 1))
+    return excuser.excuse("pattern", base, where, d.line) is not None
+
+
+def _excuse_status(excuser: _Excuser, d: DetailLine) -> bool:
+    if d.status != NMM_E_CORRUPTED:
+        return False  # damage makes a block corrupted, never free or unknown
+    where = (d.address - _HDR, d.address + max(d.size, 1) + _CANARY)
+    return excuser.excuse("status", d.address, where, d.line) is not None
+
+
+def _fork_why(d: DetailLine) -> str:
+    if d.signal is not None:
+        return f"killed by {signal_name(d.signal)}"
+    return f"exit {d.exit}" + (f" ({d.what})" if d.what else "")
+
+
+def _injectable(plan: Plan, faults: Iterable[FaultLine]) -> tuple[bool, bool]:
+    """(a fail point was armed, the heap has a byte limit)."""
+    options = plan.target.options if plan.target.kind == "nmm" else {}
+    armed = any(f.kind == "alloc_failure" and f.performed for f in faults) or "fail" in options
+    limit = str(options.get("limit", "0")).strip() not in ("", "0")
+    return armed, limit
+
+
+def _check_alloc_failures(plan: Plan, result: ResultLine, faults: Sequence[FaultLine],
+                          nmm: bool) -> Check:
+    """Every NULL the driver saw is one the allocator counted, and each is explained:
+    by a fail point that was armed, or by the heap's limit."""
+    armed, limit = _injectable(plan, faults)
+    problems: list[str] = []
+    if result.fork_alloc_failures and not (armed or limit):
+        problems.append(f"{result.fork_alloc_failures} fork child(ren) got NULL with no "
+                        "fail point armed and no limit")
+    if nmm and result.stats:
+        counted = _s(result.stats, "alloc_failures") or 0
+        injected = _s(result.stats, "injected_failures") or 0
+        if counted != result.alloc_failures:
+            problems.append(f"the driver saw {result.alloc_failures} NULL(s), the heap "
+                            f"counted {counted} failed allocation(s)")
+        if injected > counted:
+            problems.append(f"{injected} injected failure(s) but only {counted} failed "
+                            "allocation(s)")
+        if injected and not armed:
+            problems.append(f"{injected} injected failure(s) with no fail point armed")
+        if counted - injected > 0 and not limit:
+            problems.append(f"{counted - injected} allocation(s) failed with no fail point "
+                            "behind them and no limit")
+    elif result.alloc_failures and not (armed or limit):
+        problems.append(f"{result.alloc_failures} allocation(s) returned NULL")
+    return Check(name="alloc_failures", ok=not problems, detail="; ".join(problems))
+
+
+def _check_counts(counts: dict[str, int], stats: dict[str, Any]) -> Check:
+    """The heap's allocs and frees against the driver's: equal, up to the reallocs the
+    heap counts as an alloc and a free (every moved one must be among them)."""
+    allocs, frees = _s(stats, "allocs"), _s(stats, "frees")
+    if allocs is None or frees is None or "allocs" not in counts:
+        return Check(name="counts", ok=False, detail="missing evidence: the heap's allocs/"
+                     "frees or the driver's own counts")
+    d_allocs, d_frees = counts.get("allocs", 0), counts.get("frees", 0)
+    reallocs, moved = counts.get("reallocs", 0), counts.get("reallocs_moved", 0)
+    extra_a, extra_f = allocs - d_allocs, frees - d_frees
+    problems = []
+    if extra_a != extra_f:
+        problems.append(f"heap allocs {allocs} / frees {frees}, driver {d_allocs} / "
+                        f"{d_frees}: the differences {extra_a} and {extra_f} must be equal "
+                        "(the reallocs the heap counts as an alloc and a free)")
+    elif not moved <= extra_a <= reallocs:
+        problems.append(f"the heap counts {extra_a} more alloc(s) and free(s) than the "
+                        f"driver; its {reallocs} realloc(s), {moved} of them moved, allow "
+                        f"{moved}..{reallocs}")
+    return Check(name="counts", ok=not problems, detail="; ".join(problems))
+
+
+def _check_live(plan: Plan, result: ResultLine, details: Sequence[DetailLine],
+                excuser: _Excuser) -> Check:
+    """Once the workers finished: the driver's live blocks = the heap's live counter =
+    the blocks a walk of the heap finds, address by address, with the requested sizes
+    the driver asked for."""
+    counts = result.counts or {}
+    before = result.stats_before or {}
+    walk = result.walk
+    problems: list[str] = []
+    live = counts.get("live_blocks")
+    counter = _s(before, "live_blocks")
+    if walk is None or live is None or counter is None:
+        return Check(name="live", ok=False,
+                     detail="missing evidence: the driver's live set, the heap's counters "
+                            "or the heap walk before teardown")
+    if not live == counter == walk.get("blocks"):
+        problems.append(f"live blocks: driver {live}, heap counter {counter}, heap walk "
+                        f"{walk.get('blocks')}")
+    mism = [d for d in details if d.type == "walk_mismatch"]
+    excused = sum(1 for d in mism if d.what == "size" and excuser.excuse(
+        "walk", d.address, (d.address - _HDR, d.address), d.line) is not None)
+    for key, what in (("unknown", "live in the walk but not the driver's"),
+                      ("missing", "the driver's but not live in the walk")):
+        if walk.get(key):
+            addrs = [f"{d.address:#x}" for d in mism if d.what == key][:3]
+            problems.append(f"{walk[key]} block(s) {what}" +
+                            (f" ({', '.join(addrs)})" if addrs else ""))
+    sizes = int(walk.get("size_mismatch", 0)) - excused
+    if sizes > 0:
+        addrs = [f"{d.address:#x}: {d.size} != {d.walk_size}" for d in mism
+                 if d.what == "size"][:3]
+        problems.append(f"{sizes} block(s) whose size in the walk is not the one requested"
+                        + (f" ({', '.join(addrs)})" if addrs else ""))
+    exact = plan.target.kind == "nmm" and (plan.target.level != "off" or bool(
+        plan.target.options.get("tracking")))
+    if exact and not problems and walk.get("bytes") != counts.get("live_bytes"):
+        problems.append(f"requested bytes live: driver {counts.get('live_bytes')}, heap walk "
+                        f"{walk.get('bytes')}")
+    return Check(name="live", ok=not problems, detail="; ".join(problems))
+
+
+def _check_teardown(result: ResultLine, faults: Sequence[FaultLine]) -> Check:
+    """After the driver freed its every block: no block left live, by the counter, the
+    walk and the live bytes (beyond blocks a fault says it leaves on purpose)."""
+    expected = sum(f.leaks or 0 for f in faults)
+    problems: list[str] = []
     leaked = result.leaked_blocks
-    if leaked is not None:
-        if faults and all(f.leaks is not None for f in faults):
-            expected = sum(f.leaks or 0 for f in faults)
-            ok = leaked == expected
-        else:  # damaged blocks may be retired (never reused), so at most one each
-            expected = damage
-            ok = leaked <= expected
-        checks.append(Check(name="leaks", ok=ok,
-                            detail="" if ok else f"{leaked} block(s) leaked, "
-                                                 f"{expected} injected"))
-    # a neighbour damaged by an injected write is retired when its owner frees it
-    unexpected_ok = result.unexpected_status <= collateral
-    checks.append(Check(name="unexpected_status", ok=unexpected_ok,
-                        detail="" if unexpected_ok else
-                        f"{result.unexpected_status} legitimate free/realloc call(s) returned "
-                        f"an error, {collateral} explained by collateral damage"))
-    completed = result.ops >= plan.total_ops
-    checks.append(Check(name="completed", ok=completed,
-                        detail="" if completed else f"{result.ops} of {plan.total_ops} ops done"))
-    return tuple(checks)
+    if leaked is not None and leaked != expected:
+        problems.append(f"{leaked} block(s) still live by the heap's counters, "
+                        f"{expected} left on purpose")
+    if result.walk_after is not None:
+        if result.walk_after.get("blocks", 0) != expected:
+            problems.append(f"the heap walk still finds {result.walk_after.get('blocks')} "
+                            f"live block(s) ({result.walk_after.get('bytes')} bytes)")
+        live_bytes = _s(result.stats, "live_bytes")
+        if expected == 0 and live_bytes:
+            problems.append(f"{live_bytes} live byte(s) still counted")
+    return Check(name="leaks", ok=not problems, detail="; ".join(problems))

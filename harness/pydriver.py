@@ -30,9 +30,12 @@ from typing import Any
 
 from harness.errors import PlanError, UnsupportedFeature
 from harness.plan import Fault, NmmTarget, Plan
-from harness.records import EventLine, FaultLine, Observation, ResultLine
+from harness.records import DetailLine, EventLine, FaultLine, Observation, ResultLine
 
 _WILD_BASE = 0x0000_1000_0000_0000
+#: the byte a uaf_read fault writes where it will read, before the free: reading it
+#: back means the freed block still held its data (native driver: UAF_READ_MARK)
+_UAF_READ_MARK = 0x5A
 #: largest block the Python driver damages in place (see PyDriver.inject)
 SMALL_BLOCK = 4096
 #: ops a worker runs before the next one takes its turn (frees handed to a worker wait
@@ -195,6 +198,10 @@ class PyDriver:
         self.faults: list[FaultLine] = []
         self.events: list[EventLine] = []
         self._damaged_before_fault = 0  # pattern errors found by inject's own checks
+        #: pattern and status errors, each naming its block (the oracle matches them
+        #: to injected damage by address)
+        self.details: list[DetailLine] = []
+        self._last_seq = 0  # the latest event seq drained (drains follow every fault)
         self.alloc_failures = 0
         self.unexpected_status = 0
         self.ops = 0
@@ -230,13 +237,24 @@ class PyDriver:
         raw = self._raw
         result = raw.free_pattern(address, size, block_id) if self._check_on else raw.free(address)
         if result:
-            self._count(result)
+            self._count(result, address, size)
 
-    def _count(self, result: int) -> None:
-        """Account a nonzero ``free``/``free_pattern`` result: a refused free (a damaged
-        pattern is counted by the raw handle itself)."""
-        if result & ~self._raw.PATTERN_BAD:
+    def _detail(self, **fields: Any) -> None:
+        self._line += 1
+        self.details.append(DetailLine(line=self._line, **fields))
+
+    def _count(self, result: int, address: int, size: int) -> None:
+        """Account a nonzero ``free``/``free_pattern`` result of the block at ``address``:
+        a damaged pattern (counted by the raw handle itself; where in the block the
+        handle does not say) and a refused free, each named in a detail line."""
+        bad = self._raw.PATTERN_BAD
+        if result & bad:
+            self._detail(type="pattern_error", what="check", address=address, size=size,
+                         offset=-1)
+        if result & ~bad:
             self.unexpected_status += 1
+            self._detail(type="status_error", call="free", address=address, size=size,
+                         status=result & ~bad)
 
     def _realloc_failed(self, worker: _Worker, i: int, size: int) -> None:
         """A workload realloc returned 0: out of memory leaves the old block in its slot
@@ -246,8 +264,10 @@ class PyDriver:
             self._raw.raise_alloc_failure(size, "realloc")
         except self._allocator.OutOfMemory:
             self.alloc_failures += 1
-        except self._allocator.NmmError:
+        except self._allocator.NmmError as exc:
             self.unexpected_status += 1
+            self._detail(type="status_error", call="realloc", address=worker.addr[i],
+                         size=worker.size[i], status=int(getattr(exc, "status", 0) or 0))
             worker.addr[i] = 0
 
     def _churn(self, order: list[_Worker], rounds: int) -> None:
@@ -284,7 +304,7 @@ class PyDriver:
             a, n, b = inbox.pop()
             r = free_pattern(a, n, b) if check else free(a)
             if r:
-                count(r)
+                count(r, a, n)
         everyone = self.workers
         n_workers = len(everyone)
         index = worker.index
@@ -321,12 +341,20 @@ class PyDriver:
                         continue
                     r = free_pattern(a, sizes[i], blocks[i]) if check else free(a)
                     if r:
-                        count(r)
+                        count(r, a, sizes[i])
                     continue
                 else:
                     n = sizes_by_draw[x >> shift]
-                    a = (realloc_pattern(a, sizes[i], n, blocks[i], next_id) if check
-                         else realloc(a, n))
+                    if check:
+                        seen = raw.pattern_errors
+                        old = a
+                        a = realloc_pattern(a, sizes[i], n, blocks[i], next_id)
+                        if raw.pattern_errors != seen:
+                            self._detail(type="pattern_error", what="realloc",
+                                         address=a or old, source=old, size=sizes[i],
+                                         offset=-1)
+                    else:
+                        a = realloc(a, n)
                     if not a:
                         self._realloc_failed(worker, i, n)
                         continue
@@ -361,22 +389,40 @@ class PyDriver:
         return i
 
     def _record_fault(self, fid: int, spec: Fault, worker: _Worker, variant: str,
-                      address: int, size: int, bytes_: int | None) -> None:
+                      address: int, size: int, bytes_: int | None,
+                      offset: int | None = 0) -> None:
+        """Write the fault line before the misuse, with the latest event seq (the events
+        of everything before it, the legitimate free included, are drained first)."""
+        self.drain(worker)
         self._line += 1
         self.faults.append(FaultLine(id=fid, kind=spec.kind, variant=variant,
                                      worker=worker.index, op=worker.op, address=address,
-                                     size=size, bytes=bytes_, line=self._line))
+                                     size=size, bytes=bytes_, offset=offset,
+                                     seq=self._last_seq, line=self._line))
+
+    def _done(self, **fields: Any) -> None:
+        """Fold what performing the last fault returned into its line (``fault_done``)."""
+        self.faults[-1] = self.faults[-1].model_copy(update={"done": True, **fields})
+
+    def _call_status(self, call: Callable[[], Any]) -> int:
+        """The status a misused call returned (0: it was accepted)."""
+        try:
+            call()
+        except self._allocator.NmmError as exc:
+            return int(exc.status)
+        return 0
 
     def inject(self, fid: int, spec: Fault, index: int, slot_hint: int = 0) -> None:
         """Perform one fault by worker ``index`` on (or near) slot ``slot_hint``, through
         the binding's unsafe paths (raw reads and writes, frees of raw addresses)."""
-        nmm = self._allocator
         raw = self._raw
         worker = self.workers[index]
         kind = spec.kind
         if kind == "alloc_failure":
-            self._record_fault(fid, spec, worker, "", 0, 0, None)
+            self._record_fault(fid, spec, worker, "", 0, 0, None, None)
+            before = int(self.heap.stats().injected_failures)
             self.heap.set_failpoint(spec.fail or "alloc@every50,max20")
+            self._done(status=-1, armed=True, injected_before=before)
         elif kind == "invalid_free":
             self._invalid_free(fid, spec, worker, slot_hint)
         else:
@@ -395,32 +441,45 @@ class PyDriver:
                 n = spec.bytes or 1
                 if self._check_on and not raw.check_pattern(address, size, block_id):
                     self._damaged_before_fault += 1
-                self._record_fault(fid, spec, worker, "", address, size, n)
+                    self._detail(type="pattern_error", what="check", address=address,
+                                 size=size, offset=-1)
                 start = address + size if kind == "overflow" else address - n
+                self._record_fault(fid, spec, worker, "", address, size, n, start - address)
                 raw.unsafe_write(start, _flip(raw.unsafe_read(start, n)))
-                try:  # freeing the damaged block is where standard detects it
-                    self.heap.free(address)
-                except nmm.NmmError:
-                    pass
+                # freeing the damaged block is where standard detects it
+                self._done(status=self._call_status(lambda: self.heap.free(address)))
             else:
-                self._release(address, size, block_id)  # the legitimate free
                 variant = spec.variant or ("first" if kind in ("uaf_write", "uaf_read") else "")
+                offset = size // 2 if variant == "middle" else 0
+                start = address + offset
+                if kind == "uaf_read":  # a known byte where the read will land
+                    if self._check_on and not raw.check_pattern(address, size, block_id):
+                        self._damaged_before_fault += 1
+                        self._detail(type="pattern_error", what="check", address=address,
+                                     size=size, offset=-1)
+                    raw.unsafe_write(start, bytes([_UAF_READ_MARK]))
+                    result = raw.free(address)
+                    if result:
+                        self._count(result, address, size)
+                else:
+                    self._release(address, size, block_id)  # the legitimate free
                 n = spec.bytes or 1
-                self._record_fault(fid, spec, worker, variant, address, size,
-                                   n if kind == "uaf_write" else None)
-                start = address + (size // 2 if variant == "middle" else 0)
-                try:
-                    if kind == "double_free":
-                        self.heap.free(address)
-                    elif kind == "uaf_write":
-                        raw.unsafe_write(start, _flip(raw.unsafe_read(start, n)))
-                    elif kind == "uaf_read":
-                        raw.unsafe_read(start, 1)
-                    elif kind == "realloc_freed":
+                damaged = n if kind == "uaf_write" else 1 if kind == "uaf_read" else None
+                self._record_fault(fid, spec, worker, variant, address, size, damaged,
+                                   offset if kind in ("uaf_write", "uaf_read") else 0)
+                if kind == "double_free":
+                    self._done(status=self._call_status(lambda: self.heap.free(address)))
+                elif kind == "uaf_write":
+                    raw.unsafe_write(start, _flip(raw.unsafe_read(start, n)))
+                    self._done(status=-1)
+                elif kind == "uaf_read":
+                    self._done(status=-1, read=raw.unsafe_read(start, 1)[0],
+                               was=_UAF_READ_MARK)
+                elif kind == "realloc_freed":
+                    def realloc_freed() -> None:
                         moved = self.heap.realloc(address, size + 16)
                         self.heap.free(moved)  # the target accepted it: give it back
-                except nmm.NmmError:
-                    pass
+                    self._done(status=self._call_status(realloc_freed))
         self.drain(worker)
 
     def _invalid_free(self, fid: int, spec: Fault, worker: _Worker, slot_hint: int) -> None:
@@ -446,10 +505,7 @@ class PyDriver:
             address, size = foreign_block.address, 64
         self._record_fault(fid, spec, worker, variant, address, size, None)
         if address:
-            try:
-                self.heap.free(address)
-            except nmm.NmmError:
-                pass
+            self._done(status=self._call_status(lambda: self.heap.free(address)))
 
     # ------------------------------------------------------------------ records
 
@@ -458,6 +514,7 @@ class PyDriver:
         new = self.heap.events()
         op = worker.op if worker is not None else self.plan.workload.ops_per_worker
         for ev in new:
+            self._last_seq = max(self._last_seq, ev.seq)
             self._line += 1
             self.events.append(EventLine(
                 kind=ev.kind, address=ev.address, size=ev.size, detail=ev.detail, seq=ev.seq,
@@ -498,6 +555,7 @@ class PyDriver:
         """What this trial produced, in the shape the oracle judges."""
         return Observation(argv=("pydriver", f"seed={self.seed}"), faults=tuple(self.faults),
                            events=tuple(self.events), result=self.result,
+                           details=tuple(sorted(self.details, key=lambda d: d.line)),
                            exit_code=0 if self.result is not None else None,
                            wall_s=round((time.perf_counter_ns() - self._t0) / 1e9, 4))
 

@@ -48,11 +48,101 @@ class FaultLine(_Line):
     fail: str = ""
     #: blocks this fault leaves allocated on purpose (optional protocol field)
     leaks: int | None = None
+    #: where the damage starts relative to ``address`` (overflow: size, underflow:
+    #: -bytes, uaf: the first or middle byte); None from a protocol-1 driver
+    offset: int | None = None
+    #: the heap's latest event sequence number right before the misuse: only events
+    #: with a larger ``seq`` can have been caused by it (None: the driver does not say)
+    seq: int | None = None
     #: index of the line in the trial's stdout stream (ordering faults against events)
     line: int = 0
+    # ---- from the fault's ``fault_done`` line (protocol 2), merged in by id
+    #: the driver finished performing the fault (its ``fault_done`` line arrived)
+    done: bool = False
+    #: status the misused call returned (0 ok; -1: the fault makes no call)
+    status: int | None = None
+    #: uaf_read: the byte read after the free, and the byte the block held before it
+    read: int | None = None
+    was: int | None = None
+    #: alloc_failure: whether the fail point armed, and the heap's injected failures then
+    armed: bool | None = None
+    injected_before: int | None = None
 
     _addr = field_validator("address", mode="before")(classmethod(
         lambda cls, v: parse_address(v)))
+
+    @property
+    def performed(self) -> bool:
+        """Whether the fault was done: a block was hit (or, for alloc_failure and a
+        protocol-1 line without ``done``, the line says nothing against it)."""
+        if self.kind == "alloc_failure":
+            return self.armed is not False
+        return self.address != 0
+
+    def window(self) -> tuple[int, int]:
+        """The byte range ``[lo, hi)`` this fault damaged (empty for faults that write
+        nothing): from ``offset`` and ``bytes`` (protocol 2), else the kind's rule."""
+        n = max(self.bytes or 0, 1)
+        if self.offset is not None:
+            if self.kind not in ("overflow", "underflow", "uaf_write"):
+                return (0, 0)
+            lo = self.address + self.offset
+            return (lo, lo + n)
+        if self.kind == "overflow":
+            return (self.address + self.size, self.address + self.size + n)
+        if self.kind == "underflow":
+            return (self.address - n, self.address)
+        if self.kind == "uaf_write":
+            return (self.address, self.address + max(self.size, 1))
+        return (0, 0)
+
+
+def merge_fault_done(faults: list[FaultLine], line: dict[str, Any]) -> bool:
+    """Fold a ``fault_done`` line into the fault line of the same id (the last one with
+    it); False if there is no such fault or the line is malformed."""
+    fid = line.get("id")
+    for i in range(len(faults) - 1, -1, -1):
+        if faults[i].id == fid:
+            update = {k: line[k] for k in ("status", "read", "was", "armed", "injected_before")
+                      if k in line}
+            faults[i] = FaultLine.model_validate({**faults[i].model_dump(), **update,
+                                                  "done": True})
+            return True
+    return False
+
+
+class DetailLine(_Line):
+    """A line naming one thing the driver found wrong, with its address: a block
+    whose pattern was wrong (``pattern_error``), a legitimate free or realloc that
+    returned an error (``status_error``), a fork child that failed (``fork_failure``),
+    a block the heap walk and the driver disagree on (``walk_mismatch``)."""
+
+    type: str
+    #: pattern_error: check | realloc | calloc | aligned; walk_mismatch: unknown |
+    #: missing | size
+    what: str = ""
+    #: status_error: free | realloc
+    call: str = ""
+    address: int = 0
+    #: where the data came from (realloc: the old block), when not ``address``
+    source: int | None = None
+    size: int = 0
+    #: first wrong byte (pattern_error; -1: the driver cannot say which)
+    offset: int = 0
+    status: int = 0
+    walk_size: int = 0
+    worker: int | None = None
+    op: int | None = None
+    signal: int | None = None
+    exit: int | None = None
+    line: int = 0
+
+    _addr = field_validator("address", "source", mode="before")(classmethod(
+        lambda cls, v: None if v is None else parse_address(v)))
+
+
+#: line types parsed into ``DetailLine``
+DETAIL_TYPES = frozenset({"pattern_error", "status_error", "fork_failure", "walk_mismatch"})
 
 
 class EventLine(_Line):
@@ -99,6 +189,7 @@ class ResultLine(_Line):
     @classmethod
     def _null_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value
+
     #: problems found by the final nmm_validate (None: the target has no validate)
     validate_problems: int | None = 0
     #: blocks still live after the driver freed its live set (None: not an NMM target)
@@ -106,6 +197,27 @@ class ResultLine(_Line):
     #: frees/reallocs of legitimate blocks that returned an error status
     unexpected_status: int = 0
     exit: str = "ok"
+    #: fork children started, and those that failed (a wrong pattern, a refused free, a
+    #: signal: each named in a fork_failure line)
+    fork_children: int = 0
+    fork_failures: int = 0
+    # ---- protocol 2: the driver's own evidence, independent of the heap's counters
+    #: fork() calls that failed (the machine's limits), and fork children whose
+    #: allocations returned NULL (a fail point or limit inherited from the parent)
+    fork_errors: int = 0
+    fork_alloc_failures: int = 0
+    #: detail lines (pattern_error, status_error...) past the driver's cap, not written
+    detail_lines_dropped: int = 0
+    #: the driver's own books: allocs, frees, reallocs, reallocs_moved, dropped, and
+    #: its live_blocks/live_bytes (requested) once the workers finished
+    counts: dict[str, int] | None = None
+    #: the heap's stats once the workers finished, before teardown
+    stats_before: dict[str, Any] | None = None
+    #: a walk of the heap then, compared with the driver's live set: blocks, bytes,
+    #: unknown (only the walk has them), missing (only the driver), size_mismatch
+    walk: dict[str, int] | None = None
+    #: a walk after teardown: blocks, bytes (every block freed: both 0)
+    walk_after: dict[str, int] | None = None
 
 
 class Sample(_Line):
@@ -128,6 +240,8 @@ class Observation(BaseModel):
     events: tuple[EventLine, ...] = ()
     #: events dropped from this record to bound its size (they were counted, not kept)
     events_truncated: int = 0
+    #: pattern_error / status_error / fork_failure / walk_mismatch lines
+    details: tuple[DetailLine, ...] = ()
     last_progress: dict[str, Any] | None = None
     result: ResultLine | None = None
     exit_code: int | None = None

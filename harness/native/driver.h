@@ -19,6 +19,8 @@
 #define DRV_MAX_FAULTS 100000
 #define DRV_MAX_SIZE (1ull << 30)
 #define DRV_EXIT_USAGE 2
+/* the JSON-lines protocol's version (PROTOCOL.md), in the start line */
+#define DRV_PROTOCOL 2
 
 /* ------------------------------------------------------------------ main.c */
 
@@ -107,6 +109,10 @@ typedef struct target {
     void *(*realloc)(nmm_heap_t *heap, void *ptr, size_t size);
     void *(*aligned_alloc)(nmm_heap_t *heap, size_t alignment, size_t size);
     int (*free)(nmm_heap_t *heap, void *ptr);
+    /* why the calling thread's last call failed (nmm_last_status; NMM_E_NOMEM for the
+     * malloc family, whose only failure is running out of memory) */
+    int (*last_status)(void);
+    bool exact_sizes; /* a heap walk reports requested sizes (NMM header levels) */
 } target_t;
 
 /* Open "nmm" (a heap from nmm_options) or "malloc". On failure writes a message into
@@ -164,10 +170,15 @@ void faults_inject(struct trial *tr, struct worker *w, const fault_inst_t *f);
 /* ------------------------------------------------------------------ pattern.c */
 
 uint64_t pattern_key(uint64_t seed, uint64_t block_id);
+uint8_t pattern_byte(uint64_t key, size_t off);
 void pattern_fill(void *p, size_t size, uint64_t key);
-bool pattern_check(const void *p, size_t size, uint64_t key);
-/* True if the first min(8, size) bytes still hold what pattern_fill wrote. */
-bool pattern_check_prefix(const void *p, size_t size, uint64_t key);
+/* Offset of the first byte that does not hold what pattern_fill wrote, or -1. */
+long pattern_check(const void *p, size_t size, uint64_t key);
+/* The same for a block filled at size bytes, of which only the first kept remain
+ * (after a realloc): the positions the fill wrote below kept. */
+long pattern_check_prefix(const void *p, size_t size, size_t kept, uint64_t key);
+/* Offset of the first non-zero byte among the positions a fill of size checks, or -1. */
+long pattern_check_zero(const void *p, size_t size);
 
 /* ------------------------------------------------------------------ hist.c */
 
@@ -208,7 +219,7 @@ void out_set_quiet(bool quiet);
 void out_error(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* stderr */
 /* Drain the heap's events into event lines; returns how many were written. */
 uint64_t out_drain_events(nmm_heap_t *heap, int worker, uint64_t driver_op);
-void out_stats(jline_t *j, nmm_heap_t *heap, uint64_t *live_blocks);
+void out_stats(jline_t *j, const char *key, nmm_heap_t *heap, uint64_t *live_blocks);
 void *out_map(size_t bytes);   /* zeroed private memory, never from the target */
 void out_unmap(void *p, size_t bytes);
 /* a "Key:  N kB" field of /proc/self/status in KiB (0 if absent), e.g. "VmHWM:"
@@ -249,10 +260,21 @@ typedef struct worker {
     _Atomic uint64_t ops_done;
     _Atomic uint64_t pattern_errors;
     uint64_t alloc_failures, unexpected_status, cross_sent, cross_fallback;
-    uint64_t cross_received, fork_children, fork_failures, threads_spawned;
+    uint64_t cross_received, fork_children, fork_failures, fork_errors, fork_alloc_failures;
+    uint64_t threads_spawned;
+    /* the driver's own accounting of the target heap, independent of its statistics:
+     * blocks it got (alloc, calloc, aligned), frees the target took (status ok, or
+     * corrupted: the block is retired, no longer the caller's), reallocs that returned
+     * a block (and of those, the ones that moved it), blocks it gave up on after a
+     * refused free or realloc (never freed) */
+    uint64_t allocs, frees, reallocs, reallocs_moved, dropped;
     void *foreign_block; /* invalid_free foreign_heap: the block to give back at the end */
     bool finished;       /* reached its last op (set by its thread, read after the join) */
 } worker_t;
+
+/* Detail lines (pattern_error, status_error, fork_failure, walk_mismatch) written per
+ * trial, at most; past it they are counted, never written. */
+#define DRV_MAX_DETAIL_LINES 256
 
 typedef struct trial {
     const options_t *o;
@@ -264,6 +286,7 @@ typedef struct trial {
     _Atomic uint64_t faults_done;
     _Atomic uint64_t events;
     _Atomic uint64_t alloc_failures;
+    _Atomic uint64_t detail_lines; /* detail lines written or suppressed so far */
     uint64_t deadline_ns;     /* drv_now_ns() past which duration workers stop; 0 = none */
 } trial_t;
 
@@ -272,6 +295,12 @@ int workload_run(const options_t *o);
 void workload_free_slot(trial_t *tr, worker_t *w, slot_t *s);
 void workload_check_block(trial_t *tr, worker_t *w, const slot_t *s);
 bool workload_alloc_slot(trial_t *tr, worker_t *w, slot_t *s, uint64_t size);
+/* Count a free of a block the driver owned by its status: taken (ok, corrupted) or
+ * refused; a status other than ok gets a status_error line (call: "free"...). */
+void workload_count_free(trial_t *tr, worker_t *w, const void *ptr, uint64_t size, int status,
+                         const char *call);
+/* Claim one detail line; false once DRV_MAX_DETAIL_LINES were written. */
+bool workload_detail_line(trial_t *tr);
 
 /* ------------------------------------------------------------------ bench.c */
 

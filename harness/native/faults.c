@@ -82,8 +82,17 @@ uint32_t faults_plan(const options_t *o, fault_inst_t *out, uint32_t cap)
     return n;
 }
 
+/* The heap's latest event sequence number: every event the misuse causes is later. */
+static uint64_t last_seq(const trial_t *tr)
+{
+    return tr->target.heap ? nmm_events_last_seq(tr->target.heap) : 0;
+}
+
+/* offset: where the damage starts relative to address (overflow: size, underflow:
+ * -bytes, use-after-free: first or middle byte); bytes: how many are damaged. */
 static void fault_line(trial_t *tr, worker_t *w, const fault_inst_t *f, const fault_spec_t *fs,
-                       fault_variant_t variant, uint64_t address, uint64_t size, uint64_t bytes)
+                       fault_variant_t variant, uint64_t address, uint64_t size, uint64_t bytes,
+                       int64_t offset)
 {
     jline_t j;
     jl_begin(&j, "fault");
@@ -95,10 +104,40 @@ static void fault_line(trial_t *tr, worker_t *w, const fault_inst_t *f, const fa
     jl_hex(&j, "address", address);
     jl_u64(&j, "size", size);
     jl_u64(&j, "bytes", bytes);
+    jl_i64(&j, "offset", offset);
+    jl_u64(&j, "seq", last_seq(tr));
     if (fs->kind == FK_ALLOC_FAILURE)
         jl_str(&j, "fail", fs->fail);
     jl_end(&j);
     atomic_fetch_add(&tr->faults_done, 1);
+}
+
+/* What performing the fault returned: the status of the misused call (-1: the fault
+ * makes none), for uaf_read the byte read and the byte the block held before it was
+ * freed, for alloc_failure whether the fail point armed and how many allocations fail
+ * points had failed before it. */
+typedef struct fault_done {
+    int status;
+    int read, was;       /* -1: not a uaf_read */
+    int armed;           /* -1: not an alloc_failure */
+    uint64_t injected_before;
+} fault_done_t;
+
+static void fault_done_line(const fault_inst_t *f, const fault_done_t *d)
+{
+    jline_t j;
+    jl_begin(&j, "fault_done");
+    jl_u64(&j, "id", f->id);
+    jl_i64(&j, "status", d->status);
+    if (d->read >= 0) {
+        jl_i64(&j, "read", d->read);
+        jl_i64(&j, "was", d->was);
+    }
+    if (d->armed >= 0) {
+        jl_bool(&j, "armed", d->armed != 0);
+        jl_u64(&j, "injected_before", d->injected_before);
+    }
+    jl_end(&j);
 }
 
 /* The live block the fault hits: first occupied slot from slot_start; if the live
@@ -123,15 +162,21 @@ static void flip(uint8_t *p, uint64_t n)
         v[i] = (uint8_t)~v[i];
 }
 
-/* Free a damaged block: the status is the fault's outcome, not unexpected. */
-static void free_damaged(trial_t *tr, slot_t *s)
+/* Free a damaged block: the status is the fault's outcome, not unexpected; a target
+ * that took it (ok, or corrupted and retired) counts it freed. */
+static int free_damaged(trial_t *tr, worker_t *w, slot_t *s)
 {
-    (void)tr->target.free(tr->target.heap, s->ptr);
+    int st = tr->target.free(tr->target.heap, s->ptr);
+    if (st == NMM_OK || st == NMM_E_CORRUPTED)
+        w->frees++;
+    else
+        w->dropped++;
     s->ptr = NULL;
+    return st;
 }
 
-static void inject_invalid_free(trial_t *tr, worker_t *w, const fault_inst_t *f,
-                                const fault_spec_t *fs)
+static int inject_invalid_free(trial_t *tr, worker_t *w, const fault_inst_t *f,
+                               const fault_spec_t *fs)
 {
     fault_variant_t v = fs->variant == FV_NONE ? FV_INTERIOR : fs->variant;
     volatile uint8_t stack_buf[64];
@@ -164,26 +209,47 @@ static void inject_invalid_free(trial_t *tr, worker_t *w, const fault_inst_t *f,
         w->foreign_block = p;
         size = 64;
     }
-    fault_line(tr, w, f, fs, v, (uintptr_t)p, size, 0);
-    if (p)
-        (void)tr->target.free(tr->target.heap, p);
+    fault_line(tr, w, f, fs, v, (uintptr_t)p, size, 0, 0);
+    if (!p)
+        return -1;
+    int st = tr->target.free(tr->target.heap, p);
+    /* a target that took an interior pointer freed the block under it: count it, so
+     * the driver's books show what the target's do */
+    if (st == NMM_OK && v == FV_INTERIOR)
+        w->frees++;
+    return st;
 }
+
+/* uaf_read: the byte the read will hit is set to a known value while the block is
+ * still live (its pattern checked first), so the read tells stale data (that value)
+ * from poison or anything else. */
+#define UAF_READ_MARK 0x5A
 
 void faults_inject(trial_t *tr, worker_t *w, const fault_inst_t *f)
 {
     const fault_spec_t *fs = &tr->o->faults[f->spec];
     slot_t *s = NULL;
     uint8_t *p;
+    fault_done_t done = {.status = -1, .read = -1, .was = -1, .armed = -1};
+    bool performed = true;
     switch (fs->kind) {
     case FK_INVALID_FREE:
-        inject_invalid_free(tr, w, f, fs);
+        done.status = inject_invalid_free(tr, w, f, fs);
         break;
     case FK_ALLOC_FAILURE:
-        fault_line(tr, w, f, fs, FV_NONE, 0, 0, 0);
+        fault_line(tr, w, f, fs, FV_NONE, 0, 0, 0, 0);
+        done.armed = 0;
         if (tr->target.heap) {
+            nmm_stats_t st;
+            memset(&st, 0, sizeof st);
+            st.size = sizeof st;
+            if (nmm_stats_get(tr->target.heap, &st) == NMM_OK)
+                done.injected_before = st.injected_failures;
             char err[256];
             if (nmm_failpoint_set(tr->target.heap, fs->fail, err, sizeof err) != NMM_OK)
                 out_error("--fault alloc_failure: fail=%s: %s", fs->fail, err);
+            else
+                done.armed = 1;
         }
         break;
     case FK_DOUBLE_FREE:
@@ -194,47 +260,66 @@ void faults_inject(trial_t *tr, worker_t *w, const fault_inst_t *f)
         if ((fs->kind == FK_UAF_WRITE || fs->kind == FK_UAF_READ) && v == FV_NONE)
             v = FV_FIRST;
         if (!(s = pick_block(tr, w, f))) {
-            fault_line(tr, w, f, fs, v, 0, 0, 0);
+            fault_line(tr, w, f, fs, v, 0, 0, 0, 0);
+            performed = false;
             break;
         }
         p = s->ptr;
         uint64_t size = s->size;
-        workload_free_slot(tr, w, s); /* the legitimate free */
-        uint64_t bytes = fs->kind == FK_UAF_WRITE ? fs->bytes : 0;
-        fault_line(tr, w, f, fs, v, (uintptr_t)p, size, bytes);
         uint64_t off = v == FV_MIDDLE ? size / 2 : 0;
+        if (fs->kind == FK_UAF_READ && off < size) {
+            workload_check_block(tr, w, s);
+            ((volatile uint8_t *)p)[off] = UAF_READ_MARK;
+            done.was = UAF_READ_MARK;
+            int st = tr->target.free(tr->target.heap, p); /* the legitimate free */
+            workload_count_free(tr, w, p, size, st, "free");
+            s->ptr = NULL;
+        } else {
+            workload_free_slot(tr, w, s); /* the legitimate free */
+        }
+        uint64_t bytes = fs->kind == FK_UAF_WRITE ? fs->bytes : fs->kind == FK_UAF_READ ? 1 : 0;
+        int64_t at = fs->kind == FK_UAF_WRITE || fs->kind == FK_UAF_READ ? (int64_t)off : 0;
+        fault_line(tr, w, f, fs, v, (uintptr_t)p, size, bytes, at);
         if (fs->kind == FK_DOUBLE_FREE) {
-            (void)tr->target.free(tr->target.heap, p);
+            done.status = tr->target.free(tr->target.heap, p);
+            if (done.status == NMM_OK) /* taken twice: the target's books count it */
+                w->frees++;
         } else if (fs->kind == FK_UAF_WRITE) {
             flip(p + off, bytes);
         } else if (fs->kind == FK_UAF_READ) {
-            volatile uint8_t sink = *(volatile uint8_t *)(p + off);
-            (void)sink;
+            done.read = off < size ? *(volatile uint8_t *)(p + off) : -1;
         } else {
             void *np = tr->target.realloc(tr->target.heap, p, size + 16);
-            if (np) /* the target accepted it: give back what it returned */
-                (void)tr->target.free(tr->target.heap, np);
+            done.status = np ? NMM_OK : tr->target.last_status();
+            if (np) { /* the target accepted it: give back what it returned */
+                w->reallocs++;
+                int st = tr->target.free(tr->target.heap, np);
+                if (st == NMM_OK || st == NMM_E_CORRUPTED)
+                    w->frees++;
+            }
         }
         break;
     }
     case FK_OVERFLOW:
     case FK_UNDERFLOW:
         if (!(s = pick_block(tr, w, f))) {
-            fault_line(tr, w, f, fs, FV_NONE, 0, 0, fs->bytes);
+            fault_line(tr, w, f, fs, FV_NONE, 0, 0, fs->bytes, 0);
+            performed = false;
             break;
         }
         workload_check_block(tr, w, s);
-        fault_line(tr, w, f, fs, FV_NONE, (uintptr_t)s->ptr, s->size, fs->bytes);
-        p = s->ptr;
-        if (fs->kind == FK_OVERFLOW)
-            flip(p + s->size, fs->bytes);
-        else
-            flip(p - fs->bytes, fs->bytes);
-        free_damaged(tr, s);
+        {
+            int64_t at = fs->kind == FK_OVERFLOW ? (int64_t)s->size : -(int64_t)fs->bytes;
+            fault_line(tr, w, f, fs, FV_NONE, (uintptr_t)s->ptr, s->size, fs->bytes, at);
+            flip((uint8_t *)s->ptr + at, fs->bytes);
+        }
+        done.status = free_damaged(tr, w, s);
         break;
     default:
         break;
     }
+    if (performed)
+        fault_done_line(f, &done);
     uint64_t ev = out_drain_events(tr->target.heap, (int)w->index, w->op);
     atomic_fetch_add(&tr->events, ev);
 }

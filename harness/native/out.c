@@ -188,12 +188,12 @@ uint64_t out_drain_events(nmm_heap_t *heap, int worker, uint64_t driver_op)
     return total;
 }
 
-void out_stats(jline_t *j, nmm_heap_t *heap, uint64_t *live_blocks)
+void out_stats(jline_t *j, const char *key, nmm_heap_t *heap, uint64_t *live_blocks)
 {
     nmm_stats_t st;
     memset(&st, 0, sizeof st);
     st.size = sizeof st;
-    jl_key(j, "stats");
+    jl_key(j, key);
     if (!heap || nmm_stats_get(heap, &st) != NMM_OK) {
         jl_raw(j, "null");
         *live_blocks = UINT64_MAX;

@@ -16,6 +16,7 @@ static void *nmm_t_aligned(nmm_heap_t *h, size_t a, size_t n)
     return nmm_aligned_alloc(h, a, n, 0);
 }
 static int nmm_t_free(nmm_heap_t *h, void *p) { return (int)nmm_free(h, p, 0); }
+static int nmm_t_last_status(void) { return (int)nmm_last_status(); }
 
 /* ---- the process's malloc family. volatile pointers keep the compiler from
  * pairing malloc with free and deleting both. */
@@ -53,6 +54,7 @@ static int malloc_t_free(nmm_heap_t *h, void *p)
     libc_free(p);
     return NMM_OK;
 }
+static int malloc_t_last_status(void) { return NMM_E_NOMEM; }
 
 bool target_open(target_t *t, const char *name, const char *nmm_options, char *err,
                  size_t err_len)
@@ -65,6 +67,7 @@ bool target_open(target_t *t, const char *name, const char *nmm_options, char *e
         t->realloc = malloc_t_realloc;
         t->aligned_alloc = malloc_t_aligned;
         t->free = malloc_t_free;
+        t->last_status = malloc_t_last_status;
         return true;
     }
     if (strcmp(name, "nmm") != 0) {
@@ -91,6 +94,10 @@ bool target_open(target_t *t, const char *name, const char *nmm_options, char *e
     t->realloc = nmm_t_realloc;
     t->aligned_alloc = nmm_t_aligned;
     t->free = nmm_t_free;
+    t->last_status = nmm_t_last_status;
+    /* blocks carry a header with the requested size at standard and above, or with
+     * tracking; level off keeps none, and a walk then reports usable sizes */
+    t->exact_sizes = cfg.level >= NMM_LEVEL_STANDARD || cfg.tracking;
     return true;
 }
 

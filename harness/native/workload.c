@@ -31,15 +31,40 @@ static bool slot_occupied(void *ctx, uint32_t slot)
 
 static inline bool checking(const trial_t *tr) { return !tr->o->no_check; }
 
-static void count_pattern_error(worker_t *w)
+bool workload_detail_line(trial_t *tr)
+{
+    return atomic_fetch_add_explicit(&tr->detail_lines, 1, memory_order_relaxed) <
+           DRV_MAX_DETAIL_LINES;
+}
+
+/* A block that does not hold what it should: counted, and named in a pattern_error
+ * line (address, requested size, first wrong byte) while detail lines last. */
+static void pattern_error(trial_t *tr, worker_t *w, const void *p, uint64_t size, long offset,
+                          const char *what, const void *source)
 {
     atomic_fetch_add_explicit(&w->pattern_errors, 1, memory_order_relaxed);
+    if (!workload_detail_line(tr))
+        return;
+    jline_t j;
+    jl_begin(&j, "pattern_error");
+    jl_str(&j, "what", what);
+    jl_hex(&j, "address", (uintptr_t)p);
+    if (source != p) /* realloc: the bytes came from the old block */
+        jl_hex(&j, "source", (uintptr_t)source);
+    jl_u64(&j, "size", size);
+    jl_i64(&j, "offset", offset);
+    jl_u64(&j, "worker", w->index);
+    jl_u64(&j, "op", w->op);
+    jl_end(&j);
 }
 
 void workload_check_block(trial_t *tr, worker_t *w, const slot_t *s)
 {
-    if (checking(tr) && !pattern_check(s->ptr, s->size, s->key))
-        count_pattern_error(w);
+    if (!checking(tr))
+        return;
+    long bad = pattern_check(s->ptr, s->size, s->key);
+    if (bad >= 0)
+        pattern_error(tr, w, s->ptr, s->size, bad, "check", s->ptr);
 }
 
 static void fill_block(trial_t *tr, worker_t *w, slot_t *s, void *p, uint64_t size)
@@ -60,26 +85,40 @@ bool workload_alloc_slot(trial_t *tr, worker_t *w, slot_t *s, uint64_t size)
         w->alloc_failures++;
         return false;
     }
+    w->allocs++;
     fill_block(tr, w, s, p, size);
     return true;
+}
+
+void workload_count_free(trial_t *tr, worker_t *w, const void *ptr, uint64_t size, int status,
+                         const char *call)
+{
+    if (status == NMM_OK || status == NMM_E_CORRUPTED)
+        w->frees++;
+    else
+        w->dropped++;
+    if (status == NMM_OK)
+        return;
+    w->unexpected_status++;
+    if (!workload_detail_line(tr))
+        return;
+    jline_t j;
+    jl_begin(&j, "status_error");
+    jl_str(&j, "call", call);
+    jl_hex(&j, "address", (uintptr_t)ptr);
+    jl_u64(&j, "size", size);
+    jl_i64(&j, "status", status);
+    jl_u64(&j, "worker", w->index);
+    jl_u64(&j, "op", w->op);
+    jl_end(&j);
 }
 
 void workload_free_slot(trial_t *tr, worker_t *w, slot_t *s)
 {
     workload_check_block(tr, w, s);
-    if (tr->target.free(tr->target.heap, s->ptr) != NMM_OK)
-        w->unexpected_status++;
+    int st = tr->target.free(tr->target.heap, s->ptr);
+    workload_count_free(tr, w, s->ptr, s->size, st, "free");
     s->ptr = NULL;
-}
-
-static bool is_zero_prefix(const void *p, uint64_t size)
-{
-    const uint8_t *b = p;
-    uint64_t n = size < 16 ? size : 16;
-    for (uint64_t i = 0; i < n; i++)
-        if (b[i] || b[size - 1 - i])
-            return false;
-    return true;
 }
 
 static void op_alloc(trial_t *tr, worker_t *w, const op_t *op, bool sample)
@@ -99,11 +138,14 @@ static void op_alloc(trial_t *tr, worker_t *w, const op_t *op, bool sample)
         w->alloc_failures++;
         return;
     }
+    w->allocs++;
     if (checking(tr)) {
         if (op->flavor == AF_ALIGNED && ((uintptr_t)p & (op->alignment - 1)))
-            count_pattern_error(w);
-        if (op->flavor == AF_CALLOC && !is_zero_prefix(p, op->size))
-            count_pattern_error(w);
+            pattern_error(tr, w, p, op->size, (long)((uintptr_t)p & (op->alignment - 1)),
+                          "aligned", p);
+        long bad;
+        if (op->flavor == AF_CALLOC && (bad = pattern_check_zero(p, op->size)) >= 0)
+            pattern_error(tr, w, p, op->size, bad, "calloc", p);
     }
     fill_block(tr, w, &w->slots[op->slot], p, op->size);
 }
@@ -150,31 +192,43 @@ static void op_free(trial_t *tr, worker_t *w, const op_t *op, bool sample)
     int st = tr->target.free(tr->target.heap, s->ptr);
     if (sample)
         hist_add(&w->hist, drv_now_ns() - t0);
-    if (st != NMM_OK)
-        w->unexpected_status++;
+    workload_count_free(tr, w, s->ptr, s->size, st, "free");
     s->ptr = NULL;
 }
 
 static void op_realloc(trial_t *tr, worker_t *w, const op_t *op, bool sample)
 {
     slot_t *s = &w->slots[op->slot];
-    uint64_t old_key = s->key;
+    uint64_t old_key = s->key, old_size = s->size;
+    void *old = s->ptr;
     workload_check_block(tr, w, s);
     uint64_t t0 = sample ? drv_now_ns() : 0;
     void *p = tr->target.realloc(tr->target.heap, s->ptr, op->size);
     if (sample)
         hist_add(&w->hist, drv_now_ns() - t0);
-    if (!p) { /* the old block stays valid and in its slot */
-        w->alloc_failures++;
+    if (!p) {
+        int st = tr->target.last_status();
+        if (st == NMM_E_NOMEM) { /* the old block stays valid and in its slot */
+            w->alloc_failures++;
+            return;
+        }
+        /* refused: the target says the block is not a live one of its own */
+        workload_count_free(tr, w, s->ptr, s->size, st, "realloc");
+        s->ptr = NULL;
         return;
     }
-    uint64_t kept = s->size < op->size ? s->size : op->size;
-    if (checking(tr) && !pattern_check_prefix(p, kept, old_key))
-        count_pattern_error(w);
+    w->reallocs++;
+    if (p != s->ptr)
+        w->reallocs_moved++;
+    long bad;
+    if (checking(tr) && (bad = pattern_check_prefix(p, old_size, op->size, old_key)) >= 0)
+        pattern_error(tr, w, p, op->size, bad, "realloc", old);
     fill_block(tr, w, s, p, op->size);
 }
 
 /* ---- fork storm: the child uses the target a little and reports by exit code */
+
+enum { FORK_OK = 0, FORK_NULL = 3, FORK_PATTERN = 4, FORK_STATUS = 5 };
 
 static int fork_child(trial_t *tr, worker_t *w)
 {
@@ -182,21 +236,45 @@ static int fork_child(trial_t *tr, worker_t *w)
     xoshiro_seed(&rng, prng_mix(tr->o->seed ^ 0xF0F0F0F0ull, w->fork_children));
     void *blocks[FORK_CHILD_BLOCKS];
     uint64_t sizes[FORK_CHILD_BLOCKS];
+    int rc = FORK_OK;
     for (int i = 0; i < FORK_CHILD_BLOCKS; i++) {
         sizes[i] = plan_size(&rng, tr->o);
         blocks[i] = tr->target.alloc(tr->target.heap, sizes[i]);
         if (!blocks[i])
-            return 3;
-        pattern_fill(blocks[i], sizes[i], pattern_key(tr->o->seed, (uint64_t)i));
+            rc = FORK_NULL; /* may be a fail point the parent armed: said apart */
+        else
+            pattern_fill(blocks[i], sizes[i], pattern_key(tr->o->seed, (uint64_t)i));
     }
-    int rc = 0;
     for (int i = 0; i < FORK_CHILD_BLOCKS; i++) {
-        if (!pattern_check(blocks[i], sizes[i], pattern_key(tr->o->seed, (uint64_t)i)))
-            rc = 4;
+        if (!blocks[i])
+            continue;
+        if (pattern_check(blocks[i], sizes[i], pattern_key(tr->o->seed, (uint64_t)i)) >= 0)
+            return FORK_PATTERN;
         if (tr->target.free(tr->target.heap, blocks[i]) != NMM_OK)
-            rc = 5;
+            return FORK_STATUS;
     }
     return rc;
+}
+
+static void fork_failure(trial_t *tr, worker_t *w, int status)
+{
+    w->fork_failures++;
+    if (!workload_detail_line(tr))
+        return;
+    jline_t j;
+    jl_begin(&j, "fork_failure");
+    jl_u64(&j, "worker", w->index);
+    jl_u64(&j, "op", w->op);
+    if (WIFSIGNALED(status)) {
+        jl_i64(&j, "signal", WTERMSIG(status));
+    } else {
+        int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        jl_i64(&j, "exit", code);
+        jl_str(&j, "why", code == FORK_PATTERN  ? "a block lost its pattern"
+                          : code == FORK_STATUS ? "a free returned an error status"
+                                                : "unknown");
+    }
+    jl_end(&j);
 }
 
 static void do_fork(trial_t *tr, worker_t *w)
@@ -205,15 +283,17 @@ static void do_fork(trial_t *tr, worker_t *w)
     if (pid == 0)
         _exit(fork_child(tr, w));
     w->fork_children++;
-    if (pid < 0) {
-        w->fork_failures++;
+    if (pid < 0) { /* the machine's limits, not the allocator */
+        w->fork_errors++;
         return;
     }
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        w->fork_failures++;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == FORK_NULL)
+        w->fork_alloc_failures++;
+    else if (!WIFEXITED(status) || WEXITSTATUS(status) != FORK_OK)
+        fork_failure(tr, w, status);
 }
 
 /* ---- progress */
@@ -409,6 +489,166 @@ static void teardown_blocks(trial_t *tr)
     }
 }
 
+/* ---- the quiescent heap: the driver's own live set against a walk of the target's
+ * block map. Both sorted by address and merged: a block only the walk has is one the
+ * driver never got (or freed), one only the driver has is one the target lost. */
+
+typedef struct blk {
+    uintptr_t ptr;
+    uint64_t size;
+} blk_t;
+
+typedef struct live_set {
+    blk_t *items;
+    size_t cap, n, overflow;
+    uint64_t bytes;
+} live_set_t;
+
+static void live_add(live_set_t *ls, const void *ptr, uint64_t size)
+{
+    ls->bytes += size;
+    if (ls->n == ls->cap) {
+        ls->overflow++;
+        return;
+    }
+    ls->items[ls->n].ptr = (uintptr_t)ptr;
+    ls->items[ls->n].size = size;
+    ls->n++;
+}
+
+static void walk_visit(void *ctx, const void *ptr, size_t size) { live_add(ctx, ptr, size); }
+
+static void blk_sift(blk_t *a, size_t i, size_t n)
+{
+    for (;;) {
+        size_t big = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && a[l].ptr > a[big].ptr)
+            big = l;
+        if (r < n && a[r].ptr > a[big].ptr)
+            big = r;
+        if (big == i)
+            return;
+        blk_t t = a[i];
+        a[i] = a[big];
+        a[big] = t;
+        i = big;
+    }
+}
+
+/* Heap sort: no allocation from the target, and the sets may be large. */
+static void blk_sort(blk_t *a, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;)
+        blk_sift(a, i, n);
+    for (size_t end = n; end-- > 1;) {
+        blk_t t = a[0];
+        a[0] = a[end];
+        a[end] = t;
+        blk_sift(a, 0, end);
+    }
+}
+
+typedef struct walk_result {
+    uint64_t blocks, bytes, unknown, missing, size_mismatch;
+} walk_result_t;
+
+static void walk_mismatch(trial_t *tr, const char *what, uintptr_t ptr, uint64_t size,
+                          uint64_t walk_size)
+{
+    if (!workload_detail_line(tr))
+        return;
+    jline_t j;
+    jl_begin(&j, "walk_mismatch");
+    jl_str(&j, "what", what);
+    jl_hex(&j, "address", ptr);
+    jl_u64(&j, "size", size);
+    jl_u64(&j, "walk_size", walk_size);
+    jl_end(&j);
+}
+
+/* The driver's live set (slots and blocks in hand-over queues). */
+static bool driver_live(trial_t *tr, live_set_t *mine, size_t extra)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < tr->o->threads; i++) {
+        worker_t *w = &tr->workers[i];
+        for (uint32_t s = 0; s < tr->o->live; s++)
+            n += w->slots[s].ptr != NULL;
+        n += atomic_load(&w->inbox->tail) - atomic_load(&w->inbox->head);
+    }
+    memset(mine, 0, sizeof *mine);
+    mine->cap = n + extra;
+    mine->items = out_map(sizeof(blk_t) * (mine->cap ? mine->cap : 1));
+    if (!mine->items)
+        return false;
+    for (uint32_t i = 0; i < tr->o->threads; i++) {
+        worker_t *w = &tr->workers[i];
+        for (uint32_t s = 0; s < tr->o->live; s++)
+            if (w->slots[s].ptr)
+                live_add(mine, w->slots[s].ptr, w->slots[s].size);
+        inbox_t *in = w->inbox;
+        for (uint64_t h = atomic_load(&in->head); h != atomic_load(&in->tail); h++)
+            live_add(mine, in->items[h % INBOX_CAP].ptr, in->items[h % INBOX_CAP].size);
+    }
+    return true;
+}
+
+/* Compare the driver's live set with a walk of the heap (target must be NMM). */
+static walk_result_t walk_compare(trial_t *tr, const live_set_t *mine_in)
+{
+    walk_result_t r = {0};
+    live_set_t mine = *mine_in, walk;
+    memset(&walk, 0, sizeof walk);
+    walk.cap = mine.n + 4096;
+    walk.items = out_map(sizeof(blk_t) * walk.cap);
+    if (!walk.items) {
+        out_error("cannot map the heap walk");
+        r.unknown = UINT64_MAX;
+        return r;
+    }
+    nmm_heap_visit(tr->target.heap, walk_visit, &walk);
+    r.blocks = walk.n + walk.overflow;
+    r.bytes = walk.bytes;
+    r.unknown = walk.overflow; /* past the room kept: not compared, so not vouched for */
+    blk_sort(mine.items, mine.n);
+    blk_sort(walk.items, walk.n);
+    size_t a = 0, b = 0;
+    while (a < mine.n || b < walk.n) {
+        if (b == walk.n || (a < mine.n && mine.items[a].ptr < walk.items[b].ptr)) {
+            r.missing++;
+            walk_mismatch(tr, "missing", mine.items[a].ptr, mine.items[a].size, 0);
+            a++;
+        } else if (a == mine.n || walk.items[b].ptr < mine.items[a].ptr) {
+            r.unknown++;
+            walk_mismatch(tr, "unknown", walk.items[b].ptr, 0, walk.items[b].size);
+            b++;
+        } else {
+            uint64_t want = mine.items[a].size, got = walk.items[b].size;
+            if (tr->target.exact_sizes ? got != want : got < want) {
+                r.size_mismatch++;
+                walk_mismatch(tr, "size", mine.items[a].ptr, want, got);
+            }
+            a++;
+            b++;
+        }
+    }
+    out_unmap(walk.items, sizeof(blk_t) * walk.cap);
+    return r;
+}
+
+static void jl_walk(jline_t *j, const char *key, const walk_result_t *r)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf,
+             "{\"blocks\":%llu,\"bytes\":%llu,\"unknown\":%llu,\"missing\":%llu,"
+             "\"size_mismatch\":%llu}",
+             (unsigned long long)r->blocks, (unsigned long long)r->bytes,
+             (unsigned long long)r->unknown, (unsigned long long)r->missing,
+             (unsigned long long)r->size_mismatch);
+    jl_key(j, key);
+    jl_raw(j, buf);
+}
+
 /* CPU time of the whole process (every thread), ns: robust against a loaded machine. */
 static uint64_t cpu_ns(void)
 {
@@ -418,42 +658,78 @@ static uint64_t cpu_ns(void)
            ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000ull;
 }
 
-static void write_result(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
+/* Sums over workers of what the result line reports. */
+typedef struct totals {
+    uint64_t ops, perr, afail, unexpected, cross, fallback, spawned, forks, fork_fail;
+    uint64_t fork_errors, fork_nulls, most_ops, allocs, frees, reallocs, moved, dropped;
+} totals_t;
+
+static void sum_workers(const trial_t *tr, totals_t *t, hist_t *h)
 {
-    const options_t *o = tr->o;
-    hist_t *h = out_map(sizeof *h);
-    uint64_t ops = 0, perr = 0, afail = 0, unexpected = 0, cross = 0, fallback = 0;
-    uint64_t spawned = 0, forks = 0, fork_fail = 0, most_ops = 0;
-    for (uint32_t i = 0; i < o->threads; i++) {
+    memset(t, 0, sizeof *t);
+    for (uint32_t i = 0; i < tr->o->threads; i++) {
         worker_t *w = &tr->workers[i];
-        if (w->op > most_ops)
-            most_ops = w->op;
+        if (w->op > t->most_ops)
+            t->most_ops = w->op;
         if (h)
             hist_merge(h, &w->hist);
-        ops += w->op;
-        perr += atomic_load(&w->pattern_errors);
-        afail += w->alloc_failures;
-        unexpected += w->unexpected_status;
-        cross += w->cross_received;
-        fallback += w->cross_fallback;
-        spawned += w->threads_spawned;
-        forks += w->fork_children;
-        fork_fail += w->fork_failures;
+        t->ops += w->op;
+        t->perr += atomic_load(&w->pattern_errors);
+        t->afail += w->alloc_failures;
+        t->unexpected += w->unexpected_status;
+        t->cross += w->cross_received;
+        t->fallback += w->cross_fallback;
+        t->spawned += w->threads_spawned;
+        t->forks += w->fork_children;
+        t->fork_fail += w->fork_failures;
+        t->fork_errors += w->fork_errors;
+        t->fork_nulls += w->fork_alloc_failures;
+        t->allocs += w->allocs;
+        t->frees += w->frees;
+        t->reallocs += w->reallocs;
+        t->moved += w->reallocs_moved;
+        t->dropped += w->dropped;
     }
-    uint64_t validate_problems = 0;
-    if (target_is_nmm(&tr->target))
-        validate_problems = nmm_validate(tr->target.heap);
-    uint64_t ev = out_drain_events(tr->target.heap, -1, most_ops);
-    uint64_t events = atomic_fetch_add(&tr->events, ev) + ev;
+}
 
+/* After the workers: compare the quiescent heap with the driver's own view, free every
+ * block, sweep, and write the result line. */
+static void finish_trial(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
+{
+    const options_t *o = tr->o;
+    bool nmm = target_is_nmm(&tr->target);
     jline_t *j = out_map(sizeof *j);
+    hist_t *h = out_map(sizeof *h);
     if (!j) {
         out_error("cannot map the result line");
         return;
     }
     jl_begin(j, "result");
     jl_str(j, "target", tr->target.name);
-    jl_u64(j, "ops", ops);
+
+    /* the quiescent heap before teardown: counters, walk, the driver's live set */
+    live_set_t mine;
+    if (!driver_live(tr, &mine, 0)) {
+        out_error("cannot map the driver's live set");
+        return;
+    }
+    uint64_t live_blocks = mine.n + mine.overflow, live_bytes = mine.bytes;
+    if (nmm) {
+        uint64_t ignored;
+        out_stats(j, "stats_before", tr->target.heap, &ignored);
+        walk_result_t before = walk_compare(tr, &mine);
+        jl_walk(j, "walk", &before);
+    }
+    out_unmap(mine.items, sizeof(blk_t) * (mine.cap ? mine.cap : 1));
+
+    teardown_blocks(tr);
+    uint64_t validate_problems = nmm ? nmm_validate(tr->target.heap) : 0;
+    totals_t t;
+    sum_workers(tr, &t, h);
+    uint64_t ev = out_drain_events(tr->target.heap, -1, t.most_ops);
+    uint64_t events = atomic_fetch_add(&tr->events, ev) + ev;
+
+    jl_u64(j, "ops", t.ops);
     /* what each worker did: with --duration the only record of where its stream
      * stopped, so `--worker-ops` can replay it (1024 x 14 digits fit the line) */
     uint64_t *done = out_map(sizeof(uint64_t) * o->threads);
@@ -463,19 +739,33 @@ static void write_result(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
         jl_u64_array(j, "worker_ops", done, o->threads);
     out_unmap(done, sizeof(uint64_t) * o->threads);
     jl_u64(j, "elapsed_ns", elapsed_ns);
-    jl_dbl(j, "ops_per_sec", elapsed_ns ? (double)ops * 1e9 / (double)elapsed_ns : 0.0);
+    jl_dbl(j, "ops_per_sec", elapsed_ns ? (double)t.ops * 1e9 / (double)elapsed_ns : 0.0);
     jl_u64(j, "cpu_ns", cpu);
     jl_u64(j, "peak_rss", proc_status_kib("VmHWM:") * 1024);
     jl_u64(j, "faults", atomic_load(&tr->faults_done));
     jl_u64(j, "events", events);
-    jl_u64(j, "pattern_errors", perr);
-    jl_u64(j, "alloc_failures", afail);
-    jl_u64(j, "unexpected_status", unexpected);
-    jl_u64(j, "cross_frees", cross);
-    jl_u64(j, "cross_fallback", fallback);
-    jl_u64(j, "threads_spawned", spawned);
-    jl_u64(j, "fork_children", forks);
-    jl_u64(j, "fork_failures", fork_fail);
+    jl_u64(j, "pattern_errors", t.perr);
+    jl_u64(j, "alloc_failures", t.afail);
+    jl_u64(j, "unexpected_status", t.unexpected);
+    jl_u64(j, "cross_frees", t.cross);
+    jl_u64(j, "cross_fallback", t.fallback);
+    jl_u64(j, "threads_spawned", t.spawned);
+    jl_u64(j, "fork_children", t.forks);
+    jl_u64(j, "fork_failures", t.fork_fail);
+    jl_u64(j, "fork_errors", t.fork_errors);
+    jl_u64(j, "fork_alloc_failures", t.fork_nulls);
+    uint64_t detail = atomic_load(&tr->detail_lines);
+    jl_u64(j, "detail_lines_dropped", detail > DRV_MAX_DETAIL_LINES ? detail - DRV_MAX_DETAIL_LINES : 0);
+    char buf[512];
+    snprintf(buf, sizeof buf,
+             "{\"allocs\":%llu,\"frees\":%llu,\"reallocs\":%llu,\"reallocs_moved\":%llu,"
+             "\"dropped\":%llu,\"live_blocks\":%llu,\"live_bytes\":%llu}",
+             (unsigned long long)t.allocs, (unsigned long long)t.frees,
+             (unsigned long long)t.reallocs, (unsigned long long)t.moved,
+             (unsigned long long)t.dropped, (unsigned long long)live_blocks,
+             (unsigned long long)live_bytes);
+    jl_key(j, "counts");
+    jl_raw(j, buf);
     jl_key(j, "latency_ns");
     char lat[256];
     snprintf(lat, sizeof lat,
@@ -485,9 +775,13 @@ static void write_result(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
              (unsigned long long)(h ? hist_percentile(h, 0.999) : 0),
              (unsigned long long)(h ? h->max_ns : 0), (unsigned long long)(h ? h->samples : 0));
     jl_raw(j, lat);
-    if (target_is_nmm(&tr->target)) {
+    if (nmm) {
         uint64_t live = 0;
-        out_stats(j, tr->target.heap, &live);
+        out_stats(j, "stats", tr->target.heap, &live);
+        live_set_t none;
+        memset(&none, 0, sizeof none);
+        walk_result_t after = walk_compare(tr, &none);
+        jl_walk(j, "walk_after", &after);
         jl_u64(j, "validate_problems", validate_problems);
         jl_u64(j, "leaked_blocks", live);
     } else { /* the malloc family has no stats (key left out), validate or leak count */
@@ -507,6 +801,7 @@ int workload_run(const options_t *o)
         return 1;
     jline_t j;
     jl_begin(&j, "start");
+    jl_u64(&j, "protocol", DRV_PROTOCOL);
     jl_u64(&j, "seed", o->seed);
     jl_u64(&j, "threads", o->threads);
     jl_u64(&j, "ops", o->ops);
@@ -529,8 +824,7 @@ int workload_run(const options_t *o)
         return 1;
     uint64_t elapsed = drv_now_ns() - t0, cpu = cpu_ns() - c0;
 
-    teardown_blocks(&tr);
-    write_result(&tr, elapsed, cpu);
+    finish_trial(&tr, elapsed, cpu);
     target_close(&tr.foreign);
     target_close(&tr.target);
     return 0;

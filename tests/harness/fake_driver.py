@@ -57,8 +57,15 @@ def main() -> int:
     opts = parse(sys.argv[3:])
     if mode == "oddmiss":
         mode = "miss" if opts["seed"] % 2 else "detect"
-    emit({"type": "start", "seed": opts["seed"], "threads": opts["threads"],
-          "ops": opts["ops"], "target": "nmm", "pid": os.getpid()})
+    faults = []
+    for spec in opts["faults"]:
+        kind, *kv = spec.split(":")
+        params = dict(p.split("=", 1) for p in kv)
+        for _ in range(int(params.get("count", 1))):
+            faults.append((kind, params.get("variant", "")))
+    emit({"type": "start", "protocol": 2, "seed": opts["seed"], "threads": opts["threads"],
+          "ops": opts["ops"], "target": "nmm", "faults_planned": len(faults),
+          "pid": os.getpid()})
     if mode == "hang":
         time.sleep(3600)
     if mode == "gated":
@@ -69,21 +76,18 @@ def main() -> int:
                 time.sleep(0.01)
     if mode == "garbage":
         os.write(1, b"this is not json\n[1,2]\n{\"type\":\"mystery\"}\n")
-    faults = []
-    for spec in opts["faults"]:
-        kind, *kv = spec.split(":")
-        params = dict(p.split("=", 1) for p in kv)
-        for _ in range(int(params.get("count", 1))):
-            faults.append((kind, params.get("variant", "")))
     if mode in ("fp",):
         faults = []
     base = 0x7F0000001000 + (opts["seed"] % 1000) * 0x10000
     total = opts["threads"] * opts["ops"]
+    seq = injected = events = 0
     for fid, (kind, variant) in enumerate(faults):
-        address = base + fid * 0x100
+        address = 0 if kind == "alloc_failure" else base + fid * 0x100
         op = 100 + fid * 10
         emit({"type": "fault", "id": fid, "kind": kind, "variant": variant, "worker": 0,
-              "op": op, "address": hex(address), "size": 48})
+              "op": op, "address": hex(address), "size": 48, "seq": seq,
+              "bytes": 1 if kind in ("overflow", "underflow", "uaf_write") else 0,
+              "offset": 48 if kind == "overflow" else -1 if kind == "underflow" else 0})
         if mode == "crash":
             os.kill(os.getpid(), signal.SIGSEGV)
         if mode == "abort":
@@ -91,25 +95,46 @@ def main() -> int:
                         "(alloc site fake.c:1)\n".encode())
             signal.signal(signal.SIGABRT, signal.SIG_DFL)
             os.abort()
-        if mode in ("detect", "gated", "garbage") and kind in EVENT_FOR:
+        caught = mode in ("detect", "gated", "garbage")
+        done: dict = {"type": "fault_done", "id": fid, "status": -1}
+        if kind in ("double_free", "invalid_free", "overflow", "underflow", "realloc_freed"):
+            done["status"] = 3 if caught else 0
+        elif kind == "uaf_read":
+            done.update(read=0xDB if caught else 0x5A, was=0x5A)
+        elif kind == "alloc_failure":
+            done.update(armed=True, injected_before=injected)
+            injected += 3 if mode != "miss" else 0
+        emit(done)
+        if caught and kind in EVENT_FOR and kind != "uaf_read":
+            seq += 1
+            events += 1
+            detail = 48 if kind == "overflow" else 1 if kind == "underflow" else 0
             emit({"type": "event", "kind": EVENT_FOR[kind], "address": hex(address),
-                  "size": 48, "detail": 0, "seq": fid + 1, "op_count": op * 2,
+                  "size": 48, "detail": detail, "seq": seq, "op_count": op * 2,
                   "alloc_site": 0, "free_site": 0, "thread": 1, "driver_op": op + 3})
     if mode == "fp":
+        events += 1
         emit({"type": "event", "kind": "overflow", "address": hex(base), "size": 32,
               "seq": 1, "driver_op": 5})
     if mode == "exit3":
         return 3
     emit({"type": "progress", "ops": total // 2, "faults": len(faults), "events": 0,
           "pattern_errors": 0})
-    injected = sum(1 for k, _ in faults if k == "alloc_failure") * 3
-    if mode == "miss":
-        injected = 0
-    emit({"type": "result", "ops": total, "elapsed_ns": 1_000_000, "faults": len(faults),
-          "events": len(faults), "pattern_errors": 0, "alloc_failures": injected,
+    # a consistent protocol-2 result: the driver's books, the heap's counters and the
+    # walks agree (100 allocs, 10 live at the end of the workload, none after teardown)
+    emit({"type": "result", "ops": total, "worker_ops": [opts["ops"]] * opts["threads"],
+          "elapsed_ns": 1_000_000, "faults": len(faults), "events": events,
+          "pattern_errors": 0, "alloc_failures": injected,
           "latency_ns": {"p50": 30, "p99": 90, "p999": 400, "max": 1200, "samples": 100},
-          "stats": {"allocs": 1000, "frees": 990, "live_blocks": 10,
+          "stats_before": {"allocs": 100, "frees": 90, "live_blocks": 10},
+          "walk": {"blocks": 10, "bytes": 480, "unknown": 0, "missing": 0,
+                   "size_mismatch": 0},
+          "counts": {"allocs": 100, "frees": 100, "reallocs": 0, "reallocs_moved": 0,
+                     "dropped": 0, "live_blocks": 10, "live_bytes": 480},
+          "stats": {"allocs": 100, "frees": 100, "live_blocks": 0, "live_bytes": 0,
+                    "events": events, "events_dropped": 0, "alloc_failures": injected,
                     "injected_failures": injected},
+          "walk_after": {"blocks": 0, "bytes": 0},
           "validate_problems": 0, "leaked_blocks": 0, "exit": "ok"})
     return 0
 

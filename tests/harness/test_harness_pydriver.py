@@ -112,6 +112,7 @@ class PyDriverMachine(RuleBasedStateMachine):
                               sizes=["16-256:3", "257-4096:1", "4097-20000:1"])
         self.driver = PyDriver(self.plan, seed)
         self.next_fault = 0
+        self.injected: list[Fault] = []
 
     @rule(worker=st.integers(0, 1), n=st.integers(1, 60))
     def churn(self, worker: int, n: int) -> None:
@@ -122,6 +123,7 @@ class PyDriverMachine(RuleBasedStateMachine):
     def inject(self, fault: Fault, worker: int, slot: int) -> None:
         self.driver.inject(self.next_fault, fault, worker, slot)
         self.next_fault += 1
+        self.injected.append(fault)
 
     def teardown(self) -> None:
         driver = getattr(self, "driver", None)
@@ -131,7 +133,11 @@ class PyDriverMachine(RuleBasedStateMachine):
             for worker in range(len(driver.workers)):
                 driver.step(worker)
             driver.finish()
-            verdict = judge(self.plan, driver.observation())
+            # judged against a plan that asks for exactly the faults injected by hand
+            doc = self.plan.model_dump(mode="json")
+            doc["faults"] = [f.model_dump(mode="json", exclude_none=True)
+                             for f in self.injected]
+            verdict = judge(Plan.model_validate(doc), driver.observation())
         finally:
             driver.close()
         assert verdict.passed, verdict.reasons
