@@ -157,6 +157,33 @@ def test_gcc_compiles_the_same_object(preload: Path, tmp_path: Path, level: str)
     assert nmm_lines(under.stderr) == []
 
 
+_LEAK_REPORT = re.compile(r"^nmm: leak report: (\d+) live blocks, (\d+) bytes", re.M)
+
+
+@pytest.mark.parametrize("program", ["python", "sqlite3", "git", "gcc"])
+def test_real_programs_are_served_by_nmm(preload: Path, tmp_path: Path, program: str) -> None:
+    """The tests above would pass with the library never loaded (same output, no
+    report): here the same programs run with tracking, and NMM's exit-time leak report
+    lists blocks the program got from NMM and never freed, by allocation site."""
+    argv = {
+        "python": [sys.executable, "-c", "import json; print(len(json.dumps([0] * 1000)))"],
+        "sqlite3": [require_tool("sqlite3") if program == "sqlite3" else "", ":memory:",
+                    "select 1;"],
+        "git": ["git", "--version"],
+        "gcc": ["gcc", "-O2", "-c", str(PROGRAMS / "threads_fork.c"), "-o",
+                str(tmp_path / "x.o")],
+    }[program]
+    if program == "git":
+        require_tool("git")
+    out = run(argv, preload=preload, options="level=standard:tracking=1:stacks=0")
+    assert out.returncode == 0, out.stderr
+    reports = _LEAK_REPORT.findall(out.stderr)
+    assert reports, f"no leak report from NMM: {out.stderr[-2000:]}"
+    assert all(int(blocks) > 0 and int(size) > 0 for blocks, size in reports)
+    # and nothing but leak reports: no detection in a correct program
+    assert all(line.startswith("nmm: leak report") for line in nmm_lines(out.stderr))
+
+
 # ------------------------------------------------------------------ the malloc family
 
 

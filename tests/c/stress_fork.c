@@ -52,6 +52,10 @@ static int child_work(uint64_t child_seed)
     for (int hi = 0; hi < 2; hi++) {
         nmm_heap_t *h = heaps[hi];
         nmm_stats_t before = stats_of(h);
+        /* Not compared with the counter: a block another thread was popping from its
+         * cache at the fork is counted live in the child but is in no structure
+         * (noted in /work/notes/issue-14.md); the child's own work must change neither. */
+        uint64_t walked = heap_walk_count(h);
         void *blocks[500];
         size_t sizes[500];
         for (int i = 0; i < 500; i++) {
@@ -65,7 +69,8 @@ static int child_work(uint64_t child_seed)
             CHECK_EQ(nmm_free(h, blocks[i], 0), NMM_OK);
         }
         nmm_stats_t after = stats_of(h);
-        stats_add_up(&after);
+        /* the parent's blocks the child inherited, still live by counter and walk */
+        CHECK_EQ(heap_walk_count(h), walked);
         CHECK_EQ(after.live_blocks, before.live_blocks);
         CHECK_EQ(after.allocs - before.allocs, 500);
     }
@@ -110,8 +115,7 @@ int main(int argc, char **argv)
     for (int t = 0; t < threads; t++)
         pthread_join(tid[t], NULL);
     nmm_stats_t st = stats_of(heap);
-    stats_add_up(&st);
-    CHECK_EQ(st.live_blocks, 0);
+    stats_match_heap(heap, &st, 0);
     CHECK_EQ(st.events, 0);
     CHECK_EQ(nmm_validate(heap), 0);
     printf("ok forks=%d allocs=%llu\n", forks, (unsigned long long)st.allocs);
