@@ -33,8 +33,8 @@ $(STAMP): $(VENV)/bin/python $(BUILD_INPUTS)
 	    exit 1; }
 	@touch $@
 
-run: $(STAMP) ## set up, then run the smoke chaos campaign against NMM and print where its report is
-	$(VENV)/bin/nmm-chaos run chaos_plans/smoke.toml
+run: $(STAMP) ## set up, run the smoke campaign (NMM levels x installed peers), print its HTML report's path
+	$(VENV)/bin/nmm-chaos campaign chaos_plans/campaigns/smoke.toml
 
 demo: $(STAMP) ## a short workload through the Python binding, printing the heap's stats
 	$(PY) -m allocator demo

@@ -175,8 +175,11 @@ def _supervise(proc: subprocess.Popen[bytes], deadline: float,
 class _Collector:
     """Parses protocol lines as they arrive; shared by the reader thread and the caller."""
 
-    def __init__(self, on_line: LineCallback | None) -> None:
+    def __init__(self, on_line: LineCallback | None, t0: float | None = None) -> None:
         self.on_line = on_line
+        self.t0 = time.monotonic() if t0 is None else t0
+        #: (seconds since start, ops over all workers) of each progress line, thinned
+        self.progress_series: list[tuple[float, int]] = []
         self.start: dict[str, Any] | None = None
         self.faults: list[FaultLine] = []
         self.events: list[EventLine] = []
@@ -209,6 +212,11 @@ class _Collector:
                 self.details.append(DetailLine.model_validate({**line, "line": self.index}))
             elif kind == "progress":
                 self.progress = line
+                ops = line.get("ops")
+                if isinstance(ops, int):
+                    self.progress_series.append((round(time.monotonic() - self.t0, 4), ops))
+                    if len(self.progress_series) > MAX_SAMPLES:
+                        self.progress_series = self.progress_series[::2]
             elif kind == "result":
                 self.result = ResultLine.model_validate(line)
             elif kind == "start":
@@ -324,7 +332,7 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
     """
     t0 = time.monotonic()
     proc = _start(argv, env=env, cwd=None, stdin=False, stop=stop)
-    collector = _Collector(on_line)
+    collector = _Collector(on_line, t0)
     tail: deque[bytes] = deque()
     assert proc.stdout is not None and proc.stderr is not None
     readers = [threading.Thread(target=_read_lines, args=(proc.stdout, collector),
@@ -342,7 +350,8 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
         argv=tuple(argv), start=collector.start, faults=tuple(collector.faults),
         events=tuple(collector.events), events_truncated=collector.events_truncated,
         details=tuple(collector.details),
-        last_progress=collector.progress, result=collector.result,
+        last_progress=collector.progress, progress_series=tuple(collector.progress_series),
+        result=collector.result,
         exit_code=code if code is not None and code >= 0 else None,
         signal=-code if code is not None and code < 0 else None,
         timed_out=timed_out,

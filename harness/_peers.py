@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UnsupportedFeature
-from harness.plan import MallocTarget, NmmTarget
+from harness.plan import LibTarget, MallocTarget, NmmTarget
 
 #: Where shared libraries are searched, in order.
 LIB_DIRS: tuple[str, ...] = (
@@ -59,6 +59,8 @@ class Target:
     missing: str = ""
     scale: float = 1.0
     max_ops: int | None = None
+    #: the Debian package that provides it ("" for glibc, NMM heaps and user libraries)
+    package: str = ""
 
     @property
     def is_nmm_heap(self) -> bool:
@@ -91,23 +93,31 @@ class _PeerSpec:
     env: tuple[tuple[str, str], ...] = ()
     scale: float = 1.0
     max_ops: int | None = None
+    package: str = ""
 
 
 _PEERS: tuple[_PeerSpec, ...] = (
     _PeerSpec("glibc-debug", "glibc with its checking malloc (MALLOC_CHECK_=3)",
-              ("libc_malloc_debug.so.0",), (("MALLOC_CHECK_", "3"),), 0.5),
-    _PeerSpec("jemalloc", "jemalloc 5", ("libjemalloc.so.2", "libjemalloc.so")),
-    _PeerSpec("mimalloc", "mimalloc 2", ("libmimalloc.so.2", "libmimalloc.so")),
+              ("libc_malloc_debug.so.0",), (("MALLOC_CHECK_", "3"),), 0.5, package="libc6"),
+    _PeerSpec("jemalloc", "jemalloc 5", ("libjemalloc.so.2", "libjemalloc.so"),
+              package="libjemalloc2"),
+    _PeerSpec("mimalloc", "mimalloc 2", ("libmimalloc.so.2", "libmimalloc.so"),
+              package="libmimalloc2.0"),
     _PeerSpec("tcmalloc", "gperftools tcmalloc (minimal)",
-              ("libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so")),
+              ("libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so"),
+              package="libtcmalloc-minimal4"),
     _PeerSpec("tcmalloc-debug", "gperftools tcmalloc debug allocator",
-              ("libtcmalloc_debug.so.4", "libtcmalloc_debug.so"), (), 0.01),
+              ("libtcmalloc_debug.so.4", "libtcmalloc_debug.so"), (), 0.01,
+              package="libgoogle-perftools4"),
     _PeerSpec("scudo", "LLVM Scudo (standalone, clang-rt)",
-              ("/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.scudo_standalone-x86_64.so",)),
+              ("/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.scudo_standalone-x86_64.so",),
+              package="libclang-rt-14-dev"),
     _PeerSpec("efence", "Electric Fence (a guard page per block)",
-              ("libefence.so.0", "libefence.so"), (("EF_ALLOW_MALLOC_0", "1"),), 0.01, 5000),
+              ("libefence.so.0", "libefence.so"), (("EF_ALLOW_MALLOC_0", "1"),), 0.01, 5000,
+              package="electric-fence"),
     _PeerSpec("duma", "DUMA (a guard page per block)", ("libduma.so.0", "libduma.so"),
-              (("DUMA_DISABLE_BANNER", "1"), ("DUMA_ALLOW_MALLOC_0", "1")), 0.01, 5000),
+              (("DUMA_DISABLE_BANNER", "1"), ("DUMA_ALLOW_MALLOC_0", "1")), 0.01, 5000,
+              package="duma"),
 )
 
 _NMM_LEVELS: tuple[tuple[str, str, str], ...] = (
@@ -185,7 +195,8 @@ def all_targets(lib_dirs: Iterable[str] = LIB_DIRS) -> tuple[Target, ...]:
         targets.append(Target(
             spec.name, spec.description, "malloc", preload=(lib,) if lib else (),
             env=spec.env, installed=lib is not None, scale=spec.scale, max_ops=spec.max_ops,
-            missing="" if lib else f"{' or '.join(spec.libraries)} in {', '.join(dirs)}"))
+            missing="" if lib else f"{' or '.join(spec.libraries)} in {', '.join(dirs)}",
+            package=spec.package))
     return tuple(targets)
 
 
@@ -202,13 +213,29 @@ def get_target(name: str, lib_dirs: Iterable[str] = LIB_DIRS) -> Target:
     raise KeyError(f"unknown target {name!r}; expected one of {', '.join(target_names())}")
 
 
-def resolve_target(target: NmmTarget | MallocTarget) -> Target:
+def not_installed(target: Target) -> str:
+    """One line on a peer that is not installed: what was looked for and the Debian
+    package that provides it."""
+    how = (f"; install the Debian package {target.package} (apt-get install "
+           f"{target.package})" if target.package else "")
+    return f"{target.name} is not installed (looked for {target.missing}){how}"
+
+
+def resolve_target(target: NmmTarget | MallocTarget | LibTarget) -> Target:
     """The runnable ``Target`` of a plan's ``target``: an NMM heap with the plan's options,
-    or the installed peer a ``malloc:<peer>`` target names. ``UnsupportedFeature`` (naming
-    ``target.peer``) for an unknown peer, an NMM heap named as a peer, or one not installed."""
+    the installed peer a ``malloc:<peer>`` target names, or a user's library. Raises
+    ``UnsupportedFeature`` (naming the key) for an unknown peer, an NMM heap named as a
+    peer, a peer that is not installed or a library that is not there."""
     if isinstance(target, NmmTarget):
         options = target.nmm_options()
         return Target(target.label, f"NMM heap ({options})", "nmm", nmm_options=options)
+    if isinstance(target, LibTarget):
+        path = os.path.abspath(target.path)
+        if not os.path.isfile(path):
+            raise UnsupportedFeature(f"target.path: {target.path}: no such file (a shared "
+                                     "library that replaces malloc)")
+        return Target(target.label, f"user library {path}", "malloc", preload=(path,),
+                      env=tuple(sorted(target.env.items())))
     try:
         peer = get_target(target.peer)
     except KeyError as exc:
@@ -217,6 +244,5 @@ def resolve_target(target: NmmTarget | MallocTarget) -> Target:
         raise UnsupportedFeature(f"target.peer: {target.peer!r} is an NMM heap; use "
                                  "kind = \"nmm\" with a level instead")
     if not peer.installed:
-        raise UnsupportedFeature(f"target.peer: {target.peer} is not installed "
-                                 f"(looked for {peer.missing})")
+        raise UnsupportedFeature(f"target.peer: {not_installed(peer)}")
     return peer

@@ -33,7 +33,7 @@ from harness.loader import load_plan, validate_paths
 from harness.plan import MAX_SEEDS, Plan, plan_differences
 from harness.progress import RunProgress
 from harness.records import TrialRecord
-from harness.report import build_document, write_reports
+from harness.report import build_document
 from harness.runner import RunResult, run_plan
 from harness.terminal import (
     WIDE,
@@ -195,7 +195,11 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
     doc = build_document(plan, result.records, run_id=run_id, plan_path=plan_path,
                          overrides=all_overrides, command=command_line(*_invoked_args),
                          run_options=eng.options())
-    paths = write_reports(run_dir, doc)
+    # the document above is this run's, for the terminal; the files on disk are the
+    # versioned report (result.json, summary.md, junit.xml, report.html), as a campaign's
+    from harness._cli_campaign import _write_reports
+
+    paths = _write_reports([run_dir], run_dir)
     code = _verdict(0 if result.passed else 1)
     if as_json:
         click.echo(json.dumps({**doc, "run_dir": str(run_dir.absolute()),
@@ -447,6 +451,12 @@ def _rel(path: Path) -> str:
         return str(path)
     return str(path) if rel.startswith("..") else rel
 
+
+from harness._cli_campaign import campaign_cmd, compare_cmd, report_cmd  # noqa: E402
+
+cli.add_command(campaign_cmd, "campaign")
+cli.add_command(report_cmd, "report")
+cli.add_command(compare_cmd, "compare")
 
 try:
     from harness.bench import bench as _bench

@@ -130,8 +130,9 @@ class NativeEngine(Engine):
         self.argv(plan, plan.seed)
         problem = preload_problem(target)
         if problem:
-            raise UnsupportedFeature(f"target.peer: {getattr(plan.target, 'peer', target.name)}"
-                                     f": {problem}")
+            key, name = (("target.path", plan.target.path) if plan.target.kind == "lib"
+                         else ("target.peer", getattr(plan.target, "peer", target.name)))
+            raise UnsupportedFeature(f"{key}: {name}: {problem}")
 
     def run(self, plan: Plan, seed: int, *, on_line: LineCallback | None = None,
             stop: threading.Event | None = None) -> TrialRecord:

@@ -5,6 +5,7 @@
     ├── DriverNotFound (also FileNotFoundError)  the native driver executable is missing
     ├── DriverUsageError                   the driver rejected its command line (exit 2)
     ├── JournalError                       a journal cannot be opened or belongs to another run
+    ├── CampaignError                      a bad campaign file, target list or campaign directory
     └── UnsupportedFeature (also NotImplementedError)  a valid request the harness cannot do yet
 
 Library code raises these; only the CLI turns them into messages and exit codes.
@@ -40,6 +41,10 @@ class DriverUsageError(HarnessError):
 
 class JournalError(HarnessError):
     """A journal file is unusable (unreadable, or written by a different run)."""
+
+
+class CampaignError(HarnessError):
+    """A campaign cannot start: a bad campaign file, target, level or run directory."""
 
 
 class UnsupportedFeature(HarnessError, NotImplementedError):

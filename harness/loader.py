@@ -291,7 +291,7 @@ def _allowed_keys(loc: list[str], doc: dict[str, Any]) -> list[str]:
     """Field names valid at a dotted location of the plan schema (for 'unknown key')."""
     from pydantic import BaseModel
 
-    from harness.plan import MallocTarget, NmmTarget
+    from harness.plan import LibTarget, MallocTarget, NmmTarget
 
     model: Any = Plan
     for depth, part in enumerate(loc):
@@ -300,7 +300,7 @@ def _allowed_keys(loc: list[str], doc: dict[str, Any]) -> list[str]:
         if depth == 0 and part == "target":
             target = doc.get("target")
             kind = target.get("kind", "nmm") if isinstance(target, dict) else "nmm"
-            model = MallocTarget if kind == "malloc" else NmmTarget
+            model = {"malloc": MallocTarget, "lib": LibTarget}.get(kind, NmmTarget)
             continue
         fields = getattr(model, "model_fields", {})
         field = fields.get(part)
@@ -328,13 +328,24 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
+def is_campaign_file(path: str | Path) -> bool:
+    """Whether ``path`` is a campaign file (a TOML file with a top-level ``[campaign]``
+    table, ``harness.campaign``), not a plan."""
+    try:
+        with open(path, "rb") as fh:
+            return isinstance(tomllib.load(fh).get("campaign"), dict)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return False
+
+
 def plan_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand directories to the ``*.toml`` plans under them (sorted); files stay as given."""
+    """Expand directories to the ``*.toml`` plans under them (sorted; campaign files left
+    out); files stay as given."""
     found: list[Path] = []
     for entry in paths:
         p = Path(entry)
         if p.is_dir():
-            found.extend(sorted(p.rglob("*.toml")))
+            found.extend(f for f in sorted(p.rglob("*.toml")) if not is_campaign_file(f))
         else:
             found.append(p)
     return found

@@ -107,17 +107,47 @@ class MallocTarget(_Model):
         return f"malloc:{self.peer}"
 
 
+class LibTarget(_Model):
+    """A user's own allocator: a shared library that replaces ``malloc`` (the driver's
+    ``malloc`` target with ``path`` under ``LD_PRELOAD``, plus ``env``). Judged like a peer,
+    from exit status, signal and stderr."""
+
+    kind: Literal["lib"]
+    #: the library's path (a relative one is taken from the current directory when run)
+    path: str = Field(min_length=1)
+    #: environment variables the library reads (``MYALLOC_CHECKS = "1"``)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise field_error(key, value[key], "an environment variable name "
+                                  "(letters, digits, _)")
+        return value
+
+    @property
+    def label(self) -> str:
+        """``lib:<path>``, then ``+KEY=VALUE`` for each variable set."""
+        return f"lib:{self.path}" + "".join(f"+{k}={v}" for k, v in sorted(self.env.items()))
+
+
 def parse_target(text: str) -> dict[str, Any]:
-    """The short form of a target: ``nmm``, ``nmm:<level>`` or ``malloc:<peer>``."""
+    """The short form of a target: ``nmm``, ``nmm:<level>``, ``malloc:<peer>`` or
+    ``lib:<path>``."""
     kind, _, rest = text.strip().partition(":")
     if kind == "nmm":
         return {"kind": "nmm", "level": rest} if rest else {"kind": "nmm"}
     if kind == "malloc" and rest:
         return {"kind": "malloc", "peer": rest}
-    raise field_error("target", text, "nmm, nmm:<level> or malloc:<peer> (or a table)")
+    if kind == "lib" and rest:
+        return {"kind": "lib", "path": rest}
+    raise field_error("target", text, "nmm, nmm:<level>, malloc:<peer> or lib:<path> "
+                      "(or a table)")
 
 
-Target = Annotated[NmmTarget | MallocTarget, Field(discriminator="kind")]
+Target = Annotated[NmmTarget | MallocTarget | LibTarget, Field(discriminator="kind")]
 
 
 class SizeRange(_Model):

@@ -243,6 +243,8 @@ class Observation(BaseModel):
     #: pattern_error / status_error / fork_failure / walk_mismatch lines
     details: tuple[DetailLine, ...] = ()
     last_progress: dict[str, Any] | None = None
+    #: (seconds since the child started, ops over all workers) at each progress line
+    progress_series: tuple[tuple[float, int], ...] = ()
     result: ResultLine | None = None
     exit_code: int | None = None
     #: the signal that killed the child (positive number), if it died by one
@@ -320,3 +322,5 @@ class TrialRecord(BaseModel):
     observation: Observation
     verdict: Verdict
     ops_per_s: float = 0.0
+    #: where it ran (``host:pid`` of a campaign worker; empty when run in the runner itself)
+    worker: str = ""

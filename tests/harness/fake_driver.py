@@ -7,7 +7,10 @@ hang (never finishes), garbage (non-JSON noise around a good trial), gated (dete
 but with ``FAKE_DRIVER_GATE=N:PATH`` in the environment a trial whose seed is above N
 first waits until the file PATH exists: a run then stops at a known point, for
 kill-and-resume tests), exit3 (exits 3 without a result line), oddmiss (miss on odd
-seeds, detect on even ones: a run with both failing and passing trials).
+seeds, detect on even ones: a run with both failing and passing trials), killparent
+(detect, but first SIGKILL its parent, a campaign worker, unless the file
+FAKE_DRIVER_MARKS/<seed> exists, which it creates: the retry of the trial then
+succeeds), killparent-always (SIGKILL its parent every time).
 The real path through ``nmm-driver`` is tested separately end to end.
 """
 
@@ -68,6 +71,13 @@ def main() -> int:
           "pid": os.getpid()})
     if mode == "hang":
         time.sleep(3600)
+    if mode.startswith("killparent"):
+        mark = Path(os.environ.get("FAKE_DRIVER_MARKS", ".")) / str(opts["seed"])
+        if mode == "killparent-always" or not mark.exists():
+            mark.touch()
+            os.kill(os.getppid(), signal.SIGKILL)
+            return 0
+        mode = "detect"
     if mode == "gated":
         free, _, gate = os.environ["FAKE_DRIVER_GATE"].partition(":")
         if opts["seed"] > int(free):

@@ -378,7 +378,7 @@ def test_target_can_be_switched_from_the_command_line(write_plan, overrides, lab
 
 def test_bad_target_short_form(write_plan):
     with pytest.raises(PlanError, match=r"target: given 'jemalloc'; expected nmm, "
-                                        r"nmm:<level> or malloc:<peer>"):
+                                        r"nmm:<level>, malloc:<peer> or lib:<path>"):
         load_plan(write_plan('schema_version = 1\ntarget = "jemalloc"\n'))
 
 

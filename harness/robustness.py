@@ -1,0 +1,575 @@
+"""Robustness reports over one or many runs: the versioned JSON document, Markdown, JUnit.
+
+``load_run`` reads a run or campaign directory (or a bare ``journal.jsonl``) into its
+records plus what each trial was (plan document, whether it gates, how to replay it).
+``build_report`` aggregates any number of runs into one document (schema in
+``harness/schemas/report.schema.json``): the verdict, the detection matrix fault x
+target with rates over seeds and the first diagnostic line of each cell, throughput,
+latency and RSS per target, leaks, every failure with the command that replays it, the
+environment, and with several runs a trend per fault and target. ``render_markdown`` and
+``render_junit`` render it; ``harness.html`` renders the page. Never prints.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import statistics
+import xml.etree.ElementTree as ET
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.campaign import fault_row
+from harness.errors import HarnessError
+from harness.invocation import command_line
+from harness.journal import JOURNAL_NAME, read_journal
+from harness.plan import FAULT_VARIANTS, Plan
+from harness.records import TrialRecord
+
+REPORT_KIND = "nmm-chaos-report"
+REPORT_VERSION = 2
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "report.schema.json"
+DETECTED = ("detected", "detected-abort")
+#: outcome of a fault the trial never got to (it died at an earlier one)
+NOT_REACHED = "not-reached"
+#: order of badness when one row has several outcomes in a trial
+_WORST = ("infra-failure", "hang", "crashed", "false-positive", "missed", "not-reached",
+          "detected-abort", "detected", "clean")
+
+
+class ReportError(HarnessError):
+    """A run directory or journal that cannot be reported on."""
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """What a trial was, beyond its record: its plan, whether it gates, how it replays."""
+
+    plan: Plan | None
+    gating: bool = True
+    plan_path: str = ""
+    overrides: tuple[str, ...] = ()
+    #: the plan as run differs from the file + overrides in these keys (campaigns)
+    replay_sets: tuple[str, ...] = ()
+    engine_options: tuple[str, ...] = ()
+
+
+@dataclass
+class LoadedRun:
+    """One run or campaign as read from disk."""
+
+    id: str
+    kind: str
+    path: str
+    records: list[TrialRecord]
+    info: dict[str, TrialInfo] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    started_at: str = ""
+    command: str = ""
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- loading
+
+def toml_inline(value: Any) -> str:
+    """``value`` as a TOML inline literal (for ``--set key=<value>``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_inline(v)}" for k, v in value.items()
+                               if v is not None) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_inline(v) for v in value) + "]"
+    raise TypeError(f"no TOML literal for {value!r}")
+
+
+def _target_set(target: Any) -> str:
+    """The ``--set`` that puts ``target`` in a plan: the short form when it says it all."""
+    doc = target.model_dump(mode="json")
+    short = target.label
+    if (doc["kind"] == "malloc" or (doc["kind"] == "lib" and not doc.get("env"))
+            or (doc["kind"] == "nmm" and doc["policy"] == "record" and not doc["options"])):
+        return f"target={short}" if doc["kind"] != "nmm" else f"target=nmm:{doc['level']}"
+    return f"target={toml_inline(doc)}"
+
+
+def replay_command(record: TrialRecord, info: TrialInfo) -> str:
+    """The exact command that runs this one trial again."""
+    from harness.runner import replay_overrides
+
+    args = ["run", info.plan_path or record.plan]
+    for override in info.overrides:
+        if not override.startswith(("seed=", "seeds=")):
+            args += ["--set", override]
+    for override in info.replay_sets:
+        args += ["--set", override]
+    if info.plan is not None:
+        for override in replay_overrides(info.plan, record):
+            args += ["--set", override]
+    args += ["--seed", str(record.seed), "--seeds", "1", *info.engine_options]
+    return command_line(*args)
+
+
+def _campaign_info(run_dir: Path) -> tuple[dict[str, TrialInfo], list[str], str]:
+    from harness.campaign import expand, load_definition
+    from harness.engine import engine_from_spec
+
+    defn = load_definition(run_dir)
+    engine = engine_from_spec(defn.engine)
+    info: dict[str, TrialInfo] = {}
+    for trial in expand(defn, engine):
+        source = defn.plans[trial.source]
+        base = source.plan
+        sets: list[str] = []
+        if trial.plan.target != base.target:
+            sets.append(_target_set(trial.plan.target))
+        if trial.plan.faults != base.faults:
+            sets.append("faults=" + toml_inline(
+                [f.model_dump(mode="json", exclude_none=True) for f in trial.plan.faults]))
+        info[trial.key] = TrialInfo(trial.plan, trial.gating, source.path, source.overrides,
+                                    tuple(sets), tuple(engine.options()))
+    return info, list(defn.notes), defn.created
+
+
+def _run_info(run_dir: Path, records: Sequence[TrialRecord]) -> tuple[dict[str, TrialInfo],
+                                                                      str, str]:
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}, "", ""
+    plan_path = str(meta.get("plan_path", ""))
+    overrides = tuple(str(o) for o in meta.get("overrides", ()))
+    plan: Plan | None
+    try:
+        from harness.loader import load_plan
+
+        plan = load_plan(plan_path, overrides)
+    except (HarnessError, OSError):
+        plan = None
+    engine = str(meta.get("engine", "native"))
+    options: tuple[str, ...] = () if engine == "native" else ("--engine", engine)
+    spec = meta.get("engine_spec") or {}
+    if spec.get("command"):
+        import shlex
+
+        options = ("--driver", shlex.join(spec["command"]))
+    info = {r.key: TrialInfo(plan if plan is not None and plan.plan_hash() == r.plan_hash
+                             else None, True, plan_path, overrides, (), options)
+            for r in records}
+    return info, str(meta.get("run_id", run_dir.name)), " ".join(meta.get("argv", []))
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    """A run directory (``nmm-chaos run``), a campaign directory, or a journal file."""
+    p = Path(path)
+    journal = p / JOURNAL_NAME if p.is_dir() else p
+    if not journal.is_file():
+        raise ReportError(f"{p}: no {JOURNAL_NAME} (expected a run or campaign directory, "
+                          "or a journal file)")
+    contents = read_journal(journal)
+    run_dir = journal.parent
+    run = LoadedRun(id=run_dir.name, kind="journal", path=str(run_dir),
+                    records=contents.records, warnings=list(contents.warnings))
+    env_path = run_dir / "environment.json"
+    if env_path.is_file():
+        try:
+            run.environment = json.loads(env_path.read_text())
+        except ValueError:
+            run.warnings.append(f"{env_path}: unreadable, left out")
+    if (run_dir / "campaign.json").is_file():
+        run.kind = "campaign"
+        run.info, run.notes, run.started_at = _campaign_info(run_dir)
+    elif (run_dir / "run.json").is_file():
+        run.kind = "run"
+        run.info, run_id, run.command = _run_info(run_dir, run.records)
+        run.id = run_id or run.id
+    if not run.started_at:
+        run.started_at = min((r.started_at for r in run.records if r.started_at), default="")
+    return run
+
+
+# ---------------------------------------------------------------- aggregation
+
+def percentiles(values: Sequence[float], points: Sequence[float] = (50, 90, 99, 100)
+                ) -> dict[str, float]:
+    """Nearest-rank percentiles (``p50``, ``p90``, ``p99``, ``max``) of ``values``."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    out: dict[str, float] = {}
+    for p in points:
+        rank = max(1, math.ceil(p / 100 * len(ordered)))
+        out["max" if p == 100 else f"p{p:g}"] = ordered[rank - 1]
+    return out
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, MAD-based standard deviation (robust to one slow trial), min and max."""
+    if not values:
+        return {}
+    med = statistics.median(values)
+    mad = statistics.median(abs(v - med) for v in values)
+    return {"median": round(med, 1), "sd": round(1.4826 * mad, 1),
+            "min": round(min(values), 1), "max": round(max(values), 1), "n": len(values)}
+
+
+def planned_rows(plan: Plan | None) -> list[str]:
+    """The matrix rows a plan's faults make (a kind's default variant filled in, as the
+    driver reports it: the first of ``FAULT_VARIANTS``)."""
+    if plan is None:
+        return []
+    return list(dict.fromkeys(
+        fault_row(f.kind, f.variant or (FAULT_VARIANTS.get(f.kind) or ("",))[0])
+        for f in plan.faults))
+
+
+def _performed_row(fault: Any) -> str:
+    """The row of a performed fault (a driver that leaves its variant out: the default)."""
+    return fault_row(fault.kind, fault.variant or (FAULT_VARIANTS.get(fault.kind) or ("",))[0])
+
+
+def _worst(outcomes: Sequence[str]) -> str:
+    return min(outcomes, key=lambda o: _WORST.index(o) if o in _WORST else 0)
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0][:200] if (text or "").strip() else ""
+
+
+def _row_outcomes(record: TrialRecord, info: TrialInfo | None) -> dict[str, tuple[str, str]]:
+    """Per matrix row of this trial: (outcome, diagnostic line)."""
+    performed: dict[str, list[Any]] = defaultdict(list)
+    for f in record.verdict.faults:
+        performed[_performed_row(f)].append(f)
+    rows = list(dict.fromkeys([*planned_rows(info.plan if info else None), *performed]))
+    out: dict[str, tuple[str, str]] = {}
+    for row in rows:
+        faults = performed.get(row)
+        if record.verdict.outcome == "infra-failure":
+            out[row] = ("infra-failure", "")
+            continue
+        if not faults:
+            out[row] = (NOT_REACHED, "")
+            continue
+        outcome = _worst([f.outcome for f in faults])
+        diag = ""
+        for f in faults:
+            if f.outcome == "detected-abort" or f.outcome == "crashed":
+                diag = _first_line(record.verdict.diagnostic) or _first_line(f.note)
+            elif f.outcome == "detected" and f.event_kind:
+                diag = f"{f.event_kind} event (seq {f.event_seq})" + (
+                    f": {f.note}" if f.note else "")
+            if diag:
+                break
+        out[row] = (outcome, diag)
+    return out
+
+
+def _cell_class(cell: dict[str, Any]) -> str:
+    """The colour class of a matrix cell."""
+    reached = cell["reached"]
+    if not reached:
+        return NOT_REACHED if cell["trials"] else "empty"
+    if cell["detected"] == reached:
+        return "detected"
+    if cell["detected"] == 0:
+        o = cell["outcomes"]
+        for kind in ("hang", "crashed", "infra-failure"):
+            if o.get(kind):
+                return kind
+        return "missed"
+    return "partial"
+
+
+def _trial_peak_rss(record: TrialRecord) -> int:
+    obs = record.observation
+    return max([s.rss for s in obs.samples] + [obs.result.peak_rss if obs.result else 0])
+
+
+def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict[str, Any]:
+    """The versioned report document of one or many runs (oldest first)."""
+    if not runs:
+        raise ReportError("no runs to report on")
+    runs = sorted(runs, key=lambda r: r.started_at)
+    latest = runs[-1]
+    records = [(run, r) for run in runs for r in run.records]
+    cur = latest.records
+    info = latest.info
+
+    # the matrix and the verdict describe the latest run; trends span them all
+    targets = list(dict.fromkeys(r.target for r in cur))
+    matrix: dict[str, dict[str, dict[str, Any]]] = {}
+    det_latency: dict[str, list[float]] = defaultdict(list)
+    for r in cur:
+        for row, (outcome, diag) in _row_outcomes(r, info.get(r.key)).items():
+            cell = matrix.setdefault(row, {}).setdefault(r.target, {
+                "trials": 0, "reached": 0, "detected": 0, "outcomes": {},
+                "faults_injected": 0, "faults_detected": 0, "first_diagnostic": ""})
+            cell["trials"] += 1
+            cell["outcomes"][outcome] = cell["outcomes"].get(outcome, 0) + 1
+            if outcome != NOT_REACHED:
+                cell["reached"] += 1
+            if outcome in DETECTED:
+                cell["detected"] += 1
+            if diag and not cell["first_diagnostic"] and outcome in (*DETECTED, "crashed"):
+                cell["first_diagnostic"] = diag
+        for f in r.verdict.faults:
+            cell = matrix[_performed_row(f)][r.target]
+            cell["faults_injected"] += 1
+            cell["faults_detected"] += f.outcome in DETECTED
+            if f.latency_ops is not None:
+                det_latency[_performed_row(f)].append(f.latency_ops)
+    for by_target in matrix.values():
+        for cell in by_target.values():
+            cell["rate"] = round(cell["detected"] / cell["reached"], 4) if cell["reached"] else None
+            cell["class"] = _cell_class(cell)
+    rows = sorted(matrix)
+
+    per_target: dict[str, list[TrialRecord]] = defaultdict(list)
+    for r in cur:
+        per_target[r.target].append(r)
+    throughput = {t: {**spread([r.ops_per_s for r in rs if r.ops_per_s]),
+                      "values": [r.ops_per_s for r in rs if r.ops_per_s]}
+                  for t, rs in per_target.items()}
+    op_latency: dict[str, dict[str, float]] = {}
+    for t, rs in per_target.items():
+        lats = [r.observation.result.latency_ns for r in rs
+                if r.observation.result and r.observation.result.latency_ns]
+        if lats:
+            op_latency[t] = {k: round(statistics.median([d[k] for d in lats if k in d]), 1)
+                             for k in ("p50", "p99", "p999") if any(k in d for d in lats)}
+            op_latency[t]["max"] = max(d.get("max", 0) for d in lats)
+    rss = {t: {"peak_median": int(statistics.median([_trial_peak_rss(r) for r in rs])),
+               "peak_max": max(_trial_peak_rss(r) for r in rs)} for t, rs in per_target.items()}
+
+    leaks: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in cur:
+        result = r.observation.result
+        if result is None or not result.leaked_blocks:
+            continue
+        attributed = 0
+        for line in r.observation.faults:
+            if line.leaks:
+                site = f"{fault_row(line.kind, line.variant)} fault (worker {line.worker})"
+                entry = leaks.setdefault((r.target, site), {"target": r.target, "site": site,
+                                                            "blocks": 0, "trials": 0,
+                                                            "expected": True})
+                entry["blocks"] += line.leaks
+                entry["trials"] += 1
+                attributed += line.leaks
+        rest = result.leaked_blocks - attributed
+        if rest > 0:
+            site = f"not explained by a fault ({r.plan})"
+            entry = leaks.setdefault((r.target, site), {"target": r.target, "site": site,
+                                                        "blocks": 0, "trials": 0,
+                                                        "expected": False})
+            entry["blocks"] += rest
+            entry["trials"] += 1
+
+    gating = [r for r in cur if (info.get(r.key) or TrialInfo(None)).gating]
+    infra = [r for r in cur if r.verdict.outcome == "infra-failure"]
+    failed_gating = [r for r in gating if not r.verdict.passed]
+    status = "pass" if not failed_gating and not infra and cur else "fail"
+    text = (f"{len(gating) - len(failed_gating)}/{len(gating)} gating trials met their "
+            "expectations" + (f"; {len(infra)} lost to dying workers" if infra else ""))
+    failures = []
+    for r in cur:
+        if r.verdict.passed:
+            continue
+        i = info.get(r.key) or TrialInfo(None)
+        failures.append({"key": r.key, "plan": r.plan, "seed": r.seed, "target": r.target,
+                         "gating": i.gating, "outcome": r.verdict.outcome,
+                         "reasons": list(r.verdict.reasons),
+                         "diagnostic": r.verdict.diagnostic,
+                         "replay": replay_command(r, i)})
+    failures.sort(key=lambda f: (not f["gating"], f["plan"], f["target"], f["seed"]))
+
+    outcomes = Counter(r.verdict.outcome for r in cur)
+    summary = {
+        "trials": len(cur), "passed": sum(r.verdict.passed for r in cur),
+        "failed": sum(not r.verdict.passed for r in cur),
+        "gating_trials": len(gating), "gating_failed": len(failed_gating),
+        "infra_failures": len(infra), "outcomes": dict(sorted(outcomes.items())),
+        "faults_injected": sum(len(r.verdict.faults) for r in cur),
+        "faults_detected": sum(f.outcome in DETECTED for r in cur for f in r.verdict.faults),
+        "false_positives": sum(len(r.verdict.false_positives) for r in cur),
+        "ops": sum(r.observation.result.ops for r in cur if r.observation.result),
+        "wall_s": round(sum(r.observation.wall_s for r in cur), 3),
+        "plans": sorted({r.plan for r in cur}),
+    }
+    return {
+        "kind": REPORT_KIND, "report_version": REPORT_VERSION,
+        "generated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "title": title or (f"nmm-chaos {latest.kind} {latest.id}" if len(runs) == 1
+                           else f"nmm-chaos: {len(runs)} runs, {runs[0].id} .. {latest.id}"),
+        "verdict": {"status": status, "text": text},
+        "summary": summary,
+        "runs": [{"id": run.id, "kind": run.kind, "path": run.path,
+                  "started_at": run.started_at, "command": run.command,
+                  "trials": len(run.records),
+                  "passed": sum(r.verdict.passed for r in run.records),
+                  "notes": run.notes, "warnings": run.warnings} for run in runs],
+        "environment": latest.environment,
+        "targets": targets, "rows": rows, "matrix": matrix,
+        "detection_latency_ops": {k: percentiles(v) for k, v in sorted(det_latency.items())},
+        "throughput_ops_per_s": throughput, "op_latency_ns": op_latency, "rss_bytes": rss,
+        "leaks": sorted(leaks.values(), key=lambda e: (-e["blocks"], e["target"])),
+        "failures": failures,
+        "trends": _trends(runs),
+        "trials": [{"key": r.key, "run": run.id, "plan": r.plan, "seed": r.seed,
+                    "target": r.target,
+                    "gating": (run.info.get(r.key) or TrialInfo(None)).gating,
+                    "outcome": r.verdict.outcome, "passed": r.verdict.passed,
+                    "ops_per_s": r.ops_per_s, "wall_s": r.observation.wall_s,
+                    "peak_rss": _trial_peak_rss(r),
+                    "worker_ops": (list(r.observation.result.worker_ops)
+                                   if r.observation.result else None)}
+                   for run, r in records],
+    }
+
+
+def _trends(runs: Sequence[LoadedRun]) -> dict[str, Any]:
+    """Per run (oldest first): detection rate per row and target, median throughput per
+    target, failed trials."""
+    detection: dict[str, dict[str, list[float | None]]] = {}
+    throughput: dict[str, list[float | None]] = {}
+    for i, run in enumerate(runs):
+        cells: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        tput: dict[str, list[float]] = defaultdict(list)
+        for r in run.records:
+            for row, (outcome, _) in _row_outcomes(r, run.info.get(r.key)).items():
+                if outcome != NOT_REACHED:
+                    cells[(row, r.target)][1] += 1
+                    cells[(row, r.target)][0] += outcome in DETECTED
+            if r.ops_per_s:
+                tput[r.target].append(r.ops_per_s)
+        for (row, target), (found, reached) in cells.items():
+            series = detection.setdefault(row, {}).setdefault(target, [None] * len(runs))
+            series[i] = round(found / reached, 4) if reached else None
+        for target, values in tput.items():
+            throughput.setdefault(target, [None] * len(runs))[i] = round(
+                statistics.median(values), 1)
+    return {"runs": [run.id for run in runs], "started_at": [run.started_at for run in runs],
+            "detection": detection, "throughput": throughput,
+            "failed": [sum(not r.verdict.passed for r in run.records) for run in runs]}
+
+
+# ---------------------------------------------------------------- rendering
+
+def cell_text(cell: dict[str, Any] | None) -> str:
+    """``200/200``, ``3/16 (13 missed)``, ``not reached`` or ``-``."""
+    if not cell:
+        return "-"
+    if not cell["reached"]:
+        return "not reached"
+    extra = ", ".join(f"{n} {o}" for o, n in cell["outcomes"].items()
+                      if o not in DETECTED and n)
+    return f"{cell['detected']}/{cell['reached']}" + (f" ({extra})" if extra else "")
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """The Markdown summary of a report, for CI logs."""
+    s, v = doc["summary"], doc["verdict"]
+    lines = [f"# {doc['title']}", "",
+             f"**{'PASS' if v['status'] == 'pass' else 'FAIL'}**: {v['text']}. "
+             f"{s['passed']}/{s['trials']} trials passed in all; "
+             f"{s['faults_detected']}/{s['faults_injected']} faults detected; "
+             f"{s['false_positives']} false positive(s); {s['ops']:,} ops.", ""]
+    if doc["matrix"]:
+        targets = doc["targets"]
+        lines += ["## Detection matrix (trials detected / trials reached)", "",
+                  "| fault | " + " | ".join(targets) + " |",
+                  "|---|" + "---|" * len(targets)]
+        for row in doc["rows"]:
+            lines.append(f"| {row} | " + " | ".join(
+                cell_text(doc["matrix"][row].get(t)) for t in targets) + " |")
+    if doc["throughput_ops_per_s"]:
+        lines += ["", "## Throughput (ops/s per trial: median ± robust sd)", "",
+                  "| target | median | sd | trials |", "|---|---|---|---|"]
+        for t, th in doc["throughput_ops_per_s"].items():
+            if th.get("n"):
+                lines.append(f"| {t} | {th['median']:,.0f} | {th['sd']:,.0f} | {th['n']} |")
+    if len(doc["runs"]) > 1:
+        lines += ["", "## Trend (failed trials per run)", ""]
+        lines += [f"- {rid}: {n} failed" for rid, n in
+                  zip(doc["trends"]["runs"], doc["trends"]["failed"], strict=True)]
+    if doc["failures"]:
+        lines += ["", f"## Failures ({len(doc['failures'])})", ""]
+        for f in doc["failures"][:50]:
+            tag = "" if f["gating"] else " (comparison target)"
+            lines.append(f"- {f['plan']} seed {f['seed']} on {f['target']}{tag}: "
+                         f"**{f['outcome']}** — " + "; ".join(f["reasons"])[:300])
+            lines.append(f"  replay: `{f['replay']}`")
+        if len(doc["failures"]) > 50:
+            lines.append(f"- ... {len(doc['failures']) - 50} more in report.json")
+    notes = [n for run in doc["runs"] for n in run["notes"]]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def render_junit(doc: dict[str, Any]) -> str:
+    """JUnit XML: one test suite per plan and target, one test case per trial
+    (``plan[seed]``); comparison targets' failures are reported as skipped, not failed."""
+    failures = {f["key"]: f for f in doc["failures"]}
+    suites: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    latest = doc["runs"][-1]["id"]
+    for t in doc["trials"]:
+        if t["run"] == latest:
+            suites[(t["plan"], t["target"])].append(t)
+    root = ET.Element("testsuites", name=doc["title"])
+    for (plan, target), trials in suites.items():
+        suite = ET.SubElement(root, "testsuite", name=f"{plan} @ {target}",
+                              tests=str(len(trials)))
+        n_fail = n_skip = 0
+        for t in trials:
+            case = ET.SubElement(suite, "testcase", classname=f"{plan}.{target}",
+                                 name=f"{plan}[{t['seed']}]", time=f"{t['wall_s']:.3f}")
+            f = failures.get(t["key"])
+            if f is None:
+                continue
+            message = f"{f['outcome']}: " + "; ".join(f["reasons"])
+            if f["gating"]:
+                n_fail += 1
+                el = ET.SubElement(case, "failure", message=message[:500], type=f["outcome"])
+                el.text = f"{message}\nreplay: {f['replay']}"
+            else:
+                n_skip += 1
+                ET.SubElement(case, "skipped", message=f"comparison target: {message}"[:500])
+        suite.set("failures", str(n_fail))
+        suite.set("skipped", str(n_skip))
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_report(doc: dict[str, Any], out_dir: str | Path, runs: Sequence[LoadedRun]
+                 ) -> dict[str, Path]:
+    """Write ``result.json``, ``summary.md``, ``junit.xml`` and ``report.html`` into
+    ``out_dir`` (each atomically); returns their paths."""
+    from harness.html import render_html
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "result.json", "markdown": out / "summary.md",
+             "junit": out / "junit.xml", "html": out / "report.html"}
+    _atomic_write(paths["json"], json.dumps(doc, indent=1) + "\n")
+    _atomic_write(paths["markdown"], render_markdown(doc))
+    _atomic_write(paths["junit"], render_junit(doc))
+    _atomic_write(paths["html"], render_html(doc, runs))
+    return paths
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

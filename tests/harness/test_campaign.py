@@ -1,0 +1,289 @@
+"""nmm-chaos campaign: plans x seeds x targets x levels on local worker processes, one
+journal, workers dying mid-trial, SIGKILL and resume, a user's library as a target, and
+targets that are not installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from harness.cli import main
+from harness.journal import JOURNAL_NAME, read_journal
+from harness.robustness import SCHEMA_PATH
+
+REPO = Path(__file__).resolve().parent.parent.parent
+PLAN = """
+schema_version = 1
+seeds = {seeds}
+timeout_s = 20
+[target]
+level = "paranoid"
+[workload]
+ops = 100
+[[faults]]
+kind = "double_free"
+[[faults]]
+kind = "overflow"
+[[faults]]
+kind = "alloc_failure"
+"""
+
+
+def run(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def only_dir(path: Path) -> Path:
+    (found,) = [p for p in path.iterdir() if p.is_dir()]
+    return found
+
+
+def validate(doc: dict) -> None:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
+
+
+def test_campaign_runs_every_plan_target_level_and_seed_once(tmp_path, write_plan,
+                                                              fake_driver, capsys):
+    plan = write_plan(PLAN.format(seeds=2))
+    code, out, err = run(["campaign", str(plan), "--targets", "nmm,glibc",
+                          "--levels", "off,paranoid", "--split-faults", "--workers", "2",
+                          "--driver", shlex.join(fake_driver("detect")),
+                          "--out", str(tmp_path / "r"), "-q"], capsys)
+    assert code == 0, out + err
+    run_dir = only_dir(tmp_path / "r")
+    records = read_journal(run_dir / JOURNAL_NAME).records
+    # 3 fault entries x 2 levels x 2 seeds, and glibc takes the two it can (no fail points)
+    assert len(records) == 3 * 2 * 2 + 2 * 2
+    assert len({r.key for r in records}) == len(records)
+    assert {r.target for r in records} == {"nmm:off", "nmm:paranoid", "malloc:glibc"}
+    assert all(r.worker for r in records)  # ran in a worker process, which said where
+    doc = json.loads((run_dir / "result.json").read_text())
+    validate(doc)
+    assert doc["verdict"]["status"] == "pass"
+    # only the plan's own target gates: nmm:paranoid's 3 entries x 2 seeds
+    assert doc["summary"]["gating_trials"] == 6
+    assert doc["matrix"]["double_free"]["malloc:glibc"]["detected"] == 2
+    # fail points are NMM's: glibc has no alloc_failure trials
+    assert set(doc["matrix"]["alloc_failure"]) == {"nmm:off", "nmm:paranoid"}
+    md = (run_dir / "summary.md").read_text()
+    assert "**PASS**" in md and "| double_free | 2/2 | 2/2 | 2/2 |" in md
+    junit = (run_dir / "junit.xml").read_text()
+    assert junit.count("<testcase") == len(records)
+    assert (run_dir / "report.html").stat().st_size > 0
+    assert "report: " in out and "report.html" in out
+
+
+def test_campaign_exit_1_names_the_failure_and_its_replay(tmp_path, write_plan, fake_driver,
+                                                         capsys):
+    plan = write_plan(PLAN.format(seeds=2))
+    code, out, _ = run(["campaign", str(plan), "--driver", shlex.join(fake_driver("miss")),
+                        "--out", str(tmp_path / "r"), "-q"], capsys)
+    assert code == 1 and "FAIL:" in out
+    doc = json.loads((only_dir(tmp_path / "r") / "result.json").read_text())
+    validate(doc)
+    failure = doc["failures"][0]
+    assert failure["gating"] and failure["outcome"] == "missed"
+    assert shlex.split(failure["replay"])[1:] == [
+        "run", str(plan), "--seed", str(failure["seed"]), "--seeds", "1",
+        "--driver", shlex.join(fake_driver("miss"))]
+
+
+def test_a_worker_dying_mid_trial_is_retried_once_then_recorded(tmp_path, write_plan,
+                                                               fake_driver, capsys,
+                                                               monkeypatch):
+    monkeypatch.setenv("FAKE_DRIVER_MARKS", str(tmp_path))
+    plan = write_plan(PLAN.format(seeds=3))
+    code, _, err = run(["campaign", str(plan), "--workers", "2", "--out", str(tmp_path / "a"),
+                        "--driver", shlex.join(fake_driver("killparent")), "-q"], capsys)
+    assert code == 0, err
+    assert err.count("retrying") == 3
+    records = read_journal(only_dir(tmp_path / "a") / JOURNAL_NAME).records
+    assert sorted(r.seed for r in records) == [1, 2, 3]
+    assert all(r.verdict.passed for r in records)
+
+    code, _, err = run(["campaign", str(plan), "--workers", "2", "--out",
+                          str(tmp_path / "b"), "-q",
+                          "--driver", shlex.join(fake_driver("killparent-always"))], capsys)
+    assert code == 1
+    records = read_journal(only_dir(tmp_path / "b") / JOURNAL_NAME).records
+    assert sorted(r.seed for r in records) == [1, 2, 3]  # recorded, never dropped
+    assert {r.verdict.outcome for r in records} == {"infra-failure"}
+    assert "the worker died on all 2 tries" in records[0].verdict.reasons[0]
+    assert "killed by signal 9" in records[0].verdict.reasons[0]
+
+
+def _journal_lines(out: Path) -> int:
+    try:
+        return (only_dir(out) / JOURNAL_NAME).read_bytes().count(b"\n")
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def test_sigkill_then_resume_runs_every_missing_trial_exactly_once(tmp_path, write_plan,
+                                                                   fake_driver):
+    """Trials with seeds above 3 wait at a gate opened only after the kill, so the
+    campaign dies at a known point however slowly the machine runs it."""
+    plan = write_plan(PLAN.format(seeds=8))
+    out = tmp_path / "r"
+    gate = tmp_path / "gate"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FAKE_DRIVER_GATE": f"3:{gate}"}
+    base = [sys.executable, "-m", "harness.cli", "campaign", "-q"]
+    driver = shlex.join(fake_driver("gated"))
+    proc = subprocess.Popen([*base, str(plan), "--workers", "2", "--targets", "nmm",
+                             "--levels", "off,paranoid", "--driver", driver, "--out",
+                             str(out)], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and _journal_lines(out) < 3:
+            time.sleep(0.02)
+        assert _journal_lines(out) >= 3, f"no 3 trials recorded (exit {proc.poll()})"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        gate.touch()
+    run_dir = only_dir(out)
+    before = read_journal(run_dir / JOURNAL_NAME).records
+    assert 3 <= len(before) < 16
+    resumed = subprocess.run([*base, "--resume", str(run_dir)], env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    lines = [ln for ln in (run_dir / JOURNAL_NAME).read_bytes().splitlines() if ln.strip()]
+    keys = [json.loads(ln)["key"] for ln in lines]
+    assert len(keys) == len(set(keys)) == 16  # every trial, each written once
+    assert {r.key for r in before} <= set(keys)
+    validate(json.loads((run_dir / "result.json").read_text()))
+
+
+def test_resume_refuses_a_new_definition(tmp_path, write_plan, fake_driver, capsys):
+    plan = write_plan(PLAN.format(seeds=1))
+    code, _, _ = run(["campaign", str(plan), "--driver", shlex.join(fake_driver("detect")),
+                      "--out", str(tmp_path / "r"), "-q"], capsys)
+    assert code == 0
+    run_dir = only_dir(tmp_path / "r")
+    code, _, err = run(["campaign", str(plan), "--seeds", "3", "--resume", str(run_dir)],
+                       capsys)
+    assert code == 2
+    assert "campaign.json defines it; leave out PLANS, --seeds" in err
+
+
+@pytest.mark.parametrize(("targets", "message"), [
+    ("jemmaloc", "unknown target 'jemmaloc'; expected one of plan, nmm, peers, glibc"),
+    ("jemmaloc", "did you mean 'jemalloc'?"),
+    ("nmm:paranoia", "--levels: given 'paranoia'"),
+    ("lib:/nonexistent/libfoo.so", "--targets lib:/nonexistent/libfoo.so: no such file"),
+])
+def test_bad_targets_are_one_clear_line(tmp_path, write_plan, targets, message, capsys):
+    code, out, err = run(["campaign", str(write_plan(PLAN.format(seeds=1))), "--targets",
+                          targets, "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in out + err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_target_that_is_not_installed_names_its_debian_package(tmp_path, write_plan,
+                                                                 monkeypatch, capsys):
+    import harness._peers as peers
+
+    real = peers.all_targets
+    monkeypatch.setattr(peers, "all_targets", lambda lib_dirs=None: real(["/nonexistent"]))
+    import harness.campaign as campaign
+
+    monkeypatch.setattr(campaign, "all_targets", peers.all_targets)
+    code, _, err = run(["campaign", str(write_plan(PLAN.format(seeds=1))), "--targets",
+                        "jemalloc", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2
+    assert err.strip() == (
+        "error: --targets jemalloc: jemalloc is not installed (looked for libjemalloc.so.2 "
+        "or libjemalloc.so in /nonexistent); install the Debian package libjemalloc2 "
+        "(apt-get install libjemalloc2)")
+
+
+WRAPPER = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+extern void *__libc_malloc(size_t), *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t), __libc_free(void *);
+__attribute__((constructor)) static void hello(void) {
+    const char *tag = getenv("WRAP_TAG");
+    char line[128];
+    int n = snprintf(line, sizeof line, "wrap: loaded, tag=%s\n", tag ? tag : "(none)");
+    write(2, line, (size_t)n);
+}
+void *malloc(size_t n) { return __libc_malloc(n); }
+void *calloc(size_t a, size_t b) { return __libc_calloc(a, b); }
+void *realloc(void *p, size_t n) { return __libc_realloc(p, n); }
+void free(void *p) { __libc_free(p); }
+"""
+
+
+def test_a_users_library_is_a_target(tmp_path, write_plan, capsys):
+    """An allocator developer points the plans at their own malloc (a wrapper over glibc's
+    here, which says it was loaded and with what environment)."""
+    from _nmm_c import require_driver
+
+    require_driver()
+    src = tmp_path / "wrap.c"
+    src.write_text(WRAPPER)
+    lib = tmp_path / "libwrap.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(lib), str(src)], check=True)
+    plan = write_plan(PLAN.format(seeds=2).replace("ops = 100", "ops = 2000"))
+    code, _, err = run(["campaign", str(plan), "--targets", f"plan,lib:{lib}",
+                          "--target-env", "WRAP_TAG=night", "--out", str(tmp_path / "r"),
+                          "-q"], capsys)
+    assert code in (0, 1), err
+    run_dir = only_dir(tmp_path / "r")
+    label = f"lib:{lib}+WRAP_TAG=night"
+    records = [r for r in read_journal(run_dir / JOURNAL_NAME).records if r.target == label]
+    assert len(records) == 2  # alloc_failure dropped: a library has no fail points
+    for r in records:
+        assert "wrap: loaded, tag=night" in r.observation.stderr_tail
+        assert r.observation.start is not None and r.observation.start["target"] == "malloc"
+        # glibc under the wrapper: the double free is caught by glibc's own check
+        assert [f.outcome for f in r.verdict.faults if f.kind == "double_free"] == [
+            "detected-abort"]
+    doc = json.loads((run_dir / "result.json").read_text())
+    assert doc["matrix"]["double_free"][label]["detected"] == 2
+    replay = next(f["replay"] for f in doc["failures"] if f["target"] == label)
+    assert "--set 'target={kind = \"lib\", path = " in replay and "WRAP_TAG = \"night\"" in replay
+
+
+def test_a_plan_no_fault_of_which_applies_to_a_target_is_skipped_with_a_note(
+        tmp_path, write_plan, fake_driver, capsys):
+    plan = write_plan("schema_version = 1\n[[faults]]\nkind = \"alloc_failure\"\n",
+                      "failing.toml")
+    code, _, err = run(["campaign", str(plan), "--targets", "plan,glibc", "--driver",
+                        shlex.join(fake_driver("detect")), "--out", str(tmp_path / "r"), "-q"],
+                       capsys)
+    assert code == 0, err
+    assert ("note: failing x malloc:glibc: skipped, its faults (alloc_failure) need an NMM "
+            "heap's fail points") in err
+    records = read_journal(only_dir(tmp_path / "r") / JOURNAL_NAME).records
+    assert {r.target for r in records} == {"nmm:standard"}
+
+
+def test_the_shipped_campaign_files_define_their_campaigns():
+    """Every plan and setting of chaos_plans/campaigns/ resolves (nothing is run)."""
+    from harness.campaign import define, expand, load_campaign_file
+
+    for path in sorted((REPO / "chaos_plans" / "campaigns").glob("*.toml")):
+        spec = load_campaign_file(path)
+        targets = [t for t in spec.targets if t != "peers"]  # peers: whatever is installed
+        defn = define(list(spec.plans), name=spec.name, seeds=spec.seeds, targets=targets,
+                      levels=spec.levels, split_faults=spec.split_faults)
+        assert expand(defn), path
