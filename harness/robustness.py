@@ -107,16 +107,16 @@ def replay_command(record: TrialRecord, info: TrialInfo) -> str:
     """The exact command that runs this one trial again."""
     from harness.runner import replay_overrides
 
-    args = ["run", info.plan_path or record.plan]
+    args = ["run", info.plan_path or record.plan, *info.engine_options]
     for override in info.overrides:
         if not override.startswith(("seed=", "seeds=")):
             args += ["--set", override]
     for override in info.replay_sets:
         args += ["--set", override]
+    args += ["--seed", str(record.seed), "--seeds", "1"]
     if info.plan is not None:
         for override in replay_overrides(info.plan, record):
             args += ["--set", override]
-    args += ["--seed", str(record.seed), "--seeds", "1", *info.engine_options]
     return command_line(*args)
 
 
@@ -149,13 +149,19 @@ def _run_info(run_dir: Path, records: Sequence[TrialRecord]) -> tuple[dict[str, 
         return {}, "", ""
     plan_path = str(meta.get("plan_path", ""))
     overrides = tuple(str(o) for o in meta.get("overrides", ()))
-    plan: Plan | None
-    try:
-        from harness.loader import load_plan
+    plan: Plan | None = None
+    if isinstance(meta.get("plan"), dict):  # the plan as run, kept in run.json
+        try:
+            plan = Plan.model_validate(meta["plan"])
+        except ValueError:
+            plan = None
+    if plan is None:
+        try:
+            from harness.loader import load_plan
 
-        plan = load_plan(plan_path, overrides)
-    except (HarnessError, OSError):
-        plan = None
+            plan = load_plan(plan_path, overrides)
+        except (HarnessError, OSError):
+            plan = None
     engine = str(meta.get("engine", "native"))
     options: tuple[str, ...] = () if engine == "native" else ("--engine", engine)
     spec = meta.get("engine_spec") or {}
@@ -407,8 +413,16 @@ def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict
         "wall_s": round(sum(r.observation.wall_s for r in cur), 3),
         "plans": sorted({r.plan for r in cur}),
     }
+    plans = {i.plan.plan_hash(): (i, i.plan) for i in info.values() if i.plan is not None}
+    single: dict[str, Any] | None = None
+    if len(plans) == 1 and latest.kind == "run":
+        one, plan = next(iter(plans.values()))
+        single = {"name": plan.name, "path": one.plan_path, "hash": plan.plan_hash(),
+                  "overrides": list(one.overrides), "document": plan.model_dump(mode="json")}
     return {
         "kind": REPORT_KIND, "report_version": REPORT_VERSION,
+        "run_id": latest.id,
+        **({"plan": single} if single else {}),
         "generated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "title": title or (f"nmm-chaos {latest.kind} {latest.id}" if len(runs) == 1
                            else f"nmm-chaos: {len(runs)} runs, {runs[0].id} .. {latest.id}"),

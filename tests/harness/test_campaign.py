@@ -96,8 +96,8 @@ def test_campaign_exit_1_names_the_failure_and_its_replay(tmp_path, write_plan, 
     failure = doc["failures"][0]
     assert failure["gating"] and failure["outcome"] == "missed"
     assert shlex.split(failure["replay"])[1:] == [
-        "run", str(plan), "--seed", str(failure["seed"]), "--seeds", "1",
-        "--driver", shlex.join(fake_driver("miss"))]
+        "run", str(plan), "--driver", shlex.join(fake_driver("miss")),
+        "--seed", str(failure["seed"]), "--seeds", "1"]
 
 
 def test_a_worker_dying_mid_trial_is_retried_once_then_recorded(tmp_path, write_plan,
@@ -251,14 +251,19 @@ def test_a_users_library_is_a_target(tmp_path, write_plan, capsys):
     label = f"lib:{lib}+WRAP_TAG=night"
     records = [r for r in read_journal(run_dir / JOURNAL_NAME).records if r.target == label]
     assert len(records) == 2  # alloc_failure dropped: a library has no fail points
+    caught = 0
     for r in records:
         assert "wrap: loaded, tag=night" in r.observation.stderr_tail
         assert r.observation.start is not None and r.observation.start["target"] == "malloc"
-        # glibc under the wrapper: the double free is caught by glibc's own check
-        assert [f.outcome for f in r.verdict.faults if f.kind == "double_free"] == [
-            "detected-abort"]
+        # glibc under the wrapper: its own checks catch a double free in some states
+        # (a block in the tcache) and not in others, so count what the trials say
+        (outcome,) = [f.outcome for f in r.verdict.faults if f.kind == "double_free"]
+        assert outcome in ("detected-abort", "missed", "crashed")
+        caught += outcome == "detected-abort"
     doc = json.loads((run_dir / "result.json").read_text())
-    assert doc["matrix"]["double_free"][label]["detected"] == 2
+    validate(doc)
+    cell = doc["matrix"]["double_free"][label]
+    assert (cell["reached"], cell["detected"]) == (2, caught)
     replay = next(f["replay"] for f in doc["failures"] if f["target"] == label)
     assert "--set 'target={kind = \"lib\", path = " in replay and "WRAP_TAG = \"night\"" in replay
 

@@ -153,7 +153,9 @@ def test_json_names_the_run_directory_and_reports(tmp_path, plan, monkeypatch, c
     (run_dir,) = (tmp_path / "rel").iterdir()
     assert doc["run_dir"] == str(run_dir)
     assert doc["reports"] == {"json": str(run_dir / "result.json"),
-                              "markdown": str(run_dir / "summary.md")}
+                              "markdown": str(run_dir / "summary.md"),
+                              "junit": str(run_dir / "junit.xml"),
+                              "html": str(run_dir / "report.html")}
     assert (run_dir / "journal.jsonl").is_file()
     assert json.loads((run_dir / "result.json").read_text())["run_id"] == doc["run_id"]
 
