@@ -551,6 +551,7 @@ bool large_was_freed(nmm_heap_t *h, const void *p);
 bool large_contains(nmm_heap_t *h, uintptr_t p);
 void large_foreach_live(nmm_heap_t *h, heap_visit_fn visit, void *ctx);
 size_t large_validate(nmm_heap_t *h);
+size_t large_validate_books(nmm_heap_t *h, uint64_t *live_blocks, uint64_t *charged);
 bool large_describe(nmm_heap_t *h, uintptr_t addr, nmm_event_t *ev);
 
 /* detect.c (the per-block primitives are inline: they sit on the standard hot path) */
@@ -719,6 +720,22 @@ static inline void slab_set_site_ref(const nmm_heap_t *h, const blockref_t *b, u
 }
 
 /* validate.c */
+/* What a freelist_corrupt event's detail says validate found (1..7: a block's state
+ * against the free structures, in validate.c; the rest below). */
+enum {
+    VALIDATE_LIST_LOOP = 8,      /* a slab list longer than the slabs in use: a cycle */
+    VALIDATE_LIST_ENTRY = 9,     /* a list entry of another list/class, a bad prev, unmapped */
+    VALIDATE_LIST_FLAG = 10,     /* a slab's list flag disagrees with its free count */
+    VALIDATE_LIST_COUNT = 11,    /* nslabs/nempty/list lengths disagree with the slabs */
+    VALIDATE_RETAINED = 12,      /* retained bytes are not the empty slabs' bytes */
+    VALIDATE_QUAR_ENTRY = 13,    /* a quarantine entry's block is not quarantined, or twice */
+    VALIDATE_QUAR_LOST = 14,     /* a quarantined block in no quarantine */
+    VALIDATE_QUAR_BYTES = 15,    /* quarantine byte/entry counts disagree with the entries */
+    VALIDATE_LIMIT = 16,         /* the limit charge is not the live blocks' bytes */
+    VALIDATE_LIVE_COUNT = 17,    /* live counters disagree with the live blocks */
+    VALIDATE_RELEASED = 18,      /* a released-range or spare list loops or holds a mapped slab */
+    VALIDATE_BIN = 19            /* a cache bin or quarantine ring counts past its capacity */
+};
 size_t validate_heap(nmm_heap_t *h, bool full);
 void validate_maybe_sweep(nmm_heap_t *h);
 uint64_t validate_requested_bytes(nmm_heap_t *h);

@@ -615,6 +615,40 @@ size_t large_validate(nmm_heap_t *h)
     return problems;
 }
 
+/* Large lock held, heap quiescent (nmm_validate): the large counters against the
+ * table. live_blocks/charged: what the table holds live (count, bytes charged to the
+ * limit), for the caller's heap-wide checks. Returns the problems found. */
+size_t large_validate_books(nmm_heap_t *h, uint64_t *live_blocks, uint64_t *charged)
+{
+    size_t problems = 0, quar = 0;
+    uint64_t live = 0, live_bytes = 0, quar_bytes = 0;
+    for (size_t i = 0; i < h->large_cap; i++) {
+        const large_entry_t *e = &h->large_tab[i];
+        if (e->user <= LARGE_TOMB)
+            continue;
+        if (e->state == BS_LIVE || e->state == BS_LIVE_BAD) {
+            live++;
+            live_bytes += e->usable;
+        } else if (e->state == BS_QUARANTINE) {
+            quar++;
+            quar_bytes += e->map_len;
+        }
+    }
+    uint64_t counted = __atomic_load_n(&h->large_allocs, __ATOMIC_RELAXED) -
+                       __atomic_load_n(&h->large_frees, __ATOMIC_RELAXED);
+    if (counted != live || __atomic_load_n(&h->large_live_bytes, __ATOMIC_RELAXED) != live_bytes) {
+        heap_report(h, NMM_EV_FREELIST_CORRUPT, VALIDATE_LIVE_COUNT, NULL, 0, 0, 0);
+        problems++;
+    }
+    if (quar != h->large_quar_count || quar_bytes != h->large_quar_bytes) {
+        heap_report(h, NMM_EV_FREELIST_CORRUPT, VALIDATE_QUAR_BYTES, NULL, 0, 0, 0);
+        problems++;
+    }
+    *live_blocks = live;
+    *charged = live_bytes;
+    return problems;
+}
+
 bool large_describe(nmm_heap_t *h, uintptr_t addr, nmm_event_t *ev)
 {
     large_entry_t *tab = __atomic_load_n(&h->large_tab, __ATOMIC_ACQUIRE);

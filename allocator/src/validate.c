@@ -2,7 +2,11 @@
  * sweep) and heap_foreach_live. Must only be run on a quiescent heap when thread
  * caches are in use (other threads' fast paths take no lock); at paranoid every
  * state change is under a class lock, so the periodic sweep is safe under load.
- * Takes the registry lock, then every class lock, the large and quarantine locks.
+ * Takes the registry lock, then every class lock, the region, large and quarantine
+ * locks. Every list it walks is walked a bounded number of steps: a corrupted list
+ * (a cycle, a slab on a list twice) is reported, never looped on. With full (the
+ * nmm_validate call, on a quiescent heap) it also checks the books: live counters
+ * against live blocks, the limit charge, quarantine bytes and membership.
  */
 #include "core.h"
 
@@ -11,6 +15,7 @@ static void validate_lock_all(nmm_heap_t *h)
     pthread_mutex_lock(&tcache_registry_lock);
     for (int c = 0; c < CORE_CLASSES; c++)
         heap_lock(h, &h->pools[c].lock);
+    heap_lock(h, &h->region_lock);
     heap_lock(h, &h->large_lock);
     heap_lock(h, &h->quar_lock);
 }
@@ -19,6 +24,7 @@ static void validate_unlock_all(nmm_heap_t *h)
 {
     pthread_mutex_unlock(&h->quar_lock);
     pthread_mutex_unlock(&h->large_lock);
+    pthread_mutex_unlock(&h->region_lock);
     for (int c = CORE_CLASSES - 1; c >= 0; c--)
         pthread_mutex_unlock(&h->pools[c].lock);
     pthread_mutex_unlock(&tcache_registry_lock);
@@ -49,11 +55,172 @@ static size_t validate_mark(nmm_heap_t *h, slab_t *s, uint32_t idx)
     return 0;
 }
 
+/* A quarantine entry's block (poison = block + user_off, normal or aligned): it must
+ * be quarantined and in no other entry. Marked so that step 2 finds a quarantined
+ * block no quarantine holds. */
+static size_t validate_mark_quarantined(nmm_heap_t *h, const quarantine_entry_t *e)
+{
+    uint8_t *block = e->poison - h->user_off;
+    slab_t *s = slab_of(h, (uintptr_t)block);
+    int32_t idx = s ? slab_index(s, (uintptr_t)block) : -1;
+    if (idx < 0)
+        return validate_freelist_problem(h, e->user, VALIDATE_QUAR_ENTRY);
+    uint8_t *st = &slab_states(s)[idx];
+    uint8_t v = *st, base = v & (uint8_t)~BS_MARK;
+    *st = v | BS_MARK;
+    if ((v & BS_MARK) || (base != BS_QUARANTINE && (base & 0xF0) != BS_QUAR_ALIGNED))
+        return validate_freelist_problem(h, e->user, VALIDATE_QUAR_ENTRY);
+    return 0;
+}
+
+/* The quarantines: entries within their rings' capacity, each block marked, the byte
+ * counts the entries' (the shared ring counts retired entries' bytes until they
+ * leave; a thread's ring uncounts them when a sweep retires them). */
+static size_t validate_quarantines(nmm_heap_t *h, bool full)
+{
+    size_t problems = 0;
+    if (h->quar && h->quar_count <= h->quar_cap) {
+        uint64_t bytes = 0;
+        for (size_t i = 0; i < h->quar_count; i++) {
+            const quarantine_entry_t *e = &h->quar[(h->quar_head + i) % h->quar_cap];
+            bytes += e->block_size;
+            if (e->user)
+                problems += validate_mark_quarantined(h, e);
+        }
+        if (full && bytes != __atomic_load_n(&h->quar_bytes, __ATOMIC_RELAXED))
+            problems += validate_freelist_problem(h, NULL, VALIDATE_QUAR_BYTES);
+    } else if (h->quar) {
+        problems += validate_freelist_problem(h, NULL, VALIDATE_BIN);
+    }
+    if (h->slot < 0 || !full)
+        return problems;
+    for (tstate_t *ts = tcache_all; ts; ts = ts->next_all) {
+        tcache_t *tc = ts->caches[h->slot];
+        if (!tc || tc->heap != h || !tc->tq)
+            continue;
+        if (tc->tq_count > CORE_TQ_CAP) {
+            problems += validate_freelist_problem(h, NULL, VALIDATE_BIN);
+            continue;
+        }
+        uint64_t bytes = 0;
+        for (uint32_t i = 0; i < tc->tq_count; i++) {
+            const quarantine_entry_t *e = &tc->tq[(tc->tq_head + i) % CORE_TQ_CAP];
+            if (!e->user)
+                continue;
+            bytes += e->block_size;
+            problems += validate_mark_quarantined(h, e);
+        }
+        if (bytes != tc->tq_bytes)
+            problems += validate_freelist_problem(h, NULL, VALIDATE_QUAR_BYTES);
+    }
+    return problems;
+}
+
+/* One class's partial or empty list: at most bound steps (the slabs in use), each
+ * entry flagged for this list and class, linked back to its predecessor and mapped.
+ * Returns its length. */
+static uint64_t validate_list(nmm_heap_t *h, int c, slab_t *head, uint8_t flag, uint64_t bound,
+                              size_t *problems)
+{
+    uint64_t n = 0;
+    slab_t *prev = NULL;
+    for (slab_t *s = head; s; prev = s, s = s->next) {
+        if (++n > bound) {
+            *problems += validate_freelist_problem(h, s->data, VALIDATE_LIST_LOOP);
+            break;
+        }
+        if (s->list != flag || s->cls != c || s->prev != prev || slab_of(h, slab_base(s)) != s)
+            *problems += validate_freelist_problem(h, s->data, VALIDATE_LIST_ENTRY);
+    }
+    return n;
+}
+
+/* The pools: every slab in use is on the list its free count says (none when full,
+ * partial, empty when every block is free), each list holds exactly the slabs flagged
+ * for it, the pools' slab and empty counts and the retained bytes are those of the
+ * slabs; the released-range and spare-descriptor stacks end. */
+static size_t validate_pools(nmm_heap_t *h)
+{
+    size_t problems = 0;
+    uint64_t slabs[CORE_CLASSES] = {0}, partial[CORE_CLASSES] = {0}, empty[CORE_CLASSES] = {0};
+    uint64_t in_use = 0;
+    FOREACH_SLAB(h, s)
+    {
+        in_use++;
+        uint32_t nfree = slab_free_count(s);
+        if (s->cls >= CORE_CLASSES) {
+            problems += validate_freelist_problem(h, s->data, VALIDATE_LIST_ENTRY);
+            continue;
+        }
+        slabs[s->cls]++;
+        bool ok = s->list == SL_NONE    ? nfree == 0
+                  : s->list == SL_PARTIAL ? nfree > 0 && nfree < s->nblocks
+                  : s->list == SL_EMPTY   ? nfree == s->nblocks
+                                          : false;
+        if (s->list == SL_PARTIAL)
+            partial[s->cls]++;
+        else if (s->list == SL_EMPTY)
+            empty[s->cls]++;
+        if (!ok)
+            problems += validate_freelist_problem(h, s->data, VALIDATE_LIST_FLAG);
+    }
+    uint64_t retained = 0;
+    for (int c = 0; c < CORE_CLASSES; c++) {
+        sizeclass_pool_t *pool = &h->pools[c];
+        uint64_t np = validate_list(h, c, pool->partial, SL_PARTIAL, in_use, &problems);
+        uint64_t ne = validate_list(h, c, pool->empty, SL_EMPTY, in_use, &problems);
+        if (np != partial[c] || ne != empty[c] || ne != pool->nempty || slabs[c] != pool->nslabs)
+            problems += validate_freelist_problem(h, NULL, VALIDATE_LIST_COUNT);
+        retained += pool->nempty * sizeclass_slab_bytes[c];
+    }
+    if (retained != __atomic_load_n(&h->retained_bytes, __ATOMIC_RELAXED))
+        problems += validate_freelist_problem(h, NULL, VALIDATE_RETAINED);
+    uint64_t chunks = h->region_size >> CORE_CHUNK_SHIFT, n = 0;
+    for (int c = 0; c < CORE_CLASSES; c++) {
+        for (slab_t *s = h->released[c]; s; s = s->next_free) {
+            if (++n > chunks || !s->released || slab_of(h, slab_base(s)) == s) {
+                problems += validate_freelist_problem(h, s->data, VALIDATE_RELEASED);
+                break;
+            }
+        }
+    }
+    n = 0;
+    for (slab_t *s = h->spare_desc; s; s = s->next_free)
+        if (++n > chunks) {
+            problems += validate_freelist_problem(h, NULL, VALIDATE_RELEASED);
+            break;
+        }
+    return problems;
+}
+
+/* Quiescent heap, every lock held: the live counters (caches merged) of each class
+ * against the live blocks counted in its slabs, the large counters against the large
+ * table, and the limit charge against the bytes of every live block. */
+static size_t validate_books(nmm_heap_t *h, const uint64_t *census, uint64_t charged)
+{
+    size_t problems = 0;
+    uint64_t allocs[CORE_CLASSES] = {0}, frees[CORE_CLASSES] = {0};
+    tcache_sum(h, allocs, frees, NULL, NULL, NULL, NULL);
+    for (int c = 0; c < CORE_CLASSES; c++) {
+        uint64_t a = allocs[c] + __atomic_load_n(&h->pools[c].allocs, __ATOMIC_RELAXED);
+        uint64_t f = frees[c] + __atomic_load_n(&h->pools[c].frees, __ATOMIC_RELAXED);
+        if (a - f != census[c]) {
+            problems += validate_freelist_problem(h, NULL, VALIDATE_LIVE_COUNT);
+            break;
+        }
+    }
+    uint64_t large_live = 0, large_charged = 0;
+    problems += large_validate_books(h, &large_live, &large_charged);
+    if (h->limit && __atomic_load_n(&h->limit_used, __ATOMIC_RELAXED) != charged + large_charged)
+        problems += validate_freelist_problem(h, NULL, VALIDATE_LIMIT);
+    return problems;
+}
+
 size_t validate_heap(nmm_heap_t *h, bool full)
 {
-    (void)full;
     size_t problems = 0;
     validate_lock_all(h);
+    problems += validate_pools(h);
 
     /* 1. Mark everything the free structures hold. */
     FOREACH_SLAB(h, s)
@@ -77,6 +244,10 @@ size_t validate_heap(nmm_heap_t *h, bool full)
                 continue;
             problems += detect_tq_validate(h, tc);
             for (int c = 0; c < CORE_CLASSES; c++) {
+                if (tc->bins[c].count > tc->bins[c].cap) {
+                    problems += validate_freelist_problem(h, NULL, VALIDATE_BIN);
+                    continue;
+                }
                 for (uint32_t i = 0; i < tc->bins[c].count; i++) {
                     blockref_t *e = &tc->bins[c].items[i];
                     slab_t *s = slab_of(h, (uintptr_t)e->block);
@@ -90,8 +261,14 @@ size_t validate_heap(nmm_heap_t *h, bool full)
         }
     }
 
+    problems += validate_quarantines(h, full);
+
     /* 2. Every block: live ones intact, free ones reached (and poisoned at
-     * paranoid), then clear the marks. */
+     * paranoid), quarantined ones in a quarantine (only on a quiescent heap: a free
+     * at paranoid quarantines the state under the class lock and the block under
+     * the quarantine lock, after), counted as live or charged to the limit as their
+     * counters say; then clear the marks. */
+    uint64_t census[CORE_CLASSES] = {0}, charged = 0;
     FOREACH_SLAB(h, s)
     {
         uint8_t *states = slab_states(s);
@@ -102,6 +279,13 @@ size_t validate_heap(nmm_heap_t *h, bool full)
             uint8_t *user = block + h->user_off;
             uint8_t base = v & (uint8_t)~BS_MARK;
             bool marked = v & BS_MARK;
+            if ((state_is_live_unaligned(base) || base == BS_LIVE_BAD || state_is_aligned_any(base)) &&
+                s->cls < CORE_CLASSES) {
+                census[s->cls]++;
+                charged += s->block_size;
+            }
+            if (full && !marked && (base == BS_QUARANTINE || (base & 0xF0) == BS_QUAR_ALIGNED))
+                problems += validate_freelist_problem(h, user, VALIDATE_QUAR_LOST);
             if ((state_is_live_unaligned(base) || state_is_aligned(base)) && h->checks) {
                 uint32_t detail;
                 size_t size;
@@ -140,6 +324,8 @@ size_t validate_heap(nmm_heap_t *h, bool full)
 
     problems += detect_quarantine_validate(h);
     problems += large_validate(h);
+    if (full)
+        problems += validate_books(h, census, charged);
     validate_unlock_all(h);
     __atomic_fetch_add(&h->sweeps, 1, __ATOMIC_RELAXED);
     return problems;
