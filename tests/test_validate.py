@@ -29,8 +29,8 @@ def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
     exe = tmp_path_factory.mktemp("validate") / "validate_corrupt"
     arch = ["-msse4.2"] if platform.machine() == "x86_64" else []
     sources = sorted(p for p in SRC.glob("*.c") if not p.name.endswith("_shim.c"))
-    cmd = ["gcc", "-std=gnu11", "-O1", "-g", "-pthread", *arch, "-I", str(INCLUDE), "-I", str(SRC), str(PROGRAM), *map(str, sources),
-           "-o", str(exe), "-ldl", "-lm"]
+    cmd = ["gcc", "-std=gnu11", "-O1", "-g", "-pthread", *arch, "-I", str(INCLUDE),
+           "-I", str(SRC), str(PROGRAM), *map(str, sources), "-o", str(exe), "-ldl", "-lm"]
     built = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert built.returncode == 0, built.stderr[-4000:]
     return exe
