@@ -256,9 +256,21 @@ def fault_row(kind: str, variant: str | None) -> str:
     return f"{kind}/{variant}" if variant else kind
 
 
+def _max_ops(target: Any) -> int | None:
+    """Ops per worker a peer can take (Electric Fence and DUMA map a page or two per block
+    and slow down by orders of magnitude: ``harness._peers`` caps them as bench does)."""
+    if not isinstance(target, MallocTarget):
+        return None
+    for t in all_targets():
+        if t.name == target.peer:
+            return t.max_ops
+    return None
+
+
 def _retarget(plan: Plan, target: Any) -> Plan | None:
-    """``plan`` against ``target``; faults only an NMM heap can take are dropped for other
-    targets (None when that leaves a plan with faults none)."""
+    """``plan`` against ``target``: faults only an NMM heap can take are dropped for other
+    targets (None when that leaves a plan with faults none), and a peer's op cap applies
+    (the faults land in the smaller window, as in any plan of that many ops)."""
     doc = plan.model_dump(mode="json")
     doc["target"] = target.model_dump(mode="json")
     if not isinstance(target, NmmTarget):
@@ -266,6 +278,9 @@ def _retarget(plan: Plan, target: Any) -> Plan | None:
         if doc["faults"] and not kept:
             return None
         doc["faults"] = kept
+    cap = _max_ops(target)
+    if cap is not None and plan.workload.ops_per_worker > cap and plan.workload.worker_ops is None:
+        doc["workload"]["ops"] = cap
     return Plan.model_validate(doc)
 
 

@@ -136,6 +136,8 @@ def _campaign_info(run_dir: Path) -> tuple[dict[str, TrialInfo], list[str], str]
         if trial.plan.faults != base.faults:
             sets.append("faults=" + toml_inline(
                 [f.model_dump(mode="json", exclude_none=True) for f in trial.plan.faults]))
+        if trial.plan.workload.ops != base.workload.ops:
+            sets.append(f"workload.ops={trial.plan.workload.ops}")
         info[trial.key] = TrialInfo(trial.plan, trial.gating, source.path, source.overrides,
                                     tuple(sets), tuple(engine.options()))
     return info, list(defn.notes), defn.created
@@ -288,12 +290,10 @@ def _cell_class(cell: dict[str, Any]) -> str:
         return NOT_REACHED if cell["trials"] else "empty"
     if cell["detected"] == reached:
         return "detected"
-    if cell["detected"] == 0:
-        o = cell["outcomes"]
-        for kind in ("hang", "crashed", "infra-failure"):
-            if o.get(kind):
-                return kind
-        return "missed"
+    if cell["detected"] == 0:  # the commonest way it went wrong
+        o = {k: n for k, n in cell["outcomes"].items()
+             if k in ("missed", "crashed", "hang", "infra-failure")}
+        return max(o, key=lambda k: o[k]) if o else "missed"
     return "partial"
 
 

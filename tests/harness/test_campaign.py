@@ -292,3 +292,19 @@ def test_the_shipped_campaign_files_define_their_campaigns():
         defn = define(list(spec.plans), name=spec.name, seeds=spec.seeds, targets=targets,
                       levels=spec.levels, split_faults=spec.split_faults)
         assert expand(defn), path
+
+
+def test_peers_that_map_a_page_per_block_run_their_capped_op_count(write_plan):
+    """Electric Fence and DUMA slow down by orders of magnitude: their trials run at most
+    their cap (as bench does), other targets the plan's ops."""
+    from harness._peers import get_target
+    from harness.campaign import define, expand
+
+    if not get_target("efence").installed:
+        if os.environ.get("CI"):
+            pytest.fail("electric-fence is not installed (.ci/run installs it)")
+        pytest.skip("electric-fence is not installed")
+    plan = write_plan(PLAN.format(seeds=1).replace("ops = 100", "ops = 50000"))
+    trials = expand(define([plan], targets=["plan", "efence"]))
+    ops = {t.plan.target.label: t.plan.workload.ops for t in trials}
+    assert ops == {"nmm:paranoid": 50000, "malloc:efence": get_target("efence").max_ops}
