@@ -352,9 +352,22 @@ def plan_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def validate_paths(paths: Iterable[str | Path]) -> list[tuple[Path, Plan | PlanError]]:
-    """Load every plan under ``paths``; each entry is the plan or the ``PlanError`` it raised."""
+    """Load every plan under ``paths``; each entry is the plan or the ``PlanError`` it raised.
+    A campaign file named on its own stands for its plans (an unreadable one is an error)."""
     results: list[tuple[Path, Plan | PlanError]] = []
+    files: list[Path] = []
     for path in plan_files(paths):
+        if not is_campaign_file(path):
+            files.append(path)
+            continue
+        from harness.campaign import load_campaign_file
+        from harness.errors import CampaignError
+
+        try:
+            files += [Path(p) for p in load_campaign_file(path).plans]
+        except CampaignError as exc:
+            results.append((path, PlanError(str(exc), file=str(path))))
+    for path in files:
         try:
             results.append((path, load_plan(path)))
         except PlanError as exc:

@@ -308,3 +308,47 @@ def test_peers_that_map_a_page_per_block_run_their_capped_op_count(write_plan):
     trials = expand(define([plan], targets=["plan", "efence"]))
     ops = {t.plan.target.label: t.plan.workload.ops for t in trials}
     assert ops == {"nmm:paranoid": 50000, "malloc:efence": get_target("efence").max_ops}
+
+
+@pytest.mark.parametrize(("signum", "code", "said"), [
+    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_a_stopped_campaign_kills_its_trials_and_says_how_to_resume(
+        tmp_path, write_plan, fake_driver, signum, code, said):
+    import psutil
+    from _procs import alive
+
+    plan = write_plan(PLAN.format(seeds=4))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "campaign", str(plan), "--workers", "2", "-q",
+         "--driver", shlex.join(fake_driver("hang")), "--out", str(tmp_path / "r")],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    drivers: list[psutil.Process] = []
+    deadline = time.monotonic() + 120
+    while len(drivers) < 2 and time.monotonic() < deadline:
+        drivers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                   if "fake_driver.py" in " ".join(c.cmdline())]
+        time.sleep(0.05)
+    assert len(drivers) == 2, "the workers never started two trials"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert err.startswith(f"{said}: 0 trial(s) kept") and "Traceback" not in err
+    run_dir = only_dir(tmp_path / "r")
+    assert err.rstrip().endswith(f"campaign --resume {run_dir}")
+    psutil.wait_procs(drivers, timeout=20)
+    assert not [d for d in drivers if alive(d)]
+    assert read_journal(run_dir / JOURNAL_NAME).records == []
+
+
+def test_plans_validate_takes_a_campaign_file_for_its_plans(tmp_path, write_plan, capsys):
+    write_plan(PLAN.format(seeds=1), "one.toml")
+    camp = tmp_path / "c.toml"
+    camp.write_text('[campaign]\nplans = ["one.toml", "missing.toml"]\n')
+    code, out, err = run(["plans", "validate", str(camp)], capsys)
+    assert code == 2
+    assert "one.toml" in out and "missing.toml: no such plan file" in out + err
+    camp.write_text('[campaign]\nplans = ["one.toml"]\nseedz = 3\n')
+    code, out, err = run(["plans", "validate", str(camp)], capsys)
+    assert code == 2 and "campaign.seedz" in out + err and "did you mean 'seeds'?" in out + err
