@@ -324,21 +324,35 @@ def test_a_stopped_campaign_kills_its_trials_and_says_how_to_resume(
          "--driver", shlex.join(fake_driver("hang")), "--out", str(tmp_path / "r")],
         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    drivers: list[psutil.Process] = []
-    deadline = time.monotonic() + 120
-    while len(drivers) < 2 and time.monotonic() < deadline:
-        drivers = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                   if "fake_driver.py" in " ".join(c.cmdline())]
-        time.sleep(0.05)
-    assert len(drivers) == 2, "the workers never started two trials"
-    proc.send_signal(signum)
-    _, err = proc.communicate(timeout=120)
+    def drivers() -> list[psutil.Process]:
+        found = []
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:  # a child may exit (and be a zombie) while we look
+                if "fake_driver.py" in " ".join(child.cmdline()):
+                    found.append(child)
+            except psutil.Error:
+                pass
+        return found
+
+    try:
+        running: list[psutil.Process] = []
+        deadline = time.monotonic() + 120
+        while len(running) < 2 and time.monotonic() < deadline:
+            running = drivers()
+            time.sleep(0.05)
+        assert len(running) == 2, "the workers never started two trials"
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
     assert proc.returncode == code, err
     assert err.startswith(f"{said}: 0 trial(s) kept") and "Traceback" not in err
     run_dir = only_dir(tmp_path / "r")
     assert err.rstrip().endswith(f"campaign --resume {run_dir}")
-    psutil.wait_procs(drivers, timeout=20)
-    assert not [d for d in drivers if alive(d)]
+    psutil.wait_procs(running, timeout=20)
+    assert not [d for d in running if alive(d)]
     assert read_journal(run_dir / JOURNAL_NAME).records == []
 
 
