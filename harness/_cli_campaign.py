@@ -141,16 +141,33 @@ def campaign_cmd(plans: tuple[str, ...], seeds: int | None, targets_opt: str | N
             split_faults=split_faults if split_faults is not None else bool(
                 spec and spec.split_faults),
             strict=strict if strict is not None else bool(spec and spec.strict), engine=eng)
-        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
-        run_dir = _new_run_dir(Path(out), f"{stamp}-{cp.safe_name(defn.name)}-{os.getpid()}")
-        cp.save_definition(defn, run_dir)
-        labels = {t.plan.target.label for t in cp.expand(defn, eng)}
-        (run_dir / "environment.json").write_text(json.dumps(capture(labels), indent=1) + "\n")
-    return _run(defn, run_dir, workers, scheduler, quiet)
+    pool = _make_pool(workers, scheduler)  # a bad --scheduler: before any directory is made
+    try:
+        if resume is None:
+            stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
+            run_dir = _new_run_dir(Path(out),
+                                   f"{stamp}-{cp.safe_name(defn.name)}-{os.getpid()}")
+            cp.save_definition(defn, run_dir)
+            labels = {t.plan.target.label for t in cp.expand(defn, eng)}
+            (run_dir / "environment.json").write_text(
+                json.dumps(capture(labels), indent=1) + "\n")
+    except BaseException:
+        pool.close()
+        raise
+    return _run(defn, run_dir, pool, quiet)
 
 
-def _run(defn: Any, run_dir: Path, workers: int | None, scheduler: str | None,
-         quiet: bool) -> int:
+def _make_pool(workers: int | None, scheduler: str | None) -> Any:
+    if scheduler:
+        from harness._dask import DaskPool
+
+        return DaskPool(scheduler)
+    from harness._workers import LocalPool
+
+    return LocalPool(workers or os.cpu_count() or 1)
+
+
+def _run(defn: Any, run_dir: Path, pool: Any, quiet: bool) -> int:
     from harness import campaign as cp
     from harness.cli import _stop_signals, _Terminated
     from harness.invocation import command_line
@@ -166,15 +183,6 @@ def _run(defn: Any, run_dir: Path, workers: int | None, scheduler: str | None,
         err.print(f"warning: {warning}", markup=False, highlight=False)
     keys = {t.key for t in trials}
     done_before = sum(1 for r in journal.records if r.key in keys)
-    pool: Any
-    if scheduler:
-        from harness._dask import DaskPool
-
-        pool = DaskPool(scheduler)
-    else:
-        from harness._workers import LocalPool
-
-        pool = LocalPool(workers or os.cpu_count() or 1)
     progress = RunProgress(defn.name, len(trials), enabled=not quiet, done=done_before)
 
     def on_record(record: Any) -> None:

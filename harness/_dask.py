@@ -13,6 +13,7 @@ death costs only its own job a try, and a stopped campaign leaves nothing queued
 from __future__ import annotations
 
 import queue
+import re
 from typing import Any
 
 from harness._workers import Event, execute
@@ -33,10 +34,13 @@ class DaskPool:
         except ImportError:
             raise CampaignError("--scheduler: dask.distributed is not installed (pip "
                                 "install 'nmm-chaos[dask]')") from None
+        if not re.fullmatch(r"([a-z]+://)?[^\s/:]+(:\d+)?", address.strip()):
+            raise CampaignError(f"--scheduler: given {address!r}; expected a scheduler "
+                                "address such as tcp://host:8786")
         try:
             self.client = Client(address, timeout=CONNECT_TIMEOUT_S,  # type: ignore[no-untyped-call]
                                  set_as_default=False)
-        except (OSError, TimeoutError) as exc:
+        except Exception as exc:  # OSError, TimeoutError, or distributed's own
             raise CampaignError(f"--scheduler {address}: cannot reach it: {exc}") from None
         self.address = address
         self.events: queue.Queue[Event] = queue.Queue()

@@ -366,3 +366,13 @@ def test_plans_validate_takes_a_campaign_file_for_its_plans(tmp_path, write_plan
     camp.write_text('[campaign]\nplans = ["one.toml"]\nseedz = 3\n')
     code, out, err = run(["plans", "validate", str(camp)], capsys)
     assert code == 2 and "campaign.seedz" in out + err and "did you mean 'seeds'?" in out + err
+
+
+def test_a_bad_scheduler_address_is_one_line_and_leaves_no_directory(tmp_path, write_plan,
+                                                                     capsys):
+    code, out, err = run(["campaign", str(write_plan(PLAN.format(seeds=1))), "--scheduler",
+                          "not an address", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "Traceback" not in out + err
+    assert err.strip() == ("error: --scheduler: given 'not an address'; expected a scheduler "
+                           "address such as tcp://host:8786")
+    assert not (tmp_path / "r").exists()
