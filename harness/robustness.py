@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import statistics
 import xml.etree.ElementTree as ET
@@ -30,6 +29,7 @@ from harness.invocation import command_line
 from harness.journal import JOURNAL_NAME, read_journal
 from harness.plan import FAULT_VARIANTS, Plan
 from harness.records import TrialRecord
+from harness.report import percentiles
 
 REPORT_KIND = "nmm-chaos-report"
 REPORT_VERSION = 2
@@ -207,19 +207,6 @@ def load_run(path: str | Path) -> LoadedRun:
 
 
 # ---------------------------------------------------------------- aggregation
-
-def percentiles(values: Sequence[float], points: Sequence[float] = (50, 90, 99, 100)
-                ) -> dict[str, float]:
-    """Nearest-rank percentiles (``p50``, ``p90``, ``p99``, ``max``) of ``values``."""
-    if not values:
-        return {}
-    ordered = sorted(values)
-    out: dict[str, float] = {}
-    for p in points:
-        rank = max(1, math.ceil(p / 100 * len(ordered)))
-        out["max" if p == 100 else f"p{p:g}"] = ordered[rank - 1]
-    return out
-
 
 def spread(values: Sequence[float]) -> dict[str, float]:
     """Median, MAD-based standard deviation (robust to one slow trial), min and max."""
