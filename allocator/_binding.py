@@ -360,6 +360,7 @@ class Heap:
                 lib.NMM_E_INVALID_ARGUMENT if code == errno_codes.EINVAL else lib.NMM_E_NOMEM
             ](f"nmm_heap_create failed: errno {code}")
         self._ptr = ptr
+        self._exit_check = bool(cfg.exit_check)
         self.level = level
         self.policy = policy
 
@@ -372,10 +373,15 @@ class Heap:
 
     def close(self) -> None:
         """Destroy the heap and everything in it. Idempotent. Blocks still live
-        are released with it and marked freed."""
-        ptr, self._ptr = self._ptr, None
+        are released with it and marked freed. With ``exit_check`` on, the exit
+        sweep runs first and what it finds stays readable with ``events()``."""
+        ptr = self._ptr
         if ptr is None:
             return
+        if self._exit_check:
+            lib.nmm_exit_check(ptr)
+            self._drain()
+        self._ptr = None
         for block in list(self._live.values()):
             block._mark_freed()
         self._live.clear()
@@ -632,6 +638,15 @@ class Heap:
         heap = self._heap()
         self._drain()
         problems = int(lib.nmm_validate(heap))
+        return ValidationResult(problems=problems, events=tuple(self._drain()))
+
+    def exit_check(self) -> ValidationResult:
+        """Run the exit sweep now (nmm_exit_check: every live header and canary, at
+        paranoid every freed block's poison; safe while other threads allocate);
+        returns the problem count and the events it emitted."""
+        heap = self._heap()
+        self._drain()
+        problems = int(lib.nmm_exit_check(heap))
         return ValidationResult(problems=problems, events=tuple(self._drain()))
 
     def report(self) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from allocator import Heap, NmmError
 heap = Heap(level=LEVEL, policy=POLICY)
 out = {"raised": None, "raised_event": None, "extra": {}}
 target = None
+ended = []  # events of heaps a case closed (their exit check)
 
 def announce():
     # Before anything that may abort: the parent needs the address to check the line.
@@ -71,7 +72,7 @@ EPILOGUE = """
 announce()
 result = heap.validate()
 out["problems"] = result.problems
-out["events"] = [[e.kind, e.address == target, e.reason] for e in heap.events()]
+out["events"] = [[e.kind, e.address == target, e.reason] for e in ended + heap.events()]
 blocks = [heap.alloc(n) for n in (16, 64, 100, 100, 1000, 5000, 100000)]
 for i, b in enumerate(blocks):
     b.view[:] = bytes([i + 1]) * b.size
@@ -199,6 +200,23 @@ BODIES: dict[str, str] = {
         heap.free(b)
         out["extra"]["usable"] = attempt(lambda: heap.usable_size(target, strict=True))
     """,
+    # damage nothing frees: only the exit check (exit_check=1, on by default at
+    # paranoid) sees it, when the heap ends
+    "exit_only_overflow": """
+        ending = Heap(level=LEVEL, policy=POLICY, exit_check=1)
+        b = ending.alloc(100); target = b.address
+        flip(b, 100, 1)
+        ending.close()
+        ended.extend(ending.events())
+    """,
+    "exit_only_uaf": """
+        ending = Heap(level=LEVEL, policy=POLICY)
+        b = ending.alloc(100); target = b.address
+        ending.free(b)
+        flip(b, 10, 1)
+        ending.close()
+        ended.extend(ending.events())
+    """,
     "usable_size_wild": """
         target = 0x10000
         out["extra"]["usable"] = attempt(lambda: heap.usable_size(target, strict=True))
@@ -288,6 +306,16 @@ for _n in ("sized_delete", "aligned_delete"):
         "standard": Expect("Mismatch", "delete_size_mismatch"),
         "paranoid": Expect("Mismatch", "delete_size_mismatch"),
     }
+EXPECT["exit_only_overflow"] = {
+    "off": MISSED,
+    "standard": Expect(None, "overflow", later=True),
+    "paranoid": Expect(None, "overflow", later=True),
+}
+EXPECT["exit_only_uaf"] = {  # exit_check is on by default at paranoid only
+    "off": MISSED,
+    "standard": MISSED,
+    "paranoid": Expect(None, "use_after_free", later=True),
+}
 assert EXPECT.keys() == BODIES.keys()
 
 # Overflowing 4096 bytes also tramples the neighbours: extra detections there are fine.

@@ -88,9 +88,15 @@ typedef struct nmm_config {
     uint32_t tracking;          /* 1 = record allocation sites for leak reports */
     uint32_t stack_sample;      /* with tracking: capture a stack on 1 in N allocations; 0 = never */
     uint32_t event_capacity;    /* event ring entries; default 1024; overflow counts as dropped */
-    uint32_t reserved0;
+    uint32_t exit_check;        /* 1 = integrity sweep when the heap ends (nmm_heap_destroy; the
+                                 * default heap: at process exit, before the leak report), see
+                                 * nmm_exit_check (nmm_config_parse: on at level=paranoid
+                                 * unless exit_check= is given); 0 = none */
     uint64_t seed;              /* seed for fail-point decisions; 0 = from the clock */
     const char *failpoints;     /* fail-point specs (see nmm_failpoint_set), ';'-separated; may be NULL */
+    uint64_t poison_limit;      /* paranoid: poison (and check) only the first and the last
+                                 * poison_limit bytes of a freed block longer than twice that;
+                                 * 0 = all of it (the default) */
 } nmm_config_t;
 
 /* Fill *cfg with defaults (does not read the environment). */
@@ -108,6 +114,8 @@ NMM_API void nmm_config_init(nmm_config_t *cfg);
  *   sweep       sweep_every_ops   0        count; 0 = never
  *   guard       guard_pages       0        bool (0/1, true/false, yes/no, on/off);
  *                                          level=paranoid sets it unless guard= is given
+ *   exit_check  exit_check        0        bool; level=paranoid sets it unless given
+ *   poison_limit poison_limit     0        size; 0 = poison whole blocks
  *   tcache      thread_cache      1        bool
  *   tracking    tracking          0        bool
  *   stacks      stack_sample      1/64     1/N or N (also turns tracking on); 0 = no stacks
@@ -379,6 +387,16 @@ typedef void (*nmm_visit_fn)(void *ctx, const void *ptr, size_t size);
  * the independent evidence the counters are checked against. Only exact on a
  * quiescent heap (no other thread allocating or freeing meanwhile). */
 NMM_API void nmm_heap_visit(nmm_heap_t *heap, nmm_visit_fn visit, void *ctx);
+
+/* The sweep exit_check=1 runs when a heap ends, now: every live block's header,
+ * guard and canary and, at paranoid, every quarantined block's poison. Unlike
+ * nmm_validate it may run while other threads still allocate (a program's exit
+ * does not stop them): what looks damaged is looked at again a moment later and reported only if it still is and its block did not change
+ * hands meanwhile. Emits an event per problem through the heap's policy (a
+ * damaged live block is then freed quietly, a damaged quarantined one poisoned
+ * again) and returns how many. Costs one read of the heap's live headers and
+ * canaries and, at paranoid, of its quarantined memory. */
+NMM_API size_t nmm_exit_check(nmm_heap_t *heap);
 
 /* ------------------------------------------------------------------ fail points */
 

@@ -524,6 +524,20 @@ void tcache_fork_child(void);             /* flush caches of threads that don't 
 void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cached,
                 uint64_t *cached_allocs, uint64_t *misses, uint64_t *tq_bytes);
 
+/* validate.c's exit sweep: a problem it saw: re-checked once the locks are dropped (slab
+ * blocks), or final (large blocks, checked under the large lock). */
+typedef struct exit_finding {
+    uint8_t *user;       /* the block's user pointer */
+    uint8_t *state;      /* its state byte; NULL: a large block, already marked bad */
+    uint8_t state_was;   /* the state seen */
+    uint32_t room;       /* slab: bytes from user to the block end (a free block: poisoned) */
+    uint64_t hw;         /* slab: the header word seen */
+    uint32_t kind;       /* large: the event to report */
+    uint32_t detail;
+    size_t size;
+    uint32_t site;
+} exit_finding_t;
+
 /* large.c */
 bool large_init(nmm_heap_t *h);
 void large_destroy(nmm_heap_t *h);
@@ -553,6 +567,10 @@ void large_foreach_live(nmm_heap_t *h, heap_visit_fn visit, void *ctx);
 size_t large_validate(nmm_heap_t *h);
 size_t large_validate_books(nmm_heap_t *h, uint64_t *live_blocks, uint64_t *charged);
 bool large_describe(nmm_heap_t *h, uintptr_t addr, nmm_event_t *ev);
+/* The exit sweep's share: every live large block's header and canary, under the
+ * large lock; a damaged one is marked bad and described in out (at most cap).
+ * Returns how many were found (those past cap are marked, not described). */
+size_t large_exit_scan(nmm_heap_t *h, exit_finding_t *out, size_t cap);
 
 /* detect.c (the per-block primitives are inline: they sit on the standard hot path) */
 #if defined(__SSE4_2__)
@@ -700,6 +718,7 @@ void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *poison,
                     uint32_t room, nmm_site_t free_site, uint32_t alloc_site, uint32_t size);
 void detect_tq_drain(nmm_heap_t *h, tcache_t *tc);     /* owner gone or exiting */
 size_t detect_tq_validate(nmm_heap_t *h, tcache_t *tc); /* quiescent sweep */
+bool detect_quarantine_holds(nmm_heap_t *h, const uint8_t *poison);
 void detect_quarantine_flush(nmm_heap_t *h);
 /* Paranoid without caches: the calling thread starts an allocator call (unpins
  * the blocks it freed in its previous calls). */
@@ -737,6 +756,9 @@ enum {
     VALIDATE_BIN = 19            /* a cache bin or quarantine ring counts past its capacity */
 };
 size_t validate_heap(nmm_heap_t *h, bool full);
+/* The exit sweep (nmm_exit_check); echo: write each line to stderr at once too
+ * (the heap or the process is ending: nobody will drain the ring). */
+size_t validate_exit_check(nmm_heap_t *h, bool echo);
 void validate_maybe_sweep(nmm_heap_t *h);
 uint64_t validate_requested_bytes(nmm_heap_t *h);
 

@@ -391,6 +391,39 @@ void detect_quarantine_flush(nmm_heap_t *h)
     }
 }
 
+/* Whether the quarantine (the shared ring, or a thread's own) holds the block
+ * whose poison starts at poison. An entry is written only once its block is
+ * poisoned, so a held block's poison is complete: damage read after this
+ * returned true (the acquire fence) is real. Other threads' rings are read
+ * without their owner's consent: a stale answer only makes a caller skip. */
+bool detect_quarantine_holds(nmm_heap_t *h, const uint8_t *poison)
+{
+    bool held = false;
+    if (h->quar) {
+        heap_lock(h, &h->quar_lock);
+        for (size_t i = 0; i < h->quar_count && !held; i++) {
+            const quarantine_entry_t *e = &h->quar[(h->quar_head + i) % h->quar_cap];
+            held = e->user && e->poison == poison;
+        }
+        pthread_mutex_unlock(&h->quar_lock);
+    }
+    for (tstate_t *ts = __atomic_load_n(&tcache_all, __ATOMIC_ACQUIRE); ts && !held && h->slot >= 0;
+         ts = ts->next_all) {
+        tcache_t *tc = __atomic_load_n(&ts->caches[h->slot], __ATOMIC_ACQUIRE);
+        if (!tc || __atomic_load_n(&tc->heap, __ATOMIC_RELAXED) != h || !tc->tq)
+            continue;
+        uint32_t head = __atomic_load_n(&tc->tq_head, __ATOMIC_RELAXED);
+        uint32_t count = __atomic_load_n(&tc->tq_count, __ATOMIC_RELAXED);
+        for (uint32_t i = 0; i < count && i < CORE_TQ_CAP && !held; i++) {
+            const quarantine_entry_t *e = &tc->tq[(head + i) % CORE_TQ_CAP];
+            held = __atomic_load_n(&e->user, __ATOMIC_RELAXED) != NULL &&
+                   __atomic_load_n(&e->poison, __ATOMIC_RELAXED) == poison;
+        }
+    }
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return held;
+}
+
 /* ------------------------------------------------------------------ per-thread quarantine */
 
 bool detect_tq_report_damage(nmm_heap_t *h, const quarantine_entry_t *e)

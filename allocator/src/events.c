@@ -42,6 +42,7 @@ NMM_TLS uint32_t events_pending;
 /* Plain __thread (not initial-exec): touched only on a detection, and kept out of
  * the static TLS surplus a dlopen-ed Python extension has to share. */
 static __thread nmm_event_t pending_ev[EVENTS_PENDING_MAX];
+__thread bool events_echo_now;
 
 static const char *const kind_names[NMM_EV_KIND_COUNT_] = {
     [NMM_EV_NONE] = "none",
@@ -318,7 +319,9 @@ nmm_status_t events_report(nmm_heap_t *heap, nmm_event_t *ev)
         write_line(ev, true);
         abort();
     }
-    if (&malloc_shim_linked != NULL) {
+    if (events_echo_now) {
+        write_line(ev, true);  /* the caller holds no heap lock */
+    } else if (&malloc_shim_linked != NULL) {
         /* Preload library: echo the line, but only once back outside the heap
          * (dladdr takes the loader lock, which a dlopen-ing thread may hold while
          * it waits for a heap lock we hold). */

@@ -135,6 +135,12 @@ uint64_t heap_op_count(const nmm_heap_t *heap)
     return n;
 }
 
+void heap_exit_check(nmm_heap_t *heap)
+{
+    if (heap->cfg.exit_check)
+        validate_exit_check(heap, true);
+}
+
 struct events_ring **heap_events_slot(nmm_heap_t *heap) { return &heap->events; }
 struct fp_table **heap_failpoints_slot(nmm_heap_t *heap) { return &heap->failpoints; }
 
@@ -267,7 +273,8 @@ nmm_heap_t *nmm_heap_create(const nmm_config_t *cfg)
             heap_set_status(NMM_E_INVALID_ARGUMENT);
             return NULL;
         }
-        c = *cfg;
+        /* fields past the caller's size (an older nmm.h) keep their defaults */
+        memcpy(&c, cfg, cfg->size < sizeof c ? cfg->size : sizeof c);
         c.size = sizeof c;
     }
 
@@ -364,6 +371,7 @@ void nmm_heap_destroy(nmm_heap_t *h)
         return;
     /* nmm.h: blocks still live now are leaks; with tracking they are reported
      * (to stderr, grouped by site; nothing is written when nothing leaked). */
+    heap_exit_check(h);
     if (h->tracking)
         leaks_write(h, 2);
     tcache_detach_heap(h);

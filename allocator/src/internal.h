@@ -47,6 +47,10 @@ uint64_t heap_op_count(const nmm_heap_t *heap);      /* alloc+free operations so
  * with the block (0 when tracking was off). */
 typedef void (*heap_visit_fn)(void *ctx, const void *ptr, size_t requested, uint32_t site);
 void heap_foreach_live(nmm_heap_t *heap, heap_visit_fn visit, void *ctx);
+/* The heap is ending (nmm_heap_destroy; the default heap: process exit, before
+ * its leak report): with exit_check=1, the exit sweep (nmm_exit_check), each
+ * problem reported through the heap's policy and written to stderr. */
+void heap_exit_check(nmm_heap_t *heap);
 /* Async-signal-safe: if addr is a guard page or a poisoned (freed) large mapping of
  * any live heap, fill *ev (kind, address of the block, size, alloc_site) and return
  * true. Used by the SIGSEGV/SIGBUS handler. Takes no lock. */
@@ -178,6 +182,9 @@ extern NMM_TLS uintptr_t events_caller_pc;
  * calls events_flush_pending() once it is back outside the heap. */
 extern NMM_TLS uint32_t events_pending;
 void events_flush_pending(void);
+/* Set around reports made with no heap lock held by a sweep whose events nobody
+ * will drain (the exit check): each line is written at once, in record mode too. */
+extern __thread bool events_echo_now;
 /* Format the one-line report for ev (no trailing newline). */
 void events_format_line(struct strbuf *sb, const nmm_event_t *ev, bool symbolize);
 

@@ -649,6 +649,34 @@ size_t large_validate_books(nmm_heap_t *h, uint64_t *live_blocks, uint64_t *char
     return problems;
 }
 
+size_t large_exit_scan(nmm_heap_t *h, exit_finding_t *out, size_t cap)
+{
+    size_t found = 0;
+    if (!h->checks)
+        return 0;
+    heap_lock(h, &h->large_lock);
+    for (size_t i = 0; i < h->large_cap; i++) {
+        large_entry_t *e = &h->large_tab[i];
+        if (e->user <= LARGE_TOMB || e->state != BS_LIVE)
+            continue;
+        uint32_t detail;
+        size_t sz;
+        bool has_site;
+        uint32_t kind = detect_check_block(h, (uint8_t *)e->user, large_room(e), e->size, &detail,
+                                           &sz, &has_site);
+        if (kind == NMM_EV_NONE)
+            continue;
+        e->state = BS_LIVE_BAD;  /* reported now: its free retires it quietly */
+        if (found < cap)
+            out[found] = (exit_finding_t){.user = (uint8_t *)e->user, .kind = kind, .detail = detail,
+                                          .size = kind == NMM_EV_HEADER_CORRUPT ? 0 : e->size,
+                                          .site = e->site};
+        found++;
+    }
+    pthread_mutex_unlock(&h->large_lock);
+    return found;
+}
+
 bool large_describe(nmm_heap_t *h, uintptr_t addr, nmm_event_t *ev)
 {
     large_entry_t *tab = __atomic_load_n(&h->large_tab, __ATOMIC_ACQUIRE);

@@ -365,14 +365,16 @@ void leaks_write(nmm_heap_t *heap, int fd)
     leaks_release(&a);
 }
 
-/* At exit: the default heap's leaks, when it exists and tracks. Destructors of
- * shared objects (libnmm.so, the preload library, the Python extension) run after
- * the program's atexit handlers, so what is still live here was never freed. */
+/* At exit: the default heap's exit check (exit_check=1), then its leaks, when it
+ * exists and tracks. Destructors of shared objects (libnmm.so, the preload
+ * library, the Python extension) run after the program's atexit handlers, so
+ * what is still live here was never freed. */
 __attribute__((destructor)) static void leaks_at_exit(void)
 {
     if (!options_default_heap_configured())
         return;
     nmm_heap_t *h = nmm_default_heap();
+    heap_exit_check(h);
     if (heap_config(h)->tracking)
         leaks_write(h, 2);
 }

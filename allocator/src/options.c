@@ -22,6 +22,7 @@ typedef enum opt_kind {
     OPT_SIZE,   /* bytes, k/M/G/T suffixes (binary) */
     OPT_COUNT,  /* plain unsigned number */
     OPT_BOOL,   /* 0/1, true/false, yes/no, on/off */
+    OPT_PBOOL,  /* a bool that level=paranoid turns on unless it is given */
     OPT_STACKS, /* 1/N (=> tracking on), 0 = no stacks */
     OPT_FAIL,   /* fail-point specs (see nmm_failpoint_set), ';'-separated */
     OPT_STRING, /* free text up to the next ':' (a path), kept for the process */
@@ -63,8 +64,17 @@ static const option_def_t options[] = {
      "paranoid: freed bytes held back before reuse (use-after-free window)"},
     {"sweep", OPT_COUNT, FIELD(sweep_every_ops), "0", "ops",
      "paranoid: full integrity sweep every N operations; 0 = never"},
-    {"guard", OPT_BOOL, FIELD(guard_pages), "0", "bool",
+    {"guard", OPT_PBOOL, FIELD(guard_pages), "0", "bool",
      "guard page after each large block (level=paranoid turns it on unless given)"},
+    {"exit_check", OPT_PBOOL, FIELD(exit_check), "0", "bool",
+     "integrity sweep when the heap ends (the default heap: at exit, before the leak report): "
+     "every live block's header and canary, at paranoid every freed block's poison, each "
+     "problem reported and written to stderr; level=paranoid turns it on unless given. Costs "
+     "one read of the live headers and canaries (and at paranoid of all free memory)"},
+    {"poison_limit", OPT_SIZE, FIELD(poison_limit), "0", "bytes",
+     "paranoid: poison and check only the first and last N bytes of a freed block longer "
+     "than 2N (less memory traffic, a use after free in the middle goes unseen); 0 = whole "
+     "blocks"},
     {"tcache", OPT_BOOL, FIELD(thread_cache), "1", "bool",
      "per-thread caches; 0 = every operation takes the heap lock"},
     {"tracking", OPT_BOOL, FIELD(tracking), "0", "bool",
@@ -233,7 +243,8 @@ static const char *expected_for(const option_def_t *o)
         return o->offset == offsetof(options_process_t, exitcode) && o->scope == SCOPE_PROCESS
                    ? "an exit status from 0 to 255"
                    : "an unsigned number";
-    case OPT_BOOL: return "0, 1, true, false, yes, no, on or off";
+    case OPT_BOOL:
+    case OPT_PBOOL: return "0, 1, true, false, yes, no, on or off";
     case OPT_STACKS: return "1/N (a stack on 1 in N allocations) or 0";
     case OPT_FAIL: return "fail-point specs";
     case OPT_STRING: return "a path of at most 1023 bytes";
@@ -261,7 +272,7 @@ static bool keep_value(const char *v, size_t n, const char **out)
 /* Apply one value to cfg (heap keys) or proc (process keys); false with a
  * message in msg otherwise. */
 static bool apply_value(nmm_config_t *cfg, options_process_t *proc, const option_def_t *o,
-                        const char *v, size_t n, bool *guard_given, strbuf_t *msg)
+                        const char *v, size_t n, strbuf_t *msg)
 {
     uint64_t x = 0;
     bool ok = true;
@@ -297,6 +308,7 @@ static bool apply_value(nmm_config_t *cfg, options_process_t *proc, const option
             field_store(base, o, x);
         break;
     case OPT_BOOL:
+    case OPT_PBOOL:
         if (word_is(v, n, "1") || word_is(v, n, "true") || word_is(v, n, "yes") ||
             word_is(v, n, "on"))
             x = 1;
@@ -305,8 +317,6 @@ static bool apply_value(nmm_config_t *cfg, options_process_t *proc, const option
             ok = false;
         if (ok)
             field_store(base, o, x);
-        if (ok && o->scope == SCOPE_HEAP && o->offset == offsetof(nmm_config_t, guard_pages))
-            *guard_given = true;
         break;
     case OPT_STACKS:
         if (word_is(v, n, "0") || word_is(v, n, "off")) {
@@ -410,7 +420,9 @@ typedef void (*bad_piece_fn)(void *ctx, const char *msg, size_t len);
 static bool parse_pieces(nmm_config_t *cfg, options_process_t *proc, const char *text,
                          strbuf_t *msg, bad_piece_fn bad, void *ctx, bool *help)
 {
-    bool guard_given = false, level_set = false, all_ok = true;
+    uint64_t given = 0; /* OPT_PBOOL keys given, by table index */
+    bool level_set = false, all_ok = true;
+    _Static_assert(OPTION_COUNT <= 64, "one bit per option");
     char one[1024];
     for (const char *p = text;;) {
         const char *end = strchr(p, ':');
@@ -460,11 +472,13 @@ static bool parse_pieces(nmm_config_t *cfg, options_process_t *proc, const char 
                 const char *v = eq + 1;
                 while (v < e && is_space(*v))
                     v++;
-                ok = apply_value(cfg, proc, o, v, (size_t)(e - v), &guard_given, m);
+                ok = apply_value(cfg, proc, o, v, (size_t)(e - v), m);
                 if (!ok && !bad)
                     list_keys(m); /* nmm_config_parse's message has always listed them */
                 if (ok && o->kind == OPT_LEVEL)
                     level_set = true;
+                if (ok && o->kind == OPT_PBOOL)
+                    given |= 1ull << (o - options);
             }
             if (!ok) {
                 all_ok = false;
@@ -477,9 +491,11 @@ static bool parse_pieces(nmm_config_t *cfg, options_process_t *proc, const char 
             break;
         p = end + 1;
     }
-    /* "guard pages: on at paranoid" — derived here, once, unless given explicitly. */
-    if (level_set && !guard_given)
-        cfg->guard_pages = cfg->level == NMM_LEVEL_PARANOID;
+    /* "guard pages and the exit check: on at paranoid" — derived here, once,
+     * unless given explicitly. */
+    for (size_t i = 0; level_set && i < OPTION_COUNT; i++)
+        if (options[i].kind == OPT_PBOOL && !(given & 1ull << i))
+            field_store(cfg, &options[i], cfg->level == NMM_LEVEL_PARANOID);
     return all_ok;
 }
 
@@ -509,14 +525,12 @@ NMM_API nmm_status_t nmm_config_parse(nmm_config_t *cfg, const char *text, char 
 static void apply_defaults(nmm_config_t *cfg, options_process_t *proc)
 {
     char err[8];
-    bool guard_given = true;
     for (size_t i = 0; i < OPTION_COUNT; i++) {
         if ((options[i].scope == SCOPE_PROCESS) != (proc != NULL))
             continue;
         strbuf_t msg;
         strbuf_init(&msg, err, sizeof err);
-        apply_value(cfg, proc, &options[i], options[i].def, strlen(options[i].def), &guard_given,
-                    &msg);
+        apply_value(cfg, proc, &options[i], options[i].def, strlen(options[i].def), &msg);
     }
 }
 

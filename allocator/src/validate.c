@@ -10,6 +10,9 @@
  */
 #include "core.h"
 
+#include <sched.h>
+#include <time.h>
+
 static void validate_lock_all(nmm_heap_t *h)
 {
     pthread_mutex_lock(&tcache_registry_lock);
@@ -329,6 +332,155 @@ size_t validate_heap(nmm_heap_t *h, bool full)
     validate_unlock_all(h);
     __atomic_fetch_add(&h->sweeps, 1, __ATOMIC_RELAXED);
     return problems;
+}
+
+/* ------------------------------------------------------------------ exit check */
+
+#define EXIT_FINDINGS_MAX 256
+
+static bool exit_is_quarantined(uint8_t v)
+{
+    return v == BS_QUARANTINE || (v & 0xF0) == BS_QUAR_ALIGNED;
+}
+
+/* What a slab block's check says now: 0 = nothing (intact, or no longer the
+ * block the finding was about); else the event kind, with detail/size/site.
+ * Other threads' caches take no lock, so a block caught while its owner was
+ * writing it (handing it out, poisoning it into the quarantine) looks damaged
+ * for a moment: a quarantined block counts only once a quarantine holds it (its
+ * entry is written after its poison), a live one only while it stays live with
+ * the same header. */
+static uint32_t exit_recheck(nmm_heap_t *h, const exit_finding_t *f, uint32_t *detail, size_t *size,
+                             uint32_t *site)
+{
+    if (__atomic_load_n(f->state, __ATOMIC_RELAXED) != f->state_was)
+        return NMM_EV_NONE;  /* handed out, freed or reused meanwhile */
+    slab_t *s = slab_of(h, (uintptr_t)f->user);
+    uint32_t idx = slab_index_containing(s, (uintptr_t)f->user);
+    if (exit_is_quarantined(f->state_was)) {
+        if (!detect_quarantine_holds(h, f->user))
+            return NMM_EV_NONE;
+        long dmg = detect_poison_damage(f->user, f->room);
+        if (dmg < 0)
+            return NMM_EV_NONE;
+        *detail = (uint32_t)dmg;
+        *size = 0;
+        *site = 0;
+        if (detect_header_ok(h, f->user))
+            *site = slab_site(s, idx, detect_header_has_site(detect_header_word(f->user)));
+        return NMM_EV_USE_AFTER_FREE;
+    }
+    if (detect_header_word(f->user) != f->hw)
+        return NMM_EV_NONE;  /* written anew: not the block that looked damaged */
+    bool has_site;
+    uint32_t kind = detect_check_block(h, f->user, f->room, DETECT_SIZE_FROM_HEADER, detail, size,
+                                       &has_site);
+    *site = kind != NMM_EV_NONE ? slab_site(s, idx, has_site) : 0;
+    return kind;
+}
+
+size_t validate_exit_check(nmm_heap_t *h, bool echo)
+{
+    exit_finding_t found[EXIT_FINDINGS_MAX];
+    size_t n = 0, slab_found = 0;
+    if (!h->checks)
+        return 0;  /* level off: no header, canary or poison to look at */
+    /* 1. Slab blocks, under the class locks: live ones whole, quarantined ones
+     * (paranoid) still poisoned. What looks wrong is noted and looked at again. */
+    for (int c = 0; c < CORE_CLASSES; c++)
+        heap_lock(h, &h->pools[c].lock);
+    FOREACH_SLAB(h, s)
+    {
+        uint8_t *states = slab_states(s);
+        for (uint32_t i = 0; i < s->nblocks && n < EXIT_FINDINGS_MAX; i++) {
+            uint8_t v = __atomic_load_n(&states[i], __ATOMIC_RELAXED);
+            uint8_t *block = s->data + (size_t)i * s->block_size;
+            bool live = state_is_live_unaligned(v) || state_is_aligned(v);
+            bool quarantined = h->paranoid && exit_is_quarantined(v);
+            if (!live && !quarantined)
+                continue;
+            uint32_t off = state_is_aligned(v) ? state_user_off(v) : h->user_off;
+            if (quarantined)
+                off = h->user_off;  /* poisoned from where a plain header ends */
+            exit_finding_t f = {.user = block + off, .state = &states[i], .state_was = v,
+                                .room = s->block_size - off, .hw = detect_header_word(block + off)};
+            bool bad;
+            if (quarantined) {
+                bad = detect_poison_damage(f.user, f.room) >= 0;
+            } else {
+                uint32_t detail;
+                size_t size;
+                bool has_site;
+                bad = detect_check_block(h, f.user, f.room, DETECT_SIZE_FROM_HEADER, &detail, &size,
+                                         &has_site) != NMM_EV_NONE;
+            }
+            if (bad)
+                found[n++] = f;
+        }
+    }
+    for (int c = CORE_CLASSES - 1; c >= 0; c--)
+        pthread_mutex_unlock(&h->pools[c].lock);
+    slab_found = n;
+    /* 2. Large blocks: changed only under the large lock, so what it finds is final. */
+    size_t large_found = large_exit_scan(h, found + n, EXIT_FINDINGS_MAX - n);
+    n += large_found < EXIT_FINDINGS_MAX - n ? large_found : EXIT_FINDINGS_MAX - n;
+    __atomic_fetch_add(&h->sweeps, 1, __ATOMIC_RELAXED);
+    if (!n)
+        return 0;
+    /* 3. Time for a thread caught in the middle of writing a block to finish it:
+     * a slab finding stands only if it still does after each pause. */
+    static const long pause_ms[] = {2, 10, 40};
+    for (size_t r = 0; slab_found && r < sizeof pause_ms / sizeof *pause_ms; r++) {
+        for (int k = 0; k < 4; k++)
+            sched_yield();
+        struct timespec pause = {0, pause_ms[r] * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        size_t still = 0;
+        for (size_t i = 0; i < slab_found; i++) {
+            uint32_t detail, site;
+            size_t size;
+            if (exit_recheck(h, &found[i], &detail, &size, &site) != NMM_EV_NONE)
+                found[still++] = found[i];
+        }
+        memmove(found + still, found + slab_found, (n - slab_found) * sizeof *found);
+        n -= slab_found - still;
+        slab_found = still;
+    }
+    /* 4. Report (no lock held: lines can be written at once). */
+    bool was = events_echo_now;
+    events_echo_now = echo;
+    size_t reported = 0;
+    for (size_t i = 0; i < n; i++) {
+        exit_finding_t *f = &found[i];
+        uint32_t kind = f->kind, detail = f->detail, site = f->site;
+        size_t size = f->size;
+        if (f->state) {
+            kind = exit_recheck(h, f, &detail, &size, &site);
+            if (kind == NMM_EV_NONE)
+                continue;
+            if (kind == NMM_EV_USE_AFTER_FREE) {
+                /* reported once: the quarantine finds it intact when it lets go */
+                detect_poison(f->user, f->room);
+            } else {
+                uint8_t bad = state_is_aligned(f->state_was)
+                                  ? (uint8_t)(BS_ALIGNED_BAD | (f->state_was & 15))
+                                  : BS_LIVE_BAD;  /* reported once: its free retires it quietly */
+                uint8_t was_state = f->state_was;
+                if (!__atomic_compare_exchange_n(f->state, &was_state, bad, false, __ATOMIC_RELAXED,
+                                                 __ATOMIC_RELAXED))
+                    continue;
+            }
+        }
+        heap_report(h, kind, detail, f->user, size, site, 0);
+        reported++;
+    }
+    events_echo_now = was;
+    return reported + (large_found > EXIT_FINDINGS_MAX ? large_found - EXIT_FINDINGS_MAX : 0);
+}
+
+NMM_API size_t nmm_exit_check(nmm_heap_t *h)
+{
+    return h ? validate_exit_check(h, false) : 0;
 }
 
 void validate_maybe_sweep(nmm_heap_t *h)

@@ -1,6 +1,9 @@
 /* misuse.c — one deliberate heap misuse through plain malloc/free, for running
  * under libnmm_preload.so:
  *   misuse double_free | overflow | invalid_free | realloc_freed | leak
+ *          | exit_overflow | exit_uaf
+ * (the exit_ ones damage a block and exit without freeing or allocating again:
+ * only the exit check can tell)
  * Each allocation and free happens in its own named function, so the report can
  * be checked for both sites. Prints "survived" when the process goes on.
  */
@@ -53,13 +56,26 @@ int main(int argc, char **argv)
         release_block(p);
         if (resize_block(p, 128) != NULL)
             return 3; /* a freed block must not be resized */
+    } else if (strcmp(what, "exit_overflow") == 0) {
+        char *p = make_block(40);
+        memset(p, 'A', 40);
+        p[40] = (char)~p[40];
+        printf("survived\n");
+        return 0;
+    } else if (strcmp(what, "exit_uaf") == 0) {
+        char *p = make_block(40);
+        release_block(p);
+        p[3] = (char)~p[3];
+        printf("survived\n");
+        return 0;
     } else if (strcmp(what, "leak") == 0) {
         for (int i = 0; i < 3; i++)
             leaky_function(1000);
         char *q = make_block(16);
         release_block(q);
     } else {
-        fprintf(stderr, "usage: misuse double_free|overflow|invalid_free|realloc_freed|leak\n");
+        fprintf(stderr, "usage: misuse double_free|overflow|invalid_free|realloc_freed|leak|"
+                        "exit_overflow|exit_uaf\n");
         return 2;
     }
     /* The heap must still work after the misuse. */
