@@ -26,6 +26,8 @@ KEYS = (
     "quarantine",
     "sweep",
     "guard",
+    "exit_check",
+    "poison_limit",
     "tcache",
     "tracking",
     "stacks",
@@ -80,6 +82,8 @@ def test_defaults(probe: Path) -> None:
         "tracking": 0,
         "stack_sample": 64,
         "event_capacity": 1024,
+        "exit_check": 0,
+        "poison_limit": 0,
         "seed": 0,
         "failpoints": None,
     }
@@ -89,8 +93,8 @@ def test_defaults(probe: Path) -> None:
     ("text", "expected"),
     [
         ("level=off", {"level": 0}),
-        ("level=standard", {"level": 1, "guard_pages": 0}),
-        ("level=paranoid", {"level": 2, "guard_pages": 1}),
+        ("level=standard", {"level": 1, "guard_pages": 0, "exit_check": 0}),
+        ("level=paranoid", {"level": 2, "guard_pages": 1, "exit_check": 1}),
         ("level=2", {"level": 2}),
         ("policy=abort", {"policy": 1}),
         ("policy=record", {"policy": 0}),
@@ -99,6 +103,9 @@ def test_defaults(probe: Path) -> None:
         ("quarantine=512k", {"quarantine_bytes": 512 * KiB}),
         ("sweep=1000", {"sweep_every_ops": 1000}),
         ("guard=1", {"guard_pages": 1}),
+        ("exit_check=1", {"exit_check": 1}),
+        ("poison_limit=256", {"poison_limit": 256}),
+        ("poison_limit=4k", {"poison_limit": 4 * KiB}),
         ("tcache=0", {"thread_cache": 0}),
         ("tracking=1", {"tracking": 1, "stack_sample": 64}),
         ("stacks=1/64", {"tracking": 1, "stack_sample": 64}),
@@ -165,6 +172,16 @@ def test_guard_follows_paranoid_unless_given(probe: Path) -> None:
     assert parse(probe, "guard=0:level=paranoid")["guard_pages"] == 0
     assert parse(probe, "level=paranoid:guard=0")["guard_pages"] == 0
     assert parse(probe, "level=standard:guard=1")["guard_pages"] == 1
+
+
+def test_exit_check_follows_paranoid_unless_given(probe: Path) -> None:
+    assert parse(probe, "exit_check=0:level=paranoid")["exit_check"] == 0
+    assert parse(probe, "level=paranoid:exit_check=0")["exit_check"] == 0
+    assert parse(probe, "level=standard:exit_check=1")["exit_check"] == 1
+    assert parse(probe, "exit_check=1:level=standard")["exit_check"] == 1
+    # each follows the level on its own: giving one leaves the other derived
+    got = parse(probe, "guard=0:level=paranoid")
+    assert (got["guard_pages"], got["exit_check"]) == (0, 1)
 
 
 def test_fail_values_accumulate_and_empty_clears(probe: Path) -> None:

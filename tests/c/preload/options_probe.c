@@ -25,11 +25,12 @@ static void print_config(const nmm_config_t *c)
     printf("{\"level\":%d,\"policy\":%d,\"limit_bytes\":%llu,\"retain_bytes\":%llu,"
            "\"quarantine_bytes\":%llu,\"sweep_every_ops\":%llu,\"guard_pages\":%u,"
            "\"thread_cache\":%u,\"tracking\":%u,\"stack_sample\":%u,\"event_capacity\":%u,"
-           "\"seed\":%llu,\"failpoints\":",
+           "\"exit_check\":%u,\"poison_limit\":%llu,\"seed\":%llu,\"failpoints\":",
            (int)c->level, (int)c->policy, (unsigned long long)c->limit_bytes,
            (unsigned long long)c->retain_bytes, (unsigned long long)c->quarantine_bytes,
            (unsigned long long)c->sweep_every_ops, c->guard_pages, c->thread_cache,
-           c->tracking, c->stack_sample, c->event_capacity, (unsigned long long)c->seed);
+           c->tracking, c->stack_sample, c->event_capacity, c->exit_check,
+           (unsigned long long)c->poison_limit, (unsigned long long)c->seed);
     if (!c->failpoints) {
         printf("null}\n");
         return;
