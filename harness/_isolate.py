@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import psutil
 
+from harness._stall import StallWatch, thread_stacks
 from harness.records import (
     DETAIL_TYPES,
     DetailLine,
@@ -38,6 +39,8 @@ from harness.records import (
     merge_fault_done,
 )
 
+#: longest the supervisor sleeps between looks at a watched child's progress
+STALL_POLL_S = 0.2
 #: bytes of stderr kept for crash classification
 STDERR_TAIL_BYTES = 8192
 #: events kept in the record; more are counted in ``events_truncated``
@@ -136,8 +139,27 @@ def _start(argv: Sequence[str], *, env: Mapping[str, str] | None, cwd: str | Non
     return proc
 
 
+class _Stall:
+    """The stall watch of one child and what was found when it stalled."""
+
+    def __init__(self, stall_s: float) -> None:
+        self.watch = StallWatch(stall_s)
+        self.hang: dict[str, Any] | None = None
+        self.stacks = ""
+
+    def check(self, pid: int) -> bool:
+        """Whether the child stalled; if so, record where and every thread's stack
+        (taken before the kill: the child is still there to ask)."""
+        if not self.watch.stalled():
+            return False
+        self.hang = self.watch.info()
+        self.stacks = thread_stacks(pid)
+        return True
+
+
 def _supervise(proc: subprocess.Popen[bytes], deadline: float,
-               tick: Callable[[], float] | None = None) -> bool:
+               tick: Callable[[], float] | None = None,
+               stall: _Stall | None = None) -> bool:
     """Wait until ``proc`` exits or ``deadline`` (monotonic) passes, then end its whole
     group, deregister and reap it. ``tick`` is called at once and then whenever the
     time it returned (monotonic) comes. Returns whether the watchdog killed it.
@@ -146,6 +168,8 @@ def _supervise(proc: subprocess.Popen[bytes], deadline: float,
     is killed even after a clean exit, while the leader is an unreaped zombie (its pid,
     and so the group id, cannot be reused yet). Any exception in the caller's thread
     (a Ctrl-C in the main thread) ends the group the same way before it propagates.
+    ``stall``: a child that stops making progress is killed as on the deadline, after
+    its threads' stacks are taken (``_Stall.hang``).
     """
     watch = _ExitWatch(proc.pid)
     timed_out = False
@@ -155,12 +179,15 @@ def _supervise(proc: subprocess.Popen[bytes], deadline: float,
             if tick is not None and time.monotonic() >= next_tick:
                 next_tick = tick()
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            stalled = stall is not None and stall.check(proc.pid)
+            if remaining <= 0 or stalled:
                 timed_out = True
                 _kill_group(proc.pid)
                 watch.exited(60.0)  # SIGKILL cannot be ignored; this returns at once
                 break
             wait = remaining if tick is None else min(next_tick - time.monotonic(), remaining)
+            if stall is not None:
+                wait = min(wait, STALL_POLL_S)
             if watch.exited(max(0.001, wait)):
                 break
     finally:
@@ -175,8 +202,10 @@ def _supervise(proc: subprocess.Popen[bytes], deadline: float,
 class _Collector:
     """Parses protocol lines as they arrive; shared by the reader thread and the caller."""
 
-    def __init__(self, on_line: LineCallback | None, t0: float | None = None) -> None:
+    def __init__(self, on_line: LineCallback | None, t0: float | None = None,
+                 watch: StallWatch | None = None) -> None:
         self.on_line = on_line
+        self.watch = watch
         self.t0 = time.monotonic() if t0 is None else t0
         #: (seconds since start, ops over all workers) of each progress line, thinned
         self.progress_series: list[tuple[float, int]] = []
@@ -205,6 +234,8 @@ class _Collector:
                     self.events.append(EventLine.model_validate({**line, "line": self.index}))
                 else:
                     self.events_truncated += 1
+            elif kind == "beat":
+                pass  # the heartbeat: only the stall watch reads it
             elif kind == "fault_done":
                 if not merge_fault_done(self.faults, line):
                     raise ValueError("fault_done for no fault")
@@ -225,6 +256,10 @@ class _Collector:
                 raise ValueError(f"unknown type {kind!r}")
         except ValueError:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
             self.bad_lines += 1
+            return
+        if self.watch is not None:
+            self.watch.saw(kind, line)
+        if kind == "beat":
             return
         if self.on_line is not None:
             try:
@@ -319,7 +354,8 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
               env: Mapping[str, str] | None = None,
               on_line: LineCallback | None = None,
               sample_interval_s: float | None = SAMPLE_INTERVAL_S,
-              stop: threading.Event | None = None) -> Observation:
+              stop: threading.Event | None = None,
+              stall_s: float | None = None) -> Observation:
     """Run ``argv`` as an isolated child and return what it streamed and how it ended.
 
     The child gets its own session (process group); on timeout the whole group is
@@ -329,10 +365,14 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
     ``stop``, once set, kills the child as ``kill_running_children`` does: a caller
     sets it before calling that, which closes the window where a child is started
     but not registered yet and would run on to its end or its timeout.
+    ``stall_s``: a child that promised a heartbeat and shows no progress for that long
+    is a hang at once (``timed_out``, with ``hang`` saying where it stopped and
+    ``stacks`` every thread's backtrace), not at the timeout.
     """
     t0 = time.monotonic()
     proc = _start(argv, env=env, cwd=None, stdin=False, stop=stop)
-    collector = _Collector(on_line, t0)
+    stall = _Stall(stall_s) if stall_s is not None else None
+    collector = _Collector(on_line, t0, stall.watch if stall is not None else None)
     tail: deque[bytes] = deque()
     assert proc.stdout is not None and proc.stderr is not None
     readers = [threading.Thread(target=_read_lines, args=(proc.stdout, collector),
@@ -343,7 +383,7 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
         reader.start()
     sampler = (_Sampler(proc.pid, t0, sample_interval_s) if sample_interval_s is not None
                else None)
-    timed_out = _supervise(proc, t0 + timeout_s, sampler)
+    timed_out = _supervise(proc, t0 + timeout_s, sampler, stall)
     _join_readers(proc, readers)
     code = proc.returncode
     return Observation(
@@ -355,6 +395,8 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
         exit_code=code if code is not None and code >= 0 else None,
         signal=-code if code is not None and code < 0 else None,
         timed_out=timed_out,
+        hang=stall.hang if stall is not None else None,
+        stacks=stall.stacks if stall is not None else "",
         stderr_tail=b"".join(tail).decode("utf-8", "replace")[-STDERR_TAIL_BYTES:],
         samples=tuple(sampler.samples) if sampler is not None else (),
         wall_s=round(time.monotonic() - t0, 4),

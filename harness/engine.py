@@ -141,7 +141,8 @@ class NativeEngine(Engine):
         env = self.env(plan)
         for attempt in range(SPAWN_ATTEMPTS):
             try:
-                obs = run_child(argv, plan.timeout_s, env=env, on_line=on_line, stop=stop)
+                obs = run_child(argv, plan.timeout_s, env=env, on_line=on_line, stop=stop,
+                                stall_s=plan.hang_s)
                 break
             except OSError as exc:
                 # fork fails with EAGAIN/ENOMEM while the machine is out of processes or

@@ -354,6 +354,11 @@ def _reached(obs: Observation) -> str:
 
 
 def _death_cause(obs: Observation, diagnostic: str | None) -> str:
+    if obs.timed_out and obs.hang:
+        h = obs.hang
+        return (f"no progress for {h.get('stalled_s')}s in phase {h.get('phase')} "
+                f"(ops {h.get('ops')}, step {h.get('step')}), child killed"
+                + ("; every thread's stack is in the record" if obs.stacks else ""))
     if obs.timed_out:
         return f"no result within the timeout ({obs.wall_s:.1f}s), child killed"
     if obs.signal is not None:

@@ -354,6 +354,9 @@ class Plan(_Model):
     scheduler: Scheduler = Field(default_factory=Scheduler)
     expect: Expect = Field(default_factory=Expect)
     timeout_s: float = Field(default=60.0, gt=0, le=86400)
+    #: seconds a trial may show no progress (no op done, no step of a final phase,
+    #: no line) before it is a hang, named with its phase and every thread's stack
+    hang_s: float = Field(default=5.0, gt=0, le=86400)
 
     @model_validator(mode="before")
     @classmethod

@@ -249,7 +249,13 @@ class Observation(BaseModel):
     exit_code: int | None = None
     #: the signal that killed the child (positive number), if it died by one
     signal: int | None = None
+    #: the watchdog killed it: past the timeout, or stalled (then ``hang`` is set)
     timed_out: bool = False
+    #: a child that stopped making progress: the phase it stopped in, its ops and step
+    #: counts then, and how many seconds it showed nothing
+    hang: dict[str, Any] | None = None
+    #: every thread's stack of a stalled child, taken before it was killed
+    stacks: str = ""
     stderr_tail: str = ""
     samples: tuple[Sample, ...] = ()
     wall_s: float = 0.0

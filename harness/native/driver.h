@@ -302,6 +302,28 @@ void workload_count_free(trial_t *tr, worker_t *w, const void *ptr, uint64_t siz
 /* Claim one detail line; false once DRV_MAX_DETAIL_LINES were written. */
 bool workload_detail_line(trial_t *tr);
 
+/* ------------------------------------------------------------------ monitor.c */
+
+#define DRV_BEAT_MS 250
+/* Where a trial is: the workers' ops, then the final phases on the main thread. */
+typedef enum drv_phase {
+    PH_SETUP = 0,
+    PH_OPS,      /* the workers run their streams */
+    PH_CHECK,    /* the quiescent heap: stats and a walk against the driver's live set */
+    PH_TEARDOWN, /* every remaining block freed (step: blocks freed) */
+    PH_VALIDATE, /* nmm_validate */
+    PH_DRAIN,    /* the last events drained */
+    PH_STATS,    /* the final stats and walk */
+    PH_DESTROY,  /* the heaps destroyed, after the result line */
+    PH_DONE,
+    PH_COUNT_
+} drv_phase_t;
+
+void monitor_start(trial_t *tr); /* the heartbeat thread: a beat line every DRV_BEAT_MS */
+void monitor_phase(drv_phase_t p);
+void monitor_step(void);         /* progress inside a final phase */
+void monitor_stop(void);
+
 /* ------------------------------------------------------------------ bench.c */
 
 int bench_run(const char *name, const options_t *o);

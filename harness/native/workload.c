@@ -478,9 +478,12 @@ static void teardown_blocks(trial_t *tr)
         inbox_drain(tr, &tr->workers[i]);
     for (uint32_t i = 0; i < tr->o->threads; i++) {
         worker_t *w = &tr->workers[i];
-        for (uint32_t s = 0; s < tr->o->live; s++)
-            if (w->slots[s].ptr)
+        for (uint32_t s = 0; s < tr->o->live; s++) {
+            if (w->slots[s].ptr) {
                 workload_free_slot(tr, w, &w->slots[s]);
+                monitor_step();
+            }
+        }
         if (w->foreign_block && tr->foreign.heap)
             nmm_free(tr->foreign.heap, w->foreign_block, 0);
         else if (w->foreign_block)
@@ -708,6 +711,7 @@ static void finish_trial(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
     jl_str(j, "target", tr->target.name);
 
     /* the quiescent heap before teardown: counters, walk, the driver's live set */
+    monitor_phase(PH_CHECK);
     live_set_t mine;
     if (!driver_live(tr, &mine, 0)) {
         out_error("cannot map the driver's live set");
@@ -722,10 +726,13 @@ static void finish_trial(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
     }
     out_unmap(mine.items, sizeof(blk_t) * (mine.cap ? mine.cap : 1));
 
+    monitor_phase(PH_TEARDOWN);
     teardown_blocks(tr);
+    monitor_phase(PH_VALIDATE);
     uint64_t validate_problems = nmm ? nmm_validate(tr->target.heap) : 0;
     totals_t t;
     sum_workers(tr, &t, h);
+    monitor_phase(PH_DRAIN);
     uint64_t ev = out_drain_events(tr->target.heap, -1, t.most_ops);
     uint64_t events = atomic_fetch_add(&tr->events, ev) + ev;
 
@@ -776,6 +783,7 @@ static void finish_trial(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
              (unsigned long long)(h ? h->max_ns : 0), (unsigned long long)(h ? h->samples : 0));
     jl_raw(j, lat);
     if (nmm) {
+        monitor_phase(PH_STATS);
         uint64_t live = 0;
         out_stats(j, "stats", tr->target.heap, &live);
         live_set_t none;
@@ -814,8 +822,11 @@ int workload_run(const options_t *o)
     jl_u64(&j, "faults_planned", tr.fault_count);
     jl_bool(&j, "check", !o->no_check);
     jl_i64(&j, "pid", (int64_t)getpid());
+    jl_u64(&j, "beat_ms", DRV_BEAT_MS);
     jl_end(&j);
 
+    monitor_start(&tr);
+    monitor_phase(PH_OPS);
     pthread_t *threads = out_map(sizeof(pthread_t) * o->threads);
     uint64_t t0 = drv_now_ns(), c0 = cpu_ns();
     if (o->duration_ns)
@@ -825,7 +836,9 @@ int workload_run(const options_t *o)
     uint64_t elapsed = drv_now_ns() - t0, cpu = cpu_ns() - c0;
 
     finish_trial(&tr, elapsed, cpu);
+    monitor_phase(PH_DESTROY);
     target_close(&tr.foreign);
     target_close(&tr.target);
+    monitor_stop();
     return 0;
 }

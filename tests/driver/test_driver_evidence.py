@@ -136,3 +136,20 @@ def test_detail_lines_are_capped_and_counted(run: Any, broken_malloc: Path) -> N
     assert len(trial.of("pattern_error")) == 256
     r = trial.result
     assert r["pattern_errors"] == 256 + r["detail_lines_dropped"] > 256
+
+
+def test_a_hanging_allocator_is_named_in_seconds_with_every_threads_stack(
+        driver: Path, broken_malloc: Path) -> None:
+    """The driver's heartbeat keeps coming while a worker is stuck inside malloc: the
+    trial is a hang after hang_s, in phase ops, with the stuck thread's stack."""
+    argv = [str(driver), "run", "--target", "malloc", "--seed", "1", "--threads", "2",
+            "--ops", "200000", "--progress-every", "0"]
+    env = {"LD_PRELOAD": str(broken_malloc), "BROKEN_MALLOC": "hang:5000",
+           "PATH": "/usr/bin:/bin"}
+    obs = run_child(argv, 600.0, env=env, stall_s=2.0)
+    assert obs.timed_out and obs.result is None
+    assert obs.hang is not None and obs.hang["phase"] == "ops"
+    assert obs.wall_s < 300  # named by the stall, not the 600 s timeout
+    assert "pause" in obs.stacks or "malloc" in obs.stacks or "wchan" in obs.stacks
+    verdict = judge(_malloc_plan(), obs)
+    assert verdict.outcome == "hang" and not verdict.passed

@@ -77,7 +77,7 @@ def test_every_line_is_one_json_object_with_a_type(run: Any) -> None:
     assert len(raw) == len(trial.lines)
     assert all(isinstance(line, dict) and "type" in line for line in trial.lines)
     assert {line["type"] for line in trial.lines} <= {"start", "fault", "fault_done", "event",
-                                                       "progress", "result"}
+                                                       "progress", "beat", "result"}
 
 
 def test_single_worker_trial_reproduces_from_the_seed(run: Any) -> None:

@@ -6,7 +6,8 @@ crash (SIGSEGV after a fault, no diagnostic), abort (an ``nmm:`` line then SIGAB
 hang (never finishes), garbage (non-JSON noise around a good trial), gated (detect,
 but with ``FAKE_DRIVER_GATE=N:PATH`` in the environment a trial whose seed is above N
 first waits until the file PATH exists: a run then stops at a known point, for
-kill-and-resume tests), exit3 (exits 3 without a result line), oddmiss (miss on odd
+kill-and-resume tests), exit3 (exits 3 without a result line), stall / stall_final
+(a heartbeat whose progress stops, in the workload / in the validate phase), oddmiss (miss on odd
 seeds, detect on even ones: a run with both failing and passing trials), killparent
 (detect, but first SIGKILL its parent, a campaign worker, unless the file
 FAKE_DRIVER_MARKS/<seed> exists, which it creates: the retry of the trial then
@@ -66,11 +67,24 @@ def main() -> int:
         params = dict(p.split("=", 1) for p in kv)
         for _ in range(int(params.get("count", 1))):
             faults.append((kind, params.get("variant", "")))
-    emit({"type": "start", "protocol": 2, "seed": opts["seed"], "threads": opts["threads"],
-          "ops": opts["ops"], "target": "nmm", "faults_planned": len(faults),
-          "pid": os.getpid()})
+    if not mode.startswith("stall"):
+        emit({"type": "start", "protocol": 2, "seed": opts["seed"], "threads": opts["threads"],
+              "ops": opts["ops"], "target": "nmm", "faults_planned": len(faults),
+              "pid": os.getpid()})
     if mode == "hang":
         time.sleep(3600)
+    if mode in ("stall", "stall_final"):
+        # a heartbeat that promised beats: ops move a little, then nothing moves
+        # (stall: during the workload; stall_final: in the validate phase after it)
+        emit({"type": "start", "protocol": 2, "beat_ms": 50, "seed": opts["seed"],
+              "faults_planned": len(faults), "pid": os.getpid()})
+        for i in range(5):
+            emit({"type": "beat", "phase": "ops", "ops": i * 100, "step": 0, "t_ms": i * 50})
+            time.sleep(0.05)
+        phase = "validate" if mode == "stall_final" else "ops"
+        while True:  # beats go on (the heartbeat thread is fine), progress does not
+            emit({"type": "beat", "phase": phase, "ops": 400, "step": 0, "t_ms": 0})
+            time.sleep(0.05)
     if mode.startswith("killparent"):
         mark = Path(os.environ.get("FAKE_DRIVER_MARKS", ".")) / str(opts["seed"])
         if mode == "killparent-always" or not mark.exists():

@@ -86,6 +86,34 @@ def test_hang_is_killed_and_classified(write_plan, fake_driver):
     assert record.observation.signal == 9
 
 
+@pytest.mark.parametrize(("mode", "phase"), [("stall", "ops"), ("stall_final", "validate")])
+def test_a_trial_that_stops_making_progress_is_a_hang_long_before_its_timeout(
+        write_plan, fake_driver, mode, phase):
+    """Beats keep coming but nothing moves: after hang_s it is a hang, named with its
+    phase and every thread's stack, not at timeout_s."""
+    plan = load_plan(write_plan(SMOKE_LIKE.format(timeout="300\nhang_s = 1")))
+    t0 = time.monotonic()
+    record = run_trial(plan, 3, fake_driver(mode))
+    assert time.monotonic() - t0 < 120  # the stall, not the 300 s timeout, ended it
+    obs = record.observation
+    assert obs.timed_out and obs.signal == 9
+    assert obs.hang is not None and obs.hang["phase"] == phase and obs.hang["ops"] == 400
+    assert obs.hang["stalled_s"] >= 1
+    assert obs.stacks  # gdb's backtraces, or the threads' states from /proc
+    assert record.verdict.outcome == "hang" and not record.verdict.passed
+    assert f"no progress for {obs.hang['stalled_s']}s in phase {phase}" in \
+        " ".join(record.verdict.reasons)
+
+
+def test_a_child_that_promised_no_heartbeat_is_left_to_its_timeout(write_plan, fake_driver):
+    """The gated fake driver waits silently: no beat_ms, so no stall is called."""
+    plan = load_plan(write_plan(SMOKE_LIKE.format(timeout="3\nhang_s = 0.5")))
+    t0 = time.monotonic()
+    record = run_trial(plan, 3, fake_driver("hang"))
+    assert time.monotonic() - t0 >= 3
+    assert record.observation.timed_out and record.observation.hang is None
+
+
 def test_garbage_lines_are_counted_not_fatal(plan, fake_driver):
     record = run_trial(plan, 3, fake_driver("garbage"))
     assert record.observation.bad_lines == 3
@@ -338,3 +366,13 @@ def test_a_driver_that_cannot_start_is_recorded_at_once(plan):
     assert record.observation.exit_code == 127
     assert "cannot start the driver" in record.observation.stderr_tail
     assert not record.verdict.passed
+
+
+def test_thread_states_from_proc_when_gdb_cannot_attach():
+    from harness._stall import _proc_threads
+
+    text = _proc_threads(os.getpid())
+    lines = text.splitlines()
+    assert lines[0].startswith("(gdb could not attach")
+    assert len(lines) - 1 == len(os.listdir(f"/proc/{os.getpid()}/task"))
+    assert all("comm=" in ln and "state=" in ln for ln in lines[1:])

@@ -4,9 +4,11 @@
  *   twice    every 200th malloc hands out again a block that is still live
  *   scribble every 200th malloc flips byte n (default 100) of a live block >= n+1 bytes
  *   calloc   calloc leaves byte n (default 100) of a block >= n+1 bytes non-zero
+ *   hang     the n-th malloc (default 100) never returns (a deadlocked allocator)
  * Not thread-safe beyond what the driver's --threads 1 needs. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +18,7 @@
 static void *(*real_malloc)(size_t);
 static void (*real_free)(void *);
 static void *(*real_calloc)(size_t, size_t);
-static int mode; /* 0 off, 1 twice, 2 scribble, 3 calloc */
+static int mode; /* 0 off, 1 twice, 2 scribble, 3 calloc, 4 hang */
 static size_t arg = 100;
 static unsigned long count;
 static void *live_ptr[RING];
@@ -33,7 +35,7 @@ static void init(void)
     if (!m)
         return;
     mode = strncmp(m, "twice", 5) == 0 ? 1 : strncmp(m, "scribble", 8) == 0 ? 2
-         : strncmp(m, "calloc", 6) == 0 ? 3 : 0;
+         : strncmp(m, "calloc", 6) == 0 ? 3 : strncmp(m, "hang", 4) == 0 ? 4 : 0;
     const char *c = strchr(m, ':');
     if (c)
         arg = strtoul(c + 1, NULL, 10);
@@ -59,6 +61,9 @@ static void forget(void *p)
 void *malloc(size_t n)
 {
     init();
+    if (mode == 4 && count + 1 == arg)
+        for (;;)
+            pause(); /* blocked for good, as on a lock nobody will release */
     if (++count % 200 == 0 && mode == 1) {
         for (int i = 0; i < RING; i++)
             if (live_ptr[i] && live_size[i] >= n)

@@ -1,0 +1,71 @@
+/* monitor.c — the heartbeat of a trial: a thread that writes a beat line every
+ * DRV_BEAT_MS with the phase the trial is in and how far it got (ops over all workers,
+ * the phase's own step count), so the parent calls a trial that stops moving a hang
+ * within seconds, naming the phase, instead of waiting for its timeout. It never calls
+ * the target (only atomics and write(2)), so a target that deadlocks cannot stop it; a
+ * process stopped whole stops it, which the parent sees as well. Phases are set by the
+ * main thread; the monitor only reads them. */
+#include <pthread.h>
+#include <time.h>
+
+#include "driver.h"
+
+static const char *const phase_names[PH_COUNT_] = {
+    "setup", "ops", "check", "teardown", "validate", "drain", "stats", "destroy", "done",
+};
+
+static _Atomic int phase = PH_SETUP;
+static _Atomic uint64_t step;
+static trial_t *trial;
+static pthread_t thread;
+static bool running;
+
+static void beat(uint64_t t0)
+{
+    uint64_t ops = 0;
+    for (uint32_t i = 0; trial->workers && i < trial->o->threads; i++)
+        ops += atomic_load_explicit(&trial->workers[i].ops_done, memory_order_relaxed);
+    jline_t j;
+    jl_begin(&j, "beat");
+    jl_str(&j, "phase", phase_names[atomic_load(&phase)]);
+    jl_u64(&j, "ops", ops);
+    jl_u64(&j, "step", atomic_load_explicit(&step, memory_order_relaxed));
+    jl_u64(&j, "t_ms", (drv_now_ns() - t0) / 1000000);
+    jl_end(&j);
+}
+
+static void *monitor_main(void *arg)
+{
+    (void)arg;
+    uint64_t t0 = drv_now_ns();
+    struct timespec pause = {0, DRV_BEAT_MS * 1000000L};
+    while (atomic_load(&phase) != PH_DONE) {
+        beat(t0);
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+void monitor_start(trial_t *tr)
+{
+    trial = tr;
+    running = pthread_create(&thread, NULL, monitor_main, NULL) == 0;
+    if (!running)
+        out_error("cannot start the heartbeat thread: a hang will only be seen at the timeout");
+}
+
+void monitor_phase(drv_phase_t p)
+{
+    atomic_store_explicit(&step, 0, memory_order_relaxed);
+    atomic_store(&phase, (int)p);
+}
+
+void monitor_step(void) { atomic_fetch_add_explicit(&step, 1, memory_order_relaxed); }
+
+void monitor_stop(void)
+{
+    atomic_store(&phase, PH_DONE);
+    if (running)
+        pthread_join(thread, NULL);
+    running = false;
+}
