@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,10 +59,6 @@ def build_document(plan: Plan, records: Sequence[TrialRecord], *, run_id: str,
             if f.latency_ops is not None:
                 latency[f.kind].append(f.latency_ops)
     failures = [r for r in records if not r.verdict.passed]
-    replay_base = command_line("run", plan_path or plan.name, *run_options,
-                               prefix=program) + "".join(
-        f" --set {shlex.quote(o)}" for o in overrides
-        if not o.startswith(("seed=", "seeds=")))
     op_latency = [r.observation.result.latency_ns for r in records
                   if r.observation.result and r.observation.result.latency_ns]
     return {
@@ -93,10 +88,26 @@ def build_document(plan: Plan, records: Sequence[TrialRecord], *, run_id: str,
         "trials": [_trial_entry(r) for r in records],
         "failures": [{"key": r.key, "seed": r.seed, "target": r.target,
                       "outcome": r.verdict.outcome, "reasons": list(r.verdict.reasons),
-                      "replay": f"{replay_base} --seed {r.seed} --seeds 1" + "".join(
-                          f" --set {shlex.quote(o)}" for o in replay_overrides(plan, r))}
+                      "replay": replay_command(plan, r, plan_path=plan_path,
+                                               overrides=overrides, program=program,
+                                               run_options=run_options)}
                      for r in failures],
     }
+
+
+def replay_command(plan: Plan, record: TrialRecord, *, plan_path: str = "",
+                   overrides: Sequence[str] = (), program: Sequence[str] | None = None,
+                   run_options: Sequence[str] = ()) -> str:
+    """The shell command that runs ``record``'s trial again, alone: ``nmm-chaos run PLAN``
+    (named as invoked, or ``program``) with the run's ``--set`` overrides (its seed
+    range left out), ``run_options`` (``--engine``, ``--driver``), ``--seed N --seeds 1``
+    and, for a timed trial, the op counts that pin its streams."""
+    kept = [o for o in overrides if not o.startswith(("seed=", "seeds="))]
+    return command_line("run", plan_path or plan.name, *run_options,
+                        *[a for o in kept for a in ("--set", o)],
+                        "--seed", str(record.seed), "--seeds", "1",
+                        *[a for o in replay_overrides(plan, record) for a in ("--set", o)],
+                        prefix=program)
 
 
 def _trial_entry(r: TrialRecord) -> dict[str, Any]:
