@@ -346,6 +346,9 @@ class Plan(_Model):
     schema_version: Literal[1]
     name: str = Field(default="plan", min_length=1, max_length=200)
     description: str = ""
+    #: pytest markers of this plan's items (``pytest chaos_plans -m "not slow"``); they
+    #: change nothing a trial does and are not part of ``plan_hash``
+    markers: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], ...] = ()
     seed: int = Field(default=1, ge=0, lt=1 << 64)
     seeds: int = Field(default=1, ge=1, le=MAX_SEEDS)
     target: Target = Field(default_factory=NmmTarget)
@@ -395,7 +398,7 @@ class Plan(_Model):
 
 
 #: top-level keys that do not change what a trial does (left out of ``plan_hash``)
-UNHASHED: tuple[str, ...] = ("seed", "seeds", "name", "description")
+UNHASHED: tuple[str, ...] = ("seed", "seeds", "name", "description", "markers")
 
 
 def plan_differences(old: dict[str, Any], new: dict[str, Any]
