@@ -156,7 +156,7 @@ def failure_block(record: TrialRecord, replay: str | None) -> list[str]:
     first diagnostic line and the command that replays it."""
     v = record.verdict
     lines = [f"seed {record.seed} ({record.target}): {v.outcome}"]
-    faults = sorted(v.faults, key=lambda f: f.ok)  # the wrong ones first
+    faults = sorted(v.faults, key=lambda f: (f.ok, f.id))  # the wrong ones first
     for f in faults[:MAX_FAULT_LINES]:
         name = f.kind + (f"/{f.variant}" if f.variant else "")
         expected = "" if f.ok else f" (expected {' or '.join(f.allowed)})"
