@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from harness import terminal
 from harness.errors import CampaignError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -41,8 +42,9 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
+    # PipeConsole: a closed stdout (| head) ends with the command's code, not rich's exit 1
+    console = terminal.console()
+    return console if console.is_terminal else terminal.console(width=200)
 
 
 @click.command("campaign", context_settings=CONTEXT)
@@ -174,7 +176,7 @@ def _run(defn: Any, run_dir: Path, pool: Any, quiet: bool) -> int:
     from harness.journal import JOURNAL_NAME, Journal
     from harness.progress import RunProgress
 
-    err = Console(stderr=True, soft_wrap=True)
+    err = terminal.console(stderr=True, soft_wrap=True)
     trials = cp.expand(defn)
     for note in defn.notes:
         err.print(f"note: {note}", markup=False, highlight=False)
@@ -206,12 +208,13 @@ def _run(defn: Any, run_dir: Path, pool: Any, quiet: bool) -> int:
             return 143 if isinstance(stop, _Terminated) else 130
     paths = _write_reports([run_dir], run_dir)
     doc = json.loads(paths["json"].read_text())
+    code = terminal.record_verdict(0 if result.passed else 1)
     _print_matrix(_console(), doc)
     click.echo(f"{'PASS' if result.passed else 'FAIL'}: {doc['verdict']['text']}"
                + (f" ({result.skipped} from the journal)" if result.skipped else ""))
     click.echo(f"report: {paths['html']}  (JSON: {paths['json']}, Markdown: "
                f"{paths['markdown']}, JUnit: {paths['junit']})")
-    return 0 if result.passed else 1
+    return code
 
 
 def _write_reports(sources: list[Path], out_dir: Path, title: str | None = None
@@ -264,6 +267,7 @@ def report_cmd(sources: tuple[str, ...], out: str | None, title: str | None) -> 
         out_dir = Path("reports") / f"report-{stamp}"
     written = _write_reports(paths, out_dir, title)
     doc = json.loads(written["json"].read_text())
+    terminal.record_verdict(0)
     click.echo(f"{doc['verdict']['status'].upper()}: {doc['verdict']['text']} "
                f"({len(doc['runs'])} run(s), {doc['summary']['trials']} trials in the latest)")
     click.echo(f"report: {written['html']}  (JSON: {written['json']}, Markdown: "
@@ -281,6 +285,7 @@ def compare_cmd(old: str, new: str) -> int:
     from harness.compare import compare, load_report
 
     result = compare(load_report(old), load_report(new))
+    code = terminal.record_verdict(1 if result.regressions else 0)
     console = _console()
     if result.changes:
         table = Table(title=f"{old} -> {new}")
@@ -292,6 +297,6 @@ def compare_cmd(old: str, new: str) -> int:
         console.print(table)
     if result.regressions:
         click.echo(f"{len(result.regressions)} regression(s)")
-        return 1
+        return code
     click.echo("no regression" + ("" if result.changes else " (no change)"))
     return 0

@@ -39,8 +39,11 @@ from harness.terminal import (
     WIDE,
     console,
     failure_lines,
+    forget_verdict,
     matrix_lines,
     passed_line,
+    record_verdict,
+    recorded_verdict,
     trial_table,
     verdict_line,
 )
@@ -49,20 +52,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 #: the arguments ``main`` was given (after the program name), for printed commands
 _invoked_args: list[str] = []
-#: the exit code of the command's verdict, once known: a broken pipe (``| head``) while
-#: printing the result ends the command quietly with it
-_verdict_code: int | None = None
-
-
 #: the stdout wrapper click installs when it meets a broken pipe itself (private: looked up)
 _PACIFIED: Any = getattr(click.utils, "_PacifyFlushWrapper", ())
-
-
-def _verdict(code: int) -> int:
-    """Record ``code`` as the command's verdict (see ``main``) and return it."""
-    global _verdict_code
-    _verdict_code = code
-    return code
 
 
 def default_plans_dir() -> Path:
@@ -200,7 +191,7 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
     from harness._cli_campaign import _write_reports
 
     paths = _write_reports([run_dir], run_dir)
-    code = _verdict(0 if result.passed else 1)
+    code = record_verdict(0 if result.passed else 1)
     if as_json:
         click.echo(json.dumps({**doc, "run_dir": str(run_dir.absolute()),
                                "reports": {kind: str(path.absolute())
@@ -395,7 +386,7 @@ def plans_validate(paths: tuple[str, ...]) -> int:
     if not results:
         raise _Failed(f"no plans found under {', '.join(paths) or default_plans_dir()}")
     bad = sum(1 for _, outcome in results if isinstance(outcome, PlanError))
-    code = _verdict(2 if bad else 0)
+    code = record_verdict(2 if bad else 0)
     for path, outcome in results:
         if isinstance(outcome, PlanError):
             click.echo(f"FAIL {_rel(path)}", err=True)
@@ -423,7 +414,7 @@ def plans_list(paths: tuple[str, ...]) -> int:
     table.add_column("faults")
     table.add_column("about", overflow="fold", ratio=1)
     bad = sum(1 for _, outcome in results if isinstance(outcome, PlanError))
-    code = _verdict(2 if bad else 0)
+    code = record_verdict(2 if bad else 0)
     for path, outcome in results:
         if isinstance(outcome, PlanError):
             table.add_row(_rel(path), "[red]invalid[/]", "", "", "", "", str(outcome)[:80])
@@ -472,14 +463,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     A closed stdout (``| head``) ends the command quietly, with its verdict's exit code
     when it had one (141, as for SIGPIPE, when it had not got that far)."""
-    global _invoked_args, _verdict_code
+    global _invoked_args
     _invoked_args = list(argv) if argv is not None else sys.argv[1:]
-    _verdict_code = None
+    forget_verdict()
     try:
         rv = cli.main(args=list(_invoked_args), prog_name="nmm-chaos", standalone_mode=False)
     except _PipeClosed:
         _discard_stdout()
-        return _verdict_code if _verdict_code is not None else 141
+        code = recorded_verdict()
+        return code if code is not None else 141
     except SystemExit:
         if _PACIFIED and isinstance(sys.stdout, _PACIFIED):  # click met a closed pipe
             _discard_stdout()                                 # itself (--help, --version)

@@ -45,6 +45,27 @@ def console(**kwargs: Any) -> Console:
     return PipeConsole(**kwargs)
 
 
+#: the running command's exit code once its verdict is known (see ``record_verdict``)
+_verdict: list[int] = []
+
+
+def record_verdict(code: int) -> int:
+    """Record the command's exit code before it prints its result, and return it: if the
+    reader of stdout goes away (``| head``) the command line ends quietly with it."""
+    _verdict[:] = [code]
+    return code
+
+
+def recorded_verdict() -> int | None:
+    """The code ``record_verdict`` recorded in this command, if any."""
+    return _verdict[0] if _verdict else None
+
+
+def forget_verdict() -> None:
+    """Start a new command (the command line's ``main`` calls this)."""
+    _verdict.clear()
+
+
 def si(value: float) -> str:
     """``950``, ``12.3k``, ``4.56M``: a rate in at most six characters."""
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):

@@ -241,3 +241,22 @@ def test_a_refused_resume_of_an_older_run_directory_reads_its_result_json(
     err = capsys.readouterr().err
     assert "\n  faults.0.count: was (unset), now 2\n" in err
     assert '\n  target.level: was "standard", now "paranoid"\n' in err
+
+
+def test_compare_into_a_closed_pipe_exits_with_its_verdict(tmp_path, plan):
+    """compare's table is printed by rich, whose own broken-pipe handler exits 1; a
+    regression must still read 1 and no regression 0."""
+    for name, mode in (("good", "detect"), ("bad", "oddmiss")):
+        assert main(["run", str(plan), "--out", str(tmp_path / name), "--driver",
+                     fake(mode), "-q"]) in (0, 1)
+    (good,), (bad,) = (tmp_path / "good").iterdir(), (tmp_path / "bad").iterdir()
+    # bad -> good: a table of improvements, no regression
+    for old, new, code in ((good, bad, 1), (bad, good, 0)):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            done = cli("compare", str(old), str(new), cwd=tmp_path, stdout=write,
+                       stderr=subprocess.PIPE)
+        finally:
+            os.close(write)
+        assert (done.returncode, done.stderr) == (code, "")
