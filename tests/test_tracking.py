@@ -330,7 +330,7 @@ def test_blocks_reused_from_the_thread_cache_carry_their_new_site(make_heap, lev
 
 
 def test_fast_stack_walk_matches_the_unwinder(tmp_path: Path) -> None:
-    """track.c's cached-rule walk returns exactly the unwinder's frames (x86-64)."""
+    """unwind.c's cached-rule walk returns exactly the unwinder's frames (x86-64)."""
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("the fast walk is x86-64 only; elsewhere the unwinder does it all")
     root = Path(HERE).resolve().parent.parent

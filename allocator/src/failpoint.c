@@ -57,13 +57,6 @@ static const char valid_terms[] =
 
 #define GOLDEN 0x9e3779b97f4a7c15ull
 
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* The first draw after arming point p of a table seeded with seed. */
 static uint64_t rng_start(uint64_t seed, int point)
 {

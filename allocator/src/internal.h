@@ -28,6 +28,14 @@ void sched_yield_point(const char *where);
 #define NMM_YIELD(where) ((void)0)
 #endif
 
+/* splitmix64's finaliser: the one 64-bit mixer (hash tables, rule cache). */
+static inline uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 /* ================================================================== core
  * heap.c, slab.c, tcache.c, large.c, addrmap.c, detect.c, validate.c, stats.c,
  * os.c — owned by the core. The periphery below uses only what is declared here. */
@@ -120,6 +128,13 @@ typedef struct options_process {
 } options_process_t;
 /* The process options (defaults until options_from_env ran). Any thread. */
 const options_process_t *options_process(void);
+
+/* unwind.c — call stacks of the calling thread. */
+#define UNWIND_DEPTH 16  /* frames kept per stack */
+/* Return addresses of the calling thread's stack, innermost first, starting at
+ * the caller of the outermost allocator entry point found among the first frames
+ * (nmm_alloc, malloc, nmm_free, free, ...), at most max. Never allocates. */
+uint32_t unwind_capture(uintptr_t *pcs, uint32_t max);
 
 /* track.c — sites (process-wide), sampled stacks, leak aggregation. */
 /* On each allocation with tracking on: returns the id to store with the block,

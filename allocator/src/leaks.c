@@ -12,13 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 #define LEAK_STACKS 4 /* distinct sampled stacks kept per site */
 
 /* Live blocks of one site. Stacks are sampled, so a site is one group and the

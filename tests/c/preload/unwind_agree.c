@@ -1,9 +1,9 @@
-/* unwind_agree.c — white-box check of track.c's cached-rule stack walk: from many
+/* unwind_agree.c — white-box check of unwind.c's cached-rule stack walk: from many
  * frame shapes (rsp-relative frames, VLA frames with an rbp-relative CFA, frames
  * inside libc's qsort, which has no frame pointer) the fast walk must return the
  * very frames _Unwind_Backtrace returns, or decline. Built -O2 (no frame pointers)
- * with track.c included directly; prints "agree N declined M disagree K". */
-#include "track.c"
+ * with unwind.c included directly; prints "agree N declined M disagree K". */
+#include "unwind.c"
 
 #include <stdio.h>
 
@@ -12,7 +12,7 @@ static int agree, declined, disagree;
 static NMM_NOINLINE void compare(void)
 {
 #ifdef FAST_UNWIND
-    uintptr_t fast[STACK_DEPTH + STACK_SEARCH], slow[STACK_DEPTH + STACK_SEARCH];
+    uintptr_t fast[STACK_ALL], slow[STACK_ALL];
     struct unwind_state f = {.pcs = fast, .skip = 1, .entry = -1};
     struct unwind_state s = {.pcs = slow, .skip = 1, .entry = -1};
     uintptr_t ip, sp, bp;
