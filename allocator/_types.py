@@ -34,8 +34,9 @@ class Event:
     """One detection the allocator recorded (nmm_event_t).
 
     ``kind`` is the C name (``"double_free"``, ``"overflow"``, ...); ``detail`` and
-    ``extra`` are kind-specific (the invalid-pointer reason, the offset of the
-    damage, the families of a mismatch; see nmm.h's event kinds);
+    ``extra`` are kind-specific (the invalid-pointer reason, the offsets of the
+    first and last damaged bytes of an overflow or a use after free, the families
+    of a mismatch; see nmm.h's event kinds);
     ``seq`` numbers the heap's events from 1; ``op_count`` is the number of heap
     operations done when it was detected; sites are ``(file, line)`` or None.
     """

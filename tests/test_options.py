@@ -35,6 +35,13 @@ KEYS = (
     "seed",
     "fail",
     "strict",
+    "leaks",
+    "suppressions",
+    "exitcode",
+    "log_path",
+    "log_format",
+    "symbolize",
+    "symbolizer",
 )
 FIELDS = {
     "limit": "limit_bytes",

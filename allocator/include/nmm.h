@@ -313,9 +313,13 @@ typedef enum nmm_event_kind {
     NMM_EV_NONE = 0,
     NMM_EV_DOUBLE_FREE = 1,      /* free of a free or quarantined block */
     NMM_EV_INVALID_FREE = 2,     /* free of a pointer that is not a live block start */
-    NMM_EV_OVERFLOW = 3,         /* tail canary damaged */
-    NMM_EV_UNDERFLOW = 4,        /* head guard damaged */
-    NMM_EV_USE_AFTER_FREE = 5,   /* poison of a freed block damaged */
+    NMM_EV_OVERFLOW = 3,         /* tail canary damaged: detail = offset of the first damaged
+                                  * byte, extra = of the last (the damage reaches
+                                  * extra - size + 1 bytes past the block) */
+    NMM_EV_UNDERFLOW = 4,        /* head guard damaged: detail = extra = how far below the
+                                  * block the damage reaches */
+    NMM_EV_USE_AFTER_FREE = 5,   /* poison of a freed block damaged: detail and extra =
+                                  * offsets of the first and last changed bytes */
     NMM_EV_HEADER_CORRUPT = 6,   /* header checksum wrong */
     NMM_EV_REALLOC_FREED = 7,    /* realloc of a free block */
     NMM_EV_INVALID_REALLOC = 8,  /* realloc of a pointer that is not a live block start */

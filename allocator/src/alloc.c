@@ -229,7 +229,7 @@ NMM_NOINLINE static void *alloc_standard_sited(nmm_heap_t *h, size_t size, nmm_s
  * (the tracked way counts it itself). A leaf on the hit path. */
 NMM_NOINLINE static void *alloc_standard_counted(nmm_heap_t *h, size_t size)
 {
-    uint32_t every = h->cfg.stack_sample;
+    uint32_t every = h->stack_every0;
     if (every) {
         uint32_t c = track_countdown;
         if (unlikely(c - 2 >= every - 1))  /* not in [2, every]: sample or clamp */
@@ -790,6 +790,51 @@ NMM_NOINLINE __attribute__((aligned(64))) static nmm_status_t free_standard(nmm_
     return free_slow_status(h, p, site);
 }
 
+static nmm_status_t free_dispatch(nmm_heap_t *h, void *p, nmm_site_t site)
+{
+    uint8_t fast = __atomic_load_n(&h->fast, __ATOMIC_RELAXED);
+    if (fast == FAST_STANDARD || fast == FAST_TRACKED)
+        return free_standard(h, p, site);
+    if (fast == FAST_PARANOID)
+        return free_paranoid_fast(h, p, site);
+    return free_slow_status(h, p, site);
+}
+
+/* Whether the live block at p carries an allocation context (a sampled stack):
+ * its free is then recorded too. Validates p like free does before reading. */
+static bool alloc_has_context(nmm_heap_t *h, const void *p)
+{
+    uint32_t id = 0;
+    uintptr_t up = (uintptr_t)p;
+    if (up - h->base >= h->region_size) {
+        if (!large_lookup(h, p, NULL, NULL, &id))
+            return false;
+    } else {
+        slab_t *s = slab_of(h, up);
+        int32_t idx = s && up - CORE_HDR >= (uintptr_t)s->data ? slab_index(s, up - CORE_HDR) : -1;
+        if (idx < 0 || __atomic_load_n(&slab_states(s)[idx], __ATOMIC_RELAXED) != BS_LIVE ||
+            !detect_header_ok(h, p))
+            return false;
+        id = slab_site(s, (uint32_t)idx, detect_header_has_site(detect_header_word(p)));
+    }
+    return (id >> TRACK_SITE_BITS) != 0;
+}
+
+/* Frees that record their context (stack and thread) for later reports:
+ * every site-0 free at paranoid, and at tracking the free of a block whose
+ * allocation was sampled. The context also names the free in any report this
+ * call makes (it rides in the site argument: site | context << 16). */
+NMM_NOINLINE static nmm_status_t free_recorded(nmm_heap_t *h, void *p, nmm_site_t site)
+{
+    if (site || !p || !h->tracking || !(h->paranoid || alloc_has_context(h, p)))
+        return free_dispatch(h, p, site);
+    uint32_t ctx = track_context();
+    nmm_status_t st = free_dispatch(h, p, ctx << TRACK_SITE_BITS);
+    if (st == NMM_OK)
+        track_note_free(p, ctx);
+    return st;
+}
+
 nmm_status_t nmm_free(nmm_heap_t *h, void *p, nmm_site_t site)
 {
     uint8_t fast = __atomic_load_n(&h->fast, __ATOMIC_RELAXED);
@@ -814,11 +859,25 @@ nmm_status_t nmm_free(nmm_heap_t *h, void *p, nmm_site_t site)
         }
     } else if (fast == FAST_STANDARD) {
         return free_standard(h, p, site);
-    } else if (fast == FAST_PARANOID) {
+    } else if (fast == FAST_PARANOID && site) {
         return free_paranoid_fast(h, p, site);
     }
-    return free_slow_status(h, p, site);
+    return free_recorded(h, p, site);
 }
+
+/* The functions that can be the outermost allocator frame of a call: the API
+ * and what it tail-calls (a tail call leaves no frame of the entry point). A
+ * captured stack starts at the caller of the outermost of these (unwind.c). */
+const void *const alloc_outer_functions[] = {
+    (const void *)nmm_alloc,           (const void *)nmm_calloc,
+    (const void *)nmm_realloc,         (const void *)nmm_aligned_alloc,
+    (const void *)nmm_free,            (const void *)alloc_slow,
+    (const void *)alloc_standard,      (const void *)alloc_standard_track,
+    (const void *)alloc_standard_sited, (const void *)alloc_standard_counted,
+    (const void *)free_standard,       (const void *)free_paranoid_fast,
+    (const void *)free_slow_status,    (const void *)free_recorded,
+    NULL,
+};
 
 /* ------------------------------------------------------------------ queries */
 

@@ -260,7 +260,9 @@ typedef struct large_cached {
 
 /* Inline fast paths (alloc.c): all need caches, no limit, fail points
  * disarmed; tracking only with the header fast paths (standard, paranoid). */
-enum { FAST_NONE = 0, FAST_OFF = 1, FAST_STANDARD = 2, FAST_PARANOID = 3 };
+enum { FAST_NONE = 0, FAST_OFF = 1, FAST_STANDARD = 2, FAST_PARANOID = 3,
+       FAST_TRACKED = 4 /* standard with tracking: allocs as standard, frees checked for a
+                         * sampled block (its free stack is recorded) */ };
 
 struct tcache;
 
@@ -273,11 +275,13 @@ struct nmm_heap {
     uint8_t has_hdr;             /* blocks carry the 8-byte header (layout: detect.c section) */
     uint8_t checks;              /* level >= standard: verify header/canary */
     uint8_t paranoid;
-    uint8_t tracking;
+    uint8_t tracking;            /* blocks carry a context: tracking=1, or paranoid */
     uint8_t guard;               /* guard pages for large blocks */
     uint8_t use_cache;
     uint8_t fp_armed;            /* atomic */
     int32_t slot;                /* thread-cache slot, -1 = none */
+    uint32_t stack_every0;       /* site-0 allocations per captured stack (paranoid: 1,
+                                  * tracking: stack_sample, else 0 = never) */
     uint32_t user_off;           /* CORE_HDR when has_hdr, else 0 */
     uint64_t secret[4];          /* per-heap random key */
     uint64_t limit;              /* 0 = none */
@@ -706,6 +710,10 @@ bool detect_header_ok(const nmm_heap_t *h, const uint8_t *user);
 void detect_poison(uint8_t *p, size_t n);
 /* Returns the offset of the first damaged poison byte, or -1. */
 long detect_poison_damage(const uint8_t *p, size_t n);
+/* For the use-after-free report that follows: the last damaged byte of the
+ * poisoned range [p, p + n) (first is the first damaged offset in it), as an
+ * offset from user (events_extent_last). */
+void detect_note_poison_extent(const uint8_t *p, size_t n, const uint8_t *user, long first);
 bool detect_quarantine_init(nmm_heap_t *h);
 void detect_quarantine_destroy(nmm_heap_t *h);
 /* Poison and hold a freed block (paranoid); releases what falls out. */

@@ -33,6 +33,7 @@ uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t roo
             if ((diff >> (64 - 8 * d)) & 0xFF)
                 reach = d;
         *detail = check_ok ? reach : CORE_HDR;
+        events_extent_last = *detail + 1;
         if (size_ok) {
             *size = sz;
             *has_site = detect_header_has_site(hw);
@@ -50,6 +51,10 @@ uint32_t detect_check_block(const nmm_heap_t *h, const uint8_t *user, size_t roo
     for (size_t i = 0; i < CORE_CANARY; i++) {
         if (q[i] != want_c[i]) {
             *detail = (uint32_t)(sz + i);
+            size_t last = CORE_CANARY - 1;
+            while (q[last] == want_c[last])
+                last--;
+            events_extent_last = (uint32_t)(sz + last) + 1; /* how far the damage reaches */
             return NMM_EV_OVERFLOW;
         }
     }
@@ -211,6 +216,21 @@ long detect_poison_damage(const uint8_t *p, size_t n)
     return poison_damage(p, n);
 }
 
+/* Offset of the last damaged poison byte (there is one: p[first] is). */
+static size_t poison_last(const uint8_t *p, size_t n, size_t first)
+{
+    size_t i = n - 1;
+    while (i > first && p[i] == POISON_BYTE)
+        i--;
+    return i;
+}
+
+void detect_note_poison_extent(const uint8_t *p, size_t n, const uint8_t *user, long first)
+{
+    const uint8_t *at = p + poison_last(p, n, (size_t)first);
+    events_extent_last = at >= user ? (uint32_t)(at - user) + 1 : 1;
+}
+
 /* ------------------------------------------------------------------ quarantine */
 
 bool detect_quarantine_init(nmm_heap_t *h)
@@ -255,6 +275,7 @@ NMM_COLD static bool quarantine_entry_report(nmm_heap_t *h, const quarantine_ent
     } else {
         alloc_retire(h, e->poison - h->user_off);
     }
+    detect_note_poison_extent(e->poison, e->block_size, e->user, dmg);
     heap_report(h, NMM_EV_USE_AFTER_FREE, uaf_detail(e, dmg), e->user, e->size, e->alloc_site,
                 e->free_site);
     return true;

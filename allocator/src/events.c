@@ -39,9 +39,10 @@ struct events_ring {
 
 NMM_TLS uintptr_t events_caller_pc;
 NMM_TLS uint32_t events_pending;
+NMM_TLS uint32_t events_extent_last;
 /* Plain __thread (not initial-exec): touched only on a detection, and kept out of
  * the static TLS surplus a dlopen-ed Python extension has to share. */
-static __thread nmm_event_t pending_ev[EVENTS_PENDING_MAX];
+static __thread diag_event_t pending_ev[EVENTS_PENDING_MAX];
 __thread bool events_echo_now;
 
 static const char *const kind_names[NMM_EV_KIND_COUNT_] = {
@@ -60,22 +61,6 @@ static const char *const kind_names[NMM_EV_KIND_COUNT_] = {
     [NMM_EV_DELETE_SIZE_MISMATCH] = "delete_size_mismatch",
     [NMM_EV_INVALID_POINTER] = "invalid_pointer",
     [NMM_EV_ZERO_SIZE_ACCESS] = "zero_size_access",
-};
-
-static const char *const invalid_reason_names[] = {
-    [NMM_INVALID_UNKNOWN] = NULL,
-    [NMM_INVALID_WILD] = "wild pointer",
-    [NMM_INVALID_FOREIGN_HEAP] = "block of another heap",
-    [NMM_INVALID_INTERIOR] = "interior pointer",
-    [NMM_INVALID_UNMAPPED] = "unused heap memory",
-    [NMM_INVALID_FREED] = "freed block",
-};
-
-/* What makes (index 0) and frees (index 1) a block of each nmm_family_t. */
-static const char *const family_calls[3][2] = {
-    {"malloc", "free"},
-    {"operator new", "operator delete"},
-    {"operator new[]", "operator delete[]"},
 };
 
 NMM_API const char *nmm_event_kind_str(uint32_t kind)
@@ -208,99 +193,48 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
-static void put_shift(strbuf_t *sb, uint32_t shift)
+static bool has_extent(uint32_t kind)
 {
-    if (shift) {
-        strbuf_puts(sb, "alignment ");
-        strbuf_u64(sb, (uint64_t)1 << (shift & 63));
-    } else {
-        strbuf_puts(sb, "the default alignment");
-    }
+    return kind == NMM_EV_OVERFLOW || kind == NMM_EV_UNDERFLOW || kind == NMM_EV_USE_AFTER_FREE;
 }
 
-/* " (allocated by operator new, freed by free)", " (operator delete given size 24)" */
-static void format_mismatch(strbuf_t *sb, const nmm_event_t *ev)
+/* The contexts a report shows: the block's allocation and (for a freed block)
+ * its free, and the call that found the problem. Sites arrive as stored ids
+ * (site | context << 16); free_site is the current call's, except for a use
+ * after free, where it is the free that put the block in the quarantine. */
+static void report_contexts(diag_event_t *d, uint32_t alloc_id, uint32_t free_id, bool capture)
 {
-    if (ev->kind == NMM_EV_ALLOC_DEALLOC_MISMATCH) {
-        uint32_t made = ev->detail & 0xFF, freed = (ev->detail >> 8) & 0xFF;
-        if (made > 2 || freed > 2)
-            return;
-        strbuf_puts(sb, " (allocated by ");
-        strbuf_puts(sb, family_calls[made][0]);
-        strbuf_puts(sb, ", freed by ");
-        strbuf_puts(sb, family_calls[freed][1]);
-        strbuf_putc(sb, ')');
-    } else if (ev->kind == NMM_EV_DELETE_SIZE_MISMATCH) {
-        uint32_t have = ev->extra & 0xFF, want = (ev->extra >> 8) & 0xFF;
-        strbuf_puts(sb, " (");
-        if (ev->detail != UINT32_MAX && ev->detail != ev->size) {
-            strbuf_puts(sb, "delete given size ");
-            strbuf_u64(sb, ev->detail);
-            if (have != want)
-                strbuf_puts(sb, "; ");
-        }
-        if (have != want) {
-            strbuf_puts(sb, "allocated with ");
-            put_shift(sb, have);
-            strbuf_puts(sb, ", deleted with ");
-            put_shift(sb, want);
-        }
-        strbuf_putc(sb, ')');
+    const nmm_event_t *ev = &d->ev;
+    uint32_t call_ctx = 0;
+    track_decode(alloc_id, NULL, &d->alloc_ctx);
+    track_decode(free_id, NULL, &call_ctx);
+    if (ev->kind == NMM_EV_USE_AFTER_FREE) {
+        d->free_ctx = call_ctx ? call_ctx : track_free_context((const void *)ev->address);
+        call_ctx = 0;
+    } else if (ev->kind == NMM_EV_DOUBLE_FREE || ev->kind == NMM_EV_REALLOC_FREED) {
+        d->free_ctx = track_free_context((const void *)ev->address);
     }
-}
-
-void events_format_line(strbuf_t *sb, const nmm_event_t *ev, bool symbolize)
-{
-    strbuf_puts(sb, "nmm: ");
-    strbuf_puts(sb, nmm_event_kind_str(ev->kind));
-    strbuf_puts(sb, " at ");
-    strbuf_hex(sb, ev->address);
-    if ((ev->kind == NMM_EV_INVALID_FREE || ev->kind == NMM_EV_INVALID_REALLOC ||
-         ev->kind == NMM_EV_INVALID_POINTER) &&
-        ev->detail < sizeof invalid_reason_names / sizeof *invalid_reason_names &&
-        invalid_reason_names[ev->detail]) {
-        strbuf_puts(sb, " (");
-        strbuf_puts(sb, invalid_reason_names[ev->detail]);
-        strbuf_putc(sb, ')');
-    }
-    format_mismatch(sb, ev);
-    if (ev->size) {
-        strbuf_puts(sb, " size ");
-        strbuf_u64(sb, ev->size);
-    }
-    if (ev->alloc_site) {
-        strbuf_puts(sb, " alloc site ");
-        track_site_format(sb, ev->alloc_site, symbolize);
-    }
-    if (ev->free_site) {
-        strbuf_puts(sb, ev->kind == NMM_EV_REALLOC_FREED || ev->kind == NMM_EV_INVALID_REALLOC
-                            ? " realloc site "
-                        : ev->kind == NMM_EV_INVALID_POINTER ? " call site "
-                                                             : " free site ");
-        track_site_format(sb, ev->free_site, symbolize);
-    }
-    strbuf_puts(sb, " (thread ");
-    strbuf_u64(sb, ev->thread_id);
-    strbuf_putc(sb, ')');
-}
-
-static void write_line(const nmm_event_t *ev, bool symbolize)
-{
-    char buf[512];
-    strbuf_t sb;
-    strbuf_init(&sb, buf, sizeof buf - 1);
-    events_format_line(&sb, ev, symbolize);
-    size_t n = sb.len < sizeof buf - 2 ? sb.len : sizeof buf - 2;
-    buf[n++] = '\n';
-    write_all(2, buf, n);
+    /* A call that named its own site (the Python binding, NMM_FREE) is named by
+     * it: its C stack would be the interpreter's. */
+    nmm_site_t call_site = 0;
+    track_decode(free_id, &call_site, NULL);
+    bool named = call_site && !track_site_is_pc(call_site);
+    d->here_ctx = call_ctx ? call_ctx : capture && !named ? track_context() : 0;
 }
 
 nmm_status_t events_report(nmm_heap_t *heap, nmm_event_t *ev)
 {
     struct events_ring *r = ring_of(heap);
     /* Callers may hand over the id stored with a block (site | stack << 16). */
+    uint32_t alloc_id = ev->alloc_site, free_id = ev->free_site;
     track_decode(ev->alloc_site, &ev->alloc_site, NULL);
     track_decode(ev->free_site, &ev->free_site, NULL);
+    uint32_t last = events_extent_last;
+    events_extent_last = 0;
+    if (has_extent(ev->kind) && last > ev->detail)
+        ev->extra = last - 1;
+    else if (has_extent(ev->kind))
+        ev->extra = ev->detail;
     if (ev->free_site == 0 && events_caller_pc && is_free_side_kind(ev->kind))
         ev->free_site = track_site_for_pc(events_caller_pc);
     ev->thread_id = os_thread_id();
@@ -313,20 +247,24 @@ nmm_status_t events_report(nmm_heap_t *heap, nmm_event_t *ev)
         if (!ring_push(r, ev))
             atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
     }
-    if (heap && heap_config(heap)->policy == NMM_POLICY_ABORT) {
-        /* The process is going down: resolving symbols (dladdr) here cannot
-         * deadlock anything that matters any more. */
-        write_line(ev, true);
-        abort();
-    }
-    if (events_echo_now) {
-        write_line(ev, true);  /* the caller holds no heap lock */
-    } else if (&malloc_shim_linked != NULL) {
-        /* Preload library: echo the line, but only once back outside the heap
-         * (dladdr takes the loader lock, which a dlopen-ing thread may hold while
-         * it waits for a heap lock we hold). */
+    bool aborting = heap && heap_config(heap)->policy == NMM_POLICY_ABORT;
+    if (aborting || events_echo_now || &malloc_shim_linked != NULL) {
+        diag_event_t d = {.ev = *ev};
+        report_contexts(&d, alloc_id, free_id, true);
+        if (aborting || events_echo_now) {
+            /* Aborting, the process is going down: resolving symbols (the loader's
+             * lock, a symbolizer child) here cannot deadlock anything that matters.
+             * Echoing now, the caller holds no heap lock. */
+            diag_write(&d, true);
+            if (aborting)
+                abort();
+            return status_for(ev->kind);
+        }
+        /* Preload library: write the report, but only once back outside the heap
+         * (symbolizing takes the loader lock, which a dlopen-ing thread may hold
+         * while it waits for a heap lock we hold). */
         if (events_pending < EVENTS_PENDING_MAX)
-            pending_ev[events_pending] = *ev;
+            pending_ev[events_pending] = d;
         events_pending++;
     }
     return status_for(ev->kind);
@@ -337,7 +275,7 @@ void events_flush_pending(void)
     uint32_t n = events_pending;
     events_pending = 0;
     for (uint32_t i = 0; i < n && i < EVENTS_PENDING_MAX; i++)
-        write_line(&pending_ev[i], true);
+        diag_write(&pending_ev[i], true);
     if (n > EVENTS_PENDING_MAX) {
         char buf[96];
         strbuf_t sb;
@@ -345,7 +283,7 @@ void events_flush_pending(void)
         strbuf_puts(&sb, "nmm: ... and ");
         strbuf_u64(&sb, n - EVENTS_PENDING_MAX);
         strbuf_puts(&sb, " more detections in the same call\n");
-        write_all(2, buf, sb.len < sizeof buf ? sb.len : sizeof buf - 1);
+        out_text(buf, sb.len < sizeof buf ? sb.len : sizeof buf - 1);
     }
 }
 

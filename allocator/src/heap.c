@@ -103,12 +103,7 @@ nmm_status_t heap_report_extra(nmm_heap_t *h, uint32_t kind, uint32_t detail, ui
     ev.extra = extra;
     ev.address = (uintptr_t)addr;
     ev.size = size;
-    if (alloc_id && h->tracking) {
-        uint32_t stack = 0;
-        track_decode(alloc_id, &ev.alloc_site, &stack);
-    } else {
-        ev.alloc_site = alloc_id;  /* untracked headers keep the raw site */
-    }
+    ev.alloc_site = alloc_id;  /* site | context << 16: events_report splits it */
     ev.free_site = free_site;
     nmm_status_t st = events_report(h, &ev);
     heap_set_status(st);
@@ -120,6 +115,13 @@ nmm_status_t heap_report_extra(nmm_heap_t *h, uint32_t kind, uint32_t detail, ui
 const nmm_config_t *heap_config(const nmm_heap_t *heap)
 {
     return &heap->cfg;
+}
+
+uint32_t heap_stack_every(const nmm_heap_t *heap, nmm_site_t site)
+{
+    if (site == 0)
+        return heap->stack_every0;
+    return heap->cfg.tracking ? heap->cfg.stack_sample : 0;
 }
 
 uint64_t heap_op_count(const nmm_heap_t *heap)
@@ -152,7 +154,10 @@ static void heap_update_fast(nmm_heap_t *h)
      * tracking at level=off (a header but no canary) keeps the slow path. */
     if ((!h->tracking || h->checks) && !h->limit && h->use_cache && h->slot >= 0 &&
         !__atomic_load_n(&h->fp_armed, __ATOMIC_RELAXED))
-        fast = !h->has_hdr ? FAST_OFF : h->paranoid ? FAST_PARANOID : FAST_STANDARD;
+        fast = !h->has_hdr   ? FAST_OFF
+               : h->paranoid ? FAST_PARANOID
+               : h->tracking ? FAST_TRACKED
+                             : FAST_STANDARD;
     __atomic_store_n(&h->fast, fast, __ATOMIC_RELAXED);
 }
 
@@ -176,13 +181,17 @@ void heap_set_failpoints_armed(nmm_heap_t *heap, bool armed)
  *              guard pages for large blocks, periodic sweeps; with sweeps on,
  *              thread caches are bypassed so every state change happens under
  *              a class lock and a sweep sees a stable heap under load.
- * tracking=1 adds the header (for the site flag) at any level. */
+ * tracking=1 adds the header (for the site flag) at any level. Contexts (stack
+ * and thread) for error reports: paranoid records one for every allocation and
+ * free without a site (the malloc replacement, plain C callers); tracking
+ * samples allocations at stacks=1/N and records the free of a sampled block. */
 static void heap_derive(nmm_heap_t *h)
 {
     const nmm_config_t *c = &h->cfg;
     h->checks = c->level >= NMM_LEVEL_STANDARD;
     h->paranoid = c->level == NMM_LEVEL_PARANOID;
-    h->tracking = c->tracking != 0;
+    h->tracking = c->tracking != 0 || h->paranoid;
+    h->stack_every0 = h->paranoid ? 1 : c->tracking ? c->stack_sample : 0;
     h->has_hdr = h->checks || h->tracking;
     h->user_off = h->has_hdr ? CORE_HDR : 0;
     h->guard = c->guard_pages == 1; /* options.c turns it on for level=paranoid unless guard= is given */
@@ -372,7 +381,7 @@ void nmm_heap_destroy(nmm_heap_t *h)
     /* nmm.h: blocks still live now are leaks; with tracking they are reported
      * (to stderr, grouped by site; nothing is written when nothing leaked). */
     heap_exit_check(h);
-    if (h->tracking)
+    if (h->cfg.tracking)
         leaks_write(h, 2);
     tcache_detach_heap(h);
     pthread_mutex_lock(&heap_table_lock);
@@ -422,6 +431,7 @@ nmm_heap_t *nmm_default_heap(void)
             abort();
         }
         __atomic_store_n(&heap_default, h, __ATOMIC_RELEASE);
+        leakcheck_arm();
     }
     pthread_mutex_unlock(&heap_default_lock);
     return h;

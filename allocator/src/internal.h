@@ -49,6 +49,9 @@ uint32_t os_thread_id(void);                         /* gettid(), cached per thr
 
 /* heap.c */
 const nmm_config_t *heap_config(const nmm_heap_t *heap);
+/* Allocations per captured stack for a call with this site (0 = never): site 0
+ * at paranoid always, otherwise stacks=1/N with tracking. */
+uint32_t heap_stack_every(const nmm_heap_t *heap, nmm_site_t site);
 uint64_t heap_op_count(const nmm_heap_t *heap);      /* alloc+free operations so far */
 /* Visit every live block (for leak reports). The callback must not allocate from
  * this heap. requested = the size asked for; site = the tracked site id stored
@@ -125,9 +128,13 @@ typedef struct options_process {
     const char *log_path;     /* PREFIX of PREFIX.<pid>; NULL = stderr */
     const char *suppressions; /* LSan-format file; NULL = built-in ones only */
     const char *symbolizer;   /* symbolizer program; NULL = search PATH */
+    const char *path_env;     /* PATH when options were read (symbolizer search) */
 } options_process_t;
 /* The process options (defaults until options_from_env ran). Any thread. */
 const options_process_t *options_process(void);
+/* The environment for a helper child (the symbolizer): ours without LD_PRELOAD
+ * and NMM_OPTIONS, NULL-terminated, at most max entries (pointers into environ). */
+void options_child_environ(char **out, size_t max);
 
 /* unwind.c — call stacks of the calling thread. */
 #define UNWIND_DEPTH 16  /* frames kept per stack */
@@ -135,6 +142,9 @@ const options_process_t *options_process(void);
  * the caller of the outermost allocator entry point found among the first frames
  * (nmm_alloc, malloc, nmm_free, free, ...), at most max. Never allocates. */
 uint32_t unwind_capture(uintptr_t *pcs, uint32_t max);
+/* alloc.c: the functions that can be the outermost allocator frame of a call
+ * (the API and its tail-called paths), NULL-terminated. */
+extern const void *const alloc_outer_functions[];
 
 /* track.c — sites (process-wide), sampled stacks, leak aggregation. */
 /* On each allocation with tracking on: returns the id to store with the block,
@@ -147,6 +157,18 @@ uint32_t track_on_alloc(nmm_heap_t *heap, nmm_site_t site);
 extern NMM_TLS uint32_t track_countdown;
 /* Split a stored id back into its site and stack (0 = none). */
 void track_decode(uint32_t id, nmm_site_t *site, uint32_t *stack);
+#define TRACK_SITE_BITS 16  /* id = site | context << TRACK_SITE_BITS */
+/* Capture the calling thread's stack (above the allocator) and intern it with
+ * the thread id: a context id, 0 when the table is full. Never allocates. */
+uint32_t track_context(void);
+/* Free records: the context of the last recorded free of the block at p (0 when
+ * none was kept). Lock-free; any thread. */
+void track_note_free(const void *p, uint32_t ctx);
+uint32_t track_free_context(const void *p);
+/* The thread id a context was captured on (0 = unknown), and the hash of its
+ * frames alone (the same call path on two threads hashes alike). */
+uint32_t track_context_thread(uint32_t ctx);
+uint64_t track_stack_hash(uint32_t ctx);
 
 /* Periphery additions (periphery-owned; additive). */
 
@@ -175,16 +197,150 @@ nmm_site_t track_site_for_pc(uintptr_t pc);
 /* Write "file:line" (or "sym+0x1c (module)" for a code-address site, "?" when
  * unknown) for a site. symbolize=false never calls dladdr (signal handlers). */
 void track_site_format(struct strbuf *sb, nmm_site_t site, bool symbolize);
-/* "sym+0x1c (module)" for a code address (dladdr: report time only). */
+/* Whether a site is named by a code address (the malloc replacement's caller),
+ * and that address (0 for a file:line site). */
+bool track_site_is_pc(nmm_site_t site);
+uintptr_t track_site_pc(nmm_site_t site);
+/* "sym+0x1c (module)" for a code address (report time only). */
 void track_format_pc(struct strbuf *sb, uintptr_t pc);
 /* Frames of a stored stack id (0 and *pcs NULL when none). */
 uint32_t track_stack_frames(uint32_t stack, const uintptr_t **pcs);
 
-/* leaks.c — the leak report (nmm_leaks_report). */
-/* Write the text leak report of heap to fd (memory from os_map, never malloc);
- * nothing when no block is live. leaks.c's destructor runs it for the default
- * heap at exit (tracking on); nmm_heap_destroy of a tracking heap may too. */
+/* symbolize.c — names for code addresses in reports (report time only). */
+typedef struct sym_frame {
+    uintptr_t ret;          /* the address as captured (a return address) */
+    uintptr_t pc;           /* the address shown: the call instruction that returns to ret */
+    const char *module;     /* module path; NULL when no loaded module holds pc */
+    uintptr_t module_off;   /* pc - the module's load bias (what symbolizers take) */
+    const char *func;       /* from the module's symbol table; NULL when none covers pc */
+    uintptr_t func_off;     /* pc - the function's start */
+    const char *demangled;  /* the external symbolizer's name of the function, if any */
+    const char *inner;      /* innermost function at pc (differs when inlined) */
+    const char *file;       /* NULL without debug info or symbolizer */
+    uint32_t line, column;  /* 0 = unknown */
+    bool debug;             /* the module has debug info (or a debug file) */
+    bool done;
+} sym_frame_t;
+typedef struct sym_batch {
+    sym_frame_t *frames;
+    size_t n, cap;
+    uint32_t *index;        /* open addressing on ret: frame index + 1 */
+    size_t slots;
+    char *text;             /* names and files copied from the symbolizer's answers */
+    size_t text_used, text_cap;
+    size_t map_bytes;
+} sym_batch_t;
+/* A batch of at most max_frames distinct addresses (os_map); false on no memory. */
+bool sym_batch_init(sym_batch_t *b, size_t max_frames);
+void sym_batch_free(sym_batch_t *b);
+/* Add a captured return address (deduplicated); NULL when the batch is full. The
+ * frame's fields are filled by sym_batch_resolve. */
+const sym_frame_t *sym_batch_add(sym_batch_t *b, uintptr_t ret);
+/* Name every frame: module and function+offset always; file:line through the
+ * external symbolizer when external, the symbolize option is on and a module has
+ * debug info. Takes the loader lock (dl_iterate_phdr) and may run a child
+ * process: never call it with heap locks held. */
+void sym_batch_resolve(sym_batch_t *b, bool external);
+/* "    #k 0xpc in func+0xoff file:line:col (module+0xoff)\n" (ASan's layout). */
+void sym_frame_text(strbuf_t *sb, unsigned k, const sym_frame_t *f);
+/* The frame as a JSON object: pc, module, offset, function, function_offset,
+ * [inlined,] file, line, column. */
+void sym_frame_json(strbuf_t *sb, const sym_frame_t *f);
+/* "func+0xoff (module)" for one return address, from the symbol table only. */
+void sym_describe(strbuf_t *sb, uintptr_t ret);
+
+/* out.c — where reports go (stderr, or log_path's files). */
+bool out_text_wanted(void);              /* no log_path, or log_format has text */
+bool out_json_wanted(void);              /* log_path with log_format json or both */
+void out_text(const char *s, size_t n);  /* stderr, or PREFIX.<pid> */
+void out_json(const char *s, size_t n);  /* PREFIX.<pid>.json; nothing without log_path */
+void out_stderr(const char *s, size_t n);
+/* One report at a time (bounded wait); false when not taken (pass it back). */
+bool out_lock(void);
+void out_unlock(bool taken);
+
+/* diag.c — the error report of one detection, with its stacks. */
+typedef struct diag_event {
+    nmm_event_t ev;         /* sites decoded: alloc_site / free_site are plain site ids */
+    uint32_t here_ctx;      /* the call that found it (0 = not captured) */
+    uint32_t alloc_ctx;     /* the block's allocation */
+    uint32_t free_ctx;      /* the block's free (double free, realloc of freed, use after free) */
+} diag_event_t;
+/* Summary line, stacks (symbolized; file:line when symbolize and a symbolizer is
+ * there) and the JSON line, through out.c. Outside heap locks. */
+void diag_write(const diag_event_t *d, bool symbolize);
+/* "1 byte past the 24-byte block" and the like; nothing for kinds without extent. */
+void diag_describe_extent(struct strbuf *sb, const nmm_event_t *ev);
+
+/* roots.c — reachability of live blocks (the leak report at exit). */
+enum { ROOTS_LOST = 0, ROOTS_REACHABLE = 1, ROOTS_INDIRECT = 2 };
+typedef struct roots_block {
+    uintptr_t ptr;
+    uint64_t size;          /* requested bytes */
+    uint32_t id;            /* the stored site id (site | context << 16) */
+    uint8_t state;          /* ROOTS_* */
+    uint8_t suppressed;     /* leaks.c: matched a suppression */
+} roots_block_t;
+typedef struct roots_set {
+    roots_block_t *b;       /* live blocks by address */
+    size_t n, cap, missed;  /* missed: live blocks beyond cap (they stay unclassified) */
+    uint32_t *work;         /* flood worklist (cap entries) */
+    size_t nwork;
+    size_t map_bytes;
+} roots_set_t;
+/* Snapshot the heap's live blocks (about expect of them), sorted by address. */
+bool roots_collect(nmm_heap_t *heap, roots_set_t *s, size_t expect);
+void roots_release(roots_set_t *s);
+/* Classify every block: reachable from globals, thread stacks, TLS, registers
+ * (other threads paused by a signal while read), indirectly lost, or lost. */
+void roots_mark(roots_set_t *s);
+/* A thread that allocates with tracking says where its stack is (once). */
+void roots_register_thread(void);
+
+/* leaks.c — live blocks grouped by site (nmm_leaks_report; leakcheck.c). */
+#define LEAK_STACKS 4 /* distinct sampled stacks kept per group */
+/* Live blocks of one site (and category: leakcheck.c's ROOTS_* state). Stacks
+ * are sampled, so a site is one group and the stacks seen on its sampled blocks
+ * are listed inside it, most frequent first. */
+struct leak_group {
+    uint32_t id;        /* the site */
+    uint32_t used;
+    uint32_t category;  /* 0 for nmm_leaks_report; leakcheck.c: ROOTS_* */
+    uint32_t suppressed;/* leakcheck.c: a suppression matched */
+    uint64_t count;
+    uint64_t bytes;
+    uint32_t stacks[LEAK_STACKS];        /* context ids (the first seen of each call path) */
+    uint32_t stack_counts[LEAK_STACKS];
+    uint64_t stack_hashes[LEAK_STACKS];  /* frames only: threads merged */
+};
+struct leak_agg {
+    struct leak_group *slots;
+    size_t cap;       /* power of two */
+    size_t groups;    /* after leaks_agg_finish: slots[0..groups) sorted */
+    size_t map_bytes;
+    uint64_t total_count, total_bytes;
+    uint64_t other_count, other_bytes; /* blocks whose group did not fit */
+};
+bool leaks_agg_init(struct leak_agg *a);
+void leaks_agg_add(struct leak_agg *a, size_t requested, uint32_t id, uint32_t category);
+/* Compact, sort (category, then bytes, largest first), order each group's stacks. */
+void leaks_agg_finish(struct leak_agg *a);
+void leaks_release(struct leak_agg *a);
+/* Write the text list of live blocks of heap to fd (memory from os_map, never
+ * malloc); nothing when no block is live. nmm_heap_destroy of a tracking heap. */
 void leaks_write(nmm_heap_t *heap, int fd);
+
+/* leakcheck.c — the at-exit leak report of the default heap (LSan's). */
+/* Reachability, suppressions, the report through out.c; returns the blocks
+ * definitely or indirectly lost and not suppressed. */
+uint64_t leakcheck_run(nmm_heap_t *heap);
+/* The default heap exists: the report at exit applies (links leakcheck.c in). */
+void leakcheck_arm(void);
+
+/* suppress.c — leak suppressions (LSan's format) and the built-in ones. */
+/* The suppression matching any of the frames (function, module or file), or
+ * NULL. Reads the suppressions file on first use. */
+const char *suppress_match(const sym_frame_t *const *frames, size_t n);
 /* Top leak groups by bytes as a JSON array (for report.c); at most `top` rows. */
 void leaks_json_top(nmm_heap_t *heap, struct strbuf *sb, size_t top);
 
@@ -196,6 +352,10 @@ extern NMM_TLS uintptr_t events_caller_pc;
  * with heap locks possibly held (record policy in the preload library): the shim
  * calls events_flush_pending() once it is back outside the heap. */
 extern NMM_TLS uint32_t events_pending;
+/* Set by a detector right before the report it belongs to: 1 + the offset of
+ * the last damaged byte (overflow, underflow, use after free); events_report
+ * takes it into nmm_event_t.extra and clears it. 0 = not set. */
+extern NMM_TLS uint32_t events_extent_last;
 void events_flush_pending(void);
 /* Set around reports made with no heap lock held by a sweep whose events nobody
  * will drain (the exit check): each line is written at once, in record mode too. */

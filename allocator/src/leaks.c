@@ -1,64 +1,44 @@
-/* leaks.c — the leak report: live blocks (heap_foreach_live) grouped by site,
- * largest first, with the sampled stacks of each site; text and JSON. Memory
- * for the aggregation and the text comes from os_map, never malloc; symbols
- * are resolved (dladdr) here, at report time. Any thread; the heap's own locks
- * (taken by heap_foreach_live) make the snapshot consistent per size class.
+/* leaks.c — grouping of live blocks by site (largest first, with the sampled
+ * stacks of each site, the same call path from several threads merged), and
+ * nmm_leaks_report: every live block, text and JSON. leakcheck.c builds the
+ * at-exit report (reachability, suppressions) on the same groups. Memory for the
+ * aggregation and the text comes from os_map, never malloc; symbols are
+ * resolved here, at report time. Any thread; the heap's own locks (taken by
+ * heap_foreach_live) make the snapshot consistent per size class.
  */
-#define _GNU_SOURCE
 #include "internal.h"
 
-#include <dlfcn.h>
-#include <link.h>
 #include <string.h>
 #include <unistd.h>
 
-#define LEAK_STACKS 4 /* distinct sampled stacks kept per site */
-
-/* Live blocks of one site. Stacks are sampled, so a site is one group and the
- * stacks seen on its sampled blocks are listed inside it, most frequent first. */
-struct leak_group {
-    uint32_t id;     /* the site */
-    uint32_t used;
-    uint64_t count;
-    uint64_t bytes;
-    uint32_t stacks[LEAK_STACKS];
-    uint32_t stack_counts[LEAK_STACKS];
-};
-
-struct leak_agg {
-    struct leak_group *slots;
-    size_t cap;       /* power of two */
-    size_t groups;
-    size_t map_bytes;
-    uint64_t total_count, total_bytes;
-    uint64_t other_count, other_bytes; /* blocks whose group did not fit */
-};
-
-static void leak_visit(void *ctx, const void *ptr, size_t requested, uint32_t id)
+void leaks_agg_add(struct leak_agg *a, size_t requested, uint32_t id, uint32_t category)
 {
-    (void)ptr;
-    struct leak_agg *a = ctx;
     uint32_t stack;
     track_decode(id, &id, &stack);
+    uint64_t stack_hash = stack ? track_stack_hash(stack) : 0;
     a->total_count++;
     a->total_bytes += requested;
     size_t mask = a->cap - 1;
-    for (size_t i = mix64(id) & mask, probes = 0; probes < a->cap; i = (i + 1) & mask, probes++) {
+    uint64_t key = (uint64_t)id | (uint64_t)category << 32;
+    for (size_t i = mix64(key) & mask, probes = 0; probes < a->cap; i = (i + 1) & mask, probes++) {
         struct leak_group *g = &a->slots[i];
         if (!g->used) {
             if (a->groups * 4 >= a->cap * 3)
                 break; /* keep probing short: the rest goes to "other" */
             g->used = 1;
             g->id = id;
+            g->category = category;
             a->groups++;
         }
-        if (g->id == id) {
+        if (g->id == id && g->category == category) {
             g->count++;
             g->bytes += requested;
             for (int k = 0; stack && k < LEAK_STACKS; k++) {
-                if (g->stacks[k] == 0)
+                if (g->stacks[k] == 0) {
                     g->stacks[k] = stack;
-                if (g->stacks[k] == stack) {
+                    g->stack_hashes[k] = stack_hash;
+                }
+                if (g->stack_hashes[k] == stack_hash) { /* the same frames, any thread */
                     g->stack_counts[k]++;
                     break;
                 }
@@ -70,8 +50,16 @@ static void leak_visit(void *ctx, const void *ptr, size_t requested, uint32_t id
     a->other_bytes += requested;
 }
 
+static void leak_visit(void *ctx, const void *ptr, size_t requested, uint32_t id)
+{
+    (void)ptr;
+    leaks_agg_add(ctx, requested, id, 0);
+}
+
 static bool group_before(const struct leak_group *x, const struct leak_group *y)
 {
+    if (x->category != y->category)
+        return x->category < y->category;
     if (x->bytes != y->bytes)
         return x->bytes > y->bytes;
     if (x->count != y->count)
@@ -109,16 +97,18 @@ static void sort_groups(struct leak_group *g, size_t n)
     }
 }
 
-static bool leaks_collect(nmm_heap_t *heap, struct leak_agg *a)
+bool leaks_agg_init(struct leak_agg *a)
 {
     memset(a, 0, sizeof *a);
     a->cap = 1u << 15;
     size_t page = os_page_size();
     a->map_bytes = (a->cap * sizeof(struct leak_group) + page - 1) & ~(page - 1);
     a->slots = os_map(NULL, a->map_bytes);
-    if (!a->slots)
-        return false;
-    heap_foreach_live(heap, leak_visit, a);
+    return a->slots != NULL;
+}
+
+void leaks_agg_finish(struct leak_agg *a)
+{
     size_t k = 0;
     for (size_t i = 0; i < a->cap; i++)
         if (a->slots[i].used)
@@ -130,16 +120,27 @@ static bool leaks_collect(nmm_heap_t *heap, struct leak_agg *a)
         for (int x = 1; x < LEAK_STACKS; x++)
             for (int y = x; y > 0 && g->stack_counts[y] > g->stack_counts[y - 1]; y--) {
                 uint32_t ts = g->stacks[y], tc = g->stack_counts[y];
+                uint64_t th = g->stack_hashes[y];
                 g->stacks[y] = g->stacks[y - 1];
                 g->stack_counts[y] = g->stack_counts[y - 1];
+                g->stack_hashes[y] = g->stack_hashes[y - 1];
                 g->stacks[y - 1] = ts;
                 g->stack_counts[y - 1] = tc;
+                g->stack_hashes[y - 1] = th;
             }
     }
+}
+
+static bool leaks_collect(nmm_heap_t *heap, struct leak_agg *a)
+{
+    if (!leaks_agg_init(a))
+        return false;
+    heap_foreach_live(heap, leak_visit, a);
+    leaks_agg_finish(a);
     return true;
 }
 
-static void leaks_release(struct leak_agg *a)
+void leaks_release(struct leak_agg *a)
 {
     if (a->slots)
         os_unmap(a->slots, a->map_bytes);
@@ -152,33 +153,6 @@ static void format_site_text(strbuf_t *sb, nmm_site_t site)
         track_site_format(sb, site, true);
     else
         strbuf_puts(sb, "an unknown site");
-}
-
-/* Leading frames inside this library (a build with frame pointers sees its own
- * nmm_alloc frames) say nothing about the leak: skip them. */
-static int first_module_cb(struct dl_phdr_info *info, size_t size, void *ctx)
-{
-    (void)size;
-    *(uintptr_t *)ctx = (uintptr_t)info->dlpi_addr;
-    return 1; /* the first entry is the main program */
-}
-
-static uint32_t first_user_frame(const uintptr_t *pcs, uint32_t depth)
-{
-    Dl_info self, f;
-    if (!depth || !dladdr((void *)(uintptr_t)&track_on_alloc, &self))
-        return 0;
-    uintptr_t main_base = 0;
-    dl_iterate_phdr(first_module_cb, &main_base);
-    /* In a shared library (the preload, the Python extension) every leading frame
-     * of ours goes; linked into a program, only the named nmm_ entry points. */
-    bool in_dso = (uintptr_t)self.dli_fbase != main_base;
-    uint32_t i = 0;
-    while (i + 1 < depth && dladdr((void *)pcs[i], &f) && f.dli_fbase == self.dli_fbase &&
-           (in_dso || (f.dli_sname && (strncmp(f.dli_sname, "nmm_", 4) == 0 ||
-                                       strncmp(f.dli_sname, "track_", 6) == 0))))
-        i++;
-    return i;
 }
 
 static void leaks_text(struct leak_agg *a, strbuf_t *sb, size_t top)
@@ -211,7 +185,7 @@ static void leaks_text(struct leak_agg *a, strbuf_t *sb, size_t top)
             strbuf_puts(sb, "    stack of ");
             strbuf_u64(sb, g->stack_counts[s]);
             strbuf_puts(sb, g->stack_counts[s] == 1 ? " sampled block:\n" : " sampled blocks:\n");
-            for (uint32_t f = first_user_frame(pcs, depth), k = 0; f < depth; f++, k++) {
+            for (uint32_t f = 0, k = 0; f < depth; f++, k++) {
                 strbuf_puts(sb, "      #");
                 strbuf_u64(sb, k);
                 strbuf_putc(sb, ' ');
@@ -230,7 +204,7 @@ static void json_frames(strbuf_t *sb, uint32_t stack)
     const uintptr_t *pcs;
     uint32_t depth = track_stack_frames(stack, &pcs);
     strbuf_putc(sb, '[');
-    for (uint32_t f = first_user_frame(pcs, depth), k = 0; f < depth; f++, k++) {
+    for (uint32_t f = 0, k = 0; f < depth; f++, k++) {
         char fr[256];
         strbuf_t fb;
         strbuf_init(&fb, fr, sizeof fr);
@@ -356,18 +330,4 @@ void leaks_write(nmm_heap_t *heap, int fd)
         os_unmap(out, bytes);
     }
     leaks_release(&a);
-}
-
-/* At exit: the default heap's exit check (exit_check=1), then its leaks, when it
- * exists and tracks. Destructors of shared objects (libnmm.so, the preload
- * library, the Python extension) run after the program's atexit handlers, so
- * what is still live here was never freed. */
-__attribute__((destructor)) static void leaks_at_exit(void)
-{
-    if (!options_default_heap_configured())
-        return;
-    nmm_heap_t *h = nmm_default_heap();
-    heap_exit_check(h);
-    if (heap_config(h)->tracking)
-        leaks_write(h, 2);
 }

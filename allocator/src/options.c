@@ -91,6 +91,28 @@ static const option_def_t options[] = {
     /* process keys: NMM_OPTIONS only (the default heap's process) */
     {"strict", OPT_BOOL, PFIELD(strict), "0", "bool",
      "1 = a bad NMM_OPTIONS key or value is fatal: each is named, then exit 1 before main"},
+    {"leaks", OPT_BOOL, PFIELD(leaks), "1", "bool",
+     "with tracking: the leak report at exit, as LSan's (definitely lost, indirectly lost, "
+     "still reachable from globals, stacks, TLS or registers; stderr hears of lost blocks "
+     "only); 0 = none"},
+    {"suppressions", OPT_STRING, PFIELD(suppressions), "", "file",
+     "leak suppressions in LSan's format (leak:PATTERN per line, matched against each "
+     "frame's function, module and file; * wildcard, ^ $ anchors, # comments); the C "
+     "library's one-time buffers are always suppressed"},
+    {"exitcode", OPT_COUNT, PFIELD(exitcode), "23", "0..255",
+     "exit status when, at exit, blocks were lost or detections were recorded on the "
+     "default heap (as LSan's); 0 = keep the program's own"},
+    {"log_path", OPT_STRING, PFIELD(log_path), "", "prefix",
+     "reports go to PREFIX.<pid> (text) and/or PREFIX.<pid>.json (JSON lines) instead of "
+     "stderr, one file per process; empty = stderr"},
+    {"log_format", OPT_FORMAT, PFIELD(log_format), "text", "text|json|both",
+     "with log_path: the text report, JSON lines (one object per report), or both"},
+    {"symbolize", OPT_BOOL, PFIELD(symbolize), "1", "bool",
+     "frames get file:line:column from llvm-symbolizer or addr2line (a child process run "
+     "when a report is written, for modules with debug info); 0 = function+offset only"},
+    {"symbolizer", OPT_STRING, PFIELD(symbolizer), "", "path",
+     "the symbolizer to run (llvm-symbolizer or addr2line); empty = the first of "
+     "llvm-symbolizer, llvm-symbolizer-N, addr2line on PATH"},
 };
 #define OPTION_COUNT (sizeof options / sizeof options[0])
 
@@ -644,6 +666,7 @@ void options_from_env(nmm_config_t *cfg)
     atomic_store_explicit(&default_heap_configured, 1, memory_order_release);
     nmm_config_init(cfg);
     process_defaults();
+    process_options.path_env = getenv("PATH");
     const char *s = getenv("NMM_OPTIONS");
     if (!s || !*s)
         return;
@@ -663,4 +686,15 @@ void options_from_env(nmm_config_t *cfg)
         write_all(2, msg, sizeof msg - 1);
         _exit(1);
     }
+}
+
+extern char **environ;
+
+void options_child_environ(char **out, size_t max)
+{
+    size_t k = 0;
+    for (char **e = environ; e && *e && k + 1 < max; e++)
+        if (strncmp(*e, "LD_PRELOAD=", 11) != 0 && strncmp(*e, "NMM_OPTIONS=", 12) != 0)
+            out[k++] = *e;
+    out[k] = NULL;
 }

@@ -9,13 +9,12 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
-#include <dlfcn.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define SITE_BITS 16
+#define SITE_BITS TRACK_SITE_BITS
 #define SITE_CAP (1u << SITE_BITS)  /* ids 1..SITE_CAP-1; 0 = unknown */
 #define STACK_CAP (1u << 16)        /* stack ids 1..STACK_CAP-1; 0 = none */
 #define STACK_DEPTH UNWIND_DEPTH
@@ -35,9 +34,14 @@ struct site_table {
     struct site_entry entries[SITE_CAP];
 };
 
+/* A context: a stack and the thread that was running it. Interned together
+ * (so an id says "thread T here"); pc_hash covers the frames alone, for leak
+ * reports that merge the same call path from several threads. */
 struct stack_entry {
-    uint64_t hash;
+    uint64_t hash;     /* frames and thread */
+    uint64_t pc_hash;  /* frames only */
     uint32_t depth;
+    uint32_t tid;
     _Atomic uint32_t ready;
     uintptr_t pcs[STACK_DEPTH];
 };
@@ -193,27 +197,11 @@ static const struct site_entry *site_get(nmm_site_t site)
     return atomic_load_explicit(&e->ready, memory_order_acquire) ? e : NULL;
 }
 
-/* "sym+0x1c (module)" for a code address; dladdr does not allocate. */
+/* "sym+0x1c (module)" for a code address (symbolize.c: the symbol table,
+ * the call instruction before a return address). */
 void track_format_pc(strbuf_t *sb, uintptr_t pc)
 {
-    Dl_info info;
-    if (dladdr((void *)pc, &info) && info.dli_fname) {
-        const char *mod = strrchr(info.dli_fname, '/');
-        mod = mod ? mod + 1 : info.dli_fname;
-        if (info.dli_sname && info.dli_saddr) {
-            strbuf_puts(sb, info.dli_sname);
-            strbuf_putc(sb, '+');
-            strbuf_hex(sb, pc - (uintptr_t)info.dli_saddr);
-        } else {
-            strbuf_hex(sb, pc - (uintptr_t)info.dli_fbase);
-        }
-        strbuf_puts(sb, " (");
-        strbuf_puts(sb, *mod ? mod : "main program");
-        strbuf_putc(sb, ')');
-        return;
-    }
-    strbuf_puts(sb, "pc ");
-    strbuf_hex(sb, pc);
+    sym_describe(sb, pc);
 }
 
 /* The name of a code-address site, resolved once and kept in the arena. */
@@ -231,6 +219,18 @@ static const char *site_symbol(struct site_entry *e)
     if (kept && !atomic_compare_exchange_strong(&e->file, &expected, kept))
         return expected;
     return kept;
+}
+
+uintptr_t track_site_pc(nmm_site_t site)
+{
+    const struct site_entry *e = site_get(site);
+    return e ? e->pc : 0;
+}
+
+bool track_site_is_pc(nmm_site_t site)
+{
+    const struct site_entry *e = site_get(site);
+    return e && e->pc;
 }
 
 NMM_API nmm_status_t nmm_site_info(nmm_site_t site, const char **file, int *line)
@@ -271,14 +271,21 @@ void track_site_format(strbuf_t *sb, nmm_site_t site, bool symbolize)
 
 /* ------------------------------------------------------------------ stacks */
 
-static uint32_t stack_intern(const uintptr_t *pcs, uint32_t depth)
+static uint64_t hash_frames(const uintptr_t *pcs, uint32_t depth)
+{
+    uint64_t h = depth;
+    for (uint32_t i = 0; i < depth; i++)
+        h = mix64(h ^ pcs[i]);
+    return h;
+}
+
+static uint32_t stack_intern(const uintptr_t *pcs, uint32_t depth, uint32_t tid)
 {
     struct stack_table *t = table_get(&stacks, sizeof(struct stack_table));
     if (!t || !depth)
         return 0;
-    uint64_t h = depth;
-    for (uint32_t i = 0; i < depth; i++)
-        h = mix64(h ^ pcs[i]);
+    uint64_t ph = hash_frames(pcs, depth);
+    uint64_t h = mix64(ph ^ tid);
     uint32_t mask = STACK_CAP * 2 - 1;
     uint32_t mine = 0;
     for (uint32_t i = (uint32_t)h & mask, probes = 0; probes <= mask; i = (i + 1) & mask, probes++) {
@@ -290,7 +297,9 @@ static uint32_t stack_intern(const uintptr_t *pcs, uint32_t depth)
                     return 0;
                 struct stack_entry *e = &t->entries[mine];
                 e->hash = h;
+                e->pc_hash = ph;
                 e->depth = depth;
+                e->tid = tid;
                 memcpy(e->pcs, pcs, depth * sizeof *pcs);
                 atomic_store_explicit(&e->ready, 1, memory_order_release);
             }
@@ -302,7 +311,8 @@ static uint32_t stack_intern(const uintptr_t *pcs, uint32_t depth)
             id = expected;
         }
         const struct stack_entry *e = &t->entries[id];
-        if (e->hash == h && e->depth == depth && memcmp(e->pcs, pcs, depth * sizeof *pcs) == 0) {
+        if (e->hash == h && e->depth == depth && e->tid == tid &&
+            memcmp(e->pcs, pcs, depth * sizeof *pcs) == 0) {
             if (mine)
                 atomic_store_explicit(&t->entries[mine].ready, 0, memory_order_relaxed);
             return id;
@@ -311,18 +321,19 @@ static uint32_t stack_intern(const uintptr_t *pcs, uint32_t depth)
     return 0;
 }
 
-static NMM_NOINLINE uint32_t stack_sample_now(void)
+NMM_NOINLINE uint32_t track_context(void)
 {
     uintptr_t pcs[STACK_DEPTH];
     uint32_t depth = unwind_capture(pcs, STACK_DEPTH);
-    return stack_intern(pcs, depth);
+    return stack_intern(pcs, depth, os_thread_id());
 }
 
 uint32_t track_on_alloc(nmm_heap_t *heap, nmm_site_t site)
 {
+    roots_register_thread(); /* once per thread: where its stack is, for leak reports */
     if (site >= SITE_CAP)
         site = 0;
-    uint32_t every = heap_config(heap)->stack_sample;
+    uint32_t every = heap_stack_every(heap, site);
     if (!every)
         return site;
     uint32_t c = track_countdown;
@@ -333,7 +344,41 @@ uint32_t track_on_alloc(nmm_heap_t *heap, nmm_site_t site)
         return site;
     }
     track_countdown = every;
-    return site | (stack_sample_now() << SITE_BITS);
+    return site | (track_context() << SITE_BITS);
+}
+
+/* ------------------------------------------------------------------ free records */
+
+/* The context of each block's last free, by address: one word per slot,
+ * (address >> 4) << 16 | context, direct-mapped (a colliding free overwrites;
+ * a report then says the free stack was not kept). Written by tracked frees,
+ * read by reports of double frees and uses after free. */
+#define FREE_BITS 20
+static _Atomic(_Atomic uint64_t *) free_records;
+
+static _Atomic uint64_t *free_slot(uintptr_t p, bool make)
+{
+    _Atomic uint64_t *t = atomic_load_explicit(&free_records, memory_order_acquire);
+    if (!t && make)
+        t = table_get(&free_records, sizeof(uint64_t) << FREE_BITS);
+    return t ? &t[mix64(p) >> (64 - FREE_BITS)] : NULL;
+}
+
+void track_note_free(const void *p, uint32_t ctx)
+{
+    _Atomic uint64_t *slot = free_slot((uintptr_t)p, true);
+    if (slot && ctx)
+        atomic_store_explicit(slot, ((uint64_t)(uintptr_t)p >> 4) << 16 | ctx,
+                              memory_order_relaxed);
+}
+
+uint32_t track_free_context(const void *p)
+{
+    _Atomic uint64_t *slot = free_slot((uintptr_t)p, false);
+    if (!slot)
+        return 0;
+    uint64_t w = atomic_load_explicit(slot, memory_order_relaxed);
+    return w >> 16 == (uint64_t)(uintptr_t)p >> 4 ? (uint32_t)(w & 0xffff) : 0;
 }
 
 void track_decode(uint32_t id, nmm_site_t *site, uint32_t *stack)
@@ -344,15 +389,30 @@ void track_decode(uint32_t id, nmm_site_t *site, uint32_t *stack)
         *stack = id >> SITE_BITS;
 }
 
-uint32_t track_stack_frames(uint32_t stack, const uintptr_t **pcs)
+static const struct stack_entry *stack_get(uint32_t stack)
 {
-    *pcs = NULL;
     struct stack_table *t = atomic_load_explicit(&stacks, memory_order_acquire);
     if (!t || stack == 0 || stack >= STACK_CAP)
-        return 0;
+        return NULL;
     const struct stack_entry *e = &t->entries[stack];
-    if (!atomic_load_explicit(&e->ready, memory_order_acquire))
-        return 0;
-    *pcs = e->pcs;
-    return e->depth;
+    return atomic_load_explicit(&e->ready, memory_order_acquire) ? e : NULL;
+}
+
+uint32_t track_stack_frames(uint32_t stack, const uintptr_t **pcs)
+{
+    const struct stack_entry *e = stack_get(stack);
+    *pcs = e ? e->pcs : NULL;
+    return e ? e->depth : 0;
+}
+
+uint32_t track_context_thread(uint32_t stack)
+{
+    const struct stack_entry *e = stack_get(stack);
+    return e ? e->tid : 0;
+}
+
+uint64_t track_stack_hash(uint32_t stack)
+{
+    const struct stack_entry *e = stack_get(stack);
+    return e ? e->pc_hash : 0;
 }

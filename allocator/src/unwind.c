@@ -12,6 +12,8 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <dlfcn.h>
+#include <link.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,18 +29,20 @@ struct unwind_state {
 #define STACK_SEARCH 12 /* leading frames searched for the entry point */
 #define STACK_ALL (UNWIND_DEPTH + STACK_SEARCH)
 
-/* An allocator entry point: the frames up to it are the allocator's own. (An
- * entry point that tail-calls its slow path leaves that frame instead; reports
- * drop such leading frames when the allocator is a shared library.) */
+/* An allocator entry point: the frames up to it are the allocator's own. The
+ * malloc family (the preload library's), and alloc.c's list: the API and the
+ * paths it tail-calls, since a tail call leaves no frame of its caller. */
 static bool is_entry_point(uintptr_t start)
 {
     static void *const entries[] = {
-        (void *)nmm_alloc, (void *)nmm_calloc, (void *)nmm_realloc, (void *)nmm_aligned_alloc,
-        (void *)nmm_free, (void *)nmm_validate, (void *)malloc, (void *)calloc,
-        (void *)realloc, (void *)aligned_alloc, (void *)posix_memalign, (void *)free,
+        (void *)nmm_validate, (void *)malloc, (void *)calloc, (void *)realloc,
+        (void *)aligned_alloc, (void *)posix_memalign, (void *)free,
     };
     for (size_t i = 0; i < sizeof entries / sizeof *entries; i++)
         if (start == (uintptr_t)entries[i])
+            return true;
+    for (const void *const *f = alloc_outer_functions; *f; f++)
+        if (start == (uintptr_t)*f)
             return true;
     return false;
 }
@@ -401,12 +405,57 @@ static NMM_NOINLINE uint32_t capture_all(uintptr_t *all, int32_t *entry)
     return s.n;
 }
 
+/* The allocator's own module when it is a shared object (the preload library,
+ * libnmm.so, the Python extension): [own_lo, own_hi). Found with
+ * _dl_find_object, which is lock-free (this runs inside malloc); until it
+ * answers (the loader's first mallocs), and when the allocator is linked into
+ * the program itself, the entry-point rule alone cuts the stack. */
+extern int _dl_find_object(void *address, struct dl_find_object *result) __attribute__((weak));
+static uintptr_t own_lo, own_hi;
+static _Atomic int own_state; /* 0 not known yet, 1 a shared object, 2 linked into the program */
+
+static void own_module(void)
+{
+    struct dl_find_object o;
+    if (!_dl_find_object || _dl_find_object((void *)(uintptr_t)unwind_capture, &o) != 0)
+        return;
+    const struct link_map *lm = o.dlfo_link_map;
+    if (lm && lm->l_name && lm->l_name[0]) {
+        own_lo = (uintptr_t)o.dlfo_map_start;
+        own_hi = (uintptr_t)o.dlfo_map_end;
+        atomic_store_explicit(&own_state, 1, memory_order_release);
+    } else {
+        atomic_store_explicit(&own_state, 2, memory_order_release);
+    }
+}
+
+/* Index of the first frame that is not the allocator's: after the outermost
+ * entry point, or (shared object) after the leading frames inside our module,
+ * which also covers entry points that tail-called their slow path. */
+static uint32_t first_caller_frame(const uintptr_t *all, uint32_t n, int32_t entry)
+{
+    uint32_t first = (uint32_t)(entry + 1);
+    int st = atomic_load_explicit(&own_state, memory_order_acquire);
+    if (st == 0) {
+        own_module();
+        st = atomic_load_explicit(&own_state, memory_order_acquire);
+    }
+    if (st == 1) {
+        uint32_t i = 0;
+        while (i < n && all[i] - own_lo < own_hi - own_lo)
+            i++;
+        if (i > first && i < n)
+            first = i;
+    }
+    return first;
+}
+
 uint32_t unwind_capture(uintptr_t *pcs, uint32_t max)
 {
     uintptr_t all[STACK_ALL];
     int32_t entry;
     uint32_t n = capture_all(all, &entry);
-    uint32_t first = (uint32_t)(entry + 1);
+    uint32_t first = first_caller_frame(all, n, entry);
     n = n > first ? n - first : 0;
     if (n > max)
         n = max;

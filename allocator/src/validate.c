@@ -316,6 +316,7 @@ size_t validate_heap(nmm_heap_t *h, bool full)
                     uint32_t asite = 0;
                     if (detect_header_ok(h, user))
                         asite = slab_site(s, i, detect_header_has_site(detect_header_word(user)));
+                    detect_note_poison_extent(user, room, user, dmg);
                     heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)dmg, user, 0, asite, 0);
                     detect_poison(user, room);
                 }
