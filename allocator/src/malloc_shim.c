@@ -173,7 +173,7 @@ __attribute__((constructor)) static void shim_init(void)
 }
 
 /* Detections still waiting to be written when the process ends (the leak report
- * of the default heap comes from leaks.c's destructor). */
+ * of the default heap comes from leakcheck.c's destructor). */
 __attribute__((destructor)) static void shim_exit_flush(void)
 {
     shim_after();
