@@ -41,8 +41,9 @@ from harness.records import (
 
 #: longest the supervisor sleeps between looks at a watched child's progress
 STALL_POLL_S = 0.2
-#: bytes of stderr kept for crash classification
-STDERR_TAIL_BYTES = 8192
+#: bytes of stderr kept for crash classification (an NMM report with its three stacks
+#: of symbolized frames can take several KiB after its summary line)
+STDERR_TAIL_BYTES = 32768
 #: events kept in the record; more are counted in ``events_truncated``
 MAX_EVENTS_KEPT = 4096
 #: seconds between psutil samples of the child (doubled each time the series is thinned)

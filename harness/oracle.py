@@ -69,17 +69,21 @@ _HEX = re.compile(r"0x[0-9a-fA-F]+")
 
 
 def find_diagnostic(stderr_tail: str, *, foreign: bool = False) -> str | None:
-    """The process's last words when they are a one-line diagnostic: the last non-empty
-    stderr line if it is an ``nmm: ...`` line (for a foreign allocator, any last line:
-    glibc, Scudo and the others each word their report differently). An ``nmm:`` line
-    followed by anything else is an earlier detection's echo, not why the process died.
+    """The process's last words when they are a diagnostic: the summary line of NMM's
+    last report if nothing but that report follows it (an ``nmm: ...`` line, then the
+    report's indented stack lines), else for a foreign allocator any last line (glibc,
+    Scudo and the others each word their report differently). An ``nmm:`` line followed
+    by anything else is an earlier detection's echo, not why the process died.
     """
-    lines = [ln.strip() for ln in stderr_tail.splitlines() if ln.strip()]
+    lines = [ln.rstrip() for ln in stderr_tail.splitlines() if ln.strip()]
     if not lines:
         return None
-    if foreign or _DIAG.match(lines[-1]):
-        return lines[-1]
-    return None
+    last = len(lines) - 1
+    while last > 0 and lines[last][:1].isspace():  # the report's stack lines
+        last -= 1
+    if _DIAG.match(lines[last]):
+        return lines[last].strip()
+    return lines[-1].strip() if foreign else None
 
 
 def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:

@@ -722,6 +722,12 @@ def test_find_diagnostic_takes_the_last_line_only():
     assert find_diagnostic("no diagnostics here\n xnmm: no\n") is None
     assert find_diagnostic("x\nfree(): double free detected\n", foreign=True) == \
         "free(): double free detected"
+    # an NMM report: its summary line, then only its indented stacks
+    report = ("nmm: double_free at 0x10 size 8 (thread 3)\n  detected by thread 3 here:\n"
+              "    #0 0x401000 in main+0x10 a.c:3:5 (/tmp/a+0x1000)\n")
+    assert find_diagnostic("noise\n" + report) == "nmm: double_free at 0x10 size 8 (thread 3)"
+    assert find_diagnostic(report + "later output\n") is None
+    assert find_diagnostic(report, foreign=True) == "nmm: double_free at 0x10 size 8 (thread 3)"
 
 
 def test_verdict_round_trips_through_json():
