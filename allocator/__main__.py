@@ -3,6 +3,7 @@
 python -m allocator preload-path   absolute path of libnmm_preload.so
 python -m allocator options        the NMM_OPTIONS table
 python -m allocator demo           a short workload + benchmark, with stats
+python -m allocator symbolize LOG  add file:line to the frames of NMM reports (offline)
 """
 
 from __future__ import annotations
@@ -32,7 +33,30 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=1, help="seed of the workload (default 1)")
     demo.add_argument("--ops", type=_ops_count, default=200_000,
                       help="operations per level, 4..1000000000 (default 200000)")
+    symbolize = sub.add_parser(
+        "symbolize", help="add file:line to the frames of NMM reports (text or JSON lines)",
+        description="Name the source line of every frame an NMM report wrote without one "
+                    "(symbolize=0, no symbolizer where it ran, or a module whose line table "
+                    "is in a separate debug package), with llvm-symbolizer or addr2line run "
+                    "here over each frame's module and offset. Writes the log to stdout.")
+    symbolize.add_argument("log", nargs="?", default="-",
+                           help="a report log (stderr capture, PREFIX.<pid> or PREFIX.<pid>.json);"
+                                " - or nothing: standard input")
+    symbolize.add_argument("--symbolizer", metavar="PROGRAM",
+                           help="llvm-symbolizer or addr2line to run (default: the first of "
+                                "llvm-symbolizer, llvm-symbolizer-N, addr2line on PATH)")
     args = parser.parse_args(argv)
+
+    if args.cmd == "symbolize":
+        from allocator.errors import ReportLogError
+        from allocator.symbolize import symbolize_file
+
+        try:
+            sys.stdout.write(symbolize_file(args.log, args.symbolizer))
+        except ReportLogError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
 
     from allocator import _binding
 

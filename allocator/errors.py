@@ -10,7 +10,9 @@
     │                                       the block was freed anyway
     ├── OutOfMemory (also MemoryError)      OS, limit_bytes or an injected failure
     ├── InvalidArgument (also ValueError)   bad size, alignment, option or fail-point spec
-    └── HeapClosed (also ValueError)        the heap was closed (like I/O on a closed file)
+    ├── HeapClosed (also ValueError)        the heap was closed (like I/O on a closed file)
+    └── ReportLogError (also ValueError)    a report log that cannot be read or symbolized
+                                            (allocator.reportlog, allocator.symbolize)
 
 Each C status maps to one class through ``STATUS_ERRORS`` in ``_binding.py``.
 When the allocator recorded a detection for the failing call, the exception
@@ -85,3 +87,8 @@ __all__ = [
     "OutOfMemory",
     "ReallocFreed",
 ]
+
+
+class ReportLogError(NmmError, ValueError):
+    """An NMM report log that cannot be read (the file, the line and why), or no
+    symbolizer to name its frames with."""
