@@ -40,6 +40,7 @@ struct events_ring {
 NMM_TLS uintptr_t events_caller_pc;
 NMM_TLS uint32_t events_pending;
 NMM_TLS uint32_t events_extent_last;
+__thread bool events_in_sweep;
 /* Plain __thread (not initial-exec): touched only on a detection, and kept out of
  * the static TLS surplus a dlopen-ed Python extension has to share. */
 static __thread diag_event_t pending_ev[EVENTS_PENDING_MAX];
@@ -219,7 +220,9 @@ static void report_contexts(diag_event_t *d, uint32_t alloc_id, uint32_t free_id
     nmm_site_t call_site = 0;
     track_decode(free_id, &call_site, NULL);
     bool named = call_site && !track_site_is_pc(call_site);
-    d->here_ctx = call_ctx ? call_ctx : capture && !named ? track_context() : 0;
+    /* A sweep's finding has no call of its own: the sweeping call's stack would
+     * say nothing of the bug. */
+    d->here_ctx = call_ctx ? call_ctx : capture && !named && !events_in_sweep ? track_context() : 0;
 }
 
 nmm_status_t events_report(nmm_heap_t *heap, nmm_event_t *ev)

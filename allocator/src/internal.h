@@ -356,6 +356,9 @@ extern NMM_TLS uint32_t events_pending;
  * the last damaged byte (overflow, underflow, use after free); events_report
  * takes it into nmm_event_t.extra and clears it. 0 = not set. */
 extern NMM_TLS uint32_t events_extent_last;
+/* True while the calling thread sweeps a heap (validate, exit check): its
+ * findings get no stack of the call that found them. */
+extern __thread bool events_in_sweep;
 void events_flush_pending(void);
 /* Set around reports made with no heap lock held by a sweep whose events nobody
  * will drain (the exit check): each line is written at once, in record mode too. */

@@ -222,6 +222,8 @@ static size_t validate_books(nmm_heap_t *h, const uint64_t *census, uint64_t cha
 size_t validate_heap(nmm_heap_t *h, bool full)
 {
     size_t problems = 0;
+    bool was_sweeping = events_in_sweep;
+    events_in_sweep = true;
     validate_lock_all(h);
     problems += validate_pools(h);
 
@@ -331,6 +333,7 @@ size_t validate_heap(nmm_heap_t *h, bool full)
     if (full)
         problems += validate_books(h, census, charged);
     validate_unlock_all(h);
+    events_in_sweep = was_sweeping;
     __atomic_fetch_add(&h->sweeps, 1, __ATOMIC_RELAXED);
     return problems;
 }
@@ -365,6 +368,7 @@ static uint32_t exit_recheck(nmm_heap_t *h, const exit_finding_t *f, uint32_t *d
         if (dmg < 0)
             return NMM_EV_NONE;
         *detail = (uint32_t)dmg;
+        detect_note_poison_extent(f->user, f->room, f->user, dmg);
         *size = 0;
         *site = 0;
         if (detect_header_ok(h, f->user))
@@ -448,8 +452,9 @@ size_t validate_exit_check(nmm_heap_t *h, bool echo)
         slab_found = still;
     }
     /* 4. Report (no lock held: lines can be written at once). */
-    bool was = events_echo_now;
+    bool was = events_echo_now, was_sweeping = events_in_sweep;
     events_echo_now = echo;
+    events_in_sweep = true;
     size_t reported = 0;
     for (size_t i = 0; i < n; i++) {
         exit_finding_t *f = &found[i];
@@ -476,6 +481,7 @@ size_t validate_exit_check(nmm_heap_t *h, bool echo)
         reported++;
     }
     events_echo_now = was;
+    events_in_sweep = was_sweeping;
     return reported + (large_found > EXIT_FINDINGS_MAX ? large_found - EXIT_FINDINGS_MAX : 0);
 }
 
