@@ -2,7 +2,8 @@
 
 Everything about sources, flags and flavors lives in allocator/build.py; this
 file only hooks it into ``build_ext`` so ``pip install -e .`` (and a wheel build)
-also produces libnmm.so/.a, libnmm_preload.so and harness/_native/nmm-driver.
+also produces libnmm.so/.a, libnmm_preload.so and harness/_native/nmm-driver, and the
+same again from the chaos flavor (``*_chaos``: yield points and mutants).
 """
 
 from __future__ import annotations
@@ -53,17 +54,19 @@ class BuildExtWithNative(build_ext):
         inplace = self.inplace or getattr(self, "editable_mode", False)
         base = ROOT if inplace else Path(self.build_lib)
         try:
-            build.build_native(
-                alloc_out=base / "allocator" / "_native",
-                harness_out=base / "harness" / "_native",
-                build_dir=Path(self.build_temp) / "native",
-                jobs=2,
-            )
+            for flavor in build.FLAVORS:  # release, then chaos (design.md "Chaos build")
+                build.build_native(
+                    alloc_out=base / "allocator" / "_native",
+                    harness_out=base / "harness" / "_native",
+                    flavor_name=flavor,
+                    build_dir=Path(self.build_temp) / "native",
+                    jobs=2,
+                )
         except build.BuildError as exc:
             raise SystemExit(f"nmm: native build failed:\n{exc}") from None
 
 
 setup(
-    cffi_modules=["allocator/build.py:ffibuilder"],
+    cffi_modules=["allocator/build.py:ffibuilder", "allocator/build.py:chaos_ffibuilder"],
     cmdclass={"build_ext": BuildExtWithNative},
 )

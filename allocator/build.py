@@ -332,6 +332,8 @@ def make_ffibuilder(flavor: Flavor = FLAVORS["release"]) -> FFI:
 
 
 ffibuilder = make_ffibuilder()
+#: the chaos flavor's extension (allocator._nmm_chaos_cffi), built by the same install
+chaos_ffibuilder = make_ffibuilder(FLAVORS["chaos"])
 
 
 # ------------------------------------------------------------------ native artifacts

@@ -18,8 +18,11 @@ from harness.plan import Plan
 
 #: Overrides where the driver is looked for (a path to an ``nmm-driver`` executable).
 DRIVER_ENV = "NMM_CHAOS_DRIVER"
+#: The same for the chaos build's driver (controlled schedulers, mutants).
+CHAOS_DRIVER_ENV = "NMM_CHAOS_CHAOS_DRIVER"
 
 _DEFAULT = Path(__file__).resolve().parent / "_native" / "nmm-driver"
+_DEFAULT_CHAOS = _DEFAULT.with_name("nmm-driver_chaos")
 
 
 def default_driver_path() -> Path:
@@ -27,23 +30,27 @@ def default_driver_path() -> Path:
     return _DEFAULT
 
 
-def driver_path() -> Path:
-    """The driver executable: ``$NMM_CHAOS_DRIVER`` if set, else the built one.
+def driver_path(*, chaos: bool = False) -> Path:
+    """The driver executable: ``$NMM_CHAOS_DRIVER`` if set, else the built one; with
+    ``chaos`` the chaos build's (``$NMM_CHAOS_CHAOS_DRIVER``, else ``nmm-driver_chaos``).
 
     Raises ``DriverNotFound`` naming the path and how to build it.
     """
-    override = os.environ.get(DRIVER_ENV)
-    path = Path(override) if override else _DEFAULT
+    env, default = (CHAOS_DRIVER_ENV, _DEFAULT_CHAOS) if chaos else (DRIVER_ENV, _DEFAULT)
+    override = os.environ.get(env)
+    path = Path(override) if override else default
     if not path.is_file() or not os.access(path, os.X_OK):
-        how = (f"${DRIVER_ENV} points at it" if override
+        how = (f"${env} points at it" if override
                else "run `pip install -e .` (or `make run`) to build it")
-        raise DriverNotFound(f"native driver not found at {path}; {how}")
+        what = "the chaos build's driver" if chaos else "native driver"
+        raise DriverNotFound(f"{what} not found at {path}; {how}")
     return path
 
 
-def driver_command() -> list[str]:
-    """The driver's command (``[path]``), or ``DriverNotFound`` saying how to build it."""
-    return [str(driver_path())]
+def driver_command(*, chaos: bool = False) -> list[str]:
+    """The driver's command (``[path]``), or ``DriverNotFound`` saying how to build it;
+    ``chaos``: the chaos build's driver (a controlled scheduler, a mutant)."""
+    return [str(driver_path(chaos=chaos))]
 
 
 def driver_env(target: Target) -> dict[str, str]:
@@ -72,7 +79,7 @@ def driver_args(plan: Plan, seed: int, target: Target | None = None) -> list[str
         args.append("--no-check")
     for fault in plan.faults:
         args += ["--fault", fault.driver_arg(plan.total_ops)]
-    return args
+    return args + plan.scheduler.driver_args()
 
 
 def bench_argv(kernel: str, target: Target, *, threads: int | None = None,

@@ -211,6 +211,7 @@ class _Collector:
         #: (seconds since start, ops over all workers) of each progress line, thinned
         self.progress_series: list[tuple[float, int]] = []
         self.start: dict[str, Any] | None = None
+        self.sched_stop: dict[str, Any] | None = None
         self.faults: list[FaultLine] = []
         self.events: list[EventLine] = []
         self.events_truncated = 0
@@ -253,6 +254,8 @@ class _Collector:
                 self.result = ResultLine.model_validate(line)
             elif kind == "start":
                 self.start = line
+            elif kind == "sched_stop":
+                self.sched_stop = line
             elif kind != "bench":  # a bench kernel's one line: for on_line only
                 raise ValueError(f"unknown type {kind!r}")
         except ValueError:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
@@ -397,6 +400,7 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
         signal=-code if code is not None and code < 0 else None,
         timed_out=timed_out,
         hang=stall.hang if stall is not None else None,
+        sched_stop=collector.sched_stop,
         stacks=stall.stacks if stall is not None else "",
         stderr_tail=b"".join(tail).decode("utf-8", "replace")[-STDERR_TAIL_BYTES:],
         samples=tuple(sampler.samples) if sampler is not None else (),

@@ -113,13 +113,20 @@ class NativeEngine(Engine):
             self._command = driver_command()
         return self._command
 
+    def command_for(self, plan: Plan) -> list[str]:
+        """The driver for ``plan``: the chaos build's when it needs a controlled scheduler
+        or a mutant (unless a driver was named)."""
+        if plan.needs_chaos_build and not self.custom_command:
+            return driver_command(chaos=True)
+        return self.command
+
     def target(self, plan: Plan) -> Target:
         """The runnable target of ``plan`` (``UnsupportedFeature`` if it cannot be)."""
         return resolve_target(plan.target)
 
     def argv(self, plan: Plan, seed: int) -> list[str]:
         """The child's whole command line for one trial."""
-        return [*self.command, *driver_args(plan, seed, self.target(plan))]
+        return [*self.command_for(plan), *driver_args(plan, seed, self.target(plan))]
 
     def env(self, plan: Plan) -> dict[str, str]:
         """The child's environment (``harness._driver.driver_env`` of the plan's target)."""

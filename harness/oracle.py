@@ -54,8 +54,8 @@ DAMAGE_FAULTS = frozenset({"overflow", "underflow", "uaf_write"})
 COLLATERAL_KINDS = frozenset({"overflow", "underflow", "header_corrupt", "freelist_corrupt",
                               "use_after_free", "guard_page"})
 #: how bad each outcome is, worst first (the trial's outcome is its worst)
-SEVERITY: tuple[str, ...] = ("hang", "crashed", "false-positive", "missed", "detected-abort",
-                             "detected", "clean")
+SEVERITY: tuple[str, ...] = ("deadlock", "hang", "crashed", "false-positive", "missed",
+                             "detected-abort", "detected", "clean")
 #: the driver protocol whose evidence (PROTOCOL.md) this oracle requires in full
 PROTOCOL = 2
 #: NMM statuses (nmm.h)
@@ -338,6 +338,8 @@ def _alloc_failure_outcome(plan: Plan, result: ResultLine,
 
 
 def _death_outcome(obs: Observation, diagnostic: str | None) -> str:
+    if obs.sched_stop is not None:  # the controlled scheduler stopped it: deadlock, hang
+        return str(obs.sched_stop.get("outcome", "hang"))
     if obs.timed_out:
         return "hang"
     if diagnostic is not None and obs.signal is not None:
@@ -358,6 +360,8 @@ def _reached(obs: Observation) -> str:
 
 
 def _death_cause(obs: Observation, diagnostic: str | None) -> str:
+    if obs.sched_stop is not None:
+        return sched_stop_text(obs.sched_stop)
     if obs.timed_out and obs.hang:
         h = obs.hang
         return (f"no progress for {h.get('stalled_s')}s in phase {h.get('phase')} "
@@ -372,6 +376,24 @@ def _death_cause(obs: Observation, diagnostic: str | None) -> str:
     if obs.result is None:
         return f"exited with status {obs.exit_code} without a result line"
     return f"exited with status {obs.exit_code}"
+
+
+def sched_stop_text(stop: dict[str, Any]) -> str:
+    """One line for a ``sched_stop``: why, at which step, and each worker's last yield
+    point, the lock it waits for and the locks it holds."""
+    parts = []
+    for t in stop.get("threads", ()):
+        if t.get("state") == "done":
+            continue
+        text = f"T{t.get('worker')} {t.get('state')} at {t.get('last_yield') or '?'}"
+        if t.get("waiting_for"):
+            text += f" waiting for {t['waiting_for']} ({t.get('waiting_at')})"
+        held = [f"{h.get('lock')} ({h.get('at')})" for h in t.get("holds", ())]
+        if held:
+            text += " holding " + ", ".join(held)
+        parts.append(text)
+    return (f"{stop.get('outcome')}: {stop.get('why')} at step {stop.get('step')}"
+            + ("; " + "; ".join(parts) if parts else ""))
 
 
 def signal_name(number: int) -> str:

@@ -30,10 +30,15 @@ FAULT_KINDS: tuple[str, ...] = (
 
 #: Outcome classes a trial (and each injected fault) can end in. ``clean`` is a trial
 #: with no fault injected and nothing detected.
+#: ``deadlock``: the controlled scheduler found every worker blocked on a lock another
+#: holds (a ``hang`` under control is its step bound).
 Outcome = Literal["detected", "detected-abort", "crashed", "missed", "false-positive",
-                  "hang", "clean"]
+                  "hang", "deadlock", "clean"]
 OUTCOMES: tuple[str, ...] = ("detected", "detected-abort", "crashed", "missed",
-                             "false-positive", "hang", "clean")
+                             "false-positive", "hang", "deadlock", "clean")
+#: how threads may interleave (``[scheduler] kind``): ``free`` lets the OS decide; the
+#: others run one worker at a time in the chaos build, every choice from the seed
+SCHEDULER_KINDS: tuple[str, ...] = ("free", "pct", "pos", "surw", "random")
 
 #: Variants each fault kind accepts (empty tuple: the kind takes no variant).
 FAULT_VARIANTS: dict[str, tuple[str, ...]] = {
@@ -299,20 +304,49 @@ def fail_spec_problem(spec: str) -> str | None:
 
 
 class Scheduler(_Model):
-    """How threads interleave: ``free`` (the OS decides) or ``pct`` (controlled, later)."""
+    """How threads interleave: ``free`` (the OS decides) or one of the controlled
+    strategies of the chaos build (``pct``, ``pos``, ``surw``, ``random``: one worker at a
+    time, every choice from the trial's seed; harness/native/sched.c)."""
 
-    kind: Literal["free", "pct"] = "free"
+    kind: Literal["free", "pct", "pos", "surw", "random"] = "free"
+    #: pct: the bug depth d it targets (d-1 priority change points); default 3
     depth: int | None = Field(default=None, ge=1, le=64)
+    #: pct: the expected steps k the change points spread over (default: the driver's
+    #: estimate, threads x ops x 10)
+    steps: int | None = Field(default=None, ge=1, le=1 << 50)
+    #: pos: each ready worker's priority is re-drawn with this chance at every step
+    pos_p: float | None = Field(default=None, ge=0, le=1)
+    #: a controlled trial that takes more steps is a ``hang`` (default 50M)
+    max_steps: int | None = Field(default=None, ge=1, le=1 << 50)
 
     @model_validator(mode="after")
-    def _supported(self) -> Scheduler:
-        if self.kind == "pct":
-            raise field_error("kind", self.kind,
-                              "'free' (scheduler 'pct' is not yet supported: it needs the "
-                              "chaos build)")
-        if self.depth is not None:
+    def _keys_apply(self) -> Scheduler:
+        if self.depth is not None and self.kind != "pct":
             raise field_error("depth", self.depth, "no depth (it applies to pct only)")
+        if self.steps is not None and self.kind != "pct":
+            raise field_error("steps", self.steps, "no steps (it applies to pct only)")
+        if self.pos_p is not None and self.kind != "pos":
+            raise field_error("pos_p", self.pos_p, "no pos_p (it applies to pos only)")
+        if self.max_steps is not None and self.kind == "free":
+            raise field_error("max_steps", self.max_steps,
+                              "no max_steps (free-running threads take no steps)")
         return self
+
+    @property
+    def controlled(self) -> bool:
+        """One worker at a time, chosen from the seed (anything but ``free``)."""
+        return self.kind != "free"
+
+    def driver_args(self) -> list[str]:
+        """The driver's scheduler options (nothing for ``free``)."""
+        if not self.controlled:
+            return []
+        args = ["--scheduler", self.kind]
+        for flag, value in (("--depth", self.depth), ("--sched-steps", self.steps),
+                            ("--pos-p", self.pos_p), ("--max-steps", self.max_steps)):
+            if value is not None:
+                args += [flag, repr(value) if isinstance(value, float) else str(value)]
+        return args
 
 
 class FaultExpect(_Model):
@@ -379,6 +413,12 @@ class Plan(_Model):
                               f"more than workload.duration_s ({duration:g}): the watchdog "
                               "would kill every trial as a hang")
         return self
+
+    @property
+    def needs_chaos_build(self) -> bool:
+        """A controlled scheduler or a mutant: only the chaos driver has them."""
+        return self.scheduler.controlled or (
+            isinstance(self.target, NmmTarget) and "mutant" in self.target.options)
 
     @property
     def total_ops(self) -> int:

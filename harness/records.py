@@ -218,6 +218,9 @@ class ResultLine(_Line):
     walk: dict[str, int] | None = None
     #: a walk after teardown: blocks, bytes (every block freed: both 0)
     walk_after: dict[str, int] | None = None
+    #: a controlled trial's scheduler: kind, its parameters, steps, switches, preemptions
+    #: (and with a followed schedule trace, trace_steps and diverged_at)
+    sched: dict[str, Any] | None = None
 
 
 class Sample(_Line):
@@ -256,6 +259,9 @@ class Observation(BaseModel):
     hang: dict[str, Any] | None = None
     #: every thread's stack of a stalled child, taken before it was killed
     stacks: str = ""
+    #: the controlled scheduler's ``sched_stop`` line (outcome deadlock or hang: each
+    #: worker's last yield point, the lock it waits for, the locks it holds)
+    sched_stop: dict[str, Any] | None = None
     stderr_tail: str = ""
     samples: tuple[Sample, ...] = ()
     wall_s: float = 0.0

@@ -19,14 +19,8 @@
 #define NMM_COLD __attribute__((cold, noinline))
 #define NMM_TLS __thread __attribute__((tls_model("initial-exec")))
 
-/* Chaos build: yield points for the controlled scheduler (a later issue). In the
- * production build they compile to nothing. */
-#ifdef NMM_CHAOS
-void sched_yield_point(const char *where);
-#define NMM_YIELD(where) sched_yield_point(where)
-#else
-#define NMM_YIELD(where) ((void)0)
-#endif
+/* Chaos build (yield points, mutants; nothing in the production build): chaos.h. */
+#include "chaos.h"
 
 /* splitmix64's finaliser: the one 64-bit mixer (hash tables, rule cache). */
 static inline uint64_t mix64(uint64_t z)

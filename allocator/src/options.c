@@ -470,6 +470,13 @@ static bool parse_pieces(nmm_config_t *cfg, options_process_t *proc, const char 
             if (!o && help && word_is(s, (size_t)(ke - s), "help")) {
                 *help = true; /* "help", "help=1": print the table, apply the rest */
                 ok = true;
+            } else if (!o && word_is(s, (size_t)(ke - s), "mutant")) {
+                /* the chaos build's deliberate bugs (chaos.h); refused by the
+                 * production build with a message that names none of them */
+                const char *v = eq ? eq + 1 : e;
+                while (v < e && is_space(*v))
+                    v++;
+                ok = chaos_mutant_option(v, (size_t)(e - v), m);
             } else if (!o) {
                 strbuf_puts(m, "unknown key '");
                 strbuf_putn(m, s, (size_t)(ke - s));

@@ -351,3 +351,17 @@ void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cach
             *tq_bytes += __atomic_load_n(&tc->tq_bytes, __ATOMIC_RELAXED);
     }
 }
+
+#ifdef NMM_CHAOS
+/* The chaos driver's scheduler retires a worker's thread while it still runs under
+ * control: its caches go back now, as at its exit, and its exit then has nothing left
+ * to do (chaos.h, chaos_thread_retire). */
+void chaos_thread_retire(void)
+{
+    tstate_t *ts = tcache_tls;
+    if (!ts || ts->dead)
+        return;
+    pthread_setspecific(tcache_key, NULL);
+    tcache_thread_exit(ts);
+}
+#endif

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "sched.h"
 
 static const char usage[] =
     "usage: nmm-driver run [options]          run one trial, JSON lines on stdout\n"
@@ -287,6 +288,7 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         fputs(usage, stdout);
+        fputs(sched_usage, stdout);
         return 0;
     }
     int mode;
@@ -327,8 +329,11 @@ int main(int argc, char **argv)
         char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             fputs(usage, stdout);
+            fputs(sched_usage, stdout);
             return 0;
         }
+        if (sched_parse_option(argc, argv, &i, mode == MODE_RUN))
+            continue;
         if (strncmp(arg, "--", 2) != 0)
             usage_error("unexpected argument '%s'", arg);
         const char *val = NULL;
@@ -466,5 +471,6 @@ int main(int argc, char **argv)
     }
     if (mode == MODE_BENCH)
         return bench_run(bench_name, &o);
+    sched_prepare(&o, argv);
     return workload_run(&o);
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "sched.h"
 
 #define INBOX_DRAIN_MASK 15u
 #define DEADLINE_MASK 1023u
@@ -351,6 +352,7 @@ static void *worker_main(void *arg)
     }
     bool timed = tr->deadline_ns != 0;
     uint32_t mask = o->sample_every - 1;
+    sched_thread_begin(w->index, last - w->op);
     while (w->op < end) {
         while (w->fault_next < w->fault_count && w->faults[w->fault_next].op <= w->op)
             faults_inject(tr, w, &w->faults[w->fault_next++]);
@@ -375,8 +377,10 @@ static void *worker_main(void *arg)
             last = w->op;
             break;
         }
+        sched_between_ops(w->index, last - w->op);
     }
     w->finished = w->op >= last;
+    sched_thread_end(w->index, w->finished);
     pthread_mutex_lock(&done_mu);
     done_queue[done_count++] = w->index;
     pthread_cond_signal(&done_cv);
@@ -709,6 +713,7 @@ static void finish_trial(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
     }
     jl_begin(j, "result");
     jl_str(j, "target", tr->target.name);
+    sched_result(j);
 
     /* the quiescent heap before teardown: counters, walk, the driver's live set */
     monitor_phase(PH_CHECK);
@@ -831,8 +836,10 @@ int workload_run(const options_t *o)
     uint64_t t0 = drv_now_ns(), c0 = cpu_ns();
     if (o->duration_ns)
         tr.deadline_ns = t0 + o->duration_ns;
+    sched_start(o);
     if (!threads || !supervise(&tr, threads))
         return 1;
+    sched_finish();
     uint64_t elapsed = drv_now_ns() - t0, cpu = cpu_ns() - c0;
 
     finish_trial(&tr, elapsed, cpu);

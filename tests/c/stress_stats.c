@@ -16,6 +16,9 @@
 
 #include <pthread.h>
 
+#define NMM_CHAOS_IMPL 1 /* this program's own locks and atomics are not yield points */
+#include "chaos.h"
+
 #define KEEP 1000
 
 static nmm_heap_t *heap;
@@ -33,17 +36,20 @@ static uint64_t frees_done;
 static __thread int is_worker;
 static long pauses[4];       /* alloc, refill, flush, release: worker only */
 
-/* The allocator's yield points (NMM_CHAOS): the worker waits there until the
- * main thread has read the stats. Other points (locks) are passed through. */
-void sched_yield_point(const char *where)
+/* The allocator's yield points (NMM_CHAOS; installed as chaos_hooks.yield): the
+ * worker waits there until the main thread has read the stats. Other points (locks,
+ * atomics) are passed through. */
+static void yield_point(const char *where)
 {
     static const char *const kinds[] = {"tcache.alloc", "tcache.refill", "tcache.flush",
                                         "tcache.release"};
-    if (!is_worker || strncmp(where, "tcache.", 7) != 0)
-        return;
-    for (int k = 0; k < 4; k++)
+    int kind = -1;
+    for (int k = 0; k < 4 && is_worker; k++)
         if (strcmp(where, kinds[k]) == 0)
-            pauses[k]++;
+            kind = k;
+    if (kind < 0)
+        return;  /* not a worker, or not one of the four points (e.g. "tcache.c:55") */
+    pauses[kind]++;
     pthread_mutex_lock(&gate);
     request = 1;
     pthread_cond_broadcast(&turn);
@@ -119,6 +125,7 @@ int main(int argc, char **argv)
     nmm_config_t cfg = config_of(argv[1]);
     heap = nmm_heap_create(&cfg);
     CHECK(heap != NULL);
+    chaos_hooks.yield = yield_point;
 
     long polls = 0;
     pthread_t t;

@@ -107,11 +107,11 @@ def test_unknown_option_exits_2(capsys):
     assert "No such option" in err and "--frobnicate" in err
 
 
-def test_pct_scheduler_exits_2_not_yet_supported(write_plan, capsys):
-    plan = write_plan('schema_version = 1\n[scheduler]\nkind = "pct"\n')
+def test_an_unknown_scheduler_kind_exits_2_naming_the_kinds(write_plan, capsys):
+    plan = write_plan('schema_version = 1\n[scheduler]\nkind = "fifo"\n')
     code, _, err = run(["run", str(plan)], capsys)
     assert code == 2
-    assert "not yet supported" in err
+    assert "scheduler.kind" in err and "'pct'" in err and "'surw'" in err
 
 
 def test_resume_of_a_non_run_directory_exits_2(tmp_path, write_plan, fake_driver, capsys):

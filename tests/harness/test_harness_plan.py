@@ -4,6 +4,7 @@ that any document gives either a valid plan or a PlanError naming file and key."
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -140,10 +141,22 @@ def test_bad_variant_names_the_fault_key(write_plan):
             "foreign_heap") in str(info.value)
 
 
-def test_pct_scheduler_is_rejected_as_not_yet_supported(write_plan):
-    path = write_plan('schema_version = 1\n[scheduler]\nkind = "pct"\ndepth = 3\n')
-    with pytest.raises(PlanError, match=r"scheduler\.kind: given 'pct'.*not yet supported"):
-        load_plan(path)
+def test_a_controlled_scheduler_loads_and_needs_the_chaos_build(write_plan):
+    plan = load_plan(write_plan('schema_version = 1\n[scheduler]\nkind = "pct"\ndepth = 3\n'))
+    assert plan.scheduler.controlled and plan.needs_chaos_build
+    assert plan.scheduler.driver_args() == ["--scheduler", "pct", "--depth", "3"]
+    assert not load_plan(write_plan("schema_version = 1\n")).needs_chaos_build
+
+
+@pytest.mark.parametrize("body, said", [
+    ('kind = "random"\ndepth = 2', "scheduler.depth: given 2; expected no depth (it applies "
+                                   "to pct only)"),
+    ('kind = "pct"\npos_p = 0.5', "scheduler.pos_p: given 0.5; expected no pos_p"),
+    ('max_steps = 10', "scheduler.max_steps: given 10; expected no max_steps"),
+])
+def test_scheduler_keys_that_do_not_apply_are_named(write_plan, body, said):
+    with pytest.raises(PlanError, match=re.escape(said)):
+        load_plan(write_plan(f"schema_version = 1\n[scheduler]\n{body}\n"))
 
 
 def test_invalid_toml_names_the_file_and_position(write_plan):
