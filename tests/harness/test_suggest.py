@@ -61,8 +61,8 @@ def test_a_bad_list_item_is_one_problem_not_two(write_plan):
         load_plan(write_plan("schema_version = 1\n"), ['expect.outcome=["mised"]'])
     assert info.value.problems == (
         "--set expect.outcome=[\"mised\"]: expect.outcome.0: given 'mised'; expected "
-        "'detected', 'detected-abort', 'crashed', 'missed', 'false-positive', 'hang' or "
-        "'clean'; did you mean 'missed'?",)
+        "'detected', 'detected-abort', 'crashed', 'missed', 'false-positive', 'hang', "
+        "'deadlock' or 'clean'; did you mean 'missed'?",)
 
 
 def test_an_empty_list_still_says_too_short(write_plan):
