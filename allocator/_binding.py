@@ -553,6 +553,22 @@ class Heap:
         if status != lib.NMM_OK:
             self._raise(status, f"delete{'[]' if array else ''}(0x{address:x})", address)
 
+    def copy(self, dst: Block | int, src: Block | int, n: int) -> int:
+        """``memmove(dst, src, n)``, checked as the preload library's ``memcpy`` is
+        (``nmm_copy``): at standard and above a range that starts in a live block
+        and runs past its requested size, or starts before it, is reported before
+        anything is copied; the copy is then clamped to the block (an overflow)
+        or skipped (an underflow) and Corrupted raised. Returns the bytes copied
+        (``n`` when nothing was wrong)."""
+        heap = self._heap()
+        to = self._resolve(dst, "copy")[1]
+        frm = self._resolve(src, "copy")[1]
+        n = _size_arg("n", n)
+        copied = int(lib.nmmpy_copy(heap, to, frm, n, _caller_site()))
+        if copied != n:
+            self._raise(lib.NMM_E_CORRUPTED, f"copy(0x{to:x}, 0x{frm:x}, {n})", None)
+        return copied
+
     # -------------------------------------------------------------- queries
 
     def usable_size(self, block: Block | int, *, strict: bool = False) -> int:

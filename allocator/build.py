@@ -31,7 +31,7 @@ SRC_DIR = ALLOCATOR / "src"
 DRIVER_DIR = ROOT / "harness" / "native"
 HEADER = INCLUDE_DIR / "nmm.h"
 # Files linked only into libnmm_preload.so: the malloc family (malloc_shim.c),
-# C++'s operator new and delete (new_shim.c), ...
+# C++'s operator new and delete (new_shim.c), checked bulk copies (copy_shim.c), ...
 SHIM_SUFFIX = "_shim.c"
 
 CFLAGS = [
@@ -173,6 +173,8 @@ static size_t nmmpy_usable_size(nmm_heap_t *h, uintptr_t p)
 { return nmm_usable_size(h, (const void *)p); }
 static size_t nmmpy_requested_size(nmm_heap_t *h, uintptr_t p)
 { return nmm_requested_size(h, (const void *)p); }
+static size_t nmmpy_copy(nmm_heap_t *h, uintptr_t d, uintptr_t src, size_t n, nmm_site_t s)
+{ return nmm_copy(h, (void *)d, (const void *)src, n, s); }
 static size_t nmmpy_usable_size_checked(nmm_heap_t *h, uintptr_t p, nmm_site_t s)
 { return nmm_usable_size_checked(h, (const void *)p, s); }
 static uintptr_t nmmpy_alloc_as(nmm_heap_t *h, int family, size_t n, size_t a, nmm_site_t s)
@@ -444,7 +446,8 @@ def build_native(
 
     preload = alloc_out / f"libnmm{sfx}_preload.so"
     _atomic_link(
-        ["gcc", "-shared", "-pthread", *map(str, lib_objs + shim_objs), *link_libs], preload
+        ["gcc", "-shared", "-pthread", *map(str, lib_objs + shim_objs), *PRELOAD_WRAPS, *link_libs],
+        preload,
     )
     built.append(preload)
 
@@ -461,6 +464,18 @@ def build_native(
         _warn_on_extra_exports(path, preload=path == preload)
     return built
 
+
+# The preload library defines memcpy, memmove and memset (copy_shim.c, checked);
+# NMM's own calls of them are linked to copy_shim.c's __wrap_* routines instead,
+# which go straight to the C library's.
+PRELOAD_WRAPS = [f"-Wl,--wrap={name}" for name in ("memcpy", "memmove", "memset")]
+
+# The checked bulk copies of copy_shim.c and their _FORTIFY_SOURCE forms.
+COPY_FAMILY = frozenset(
+    name
+    for base in ("memcpy", "memmove", "memset", "strcpy", "strncpy", "strcat", "stpcpy")
+    for name in (base, f"__{base}_chk")
+)
 
 # Symbols the preload library may export besides nmm_*.
 MALLOC_FAMILY = frozenset(
@@ -524,7 +539,7 @@ def exported_symbols(path: Path) -> set[str]:
 
 def unexpected_exports(path: Path, *, preload: bool) -> set[str]:
     """Exported symbols outside the contract (nmm_*, plus the malloc family)."""
-    allowed = MALLOC_FAMILY | CXX_OPERATORS if preload else frozenset()
+    allowed = MALLOC_FAMILY | CXX_OPERATORS | COPY_FAMILY if preload else frozenset()
     return {s for s in exported_symbols(path) if not s.startswith("nmm_") and s not in allowed}
 
 

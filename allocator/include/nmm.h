@@ -57,7 +57,8 @@ typedef enum nmm_level {
                              * 16 bytes per block (an 8-byte header below the pointer,
                              * an 8-byte canary at pointer + size), so malloc(64) uses
                              * an 80-byte block */
-    NMM_LEVEL_PARANOID = 2  /* + poisoning, quarantine, guard pages, periodic sweeps */
+    NMM_LEVEL_PARANOID = 2  /* + poisoning (of never-used blocks too), quarantine, guard pages,
+                             * periodic sweeps */
 } nmm_level_t;
 
 typedef enum nmm_policy {
@@ -232,6 +233,17 @@ NMM_API nmm_status_t nmm_free_as(nmm_heap_t *heap, void *ptr, nmm_family_t famil
  * non-NULL pointer (interior, freed, wild, never handed out) is reported as
  * invalid_pointer (the reason in the event's detail) and 0 returned. */
 NMM_API size_t nmm_usable_size_checked(nmm_heap_t *heap, const void *ptr, nmm_site_t site);
+
+/* Copy n bytes from src to dst (memmove's semantics), checked first, as the
+ * preload library's memcpy is: at standard and above, a range that starts in a
+ * live block of heap and runs past its requested size is reported as overflow
+ * (detail and extra: the offsets of its first and last bytes outside), one that
+ * starts in the block's head as underflow (detail: how far before the block),
+ * before anything is copied. With policy=record the copy is then clamped to the
+ * block's bytes (an overflow) or skipped (an underflow). Returns the bytes
+ * copied. Only blocks of the slab classes are looked up (large blocks: their
+ * canary and guard page). At level off: a plain memmove. */
+NMM_API size_t nmm_copy(nmm_heap_t *heap, void *dst, const void *src, size_t n, nmm_site_t site);
 
 /* Convenience macros that intern the caller's file and line once per call site. */
 #define NMM_SITE_HERE(heap)                                                        \

@@ -153,6 +153,19 @@ void events_format_line(strbuf_t *sb, const nmm_event_t *ev, bool symbolize)
     } else {
         strbuf_putc(sb, ')');
     }
+    const access_note_t *call = access_note.call ? &access_note : NULL;
+    if (call) { /* " by memcpy writing 108 bytes, clamped to 100" */
+        strbuf_puts(sb, " by ");
+        strbuf_puts(sb, call->call);
+        strbuf_puts(sb, call->write ? " writing " : " reading ");
+        plural(sb, call->len, "byte");
+        if (call->record && call->keep) {
+            strbuf_puts(sb, ", clamped to ");
+            strbuf_u64(sb, call->keep);
+        } else if (call->record) {
+            strbuf_puts(sb, ", skipped");
+        }
+    }
     if (ev->alloc_site) {
         strbuf_puts(sb, " alloc site ");
         track_site_format(sb, ev->alloc_site, symbolize);
@@ -160,8 +173,8 @@ void events_format_line(strbuf_t *sb, const nmm_event_t *ev, bool symbolize)
     if (ev->free_site) {
         strbuf_puts(sb, ev->kind == NMM_EV_REALLOC_FREED || ev->kind == NMM_EV_INVALID_REALLOC
                             ? " realloc site "
-                        : ev->kind == NMM_EV_INVALID_POINTER ? " call site "
-                                                             : " free site ");
+                        : ev->kind == NMM_EV_INVALID_POINTER || call ? " call site "
+                                                                     : " free site ");
         track_site_format(sb, ev->free_site, symbolize);
     }
     strbuf_puts(sb, " (thread ");

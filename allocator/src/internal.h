@@ -360,6 +360,30 @@ extern __thread bool events_echo_now;
 /* Format the one-line report for ev (no trailing newline). */
 void events_format_line(struct strbuf *sb, const nmm_event_t *ev, bool symbolize);
 
+/* access.c — checked bulk accesses (copy_shim.c's memcpy family, nmm_copy). */
+typedef struct access_note {
+    const char *call;   /* "memcpy", ...: the report names the call; NULL = none */
+    uint64_t len;       /* bytes the call asked to access */
+    uint64_t keep;      /* access_check: bytes of the range inside the block */
+    uintptr_t caller;   /* the call's return address (its site), 0 = none */
+    uint8_t write;      /* 1: the range is written (a destination); 0: read */
+    uint8_t record;     /* 1: the call goes on clamped or skipped (policy=record) */
+    uint8_t echo;       /* 1: no heap lock is held, write the report at once */
+} access_note_t;
+/* The call being reported on, for its report's words (diag.c); set by
+ * access_check for the report only. */
+extern __thread access_note_t access_note;
+/* The heap's slab region when its blocks are checked (level >= standard): the
+ * callers' cheap filter. false at level off. */
+bool access_region(const nmm_heap_t *heap, uintptr_t *base, size_t *size);
+/* [p, p + n) starts in a live slab block of heap (or in its head) and leaves its
+ * requested bytes: reported (overflow, or underflow when it starts before the
+ * block, with the exact reach) through the heap's policy, the report naming the
+ * call of note (may be NULL). Returns how many bytes from p are inside the block
+ * (n when nothing was wrong or p is in no block). */
+size_t access_check(nmm_heap_t *heap, const void *p, size_t n, nmm_site_t site,
+                    const access_note_t *note);
+
 /* options.c */
 /* Parse an unsigned decimal (or 0x hex) from s[0..n), with an optional binary size
  * suffix k/K/m/M/g/G/t/T (optionally followed by "B" or "iB") when sizes is true.
@@ -377,5 +401,8 @@ const char *failpoint_describe(nmm_heap_t *heap);
 /* malloc_shim.c — defined (weak, hidden) only in libnmm_preload.so: when present,
  * detections are echoed to stderr in record mode too. */
 extern const int malloc_shim_linked __attribute__((weak, visibility("hidden")));
+/* copy_shim.c (preload library only): its interposed copies, NULL-terminated;
+ * their frames are the allocator's own in a captured stack (unwind.c). */
+extern const void *const copy_shim_functions[] __attribute__((weak, visibility("hidden")));
 
 #endif /* NMM_INTERNAL_H */

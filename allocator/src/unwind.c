@@ -44,6 +44,10 @@ static bool is_entry_point(uintptr_t start)
     for (const void *const *f = alloc_outer_functions; *f; f++)
         if (start == (uintptr_t)*f)
             return true;
+    if (copy_shim_functions)  /* the preload library's checked copies */
+        for (const void *const *f = copy_shim_functions; *f; f++)
+            if (start == (uintptr_t)*f)
+                return true;
     return false;
 }
 
