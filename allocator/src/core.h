@@ -714,6 +714,13 @@ long detect_poison_damage(const uint8_t *p, size_t n);
  * poisoned range [p, p + n) (first is the first damaged offset in it), as an
  * offset from user (events_extent_last). */
 void detect_note_poison_extent(const uint8_t *p, size_t n, const uint8_t *user, long first);
+/* Paranoid's fresh blocks: a new slab's blocks are poisoned (detect_poison_fresh;
+ * nothing at the other levels), and a never-used block is checked when first
+ * handed out or swept: damage is reported (an overflow of the block before it
+ * when its header holds, else a write into unused memory) and true returned:
+ * the caller retires the block. */
+void detect_poison_fresh(nmm_heap_t *h, slab_t *s);
+bool detect_fresh_damaged(nmm_heap_t *h, slab_t *s, uint32_t idx);
 bool detect_quarantine_init(nmm_heap_t *h);
 void detect_quarantine_destroy(nmm_heap_t *h);
 /* Poison and hold a freed block (paranoid); releases what falls out. */

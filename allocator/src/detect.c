@@ -231,6 +231,51 @@ void detect_note_poison_extent(const uint8_t *p, size_t n, const uint8_t *user, 
     events_extent_last = at >= user ? (uint32_t)(at - user) + 1 : 1;
 }
 
+/* ------------------------------------------------------------------ fresh blocks */
+
+/* Paranoid: a slab's blocks are poisoned when it is made, so a write into one
+ * that was never handed out (an overflow running past a neighbour's canary, a
+ * stray write) is seen when the block is first handed out or swept. */
+bool detect_fresh_damaged(nmm_heap_t *h, slab_t *s, uint32_t idx)
+{
+    uint8_t *block = s->data + (size_t)idx * s->block_size;
+    size_t bs = s->block_size;
+    if (likely(poison_intact(block, bs)))
+        return false;
+    long first = poison_damage(block, bs);
+    if (first < 0)
+        return false;  /* written back meanwhile (a racing sweep re-poisoned it) */
+    /* The nearest block before it that was ever handed out (the unused ones
+     * are the slab's last), when its header holds: the damage is its overflow. */
+    uint32_t j = idx;
+    while (j > 0 && __atomic_load_n(&slab_states(s)[j - 1], __ATOMIC_RELAXED) == BS_NEVER)
+        j--;
+    if (j > 0 && h->has_hdr) {
+        uint8_t st = __atomic_load_n(&slab_states(s)[j - 1], __ATOMIC_RELAXED);
+        uint8_t *prev = s->data + (size_t)(j - 1) * bs +
+                        (state_has_offset(st) ? state_user_off(st) : h->user_off);
+        if (detect_header_ok(h, prev)) {
+            uint64_t hw = detect_header_word(prev);
+            detect_note_poison_extent(block, bs, prev, first);
+            heap_report(h, NMM_EV_OVERFLOW, (uint32_t)(block + first - prev), prev,
+                        detect_header_size(hw), slab_site(s, j - 1, detect_header_has_site(hw)), 0);
+            return true;
+        }
+    }
+    /* Else: memory no block owned was written (bytes of this unused block). */
+    uint8_t *user = block + h->user_off;
+    long at = first >= (long)h->user_off ? first - (long)h->user_off : 0;
+    detect_note_poison_extent(block, bs, user, first);
+    heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)at, user, 0, 0, 0);
+    return true;
+}
+
+void detect_poison_fresh(nmm_heap_t *h, slab_t *s)
+{
+    if (h->paranoid)
+        detect_poison(s->data, s->span);
+}
+
 /* ------------------------------------------------------------------ quarantine */
 
 bool detect_quarantine_init(nmm_heap_t *h)

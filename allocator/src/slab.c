@@ -204,6 +204,7 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
     s->chunks = bytes >> CORE_CHUNK_SHIFT;
     s->span = (uint32_t)s->nblocks * bs;
     memset(slab_states(s), 0, s->nblocks);
+    detect_poison_fresh(h, s);
     size_t first = ((uintptr_t)data - h->base) >> CORE_CHUNK_SHIFT;
     for (uint32_t i = 0; i < s->chunks; i++)
         __atomic_store_n(&h->chunk_map[first + i], s, __ATOMIC_RELEASE);
@@ -285,6 +286,10 @@ uint32_t slab_take_locked(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
         uint32_t bs = s->block_size;
         while (got < n && slab_free_count(s) > 0) {
             uint32_t idx = s->nstack ? stack[--s->nstack] : s->bump++;
+            if (unlikely(h->paranoid) && states[idx] == BS_NEVER && detect_fresh_damaged(h, s, idx)) {
+                alloc_retire(h, s->data + (size_t)idx * bs);
+                continue;
+            }
             out[got].block = s->data + (size_t)idx * bs;
             out[got].state = &states[idx];
             got++;

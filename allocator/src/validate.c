@@ -309,6 +309,9 @@ size_t validate_heap(nmm_heap_t *h, bool full)
                 problems += validate_freelist_problem(h, block, 6);
             } else if (base == BS_NEVER && !marked && i < s->bump) {
                 problems += validate_freelist_problem(h, block, 7);
+            } else if (base == BS_NEVER && h->paranoid && detect_fresh_damaged(h, s, i)) {
+                problems++;  /* reported; poisoned again (it never held anything) */
+                detect_poison(block, s->block_size);
             } else if (state_is_free(base) && h->paranoid) {
                 long dmg = detect_poison_damage(user, room);
                 if (dmg >= 0) {
