@@ -226,6 +226,14 @@ BODIES: dict[str, str] = {
         heap.free(src)
         heap.free(b)
     """,
+    # paranoid: a zero-size block is an address in a PROT_NONE area: touching it
+    # faults, and the signal handler names the block before the process dies
+    "zero_size_write": """
+        b = heap.alloc(0); target = b.address
+        announce()
+        b.unsafe_write(0, b"\\x01")
+        attempt(heap.free, b)
+    """,
     "usable_size_wild": """
         target = 0x10000
         out["extra"]["usable"] = attempt(lambda: heap.usable_size(target, strict=True))
@@ -245,6 +253,7 @@ class Expect:
     reason: str | None = None
     later: bool = False
     extra: tuple[tuple[str, Any], ...] = ()
+    fault: str | None = None  # the child dies of SIGSEGV after this line (any policy)
 
     @property
     def detected(self) -> bool:
@@ -325,6 +334,11 @@ EXPECT["memcpy_overflow"] = {
     "standard": Expect("Corrupted", "overflow"),
     "paranoid": Expect("Corrupted", "overflow"),
 }
+EXPECT["zero_size_write"] = {
+    "off": MISSED,  # the smallest class's slack
+    "standard": Expect("Corrupted", "overflow"),  # the canary starts at offset 0
+    "paranoid": Expect(None, None, fault="nmm: write of a zero-size block allocated at "),
+}
 EXPECT["exit_only_uaf"] = {  # exit_check is on by default at paranoid only
     "off": MISSED,
     "standard": MISSED,
@@ -355,6 +369,14 @@ def test_misuse(case: str, level: str, policy: str) -> None:
     expect = EXPECT[case][level]
     proc = _run_case(case, level, policy)
     where = f"{case} at level={level} policy={policy}"
+    if expect.fault is not None:
+        assert proc.returncode == -signal.SIGSEGV, f"{where}: exit {proc.returncode}\n{proc.stderr}"
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, f"{where}: expected one diagnostic line, got {lines}"
+        target = json.loads(proc.stdout.splitlines()[-1])["target"]
+        assert lines[0].startswith(expect.fault), f"{where}: {lines[0]}"
+        assert f"(block 0x{target:x}) (thread " in lines[0], f"{where}: {lines[0]}"
+        return
     if policy == "abort" and expect.detected:
         assert proc.returncode == -signal.SIGABRT, (
             f"{where}: expected SIGABRT, got exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
@@ -470,8 +492,15 @@ def _layout_block(heap: Heap, shape: str) -> Block:
     return heap.alloc(3 << 20)  # large, size saturates the header field
 
 
-@pytest.mark.parametrize("level", ("standard", "paranoid"))
-@pytest.mark.parametrize("shape", ("zero", "small", "aligned", "page_aligned", "large", "huge"))
+@pytest.mark.parametrize(
+    ("level", "shape"),
+    [
+        (level, shape)
+        for level in ("standard", "paranoid")
+        for shape in ("zero", "small", "aligned", "page_aligned", "large", "huge")
+        if (level, shape) != ("paranoid", "zero")  # no header: faults (test_zero_size.py)
+    ],
+)
 def test_every_header_and_canary_byte_is_guarded(level: str, shape: str) -> None:
     """Each header byte and each canary byte, damaged alone (all bits flipped, or
     only its lowest, a middle or its highest bit), is caught by the block's own

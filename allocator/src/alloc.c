@@ -101,6 +101,11 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
         live_state = (uint8_t)(BS_ALIGNED | __builtin_ctzll(align));
     }
     uint32_t site_id = h->tracking ? track_on_alloc(h, site) : site;
+    if (unlikely(size == 0) && h->zero && align <= 16) {
+        void *z = zero_alloc(h, site_id);  /* paranoid: faults when touched */
+        if (z)
+            return z;
+    }
     if (cls < 0) {
         void *p = large_alloc(h, size, align, site_id);
         return p ? p : alloc_fail(h, NMM_E_NOMEM, ENOMEM);
@@ -250,8 +255,11 @@ NMM_NOINLINE static void *alloc_standard_counted(nmm_heap_t *h, size_t size)
  * free of its register pressure. */
 NMM_NOINLINE __attribute__((aligned(64))) static void *alloc_standard(nmm_heap_t *h, size_t size, nmm_site_t site)
 {
-    if (unlikely((site | h->tracking) != 0))
+    if (unlikely((site | h->tracking) != 0)) {
+        if (unlikely(size == 0) && h->zero)
+            return alloc_slow(h, 0, site, 0);  /* paranoid's zero-size blocks */
         return site == 0 ? alloc_standard_counted(h, size) : alloc_standard_sited(h, size, site);
+    }
     void *user = alloc_standard_pop(h, size, 0);
     return likely(user != NULL) ? user : alloc_standard_track(h, size, 0);
 }
@@ -517,7 +525,10 @@ static void alloc_set_family(nmm_heap_t *h, void *p, uint32_t family)
     uint8_t st;
     size_t size;
     if ((uintptr_t)p - h->base >= h->region_size) {
-        large_swap_family(h, p, family, &have, &shift, &size, &site);
+        if (zero_owns(h, (uintptr_t)p))
+            zero_swap_family(h, p, family, &have, &site);
+        else
+            large_swap_family(h, p, family, &have, &shift, &size, &site);
         return;
     }
     uint8_t *state = alloc_live_state(h, p, &s, &idx, &st);
@@ -538,7 +549,11 @@ NMM_NOINLINE static nmm_status_t dealloc_check(nmm_heap_t *h, void *p, uint32_t 
     size_t req = SIZE_MAX;  /* unknown (a damaged header): no size check */
     slab_t *s = NULL;
     uint32_t idx = 0;
-    if ((uintptr_t)p - h->base >= h->region_size) {
+    if (zero_owns(h, (uintptr_t)p)) {
+        if (!zero_swap_family(h, p, NMM_FAMILY_MALLOC, &have, &asite))
+            return NMM_OK;
+        req = 0;
+    } else if ((uintptr_t)p - h->base >= h->region_size) {
         if (!large_swap_family(h, p, NMM_FAMILY_MALLOC, &have, &have_shift, &req, &asite))
             return NMM_OK;
     } else {
@@ -629,6 +644,8 @@ NMM_NOINLINE static nmm_status_t free_block(nmm_heap_t *h, void *p, nmm_site_t s
         detect_note_call();
     uintptr_t up = (uintptr_t)p;
     if (up - h->base >= h->region_size) {
+        if (zero_owns(h, up))
+            return zero_free(h, p, site, realloc_call);
         int r = large_free(h, p, site, realloc_call);
         if (r >= 0)
             return (nmm_status_t)r;
@@ -901,6 +918,10 @@ static bool alloc_block_info(nmm_heap_t *h, const void *p, block_info_t *bi)
         bi->cls = -1;
         bi->state = BS_LIVE;
         bi->room = 0;
+        if (zero_owns(h, up)) {
+            bi->size = bi->usable = 0;
+            return zero_live(h, p, NULL, NULL);
+        }
         return large_lookup(h, p, &bi->size, &bi->usable, NULL);
     }
     slab_t *s = slab_of(h, up);
@@ -948,6 +969,8 @@ static uint32_t alloc_invalid_reason(nmm_heap_t *h, const void *p)
 {
     uintptr_t up = (uintptr_t)p;
     if (up - h->base >= h->region_size) {
+        if (zero_owns(h, up))
+            return (up - ((uintptr_t)p & ~(uintptr_t)15)) ? NMM_INVALID_INTERIOR : NMM_INVALID_FREED;
         if (large_was_freed(h, p))
             return NMM_INVALID_FREED;
         if (large_contains(h, up))

@@ -332,6 +332,8 @@ struct nmm_heap {
     uint64_t merged_cached_allocs, merged_misses;
     uint64_t alloc_failures, injected_failures, lock_contention, sweeps, retired;
 
+    struct zero_area *zero;      /* paranoid: zero-size blocks (zero.c); NULL otherwise */
+
     /* periphery slots */
     struct events_ring *events;
     struct fp_table *failpoints;
@@ -527,6 +529,23 @@ void tcache_fork_child(void);             /* flush caches of threads that don't 
 /* Sum over live caches (registry lock must be held by the caller when exact). */
 void tcache_sum(nmm_heap_t *h, uint64_t *allocs, uint64_t *frees, uint64_t *cached,
                 uint64_t *cached_allocs, uint64_t *misses, uint64_t *tq_bytes);
+
+/* zero.c — paranoid's zero-size blocks: distinct addresses in a PROT_NONE area. */
+bool zero_init(nmm_heap_t *h);                      /* the area at paranoid; false: no memory */
+void zero_destroy(nmm_heap_t *h);
+bool zero_owns(const nmm_heap_t *h, uintptr_t p);   /* p is in the area (any heap level) */
+void *zero_alloc(nmm_heap_t *h, uint32_t site_id);  /* NULL: not paranoid, or the area is full */
+/* A live zero-size block at p: its family and site id. */
+bool zero_live(nmm_heap_t *h, const void *p, uint32_t *family, uint32_t *site);
+/* Same, then its family becomes set; false (nothing changed) when not live. */
+bool zero_swap_family(nmm_heap_t *h, const void *p, uint32_t set, uint32_t *family, uint32_t *site);
+/* Free (or realloc's free of) p in the area: NMM_OK, or the status of its report
+ * (double free, a freed block's realloc, an address that is no slot's start). */
+nmm_status_t zero_free(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call);
+void zero_foreach_live(nmm_heap_t *h, heap_visit_fn visit, void *ctx);
+void zero_counts(const nmm_heap_t *h, uint64_t *allocs, uint64_t *frees);
+/* Async-signal-safe: a fault address in the area (the signal handler). */
+bool zero_describe(nmm_heap_t *h, uintptr_t addr, nmm_event_t *ev);
 
 /* validate.c's exit sweep: a problem it saw: re-checked once the locks are dropped (slab
  * blocks), or final (large blocks, checked under the large lock). */

@@ -5,9 +5,11 @@
  * locks held; the ring is a lock-free bounded MPMC queue (Vyukov), so no thread
  * ever waits here and a fork in the middle cannot deadlock the child.
  */
+#define _GNU_SOURCE /* REG_ERR: was the faulting access a write */
 #include "internal.h"
 
 #include <signal.h>
+#include <ucontext.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -359,6 +361,40 @@ static void chain_fault(int sig, siginfo_t *si, void *uc)
         raise(sig);
 }
 
+/* 1 when the faulting access was a write, 0 a read (x86-64's page-fault error
+ * code); 0 where the CPU does not say. */
+static uint32_t fault_is_write(const void *uc)
+{
+#if defined(__x86_64__) && defined(REG_ERR)
+    return (((const ucontext_t *)uc)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+#else
+    (void)uc;
+    return 0;
+#endif
+}
+
+/* "nmm: write of a zero-size block allocated at SITE (block 0xADDR) (thread T)":
+ * the process is going down, so naming the allocating frame (the loader's
+ * lock, dladdr) cannot deadlock anything that matters. */
+static void zero_size_line(strbuf_t *sb, const nmm_event_t *ev, void *uc)
+{
+    strbuf_puts(sb, fault_is_write(uc) ? "nmm: write of a zero-size block allocated at "
+                                       : "nmm: read of a zero-size block allocated at ");
+    uint32_t ctx = 0;
+    nmm_site_t site = 0;
+    track_decode(ev->alloc_site, &site, &ctx);
+    const uintptr_t *pcs = NULL;
+    if (site)
+        track_site_format(sb, site, true);
+    else if (ctx && track_stack_frames(ctx, &pcs) && pcs)
+        sym_describe(sb, pcs[0]);
+    else
+        strbuf_putc(sb, '?');
+    strbuf_puts(sb, " (block ");
+    strbuf_hex(sb, ev->address);
+    strbuf_puts(sb, ")");
+}
+
 static void fault_handler(int sig, siginfo_t *si, void *uc)
 {
     nmm_event_t ev;
@@ -367,6 +403,10 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
         char buf[384];
         strbuf_t sb;
         strbuf_init(&sb, buf, sizeof buf - 1);
+        if (ev.kind == NMM_EV_ZERO_SIZE_ACCESS) {
+            zero_size_line(&sb, &ev, uc);
+            goto thread;
+        }
         strbuf_puts(&sb, "nmm: ");
         if (ev.kind == NMM_EV_USE_AFTER_FREE)
             strbuf_puts(&sb, "use after free of large block at ");
@@ -387,7 +427,9 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
             strbuf_puts(&sb, ", alloc site ");
             track_site_format(&sb, ev.alloc_site, false);
         }
-        strbuf_puts(&sb, ") (thread ");
+        strbuf_puts(&sb, ")");
+    thread:
+        strbuf_puts(&sb, " (thread ");
         strbuf_u64(&sb, os_thread_id());
         strbuf_puts(&sb, ")");
         size_t n = sb.len < sizeof buf - 2 ? sb.len : sizeof buf - 2;
@@ -401,6 +443,11 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
     chain_fault(sig, si, uc);
 }
 
+#define ALTSTACK_BYTES (64 * 1024)
+/* The alternate stack this file gave the calling thread (plain __thread: touched
+ * once per thread, kept out of the static TLS a dlopen-ed extension shares). */
+static __thread void *thread_altstack;
+
 /* An alternate stack for the calling thread, unless it has one: a guard-page hit
  * caused by running off the thread stack would otherwise have nowhere to run. */
 static void install_altstack(void)
@@ -408,13 +455,33 @@ static void install_altstack(void)
     stack_t cur;
     if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
         return;
-    size_t bytes = 64 * 1024;
-    void *mem = os_map(NULL, bytes);
+    void *mem = os_map(NULL, ALTSTACK_BYTES);
     if (!mem)
         return;
-    stack_t ss = {.ss_sp = mem, .ss_size = bytes, .ss_flags = 0};
+    stack_t ss = {.ss_sp = mem, .ss_size = ALTSTACK_BYTES, .ss_flags = 0};
     if (sigaltstack(&ss, NULL) != 0)
-        os_unmap(mem, bytes);
+        os_unmap(mem, ALTSTACK_BYTES);
+    else
+        thread_altstack = mem;
+}
+
+void events_thread_start(void)
+{
+    if (atomic_load_explicit(&fault_handler_state, memory_order_acquire) == 2)
+        install_altstack();
+}
+
+void events_thread_exit(void)
+{
+    void *mem = thread_altstack;
+    stack_t cur;
+    if (!mem || sigaltstack(NULL, &cur) != 0 || cur.ss_sp != mem || (cur.ss_flags & SS_ONSTACK))
+        return;  /* not ours any more, or in use: leave it */
+    stack_t off = {.ss_flags = SS_DISABLE};
+    if (sigaltstack(&off, NULL) == 0) {
+        thread_altstack = NULL;
+        os_unmap(mem, ALTSTACK_BYTES);
+    }
 }
 
 void events_install_fault_handler(void)

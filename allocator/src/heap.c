@@ -327,7 +327,8 @@ nmm_heap_t *nmm_heap_create(const nmm_config_t *cfg)
     char err[256];
     bool ok = slab_region_init(h);
     bool have_large = ok && large_init(h);
-    bool have_quar = have_large && (!h->paranoid || detect_quarantine_init(h));
+    bool have_zero = have_large && zero_init(h);
+    bool have_quar = have_zero && (!h->paranoid || detect_quarantine_init(h));
     bool have_events = have_quar && events_init(h, c.event_capacity) == NMM_OK;
     bool have_fp = have_events && failpoint_init(h, c.seed, c.failpoints, err, sizeof err) == NMM_OK;
     if (!have_fp) {
@@ -335,6 +336,8 @@ nmm_heap_t *nmm_heap_create(const nmm_config_t *cfg)
             events_destroy(h);
         if (have_quar)
             detect_quarantine_destroy(h);
+        if (have_zero)
+            zero_destroy(h);
         if (have_large)
             large_destroy(h);
         if (ok)
@@ -392,6 +395,7 @@ void nmm_heap_destroy(nmm_heap_t *h)
     failpoint_destroy(h);
     events_destroy(h);
     large_destroy(h);
+    zero_destroy(h);
     detect_quarantine_destroy(h);
     slab_region_destroy(h);
     pthread_mutex_destroy(&h->region_lock);
@@ -455,7 +459,7 @@ bool heap_describe_fault_address(uintptr_t addr, nmm_event_t *ev)
 {
     for (int i = 0; i < CORE_MAX_HEAPS; i++) {
         nmm_heap_t *h = __atomic_load_n(&heap_table[i], __ATOMIC_ACQUIRE);
-        if (h && large_describe(h, addr, ev))
+        if (h && (large_describe(h, addr, ev) || zero_describe(h, addr, ev)))
             return true;
     }
     return false;

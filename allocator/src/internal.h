@@ -85,6 +85,11 @@ uint64_t events_dropped(const nmm_heap_t *heap);
 /* Install (once per process, chained to any previous handlers) the SIGSEGV/SIGBUS
  * handler that names guard-page hits; called when a heap with guard pages is made. */
 void events_install_fault_handler(void);
+/* A thread's first allocation (tcache.c): an alternate signal stack for it once
+ * the handler is installed, so a fault on a thread that ran off its stack still
+ * gets its line; its exit gives the stack back. */
+void events_thread_start(void);
+void events_thread_exit(void);
 
 /* failpoint.c — seeded fail points (failslab/libfiu style). */
 typedef enum fp_point {

@@ -52,6 +52,10 @@ nmm_status_t nmm_stats_get(nmm_heap_t *h, nmm_stats_t *out)
     uint64_t large_allocs = __atomic_load_n(&h->large_allocs, __ATOMIC_RELAXED);
     out->allocs += large_allocs;
     out->frees += __atomic_load_n(&h->large_frees, __ATOMIC_RELAXED);
+    uint64_t zero_allocs, zero_frees;  /* paranoid's zero-size blocks */
+    zero_counts(h, &zero_allocs, &zero_frees);
+    out->allocs += zero_allocs;
+    out->frees += zero_frees;
     out->live_blocks = out->allocs - out->frees;
     live_bytes += (int64_t)__atomic_load_n(&h->large_live_bytes, __ATOMIC_RELAXED);
     out->live_bytes = (uint64_t)live_bytes;

@@ -100,6 +100,7 @@ static tstate_t *tstate_own_locked(void)
             return NULL;
         tcache_tls = ts;
         pthread_setspecific(tcache_key, ts);
+        events_thread_start();  /* its alternate signal stack */
     }
     return ts;
 }
@@ -240,6 +241,7 @@ static void tcache_thread_exit(void *arg)
     pthread_mutex_unlock(&tcache_registry_lock);
     /* Later destructors that allocate go straight to the slabs. */
     tcache_tls = &tcache_dead;
+    events_thread_exit();
 }
 
 void tcache_detach_heap(nmm_heap_t *h)

@@ -541,6 +541,7 @@ void heap_foreach_live(nmm_heap_t *h, heap_visit_fn visit, void *ctx)
     for (int c = CORE_CLASSES - 1; c >= 0; c--)
         pthread_mutex_unlock(&h->pools[c].lock);
     large_foreach_live(h, visit, ctx);
+    zero_foreach_live(h, visit, ctx);
 }
 
 struct visit_adapter {
