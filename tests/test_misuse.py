@@ -671,3 +671,29 @@ def test_never_used_blocks_are_not_poisoned_below_paranoid(level: str) -> None:
         heap.free(fresh)
         heap.free(block)
         assert heap.events() == []
+
+
+# ------------------------------------------------------------------ poison_limit
+
+
+@pytest.mark.parametrize("limit", [0, 64])
+def test_poison_limit_checks_only_the_ends_of_long_blocks(limit: int) -> None:
+    """poison_limit=N: a freed block longer than 2N is poisoned and checked at the
+    first and last N bytes of its memory only, so a write after free in its
+    middle goes unseen (the documented trade) while one in either end is still
+    reported exactly; 0 (the default) keeps whole blocks poisoned."""
+    size = 4080  # with its header and canary, exactly a 4096-byte slot
+    for offset, seen in ((10, True), (size - 7, True), (size // 2, limit == 0)):
+        with Heap(level="paranoid", poison_limit=limit) as heap:
+            victim = heap.alloc(size)
+            victim.view[:] = b"\x33" * size
+            heap.free(victim)
+            victim.unsafe_write(offset, b"\x44")
+            result = heap.validate()
+            if not seen:
+                assert result.problems == 0, (limit, offset, result)
+                continue
+            assert result.problems == 1, (limit, offset, result)
+            (event,) = result.events
+            assert (event.kind, event.address) == ("use_after_free", victim.address)
+            assert event.detail == event.extra == offset, (limit, event)

@@ -96,8 +96,10 @@ typedef struct nmm_config {
     uint64_t seed;              /* seed for fail-point decisions; 0 = from the clock */
     const char *failpoints;     /* fail-point specs (see nmm_failpoint_set), ';'-separated; may be NULL */
     uint64_t poison_limit;      /* paranoid: poison (and check) only the first and the last
-                                 * poison_limit bytes of a freed block longer than twice that;
-                                 * 0 = all of it (the default) */
+                                 * poison_limit bytes of a freed block's memory when it is
+                                 * longer than twice that: the cost per free is bounded, and
+                                 * a use after free in the middle goes unseen; 0 = all of it
+                                 * (the default). Never-used blocks are poisoned whole. */
 } nmm_config_t;
 
 /* Fill *cfg with defaults (does not read the environment). */

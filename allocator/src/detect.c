@@ -72,6 +72,11 @@ POISON_NO_MEMSET void detect_poison(uint8_t *p, size_t n)
     poison_fill(p, n);
 }
 
+POISON_NO_MEMSET void detect_poison_h(const nmm_heap_t *h, uint8_t *p, size_t n)
+{
+    poison_fill_h(h, p, n);
+}
+
 /* Big blocks (n > POISON_SMALL, so n >= 128): memory bound, so what counts is
  * the traffic. The check reads every byte once. The fill reads first and
  * stores only the 128-byte runs that are not poison already: a block comes
@@ -216,6 +221,24 @@ long detect_poison_damage(const uint8_t *p, size_t n)
     return poison_damage(p, n);
 }
 
+/* The same over what poison_limit leaves poisoned (both ends of a long block). */
+static long poison_damage_h(const nmm_heap_t *h, const uint8_t *p, size_t n)
+{
+    size_t lim = poison_limit_for(h, n);
+    if (likely(lim == 0))
+        return poison_damage(p, n);
+    long d = poison_damage(p, lim);
+    if (d >= 0)
+        return d;
+    d = poison_damage(p + n - lim, lim);
+    return d >= 0 ? d + (long)(n - lim) : -1;
+}
+
+long detect_poison_damage_h(const nmm_heap_t *h, const uint8_t *p, size_t n)
+{
+    return poison_damage_h(h, p, n);
+}
+
 /* Offset of the last damaged poison byte (there is one: p[first] is). */
 static size_t poison_last(const uint8_t *p, size_t n, size_t first)
 {
@@ -228,6 +251,22 @@ static size_t poison_last(const uint8_t *p, size_t n, size_t first)
 void detect_note_poison_extent(const uint8_t *p, size_t n, const uint8_t *user, long first)
 {
     const uint8_t *at = p + poison_last(p, n, (size_t)first);
+    events_extent_last = at >= user ? (uint32_t)(at - user) + 1 : 1;
+}
+
+void detect_note_poison_extent_h(const nmm_heap_t *h, const uint8_t *p, size_t n,
+                                 const uint8_t *user, long first)
+{
+    size_t lim = poison_limit_for(h, n);
+    if (likely(lim == 0)) {
+        detect_note_poison_extent(p, n, user, first);
+        return;
+    }
+    /* the last damaged byte of the tail's share, else of the head's */
+    long tail = poison_damage(p + n - lim, lim);
+    size_t last = tail >= 0 ? n - lim + poison_last(p + n - lim, lim, (size_t)tail)
+                            : poison_last(p, lim, (size_t)first);
+    const uint8_t *at = p + last;
     events_extent_last = at >= user ? (uint32_t)(at - user) + 1 : 1;
 }
 
@@ -311,7 +350,7 @@ static uint32_t uaf_detail(const quarantine_entry_t *e, long dmg)
  * per-thread quarantine carry their state byte, the shared one's are looked up. */
 NMM_COLD static bool quarantine_entry_report(nmm_heap_t *h, const quarantine_entry_t *e)
 {
-    long dmg = poison_damage(e->poison, e->block_size);
+    long dmg = poison_damage_h(h, e->poison, e->block_size);
     if (dmg < 0)
         return false;
     if (e->state) {
@@ -320,7 +359,7 @@ NMM_COLD static bool quarantine_entry_report(nmm_heap_t *h, const quarantine_ent
     } else {
         alloc_retire(h, e->poison - h->user_off);
     }
-    detect_note_poison_extent(e->poison, e->block_size, e->user, dmg);
+    detect_note_poison_extent_h(h, e->poison, e->block_size, e->user, dmg);
     heap_report(h, NMM_EV_USE_AFTER_FREE, uaf_detail(e, dmg), e->user, e->size, e->alloc_site,
                 e->free_site);
     return true;
@@ -328,7 +367,7 @@ NMM_COLD static bool quarantine_entry_report(nmm_heap_t *h, const quarantine_ent
 
 static inline bool quarantine_entry_damaged(nmm_heap_t *h, const quarantine_entry_t *e)
 {
-    if (likely(poison_intact(e->poison, e->block_size)))
+    if (likely(poison_intact_h(h, e->poison, e->block_size)))
         return false;
     return quarantine_entry_report(h, e);
 }
@@ -394,7 +433,7 @@ void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint8_t *poison, uint3
     tstate_t *owner = tcache_tls;
     if (owner && owner->dead)
         owner = NULL;
-    detect_poison(poison, room);
+    detect_poison_h(h, poison, room);
     NMM_YIELD("quarantine.lock");
     heap_lock(h, &h->quar_lock);
     if (h->quar_count == h->quar_cap)
@@ -507,7 +546,7 @@ POISON_NO_MEMSET void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user,
                                      uint8_t *state, uint32_t room, nmm_site_t free_site,
                                      uint32_t alloc_site, uint32_t size)
 {
-    poison_fill(poison, room);
+    poison_fill_h(h, poison, room);
     while (tc->tq_count && (tc->tq_count == CORE_TQ_CAP || tc->tq_bytes + room > h->quar_max_bytes)) {
         quarantine_entry_t old = tc->tq[tc->tq_head];
         tc->tq_head = (tc->tq_head + 1) % CORE_TQ_CAP;

@@ -104,13 +104,45 @@ static inline __attribute__((always_inline)) bool poison_intact(const uint8_t *p
     return true;
 }
 
+/* poison_limit (nmm_config_t): a freed block longer than twice the limit is
+ * poisoned and checked at its two ends only, limit bytes each. The trade: the
+ * poisoning cost per free is bounded (2 * limit bytes written, later read), and
+ * a use after free in the middle of a large block goes unseen (its bytes keep
+ * the user's last data). Returns the limit that applies to n bytes (0: none). */
+static inline __attribute__((always_inline)) size_t poison_limit_for(const nmm_heap_t *h, size_t n)
+{
+    size_t lim = (size_t)h->cfg.poison_limit;
+    return unlikely(lim != 0) && n > 2 * lim ? lim : 0;
+}
+
+static inline __attribute__((always_inline)) POISON_NO_MEMSET void
+poison_fill_h(const nmm_heap_t *h, uint8_t *p, size_t n)
+{
+    size_t lim = poison_limit_for(h, n);
+    if (unlikely(lim != 0)) {
+        poison_fill(p, lim);
+        poison_fill(p + n - lim, lim);
+        return;
+    }
+    poison_fill(p, n);
+}
+
+static inline __attribute__((always_inline)) bool poison_intact_h(const nmm_heap_t *h,
+                                                                  const uint8_t *p, size_t n)
+{
+    size_t lim = poison_limit_for(h, n);
+    if (unlikely(lim != 0))
+        return poison_intact(p, lim) && poison_intact(p + n - lim, lim);
+    return poison_intact(p, n);
+}
+
 /* The oldest entry leaves this thread's quarantine: intact poison → free, into
  * the cache of its class; damaged → use-after-free event, retired. Returns the
  * bin it went into (NULL: none). tq_bytes is the caller's to update. */
 static inline __attribute__((always_inline)) tbin_t *tq_release_entry(nmm_heap_t *h, tcache_t *tc,
                                                                       const quarantine_entry_t *e)
 {
-    if (unlikely(!poison_intact(e->poison, e->block_size)) && detect_tq_report_damage(h, e))
+    if (unlikely(!poison_intact_h(h, e->poison, e->block_size)) && detect_tq_report_damage(h, e))
         return NULL;
     tbin_t *bin = &tc->bins[e->cls];
     if (unlikely(bin->count == bin->cap))
@@ -176,7 +208,7 @@ tq_free_steady(nmm_heap_t *h, tcache_t *tc, int cls, uint8_t *user, uint8_t *poi
     uint64_t bytes = tc->tq_bytes;
     if (unlikely(tc->tq_count != CORE_TQ_CAP || bytes + room > h->quar_max_bytes))
         return false;
-    poison_fill(poison, room);
+    poison_fill_h(h, poison, room);
     uint32_t head = tc->tq_head;
     quarantine_entry_t *e = &tc->tq[head];
     tbin_t *to = NULL;

@@ -313,7 +313,7 @@ size_t validate_heap(nmm_heap_t *h, bool full)
                 problems++;  /* reported; poisoned again (it never held anything) */
                 detect_poison(block, s->block_size);
             } else if (state_is_free(base) && h->paranoid) {
-                long dmg = detect_poison_damage(user, room);
+                long dmg = detect_poison_damage_h(h, user, room);
                 if (dmg >= 0) {
                     /* Written after it left the quarantine: report it once and
                      * re-poison it (it holds nothing of the user's and stays free). */
@@ -321,9 +321,9 @@ size_t validate_heap(nmm_heap_t *h, bool full)
                     uint32_t asite = 0;
                     if (detect_header_ok(h, user))
                         asite = slab_site(s, i, detect_header_has_site(detect_header_word(user)));
-                    detect_note_poison_extent(user, room, user, dmg);
+                    detect_note_poison_extent_h(h, user, room, user, dmg);
                     heap_report(h, NMM_EV_USE_AFTER_FREE, (uint32_t)dmg, user, 0, asite, 0);
-                    detect_poison(user, room);
+                    detect_poison_h(h, user, room);
                 }
             }
             if (marked)
@@ -367,11 +367,11 @@ static uint32_t exit_recheck(nmm_heap_t *h, const exit_finding_t *f, uint32_t *d
     if (exit_is_quarantined(f->state_was)) {
         if (!detect_quarantine_holds(h, f->user))
             return NMM_EV_NONE;
-        long dmg = detect_poison_damage(f->user, f->room);
+        long dmg = detect_poison_damage_h(h, f->user, f->room);
         if (dmg < 0)
             return NMM_EV_NONE;
         *detail = (uint32_t)dmg;
-        detect_note_poison_extent(f->user, f->room, f->user, dmg);
+        detect_note_poison_extent_h(h, f->user, f->room, f->user, dmg);
         *size = 0;
         *site = 0;
         if (detect_header_ok(h, f->user))
@@ -414,7 +414,7 @@ size_t validate_exit_check(nmm_heap_t *h, bool echo)
                                 .room = s->block_size - off, .hw = detect_header_word(block + off)};
             bool bad;
             if (quarantined) {
-                bad = detect_poison_damage(f.user, f.room) >= 0;
+                bad = detect_poison_damage_h(h, f.user, f.room) >= 0;
             } else {
                 uint32_t detail;
                 size_t size;
@@ -469,7 +469,7 @@ size_t validate_exit_check(nmm_heap_t *h, bool echo)
                 continue;
             if (kind == NMM_EV_USE_AFTER_FREE) {
                 /* reported once: the quarantine finds it intact when it lets go */
-                detect_poison(f->user, f->room);
+                detect_poison_h(h, f->user, f->room);
             } else {
                 uint8_t bad = state_is_aligned(f->state_was)
                                   ? (uint8_t)(BS_ALIGNED_BAD | (f->state_was & 15))
