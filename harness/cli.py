@@ -449,6 +449,11 @@ cli.add_command(campaign_cmd, "campaign")
 cli.add_command(report_cmd, "report")
 cli.add_command(compare_cmd, "compare")
 
+from harness._cli_chaos import COMMANDS as _CHAOS_COMMANDS  # noqa: E402
+
+for _name, _command in _CHAOS_COMMANDS.items():  # hunt, replay, shrink (issue 9)
+    cli.add_command(_command, _name)
+
 try:
     from harness.bench import bench as _bench
 except ImportError as _exc:  # the bench module is written in parallel; absent until it lands

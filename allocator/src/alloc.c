@@ -354,6 +354,12 @@ static void free_account(nmm_heap_t *h, int cls, tcache_t *tc, bool into_cache)
     if (tc) {
         if (!into_cache)
             tbin_note_uncached_free(tc, &tc->bins[cls]);
+    } else if (NMM_MUTANT(stats_racy)) {
+        /* mutant: a read-modify-write of a shared counter that is not one */
+        uint64_t frees = __atomic_load_n(&h->pools[cls].frees, __ATOMIC_RELAXED);
+        NMM_YIELD("mutant.stats_racy");
+        __atomic_store_n(&h->pools[cls].frees, frees + 1, __ATOMIC_RELAXED);
+        heap_account_live(h, -(int64_t)bs);
     } else {
         __atomic_fetch_add(&h->pools[cls].frees, 1, __ATOMIC_RELAXED);
         heap_account_live(h, -(int64_t)bs);
@@ -786,7 +792,9 @@ NMM_NOINLINE __attribute__((aligned(64))) static nmm_status_t free_standard(nmm_
         if (likely(idx >= 0)) {
             uint8_t *state = &slab_states(s)[idx];
             uint32_t cls = s->cls;
-            if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE &&
+            /* mutant skip_df_check: the block's state is not checked */
+            if (likely((NMM_MUTANT(skip_df_check) ||
+                        __atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE) &&
                        detect_block_intact(h, p, s->block_size - CORE_HDR))) {
                 tcache_t *tc = alloc_cache_fast(h);
                 if (likely(tc != NULL)) {

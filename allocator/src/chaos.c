@@ -47,8 +47,21 @@ bool chaos_mutant_option(const char *v, size_t n, strbuf_t *msg)
     return false;
 }
 
+static __thread const char *site_name, *site_where;
+
+void chaos_lock_site(const char *name, const char *where)
+{
+    site_name = name;
+    site_where = where;
+}
+
 int chaos_mutex_lock(pthread_mutex_t *m, const char *name, const char *where)
 {
+    if (site_name) { /* heap_lock's caller */
+        name = site_name;
+        where = site_where;
+        site_name = NULL;
+    }
     chaos_yield(where);
     if (!chaos_hooks.lock_wait)
         return pthread_mutex_lock(m);
@@ -62,10 +75,17 @@ int chaos_mutex_lock(pthread_mutex_t *m, const char *name, const char *where)
 
 int chaos_mutex_trylock(pthread_mutex_t *m, const char *name, const char *where)
 {
+    if (site_name) {
+        name = site_name;
+        where = site_where;
+    }
     chaos_yield(where);
     int rc = pthread_mutex_trylock(m);
-    if (rc == 0 && chaos_hooks.locked)
-        chaos_hooks.locked(m, name, where);
+    if (rc == 0) {
+        site_name = NULL;
+        if (chaos_hooks.locked)
+            chaos_hooks.locked(m, name, where);
+    }
     return rc;
 }
 

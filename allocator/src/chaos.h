@@ -35,8 +35,8 @@
     X(canary_late, "the tail canary is checked one byte late (a 1-byte overflow is missed)") \
     X(stats_racy, "an uncached free counts itself with a non-atomic read-modify-write "    \
                   "(frees lost: the stats disagree with the caller's books)")              \
-    X(atfork_order, "a cache flush gives blocks to their slabs before the bin lets go of " \
-                    "them: a fork() in between hands them out twice in the child")         \
+    X(atfork_order, "a quarantine release puts a block in its bin before the ring lets "  \
+                    "go of it: a fork() in between hands it out twice in the child")      \
     X(lock_inversion, "giving blocks back takes the region lock before the class lock "    \
                       "(the grow path takes them the other way: deadlock)")                \
     X(refill_unlocked, "a slab refill reads the free stack after dropping the class lock " \
@@ -88,6 +88,9 @@ static inline void chaos_yield(const char *where)
 int chaos_mutex_lock(pthread_mutex_t *m, const char *name, const char *where);
 int chaos_mutex_trylock(pthread_mutex_t *m, const char *name, const char *where);
 int chaos_mutex_unlock(pthread_mutex_t *m, const char *where);
+/* heap_lock(h, m) takes its lock inside heap.c: the caller's lock expression and line
+ * are handed to the next lock call of this thread, so a deadlock names them. */
+void chaos_lock_site(const char *name, const char *where);
 
 #define NMM_YIELD(where) chaos_yield(where)
 #define NMM_MUTANT(name) (__builtin_expect((chaos_mutants >> NMM_MUT_##name) & 1u, 0))
@@ -96,6 +99,7 @@ int chaos_mutex_unlock(pthread_mutex_t *m, const char *where);
 #define pthread_mutex_lock(m) chaos_mutex_lock((m), #m, NMM_CHAOS_HERE)
 #define pthread_mutex_trylock(m) chaos_mutex_trylock((m), #m, NMM_CHAOS_HERE)
 #define pthread_mutex_unlock(m) chaos_mutex_unlock((m), NMM_CHAOS_HERE)
+#define heap_lock(h, m) (chaos_lock_site(#m, NMM_CHAOS_HERE), (heap_lock)((h), (m)))
 
 /* The __atomic builtins, each a yield point first. A function-like macro is not
  * expanded again inside its own expansion, so the inner name is the builtin. */

@@ -341,7 +341,8 @@ struct nmm_heap {
 };
 
 /* heap.c */
-void heap_lock(nmm_heap_t *h, pthread_mutex_t *m);   /* counts contention */
+void(heap_lock)(nmm_heap_t *h, pthread_mutex_t *m); /* counts contention (chaos.h names
+                                                     * the caller's lock) */
 void heap_account_live(nmm_heap_t *h, int64_t delta); /* live_est + peak */
 void heap_account_mapped(nmm_heap_t *h, int64_t delta);
 void heap_note_peak(nmm_heap_t *h, int64_t live_bytes);
@@ -714,6 +715,8 @@ static inline bool detect_block_intact(const nmm_heap_t *h, const uint8_t *user,
         return false;
     uint64_t got;
     memcpy(&got, user + size, CORE_CANARY);
+    if (NMM_MUTANT(canary_late))  /* mutant: the check starts one byte late */
+        return ((got ^ detect_canary_word_k(h, m)) & ~(uint64_t)0xFF) == 0;
     return got == detect_canary_word_k(h, m);
 }
 

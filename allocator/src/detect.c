@@ -450,8 +450,25 @@ void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint8_t *poison, uint3
     e->owner_calls = owner ? __atomic_load_n(&owner->calls, __ATOMIC_RELAXED) : 0;
     h->quar_count++;
     __atomic_store_n(&h->quar_bytes, h->quar_bytes + room, __ATOMIC_RELAXED);
-    while (h->quar_bytes > h->quar_max_bytes && h->quar_count && nout < 16)
+    while (h->quar_bytes > h->quar_max_bytes && h->quar_count && nout < 16) {
+        if (NMM_MUTANT(flush_race)) {
+            /* mutant: the oldest entry is read, the lock dropped, and the ring moved
+             * past one entry once it is back: another thread may have flushed the
+             * same entry meanwhile */
+            quarantine_entry_t e = h->quar[h->quar_head];
+            pthread_mutex_unlock(&h->quar_lock);
+            NMM_YIELD("mutant.flush_race");
+            heap_lock(h, &h->quar_lock);
+            if (!h->quar_count)
+                break;
+            h->quar_head = (h->quar_head + 1) % h->quar_cap;
+            h->quar_count--;
+            __atomic_store_n(&h->quar_bytes, h->quar_bytes - e.block_size, __ATOMIC_RELAXED);
+            out[nout++] = e;
+            continue;
+        }
         out[nout++] = quarantine_pop_locked(h);
+    }
     pthread_mutex_unlock(&h->quar_lock);
     NMM_YIELD("quarantine.unlock");
     for (int i = 0; i < nout; i++)
@@ -549,6 +566,15 @@ POISON_NO_MEMSET void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user,
     poison_fill_h(h, poison, room);
     while (tc->tq_count && (tc->tq_count == CORE_TQ_CAP || tc->tq_bytes + room > h->quar_max_bytes)) {
         quarantine_entry_t old = tc->tq[tc->tq_head];
+        if (NMM_MUTANT(atfork_order)) {
+            /* mutant: the bin takes the block before the ring lets go of it (a fork()
+             * in between finds it in both: the child hands it out twice) */
+            tq_release_slow(h, tc, &old);
+            NMM_YIELD("mutant.atfork_order");
+            tc->tq_head = (tc->tq_head + 1) % CORE_TQ_CAP;
+            tc->tq_count--;
+            continue;
+        }
         tc->tq_head = (tc->tq_head + 1) % CORE_TQ_CAP;
         tc->tq_count--;
         fork_publish_order();  /* out of the ring before it goes to a bin */

@@ -50,7 +50,7 @@ void heap_set_status(nmm_status_t st)
 
 /* ------------------------------------------------------------------ accounting */
 
-void heap_lock(nmm_heap_t *h, pthread_mutex_t *m)
+void(heap_lock)(nmm_heap_t *h, pthread_mutex_t *m)
 {
     if (pthread_mutex_trylock(m) != 0) {
         __atomic_fetch_add(&h->lock_contention, 1, __ATOMIC_RELAXED);

@@ -302,10 +302,62 @@ uint32_t slab_take_locked(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
     return got;
 }
 
+#ifdef NMM_CHAOS
+/* mutant refill_unlocked: the slab is picked under the class lock, its free stack and
+ * bump pointer are read after the lock is dropped */
+static uint32_t slab_take_mutant(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
+{
+    sizeclass_pool_t *pool = &h->pools[cls];
+    heap_lock(h, &pool->lock);
+    slab_t *s = pool->partial;
+    if (!s) {
+        uint32_t got = slab_take_locked(h, cls, out, n);
+        pthread_mutex_unlock(&pool->lock);
+        return got;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    uint8_t *states = slab_states(s);
+    uint16_t *stack = slab_stack(s);
+    uint32_t got = 0;
+    while (got < n && slab_free_count(s) > 0) {
+        uint16_t top = s->nstack, bump = s->bump;
+        NMM_YIELD("mutant.refill_unlocked");
+        uint32_t idx;
+        if (top) {
+            idx = stack[top - 1];
+            s->nstack = (uint16_t)(top - 1);
+        } else {
+            idx = bump;
+            s->bump = (uint16_t)(bump + 1);
+        }
+        out[got].block = s->data + (size_t)idx * s->block_size;
+        out[got].state = &states[idx];
+        got++;
+    }
+    heap_lock(h, &pool->lock);
+    if (slab_free_count(s) == 0 && s->list == SL_PARTIAL) {
+        list_unlink(&pool->partial, s);
+        s->list = SL_NONE;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return got;
+}
+#endif
+
 uint32_t slab_take(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
 {
+#ifdef NMM_CHAOS
+    if (NMM_MUTANT(refill_unlocked))
+        return slab_take_mutant(h, cls, out, n);
+#endif
     NMM_YIELD("class.lock");
     heap_lock(h, &h->pools[cls].lock);
+    if (NMM_MUTANT(lock_inversion)) {
+        /* mutant: the refill notes itself in the thread registry inside the class
+         * lock; a thread's exit takes the registry lock, then class locks */
+        pthread_mutex_lock(&tcache_registry_lock);
+        pthread_mutex_unlock(&tcache_registry_lock);
+    }
     uint32_t got = slab_take_locked(h, cls, out, n);
     pthread_mutex_unlock(&h->pools[cls].lock);
     NMM_YIELD("class.unlock");
@@ -314,6 +366,15 @@ uint32_t slab_take(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
 
 void slab_give_locked(nmm_heap_t *h, int cls, slab_t *s, uint32_t idx)
 {
+    if (NMM_MUTANT(xfree_unsync)) {
+        /* mutant: the stack top is read, then the push is made without the lock
+         * held across it (at the top read before) */
+        uint16_t top = s->nstack;
+        pthread_mutex_unlock(&h->pools[cls].lock);
+        NMM_YIELD("mutant.xfree_unsync");
+        heap_lock(h, &h->pools[cls].lock);
+        s->nstack = top;
+    }
     slab_stack(s)[s->nstack++] = (uint16_t)idx;
     if (slab_free_count(s) == s->nblocks) {
         slab_became_empty(h, cls, s);

@@ -60,7 +60,9 @@ const char sched_usage[] =
     "  --schedule-out FILE       write the schedule trace (run-length, versioned)\n"
     "  --schedule-in FILE        follow a recorded trace; a divergence is reported\n"
     "  --after-schedule MODE     after the trace ends or diverges: seeded (the strategy;\n"
-    "                            default) or nonpreemptive (keep the running worker)\n";
+    "                            default) or nonpreemptive (keep the running worker)\n"
+    "  --op-log FILE             write each finished op (O worker op step) and each\n"
+    "                            preemption (P worker step yield-point), for witnesses\n";
 
 enum { SK_FREE = 0, SK_PCT, SK_POS, SK_SURW, SK_RANDOM };
 static const char *const kind_names[] = {"free", "pct", "pos", "surw", "random", NULL};
@@ -71,9 +73,9 @@ static struct {
     uint64_t k;
     uint64_t max_steps;
     double pos_p;
-    const char *in_path, *out_path;
+    const char *in_path, *out_path, *op_log;
     bool after_nonpreemptive;
-} opt = {SK_FREE, 3, 0, 50000000ull, 0.05, NULL, NULL, false};
+} opt = {SK_FREE, 3, 0, 50000000ull, 0.05, NULL, NULL, NULL, false};
 
 static void sched_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void sched_usage_error(const char *fmt, ...)
@@ -102,7 +104,8 @@ bool sched_parse_option(int argc, char **argv, int *i, bool run_mode)
 {
     static const char *const names[] = {"--scheduler", "--depth", "--sched-steps",
                                         "--max-steps", "--pos-p", "--schedule-in",
-                                        "--schedule-out", "--after-schedule", NULL};
+                                        "--schedule-out", "--after-schedule", "--op-log",
+                                        NULL};
     const char *arg = argv[*i];
     const char *eq = strchr(arg, '=');
     size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
@@ -162,6 +165,7 @@ bool sched_parse_option(int argc, char **argv, int *i, bool run_mode)
         else
             sched_usage_error("--after-schedule: expected seeded or nonpreemptive, got '%s'", val);
         break;
+    case 8: opt.op_log = val; break;
     }
     return true;
 }
@@ -175,9 +179,9 @@ void sched_prepare(const options_t *o, char **argv)
 {
     (void)o;
     (void)argv;
-    if (opt.in_path || opt.out_path)
-        sched_usage_error("--schedule-in/--schedule-out: need a controlled scheduler (the "
-                          "chaos driver, nmm-driver_chaos)");
+    if (opt.in_path || opt.out_path || opt.op_log)
+        sched_usage_error("--schedule-in/--schedule-out/--op-log: need a controlled scheduler "
+                          "(the chaos driver, nmm-driver_chaos)");
 }
 void sched_start(const options_t *o) { (void)o; }
 void sched_finish(void) {}
@@ -238,6 +242,7 @@ static struct {
     uint64_t run_len;
     pid_t pid;
     volatile int forking;
+    FILE *op_log;
 } S = {.mu = PTHREAD_MUTEX_INITIALIZER, .current = -1, .diverged_at = -1, .out_fd = -1,
        .run_w = -1};
 
@@ -425,6 +430,8 @@ static void stop(const char *outcome, const char *why)
     jl_threads(&j);
     jl_end(&j);
     trace_close();
+    if (S.op_log)
+        fflush(S.op_log);
     _exit(strcmp(outcome, "deadlock") == 0 ? SCHED_EXIT_DEADLOCK : SCHED_EXIT_HANG);
 }
 
@@ -538,8 +545,12 @@ static int decide(int me)
             next = pick_strategy(me, ready, nr);
         if (me >= 0 && next != me) {
             S.switches++;
-            if (S.w[me].state == ST_RUNNABLE)
+            if (S.w[me].state == ST_RUNNABLE) {
                 S.preemptions++;
+                if (S.op_log)
+                    fprintf(S.op_log, "P %d %llu %s\n", me, (unsigned long long)S.step,
+                            S.w[me].last_yield ? S.w[me].last_yield : "?");
+            }
         }
         S.w[next].steps++;
         trace_note(next);
@@ -662,9 +673,9 @@ static void on_fatal(int sig)
 void sched_prepare(const options_t *o, char **argv)
 {
     if (opt.kind == SK_FREE) {
-        if (opt.in_path || opt.out_path)
-            sched_usage_error("--schedule-in/--schedule-out: need a controlled scheduler "
-                              "(--scheduler pct, pos, surw or random)");
+        if (opt.in_path || opt.out_path || opt.op_log)
+            sched_usage_error("--schedule-in/--schedule-out/--op-log: need a controlled "
+                              "scheduler (--scheduler pct, pos, surw or random)");
         return;
     }
     if (o->duration_ns)
@@ -722,6 +733,8 @@ void sched_start(const options_t *o)
         trace_load_in();
     if (opt.out_path)
         trace_open_out();
+    if (opt.op_log && !(S.op_log = fopen(opt.op_log, "w")))
+        sched_usage_error("--op-log %s: %s", opt.op_log, strerror(errno));
     static const int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE};
     for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
         signal(fatal[i], on_fatal);
@@ -742,7 +755,13 @@ void sched_finish(void)
     memset(&chaos_hooks, 0, sizeof chaos_hooks);
     if (S.following || (S.in_runs && S.in_pos < S.in_runs && S.diverged_at < 0))
         S.diverged_at = (int64_t)S.step + 1; /* the trace goes on past the trial's end */
+    else if (S.in_runs && S.diverged_at < 0 && S.step > S.in_steps)
+        S.diverged_at = (int64_t)S.in_steps + 1; /* the trial goes on past the trace's end */
     trace_close();
+    if (S.op_log) {
+        fclose(S.op_log);
+        S.op_log = NULL;
+    }
 }
 
 void sched_thread_begin(uint32_t worker, uint64_t remaining)
@@ -774,6 +793,9 @@ void sched_between_ops(uint32_t worker, uint64_t remaining)
         return;
     S.w[worker].remaining = remaining;
     S.w[worker].ops++;
+    if (S.op_log)
+        fprintf(S.op_log, "O %u %llu %llu\n", worker, (unsigned long long)S.w[worker].ops,
+                (unsigned long long)S.step);
     hook_yield("op");
 }
 

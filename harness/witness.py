@@ -1,0 +1,166 @@
+"""A failure as a witness a person can read: the operations that ran, in the order the
+controlled scheduler ran them, each named with its worker, op index and block
+(``T1 op 9 free(b3)``), and the thread switches between them, with the yield point a
+worker was preempted at when it lost the CPU in the middle of an operation.
+
+The evidence: the failing trial run once more, following its schedule, with the driver's
+``--op-log`` (each finished op: worker, op index, step; each preemption: worker, step,
+yield point), and each worker's op stream from ``nmm-driver stream`` (a pure function of
+seed and worker). Blocks are labelled ``b1, b2, ...`` in the order they were allocated.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness._driver import driver_args
+
+if TYPE_CHECKING:
+    from harness.chaos import TrialRun
+    from harness.plan import Plan
+
+#: ops shown before the failure when the trial is long (a shrunk one shows all)
+TAIL_OPS = 12
+_STREAM = re.compile(r"^(\d+) (alloc|free|realloc) slot=(\d+)(?: size=(\d+))?(?:.*cross=(\d))?")
+
+
+@dataclass(frozen=True)
+class OpEvent:
+    worker: int
+    op: int
+    step: int
+
+
+@dataclass(frozen=True)
+class Preemption:
+    worker: int
+    step: int
+    where: str
+
+
+def parse_op_log(text: str) -> tuple[list[OpEvent], list[Preemption]]:
+    ops, pre = [], []
+    for line in text.splitlines():
+        parts = line.split(" ", 3)
+        if parts[0] == "O" and len(parts) >= 4:
+            ops.append(OpEvent(int(parts[1]), int(parts[2]), int(parts[3])))
+        elif parts[0] == "P" and len(parts) >= 4:
+            pre.append(Preemption(int(parts[1]), int(parts[2]), parts[3]))
+    return ops, pre
+
+
+def _streams(plan: Plan, seed: int, counts: dict[int, int], driver: str) -> dict[int, list[str]]:
+    """Each worker's first ops, from ``nmm-driver stream`` (same options as the trial)."""
+    args = driver_args(plan, seed)[1:]  # drop "run"
+    keep: list[str] = []
+    skip = {"--scheduler", "--depth", "--sched-steps", "--pos-p", "--max-steps",
+            "--progress-every", "--duration"}
+    i = 0
+    while i < len(args):
+        if args[i] in skip:
+            i += 2
+            continue
+        keep.append(args[i])
+        i += 1
+    out: dict[int, list[str]] = {}
+    for worker, count in counts.items():
+        proc = subprocess.run([driver, "stream", *keep, "--worker", str(worker),
+                               "--count", str(count + 1)], capture_output=True, text=True,
+                              check=False)
+        out[worker] = proc.stdout.splitlines()
+    return out
+
+
+def witness_lines(plan: Plan, run: TrialRun, *, limit: int = TAIL_OPS) -> list[str]:
+    """The readable witness of a failing controlled trial (empty for a free-running one,
+    whose interleaving was not recorded)."""
+    if not plan.scheduler.controlled or run.schedule is None or not run.argv:
+        return []
+    from harness.chaos import _TracedEngine
+
+    with tempfile.TemporaryDirectory(prefix="nmm-witness-") as tmp:
+        trace = Path(tmp) / "in.trace"
+        trace.write_bytes(run.schedule.to_bytes())
+        log = Path(tmp) / "ops.log"
+        engine = _TracedEngine(["--schedule-in", str(trace), "--op-log", str(log)])
+        engine.run(plan, run.record.seed)
+        if not log.is_file():
+            return []
+        ops, preemptions = parse_op_log(log.read_text())
+    driver = run.argv[0]
+    counts: dict[int, int] = {}
+    for ev in ops:
+        counts[ev.worker] = max(counts.get(ev.worker, 0), ev.op)
+    streams = _streams(plan, run.record.seed, counts, driver)
+    return render(ops, preemptions, streams, limit=limit,
+                  stop=run.record.observation.sched_stop, threads=plan.workload.threads)
+
+
+def render(ops: list[OpEvent], preemptions: list[Preemption], streams: dict[int, list[str]],
+           *, limit: int = TAIL_OPS, stop: dict[str, Any] | None = None,
+           threads: int = 2) -> list[str]:
+    """Witness lines from an op log and the workers' streams."""
+    labels: dict[tuple[int, int], str] = {}   # (worker, slot) -> block label
+    counter = 0
+    lines: list[str] = []
+    last_step: dict[int, int] = {}
+    by_worker_pre: dict[int, list[Preemption]] = {}
+    for p in preemptions:
+        by_worker_pre.setdefault(p.worker, []).append(p)
+    prev_worker = None
+    for ev in ops:
+        text = streams.get(ev.worker, [])
+        line = text[ev.op - 1] if 0 < ev.op <= len(text) else ""
+        m = _STREAM.match(line)
+        if m is None:
+            desc = "op"
+        else:
+            kind, slot = m.group(2), int(m.group(3))
+            key = (ev.worker, slot)
+            if kind == "alloc":
+                counter += 1
+                labels[key] = f"b{counter}"
+                desc = f"alloc({m.group(4)}) -> {labels[key]}"
+            elif kind == "realloc":
+                desc = f"realloc({labels.get(key, '?')}, {m.group(4)})"
+            else:
+                block = labels.pop(key, "?")
+                desc = (f"hand {block} to T{(ev.worker + 1) % threads} to free"
+                        if m.group(5) == "1" else f"free({block})")
+        begin = last_step.get(ev.worker, 0)
+        inside = [p for p in by_worker_pre.get(ev.worker, ()) if begin < p.step <= ev.step]
+        if prev_worker is not None and prev_worker != ev.worker:
+            lines.append(f"   -- switch to T{ev.worker}")
+        note = ""
+        if inside:
+            points = list(dict.fromkeys(p.where for p in inside))
+            points.sort(key=lambda w: not w.startswith("mutant."))  # the bug's window first
+            where = ", ".join(points[:3]) + (", ..." if len(points) > 3 else "")
+            note = f"   (preempted {len(inside)}x inside it, at {where})"
+        lines.append(f"T{ev.worker} op {ev.op - 1} {desc}{note}")
+        last_step[ev.worker] = ev.step
+        prev_worker = ev.worker
+    if stop is not None:
+        for t in stop.get("threads", ()):
+            if t.get("state") == "blocked":
+                lines.append(f"T{t.get('worker')} blocked at {t.get('waiting_at')} waiting for "
+                             f"{t.get('waiting_for')}, holding "
+                             + (", ".join(h.get("lock", "?") for h in t.get("holds", ()))
+                                or "nothing"))
+    ops_shown = [ln for ln in lines if ln.startswith("T")]
+    if len(ops_shown) > limit:
+        cut = 0
+        seen = 0
+        for i in range(len(lines) - 1, -1, -1):
+            if lines[i].startswith("T"):
+                seen += 1
+                if seen == limit:
+                    cut = i
+                    break
+        lines = [f"... {len(ops_shown) - limit} earlier ops", *lines[cut:]]
+    return lines
