@@ -77,6 +77,13 @@ def driver_args(plan: Plan, seed: int, target: Target | None = None) -> list[str
         args += ["--duration", repr(w.duration_s)]
     if not w.check:
         args.append("--no-check")
+    # the driver's defaults are the plan's: only what a plan changes is on the line
+    for option, value, default in (("--realloc", w.realloc, 0.05), ("--calloc", w.calloc, 0.04),
+                                   ("--aligned", w.aligned, 0.04),
+                                   ("--calloc-count", w.calloc_count, 1),
+                                   ("--edge-every", w.edge_every, 0)):
+        if value != default:
+            args += [option, repr(value)]
     for fault in plan.faults:
         args += ["--fault", fault.driver_arg(plan.total_ops)]
     return args + plan.scheduler.driver_args()

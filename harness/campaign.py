@@ -54,6 +54,20 @@ NMM_ONLY_FAULTS = ("alloc_failure",)
 
 # ---------------------------------------------------------------- campaign files
 
+class PlanEntry(BaseModel):
+    """A plan of a campaign file with its own axes: ``{ path = "../shapes.toml", targets =
+    ["plan"], levels = ["off", "standard", "paranoid"] }`` runs that plan at the NMM levels
+    only, whatever targets and levels the campaign gives its other plans (a plan of
+    NMM-only shapes gains nothing from every peer)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str = Field(min_length=1)
+    targets: tuple[str, ...] | None = Field(default=None, min_length=1)
+    levels: tuple[str, ...] | None = None
+    split_faults: bool | None = None
+
+
 class CampaignFile(BaseModel):
     """The ``[campaign]`` table of a campaign file (paths relative to the file)."""
 
@@ -61,7 +75,7 @@ class CampaignFile(BaseModel):
 
     name: str = Field(default="", max_length=200)
     description: str = ""
-    plans: tuple[str, ...] = Field(min_length=1)
+    plans: tuple[str | PlanEntry, ...] = Field(min_length=1)
     seeds: int | None = Field(default=None, ge=1, le=100_000)
     targets: tuple[str, ...] = ("plan",)
     levels: tuple[str, ...] | None = None
@@ -92,8 +106,15 @@ def load_campaign_file(path: str | Path) -> CampaignFile:
             first["type"] == "extra_forbidden") else ""
         raise CampaignError(f"{p}: campaign.{where}: {first['msg']}"
                             + (f"; {hint}" if hint else "")) from None
-    plans = tuple(str(_relative(p.parent / plan)) for plan in spec.plans)
+    plans = tuple(str(_relative(p.parent / plan)) if isinstance(plan, str) else
+                  plan.model_copy(update={"path": str(_relative(p.parent / plan.path))})
+                  for plan in spec.plans)
     return spec.model_copy(update={"plans": plans, "name": spec.name or p.stem})
+
+
+def entry_path(entry: str | Path | PlanEntry) -> str:
+    """The file of a campaign's plan entry."""
+    return entry.path if isinstance(entry, PlanEntry) else str(entry)
 
 
 def _relative(path: Path) -> Path:
@@ -113,6 +134,10 @@ class PlanSource(BaseModel):
     path: str
     overrides: tuple[str, ...] = ()
     document: dict[str, Any]
+    #: this plan's own axes (a campaign file's plan entry); None: the campaign's
+    targets: tuple[str, ...] | None = None
+    levels: tuple[str, ...] | None = None
+    split_faults: bool | None = None
 
     @property
     def plan(self) -> Plan:
@@ -305,15 +330,36 @@ def expand(defn: Definition, engine: Engine | None = None) -> list[Trial]:
     trials: list[Trial] = []
     for index, source in enumerate(defn.plans):
         base = source.plan
-        for target in _targets_for(base.target, defn.targets, defn.levels, defn.target_env):
+        targets, levels, split = axes(defn, source)
+        for target in _targets_for(base.target, targets, levels, defn.target_env):
             plan = _retarget(base, target)
             if plan is None:
                 continue
-            gating = defn.strict or target == base.target
-            for part in (_split(plan) if defn.split_faults else [plan]):
+            gating = defn.strict or target == base.target or _level_gates(base, target)
+            for part in (_split(plan) if split else [plan]):
                 for seed in part.trial_seeds():
                     trials.append(Trial(eng.key(part, seed), part, seed, index, gating))
     return trials
+
+
+def axes(defn: Definition, source: PlanSource
+         ) -> tuple[tuple[str, ...], tuple[str, ...] | None, bool]:
+    """The targets, levels and fault splitting one plan of a campaign runs with: its
+    entry's own, else the campaign's."""
+    targets = source.targets if source.targets is not None else defn.targets
+    levels = source.levels if source.levels is not None else defn.levels
+    split = source.split_faults if source.split_faults is not None else defn.split_faults
+    return targets, levels, split
+
+
+def _level_gates(base: Plan, target: Any) -> bool:
+    """Whether a trial at another NMM level than the plan's own gates: the plan writes
+    expectations for that level (``[expect.levels.<level>]``), with its own policy and
+    options."""
+    own = base.target
+    return (isinstance(target, NmmTarget) and isinstance(own, NmmTarget)
+            and target.level in base.expect.levels and target.policy == own.policy
+            and target.options == own.options)
 
 
 def skipped_pairs(defn: Definition) -> list[str]:
@@ -321,7 +367,8 @@ def skipped_pairs(defn: Definition) -> list[str]:
     notes = []
     for source in defn.plans:
         base = source.plan
-        for target in _targets_for(base.target, defn.targets, defn.levels, defn.target_env):
+        targets, levels, _ = axes(defn, source)
+        for target in _targets_for(base.target, targets, levels, defn.target_env):
             if _retarget(base, target) is None:
                 notes.append(f"{base.name} x {target.label}: skipped, its faults "
                              f"({', '.join(dict.fromkeys(f.kind for f in base.faults))}) "
@@ -338,8 +385,9 @@ def collect_plans(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def define(paths: Sequence[str | Path], *, name: str | None = None, seeds: int | None = None,
-           targets: Sequence[str] = ("plan",), levels: Sequence[str] | None = None,
+def define(paths: Sequence[str | Path | PlanEntry], *, name: str | None = None,
+           seeds: int | None = None, targets: Sequence[str] = ("plan",),
+           levels: Sequence[str] | None = None,
            target_env: dict[str, str] | None = None, overrides: Sequence[str] = (),
            split_faults: bool = False, strict: bool = False,
            engine: Engine | None = None) -> Definition:
@@ -352,12 +400,20 @@ def define(paths: Sequence[str | Path], *, name: str | None = None, seeds: int |
     notes = check_targets(list(targets), levels, env)
     all_overrides = [*overrides, *([f"seeds={seeds}"] if seeds is not None else [])]
     sources = []
-    for path in collect_plans(paths):
-        plan = load_plan(path, all_overrides)
-        sources.append(PlanSource(path=str(path), overrides=tuple(overrides),
-                                  document=plan.model_dump(mode="json")))
+    for entry in paths:
+        own = entry if isinstance(entry, PlanEntry) else None
+        if own is not None:
+            notes += check_targets(list(own.targets or targets), own.levels or levels, env)
+        for path in collect_plans([entry_path(entry)]):
+            plan = load_plan(path, all_overrides)
+            sources.append(PlanSource(
+                path=str(path), overrides=tuple(overrides),
+                document=plan.model_dump(mode="json"),
+                targets=own.targets if own else None, levels=own.levels if own else None,
+                split_faults=own.split_faults if own else None))
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    defn = Definition(name=name or (Path(str(paths[0])).stem if len(paths) == 1 else "campaign"),
+    defn = Definition(name=name or (Path(entry_path(paths[0])).stem if len(paths) == 1
+                                    else "campaign"),
                       created=created, plans=tuple(sources), targets=tuple(targets),
                       levels=tuple(levels) if levels else None, target_env=env,
                       split_faults=split_faults, strict=strict, engine=eng.spec(),
@@ -365,7 +421,8 @@ def define(paths: Sequence[str | Path], *, name: str | None = None, seeds: int |
     checked: set[str] = set()
     for source in defn.plans:
         base = source.plan
-        for target in _targets_for(base.target, defn.targets, defn.levels, env):
+        targets, levels, _ = axes(defn, source)
+        for target in _targets_for(base.target, targets, levels, env):
             retargeted = _retarget(base, target)
             if retargeted is None:
                 continue

@@ -369,11 +369,11 @@ def validate_paths(paths: Iterable[str | Path]) -> list[tuple[Path, Plan | PlanE
         if not is_campaign_file(path):
             files.append(path)
             continue
-        from harness.campaign import load_campaign_file
+        from harness.campaign import entry_path, load_campaign_file
         from harness.errors import CampaignError
 
         try:
-            files += [Path(p) for p in load_campaign_file(path).plans]
+            files += [Path(entry_path(p)) for p in load_campaign_file(path).plans]
         except CampaignError as exc:
             results.append((path, PlanError(str(exc), file=str(path))))
     for path in files:

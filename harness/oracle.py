@@ -199,7 +199,7 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
     verdicts: list[FaultVerdict] = []
     for f in faults:
         m = matches[f.line]
-        allowed = plan.expect.allowed_for(f.kind)
+        allowed = plan.allowed_for(f.kind)
         outcome, note = _fault_outcome(plan, obs, f, m, died, diagnostic, nmm,
                                        after_injected.get(f.line))
         latency = None
@@ -212,7 +212,7 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
             event_seq=m.event.seq if m.event else None, latency_ops=latency, note=note))
 
     cut_short = (died and victim is not None and death is not None
-                 and death in plan.expect.allowed_for(victim.kind))
+                 and death in plan.allowed_for(victim.kind))
     checks: list[Check] = [_check_performed(plan, obs, faults, cut_short)]
     finished = result is not None and not died
     if finished:
@@ -233,7 +233,7 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
     for level in trial_level:
         if level == "false-positive":
             continue
-        if level not in plan.expect.outcome:
+        if level not in plan.expect.trial_outcomes(plan.nmm_level):
             reasons.append(f"trial {level}: {_death_note(obs, diagnostic)}")
     n_fp = len(false_pos) + (1 if "false-positive" in trial_level and not false_pos else 0)
     if n_fp > plan.expect.max_false_positives:
@@ -647,17 +647,19 @@ def _check_alloc_failures(plan: Plan, result: ResultLine, faults: Sequence[Fault
     if nmm and result.stats:
         counted = _s(result.stats, "alloc_failures") or 0
         injected = _s(result.stats, "injected_failures") or 0
-        if counted != result.alloc_failures:
-            problems.append(f"the driver saw {result.alloc_failures} NULL(s), the heap "
-                            f"counted {counted} failed allocation(s)")
+        edge = result.edge_nulls  # requests that must fail: counted by the heap too
+        if counted != result.alloc_failures + edge:
+            problems.append(f"the driver saw {result.alloc_failures} NULL(s)"
+                            + (f" and {edge} refused edge request(s)" if edge else "")
+                            + f", the heap counted {counted} failed allocation(s)")
         if injected > counted:
             problems.append(f"{injected} injected failure(s) but only {counted} failed "
                             "allocation(s)")
         if injected and not armed:
             problems.append(f"{injected} injected failure(s) with no fail point armed")
-        if counted - injected > 0 and not limit:
-            problems.append(f"{counted - injected} allocation(s) failed with no fail point "
-                            "behind them and no limit")
+        if counted - injected - edge > 0 and not limit:
+            problems.append(f"{counted - injected - edge} allocation(s) failed with no fail "
+                            "point behind them and no limit")
     elif result.alloc_failures and not (armed or limit):
         problems.append(f"{result.alloc_failures} allocation(s) returned NULL")
     return Check(name="alloc_failures", ok=not problems, detail="; ".join(problems))

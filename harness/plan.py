@@ -43,8 +43,8 @@ SCHEDULER_KINDS: tuple[str, ...] = ("free", "pct", "pos", "surw", "random")
 #: Variants each fault kind accepts (empty tuple: the kind takes no variant).
 FAULT_VARIANTS: dict[str, tuple[str, ...]] = {
     "invalid_free": ("interior", "stack", "wild", "foreign_heap"),
-    "uaf_write": ("first", "middle"),
-    "uaf_read": ("first", "middle"),
+    "uaf_write": ("first", "middle", "last"),
+    "uaf_read": ("first", "middle", "last"),
 }
 FAIL_POINTS: tuple[str, ...] = ("alloc", "pool.grow", "os.map", "tcache.refill", "large.map")
 _FAIL_TERM = re.compile(r"^(p(0(\.\d+)?|1(\.0+)?|\.\d+|(100|\d{1,2})(\.\d+)?%)|"
@@ -204,6 +204,26 @@ class Workload(_Model):
     fork_every: int = Field(default=0, ge=0)
     progress_every: int = Field(default=10000, ge=1)
     check: bool = True
+    #: share of ops on a live slot that realloc it (to a size drawn like any other, so
+    #: across classes, small to large and large to large)
+    realloc: float = Field(default=0.05, ge=0.0, lt=1.0)
+    #: shares of allocations made by calloc and by aligned_alloc (alignment 64..4096)
+    calloc: float = Field(default=0.04, ge=0.0, le=1.0)
+    aligned: float = Field(default=0.04, ge=0.0, le=1.0)
+    #: calloc(count, size / count) with count drawn from 1..calloc_count
+    calloc_count: int = Field(default=1, ge=1, le=65536)
+    #: every N ops each worker makes requests every allocator must refuse with NULL (a
+    #: calloc whose product overflows size_t, sizes no heap can hold, a realloc of a live
+    #: block to one); 0 = never
+    edge_every: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> Workload:
+        if self.calloc + self.aligned > 1.0:
+            raise field_error("aligned", self.aligned, f"at most {1.0 - self.calloc:g}: "
+                              "calloc and aligned are shares of the allocations, together "
+                              "at most 1")
+        return self
 
     @model_validator(mode="after")
     def _worker_ops_fit(self) -> Workload:
@@ -244,6 +264,10 @@ class Fault(_Model):
     rate: float | None = Field(default=None, gt=0.0, le=0.01)
     variant: str | None = None
     bytes: int | None = Field(default=None, ge=1, le=1 << 20)
+    #: overflow / underflow: bytes left intact between the block's edge and the damage
+    #: (underflow ``bytes = 1, skip = 3`` hits only the header's check bits, ``bytes = 3``
+    #: only its guard; overflow ``bytes = 1, skip = 7`` only the canary's last byte)
+    skip: int | None = Field(default=None, ge=0, le=1 << 20)
     fail: str | None = None
 
     @model_validator(mode="after")
@@ -258,6 +282,9 @@ class Fault(_Model):
         if self.bytes is not None and self.kind not in ("overflow", "underflow", "uaf_write"):
             raise field_error("bytes", self.bytes, f"no bytes for {self.kind} (overflow, "
                               "underflow and uaf_write only)")
+        if self.skip is not None and self.kind not in ("overflow", "underflow"):
+            raise field_error("skip", self.skip, f"no skip for {self.kind} (overflow and "
+                              "underflow only)")
         if self.fail is not None:
             if self.kind != "alloc_failure":
                 raise field_error("fail", self.fail,
@@ -282,6 +309,8 @@ class Fault(_Model):
             parts.append(f"variant={self.variant}")
         if self.bytes is not None:
             parts.append(f"bytes={self.bytes}")
+        if self.skip is not None:
+            parts.append(f"skip={self.skip}")
         if self.kind == "alloc_failure":
             parts.append(f"fail={self.fail or 'alloc@every50,max20'}")
         return ":".join(parts)
@@ -355,6 +384,19 @@ class FaultExpect(_Model):
     outcome: tuple[Outcome, ...] = Field(min_length=1)
 
 
+Level = Literal["off", "standard", "paranoid"]
+
+
+class LevelExpect(_Model):
+    """What a plan expects when its NMM heap runs at another level (a campaign's level
+    axis, or ``--set target.level=off``): ``[expect.levels.off.faults.overflow] outcome
+    = ["missed"]``. A level named here gates in a campaign, like the plan's own."""
+
+    #: allowed outcomes of each fault at this level (default: the plan's)
+    outcome: tuple[Outcome, ...] | None = Field(default=None, min_length=1)
+    faults: dict[FaultKind, FaultExpect] = Field(default_factory=dict)
+
+
 class Expect(_Model):
     """Which outcomes count as a pass."""
 
@@ -367,11 +409,26 @@ class Expect(_Model):
     integrity: bool = True
     #: a fault detected more than once is a failure unless this is true
     allow_duplicate_detections: bool = False
+    #: expectations at other NMM levels than the plan's own (the level axis)
+    levels: dict[Level, LevelExpect] = Field(default_factory=dict)
 
-    def allowed_for(self, kind: str) -> tuple[str, ...]:
-        """Outcomes that count as a pass for one fault of ``kind``."""
+    def allowed_for(self, kind: str, level: str | None = None) -> tuple[str, ...]:
+        """Outcomes that count as a pass for one fault of ``kind`` (on an NMM heap at
+        ``level``: that level's expectations first, where the plan gives them)."""
+        at = self.levels.get(level) if level else None  # type: ignore[call-overload]
+        if at is not None:
+            override = at.faults.get(kind)
+            if override is not None:
+                return override.outcome  # type: ignore[no-any-return]
+            if at.outcome is not None:
+                return at.outcome  # type: ignore[no-any-return]
         override = self.faults.get(kind)  # type: ignore[call-overload]
         return override.outcome if override is not None else self.outcome
+
+    def trial_outcomes(self, level: str | None = None) -> tuple[str, ...]:
+        """Outcomes a trial as a whole may end in (``hang``, ``crashed``)."""
+        at = self.levels.get(level) if level else None  # type: ignore[call-overload]
+        return at.outcome if at is not None and at.outcome is not None else self.outcome
 
 
 class Plan(_Model):
@@ -425,6 +482,15 @@ class Plan(_Model):
         """Operations over all workers that a trial runs at least (every op of an ``ops``
         trial; the fault window of a ``duration_s`` one). Fault ``rate`` applies to it."""
         return self.workload.ops_per_worker * self.workload.threads
+
+    @property
+    def nmm_level(self) -> str | None:
+        """The level of an NMM target (None for the others): picks ``expect.levels``."""
+        return self.target.level if isinstance(self.target, NmmTarget) else None
+
+    def allowed_for(self, kind: str) -> tuple[str, ...]:
+        """Outcomes that pass for one fault of ``kind`` on this plan's target."""
+        return self.expect.allowed_for(kind, self.nmm_level)
 
     def trial_seeds(self) -> list[int]:
         """The seeds of this plan's trials: ``seed, seed+1, ... seed+seeds-1`` (mod 2**64)."""

@@ -169,6 +169,19 @@ class PyDriver:
             raise UnsupportedFeature("the Python driver runs workload.ops per worker; "
                                      "workload.duration_s and workload.worker_ops need the "
                                      "native driver (--engine native)")
+        w = plan.workload
+        changed = [name for name, value, default in (
+            ("realloc", w.realloc, 0.05), ("calloc", w.calloc, 0.04),
+            ("aligned", w.aligned, 0.04), ("calloc_count", w.calloc_count, 1),
+            ("edge_every", w.edge_every, 0)) if value != default]
+        if changed:
+            raise UnsupportedFeature(f"the Python driver runs its own op mix: workload."
+                                     f"{changed[0]} needs the native driver (--engine native)")
+        for fault in plan.faults:
+            if fault.skip is not None or fault.variant == "last":
+                raise UnsupportedFeature(f"the Python driver damages a block's edge or first/"
+                                         f"middle byte only: {fault.kind} with skip or "
+                                         "variant 'last' needs the native driver")
 
     def __init__(self, plan: Plan, seed: int, *,
                  heap_factory: Callable[..., Any] | None = None) -> None:

@@ -181,6 +181,9 @@ class ResultLine(_Line):
     events: int = 0
     pattern_errors: int = 0
     alloc_failures: int = 0
+    #: NULLs of the driver's edge requests (workload.edge_every), which must fail: the
+    #: heap counts them among its failed allocations
+    edge_nulls: int = 0
     latency_ns: dict[str, float] = Field(default_factory=dict)
     #: nmm_stats fields (empty for a target that is not an NMM heap)
     stats: dict[str, Any] = Field(default_factory=dict)

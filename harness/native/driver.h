@@ -44,6 +44,7 @@ typedef enum fault_variant {
     FV_FOREIGN_HEAP,
     FV_FIRST,
     FV_MIDDLE,
+    FV_LAST,
     FV_COUNT_
 } fault_variant_t;
 
@@ -60,6 +61,10 @@ typedef struct fault_spec {
     fault_variant_t variant; /* FV_NONE: kind's default */
     uint32_t count;          /* instances to inject */
     uint64_t bytes;          /* overflow/underflow/uaf_write length */
+    uint64_t skip;           /* overflow/underflow: intact bytes between the block's edge
+                              * and the damage (overflow: from user + size up; underflow:
+                              * from user down), so damage can be confined to one canary
+                              * byte, the header's guard or its check bits */
     char fail[160];          /* alloc_failure: fail-point spec for nmm_failpoint_set */
 } fault_spec_t;
 
@@ -80,6 +85,12 @@ typedef struct options {
     uint32_t live;           /* live-set slots per worker */
     double cross;            /* share of frees handed to the next worker */
     double realloc_share;    /* share of ops on a live slot that realloc it */
+    double calloc_share;     /* share of allocations that are calloc */
+    double aligned_share;    /* share of allocations that are aligned_alloc */
+    uint32_t calloc_count;   /* calloc(count, n / count) with count drawn from 1..this */
+    uint64_t edge_every;     /* every N ops a worker makes requests that must fail (a
+                              * calloc whose product overflows, sizes no heap can hold,
+                              * realloc of a live block to one); 0 = never */
     uint64_t thread_churn;   /* ops per thread before it is replaced; 0 = never */
     uint64_t fork_every;     /* worker 0 forks every N ops; 0 = never */
     fault_spec_t faults[DRV_MAX_FAULT_SPECS];
@@ -136,6 +147,7 @@ typedef struct op {
     uint32_t slot;
     uint64_t size;
     uint64_t alignment; /* AF_ALIGNED only */
+    uint32_t count;     /* AF_CALLOC only: calloc(count, size / count) */
     bool cross;         /* OP_FREE: hand the block to the next worker */
 } op_t;
 
@@ -261,6 +273,7 @@ typedef struct worker {
     _Atomic uint64_t pattern_errors;
     uint64_t alloc_failures, unexpected_status, cross_sent, cross_fallback;
     uint64_t cross_received, fork_children, fork_failures, fork_errors, fork_alloc_failures;
+    uint64_t edge_nulls; /* NULLs of edge requests (edge_every): failures the heap counts */
     uint64_t threads_spawned;
     /* the driver's own accounting of the target heap, independent of its statistics:
      * blocks it got (alloc, calloc, aligned), frees the target took (status ok, or

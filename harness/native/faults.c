@@ -15,7 +15,7 @@ static const char *const kind_names[FK_COUNT_] = {
     "uaf_write",   "uaf_read",     "realloc_freed", "alloc_failure",
 };
 static const char *const variant_names[FV_COUNT_] = {
-    "", "interior", "stack", "wild", "foreign_heap", "first", "middle",
+    "", "interior", "stack", "wild", "foreign_heap", "first", "middle", "last",
 };
 
 const char *fault_kind_name(fault_kind_t kind)
@@ -220,6 +220,18 @@ static int inject_invalid_free(trial_t *tr, worker_t *w, const fault_inst_t *f,
     return st;
 }
 
+/* Where a use after free hits the freed block: its first byte, its middle, or its
+ * last (the last `bytes` of a uaf_write; a block shorter than that from its start). */
+static uint64_t uaf_offset(const fault_spec_t *fs, fault_variant_t v, uint64_t size)
+{
+    uint64_t n = fs->kind == FK_UAF_WRITE ? fs->bytes : 1;
+    if (v == FV_MIDDLE)
+        return size / 2;
+    if (v == FV_LAST)
+        return size > n ? size - n : 0;
+    return 0;
+}
+
 /* uaf_read: the byte the read will hit is set to a known value while the block is
  * still live (its pattern checked first), so the read tells stale data (that value)
  * from poison or anything else. */
@@ -266,7 +278,7 @@ void faults_inject(trial_t *tr, worker_t *w, const fault_inst_t *f)
         }
         p = s->ptr;
         uint64_t size = s->size;
-        uint64_t off = v == FV_MIDDLE ? size / 2 : 0;
+        uint64_t off = uaf_offset(fs, v, size);
         if (fs->kind == FK_UAF_READ && off < size) {
             workload_check_block(tr, w, s);
             ((volatile uint8_t *)p)[off] = UAF_READ_MARK;
@@ -309,7 +321,9 @@ void faults_inject(trial_t *tr, worker_t *w, const fault_inst_t *f)
         }
         workload_check_block(tr, w, s);
         {
-            int64_t at = fs->kind == FK_OVERFLOW ? (int64_t)s->size : -(int64_t)fs->bytes;
+            /* skip: the bytes left intact between the block's edge and the damage */
+            int64_t at = fs->kind == FK_OVERFLOW ? (int64_t)(s->size + fs->skip)
+                                                 : -(int64_t)(fs->skip + fs->bytes);
             fault_line(tr, w, f, fs, FV_NONE, (uintptr_t)s->ptr, s->size, fs->bytes, at);
             flip((uint8_t *)s->ptr + at, fs->bytes);
         }

@@ -37,12 +37,18 @@ static const char usage[] =
     "  --live N                  live-set slots per worker (default 1000)\n"
     "  --cross P                 share of frees done by the next worker, 0..1 (default 0)\n"
     "  --realloc P               share of ops on a live slot that realloc it (default 0.05)\n"
+    "  --calloc P                share of allocations that are calloc (default 0.04)\n"
+    "  --aligned P               share of allocations that are aligned_alloc (default 0.04)\n"
+    "  --calloc-count N          calloc(count, size / count), count drawn from 1..N (default 1)\n"
+    "  --edge-every N            every N ops, requests that must fail: a calloc whose product\n"
+    "                            overflows, sizes no heap holds, a realloc to one (0 = never)\n"
     "  --thread-churn N          replace each worker thread every N ops (0 = never)\n"
     "  --fork-every N            worker 0 forks a child every N ops (0 = never)\n"
     "  --fault KIND[:k=v...]     inject a fault (repeatable); KIND is double_free,\n"
     "                            invalid_free, overflow, underflow, uaf_write, uaf_read,\n"
     "                            realloc_freed, alloc_failure; keys: count, bytes,\n"
-    "                            variant (interior|stack|wild|foreign_heap|first|middle),\n"
+    "                            skip (overflow/underflow: intact bytes before the damage),\n"
+    "                            variant (interior|stack|wild|foreign_heap|first|middle|last),\n"
     "                            fail (alloc_failure fail-point spec, default alloc@every1,max1)\n"
     "  --progress-every N        progress line every N ops per worker (default 10000; 0 = none)\n"
     "  --sample-every N          latency sample 1 in N ops, a power of two (default 64)\n"
@@ -193,7 +199,8 @@ static void parse_fault(options_t *o, const char *spec)
         "double_free", "invalid_free", "overflow",      "underflow",
         "uaf_write",   "uaf_read",     "realloc_freed", "alloc_failure"};
     static const char *const variants[FV_COUNT_] = {"",      "interior", "stack", "wild",
-                                                    "foreign_heap", "first", "middle"};
+                                                    "foreign_heap", "first", "middle",
+                                                    "last"};
     if (o->fault_spec_count == DRV_MAX_FAULT_SPECS)
         usage_error("--fault: at most %d --fault options", DRV_MAX_FAULT_SPECS);
     char buf[256];
@@ -226,6 +233,10 @@ static void parse_fault(options_t *o, const char *spec)
             fs->count = (uint32_t)need_u64("--fault count", val, 1, DRV_MAX_FAULTS, false);
         } else if (strcmp(kv, "bytes") == 0) {
             fs->bytes = need_u64("--fault bytes", val, 1, 1u << 20, true);
+        } else if (strcmp(kv, "skip") == 0) {
+            if (fs->kind != FK_OVERFLOW && fs->kind != FK_UNDERFLOW)
+                usage_error("--fault %s: 'skip' applies to overflow and underflow only", kind);
+            fs->skip = need_u64("--fault skip", val, 0, 1u << 20, true);
         } else if (strcmp(kv, "variant") == 0) {
             int v = -1;
             for (int i = 1; i < FV_COUNT_; i++)
@@ -237,7 +248,7 @@ static void parse_fault(options_t *o, const char *spec)
                                     : false);
             if (!ok)
                 usage_error("--fault %s: variant '%s' not valid here; invalid_free takes "
-                            "interior|stack|wild|foreign_heap, uaf_write/uaf_read take first|middle",
+                            "interior|stack|wild|foreign_heap, uaf_write/uaf_read take first|middle|last",
                             kind, val);
             fs->variant = (fault_variant_t)v;
         } else if (strcmp(kv, "fail") == 0) {
@@ -258,7 +269,7 @@ static void parse_fault(options_t *o, const char *spec)
             }
             strcpy(fs->fail, val);
         } else {
-            usage_error("--fault %s: unknown key '%s'; expected count, bytes, variant, fail",
+            usage_error("--fault %s: unknown key '%s'; expected count, bytes, skip, variant, fail",
                         kind, kv);
         }
     }
@@ -281,8 +292,33 @@ static void die_with_supervisor(void)
         raise(SIGKILL);
 }
 
+#ifdef NMM_CHAOS_COVERAGE
+/* The gcov build (harness/coverage.py): a trial that dies by a signal (an abort after a
+ * diagnostic, a guard page hit) would take its counters with it, as gcov writes them at
+ * exit; write them first, then die as before. NMM's SIGSEGV/SIGBUS handler chains to
+ * this one (installed before any heap). */
+extern void __gcov_dump(void);
+
+static void coverage_flush(int sig)
+{
+    __gcov_dump();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void coverage_on_signals(void)
+{
+    signal(SIGABRT, coverage_flush);
+    signal(SIGSEGV, coverage_flush);
+    signal(SIGBUS, coverage_flush);
+}
+#else
+static void coverage_on_signals(void) {}
+#endif
+
 int main(int argc, char **argv)
 {
+    coverage_on_signals();
     if (argc < 2)
         usage_error("missing command (run, stream or bench)");
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
@@ -317,6 +353,9 @@ int main(int argc, char **argv)
     o.ops = 100000;
     o.live = 1000;
     o.realloc_share = 0.05;
+    o.calloc_share = 0.04;
+    o.aligned_share = 0.04;
+    o.calloc_count = 1;
     o.progress_every = 10000;
     o.sample_every = 64;
     o.repeat = 0;
@@ -348,7 +387,8 @@ int main(int argc, char **argv)
             "--target", "--nmm-options", "--seed", "--threads", "--ops", "--sizes",
             "--live", "--cross", "--realloc", "--thread-churn", "--fork-every", "--fault",
             "--progress-every", "--sample-every", "--no-check", "--worker", "--count",
-            "--repeat", "--duration", "--worker-ops", NULL};
+            "--repeat", "--duration", "--worker-ops", "--calloc", "--aligned",
+            "--calloc-count", "--edge-every", NULL};
         bool is_known = false;
         for (int k = 0; known[k]; k++)
             is_known = is_known || strcmp(name, known[k]) == 0;
@@ -406,6 +446,18 @@ int main(int argc, char **argv)
             o.realloc_share = need_share(name, val);
             if (o.realloc_share >= 1.0)
                 usage_error("--realloc: expected a number 0..1 (exclusive of 1), got '%s'", val);
+        } else if (strcmp(name, "--calloc") == 0) {
+            allowed = MODE_RUN | MODE_STREAM;
+            o.calloc_share = need_share(name, val);
+        } else if (strcmp(name, "--aligned") == 0) {
+            allowed = MODE_RUN | MODE_STREAM;
+            o.aligned_share = need_share(name, val);
+        } else if (strcmp(name, "--calloc-count") == 0) {
+            allowed = MODE_RUN | MODE_STREAM;
+            o.calloc_count = (uint32_t)need_u64(name, val, 1, 1u << 16, false);
+        } else if (strcmp(name, "--edge-every") == 0) {
+            allowed = MODE_RUN | MODE_STREAM;
+            o.edge_every = need_u64(name, val, 0, 1ull << 40, false);
         } else if (strcmp(name, "--thread-churn") == 0) {
             allowed = MODE_RUN | MODE_STREAM;
             o.thread_churn = need_u64(name, val, 0, 1ull << 40, false);
@@ -448,6 +500,9 @@ int main(int argc, char **argv)
                     "a --duration run recorded)");
     if (worker_ops)
         parse_worker_ops(&o, worker_ops);
+    if (o.calloc_share + o.aligned_share > 1.0)
+        usage_error("--calloc and --aligned: shares of allocations that add up to at most 1, "
+                    "got %g + %g", o.calloc_share, o.aligned_share);
 
     if (strcmp(o.target, "malloc") == 0 && *o.nmm_options)
         usage_error("--nmm-options: applies to --target nmm only (--target malloc runs the "

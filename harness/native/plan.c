@@ -8,8 +8,6 @@
 #include "driver.h"
 
 #define STREAM_TAG 0x53545245414D0001ull /* "STREAM" */
-#define SHARE_CALLOC 0.04
-#define SHARE_ALIGNED 0.04
 
 void plan_stream_seed(xoshiro_t *rng, const options_t *o, uint32_t worker)
 {
@@ -63,9 +61,18 @@ void plan_next(xoshiro_t *rng, const options_t *o, bool (*occupied)(void *ctx, u
     op->size = size;
     if (!occupied(ctx, op->slot)) {
         op->kind = OP_ALLOC;
-        if (flavor < SHARE_CALLOC) {
+        if (flavor < o->calloc_share) {
             op->flavor = AF_CALLOC;
-        } else if (flavor < SHARE_CALLOC + SHARE_ALIGNED) {
+            /* calloc(count, elem): the count from what is left of the flavor draw (no
+             * extra draw, so the stream is the same for every calloc_count), elem
+             * rounded up so count * elem covers the size drawn */
+            op->count = 1 + (uint32_t)(flavor / o->calloc_share * o->calloc_count);
+            if (op->count > o->calloc_count)
+                op->count = o->calloc_count;
+            if (op->count > size)
+                op->count = size ? (uint32_t)size : 1;
+            op->size = (size + op->count - 1) / op->count * op->count;
+        } else if (flavor < o->calloc_share + o->aligned_share) {
             op->flavor = AF_ALIGNED;
             op->alignment = 1ull << align_shift;
         }
@@ -102,10 +109,13 @@ int plan_print_stream(const options_t *o, uint32_t worker, uint64_t count)
         plan_next(&rng, o, sim_occupied, occ, &op);
         int n;
         if (op.kind == OP_ALLOC) {
-            n = snprintf(line, sizeof line, "%llu %s slot=%u size=%llu flavor=%s align=%llu\n",
+            n = snprintf(line, sizeof line, "%llu %s slot=%u size=%llu flavor=%s align=%llu",
                          (unsigned long long)i, kinds[op.kind], op.slot,
                          (unsigned long long)op.size, flavors[op.flavor],
                          (unsigned long long)op.alignment);
+            if (op.count > 1) /* calloc_count > 1 only: older streams print the same */
+                n += snprintf(line + n, sizeof line - (size_t)n, " count=%u", op.count);
+            n += snprintf(line + n, sizeof line - (size_t)n, "\n");
             occ[op.slot] = 1;
         } else if (op.kind == OP_REALLOC) {
             n = snprintf(line, sizeof line, "%llu %s slot=%u size=%llu\n",

@@ -128,7 +128,7 @@ static void op_alloc(trial_t *tr, worker_t *w, const op_t *op, bool sample)
     uint64_t t0 = sample ? drv_now_ns() : 0;
     void *p;
     if (op->flavor == AF_CALLOC)
-        p = t->calloc(t->heap, 1, op->size);
+        p = t->calloc(t->heap, op->count ? op->count : 1, op->size / (op->count ? op->count : 1));
     else if (op->flavor == AF_ALIGNED)
         p = t->aligned_alloc(t->heap, op->alignment, op->size);
     else
@@ -225,6 +225,73 @@ static void op_realloc(trial_t *tr, worker_t *w, const op_t *op, bool sample)
     if (checking(tr) && (bad = pattern_check_prefix(p, old_size, op->size, old_key)) >= 0)
         pattern_error(tr, w, p, op->size, bad, "realloc", old);
     fill_block(tr, w, s, p, op->size);
+}
+
+/* ---- edge requests: calls every allocator must refuse with NULL (the heap counts
+ * each as a failed allocation, so the driver counts them apart: edge_nulls). A block
+ * returned for one is the allocator's bug: a status_error line (status 0) names it. */
+
+static void edge_error(trial_t *tr, worker_t *w, const char *call, const void *p, uint64_t size)
+{
+    w->unexpected_status++;
+    if (!workload_detail_line(tr))
+        return;
+    jline_t j;
+    jl_begin(&j, "status_error");
+    jl_str(&j, "call", call);
+    jl_hex(&j, "address", (uintptr_t)p);
+    jl_u64(&j, "size", size);
+    jl_i64(&j, "status", NMM_OK);
+    jl_u64(&j, "worker", w->index);
+    jl_u64(&j, "op", w->op);
+    jl_end(&j);
+}
+
+/* A block an edge request should not have returned: counted as the driver's, freed. */
+static void edge_block(trial_t *tr, worker_t *w, const char *call, void *p, uint64_t size)
+{
+    if (!p) {
+        w->edge_nulls++;
+        return;
+    }
+    w->allocs++;
+    edge_error(tr, w, call, p, size);
+    workload_count_free(tr, w, p, 0, tr->target.free(tr->target.heap, p), "free");
+}
+
+static void edge_requests(trial_t *tr, worker_t *w)
+{
+    const target_t *t = &tr->target;
+    uint64_t round = w->op / tr->o->edge_every;
+    size_t count = 2 + (size_t)(round % 63); /* 2..64 */
+    /* the product overflows by one element, then fits in size_t but no heap holds it */
+    edge_block(tr, w, "calloc-overflow", t->calloc(t->heap, count, SIZE_MAX / count + 1),
+               SIZE_MAX);
+    edge_block(tr, w, "calloc-huge", t->calloc(t->heap, count, SIZE_MAX / count),
+               SIZE_MAX / count * count);
+    edge_block(tr, w, "malloc-huge", t->alloc(t->heap, SIZE_MAX - round % 4096), SIZE_MAX);
+    edge_block(tr, w, "aligned-huge", t->aligned_alloc(t->heap, 4096, SIZE_MAX - 8192),
+               SIZE_MAX - 8192);
+    /* a live block grown past any heap: NULL, and the block stays as it was */
+    slot_t *s = &w->slots[round % tr->o->live];
+    if (!s->ptr)
+        return;
+    void *p = t->realloc(t->heap, s->ptr, SIZE_MAX / 2);
+    if (!p) {
+        int st = t->last_status();
+        if (st == NMM_E_NOMEM) {
+            w->edge_nulls++;
+            return;
+        }
+        workload_count_free(tr, w, s->ptr, s->size, st, "realloc-huge");
+        s->ptr = NULL;
+        return;
+    }
+    w->reallocs++;
+    if (p != s->ptr)
+        w->reallocs_moved++;
+    edge_error(tr, w, "realloc-huge", p, SIZE_MAX / 2);
+    s->ptr = p; /* the old bytes are its prefix, if it really holds them */
 }
 
 /* ---- fork storm: the child uses the target a little and reports by exit code */
@@ -369,6 +436,8 @@ static void *worker_main(void *arg)
             inbox_drain(tr, w);
         w->op++;
         atomic_store_explicit(&w->ops_done, w->op, memory_order_relaxed);
+        if (o->edge_every && w->op % o->edge_every == 0)
+            edge_requests(tr, w);
         if (o->fork_every && w->index == 0 && w->op % o->fork_every == 0)
             do_fork(tr, w);
         if (o->progress_every && w->op % o->progress_every == 0)
@@ -669,6 +738,7 @@ static uint64_t cpu_ns(void)
 typedef struct totals {
     uint64_t ops, perr, afail, unexpected, cross, fallback, spawned, forks, fork_fail;
     uint64_t fork_errors, fork_nulls, most_ops, allocs, frees, reallocs, moved, dropped;
+    uint64_t edge_nulls;
 } totals_t;
 
 static void sum_workers(const trial_t *tr, totals_t *t, hist_t *h)
@@ -696,6 +766,7 @@ static void sum_workers(const trial_t *tr, totals_t *t, hist_t *h)
         t->reallocs += w->reallocs;
         t->moved += w->reallocs_moved;
         t->dropped += w->dropped;
+        t->edge_nulls += w->edge_nulls;
     }
 }
 
@@ -758,6 +829,7 @@ static void finish_trial(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
     jl_u64(j, "events", events);
     jl_u64(j, "pattern_errors", t.perr);
     jl_u64(j, "alloc_failures", t.afail);
+    jl_u64(j, "edge_nulls", t.edge_nulls);
     jl_u64(j, "unexpected_status", t.unexpected);
     jl_u64(j, "cross_frees", t.cross);
     jl_u64(j, "cross_fallback", t.fallback);

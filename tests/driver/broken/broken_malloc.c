@@ -5,6 +5,8 @@
  *   scribble every 200th malloc flips byte n (default 100) of a live block >= n+1 bytes
  *   calloc   calloc leaves byte n (default 100) of a block >= n+1 bytes non-zero
  *   hang     the n-th malloc (default 100) never returns (a deadlocked allocator)
+ *   wrap     calloc multiplies count by size without an overflow check, so a product
+ *            past SIZE_MAX wraps to a small block (the classic calloc bug)
  * Not thread-safe beyond what the driver's --threads 1 needs. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -18,7 +20,7 @@
 static void *(*real_malloc)(size_t);
 static void (*real_free)(void *);
 static void *(*real_calloc)(size_t, size_t);
-static int mode; /* 0 off, 1 twice, 2 scribble, 3 calloc, 4 hang */
+static int mode; /* 0 off, 1 twice, 2 scribble, 3 calloc, 4 hang, 5 wrap */
 static size_t arg = 100;
 static unsigned long count;
 static void *live_ptr[RING];
@@ -35,7 +37,8 @@ static void init(void)
     if (!m)
         return;
     mode = strncmp(m, "twice", 5) == 0 ? 1 : strncmp(m, "scribble", 8) == 0 ? 2
-         : strncmp(m, "calloc", 6) == 0 ? 3 : strncmp(m, "hang", 4) == 0 ? 4 : 0;
+         : strncmp(m, "calloc", 6) == 0 ? 3 : strncmp(m, "hang", 4) == 0 ? 4
+         : strncmp(m, "wrap", 4) == 0 ? 5 : 0;
     const char *c = strchr(m, ':');
     if (c)
         arg = strtoul(c + 1, NULL, 10);
@@ -95,6 +98,13 @@ void *calloc(size_t c, size_t n)
     init();
     if (!real_calloc) /* dlsym itself may calloc before init finished */
         return NULL;
+    if (mode == 5) { /* the product wraps: a block of its low bits */
+        size_t wrapped = c * n;
+        void *w = real_malloc(wrapped ? wrapped : 1);
+        if (w)
+            memset(w, 0, wrapped);
+        return w;
+    }
     void *p = real_calloc(c, n);
     if (p && mode == 3 && c * n > arg)
         ((unsigned char *)p)[arg] = 1;
