@@ -13,7 +13,7 @@ BUILD_INPUTS := pyproject.toml setup.py allocator/build.py \
 	$(wildcard allocator/src/*.c allocator/src/*.h allocator/include/*.h \
 	           harness/native/*.c harness/native/*.h)
 
-.PHONY: help run demo test lint native bench clean
+.PHONY: help run demo test lint native bench coverage clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -51,6 +51,12 @@ native: $(STAMP) ## (re)build libnmm.so/.a, libnmm_preload.so and nmm-driver
 
 bench: $(STAMP) ## benchmark NMM side by side with glibc and installed peers
 	$(VENV)/bin/nmm-chaos bench
+
+# Which seeds of the nightly campaign the coverage run takes (its own: 50 per plan).
+NIGHTLY_SEEDS ?= 4
+
+coverage: $(STAMP) ## line+branch coverage of allocator/src by the smoke and nightly plans alone (gcov)
+	$(PY) -m harness.coverage --nightly-seeds $(NIGHTLY_SEEDS)
 
 clean: ## remove the venv and every build output
 	rm -rf $(VENV) build allocator/_native harness/_native allocator/_nmm_cffi.* \

@@ -73,6 +73,9 @@ class LoadedRun:
     command: str = ""
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: coverage of allocator/src by the run's trials (``coverage.json``, written by
+    #: ``make coverage``), or None
+    coverage: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------- loading
@@ -194,6 +197,12 @@ def load_run(path: str | Path) -> LoadedRun:
             run.environment = json.loads(env_path.read_text())
         except ValueError:
             run.warnings.append(f"{env_path}: unreadable, left out")
+    cov_path = run_dir / "coverage.json"
+    if cov_path.is_file():
+        try:
+            run.coverage = json.loads(cov_path.read_text())
+        except ValueError:
+            run.warnings.append(f"{cov_path}: unreadable, left out")
     if (run_dir / "campaign.json").is_file():
         run.kind = "campaign"
         run.info, run.notes, run.started_at = _campaign_info(run_dir)
@@ -427,6 +436,7 @@ def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict
         "leaks": sorted(leaks.values(), key=lambda e: (-e["blocks"], e["target"])),
         "failures": failures,
         "trends": _trends(runs),
+        "coverage": latest.coverage,
         "trials": [{"key": r.key, "run": run.id, "plan": r.plan, "seed": r.seed,
                     "target": r.target,
                     "gating": (run.info.get(r.key) or TrialInfo(None)).gating,
@@ -513,6 +523,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
             lines.append(f"  replay: `{f['replay']}`")
         if len(doc["failures"]) > 50:
             lines.append(f"- ... {len(doc['failures']) - 50} more in report.json")
+    if doc.get("coverage"):
+        from harness.coverage import render_markdown as coverage_markdown
+
+        lines += ["", coverage_markdown(doc["coverage"]).rstrip()]
     notes = [n for run in doc["runs"] for n in run["notes"]]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
