@@ -38,7 +38,10 @@ from harness.records import (
 ACCEPTED_EVENTS: dict[str, frozenset[str]] = {
     "double_free": frozenset({"double_free"}),
     "invalid_free": frozenset({"invalid_free"}),
-    "overflow": frozenset({"overflow", "header_corrupt", "guard_page"}),
+    # an overflow leaves the block's own header alone: header_corrupt at its address
+    # would be a check that misread where the damage is (a broken canary check whose
+    # fallback names the header)
+    "overflow": frozenset({"overflow", "guard_page"}),
     "underflow": frozenset({"underflow", "header_corrupt"}),
     "uaf_write": frozenset({"use_after_free", "freelist_corrupt"}),
     "uaf_read": frozenset(),
@@ -287,6 +290,12 @@ def _fault_outcome(plan: Plan, obs: Observation, f: FaultLine, m: _Match, died: 
         if status_checked and f.status == NMM_OK:
             return "missed", (f"a {m.event.kind} event was recorded but the call returned "
                               "ok: the caller was never told")
+        where, window = event_damage(m.event), f.window()
+        if f.kind in DAMAGE_FAULTS and f.offset is not None and window[1] > window[0] \
+                and not _overlap(where, window):
+            return "missed", (f"the {m.event.kind} event points at {where[0] - f.address:+d}.."
+                              f"{where[1] - f.address:+d} of the block, the damage was at "
+                              f"{window[0] - f.address:+d}..{window[1] - f.address:+d}")
         return "detected", ""
     if status_checked and f.status not in (None, NMM_OK):
         return "missed", (f"the call returned status {f.status} but no event was "
@@ -725,6 +734,17 @@ def _check_live(plan: Plan, result: ResultLine, details: Sequence[DetailLine],
     if exact and not problems and walk.get("bytes") != counts.get("live_bytes"):
         problems.append(f"requested bytes live: driver {counts.get('live_bytes')}, heap walk "
                         f"{walk.get('bytes')}")
+    report = result.leak_report  # the heap's leak report: an aggregation of its own
+    if report is not None:
+        if not report.get("parsed"):
+            problems.append("the heap's leak report did not start with its totals "
+                            f"({report.get('json_bytes')} bytes)")
+        elif report.get("live_blocks") != live:
+            problems.append(f"the heap's leak report counts {report.get('live_blocks')} live "
+                            f"block(s), the driver holds {live}")
+        elif exact and report.get("live_bytes") != counts.get("live_bytes"):
+            problems.append(f"the heap's leak report counts {report.get('live_bytes')} live "
+                            f"byte(s), the driver requested {counts.get('live_bytes')}")
     return Check(name="live", ok=not problems, detail="; ".join(problems))
 
 

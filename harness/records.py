@@ -184,6 +184,9 @@ class ResultLine(_Line):
     #: NULLs of the driver's edge requests (workload.edge_every), which must fail: the
     #: heap counts them among its failed allocations
     edge_nulls: int = 0
+    #: the heap's leak report on the quiescent heap before teardown (NMM targets): its
+    #: JSON's ``live_blocks``/``live_bytes`` and whether they could be read
+    leak_report: dict[str, Any] | None = None
     latency_ns: dict[str, float] = Field(default_factory=dict)
     #: nmm_stats fields (empty for a target that is not an NMM heap)
     stats: dict[str, Any] = Field(default_factory=dict)

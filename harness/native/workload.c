@@ -725,6 +725,33 @@ static void jl_walk(jline_t *j, const char *key, const walk_result_t *r)
     jl_raw(j, buf);
 }
 
+/* The heap's own reports on the quiescent heap, before teardown: the leak report (its
+ * JSON's totals, an aggregation of its own over the live blocks, for the oracle to hold
+ * against the driver's live set) and the lengths of the text leak report and the heap's
+ * JSON report (with tracking: sites and sampled stacks, symbolized), which must not
+ * crash or damage a heap that took injected faults. */
+static void leak_report(trial_t *tr, jline_t *j)
+{
+    size_t cap = 8u << 20;
+    char *buf = out_map(cap);
+    if (!buf)
+        return;
+    unsigned long long blocks = 0, bytes = 0;
+    size_t json = nmm_leaks_report(tr->target.heap, 1, buf, cap);
+    bool parsed = json < cap &&
+                  sscanf(buf, "{\"live_blocks\":%llu,\"live_bytes\":%llu", &blocks, &bytes) == 2;
+    size_t text = nmm_leaks_report(tr->target.heap, 0, buf, cap);
+    size_t heap_json = nmm_report_json(tr->target.heap, buf, cap);
+    out_unmap(buf, cap);
+    char line[256];
+    snprintf(line, sizeof line,
+             "{\"parsed\":%s,\"live_blocks\":%llu,\"live_bytes\":%llu,\"json_bytes\":%zu,"
+             "\"text_bytes\":%zu,\"heap_json_bytes\":%zu}",
+             parsed ? "true" : "false", blocks, bytes, json, text, heap_json);
+    jl_key(j, "leak_report");
+    jl_raw(j, line);
+}
+
 /* CPU time of the whole process (every thread), ns: robust against a loaded machine. */
 static uint64_t cpu_ns(void)
 {
@@ -799,6 +826,7 @@ static void finish_trial(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
         out_stats(j, "stats_before", tr->target.heap, &ignored);
         walk_result_t before = walk_compare(tr, &mine);
         jl_walk(j, "walk", &before);
+        leak_report(tr, j);
     }
     out_unmap(mine.items, sizeof(blk_t) * (mine.cap ? mine.cap : 1));
 

@@ -61,8 +61,12 @@ def fault(kind: str, address: int = A, line: int = 1, op: int = 100, fid: int = 
 
 
 def event(kind: str, address: int = A, line: int = 2, driver_op: int | None = 105,
-          size: int = 48, seq: int = 1, detail: int = 0, worker: int | None = None
+          size: int = 48, seq: int = 1, detail: int | None = None, worker: int | None = None
           ) -> EventLine:
+    """An event; an overflow's detail (where it found the damage) defaults to the
+    block's end, where fault() puts its damage."""
+    if detail is None:
+        detail = size if kind == "overflow" else 0
     return EventLine(kind=kind, address=address, line=line, driver_op=driver_op, size=size,
                      seq=seq, detail=detail, worker=worker)
 
@@ -115,7 +119,7 @@ def reasons(v) -> str:
 
 @pytest.mark.parametrize(("kind", "event_kind"), [
     ("double_free", "double_free"), ("invalid_free", "invalid_free"),
-    ("overflow", "overflow"), ("overflow", "header_corrupt"), ("underflow", "underflow"),
+    ("overflow", "overflow"), ("overflow", "guard_page"), ("underflow", "underflow"),
     ("underflow", "header_corrupt"), ("uaf_write", "use_after_free"),
     ("realloc_freed", "realloc_freed"),
 ])
@@ -128,7 +132,7 @@ def test_fault_matched_by_an_acceptable_event_is_detected(kind, event_kind):
 
 
 @pytest.mark.parametrize(("kind", "event_kind"), [
-    ("double_free", "invalid_free"), ("overflow", "double_free"),
+    ("double_free", "invalid_free"), ("overflow", "double_free"), ("overflow", "header_corrupt"),
     ("uaf_write", "overflow"), ("invalid_free", "double_free"),
 ])
 def test_wrong_kind_is_a_miss_and_a_false_positive(kind, event_kind):
@@ -885,3 +889,17 @@ def test_property_judge_never_raises_and_a_death_never_passes_a_strict_plan(
     if timed_out:
         assert v.outcome == "hang"
     assert judge(plan(), o) == v  # pure: same inputs, same verdict
+
+
+@pytest.mark.parametrize(("kind", "detail", "ok"), [
+    ("overflow", 48, True), ("overflow", 55, False), ("overflow", 2, False),
+    ("uaf_write", 0, True), ("uaf_write", 30, False),
+])
+def test_a_detection_must_point_at_the_damage(kind, detail, ok):
+    """A check that reports the right kind at the wrong place (a canary check that
+    stops short and a fallback that names some other byte) has not found the damage."""
+    event_kind = "overflow" if kind == "overflow" else "use_after_free"
+    v = verdict([fault(kind)], [event(event_kind, detail=detail)])
+    assert v.passed is ok, reasons(v)
+    if not ok:
+        assert v.faults[0].outcome == "missed" and "the damage was at" in v.faults[0].note

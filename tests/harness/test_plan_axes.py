@@ -189,8 +189,24 @@ def test_the_campaigns_gate_every_nmm_level(name: str) -> None:
     gating = {(t.plan.name.split("[")[0], t.plan.target.label)
               for t in cp.expand(defn) if t.gating}
     plans = {n for n, _ in gating}
-    assert {"shapes", "api", "limit", "tcache_off", "failstorm"} <= plans
+    assert {"shapes", "api", "limit", "tcache_off", "failstorm", "tracking"} <= plans
     for plan_name in ({"smoke"} if name == "smoke" else {"nightly"}) | {
-            "shapes", "api", "limit", "tcache_off", "failstorm"}:
+            "shapes", "api", "limit", "tcache_off", "failstorm", "tracking"}:
         for level in ("off", "standard", "paranoid"):
             assert (plan_name, f"nmm:{level}") in gating, (plan_name, level)
+
+
+@pytest.mark.parametrize(("report", "passes", "words"), [
+    ({"parsed": True, "live_blocks": 0, "live_bytes": 0}, True, ""),
+    ({"parsed": True, "live_blocks": 3, "live_bytes": 0}, False, "counts 3 live block(s)"),
+    ({"parsed": False, "json_bytes": 0}, False, "did not start with its totals"),
+])
+def test_the_heaps_leak_report_must_count_the_drivers_live_blocks(
+        report: dict[str, Any], passes: bool, words: str) -> None:
+    p, obs = _missed_overflow("off")
+    assert obs.result is not None
+    obs = obs.model_copy(update={"result": obs.result.model_copy(
+        update={"leak_report": report})})
+    verdict = judge(p, obs)
+    assert verdict.passed is passes, verdict.reasons
+    assert words in " ".join(verdict.reasons)
