@@ -122,9 +122,12 @@ def main() -> int:
                     continue
                 t, rec = got["caught"]
                 reason = (rec.verdict.reasons[0] if rec.verdict.reasons else "")[:160]
+                # the same trial against the tree as it is must pass: the bug failed it
+                clean = NativeEngine().run(t.plan, t.seed).verdict.passed
                 print(f"| {patch.stem} | {c} | {t.plan.name} {t.plan.target.label} seed "
                       f"{t.seed} | {rec.verdict.outcome} | {got['ran']} | {got['seconds']} | "
-                      f"{reason.replace('|', '/')} |", flush=True)
+                      f"{reason.replace('|', '/')}"
+                      f"{'' if clean else ' (FAILS WITHOUT THE BUG TOO)'} |", flush=True)
     return 0
 
 

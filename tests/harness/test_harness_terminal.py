@@ -223,7 +223,7 @@ def test_a_plans_validate_typo_gets_a_suggestion(tmp_path, capsys):
     assert main(["plans", "validate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: faults.0.cuont: unknown key; expected one of: bytes, count, fail, " \
-           "kind, rate, variant; did you mean 'count'?" in err
+           "kind, rate, skip, variant; did you mean 'count'?" in err
 
 
 def test_a_refused_resume_of_an_older_run_directory_reads_its_result_json(

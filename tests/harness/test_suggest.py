@@ -33,13 +33,14 @@ def test_plan_key_misspelt_in_a_file_gets_a_suggestion(write_plan):
         load_plan(path)
     assert str(info.value) == (
         f"{path}: faults.0.cuont: unknown key; expected one of: bytes, count, fail, kind, "
-        "rate, variant; did you mean 'count'?")
+        "rate, skip, variant; did you mean 'count'?")
 
 
 @pytest.mark.parametrize(("override", "message"), [
     ("workload.thraeds=2", "--set workload.thraeds=2: workload.thraeds: unknown key; "
-     "expected one of: check, cross, duration_s, fork_every, live, ops, progress_every, "
-     "sizes, thread_churn, threads, worker_ops; did you mean 'threads'?"),
+     "expected one of: aligned, calloc, calloc_count, check, cross, duration_s, edge_every, "
+     "fork_every, live, ops, progress_every, realloc, sizes, thread_churn, threads, "
+     "worker_ops; did you mean 'threads'?"),
     ("target.level=paranoi", "--set target.level=paranoi: target.level: given 'paranoi'; "
      "expected 'off', 'standard' or 'paranoid'; did you mean 'paranoid'?"),
     ("sed=3", "did you mean 'seed'?"),
