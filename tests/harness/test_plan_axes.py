@@ -193,6 +193,8 @@ def test_the_campaigns_gate_every_nmm_level(name: str) -> None:
     for plan_name in ({"smoke"} if name == "smoke" else {"nightly"}) | {
             "shapes", "api", "limit", "tcache_off", "failstorm", "tracking"}:
         for level in ("off", "standard", "paranoid"):
+            if plan_name == "shapes" and level != "paranoid":
+                continue  # paranoid only for now (the campaign files say why)
             assert (plan_name, f"nmm:{level}") in gating, (plan_name, level)
 
 
