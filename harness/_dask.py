@@ -37,6 +37,11 @@ class DaskPool:
         if not re.fullmatch(r"([a-z]+://)?[^\s/:]+(:\d+)?", address.strip()):
             raise CampaignError(f"--scheduler: given {address!r}; expected a scheduler "
                                 "address such as tcp://host:8786")
+        if not re.search(r":\d+$", address.strip()):
+            # distributed's Client fails on it only after half-starting, and its
+            # finalizer then blocks the exit for a minute and prints a traceback
+            raise CampaignError(f"--scheduler: given {address!r}, which has no port; "
+                                "expected a scheduler address such as tcp://host:8786")
         try:
             self.client = Client(address, timeout=CONNECT_TIMEOUT_S,  # type: ignore[no-untyped-call]
                                  set_as_default=False)

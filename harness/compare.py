@@ -97,6 +97,10 @@ def _throughput(old: dict[str, Any], new: dict[str, Any], target: str) -> Change
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> Comparison:
     """The changes from ``old`` to ``new`` (report documents)."""
+    for name, doc in (("OLD", old), ("NEW", new)):
+        if not doc["summary"]["trials"]:
+            raise ReportError(f"{name} ({doc['title']}): no trials recorded; nothing to "
+                              "compare")
     out = Comparison(old["title"], new["title"])
     for row in sorted(set(old["matrix"]) | set(new["matrix"])):
         for target in sorted(set(old["matrix"].get(row, {})) | set(new["matrix"].get(row, {}))):
@@ -105,6 +109,9 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> Comparison:
             if a is None or b is None:
                 if b is not None:
                     out.changes.append(Change(row, target, "-", cell_text(b), False, "new"))
+                else:  # a gate that passed because a target or fault was dropped
+                    out.changes.append(Change(row, target, cell_text(a), "-", True,
+                                              "not run in NEW"))
                 continue
             why = []
             ra, rb = a.get("rate"), b.get("rate")

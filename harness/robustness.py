@@ -188,6 +188,14 @@ def load_run(path: str | Path) -> LoadedRun:
         raise ReportError(f"{p}: no {JOURNAL_NAME} (expected a run or campaign directory, "
                           "or a journal file)")
     contents = read_journal(journal)
+    unreadable = [w for w in contents.warnings if "unreadable journal line" in w]
+    if not contents.records and unreadable:
+        # a plan file, a report or anything else given where a journal was expected:
+        # reporting on it would write an empty report beside it (and pass a compare)
+        line = unreadable[0][len(str(journal)) + 1:].split(":", 1)[0]
+        raise ReportError(f"{journal}: not a trial journal (line {line} is not a trial "
+                          "record); expected a run or campaign directory, or its "
+                          f"{JOURNAL_NAME}")
     run_dir = journal.parent
     run = LoadedRun(id=run_dir.name, kind="journal", path=str(run_dir),
                     records=contents.records, warnings=list(contents.warnings))

@@ -188,3 +188,38 @@ def test_report_of_a_run_directory_and_bad_sources(tmp_path, write_plan, fake_dr
     assert doc["runs"][0]["kind"] == "run" and doc["summary"]["trials"] == 2
     code, _, err = run(["report", str(tmp_path)], capsys)
     assert code == 2 and "no journal.jsonl" in err
+
+
+def test_a_file_that_is_not_a_journal_is_refused_and_nothing_is_written(tmp_path,
+                                                                        write_plan, capsys):
+    plan = write_plan(PLAN)
+    for args in (["report", str(plan)], ["compare", str(plan), str(plan)]):
+        code, out, err = run(args, capsys)
+        assert code == 2 and "Traceback" not in out + err
+        assert err.strip() == (f"error: {plan}: not a trial journal (line 2 is not a trial "
+                               "record); expected a run or campaign directory, or its "
+                               "journal.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.toml"]
+
+
+def test_compare_refuses_an_empty_run_and_flags_what_new_no_longer_runs(
+        tmp_path, write_plan, fake_driver, capsys):
+    both = write_plan(PLAN.replace("seeds = 4", "seeds = 2"), "both.toml")
+    one = write_plan(PLAN.replace("seeds = 4", "seeds = 2").split("[[faults]]")[0]
+                     + '[[faults]]\nkind = "double_free"\n', "one.toml")
+    dirs = []
+    for plan in (both, one):
+        out = tmp_path / plan.stem
+        code, _, _ = run(["campaign", str(plan), "--driver",
+                          shlex.join(fake_driver("detect")), "--out", str(out), "-q"], capsys)
+        assert code == 0
+        (d,) = out.iterdir()
+        dirs.append(d)
+    # the overflow row is gone from NEW: a gate must not pass because it was dropped
+    code, out, _ = run(["compare", str(dirs[0]), str(dirs[1])], capsys)
+    assert code == 1 and "overflow" in out and "not run in NEW" in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / JOURNAL_NAME).write_text("")
+    code, out, err = run(["compare", str(dirs[0]), str(empty)], capsys)
+    assert code == 2 and "NEW" in err and "no trials recorded; nothing to compare" in err
