@@ -30,8 +30,7 @@ if TYPE_CHECKING:
     from harness.plan import Plan
     from harness.pydriver import PyDriver, run_python_trial
     from harness.records import Observation, TrialRecord, Verdict
-    from harness.report import build_document, write_reports
-    from harness.robustness import build_report, load_run, write_report
+    from harness.robustness import build_report, load_run, run_of_records, write_report
     from harness.runner import RunResult, run_plan, run_trial
 
 #: public name -> the module that defines it
@@ -48,8 +47,8 @@ _SOURCES = {
     "judge": "oracle", "Plan": "plan", "PyDriver": "pydriver",
     "run_python_trial": "pydriver",
     "Observation": "records", "TrialRecord": "records", "Verdict": "records",
-    "build_document": "report", "write_reports": "report",
-    "build_report": "robustness", "load_run": "robustness", "write_report": "robustness",
+    "build_report": "robustness", "load_run": "robustness", "run_of_records": "robustness",
+    "write_report": "robustness",
     "RunResult": "runner", "run_plan": "runner", "run_trial": "runner",
 }
 
@@ -57,10 +56,10 @@ __all__ = [
     "CampaignError", "CampaignResult", "Comparison", "Definition", "DriverNotFound", "Engine",
     "HarnessError", "Journal", "JournalError", "NativeEngine", "Observation", "Plan",
     "PlanError", "PyDriver", "PythonEngine", "RunResult", "TrialRecord",
-    "UnsupportedFeature", "Verdict", "build_document", "build_report", "compare", "define",
+    "UnsupportedFeature", "Verdict", "build_report", "compare", "define",
     "expand", "get_engine", "judge", "load_plan", "load_report", "load_run", "read_journal",
-    "register_engine", "run_campaign", "run_plan", "run_python_trial", "run_trial",
-    "validate_paths", "write_report", "write_reports",
+    "register_engine", "run_campaign", "run_of_records", "run_plan", "run_python_trial",
+    "run_trial", "validate_paths", "write_report",
 ]
 
 

@@ -43,8 +43,7 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 
 def _console() -> Console:
     # PipeConsole: a closed stdout (| head) ends with the command's code, not rich's exit 1
-    console = terminal.console()
-    return console if console.is_terminal else terminal.console(width=200)
+    return terminal.console()
 
 
 @click.command("campaign", context_settings=CONTEXT)
@@ -227,6 +226,8 @@ def _write_reports(sources: list[Path], out_dir: Path, title: str | None = None
 
 
 def _print_matrix(console: Console, doc: dict[str, Any]) -> None:
+    """The detection matrix: a table on a terminal wide enough for it, else (piped, a CI
+    log, a narrow terminal) one line per fault row, no cell cut or wrapped."""
     from harness.robustness import cell_text
 
     if not doc["rows"]:
@@ -234,7 +235,7 @@ def _print_matrix(console: Console, doc: dict[str, Any]) -> None:
     table = Table(title="detection matrix (trials detected / reached)")
     table.add_column("fault", no_wrap=True)
     for t in doc["targets"]:
-        table.add_column(t)
+        table.add_column(t, no_wrap=True)
     colour = {"detected": "green", "partial": "yellow", "missed": "red", "crashed": "magenta",
               "hang": "blue"}
     for row in doc["rows"]:
@@ -244,7 +245,11 @@ def _print_matrix(console: Console, doc: dict[str, Any]) -> None:
             style = colour.get(cell["class"], "dim") if cell else "dim"
             cells.append(f"[{style}]{cell_text(cell)}[/]")
         table.add_row(row, *cells)
-    console.print(table)
+    if console.is_terminal and console.measure(table).maximum <= console.width:
+        console.print(table)
+        return
+    for line in terminal.matrix_lines(doc):
+        click.echo(line)
 
 
 @click.command("report", context_settings=CONTEXT)
@@ -294,7 +299,13 @@ def compare_cmd(old: str, new: str) -> int:
         for c in result.changes:
             table.add_row("[red]REGRESSION[/]" if c.regression else "", c.what, c.target,
                           c.old, c.new, c.why)
-        console.print(table)
+        if console.is_terminal and console.measure(table).maximum <= console.width:
+            console.print(table)
+        else:  # piped or narrow: one line per change, nothing cut or wrapped
+            for c in result.changes:
+                where = f" @ {c.target}" if c.target else ""
+                click.echo(f"{'REGRESSION ' if c.regression else ''}{c.what}{where}: "
+                           f"{c.old} -> {c.new}" + (f" ({c.why})" if c.why else ""))
     if result.regressions:
         click.echo(f"{len(result.regressions)} regression(s)")
         return code

@@ -33,7 +33,6 @@ from harness.loader import load_plan, validate_paths
 from harness.plan import MAX_SEEDS, Plan, plan_differences
 from harness.progress import RunProgress
 from harness.records import TrialRecord
-from harness.report import build_document
 from harness.runner import RunResult, run_plan
 from harness.terminal import (
     WIDE,
@@ -183,23 +182,21 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
                       f"{journal.path}; continue with:\n  {resume_cmd}",
                       markup=False, highlight=False)
             return 143 if isinstance(stop, _Terminated) else 130
-    doc = build_document(plan, result.records, run_id=run_id, plan_path=plan_path,
-                         overrides=all_overrides, command=command_line(*_invoked_args),
-                         run_options=eng.options())
-    # the document above is this run's, for the terminal; the files on disk are the
-    # versioned report (result.json, summary.md, junit.xml, report.html), as a campaign's
+    # the versioned report (result.json, summary.md, junit.xml, report.html), as a
+    # campaign's; the terminal and --json show the same document
     from harness._cli_campaign import _write_reports
 
     paths = _write_reports([run_dir], run_dir)
+    doc = json.loads(paths["json"].read_text())
     code = record_verdict(0 if result.passed else 1)
     if as_json:
         click.echo(json.dumps({**doc, "run_dir": str(run_dir.absolute()),
                                "reports": {kind: str(path.absolute())
                                            for kind, path in paths.items()}}, indent=1))
     elif quiet:
-        click.echo(verdict_line(doc, report=str(paths["markdown"])))
+        click.echo(verdict_line(plan.name, result.records, report=str(paths["markdown"])))
     else:
-        _print_summary(result.records, doc, result.skipped, verbose=verbose,
+        _print_summary(plan.name, result.records, doc, result.skipped, verbose=verbose,
                        report=str(paths["markdown"]))
     return code
 
@@ -349,8 +346,8 @@ def _run_with_progress(plan: Plan, journal: Journal, engine: Engine, jobs: int |
                         on_line=on_line, engine=engine)
 
 
-def _print_summary(records: Sequence[TrialRecord], doc: dict[str, Any], skipped: int, *,
-                   verbose: bool, report: str) -> None:
+def _print_summary(name: str, records: Sequence[TrialRecord], doc: dict[str, Any],
+                   skipped: int, *, verbose: bool, report: str) -> None:
     """The run on stdout: failing trials (all with ``verbose``) in a table that fits the
     terminal (compact when narrow or piped), passing ones in one line, the detection
     matrix, each failure with its replay command, and the verdict line last."""
@@ -370,7 +367,7 @@ def _print_summary(records: Sequence[TrialRecord], doc: dict[str, Any], skipped:
         click.echo()
         for line in failures:
             click.echo(line)
-    click.echo(verdict_line(doc, report=report))
+    click.echo(verdict_line(name, records, report=report))
 
 
 @cli.group("plans", context_settings=CONTEXT)

@@ -190,12 +190,13 @@ class TrialItem(pytest.Item):
 
     def failure_text(self, record: TrialRecord, engine: Engine) -> str:
         """Each fault's outcome, what else failed, the diagnostic, the replay command."""
-        from harness.report import replay_command
+        from harness.robustness import replay_command, trial_infos
         from harness.terminal import failure_block
 
         path = os.path.relpath(self.path, self.config.invocation_params.dir)
-        replay = replay_command(self.plan, record, plan_path=path, overrides=self.overrides,
-                                run_options=engine.options())
+        info = trial_infos([record], self.plan, plan_path=path, overrides=self.overrides,
+                           engine_options=engine.options())[record.key]
+        replay = replay_command(record, info)
         return "\n".join(failure_block(record, replay))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],

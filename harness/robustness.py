@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import statistics
 import xml.etree.ElementTree as ET
@@ -29,7 +30,6 @@ from harness.invocation import command_line
 from harness.journal import JOURNAL_NAME, read_journal
 from harness.plan import FAULT_VARIANTS, Plan
 from harness.records import TrialRecord
-from harness.report import percentiles
 
 REPORT_KIND = "nmm-chaos-report"
 REPORT_VERSION = 2
@@ -80,6 +80,19 @@ class LoadedRun:
 
 # ---------------------------------------------------------------- loading
 
+def percentiles(values: Sequence[float], points: Sequence[float] = (50, 90, 99, 100)
+                ) -> dict[str, float]:
+    """Nearest-rank percentiles (``p50``, ``p90``, ``p99``, ``max``) of ``values``."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    out: dict[str, float] = {}
+    for p in points:
+        rank = max(1, math.ceil(p / 100 * len(ordered)))
+        out["max" if p == 100 else f"p{p:g}"] = ordered[rank - 1]
+    return out
+
+
 def toml_inline(value: Any) -> str:
     """``value`` as a TOML inline literal (for ``--set key=<value>``)."""
     if isinstance(value, bool):
@@ -106,8 +119,13 @@ def _target_set(target: Any) -> str:
     return f"target={toml_inline(doc)}"
 
 
-def replay_command(record: TrialRecord, info: TrialInfo) -> str:
-    """The exact command that runs this one trial again."""
+def replay_command(record: TrialRecord, info: TrialInfo,
+                   program: Sequence[str] | None = None) -> str:
+    """The exact command that runs this one trial again, alone: ``nmm-chaos run PLAN``
+    (named as this process was invoked, or ``program``), the engine's options, the run's
+    ``--set`` overrides (its seed range left out) and those that make the plan the one
+    the trial ran, ``--seed N --seeds 1`` and, for a timed trial, the op counts that pin
+    its streams."""
     from harness.runner import replay_overrides
 
     args = ["run", info.plan_path or record.plan, *info.engine_options]
@@ -120,7 +138,7 @@ def replay_command(record: TrialRecord, info: TrialInfo) -> str:
     if info.plan is not None:
         for override in replay_overrides(info.plan, record):
             args += ["--set", override]
-    return command_line(*args)
+    return command_line(*args, prefix=program)
 
 
 def _campaign_info(run_dir: Path) -> tuple[dict[str, TrialInfo], list[str], str]:
@@ -167,17 +185,44 @@ def _run_info(run_dir: Path, records: Sequence[TrialRecord]) -> tuple[dict[str, 
             plan = load_plan(plan_path, overrides)
         except (HarnessError, OSError):
             plan = None
-    engine = str(meta.get("engine", "native"))
-    options: tuple[str, ...] = () if engine == "native" else ("--engine", engine)
-    spec = meta.get("engine_spec") or {}
-    if spec.get("command"):
-        import shlex
-
-        options = ("--driver", shlex.join(spec["command"]))
-    info = {r.key: TrialInfo(plan if plan is not None and plan.plan_hash() == r.plan_hash
-                             else None, True, plan_path, overrides, (), options)
-            for r in records}
+    info = trial_infos(records, plan, plan_path=plan_path, overrides=overrides,
+                       engine_options=_engine_options(meta))
     return info, str(meta.get("run_id", run_dir.name)), " ".join(meta.get("argv", []))
+
+
+def _engine_options(meta: dict[str, Any]) -> tuple[str, ...]:
+    """The ``run`` options that select the engine a run's ``run.json`` names."""
+    from harness.engine import engine_from_spec
+
+    spec = meta.get("engine_spec") or {"name": str(meta.get("engine", "native"))}
+    try:
+        return tuple(engine_from_spec(spec).options())
+    except HarnessError:  # an engine this installation lacks: name it as the run did
+        return ("--engine", str(spec.get("name")))
+
+
+def trial_infos(records: Sequence[TrialRecord], plan: Plan | None, *, plan_path: str = "",
+                overrides: Sequence[str] = (), engine_options: Sequence[str] = ()
+                ) -> dict[str, TrialInfo]:
+    """What each of a ``run``'s trials was: ``plan`` (for the trials whose plan hash is
+    its own), the plan file, the ``--set`` overrides and the engine's options."""
+    return {r.key: TrialInfo(plan if plan is not None and plan.plan_hash() == r.plan_hash
+                             else None, True, plan_path, tuple(overrides), (),
+                             tuple(engine_options))
+            for r in records}
+
+
+def run_of_records(plan: Plan, records: Sequence[TrialRecord], *, run_id: str,
+                   plan_path: str = "", overrides: Sequence[str] = (),
+                   engine_options: Sequence[str] = (), command: str = "") -> LoadedRun:
+    """A ``run`` of ``plan`` held in memory (the pytest plugin, a library caller, tests):
+    what ``load_run`` reads from a run directory, for ``build_report``."""
+    return LoadedRun(id=run_id, kind="run", path="", records=list(records),
+                     info=trial_infos(records, plan, plan_path=plan_path,
+                                      overrides=overrides, engine_options=engine_options),
+                     started_at=min((r.started_at for r in records if r.started_at),
+                                    default=""),
+                     command=command)
 
 
 def load_run(path: str | Path) -> LoadedRun:
@@ -304,6 +349,15 @@ def _cell_class(cell: dict[str, Any]) -> str:
 def _trial_peak_rss(record: TrialRecord) -> int:
     obs = record.observation
     return max([s.rss for s in obs.samples] + [obs.result.peak_rss if obs.result else 0])
+
+
+def _trial_cpu_s(record: TrialRecord) -> float:
+    """CPU seconds of the trial: the driver's own count, else the last sample's (a child
+    that died before its result line)."""
+    obs = record.observation
+    if obs.result and obs.result.cpu_ns:
+        return obs.result.cpu_ns / 1e9
+    return obs.samples[-1].cpu_s if obs.samples else 0.0
 
 
 def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict[str, Any]:
@@ -450,7 +504,7 @@ def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict
                     "gating": (run.info.get(r.key) or TrialInfo(None)).gating,
                     "outcome": r.verdict.outcome, "passed": r.verdict.passed,
                     "ops_per_s": r.ops_per_s, "wall_s": r.observation.wall_s,
-                    "peak_rss": _trial_peak_rss(r),
+                    "peak_rss": _trial_peak_rss(r), "cpu_s": _trial_cpu_s(r),
                     "worker_ops": (list(r.observation.result.worker_ops)
                                    if r.observation.result else None)}
                    for run, r in records],

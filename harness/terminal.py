@@ -144,22 +144,22 @@ def passed_line(records: Sequence[TrialRecord], *, skipped: int = 0) -> str | No
 
 
 def matrix_lines(doc: dict[str, Any]) -> list[str]:
-    """The detection matrix as short lines: ``double_free  nmm:standard 16/16``."""
-    matrix = doc.get("detection_matrix") or {}
-    if not matrix:
+    """The report's detection matrix as short lines, one per fault row:
+    ``double_free  nmm:standard 16/16`` (trials that detected it / trials that reached it,
+    as in every report)."""
+    from harness.robustness import cell_text
+
+    rows = doc.get("rows") or []
+    if not rows:
         return []
-    width = max(len(kind) for kind in matrix)
+    width = max(len(row) for row in rows)
     lines = []
-    for kind, row in matrix.items():
-        cells = []
-        for target, c in sorted(row.items()):
-            found = c.get("detected", 0) + c.get("detected-abort", 0)
-            extra = ", ".join(f"{c[o]} {o}" for o in ("missed", "crashed", "hang")
-                              if c.get(o))
-            cells.append(f"{target} {found}/{c.get('injected', 0)}"
-                         + (f" ({extra})" if extra else ""))
-        lines.append(f"  {kind:<{width}}  " + "; ".join(cells))
-    return ["detections (detected/injected):", *lines]
+    for row in rows:
+        by_target = doc["matrix"][row]
+        cells = [f"{target} {cell_text(by_target[target])}"
+                 for target in doc.get("targets") or sorted(by_target) if target in by_target]
+        lines.append(f"  {row:<{width}}  " + "; ".join(cells))
+    return ["detections (trials detected/reached):", *lines]
 
 
 def first_diagnostic(record: TrialRecord) -> str | None:
@@ -209,15 +209,15 @@ def failure_lines(records: Sequence[TrialRecord], replays: dict[str, str]) -> li
     return lines
 
 
-def verdict_line(doc: dict[str, Any], *, report: str | None = None,
+def verdict_line(name: str, records: Sequence[TrialRecord], *, report: str | None = None,
                  interrupted: bool = False) -> str:
     """``PASS smoke: 16/16 trials passed; report reports/x/summary.md`` (or FAIL)."""
-    s = doc["summary"]
-    ok = s["failed"] == 0 and not interrupted
-    text = (f"{'PASS' if ok else 'FAIL'} {doc['plan']['name']}: "
-            f"{s['passed']}/{s['trials']} trials passed")
-    if s["failed"]:
-        text += f", {s['failed']} failed"
+    failed = sum(1 for r in records if not r.verdict.passed)
+    ok = failed == 0 and not interrupted
+    text = (f"{'PASS' if ok else 'FAIL'} {name}: "
+            f"{len(records) - failed}/{len(records)} trials passed")
+    if failed:
+        text += f", {failed} failed"
     if report:
         text += f"; report {report}"
     return text

@@ -26,7 +26,7 @@ from harness.loader import load_plan
 from harness.oracle import judge
 from harness.plan import Plan
 from harness.records import FaultLine, Observation, ResultLine, TrialRecord
-from harness.report import build_document
+from harness.robustness import build_report, replay_command, run_of_records
 from harness.runner import driver_args, replay_overrides, run_plan
 
 PLANS = Path(__file__).resolve().parent.parent.parent / "chaos_plans"
@@ -160,9 +160,10 @@ def test_failed_timed_trial_replay_command_pins_worker_ops():
     timed = plan(ops=1000, duration_s=2)
     record = record_of(timed, (4096, 3072), detected=False)
     assert not record.verdict.passed
-    doc = build_document(timed, [record], run_id="r", plan_path="chaos_plans/soak.toml",
-                         overrides=["workload.duration_s=2"], program=["nmm-chaos"])
-    assert doc["failures"][0]["replay"] == (
+    run = run_of_records(timed, [record], run_id="r", plan_path="chaos_plans/soak.toml",
+                         overrides=["workload.duration_s=2"])
+    doc = build_report([run])
+    assert replay_command(record, run.info[record.key], ["nmm-chaos"]) == (
         "nmm-chaos run chaos_plans/soak.toml --set workload.duration_s=2 --seed 5 --seeds 1 "
         "--set 'workload.worker_ops=[4096,3072]'")
     assert doc["trials"][0]["worker_ops"] == [4096, 3072]

@@ -95,13 +95,13 @@ def test_clean_churn_is_clean(level):
 
 
 def test_report_takes_peak_rss_and_cpu_from_the_driver_when_unsampled():
-    from harness.report import build_document
+    from harness.robustness import build_report, run_of_records
 
     plan = make_plan("standard", [], seeds=1)
     record = run_plan(plan, command=DRIVER).records[0]
     unsampled = record.model_copy(update={
         "observation": record.observation.model_copy(update={"samples": ()})})
-    trial = build_document(plan, [unsampled], run_id="r")["trials"][0]
+    trial = build_report([run_of_records(plan, [unsampled], run_id="r")])["trials"][0]
     assert trial["peak_rss"] == record.observation.result.peak_rss > 1 << 20
     assert trial["cpu_s"] == record.observation.result.cpu_ns / 1e9 > 0
 

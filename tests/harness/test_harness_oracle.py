@@ -743,20 +743,23 @@ def test_verdict_round_trips_through_json():
 
 def test_replay_command_of_a_failure():
     from harness.records import TrialRecord
-    from harness.report import build_document
+    from harness.robustness import build_report, replay_command, run_of_records
 
     f = [fault("double_free")]
     p = plan_for(f)
     o = obs(f, [])
     record = TrialRecord(key="k", plan="p", plan_hash=p.plan_hash(), seed=7,
                          target="nmm:standard", observation=o, verdict=judge(p, o))
-    doc = build_document(p, [record], run_id="r", plan_path="chaos_plans/x.toml",
-                         overrides=["workload.threads=4", "seed=3", 'expect.outcome=["a"]'],
-                         program=["nmm-chaos"])
-    assert doc["failures"][0]["replay"] == (
+    run = run_of_records(p, [record], run_id="r", plan_path="chaos_plans/x.toml",
+                         overrides=["workload.threads=4", "seed=3", 'expect.outcome=["a"]'])
+    assert replay_command(record, run.info["k"], ["nmm-chaos"]) == (
         "nmm-chaos run chaos_plans/x.toml --set workload.threads=4 "
         "--set 'expect.outcome=[\"a\"]' --seed 7 --seeds 1")
-    assert doc["detection_matrix"]["double_free"]["nmm:standard"]["missed"] == 1
+    doc = build_report([run])
+    assert doc["failures"][0]["replay"].endswith(" run chaos_plans/x.toml --set "
+                                                 "workload.threads=4 --set 'expect.outcome="
+                                                 "[\"a\"]' --seed 7 --seeds 1")
+    assert doc["matrix"]["double_free"]["nmm:standard"]["outcomes"] == {"missed": 1}
 
 
 # ---------------------------------------------------------------- properties

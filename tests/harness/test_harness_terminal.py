@@ -116,7 +116,7 @@ def test_verdict_line_comes_last(tmp_path, plan):
     assert done.returncode == 0
     (run_dir,) = (tmp_path / "r").iterdir()
     lines = done.stdout.splitlines()
-    assert lines == ["6 trials passed (seeds 1-6)", "detections (detected/injected):",
+    assert lines == ["6 trials passed (seeds 1-6)", "detections (trials detected/reached):",
                      "  double_free  nmm:standard 6/6",
                      f"PASS tiny: 6/6 trials passed; report {run_dir / 'summary.md'}"]
 
@@ -157,7 +157,10 @@ def test_json_names_the_run_directory_and_reports(tmp_path, plan, monkeypatch, c
                               "junit": str(run_dir / "junit.xml"),
                               "html": str(run_dir / "report.html")}
     assert (run_dir / "journal.jsonl").is_file()
-    assert json.loads((run_dir / "result.json").read_text())["run_id"] == doc["run_id"]
+    # one report: what --json prints is the result.json on disk, plus where things are
+    report = {k: v for k, v in doc.items() if k not in ("run_dir", "reports")}
+    assert report == json.loads((run_dir / "result.json").read_text())
+    assert report["kind"] == "nmm-chaos-report" and report["summary"]["trials"] == 6
 
 
 def test_version(capsys):
@@ -260,3 +263,27 @@ def test_compare_into_a_closed_pipe_exits_with_its_verdict(tmp_path, plan):
         finally:
             os.close(write)
         assert (done.returncode, done.stderr) == (code, "")
+
+
+def test_campaign_and_compare_piped_at_80_columns_print_whole_lines(tmp_path, plan):
+    """The campaign's detection matrix and compare's changes, piped: one line per fault
+    row (per change), every cell whole; a boxed table there wrapped '16/16 (4' and
+    'missed)' onto separate lines and cut the targets' names."""
+    dirs = []
+    for mode in ("detect", "miss"):
+        done = cli("campaign", str(plan), "--targets", "nmm,glibc", "--levels",
+                   "off,standard,paranoid", "--driver", fake(mode), "--out",
+                   str(tmp_path / mode), "-q", cwd=tmp_path)
+        assert done.returncode == (0 if mode == "detect" else 1), done.stderr
+        assert "┃" not in done.stdout and "│" not in done.stdout
+        lines = done.stdout.splitlines()
+        assert lines[0] == "detections (trials detected/reached):"
+        want = "6/6" if mode == "detect" else "0/6 (6 missed)"
+        assert lines[1] == (f"  double_free  nmm:off {want}; nmm:standard {want}; "
+                            f"nmm:paranoid {want}; malloc:glibc {want}")
+        (d,) = (tmp_path / mode).iterdir()
+        dirs.append(d)
+    done = cli("compare", str(dirs[0]), str(dirs[1]), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "REGRESSION double_free @ nmm:paranoid: 6/6 -> 0/6 (6 missed) (newly missed)" \
+        in done.stdout.splitlines()
