@@ -128,6 +128,17 @@ _NMM_LEVELS: tuple[tuple[str, str, str], ...] = (
      "NMM heap, level=standard with allocation tracking (stacks 1/64)"),
 )
 
+#: NMM as a malloc replacement (LD_PRELOAD): name, NMM_OPTIONS, description. The tracking
+#: one is what a user diagnosing leaks runs (default 1/64 stack sampling, the leak report
+#: at exit; exitcode=0 keeps the program's status): the bench's real-program kernels
+#: (git, gcc) measure its cost against glibc.
+_NMM_PRELOAD: tuple[tuple[str, str, str], ...] = (
+    ("nmm-preload", "level=off", "level=off"),
+    ("nmm-preload-standard", "level=standard", "level=standard"),
+    ("nmm-preload-tracking", "level=standard:tracking=1:exitcode=0",
+     "level=standard, tracking with 1/64 sampled stacks, leak report at exit"),
+)
+
 
 def _version_key(path: str) -> list[int]:
     return [int(n) for n in re.findall(r"\d+", path)]
@@ -184,10 +195,10 @@ def all_targets(lib_dirs: Iterable[str] = LIB_DIRS) -> tuple[Target, ...]:
     for name, options, description in _NMM_LEVELS:
         targets.append(Target(name, description, "nmm", nmm_options=options))
     preload = nmm_preload_library()
-    for name, level in (("nmm-preload", "off"), ("nmm-preload-standard", "standard")):
+    for name, options, how in _NMM_PRELOAD:
         targets.append(Target(
-            name, f"NMM as the process malloc (libnmm_preload.so, level={level})", "malloc",
-            preload=(str(preload),), env=(("NMM_OPTIONS", f"level={level}"),),
+            name, f"NMM as the process malloc (libnmm_preload.so, {how})", "malloc",
+            preload=(str(preload),), env=(("NMM_OPTIONS", options),),
             installed=preload.is_file(),
             missing="" if preload.is_file() else f"{preload} (built by `pip install -e .`)"))
     for spec in _PEERS:

@@ -5,8 +5,11 @@ Each (kernel, target) is one child process of the native driver (peers under
 as JSON and Markdown under ``reports/bench-<timestamp>/``. The kernels are the
 driver's (``pair64``, ``churn``, ``cross``, ``overhead64``, ``peak_rss``) plus
 ``driver``: the chaos trial workload with pattern checks versus ``--no-check``, and
-real programs under the preload targets (``sqlite``, ``python``, and ``git``: a
-repository built commit by commit, its head commit and log checked against glibc's).
+real programs under the preload targets (``sqlite``, ``python``, ``git``: a
+repository built commit by commit, its head commit and log checked against glibc's, and
+``gcc``: generated C files compiled at -O2 and linked, the program's output checked).
+A target whose ``NMM_OPTIONS`` turn tracking on writes its leak reports under the
+kernel's temporary directory (``log_path``), not into the measured programs' stderr.
 A missing peer is listed as not installed; a kernel that crashes is reported, not raised.
 ``python -m harness.bench`` runs it standalone.
 """
@@ -79,6 +82,10 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("git", "git", "ms", False, "git", None, 12, 6,
            "git init, then N commits of a ~100-file tree (edits, adds, deletes), log -p, "
            "gc and fsck (wall time of the git commands; preload targets)"),
+    Kernel("gcc", "gcc", "ms", False, "gcc", None, 6, 3,
+           "gcc -O2 compiling N generated C files (structs, macros, loops, switch "
+           "tables) and linking them; the program's output checked against glibc's "
+           "(wall time of the gcc commands; preload targets)"),
 )
 
 _SQLITE_SCRIPT = """CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT, c REAL);
@@ -263,12 +270,17 @@ def _measure_program(kernel: Kernel, target: Target, quick: bool, timeout_s: flo
     if target.max_ops:
         rows = min(rows, target.max_ops)
     argv, stdin = _program_argv(kernel.program, rows)
-    t0 = time.perf_counter()
-    try:
-        proc = run_program(argv, timeout_s, env=target.child_env(), input=stdin)
-    except OSError as exc:
-        return Cell(kernel.name, target.name, None, kernel.unit, error=f"cannot run: {exc}")
-    ms = (time.perf_counter() - t0) * 1e3
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="nmm-bench-program-") as tmp:
+        env = kernel_env(target, Path(tmp))
+        t0 = time.perf_counter()
+        try:
+            proc = run_program(argv, timeout_s, env=env, input=stdin)
+        except OSError as exc:
+            return Cell(kernel.name, target.name, None, kernel.unit,
+                        error=f"cannot run: {exc}")
+        ms = (time.perf_counter() - t0) * 1e3
     if proc.timed_out or proc.returncode != 0:
         return Cell(kernel.name, target.name, None, kernel.unit, error=proc.failure())
     if proc.stdout != _reference_output(kernel.program, rows):
@@ -380,10 +392,28 @@ def _git_plan(commits: int) -> list[tuple[str, dict[str, str | None]]]:
 
 
 def _git_env(target: Target, home: Path) -> dict[str, str]:
-    env = target.child_env()
+    env = kernel_env(target, home)
     env.update(_GIT_ENV)
     env["HOME"] = str(home)
     return env
+
+
+def kernel_env(target: Target, tmp: Path) -> dict[str, str]:
+    """A real-program kernel's environment under ``target``: with NMM tracking on and no
+    ``log_path`` of the target's own, every process's reports go to ``tmp/nmm.<pid>``
+    (a leak report per process at exit, as a user running git or make under tracking
+    would set it up), so the programs' stderr stays theirs."""
+    env = target.child_env()
+    options = env.get("NMM_OPTIONS", "")
+    keys = {piece.split("=", 1)[0].strip() for piece in options.split(":")}
+    if "tracking" in keys and "log_path" not in keys:
+        env["NMM_OPTIONS"] = f"{options}:log_path={tmp / 'nmm'}"
+    return env
+
+
+def reports_written(tmp: Path) -> int:
+    """How many per-process report files ``kernel_env``'s ``log_path`` received."""
+    return sum(1 for _ in tmp.glob("nmm.*"))
 
 
 def _children_cpu_s() -> float:
@@ -485,6 +515,161 @@ def _measure_git(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
                        "head": fingerprint.split()[0]})
 
 
+# ------------------------------------------------------------------ gcc kernel
+
+def _gcc_source(index: int, files: int) -> str:
+    """One generated translation unit: enough structs, inline functions, macros, loops
+    and switch tables that cc1 builds sizeable trees (its allocations are what the
+    kernel measures). Deterministic: every target compiles the same text."""
+    import random
+
+    rng = random.Random(f"gcc-kernel:{index}:{files}")
+    out = ["#include <stdint.h>", "#include <string.h>", "",
+           f"#define MIX{index}(a, b) (((a) * 2654435761u) ^ ((b) >> 3))",
+           f"struct rec{index} {{ uint32_t key; uint16_t tag; char name[24]; "
+           f"double w[{rng.randrange(3, 9)}]; }};", ""]
+    funcs = []
+    for f in range(24):
+        name = f"u{index}_f{f}"
+        funcs.append(name)
+        cases = "\n".join(f"        case {c}: acc = MIX{index}(acc, {rng.randrange(1 << 16)}u)"
+                           f" + r->tag; break;" for c in range(rng.randrange(6, 20)))
+        out.append(f"""static inline uint32_t {name}_step(const struct rec{index} *r, uint32_t acc)
+{{
+    switch (acc % {rng.randrange(7, 23)}u) {{
+{cases}
+        default: acc ^= r->key;
+    }}
+    return acc;
+}}
+
+uint32_t {name}(struct rec{index} *v, int n, uint32_t seed)
+{{
+    uint32_t acc = seed;
+    for (int i = 0; i < n; i++) {{
+        v[i].key = MIX{index}(acc, (uint32_t)i);
+        v[i].tag = (uint16_t)(v[i].key >> {rng.randrange(1, 16)});
+        memset(v[i].name, 'a' + (int)(acc % 26u), sizeof v[i].name - 1);
+        v[i].name[sizeof v[i].name - 1] = 0;
+        for (unsigned k = 0; k < sizeof v[i].w / sizeof v[i].w[0]; k++)
+            v[i].w[k] = (double)(acc >> k) * {rng.random():.6f};
+        acc = {name}_step(&v[i], acc + (uint32_t)i);
+    }}
+    return acc;
+}}
+""")
+    calls = "\n".join(f"    acc = {fn}(v, 64, acc);" for fn in funcs)
+    out.append(f"""uint32_t unit{index}(uint32_t acc)
+{{
+    static struct rec{index} v[64];
+{calls}
+    return acc;
+}}
+""")
+    return "\n".join(out)
+
+
+def _gcc_main(files: int) -> str:
+    decls = "\n".join(f"uint32_t unit{i}(uint32_t);" for i in range(files))
+    calls = "\n".join(f"    acc = unit{i}(acc);" for i in range(files))
+    return f"""#include <stdint.h>
+#include <stdio.h>
+{decls}
+int main(void)
+{{
+    uint32_t acc = 12345u;
+{calls}
+    printf("%u\\n", acc);
+    return 0;
+}}
+"""
+
+
+def _run_gcc_kernel(target: Target, files: int, timeout_s: float
+                    ) -> tuple[float, float, str, int]:
+    """Compile ``files`` generated C files with ``gcc -O2 -c`` one by one and link them,
+    under ``target``; returns (wall ms and CPU ms of the gcc commands, what the linked
+    program printed, report files written). Raises ``RuntimeError`` naming the failing
+    command and its last stderr line (an ``nmm:`` line first) when gcc fails or the
+    allocator reports on stderr."""
+    import shutil
+    import tempfile
+
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise FileNotFoundError("gcc")
+    deadline = time.perf_counter() + timeout_s
+    spent = cpu = 0.0
+    with tempfile.TemporaryDirectory(prefix="nmm-bench-gcc-") as tmp:
+        work = Path(tmp)
+        env = kernel_env(target, work)
+        env["LC_ALL"] = "C"
+
+        def gcc_cmd(*args: str) -> None:
+            nonlocal spent, cpu
+            c0, t0 = _children_cpu_s(), time.perf_counter()
+            proc = run_program([gcc, *args], max(1.0, deadline - t0), env=env, cwd=tmp)
+            spent += time.perf_counter() - t0
+            cpu += _children_cpu_s() - c0
+            if proc.timed_out:
+                raise TimeoutError(f"gcc {args[-1]}")
+            said = [ln for ln in proc.stderr.splitlines() if ln.startswith("nmm:")]
+            if proc.returncode != 0 or said:
+                tail = (said or proc.stderr.strip().splitlines() or [""])[-1]
+                raise RuntimeError(f"gcc {args[-1]}: exit {proc.returncode}: {tail}")
+
+        objects = []
+        for i in range(files):
+            (work / f"unit{i}.c").write_text(_gcc_source(i, files))
+            gcc_cmd("-O2", "-std=c11", "-c", "-o", f"unit{i}.o", f"unit{i}.c")
+            objects.append(f"unit{i}.o")
+        (work / "main.c").write_text(_gcc_main(files))
+        gcc_cmd("-O2", "-std=c11", "-o", "prog", "main.c", *objects)
+        written = reports_written(work)
+        # the program itself runs under glibc: its output checks what gcc built
+        plain = Target(BASELINE, "", "malloc").child_env()
+        proc = run_program([str(work / "prog")], max(1.0, deadline - time.perf_counter()),
+                           env=plain, cwd=tmp)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the compiled program: exit {proc.returncode}")
+    return spent * 1e3, cpu * 1e3, proc.stdout.strip(), written
+
+
+@functools.cache
+def _gcc_reference(files: int, timeout_s: float) -> str:
+    """What the program gcc builds under glibc prints (every target's build must match)."""
+    return _run_gcc_kernel(Target(BASELINE, "", "malloc"), files, timeout_s)[2]
+
+
+def _measure_gcc(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
+                 driver: Path) -> Cell:
+    """Wall time of gcc compiling and linking the generated files with the target as the
+    malloc of gcc, cc1, as and ld (preload targets only); the built program's output
+    must equal glibc's build's."""
+    if target.is_nmm_heap:
+        return Cell(kernel.name, target.name, None, kernel.unit,
+                    extra={"note": "n/a: an NMM heap inside the driver; see nmm-preload*"})
+    files = kernel.quick_ops if quick else kernel.ops
+    try:
+        ms, cpu_ms, output, written = _run_gcc_kernel(target, files, timeout_s)
+        reference = _gcc_reference(files, timeout_s)
+    except FileNotFoundError:
+        return Cell(kernel.name, target.name, None, kernel.unit,
+                    extra={"note": "skipped: gcc is not installed (not on PATH)"})
+    except TimeoutError:
+        return Cell(kernel.name, target.name, None, kernel.unit, error="timeout")
+    except RuntimeError as exc:
+        return Cell(kernel.name, target.name, None, kernel.unit, error=str(exc))
+    if output != reference:
+        return Cell(kernel.name, target.name, None, kernel.unit,
+                    error=f"the program gcc built prints {output!r}, glibc's build "
+                          f"{reference!r}")
+    extra: dict[str, Any] = {"rows": files, "cpu_ms": round(cpu_ms, 1)}
+    if written:
+        extra["report_files"] = written
+    return Cell(kernel.name, target.name, ms, kernel.unit, (ms,), extra=extra)
+
+
 def _measure_kernel(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
                     driver: Path) -> Cell:
     argv = bench_argv(kernel.driver_kernel, target, threads=kernel.threads,
@@ -516,7 +701,8 @@ def _measure_once(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
                   driver: Path) -> Cell:
     fn = {"driver": _measure_driver, "program": _measure_program,
           "pydriver": _measure_pydriver,
-          "git": _measure_git}.get(kernel.driver_kernel, _measure_kernel)
+          "git": _measure_git, "gcc": _measure_gcc}.get(kernel.driver_kernel,
+                                                         _measure_kernel)
     return fn(kernel, target, quick, timeout_s, driver)
 
 

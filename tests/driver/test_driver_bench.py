@@ -324,3 +324,49 @@ def test_git_kernel_is_skipped_with_a_reason_without_git(
     assert cell.value is None and cell.error is None
     assert cell.extra["note"] == "skipped: git is not installed (not on PATH)"
     assert bench_mod.cell_text(cell) == ("n/a", "")
+
+
+def _gcc_kernel(files: int) -> bench_mod.Kernel:
+    return bench_mod.Kernel("gcc", "gcc", "ms", False, "gcc", None, files, files,
+                            "gcc workload")
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+def test_gcc_kernel_times_preload_targets_and_checks_what_gcc_built(driver: Path) -> None:
+    targets = [get_target("glibc"), get_target("nmm"), get_target("nmm-preload-standard"),
+               get_target("nmm-preload-tracking")]
+    report = bench_mod.run_bench(targets, [_gcc_kernel(2)])
+    glibc = report.cell("gcc", "glibc")
+    assert glibc is not None and glibc.value is not None and glibc.value > 0, glibc
+    assert glibc.ratio_vs_glibc == 1.0 and glibc.extra["rows"] == 2
+    assert glibc.extra["cpu_ms"] > 0 and "report_files" not in glibc.extra
+    nmm = report.cell("gcc", "nmm")
+    assert nmm is not None and nmm.value is None and nmm.error is None  # a driver heap: n/a
+    for name in ("nmm-preload-standard", "nmm-preload-tracking"):
+        cell = report.cell("gcc", name)
+        # an error would say so: a build that printed another number, or an nmm: line
+        # on gcc's stderr (under tracking every process's leak report goes to log_path)
+        assert cell is not None and cell.error is None and cell.value is not None, cell
+        assert cell.ratio_vs_glibc is not None
+    tracked = report.cell("gcc", "nmm-preload-tracking")
+    # gcc, cc1, as, collect2 and ld for each of 3 commands: one report file per process
+    assert tracked is not None and tracked.extra["report_files"] >= 9
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+def test_gcc_kernel_failure_is_an_error_not_a_number(driver: Path) -> None:
+    broken = Target("broken", "gcc told to write a file where it cannot", "malloc",
+                    env=(("DEPENDENCIES_OUTPUT", "/dev/null/deps"),))
+    cell = bench_mod.measure(_gcc_kernel(1), broken, driver=driver)
+    assert cell.value is None and cell.error is not None
+    assert cell.error.startswith("gcc unit0.c: exit ")
+
+
+def test_kernel_env_sends_tracking_reports_to_the_kernels_directory(tmp_path: Path) -> None:
+    tracked = bench_mod.kernel_env(get_target("nmm-preload-tracking"), tmp_path)
+    assert tracked["NMM_OPTIONS"] == ("level=standard:tracking=1:exitcode=0:"
+                                      f"log_path={tmp_path / 'nmm'}")
+    plain = bench_mod.kernel_env(get_target("nmm-preload-standard"), tmp_path)
+    assert plain["NMM_OPTIONS"] == "level=standard"
+    own = Target("own", "", "malloc", env=(("NMM_OPTIONS", "tracking=1:log_path=/x/y"),))
+    assert bench_mod.kernel_env(own, tmp_path)["NMM_OPTIONS"] == "tracking=1:log_path=/x/y"
