@@ -263,6 +263,13 @@ def report_cmd(sources: tuple[str, ...], out: str | None, title: str | None) -> 
     """Write the reports (HTML, JSON, Markdown, JUnit) of one run or campaign, or of many
     (a week of nightly runs: one report with a trend per fault and target)."""
     paths = [Path(s) for s in sources]
+    seen: dict[Path, str] = {}
+    for given in sources:  # one night twice would be two points of every trend
+        p = Path(given).resolve()
+        key = p.parent if p.name == "journal.jsonl" else p
+        if key in seen:
+            raise CampaignError(f"{given}: the same run as {seen[key]}; give each run once")
+        seen[key] = given
     if out is not None:
         out_dir = Path(out)
     elif len(paths) == 1:

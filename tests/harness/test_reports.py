@@ -223,3 +223,16 @@ def test_compare_refuses_an_empty_run_and_flags_what_new_no_longer_runs(
     (empty / JOURNAL_NAME).write_text("")
     code, out, err = run(["compare", str(dirs[0]), str(empty)], capsys)
     assert code == 2 and "NEW" in err and "no trials recorded; nothing to compare" in err
+
+
+def test_report_of_the_same_run_twice_is_refused(tmp_path, write_plan, fake_driver, capsys):
+    plan = write_plan(PLAN.replace("seeds = 4", "seeds = 1"))
+    code, _, _ = run(["run", str(plan), "--driver", shlex.join(fake_driver("detect")),
+                      "--out", str(tmp_path / "r"), "-q"], capsys)
+    assert code == 0
+    (run_dir,) = (tmp_path / "r").iterdir()
+    code, _, err = run(["report", str(run_dir), str(run_dir / JOURNAL_NAME), "--out",
+                          str(tmp_path / "week")], capsys)
+    assert code == 2 and err.strip() == (f"error: {run_dir / JOURNAL_NAME}: the same run as "
+                                         f"{run_dir}; give each run once")
+    assert not (tmp_path / "week").exists()
