@@ -366,7 +366,13 @@ def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict
         raise ReportError("no runs to report on")
     runs = sorted(runs, key=lambda r: r.started_at)
     latest = runs[-1]
-    records = [(run, r) for run in runs for r in run.records]
+    # trials in a fixed order (the journal's is the order they finished in): run, plan,
+    # target as first seen, seed
+    order = {t: i for i, t in enumerate(dict.fromkeys(r.target for run in runs
+                                                      for r in run.records))}
+    records = [(run, r) for _, run, r in sorted(
+        ((i, run, r) for i, run in enumerate(runs) for r in run.records),
+        key=lambda t: (t[0], t[2].plan, order[t[2].target], t[2].seed))]
     cur = latest.records
     info = latest.info
 
