@@ -49,8 +49,9 @@ lint: $(STAMP) ## ruff check and mypy --strict (part of `make test`)
 native: $(STAMP) ## (re)build libnmm.so/.a, libnmm_preload.so and nmm-driver
 	$(PY) allocator/build.py native
 
-bench: $(STAMP) ## benchmark NMM side by side with glibc and installed peers
-	$(VENV)/bin/nmm-chaos bench
+BENCH_ARGS ?=
+bench: $(STAMP) ## benchmark NMM side by side with glibc and installed peers (BENCH_ARGS="--repeat 5 ...")
+	$(VENV)/bin/nmm-chaos bench $(BENCH_ARGS)
 
 # Which seeds of the nightly campaign the coverage run takes (its own: 50 per plan).
 NIGHTLY_SEEDS ?= 4

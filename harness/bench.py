@@ -12,6 +12,10 @@ A target whose ``NMM_OPTIONS`` turn tracking on writes its leak reports under th
 kernel's temporary directory (``log_path``), not into the measured programs' stderr.
 A missing peer is listed as not installed; a kernel that crashes is reported, not raised.
 ``python -m harness.bench`` runs it standalone.
+
+The headline figure of a cell is the **median** of its runs, with the min–max spread
+beside it: with several threads an allocator can be fast in one run and half as fast
+in the next, and the best run hides that. A kernel's repeats go round the targets.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from harness._isolate import run_child, run_program
 from harness._peers import BASELINE, Target, all_targets, preload_problem
 from harness.records import Observation
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: value is the median of the runs; low/high their spread
 
 
 @dataclass(frozen=True)
@@ -57,13 +61,33 @@ class Kernel:
 
 KERNELS: tuple[Kernel, ...] = (
     Kernel("pair64", "pair64", "ns/pair", False, "pair64", None, 10_000_000, 2_000_000,
-           "malloc(64)+free pairs, 1 thread, best of 5"),
+           "malloc(64)+free pairs, 1 thread, median of 5"),
     Kernel("churn1", "churn 1T", "Mops/s", True, "churn", 1, 2_000_000, 300_000,
            "16 B-64 KiB log-uniform over a 1000-block working set, 1 thread"),
     Kernel("churn2", "churn 2T", "Mops/s", True, "churn", 2, 2_000_000, 300_000,
            "the same churn on 2 threads"),
     Kernel("cross", "cross 2T", "Mops/s", True, "cross", None, 2_000_000, 300_000,
            "one thread allocates 16 B-1 KiB blocks, another frees them"),
+    Kernel("ws1", "workset 1T", "Mops/s", True, "workset", 1, 2_000_000, 300_000,
+           "1024 live blocks of 4 B-32 KiB (density 1/size), a random one replaced per "
+           "iteration, 1 thread"),
+    Kernel("ws2", "workset 2T", "Mops/s", True, "workset", 2, 2_000_000, 300_000,
+           "the same working set on each of 2 threads"),
+    Kernel("larson", "larson 4T", "Mops/s", True, "larson", 4, 2_000_000, 400_000,
+           "larson-style server: 4 arrays of 1000 blocks (16 B-1 KiB), each worked by 50 "
+           "short-lived threads in turn, freeing what their predecessors allocated"),
+    Kernel("prodcons", "prodcons 3P1C", "Mops/s", True, "prodcons", 4, 2_000_000, 400_000,
+           "3 producers allocate 16 B-1 KiB blocks, one consumer frees them all"),
+    Kernel("threadchurn", "thread churn", "MiB", False, "threadchurn", 8, 10_000, 2_000,
+           "RSS growth after 10,000 thread lifetimes (8 at a time; each replaces 256 "
+           "blocks of 16 B-4 KiB and frees all); one_thread_bytes: after the first alone"),
+    Kernel("oversub8", "oversub 8T", "Mops/s", True, "oversub", 8, 2_000_000, 400_000,
+           "2M ops split over 8 threads (64 live blocks of 16 B-1 KiB each) on this "
+           "machine's cores"),
+    Kernel("oversub64", "oversub 64T", "Mops/s", True, "oversub", 64, 2_000_000, 400_000,
+           "the same split over 64 threads"),
+    Kernel("oversub1024", "oversub 1024T", "Mops/s", True, "oversub", 1024, 2_000_000,
+           400_000, "the same split over 1024 threads"),
     Kernel("overhead64", "overhead64", "B/block", False, "overhead64", None, 1_000_000,
            200_000, "RSS growth per live 64-byte block, minus 64"),
     Kernel("peak_rss", "peak RSS", "MiB", False, "peak_rss", 2, 2_000_000, 300_000,
@@ -114,7 +138,8 @@ _SCALE = {"ops/s": 1e-6, "bytes": 1.0 / (1 << 20)}  # driver unit -> display uni
 
 @dataclass(frozen=True)
 class Cell:
-    """One (kernel, target) measurement: the best value over the repeats, or an error."""
+    """One (kernel, target) measurement: the median over the runs (``low``–``high``
+    their spread), or an error."""
 
     kernel: str
     target: str
@@ -124,6 +149,8 @@ class Cell:
     ratio_vs_glibc: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    low: float | None = None
+    high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -679,22 +706,33 @@ def _measure_kernel(kernel: Kernel, target: Target, quick: bool, timeout_s: floa
     line = lines[-1] if lines else None
     if obs.exit_code != 0 or line is None or line.get("value") is None:
         return Cell(kernel.name, target.name, None, kernel.unit, error=_failure(obs))
-    value = float(line["value"]) * _SCALE.get(str(line.get("unit")), 1.0)
+    scale = _SCALE.get(str(line.get("unit")), 1.0)
+    value = float(line["value"]) * scale
+    # a driver that repeats in-process reports its runs' median, min and max
+    low = float(line.get("min", line["value"])) * scale
+    high = float(line.get("max", line["value"])) * scale
     extra = {k: v for k, v in line.items()
-             if k not in ("type", "name", "target", "nmm_options", "value", "unit")}
-    return Cell(kernel.name, target.name, value, kernel.unit, (value,), extra=extra)
+             if k not in ("type", "name", "target", "nmm_options", "value", "unit", "min", "max")}
+    return Cell(kernel.name, target.name, value, kernel.unit, (value,), extra=extra,
+                low=min(low, high), high=max(low, high))
 
 
-def _best_of(kernel: Kernel, cells: Sequence[Cell]) -> Cell:
-    """One cell from repeated runs of a kernel on a target: the best value, every run's
-    value in ``runs``; the first failed run if one failed."""
+def _median_of(kernel: Kernel, cells: Sequence[Cell]) -> Cell:
+    """One cell from repeated runs of a kernel on a target: the median value (the
+    headline), every run's value in ``runs``, the lowest and highest value seen (a run's
+    own in-process repeats included) as ``low``/``high``, the extras of the run nearest
+    the median; the first failed run if one failed."""
     for cell in cells:
         if cell.value is None:
             return cell
-    pick = max if kernel.higher_is_better else min
-    best = pick(cells, key=lambda c: c.value or 0.0)
-    return Cell(best.kernel, best.target, best.value, best.unit,
-                tuple(c.value for c in cells if c.value is not None), extra=best.extra)
+    values = [c.value for c in cells if c.value is not None]
+    mid = statistics.median(values)
+    near = min(cells, key=lambda c: abs((c.value or 0.0) - mid))
+    lows = [c.low if c.low is not None else c.value for c in cells]
+    highs = [c.high if c.high is not None else c.value for c in cells]
+    return Cell(near.kernel, near.target, mid, near.unit, tuple(values), extra=near.extra,
+                low=min(v for v in lows if v is not None),
+                high=max(v for v in highs if v is not None))
 
 
 def _measure_once(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
@@ -714,7 +752,7 @@ def _broken_cell(kernel: Kernel, target: Target, problem: str) -> Cell:
 
 def measure(kernel: Kernel, target: Target, *, quick: bool = False, repeat: int = 1,
             timeout_s: float = 300.0, driver: Path | None = None) -> Cell:
-    """Run one kernel against one target ``repeat`` times and keep the best value."""
+    """Run one kernel against one target ``repeat`` times; the median is the value."""
     problem = preload_problem(target)
     if problem:
         return _broken_cell(kernel, target, problem)
@@ -724,7 +762,7 @@ def measure(kernel: Kernel, target: Target, *, quick: bool = False, repeat: int 
         cells.append(_measure_once(kernel, target, quick, timeout_s, drv))
         if cells[-1].value is None:
             break
-    return _best_of(kernel, cells)
+    return _median_of(kernel, cells)
 
 
 def _with_ratios(cells: list[Cell]) -> list[Cell]:
@@ -738,7 +776,8 @@ def _with_ratios(cells: list[Cell]) -> list[Cell]:
         ratio = (round(c.value / ref.value, 4)
                  if c.value is not None and ref is not None and ref.value and comparable
                  else None)
-        out.append(Cell(c.kernel, c.target, c.value, c.unit, c.runs, ratio, c.extra, c.error))
+        out.append(Cell(c.kernel, c.target, c.value, c.unit, c.runs, ratio, c.extra, c.error,
+                        c.low, c.high))
     return out
 
 
@@ -772,7 +811,7 @@ def run_bench(targets: Sequence[Target], kernels: Sequence[Kernel], *, quick: bo
                         so_far.append(_broken_cell(kernel, target, broken[target.name]))
                 elif not so_far or so_far[-1].value is not None:  # stop at a failure
                     so_far.append(_measure_once(kernel, target, quick, timeout_s, drv))
-        cells.extend(_best_of(kernel, runs[t.name]) for t in runnable)
+        cells.extend(_median_of(kernel, runs[t.name]) for t in runnable)
     host = {"machine": platform.machine(), "cpus": os.cpu_count(),
             "kernel": platform.release(), "python": platform.python_version()}
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -800,13 +839,20 @@ def cell_text(c: Cell | None) -> tuple[str, str]:
     return _fmt_value(c.value), ratio
 
 
+def spread_text(c: Cell | None) -> str:
+    """The min–max spread of a cell's runs ("" when it has one value or none)."""
+    if c is None or c.value is None or c.low is None or c.high is None or c.low == c.high:
+        return ""
+    return f"{_fmt_value(c.low)}–{_fmt_value(c.high)}"
+
+
 def render_table(report: BenchReport) -> Any:
     """A rich ``Table``: one row per target, one column per kernel, value and ratio."""
     from rich.table import Table
 
-    table = Table(title=f"nmm-chaos bench ({'quick' if report.quick else 'full'}, best of "
-                        f"{report.repeat}; xN = ratio vs {BASELINE}; ↑/↓ = higher/lower is "
-                        "better)", show_lines=False)
+    table = Table(title=f"nmm-chaos bench ({'quick' if report.quick else 'full'}, median of "
+                        f"{report.repeat} with min–max below; xN = median ratio vs {BASELINE}; "
+                        "↑/↓ = higher/lower is better)", show_lines=False)
     table.add_column("target", style="bold", no_wrap=True)
     for k in report.kernels:
         arrow = "↑" if k.higher_is_better else "↓"
@@ -818,8 +864,11 @@ def render_table(report: BenchReport) -> Any:
             continue
         row = [t.name]
         for k in report.kernels:
-            value, ratio = cell_text(report.cell(k.name, t.name))
-            row.append(f"{value} [dim]{ratio}[/dim]" if ratio else value)
+            cell = report.cell(k.name, t.name)
+            value, ratio = cell_text(cell)
+            text = f"{value} [dim]{ratio}[/dim]" if ratio else value
+            spread = spread_text(cell)
+            row.append(f"{text}\n[dim]{spread}[/dim]" if spread else text)
         table.add_row(*row)
     return table
 
@@ -829,8 +878,10 @@ def render_markdown(report: BenchReport) -> str:
     head = ["target", *[f"{k.title} ({k.unit}, {'↑' if k.higher_is_better else '↓'})"
                         for k in report.kernels]]
     lines = [f"# nmm-chaos bench — {report.created}", "",
-             f"{'Quick' if report.quick else 'Full'} run, best of {report.repeat}; "
-             f"ratios against {BASELINE} (↑ higher is better, ↓ lower is better). "
+             f"{'Quick' if report.quick else 'Full'} run; each cell is the median of "
+             f"{report.repeat} run(s) with the min–max of every run in brackets (a kernel's "
+             f"in-process repeats included); ratios of medians against {BASELINE} "
+             f"(↑ higher is better, ↓ lower is better). "
              f"Host: {report.host.get('cpus')} CPUs, {report.host.get('machine')}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in report.targets:
@@ -839,8 +890,11 @@ def render_markdown(report: BenchReport) -> str:
             continue
         row = [t.name]
         for k in report.kernels:
-            value, ratio = cell_text(report.cell(k.name, t.name))
-            row.append(f"{value} {ratio}".strip())
+            cell = report.cell(k.name, t.name)
+            value, ratio = cell_text(cell)
+            span = spread_text(cell)
+            row.append(f"{value} [{span}] {ratio}".strip() if span
+                       else f"{value} {ratio}".strip())
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Kernels", ""]
     lines += [f"- **{k.title}** ({k.unit}): {k.description}" for k in report.kernels]
@@ -859,12 +913,21 @@ def render_markdown(report: BenchReport) -> str:
                   f"{100 * float(c.extra.get('cpu_overhead', 0)):.0f}%)" for c in overheads]
     spread = [c for c in report.cells if c.value is not None and len(c.runs) > 1]
     if spread:
-        # the table keeps the best run; how far the runs spread says how much of a
-        # ratio is the machine (a shared VM moves real programs by tens of percent)
-        lines += ["", f"## Spread of the {report.repeat} runs (median, min–max)", ""]
+        # how far the runs spread says how much of a ratio is the machine (a shared VM
+        # moves real programs by tens of percent) and how stable the allocator is
+        lines += ["", f"## Spread of the {report.repeat} runs (median, min–max, max/min)", ""]
         lines += [f"- {c.kernel} on {c.target}: {_fmt_value(statistics.median(c.runs))} "
                   f"({_fmt_value(min(c.runs))}–{_fmt_value(max(c.runs))}) {c.unit}"
+                  + (f", x{max(c.runs) / min(c.runs):.2f}" if min(c.runs) > 0 else "")
                   for c in spread]
+    counts = [c for c in report.cells
+              if c.value is not None and "lock_contention" in c.extra]
+    if counts:
+        # the NMM heap's own counts do not depend on what else the machine runs
+        lines += ["", "## NMM heap counts (the median run)", ""]
+        lines += [f"- {c.kernel} on {c.target}: {c.extra['lock_contention']} lock "
+                  f"contentions, {c.extra.get('cache_misses')} cache refills, "
+                  f"{c.extra.get('cache_hits')} cache hits" for c in counts]
     missing = [t for t in report.targets if not t.installed]
     if missing:
         lines += ["", "## Not installed", ""]
@@ -901,7 +964,8 @@ def write_reports(report: BenchReport, out_root: Path = Path("reports"),
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the JSON document to this path.")
 @click.option("--repeat", type=click.IntRange(1, 100), default=1, show_default=True,
-              help="Run each kernel N times per target and keep the best.")
+              help="Run each kernel N times per target (round the targets); the median "
+                   "is the headline, the min–max its spread.")
 @click.option("--out", "out_root", type=click.Path(file_okay=False, path_type=Path),
               default=Path("reports"), show_default=True,
               help="Directory under which bench-<timestamp>/ is written.")

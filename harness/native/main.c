@@ -54,7 +54,8 @@ static const char usage[] =
     "  --sample-every N          latency sample 1 in N ops, a power of two (default 64)\n"
     "  --no-check                skip the pattern fill/check (raw churn)\n"
     "stream options: the trial options plus --worker W (default 0) --count N (default 100)\n"
-    "bench kernels: pair64 churn cross overhead64 peak_rss;\n"
+    "bench kernels: pair64 churn cross overhead64 peak_rss workset oversub prodcons\n"
+    "  larson threadchurn; each prints the median of its runs with min and max;\n"
     "  bench options: --target --nmm-options --threads --ops --repeat N --seed --sizes\n";
 
 static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -338,7 +339,8 @@ int main(int argc, char **argv)
     } else if (strcmp(argv[1], "bench") == 0) {
         mode = MODE_BENCH;
         if (argc < 3 || argv[2][0] == '-')
-            usage_error("bench: missing kernel name (pair64, churn, cross, overhead64, peak_rss)");
+            usage_error("bench: missing kernel name (pair64, churn, cross, overhead64, peak_rss, "
+                        "workset, oversub, prodcons, larson, threadchurn)");
         bench_name = argv[2];
         first = 3;
     } else {

@@ -26,7 +26,13 @@ KERNEL_ARGS = {
     "cross": ["--ops", "20000"],
     "overhead64": ["--ops", "20000"],
     "peak_rss": ["--ops", "20000"],
+    "workset": ["--ops", "20000", "--threads", "2", "--repeat", "3"],
+    "oversub": ["--ops", "20000", "--threads", "8"],
+    "prodcons": ["--ops", "20000"],
+    "larson": ["--ops", "20000"],
+    "threadchurn": ["--ops", "200", "--threads", "4"],
 }
+RATE_KERNELS = ("pair64", "churn", "cross", "workset", "oversub", "prodcons", "larson")
 
 
 @pytest.mark.parametrize("target", ["malloc", "nmm"])
@@ -40,12 +46,43 @@ def test_kernel_prints_one_json_line(driver: Path, kernel: str, target: str) -> 
     doc = json.loads(lines[0])
     assert doc["type"] == "bench" and doc["name"] == kernel and doc["target"] == target
     assert isinstance(doc["value"], (int, float))
-    if kernel in ("pair64", "churn", "cross"):
-        assert doc["value"] > 0
+    if kernel in RATE_KERNELS:
+        # the median of the in-process runs, with their spread around it
+        assert 0 < doc["min"] <= doc["value"] <= doc["max"]
     if kernel == "overhead64":
         assert doc["rss_per_block"] >= 0 and doc["ops"] == 20000
-    if kernel == "churn":
+    if kernel in ("churn", "workset"):
         assert doc["threads"] == 2
+    if kernel == "workset":
+        assert doc["repeats"] == 3 and doc["ops"] == 40000  # 20000 per thread
+    if kernel == "prodcons":
+        assert doc["threads"] == 4 and doc["ops"] == 2 * (20000 // 3) * 3  # 3 producers
+    if kernel == "larson":
+        assert doc["threads"] == 4 and doc["lifetimes"] == 200
+    if kernel == "threadchurn":
+        assert doc["ops"] == 200 and doc["threads"] == 4 and doc["unit"] == "bytes"
+        assert doc["value"] >= 0 and doc["one_thread_bytes"] >= 0
+        assert doc["lifetimes_per_s"] > 0
+    if target == "nmm":
+        # the heap's own counts ride along: every kernel allocated through it
+        assert doc["cache_hits"] + doc["cache_misses"] > 0 and doc["lock_contention"] >= 0
+    else:
+        assert "lock_contention" not in doc
+
+
+@pytest.mark.parametrize("target", ["nmm", "nmm-standard", "nmm-preload", "glibc"])
+def test_1024_oversubscribed_threads_finish(driver: Path, target: str) -> None:
+    """1024 threads on this machine's cores allocate and free through one heap (or the
+    preloaded malloc) and all finish: no deadlock, no thread left behind. The timeout
+    only catches a hang; no time is asserted."""
+    t = get_target(target)
+    lines: list[dict] = []
+    obs = run_child(bench_argv("oversub", t, threads=1024, ops=20480, driver=driver), 300,
+                    env=driver_env(t), on_line=lines.append)
+    assert not obs.timed_out, "1024 threads did not finish: a deadlock?"
+    assert obs.exit_code == 0, obs.stderr_tail
+    (line,) = lines
+    assert line["threads"] == 1024 and line["ops"] == 20480 and line["value"] > 0
 
 
 def test_targets_are_listed_installed_or_not() -> None:
@@ -171,8 +208,31 @@ def test_run_bench_ratios_and_reports(driver: Path, monkeypatch: pytest.MonkeyPa
     paths = bench_mod.write_reports(report, tmp_path / "out", tmp_path / "copy.json")
     (out_dir,) = (tmp_path / "out").glob("bench-*")
     doc = json.loads((out_dir / "bench.json").read_text())
-    assert doc["schema"] == 1 and len(doc["results"]) == 4
+    assert doc["schema"] == 2 and len(doc["results"]) == 4
+    result = next(r for r in doc["results"] if r["kernel"] == "pair64" and r["target"] == "nmm")
+    assert result["low"] <= result["value"] <= result["high"]
     assert json.loads(paths[-1].read_text()) == doc
+
+
+def _run(value: float, low: float | None = None, high: float | None = None) -> bench_mod.Cell:
+    return bench_mod.Cell("k", "t", value, "Mops/s", (value,), extra={"v": value}, low=low,
+                          high=high)
+
+
+@pytest.mark.parametrize("higher_is_better", [True, False])
+def test_a_cell_is_the_median_of_its_runs_with_the_spread(higher_is_better: bool) -> None:
+    """The headline was the best run, which hid a bimodal allocator; now it is the median,
+    and the spread covers every value seen, a run's in-process repeats included."""
+    kernel = bench_mod.Kernel("k", "k", "Mops/s", higher_is_better, "churn", 2, 1, 1, "k")
+    cell = bench_mod._median_of(kernel, [_run(90.0, 80.0, 95.0), _run(40.0), _run(100.0),
+                                         _run(45.0), _run(92.0)])
+    assert cell.value == 90.0 and cell.runs == (90.0, 40.0, 100.0, 45.0, 92.0)
+    assert (cell.low, cell.high) == (40.0, 100.0) and cell.extra == {"v": 90.0}
+    even = bench_mod._median_of(kernel, [_run(10.0), _run(30.0)])
+    assert even.value == 20.0 and (even.low, even.high) == (10.0, 30.0)
+    assert bench_mod.spread_text(cell) == "40.0–100" and bench_mod.spread_text(_run(5.0)) == ""
+    failed = bench_mod.Cell("k", "t", None, "Mops/s", error="exit 1")
+    assert bench_mod._median_of(kernel, [_run(1.0), failed]) is failed
 
 
 def test_bench_command(driver: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
