@@ -80,7 +80,8 @@ KERNELS: tuple[Kernel, ...] = (
            "3 producers allocate 16 B-1 KiB blocks, one consumer frees them all"),
     Kernel("threadchurn", "thread churn", "MiB", False, "threadchurn", 8, 10_000, 2_000,
            "RSS growth after 10,000 thread lifetimes (8 at a time; each replaces 256 "
-           "blocks of 16 B-4 KiB and frees all); one_thread_bytes: after the first alone"),
+           "blocks of 16 B-4 KiB and frees all); one_thread_bytes: after the first alone, "
+           "first_wave_bytes: after the first 8"),
     Kernel("oversub8", "oversub 8T", "Mops/s", True, "oversub", 8, 2_000_000, 400_000,
            "2M ops split over 8 threads (64 live blocks of 16 B-1 KiB each) on this "
            "machine's cores"),

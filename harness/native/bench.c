@@ -74,9 +74,25 @@ static void runs_add(runs_t *r, double v)
         r->v[r->n++] = v;
 }
 
+/* Extra fields of a kernel's line: up to 4 (key, value) pairs, key NULL ends them. */
+typedef struct extras {
+    const char *key[4];
+    double value[4];
+} extras_t;
+
+static void emit_extras(const char *name, const target_t *t, const options_t *o, runs_t *runs,
+                        const char *unit, uint32_t threads, uint64_t ops, const extras_t *x);
+
 static void emit_line(const char *name, const target_t *t, const options_t *o, runs_t *runs,
                       const char *unit, uint32_t threads, uint64_t ops, const char *extra_key,
                       double extra, const char *extra_key2, double extra2)
+{
+    extras_t x = {{extra_key, extra_key ? extra_key2 : NULL}, {extra, extra2}};
+    emit_extras(name, t, o, runs, unit, threads, ops, &x);
+}
+
+static void emit_extras(const char *name, const target_t *t, const options_t *o, runs_t *runs,
+                        const char *unit, uint32_t threads, uint64_t ops, const extras_t *x)
 {
     jline_t j;
     jl_begin(&j, "bench");
@@ -97,10 +113,8 @@ static void emit_line(const char *name, const target_t *t, const options_t *o, r
     jl_u64(&j, "threads", threads);
     jl_u64(&j, "ops", ops);
     jl_u64(&j, "repeats", runs->repeats ? runs->repeats : runs->n);
-    if (extra_key)
-        jl_dbl(&j, extra_key, extra);
-    if (extra_key2)
-        jl_dbl(&j, extra_key2, extra2);
+    for (int i = 0; i < 4 && x->key[i]; i++)
+        jl_dbl(&j, x->key[i], x->value[i]);
     if (t && target_is_nmm(t)) {
         /* the heap's own counts: what the threads cost it, independent of the load */
         nmm_stats_t st;
@@ -616,7 +630,9 @@ static int bench_larson(const target_t *t, const options_t *o)
 /* ---- threadchurn: --ops thread lifetimes (default 10,000), --threads at a time
  * (default 8); each thread replaces random slots of its own 64 blocks of 16 B ..
  * 4 KiB 256 times, frees them all and exits. The value is the RSS growth after all
- * the lifetimes; one_thread_bytes is the growth after the first one alone. */
+ * the lifetimes; one_thread_bytes is the growth after the first one alone, and
+ * first_wave_bytes after the first --threads at once (the same concurrency as the
+ * rest: what all the lifetimes add beyond it is what thread exits leave behind). */
 
 #define CHURN_LIFE_SLOTS 64
 #define CHURN_LIFE_OPS 256
@@ -662,7 +678,7 @@ static int bench_threadchurn(const target_t *t, const options_t *o)
     args[0] = (life_arg_t){t, sizes, prng_mix(o->seed, 0)};
     start_threads(th, 1, life_thread, args, sizeof *args, "threadchurn");
     pthread_join(th[0], NULL);
-    uint64_t one = rss_bytes();
+    uint64_t one = rss_bytes(), wave_one = one;
     uint64_t done = 1, t0 = drv_now_ns();
     while (done < lifetimes) {
         uint32_t n = lifetimes - done < wave ? (uint32_t)(lifetimes - done) : wave;
@@ -671,14 +687,18 @@ static int bench_threadchurn(const target_t *t, const options_t *o)
         start_threads(th, n, life_thread, args, sizeof *args, "threadchurn");
         for (uint32_t i = 0; i < n; i++)
             pthread_join(th[i], NULL);
+        if (done == 1)
+            wave_one = rss_bytes();
         done += n;
     }
     uint64_t ns = drv_now_ns() - t0;
     uint64_t all = rss_bytes();
     runs_t runs = {{(double)(all > base ? all - base : 0)}, 1, 1};
-    emit_line("threadchurn", t, o, &runs, "bytes", wave, lifetimes, "one_thread_bytes",
-              (double)(one > base ? one - base : 0), "lifetimes_per_s",
-              (double)(lifetimes - 1) * 1e9 / (double)(ns ? ns : 1));
+    extras_t x = {{"one_thread_bytes", "first_wave_bytes", "lifetimes_per_s"},
+                  {(double)(one > base ? one - base : 0),
+                   (double)(wave_one > base ? wave_one - base : 0),
+                   (double)(lifetimes - 1) * 1e9 / (double)(ns ? ns : 1)}};
+    emit_extras("threadchurn", t, o, &runs, "bytes", wave, lifetimes, &x);
     return 0;
 }
 

@@ -62,6 +62,7 @@ def test_kernel_prints_one_json_line(driver: Path, kernel: str, target: str) -> 
     if kernel == "threadchurn":
         assert doc["ops"] == 200 and doc["threads"] == 4 and doc["unit"] == "bytes"
         assert doc["value"] >= 0 and doc["one_thread_bytes"] >= 0
+        assert doc["first_wave_bytes"] >= 0
         assert doc["lifetimes_per_s"] > 0
     if target == "nmm":
         # the heap's own counts ride along: every kernel allocated through it
