@@ -18,7 +18,7 @@ PROGRAM = Path(__file__).resolve().parent / "c" / "validate_corrupt.c"
 
 #: case -> the freelist_corrupt detail it must produce (core.h VALIDATE_*)
 CASES = {
-    "empty_cycle": 8, "nempty": 11, "retained": 12, "list_flag": 10, "unlinked": 11,
+    "empty_cycle": 8, "nempty": 11, "retained": 12, "list_flag": 10, "unlinked": 11, "lane": 9,
     "quar_twice": 13, "quar_lost": 14, "quar_bytes": 15, "limit": 16, "live_count": 17,
     "large_count": 17, "bin": 19, "released": 18,
 }

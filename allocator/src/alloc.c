@@ -52,7 +52,7 @@ static uint8_t *alloc_locked(nmm_heap_t *h, int cls, size_t size, uint32_t site_
     sizeclass_pool_t *pool = &h->pools[cls];
     NMM_YIELD("class.lock");
     heap_lock(h, &pool->lock);
-    if (!slab_take_locked(h, cls, &b, 1)) {
+    if (!slab_take_locked(h, cls, 0, &b, 1)) {  /* no cache, no lane: the first */
         pthread_mutex_unlock(&pool->lock);
         return NULL;
     }

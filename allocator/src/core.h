@@ -29,6 +29,14 @@
 #define CORE_SMALL_MAX 131072                    /* largest class; larger requests are mapped */
 #define CORE_SLOTS 64                            /* heaps that get thread caches */
 #define CORE_MAX_HEAPS 1024                      /* heaps alive at once */
+/* Partial-slab lists per class. A thread cache is given a lane when it is made
+ * (round robin) and refills only from its lane's slabs, so the blocks of two
+ * threads in different lanes never share a slab: not a cache line of blocks, nor
+ * one of state bytes, which every alloc and free writes. (The second thread of a
+ * working-set program had ~60% of its blocks' state bytes on lines the other
+ * thread also wrote.) jemalloc's arenas do the same with threads. A lane that runs
+ * dry grows its own slab; it takes another lane's only when the region is full. */
+#define CORE_LANES 8
 #define CORE_HDR 8                               /* header bytes before the user pointer */
 #define CORE_CANARY 8                            /* tail canary bytes, starting right at ptr+size */
 #define CORE_RECIP_SHIFT 40                      /* idx = (off * recip) >> 40, exact for off*bs < 2^40 */
@@ -135,6 +143,7 @@ typedef struct slab {
     uint32_t span;           /* nblocks * block_size: bytes of the slab holding blocks */
     uint32_t *sites;         /* site[nblocks]: valid for a block whose header has HDR_SITE;
                               * written (relaxed) by the thread handing the block out */
+    uint8_t lane;            /* class lock: the partial list it is on when partial */
     /* followed by uint8_t state[nblocks]; uint16_t stack[nblocks] */
 } slab_t;
 enum { SL_NONE = 0, SL_PARTIAL = 1, SL_EMPTY = 2 };
@@ -164,7 +173,7 @@ typedef struct blockref {
 
 typedef struct sizeclass_pool {
     pthread_mutex_t lock;
-    slab_t *partial;         /* class lock: slabs with free blocks (not empty) */
+    slab_t *partial[CORE_LANES]; /* class lock: slabs with free blocks (not empty), per lane */
     slab_t *empty;           /* class lock: fully free slabs kept (retain_bytes) */
     uint64_t nslabs;         /* class lock */
     uint64_t nempty;         /* class lock */
@@ -377,10 +386,11 @@ extern nmm_heap_t *heap_table[CORE_MAX_HEAPS];
 /* slab.c */
 bool slab_region_init(nmm_heap_t *h);
 void slab_region_destroy(nmm_heap_t *h);
-/* Take up to n free blocks of class cls (class lock taken inside). */
-uint32_t slab_take(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n);
+/* Take up to n free blocks of class cls from the slabs of lane (class lock taken
+ * inside). */
+uint32_t slab_take(nmm_heap_t *h, int cls, uint32_t lane, blockref_t *out, uint32_t n);
 /* Same with the class lock already held by the caller. */
-uint32_t slab_take_locked(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n);
+uint32_t slab_take_locked(nmm_heap_t *h, int cls, uint32_t lane, blockref_t *out, uint32_t n);
 /* Give n free blocks (state already BS_FREE) back to their slabs. */
 void slab_give(nmm_heap_t *h, int cls, const blockref_t *in, uint32_t n);
 void slab_give_locked(nmm_heap_t *h, int cls, slab_t *s, uint32_t idx);
@@ -474,6 +484,7 @@ typedef struct tcache {
      * free), so tbin_read retries instead of reading half of it. The alloc and
      * free fast paths change one field each and leave it alone. */
     uint32_t books;
+    uint32_t lane;           /* set when the cache is first made: the slabs it refills from */
     int64_t merged[CORE_CLASSES]; /* owner: allocs - frees already added to heap->live_est */
 } tcache_t;
 

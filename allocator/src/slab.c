@@ -149,17 +149,18 @@ static slab_t *slab_reuse_released(nmm_heap_t *h, int cls, uint32_t nblocks)
     return s;
 }
 
-/* A fresh slab for cls: a range this class gave back, a range another class of
- * the same slab size gave back (reuse before growth), or the bump pointer. Class
- * lock held. NULL when the region is full, the kernel refuses, or a fail point
- * fires. */
-static slab_t *slab_new(nmm_heap_t *h, int cls)
+/* A fresh slab of lane for cls: a range this class gave back, a range another
+ * class of the same slab size gave back (reuse before growth), or the bump
+ * pointer. Class lock held. NULL when the region is full, the kernel refuses, or a
+ * fail point fires (then *injected is set). */
+static slab_t *slab_new(nmm_heap_t *h, int cls, uint32_t lane, bool *injected)
 {
     uint32_t bytes = sizeclass_slab_bytes[cls];
     uint32_t bs = sizeclass_table[cls];
     if (unlikely(heap_failpoints_armed(h)) &&
         (failpoint_should_fail(h, FP_POOL_GROW, bs) || failpoint_should_fail(h, FP_OS_MAP, bytes))) {
         __atomic_fetch_add(&h->injected_failures, 1, __ATOMIC_RELAXED);
+        *injected = true;
         return NULL;
     }
     uint32_t nblocks = (bytes - h->user_off) / bs;
@@ -200,6 +201,7 @@ static slab_t *slab_new(nmm_heap_t *h, int cls)
     s->bump = 0;
     s->list = SL_NONE;
     s->released = 0;
+    s->lane = (uint8_t)lane;
     s->next = s->prev = s->next_free = NULL;
     s->chunks = bytes >> CORE_CHUNK_SHIFT;
     s->span = (uint32_t)s->nblocks * bs;
@@ -242,7 +244,7 @@ static void slab_became_empty(nmm_heap_t *h, int cls, slab_t *s)
     sizeclass_pool_t *pool = &h->pools[cls];
     uint32_t bytes = sizeclass_slab_bytes[cls];
     if (s->list == SL_PARTIAL)
-        list_unlink(&pool->partial, s);
+        list_unlink(&pool->partial[s->lane], s);
     uint64_t kept = __atomic_load_n(&h->retained_bytes, __ATOMIC_RELAXED);
     if (kept + bytes <= h->cfg.retain_bytes) {
         __atomic_fetch_add(&h->retained_bytes, bytes, __ATOMIC_RELAXED);
@@ -255,31 +257,54 @@ static void slab_became_empty(nmm_heap_t *h, int cls, slab_t *s)
     slab_release(h, cls, s);
 }
 
-uint32_t slab_take_locked(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
+/* Class lock held, the lane's list empty: another lane's partial slab, moved to
+ * this lane (the region is full: better blocks a thread of that lane also uses
+ * than none), or NULL. */
+static slab_t *slab_steal(sizeclass_pool_t *pool, uint32_t lane)
+{
+    for (uint32_t l = 0; l < CORE_LANES; l++) {
+        slab_t *s = pool->partial[l];
+        if (s) {
+            list_unlink(&pool->partial[l], s);
+            s->lane = (uint8_t)lane;
+            list_push(&pool->partial[lane], s);
+            return s;
+        }
+    }
+    return NULL;
+}
+
+uint32_t slab_take_locked(nmm_heap_t *h, int cls, uint32_t lane, blockref_t *out, uint32_t n)
 {
     sizeclass_pool_t *pool = &h->pools[cls];
+    slab_t **partial = &pool->partial[lane];
     uint32_t got = 0;
     while (got < n) {
-        slab_t *s = pool->partial;
+        slab_t *s = *partial;
         if (!s && pool->empty) {
             s = pool->empty;
             list_unlink(&pool->empty, s);
             pool->nempty--;
             __atomic_fetch_sub(&h->retained_bytes, sizeclass_slab_bytes[cls], __ATOMIC_RELAXED);
-            list_push(&pool->partial, s);
+            s->lane = (uint8_t)lane;
+            list_push(partial, s);
             s->list = SL_PARTIAL;
         }
         if (!s) {
             /* Grow only when nothing was found: a refill that got some blocks
              * returns them, so a failed growth (a fail point included) always
-             * surfaces as a failed allocation, never silently. */
+             * surfaces as a failed allocation, never silently. Only a growth the
+             * region or the kernel refused takes another lane's slab instead. */
             if (got)
                 break;
-            s = slab_new(h, cls);
-            if (!s)
+            bool injected = false;
+            s = slab_new(h, cls, lane, &injected);
+            if (s) {
+                list_push(partial, s);
+                s->list = SL_PARTIAL;
+            } else if (injected || !(s = slab_steal(pool, lane))) {
                 break;
-            list_push(&pool->partial, s);
-            s->list = SL_PARTIAL;
+            }
         }
         uint8_t *states = slab_states(s);
         uint16_t *stack = slab_stack(s);
@@ -295,7 +320,7 @@ uint32_t slab_take_locked(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
             got++;
         }
         if (slab_free_count(s) == 0) {
-            list_unlink(&pool->partial, s);
+            list_unlink(partial, s);
             s->list = SL_NONE;
         }
     }
@@ -305,13 +330,13 @@ uint32_t slab_take_locked(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
 #ifdef NMM_CHAOS
 /* mutant refill_unlocked: the slab is picked under the class lock, its free stack and
  * bump pointer are read after the lock is dropped */
-static uint32_t slab_take_mutant(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
+static uint32_t slab_take_mutant(nmm_heap_t *h, int cls, uint32_t lane, blockref_t *out, uint32_t n)
 {
     sizeclass_pool_t *pool = &h->pools[cls];
     heap_lock(h, &pool->lock);
-    slab_t *s = pool->partial;
+    slab_t *s = pool->partial[lane];
     if (!s) {
-        uint32_t got = slab_take_locked(h, cls, out, n);
+        uint32_t got = slab_take_locked(h, cls, lane, out, n);
         pthread_mutex_unlock(&pool->lock);
         return got;
     }
@@ -336,7 +361,7 @@ static uint32_t slab_take_mutant(nmm_heap_t *h, int cls, blockref_t *out, uint32
     }
     heap_lock(h, &pool->lock);
     if (slab_free_count(s) == 0 && s->list == SL_PARTIAL) {
-        list_unlink(&pool->partial, s);
+        list_unlink(&pool->partial[s->lane], s);
         s->list = SL_NONE;
     }
     pthread_mutex_unlock(&pool->lock);
@@ -344,11 +369,11 @@ static uint32_t slab_take_mutant(nmm_heap_t *h, int cls, blockref_t *out, uint32
 }
 #endif
 
-uint32_t slab_take(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
+uint32_t slab_take(nmm_heap_t *h, int cls, uint32_t lane, blockref_t *out, uint32_t n)
 {
 #ifdef NMM_CHAOS
     if (NMM_MUTANT(refill_unlocked))
-        return slab_take_mutant(h, cls, out, n);
+        return slab_take_mutant(h, cls, lane, out, n);
 #endif
     NMM_YIELD("class.lock");
     heap_lock(h, &h->pools[cls].lock);
@@ -358,7 +383,7 @@ uint32_t slab_take(nmm_heap_t *h, int cls, blockref_t *out, uint32_t n)
         pthread_mutex_lock(&tcache_registry_lock);
         pthread_mutex_unlock(&tcache_registry_lock);
     }
-    uint32_t got = slab_take_locked(h, cls, out, n);
+    uint32_t got = slab_take_locked(h, cls, lane, out, n);
     pthread_mutex_unlock(&h->pools[cls].lock);
     NMM_YIELD("class.unlock");
     return got;
@@ -379,7 +404,7 @@ void slab_give_locked(nmm_heap_t *h, int cls, slab_t *s, uint32_t idx)
     if (slab_free_count(s) == s->nblocks) {
         slab_became_empty(h, cls, s);
     } else if (s->list == SL_NONE) {
-        list_push(&h->pools[cls].partial, s);
+        list_push(&h->pools[cls].partial[s->lane], s);
         s->list = SL_PARTIAL;
     }
 }

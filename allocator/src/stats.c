@@ -25,8 +25,9 @@ nmm_status_t nmm_stats_get(nmm_heap_t *h, nmm_stats_t *out)
         nmm_class_stats_t *cs = &out->classes[c];
         heap_lock(h, &pool->lock);
         uint64_t free_blocks = 0;
-        for (slab_t *s = pool->partial; s; s = s->next)
-            free_blocks += slab_free_count(s);
+        for (uint32_t l = 0; l < CORE_LANES; l++)
+            for (slab_t *s = pool->partial[l]; s; s = s->next)
+                free_blocks += slab_free_count(s);
         for (slab_t *s = pool->empty; s; s = s->next)
             free_blocks += slab_free_count(s);
         cs->slabs = pool->nslabs;

@@ -14,6 +14,7 @@ pthread_mutex_t tcache_registry_lock = PTHREAD_MUTEX_INITIALIZER;
 tstate_t *tcache_all;
 
 static tcache_t *tcache_pool;          /* registry lock: caches ready for reuse */
+static uint32_t tcache_lanes_given;    /* registry lock: caches made, for their lanes */
 static tstate_t *tstate_carve;         /* registry lock: unused tstates in the last map */
 static size_t tstate_carve_left;
 static pthread_key_t tcache_key;
@@ -66,6 +67,9 @@ static tcache_t *tcache_new_locked(nmm_heap_t *h)
         tc = os_map(NULL, tcache_bytes);
         if (!tc)
             return NULL;
+        /* round robin, kept when the cache is reused: threads alive together
+         * get different lanes while there are fewer than CORE_LANES of them */
+        tc->lane = tcache_lanes_given++ % CORE_LANES;
     }
     /* Counters are reset with atomic stores: heap_op_count may be reading a
      * recycled cache concurrently (its sum is approximate by design). */
@@ -166,7 +170,7 @@ bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls)
     uint32_t want = bin->cap / 2;
     if (want > bin->cap - bin->count)
         want = bin->cap - bin->count;
-    uint32_t got = slab_take(h, cls, bin->items + bin->count, want);
+    uint32_t got = slab_take(h, cls, tc->lane, bin->items + bin->count, want);
     /* count first: a reader that gives up waiting for the books sees fewer
      * live blocks, never more (tbin_read) */
     bool opened = tcache_books_open(tc);

@@ -120,10 +120,10 @@ static size_t validate_quarantines(nmm_heap_t *h, bool full)
 }
 
 /* One class's partial or empty list: at most bound steps (the slabs in use), each
- * entry flagged for this list and class, linked back to its predecessor and mapped.
- * Returns its length. */
-static uint64_t validate_list(nmm_heap_t *h, int c, slab_t *head, uint8_t flag, uint64_t bound,
-                              size_t *problems)
+ * entry flagged for this list, class and lane (a partial list's; CORE_LANES: any),
+ * linked back to its predecessor and mapped. Returns its length. */
+static uint64_t validate_list(nmm_heap_t *h, int c, uint32_t lane, slab_t *head, uint8_t flag,
+                              uint64_t bound, size_t *problems)
 {
     uint64_t n = 0;
     slab_t *prev = NULL;
@@ -132,7 +132,8 @@ static uint64_t validate_list(nmm_heap_t *h, int c, slab_t *head, uint8_t flag, 
             *problems += validate_freelist_problem(h, s->data, VALIDATE_LIST_LOOP);
             break;
         }
-        if (s->list != flag || s->cls != c || s->prev != prev || slab_of(h, slab_base(s)) != s)
+        if (s->list != flag || s->cls != c || s->prev != prev || slab_of(h, slab_base(s)) != s ||
+            (lane < CORE_LANES && s->lane != lane))
             *problems += validate_freelist_problem(h, s->data, VALIDATE_LIST_ENTRY);
     }
     return n;
@@ -170,8 +171,10 @@ static size_t validate_pools(nmm_heap_t *h)
     uint64_t retained = 0;
     for (int c = 0; c < CORE_CLASSES; c++) {
         sizeclass_pool_t *pool = &h->pools[c];
-        uint64_t np = validate_list(h, c, pool->partial, SL_PARTIAL, in_use, &problems);
-        uint64_t ne = validate_list(h, c, pool->empty, SL_EMPTY, in_use, &problems);
+        uint64_t np = 0;
+        for (uint32_t l = 0; l < CORE_LANES; l++)
+            np += validate_list(h, c, l, pool->partial[l], SL_PARTIAL, in_use, &problems);
+        uint64_t ne = validate_list(h, c, CORE_LANES, pool->empty, SL_EMPTY, in_use, &problems);
         if (np != partial[c] || ne != empty[c] || ne != pool->nempty || slabs[c] != pool->nslabs)
             problems += validate_freelist_problem(h, NULL, VALIDATE_LIST_COUNT);
         retained += pool->nempty * sizeclass_slab_bytes[c];

@@ -89,12 +89,12 @@ int main(int argc, char **argv)
             h->retained_bytes += 4096;
             want = VALIDATE_RETAINED;
         }
-    } else if (!strcmp(c, "list_flag") || !strcmp(c, "unlinked")) {
+    } else if (!strcmp(c, "list_flag") || !strcmp(c, "unlinked") || !strcmp(c, "lane")) {
         h = heap_of("level=standard:tcache=0");
         fill(h, N, 64);
         release(h, 1, N / 2); /* the first slab partial, the later ones full */
         sizeclass_pool_t *pool = &h->pools[class_of_size(h, 64)];
-        if (nmm_validate(h) || !pool->partial)
+        if (nmm_validate(h) || !pool->partial[0]) /* no cache: every slab is in lane 0 */
             return 5;
         if (!strcmp(c, "list_flag")) { /* a full slab claims to be partial */
             slab_t *full = NULL;
@@ -107,9 +107,12 @@ int main(int argc, char **argv)
                 return 4;
             full->list = SL_PARTIAL;
             want = VALIDATE_LIST_FLAG;
+        } else if (!strcmp(c, "lane")) { /* a slab on lane 0's list says it is lane 3's */
+            pool->partial[0]->lane = 3;
+            want = VALIDATE_LIST_ENTRY;
         } else { /* a partial slab drops off its list: its free blocks are lost */
-            slab_t *s = pool->partial;
-            pool->partial = s->next;
+            slab_t *s = pool->partial[0];
+            pool->partial[0] = s->next;
             if (s->next)
                 s->next->prev = NULL;
             want = VALIDATE_LIST_COUNT;
