@@ -805,6 +805,7 @@ NMM_NOINLINE __attribute__((aligned(64))) static nmm_status_t free_standard(nmm_
                         items[n].block = (uint8_t *)p - CORE_HDR;
                         items[n].state = state;
                         tbin_set_count(bin, n + 1);
+                        NMM_YIELD("bin.push");  /* in the bin, still reads live */
                         __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
                         return NMM_OK;
                     }
@@ -877,6 +878,7 @@ nmm_status_t nmm_free(nmm_heap_t *h, void *p, nmm_site_t site)
                     items[n].block = p;
                     items[n].state = state;
                     tbin_set_count(bin, n + 1);
+                    NMM_YIELD("bin.push");  /* in the bin, still reads live */
                     __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
                     return NMM_OK;
                 }

@@ -98,6 +98,19 @@ static inline uint8_t state_freed(uint8_t v)
 {
     return (v & 0xF0) == BS_QUAR_ALIGNED ? (uint8_t)(BS_FREE_ALIGNED | (v & 15)) : BS_FREE;
 }
+/* The state of a block found in a free structure (a fork() child's view of a dead
+ * thread's bin): a push publishes the bin's count before the block's free state, so a
+ * thread stopped in between left a block that the bin holds but that still reads live
+ * (a free) or quarantined (a quarantine release). The bin is the truth; any other state
+ * stays as it is. */
+static inline uint8_t state_settled_free(uint8_t v)
+{
+    if (v == BS_LIVE || v == BS_QUARANTINE || (v & 0xF0) == BS_QUAR_ALIGNED)
+        return state_freed(v);
+    if ((v & 0xF0) == BS_ALIGNED)
+        return (uint8_t)(BS_FREE_ALIGNED | (v & 15));
+    return v;
+}
 
 /* ------------------------------------------------------------------ sizeclass.c */
 

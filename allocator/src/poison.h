@@ -151,6 +151,7 @@ static inline __attribute__((always_inline)) tbin_t *tq_release_entry(nmm_heap_t
     bin->items[n].block = e->poison - h->user_off;
     bin->items[n].state = e->state;
     tbin_set_count(bin, n + 1);
+    NMM_YIELD("bin.push");  /* in the bin, still reads quarantined */
     __atomic_store_n(e->state, e->freed_state, __ATOMIC_RELAXED);
     return bin;
 }
