@@ -19,6 +19,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#define NMM_CHAOS_IMPL 1 /* this program's own locks and atomics are not yield points */
+#include "chaos.h"
+
 #define KEEP 300
 #define ROUNDS 6
 
@@ -33,7 +36,10 @@ static long stride = 1;   /* fork at every stride-th point */
 static __thread int is_worker;
 static bool paranoid;     /* the heap's level */
 
-void sched_yield_point(const char *where)
+/* The allocator's yield points (NMM_CHAOS; installed as chaos_hooks.yield): the worker
+ * stops at "bin.push" until the main thread has forked and the child has been judged.
+ * Every other point (locks, atomics) is passed through. */
+static void yield_point(const char *where)
 {
     if (!is_worker || strcmp(where, "bin.push") != 0 || pauses++ % stride != 0)
         return;
@@ -127,6 +133,7 @@ int main(int argc, char **argv)
     CHECK(forks > 0);
     /* a free per block and round (two at paranoid: the free and a release), spread */
     stride = ROUNDS * KEEP / forks > 1 ? ROUNDS * KEEP / forks : 1;
+    chaos_hooks.yield = yield_point;
     pthread_t tid;
     CHECK(pthread_create(&tid, NULL, worker, NULL) == 0);
     long forked = 0;
