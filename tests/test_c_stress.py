@@ -125,7 +125,8 @@ def build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             if (stem, chaos) not in built:
                 exe = out / (stem + ("-chaos" if chaos else ""))
                 _compile(
-                    ["gcc", *flags, "-I", str(INCLUDE), "-I", str(SRC), "-I", str(PROGRAMS),
+                    ["gcc", *flags, *(["-DNMM_CHAOS"] if chaos else []), "-I", str(INCLUDE),
+                     "-I", str(SRC), "-I", str(PROGRAMS),
                      str(PROGRAMS / f"{stem}.c"), *allocator_objects(chaos), "-o", str(exe),
                      "-ldl", "-lm"],
                     f"{stem}.c",
