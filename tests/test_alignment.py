@@ -8,12 +8,13 @@ size used to be refused (issue 11).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 from _nmm_c import compile_program, nmm_lines, preload_path, run
 
-from allocator import Heap, InvalidArgument, OutOfMemory
+from allocator import Block, DoubleFree, Heap, InvalidArgument, OutOfMemory
 
 LEVELS = ("off", "standard", "paranoid")
 SIZES = (0, 1, 15, 16, 17, 100, 4095, 4096, 4097, 65536, 131072, 200_000, (1 << 20) + 3)
@@ -74,3 +75,32 @@ def test_libc_grid_under_the_preload_library(programs: dict[str, Path], level: s
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout == plain.stdout
     assert nmm_lines(out.stderr) == []
+
+
+@pytest.mark.parametrize("options", [{"level": "standard"}, {"level": "paranoid"},
+                                     {"level": "off", "tracking": 1}])
+def test_second_free_of_an_aligned_block_after_another_thread_allocated(
+    options: dict[str, object],
+) -> None:
+    """An aligned block freed, another thread allocating the same class, the same
+    pointer freed again: a double free, and the other thread's block is not the freed
+    one and stays its own. (The freed block used to go onto the shared slab stack: the
+    other thread got that very block, and the second free freed it without a word.)"""
+    with Heap(**options) as heap:  # type: ignore[arg-type]
+        first = heap.aligned_alloc(64, 40)
+        address = first.address
+        heap.free(first)
+        taken: list[Block] = []
+        other = threading.Thread(target=lambda: taken.append(heap.aligned_alloc(64, 40)))
+        other.start()
+        other.join()
+        (block,) = taken
+        assert block.address != address
+        block.view[:] = b"\x5a" * 40
+        with pytest.raises(DoubleFree):
+            heap.free(address)
+        assert [e.kind for e in heap.events()] == ["double_free"]
+        assert bytes(block.view) == b"\x5a" * 40
+        heap.free(block)
+        assert heap.validate().clean
+        assert heap.live_blocks == 0

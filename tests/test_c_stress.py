@@ -220,6 +220,22 @@ def test_fork_while_a_free_is_half_done(build: Builder) -> None:
         _run(exe, options, _scale(build, 20, 8))
 
 
+@pytest.mark.parametrize(
+    "options", ["level=standard", "level=paranoid", "level=off:tracking=1",
+                "level=standard:tracking=1"]
+)
+def test_second_free_of_an_aligned_block_while_another_thread_allocates(
+    build: Builder, options: str
+) -> None:
+    """A thread frees an aligned block and at once frees it again while another thread
+    allocates the same class (aligned and plain blocks): every second free is a double
+    free, and the other thread never gets the block in between (lock step) nor loses
+    its own (patterns). Aligned frees used to go onto the shared slab stack: the other
+    thread's next allocation took the block and the second free freed it (NMM_OK),
+    on the first lock-step round at every level with headers but paranoid."""
+    _run(build("stress_aligned_double"), options, 200, _scale(build, 20000, 4000))
+
+
 @pytest.mark.parametrize("level", ["standard", "paranoid"])
 def test_detection_under_threads(build: Builder, level: str) -> None:
     """One injected double free and one 1-byte overflow (and at paranoid one

@@ -412,20 +412,31 @@ static nmm_status_t free_paranoid(nmm_heap_t *h, slab_t *s, int32_t idx, uint8_t
     return NMM_OK;
 }
 
-/* An aligned block of a header level (user = block + 2^k - 8). Rare: done under the
- * class lock, never through a cache; at paranoid it is poisoned and freed
- * directly (no quarantine), so sweeps still find any later write. */
+/* An aligned block of a header level (user = block + 2^k - 8). Rare: checked and
+ * marked free under the class lock. With a thread cache it then goes into this
+ * thread's bin, like any free: on the shared slab stack another thread's next
+ * allocation of the class could take it at once, and a second free of the same
+ * pointer right after the first would free that thread's block (accepted, the block
+ * handed out twice) instead of being a double free. At paranoid it is poisoned and
+ * quarantined. */
 NMM_COLD static nmm_status_t free_aligned(nmm_heap_t *h, slab_t *s, uint32_t idx, uint8_t *user,
                                           nmm_site_t site, bool realloc_call)
 {
     int cls = s->cls;
     uint8_t *state = &slab_states(s)[idx];
     uint8_t *block = s->data + (size_t)idx * s->block_size;
+    /* before the class lock: the registry lock comes first */
+    tcache_t *tc = h->use_cache ? tcache_get(h) : NULL;
     NMM_YIELD("class.lock");
     heap_lock(h, &h->pools[cls].lock);
     uint8_t st = __atomic_load_n(state, __ATOMIC_RELAXED);
     if (!state_is_aligned_any(st) || user != block + state_user_off(st)) {
         pthread_mutex_unlock(&h->pools[cls].lock);
+        /* freed by another thread since the caller saw it live: a double free */
+        if (state_has_offset(st) && user == block + state_user_off(st))
+            return free_not_live(h, s, idx, user,
+                                 (st & 0xF0) == BS_QUAR_ALIGNED ? BS_QUARANTINE : BS_FREE,
+                                 s->block_size - state_user_off(st), site, realloc_call);
         return free_invalid(h, user, site, NMM_INVALID_INTERIOR, realloc_call);
     }
     size_t room = s->block_size - state_user_off(st);
@@ -447,10 +458,22 @@ NMM_COLD static nmm_status_t free_aligned(nmm_heap_t *h, slab_t *s, uint32_t idx
         __atomic_store_n(state, (uint8_t)(BS_QUAR_ALIGNED | k), __ATOMIC_RELAXED);
     } else {
         __atomic_store_n(state, (uint8_t)(BS_FREE_ALIGNED | k), __ATOMIC_RELAXED);
-        slab_give_locked(h, cls, s, idx);
+        if (!tc)
+            slab_give_locked(h, cls, s, idx);
     }
     pthread_mutex_unlock(&h->pools[cls].lock);
     NMM_YIELD("class.unlock");
+    if (tc && !h->paranoid && !bad && kind == NMM_EV_NONE) {
+        /* free state first, then the bin (a fork() child finds it in one place) */
+        tbin_t *bin = &tc->bins[cls];
+        if (bin->count == bin->cap)
+            tcache_flush_bin(h, tc, cls, bin->cap / 2);
+        bin->items[bin->count].block = block;
+        bin->items[bin->count].state = state;
+        tbin_set_count(bin, bin->count + 1);
+        free_account(h, cls, tc, true);
+        return NMM_OK;
+    }
     free_account(h, cls, NULL, false);
     if (bad) {
         heap_set_status(NMM_E_CORRUPTED);
@@ -463,7 +486,6 @@ NMM_COLD static nmm_status_t free_aligned(nmm_heap_t *h, slab_t *s, uint32_t idx
          * reuse treat it like any other free block */
         uint8_t *poison = block + h->user_off;
         uint32_t len = s->block_size - h->user_off;
-        tcache_t *tc = h->use_cache ? tcache_get(h) : NULL;
         if (tc)
             detect_tq_push(h, tc, user, poison, state, len, site, asite, (uint32_t)size);
         else
