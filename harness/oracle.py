@@ -620,7 +620,9 @@ def _excuse_pattern(excuser: _Excuser, d: DetailLine) -> bool:
     at = base + d.offset
     # a driver that cannot say which byte (offset -1): anywhere in the block
     where = (at, at + 1) if d.offset >= 0 else (base, base + max(d.size, 1))
-    return excuser.excuse("pattern", base, where, d.line) is not None
+    # one damage, seen once by a check and once more when realloc copies the damaged
+    # bytes forward (the driver checks, then reallocs, in one op): a category each
+    return excuser.excuse(f"pattern:{d.what}", base, where, d.line) is not None
 
 
 def _excuse_status(excuser: _Excuser, d: DetailLine) -> bool:

@@ -610,6 +610,23 @@ def test_a_realloc_pattern_error_is_placed_at_the_old_block():
     assert verdict([f], ev, res=result(1, pattern_errors=1), details=[moved]).passed
 
 
+def test_damage_a_check_saw_and_a_realloc_copied_is_one_damage():
+    # level off, seed 1003 of smoke: an underflow's bytes landed in the block before; the
+    # driver's check saw them, then its realloc of that block carried them forward
+    f = _overflow_next_block()
+    ev = [event("overflow", line=2, detail=48)]
+    seen = _perr(NEXT, 4, line=5)
+    carried = _perr(B, 4, what="realloc", source=NEXT, line=6)
+    assert verdict([f], ev, res=result(1, pattern_errors=2), details=[seen, carried]).passed
+    # but not twice carried, nor a second wrong byte the check saw
+    twice = _perr(B + 64, 4, what="realloc", source=NEXT, line=7)
+    v = verdict([f], ev, res=result(1, pattern_errors=3), details=[seen, carried, twice])
+    assert not v.passed
+    v = verdict([f], ev, res=result(1, pattern_errors=2),
+                details=[seen, _perr(NEXT, 6, line=6)])
+    assert not v.passed
+
+
 def test_calloc_and_alignment_errors_are_never_excused():
     f = _overflow_next_block()
     ev = [event("overflow", line=2, detail=48)]
