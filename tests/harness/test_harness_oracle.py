@@ -697,6 +697,13 @@ def test_a_walk_size_mismatch_is_excused_only_for_a_damaged_header():
     # and only that difference (test_driver_shapes' overflow:bytes=64 failed on it)
     v = verdict([f], ev, res=result(1, walk={"size_mismatch": 1, "bytes": 521}), details=[d])
     assert not v.passed and "(+40 from damaged headers)" in reasons(v)
+    # the heap's leak report aggregates the same damaged size: the same difference only
+    report = {"parsed": True, "live_blocks": 10, "live_bytes": 520}
+    assert verdict([f], ev, res=result(1, walk={"size_mismatch": 1, "bytes": 520},
+                                       leak_report=report), details=[d]).passed
+    v = verdict([f], ev, res=result(1, walk={"size_mismatch": 1, "bytes": 520},
+                                    leak_report={**report, "live_bytes": 521}), details=[d])
+    assert not v.passed and "leak report counts 521 live byte(s)" in reasons(v)
     other = d.model_copy(update={"address": B})
     assert not verdict([f], ev, res=result(1, walk={"size_mismatch": 1}),
                        details=[other]).passed
