@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness._peers import all_targets, not_installed
 from harness.engine import Engine, engine_from_spec
 from harness.errors import CampaignError, HarnessError
+from harness.identity import trial_identity
 from harness.journal import Journal
 from harness.loader import load_plan, plan_files
 from harness.plan import LibTarget, MallocTarget, NmmTarget, Plan
@@ -560,6 +561,7 @@ def run_campaign(defn: Definition, journal: Journal, pool: Pool, *,
             trial = todo.popleft()
             attempts[trial.key] = attempts.get(trial.key, 0) + 1
             in_flight[trial.key] = trial
+            journal.start(trial.key, trial_identity(trial.plan, trial.seed, (), engine.name))
             pool.submit(trial.key, job_json(trial, defn.engine))
             free -= 1
         event = pool.next_event(poll_s)

@@ -15,7 +15,6 @@ when the code changed. Nothing here prints.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import math
 import os
@@ -31,6 +30,7 @@ from pydantic import ValidationError
 
 from harness.engine import NativeEngine
 from harness.errors import HarnessError
+from harness.identity import build_id, trial_identity
 from harness.plan import NmmTarget, Plan
 from harness.records import TrialRecord
 
@@ -50,34 +50,6 @@ class ChaosError(HarnessError):
 
 
 # ------------------------------------------------------------------ identity
-
-
-def build_id(flavor: str = "chaos") -> str:
-    """A hash of the native sources and flags a flavor is built from (16 hex digits;
-    ``unknown`` when the sources are not beside the package)."""
-    digest = hashlib.sha256(flavor.encode())
-    sources = sorted([*(_ROOT / "allocator" / "src").glob("*.[ch]"),
-                      *(_ROOT / "allocator" / "include").glob("*.h"),
-                      *(_ROOT / "harness" / "native").glob("*.[ch]")])
-    if not sources:
-        return "unknown"
-    build = _ROOT / "allocator" / "build.py"
-    for path in [*sources, build]:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def trial_identity(plan: Plan, seed: int, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Everything that decides what a trial does, written before it starts."""
-    target = plan.target
-    return {
-        "plan": plan.name, "plan_hash": plan.plan_hash(), "overrides": list(overrides),
-        "seed": seed, "target": target.label,
-        "nmm_options": target.nmm_options() if isinstance(target, NmmTarget) else None,
-        "build": "chaos" if plan.needs_chaos_build else "release",
-        "build_id": build_id("chaos" if plan.needs_chaos_build else "release"),
-        "scheduler": plan.scheduler.model_dump(mode="json", exclude_none=True),
-    }
 
 
 def mutant_names() -> list[str]:

@@ -161,6 +161,11 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
     journal = Journal(run_dir / JOURNAL_NAME)
     for warning in journal.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
+    for ident in journal.unfinished.values():
+        err.print(f"[yellow]warning:[/] trial seed {ident.get('seed')} of "
+                  f"{ident.get('plan')} against {ident.get('target')} started and left no "
+                  "record (the run or the machine died during it); it runs again",
+                  markup=True, highlight=False)
     meta_path = run_dir / "run.json"
     if not meta_path.exists():  # a resume keeps the first run's command and plan
         meta = {"run_id": run_id, "plan_path": plan_path, "overrides": all_overrides,
@@ -172,7 +177,8 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     with journal, _stop_signals():
         try:
-            result = _run_with_progress(plan, journal, eng, jobs, quiet=quiet)
+            result = _run_with_progress(plan, journal, eng, jobs, quiet=quiet,
+                                        overrides=all_overrides)
         except KeyboardInterrupt as stop:
             resume_cmd = command_line("run", plan_path,
                                       *[a for o in all_overrides for a in ("--set", o)],
@@ -326,7 +332,7 @@ def _show(value: Any) -> str:
 
 
 def _run_with_progress(plan: Plan, journal: Journal, engine: Engine, jobs: int | None,
-                       *, quiet: bool) -> RunResult:
+                       *, quiet: bool, overrides: Sequence[str] = ()) -> RunResult:
     """Run the plan's trials with progress on stderr: a live bar on a terminal, a status
     line every 10 s otherwise (a CI log), nothing when ``quiet``."""
     done_before = len([r for r in journal.records if r.plan_hash == plan.plan_hash()])
@@ -343,7 +349,7 @@ def _run_with_progress(plan: Plan, journal: Journal, engine: Engine, jobs: int |
 
     with progress:
         return run_plan(plan, jobs=jobs, journal=journal, on_record=on_record,
-                        on_line=on_line, engine=engine)
+                        on_line=on_line, engine=engine, overrides=overrides)
 
 
 def _print_summary(name: str, records: Sequence[TrialRecord], doc: dict[str, Any],

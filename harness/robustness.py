@@ -244,6 +244,11 @@ def load_run(path: str | Path) -> LoadedRun:
     run_dir = journal.parent
     run = LoadedRun(id=run_dir.name, kind="journal", path=str(run_dir),
                     records=contents.records, warnings=list(contents.warnings))
+    for key, ident in contents.unfinished.items():
+        run.warnings.append(f"{journal}: trial {key} (plan {ident.get('plan')}, seed "
+                            f"{ident.get('seed')}) started and left no record: the run "
+                            "or the machine died during it (its identity is in the "
+                            "journal's trial_start line; a resume runs it)")
     env_path = run_dir / "environment.json"
     if env_path.is_file():
         try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from harness._driver import driver_args, driver_command
 from harness._isolate import LineCallback, kill_running_children
 from harness.engine import Engine, get_engine, make_record, run_trial, trial_key
+from harness.identity import trial_identity
 from harness.journal import Journal
 from harness.plan import Plan
 from harness.records import TrialRecord
@@ -67,14 +68,17 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
              command: Sequence[str] | None = None, journal: Journal | None = None,
              on_record: RecordCallback | None = None,
              on_line: LineCallback | None = None,
-             engine: str | Engine = "native") -> RunResult:
+             engine: str | Engine = "native", overrides: Sequence[str] = ()) -> RunResult:
     """Run every trial of ``plan`` (``seeds`` defaults to the plan's), ``jobs`` at a time
     (default: the CPU count; always one for an in-process engine).
 
     ``engine`` is an ``Engine`` or its name (``native``, ``python``, ...); ``command`` a
     driver command for an engine that runs one. Trials already in ``journal`` are skipped
-    and their records reused. Checks the plan can run (driver present, supported
-    features) before starting any trial.
+    and their records reused; each trial's identity (``harness.identity``, with the
+    ``overrides`` the plan was loaded with) is journaled before it starts, so one that
+    started and left no record (the run or the machine died) runs again on a resume.
+    Checks the plan can run (driver present, supported features) before starting any
+    trial.
     """
     eng = get_engine(engine, command=command)
     eng.check(plan)
@@ -98,6 +102,8 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
     stopping = threading.Event()
 
     def one(seed: int) -> TrialRecord:
+        if journal is not None:
+            journal.start(eng.key(plan, seed), trial_identity(plan, seed, overrides, eng.name))
         record = eng.run(plan, seed, on_line=on_line, stop=stopping)
         if stopping.is_set():
             return record  # not journaled: the interrupt cut it short

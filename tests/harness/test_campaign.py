@@ -125,10 +125,12 @@ def test_a_worker_dying_mid_trial_is_retried_once_then_recorded(tmp_path, write_
 
 
 def _journal_lines(out: Path) -> int:
+    """Trial records (not trial_start lines) in the campaign's journal."""
     try:
-        return (only_dir(out) / JOURNAL_NAME).read_bytes().count(b"\n")
+        lines = (only_dir(out) / JOURNAL_NAME).read_bytes().splitlines()
     except (FileNotFoundError, ValueError):
         return 0
+    return sum(1 for line in lines if line.strip() and b'"trial_start"' not in line)
 
 
 def test_sigkill_then_resume_runs_every_missing_trial_exactly_once(tmp_path, write_plan,
@@ -155,15 +157,23 @@ def test_sigkill_then_resume_runs_every_missing_trial_exactly_once(tmp_path, wri
         proc.wait()
         gate.touch()
     run_dir = only_dir(out)
-    before = read_journal(run_dir / JOURNAL_NAME).records
+    contents = read_journal(run_dir / JOURNAL_NAME)
+    before, cut = contents.records, contents.unfinished
     assert 3 <= len(before) < 16
+    # the gated trials were given to workers with their identity journaled first
+    assert cut and all(ident["seed"] > 3 for ident in cut.values())
+    assert {r.key for r in before}.isdisjoint(cut)
     resumed = subprocess.run([*base, "--resume", str(run_dir)], env=env, cwd=REPO,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    lines = [ln for ln in (run_dir / JOURNAL_NAME).read_bytes().splitlines() if ln.strip()]
-    keys = [json.loads(ln)["key"] for ln in lines]
+    lines = [json.loads(ln) for ln in (run_dir / JOURNAL_NAME).read_bytes().splitlines()
+             if ln.strip()]
+    keys = [ln["key"] for ln in lines if ln.get("type") != "trial_start"]
     assert len(keys) == len(set(keys)) == 16  # every trial, each written once
     assert {r.key for r in before} <= set(keys)
+    # started once each, the ones the kill cut short once more (and only once) on resume
+    starts = [ln["key"] for ln in lines if ln.get("type") == "trial_start"]
+    assert sorted(starts) == sorted([*keys, *cut])
     validate(json.loads((run_dir / "result.json").read_text()))
 
 

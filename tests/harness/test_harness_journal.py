@@ -1,8 +1,10 @@
 """The journal: fsynced lines, torn last line skipped with a warning, and a runner killed
-with SIGKILL mid-run resumes without losing or repeating a trial."""
+with SIGKILL mid-run resumes without losing or repeating a trial; each trial's identity
+is journaled before it starts, so the ones the kill cut short are known and replayable."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -70,17 +72,19 @@ def test_garbage_line_in_the_middle_is_a_warning(tmp_path, write_plan, fake_driv
     with Journal(path) as journal:
         run_plan(plan, jobs=1, command=fake_driver("detect"), journal=journal)
     lines = path.read_bytes().splitlines(keepends=True)
-    path.write_bytes(lines[0] + b'{"not": "a record"}\n' + lines[1])
+    path.write_bytes(lines[0] + b'{"not": "a record"}\n' + b"".join(lines[1:]))
     contents = read_journal(path)
     assert len(contents.records) == 2
     assert "unreadable journal line" in contents.warnings[0]
 
 
 def _journal_lines(run_dir: Path) -> int:
+    """Trial records (not trial_start lines) in the run's journal."""
     try:
-        return (run_dir / JOURNAL_NAME).read_bytes().count(b"\n")
+        lines = (run_dir / JOURNAL_NAME).read_bytes().splitlines()
     except FileNotFoundError:
         return 0
+    return sum(1 for line in lines if line.strip() and b'"trial_start"' not in line)
 
 
 def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path, write_plan, fake_driver):
@@ -95,7 +99,7 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path, write_plan, fake_dr
     env = {**os.environ, "PYTHONPATH": str(REPO),
            "FAKE_DRIVER_GATE": f"{recorded_before_kill}:{gate}"}
     base = [sys.executable, "-m", "harness.cli", "run", str(plan_path), "--jobs", "2",
-            "--driver", driver]
+            "--driver", driver, "--set", "workload.ops=100"]
     runner = subprocess.Popen([*base, "--out", str(out)], env=env, cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -112,8 +116,21 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path, write_plan, fake_dr
         runner.send_signal(signal.SIGKILL)
         runner.wait()
         gate.touch()  # the killed runner's gated children finish and exit
-    recorded = read_journal(run_dir / JOURNAL_NAME).records
-    assert sorted(r.seed for r in recorded) == list(range(1, recorded_before_kill + 1))
+    before = read_journal(run_dir / JOURNAL_NAME)
+    assert sorted(r.seed for r in before.records) == list(range(1, recorded_before_kill + 1))
+    # the trials in flight at the kill (seed 4 for sure: the gate holds it) were journaled
+    # with their identity before they started, and are known as unfinished
+    cut = before.unfinished
+    assert 4 in {ident["seed"] for ident in cut.values()}
+    assert {ident["seed"] for ident in cut.values()} <= {4, 5, 6}
+    plan = load_plan(plan_path)
+    for key, ident in cut.items():
+        assert key == f"{plan.plan_hash()}:{ident['seed']}:{plan.target.label}"
+        assert ident["plan_hash"] == plan.plan_hash() and ident["plan"] == plan.name
+        assert ident["overrides"] == ["workload.ops=100"]
+        assert ident["target"] == plan.target.label and ident["engine"] == "native"
+        assert ident["build"] == "release" and ident["build_id"]
+        assert ident["scheduler"]["kind"] == "free" and "nmm_options" in ident
     resumed = subprocess.run([*base, "--resume", str(run_dir)], env=env, cwd=REPO,
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
@@ -122,8 +139,14 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path, write_plan, fake_dr
     assert len(keys) == len(set(keys)) == seeds
     raw_lines = [line for line in (run_dir / JOURNAL_NAME).read_bytes().splitlines()
                  if line.strip()]
-    assert len(raw_lines) == seeds  # every trial written exactly once
+    starts = [line for line in raw_lines if b'"trial_start"' in line]
+    assert len(raw_lines) - len(starts) == seeds  # every trial recorded exactly once
     assert sorted(r.seed for r in contents.records) == list(range(1, seeds + 1))
+    assert contents.unfinished == {}
+    # each trial started once, except those the kill cut short: once more on the resume
+    # (run once to its end, never twice)
+    started = [json.loads(line)["key"] for line in starts]
+    assert sorted(started) == sorted([*keys, *cut])
     assert (run_dir / "result.json").exists()
 
 
