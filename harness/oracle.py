@@ -23,6 +23,7 @@ from typing import Any
 
 from harness.plan import Plan
 from harness.records import (
+    NOT_REACHED,
     Check,
     DetailLine,
     EventLine,
@@ -182,10 +183,13 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
     death = _death_outcome(obs, diagnostic) if died else None
     victim: FaultLine | None = None
     if died:
-        victim = _victim(faults, matches, diagnostic, nmm)
+        abort_policy = nmm and getattr(plan.target, "policy", "record") == "abort"
+        victim = _victim(faults, matches, diagnostic, nmm, abort_policy)
         if victim is not None and death is not None:
             matches[victim.line].outcome = death
             matches[victim.line].note = _death_note(obs, diagnostic)
+        if victim is not None and death == "detected-abort" and protocol >= 2:
+            _mark_not_reached(faults, matches, victim)
         elif death == "detected-abort" and _names_detected(faults, matches, diagnostic):
             # the last line repeats a detection the trial already made and survived:
             # it says nothing about why the process died
@@ -224,12 +228,12 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
                           protocol)
     if false_pos:
         trial_level.append("false-positive")
-    outcomes = [v.outcome for v in verdicts] + trial_level
+    outcomes = [v.outcome for v in verdicts if v.outcome != NOT_REACHED] + trial_level
     outcome = min(outcomes, key=SEVERITY.index) if outcomes else "clean"
 
     reasons: list[str] = []
     for v in verdicts:
-        if not v.ok:
+        if not v.ok:  # a fault the trial never got to (NOT_REACHED) is ok: no evidence
             reasons.append(f"fault {v.id} ({v.kind}{'/' + v.variant if v.variant else ''}) "
                            f"{v.outcome}, expected {' or '.join(v.allowed)}"
                            + (f": {v.note}" if v.note else ""))
@@ -414,13 +418,18 @@ def signal_name(number: int) -> str:
 
 
 def _victim(faults: Sequence[FaultLine], matches: dict[int, _Match],
-            diagnostic: str | None, nmm: bool) -> FaultLine | None:
+            diagnostic: str | None, nmm: bool, abort_policy: bool = False
+            ) -> FaultLine | None:
     """The injected fault a death is blamed on, if any.
 
     NMM: only a fault the diagnostic (the process's last line) names, by its address
     or an address inside the range it damaged; a death nothing names is the
-    allocator's own. A foreign allocator's report names no address: the fault the
-    process died performing (no ``fault_done``), else the latest undetected one.
+    allocator's own. Under ``policy=abort`` every detection ends the process, so a
+    detected fault the diagnostic names is the one it died of (another worker drained
+    its event while the report was being written); otherwise such a line is an echo of
+    a detection the process survived. A foreign allocator's report names no address:
+    the fault the process died performing (no ``fault_done``), else the latest
+    undetected one.
     """
     open_faults = [f for f in faults if matches[f.line].event is None and f.performed
                    and f.kind != "alloc_failure"]
@@ -428,14 +437,43 @@ def _victim(faults: Sequence[FaultLine], matches: dict[int, _Match],
         return None
     if nmm:
         addresses = {int(h, 16) for h in _HEX.findall(diagnostic)}
-        named = [f for f in open_faults
-                 if f.address in addresses
-                 or any(f.window()[0] <= a < f.window()[1] for a in addresses)]
-        return named[-1] if named else None
+
+        def named(among: Sequence[FaultLine]) -> list[FaultLine]:
+            return [f for f in among if f.address in addresses
+                    or any(f.window()[0] <= a < f.window()[1] for a in addresses)]
+
+        hits = named(open_faults)
+        if not hits and abort_policy:
+            hits = named([f for f in faults if matches[f.line].event is not None])
+        return hits[-1] if hits else None
     dying = [f for f in open_faults if not f.done]
     if dying:
         return dying[-1]
     return open_faults[-1] if open_faults else None
+
+
+def _mark_not_reached(faults: Sequence[FaultLine], matches: dict[int, _Match],
+                      victim: FaultLine) -> None:
+    """Faults that never had a chance because the process was dying of ``victim``'s
+    detection: injected after that detection was recorded (the fault line's ``seq``, the
+    heap's latest event before the misuse, already counts it), or whose call had not
+    returned when the process died (no ``fault_done``: typically a second worker's misuse
+    blocked behind the report the first one's abort was writing). Their detections could
+    not be written or drained; judging them "missed" blamed the allocator for the abort.
+    """
+    dying = matches[victim.line].event
+    abort_seq = dying.seq if dying is not None and dying.seq else None
+    for f in faults:
+        m = matches[f.line]
+        if f is victim or m.event is not None or m.outcome is not None or not f.performed \
+                or f.kind in ("alloc_failure", "uaf_read"):
+            continue
+        after = abort_seq is not None and f.seq is not None and f.seq >= abort_seq
+        if after or not f.done:
+            m.outcome = NOT_REACHED
+            m.note = (f"not reached: the process was already dying of fault {victim.id}'s "
+                      + (f"detection (event seq {abort_seq}) when this fault was injected"
+                         if after else "detection before this fault's call returned"))
 
 
 def _names_detected(faults: Sequence[FaultLine], matches: dict[int, _Match],

@@ -275,6 +275,11 @@ class Observation(BaseModel):
     bad_lines: int = 0
 
 
+#: the outcome of a fault the trial never got to judge: the process was already dying of
+#: another fault's detection (robustness reports count it neither reached nor missed)
+NOT_REACHED = "not-reached"
+
+
 class FaultVerdict(BaseModel):
     """How one injected fault ended."""
 
@@ -293,8 +298,9 @@ class FaultVerdict(BaseModel):
 
     @property
     def ok(self) -> bool:
-        """Whether this fault's outcome is one the plan allows."""
-        return self.outcome in self.allowed
+        """Whether this fault's outcome is one the plan allows (one never reached says
+        nothing either way, so it does not fail the trial)."""
+        return self.outcome in self.allowed or self.outcome == NOT_REACHED
 
 
 class Check(BaseModel):

@@ -29,14 +29,12 @@ from harness.errors import HarnessError
 from harness.invocation import command_line
 from harness.journal import JOURNAL_NAME, read_journal
 from harness.plan import FAULT_VARIANTS, Plan
-from harness.records import TrialRecord
+from harness.records import NOT_REACHED, TrialRecord
 
 REPORT_KIND = "nmm-chaos-report"
 REPORT_VERSION = 2
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "report.schema.json"
 DETECTED = ("detected", "detected-abort")
-#: outcome of a fault the trial never got to (it died at an earlier one)
-NOT_REACHED = "not-reached"
 #: order of badness when one row has several outcomes in a trial
 _WORST = ("infra-failure", "hang", "crashed", "false-positive", "missed", "not-reached",
           "detected-abort", "detected", "clean")
@@ -323,7 +321,10 @@ def _row_outcomes(record: TrialRecord, info: TrialInfo | None) -> dict[str, tupl
         if not faults:
             out[row] = (NOT_REACHED, "")
             continue
-        outcome = _worst([f.outcome for f in faults])
+        # a fault the process never got to (dying of another's detection) does not make
+        # the row "not reached" when one of its faults was
+        reached = [f for f in faults if f.outcome != NOT_REACHED] or faults
+        outcome = _worst([f.outcome for f in reached])
         diag = ""
         for f in faults:
             if f.outcome == "detected-abort" or f.outcome == "crashed":
@@ -400,7 +401,7 @@ def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict
                 cell["first_diagnostic"] = diag
         for f in r.verdict.faults:
             cell = matrix[_performed_row(f)][r.target]
-            cell["faults_injected"] += 1
+            cell["faults_injected"] += f.outcome != NOT_REACHED
             cell["faults_detected"] += f.outcome in DETECTED
             if f.latency_ops is not None:
                 det_latency[_performed_row(f)].append(f.latency_ops)
@@ -475,7 +476,7 @@ def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict
         "failed": sum(not r.verdict.passed for r in cur),
         "gating_trials": len(gating), "gating_failed": len(failed_gating),
         "infra_failures": len(infra), "outcomes": dict(sorted(outcomes.items())),
-        "faults_injected": sum(len(r.verdict.faults) for r in cur),
+        "faults_injected": sum(f.outcome != NOT_REACHED for r in cur for f in r.verdict.faults),
         "faults_detected": sum(f.outcome in DETECTED for r in cur for f in r.verdict.faults),
         "false_positives": sum(len(r.verdict.false_positives) for r in cur),
         "ops": sum(r.observation.result.ops for r in cur if r.observation.result),

@@ -17,7 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from harness.records import TrialRecord
+from harness.records import NOT_REACHED, TrialRecord
 
 #: a terminal at least this wide gets the boxed table; narrower ones and pipes the compact one
 WIDE = 100
@@ -91,7 +91,7 @@ def seed_ranges(seeds: Iterable[int], limit: int = 4) -> str:
 
 def faults_cell(record: TrialRecord) -> str:
     """``3/4``: faults detected of faults injected (``-`` when none was injected)."""
-    faults = record.verdict.faults
+    faults = [f for f in record.verdict.faults if f.outcome != NOT_REACHED]
     if not faults:
         return "-"
     return f"{sum(1 for f in faults if f.outcome in _DETECTED)}/{len(faults)}"

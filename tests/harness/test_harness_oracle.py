@@ -934,3 +934,55 @@ def test_a_detection_must_point_at_the_damage(kind, detail, ok):
     assert v.passed is ok, reasons(v)
     if not ok:
         assert v.faults[0].outcome == "missed" and "the damage was at" in v.faults[0].note
+
+
+# ---------------------------------------------------------------- abort policy
+
+
+def abort_plan(faults: list[FaultLine]) -> Plan:
+    return plan_for(faults, target={"kind": "nmm", "level": "paranoid", "policy": "abort"},
+                    expect={"outcome": ["detected", "detected-abort"]})
+
+
+def test_a_fault_injected_while_the_abort_report_was_written_is_not_reached():
+    """Smoke, nmm:paranoid+abort, double_free (seed 1000): worker 1's double free aborted
+    the process, and while its report was being written worker 0 performed the second
+    double free, whose call never returned. That fault never had a chance: "not reached",
+    not "missed", and the trial passes."""
+    faults = [fault("double_free", fid=0, line=7, address=A, done=False, status=None),
+              fault("double_free", fid=1, line=11, address=B, seq=0, done=False,
+                    status=None)]
+    o = obs(faults, [], signal=signal.SIGABRT,
+            stderr_tail=f"nmm: double_free at {A:#x} size 48 (thread 7)\n"
+                        "  detected by thread 7 here:\n    #0 0x1 in f\n")
+    v = judge(abort_plan(faults), o)
+    assert [f.outcome for f in v.faults] == ["detected-abort", "not-reached"]
+    assert "dying of fault 0's detection" in v.faults[1].note
+    assert v.outcome == "detected-abort"
+    assert v.passed, reasons(v)
+    # a second fault whose call did return without a detection was missed
+    done = [faults[0], fault("double_free", fid=1, line=11, address=B, status=0)]
+    v = judge(abort_plan(done), obs(done, [], signal=signal.SIGABRT,
+                                    stderr_tail=f"nmm: double_free at {A:#x}\n"))
+    assert [f.outcome for f in v.faults] == ["detected-abort", "missed"]
+    assert not v.passed
+
+
+def test_under_abort_a_detected_fault_the_diagnostic_names_is_what_the_process_died_of():
+    """The same race the other way round (seed 1000 again): worker 0 drained fault 0's
+    event (seq 1) before the abort took the process, then injected fault 1 (its line says
+    the heap's latest event was already seq 1). The death is fault 0's abort, not a crash,
+    and fault 1 came after it: not reached."""
+    faults = [fault("double_free", fid=0, line=7, address=A, seq=0, done=False, status=None),
+              fault("double_free", fid=1, line=11, address=B, seq=1, done=True, status=0)]
+    events = [event("double_free", address=A, line=9, seq=1)]
+    o = obs(faults, events, signal=signal.SIGABRT,
+            stderr_tail=f"nmm: double_free at {A:#x} size 48 (thread 7)\n")
+    v = judge(abort_plan(faults), o)
+    assert [f.outcome for f in v.faults] == ["detected-abort", "not-reached"]
+    assert "event seq 1" in v.faults[1].note
+    assert v.outcome == "detected-abort" and v.passed, reasons(v)
+    # under policy=record the same line is an echo of a survived detection: a crash
+    rec = plan_for(faults, target={"kind": "nmm", "level": "paranoid"},
+                   expect={"outcome": ["detected", "detected-abort"]})
+    assert judge(rec, o).outcome == "crashed"

@@ -236,3 +236,31 @@ def test_report_of_the_same_run_twice_is_refused(tmp_path, write_plan, fake_driv
     assert code == 2 and err.strip() == (f"error: {run_dir / JOURNAL_NAME}: the same run as "
                                          f"{run_dir}; give each run once")
     assert not (tmp_path / "week").exists()
+
+
+def test_a_fault_never_reached_leaves_its_row_to_the_fault_that_was():
+    """An abort-policy trial: fault 0 aborted the process, fault 1 (same row) was injected
+    while it died. The cell is 1/1 detected, not "1 missed" nor "not reached"."""
+    from harness.records import FaultVerdict, Observation, TrialRecord, Verdict
+    from harness.robustness import LoadedRun, build_report, cell_text
+
+    def record(seed: int, second: str) -> TrialRecord:
+        faults = (FaultVerdict(id=0, kind="double_free", outcome="detected-abort",
+                               allowed=("detected", "detected-abort")),
+                  FaultVerdict(id=1, kind="double_free", outcome=second,
+                               allowed=("detected", "detected-abort")))
+        passed = all(f.ok for f in faults)
+        return TrialRecord(key=f"k:{seed}", plan="p", plan_hash="h", seed=seed,
+                           target="nmm:paranoid+abort", observation=Observation(),
+                           verdict=Verdict(outcome="detected-abort", passed=passed,
+                                           faults=faults))
+
+    runs = [LoadedRun(id="r", kind="run", path="", records=[record(1, "not-reached"),
+                                                             record(2, "missed")])]
+    doc = build_report(runs)
+    validate(doc)
+    cell = doc["matrix"]["double_free"]["nmm:paranoid+abort"]
+    assert (cell["detected"], cell["reached"]) == (1, 2)
+    assert cell_text(cell) == "1/2 (1 missed)"
+    assert cell["faults_injected"] == 3 and doc["summary"]["faults_injected"] == 3
+    assert [f["seed"] for f in doc["failures"]] == [2]
