@@ -135,6 +135,8 @@ _NMM_LEVELS: tuple[tuple[str, str, str], ...] = (
 _NMM_PRELOAD: tuple[tuple[str, str, str], ...] = (
     ("nmm-preload", "level=off", "level=off"),
     ("nmm-preload-standard", "level=standard", "level=standard"),
+    ("nmm-preload-standard-nocopy", "level=standard:copy_check=0",
+     "level=standard without the checked memcpy & co. (what the copy check costs)"),
     ("nmm-preload-tracking", "level=standard:tracking=1:exitcode=0",
      "level=standard, tracking with 1/64 sampled stacks, leak report at exit"),
 )

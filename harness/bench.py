@@ -714,8 +714,43 @@ def _measure_kernel(kernel: Kernel, target: Target, quick: bool, timeout_s: floa
     high = float(line.get("max", line["value"])) * scale
     extra = {k: v for k, v in line.items()
              if k not in ("type", "name", "target", "nmm_options", "value", "unit", "min", "max")}
+    share = traffic_share(float(line["value"]), extra)
+    if share is not None:
+        extra["traffic_share_of_memcpy"] = share
     return Cell(kernel.name, target.name, value, kernel.unit, (value,), extra=extra,
                 low=min(low, high), high=max(low, high))
+
+
+def traffic_share(ops_per_s: float, extra: dict[str, Any]) -> float | None:
+    """The churn's memory traffic (ops/s x the mean block size: at ``paranoid`` every
+    freed block is poisoned and checked again when handed out) as a fraction of the
+    memcpy bandwidth the same driver process measured right after it; None when the
+    line carries no such measurement."""
+    mean, bandwidth = extra.get("mean_size"), extra.get("memcpy_bytes_per_s")
+    if not isinstance(mean, int | float) or not isinstance(bandwidth, int | float) \
+            or bandwidth <= 0:
+        return None
+    return round(ops_per_s * float(mean) / float(bandwidth), 4)
+
+
+def poison_traffic_lines(report: BenchReport) -> list[str]:
+    """One line per churn cell of a ``level=paranoid`` target: its poison traffic
+    against the machine's memcpy bandwidth, both from the same run."""
+    paranoid = {t.name for t in report.targets
+                if "level=paranoid" in t.nmm_options or
+                any(k == "NMM_OPTIONS" and "level=paranoid" in v for k, v in t.env)}
+    out = []
+    for c in report.cells:
+        share = c.extra.get("traffic_share_of_memcpy")
+        if c.target not in paranoid or c.value is None or share is None:
+            continue
+        mean, bw = float(c.extra["mean_size"]), float(c.extra["memcpy_bytes_per_s"])
+        traffic = float(share) * bw
+        out.append(f"- {c.kernel} on {c.target}: {c.value:.3g} Mops/s x {mean:.0f} B mean "
+                   f"= {traffic / 1e9:.2f} GB/s of poison fills and checks, "
+                   f"{100 * float(share):.1f}% of memcpy's {bw / 1e9:.2f} GB/s "
+                   "(measured by the same process)")
+    return out
 
 
 def _median_of(kernel: Kernel, cells: Sequence[Cell]) -> Cell:
@@ -912,6 +947,11 @@ def render_markdown(report: BenchReport) -> str:
                   f"{c.extra.get('checked_mops_per_cpu_s')} M checked, "
                   f"{c.extra.get('bare_mops_per_cpu_s')} M bare (CPU overhead "
                   f"{100 * float(c.extra.get('cpu_overhead', 0)):.0f}%)" for c in overheads]
+    poison = poison_traffic_lines(report)
+    if poison:
+        # paranoid's price is memory bandwidth: shown against the machine's own limit
+        lines += ["", "## Paranoid churn against memory bandwidth", ""]
+        lines += poison
     spread = [c for c in report.cells if c.value is not None and len(c.runs) > 1]
     if spread:
         # how far the runs spread says how much of a ratio is the machine (a shared VM

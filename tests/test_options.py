@@ -41,6 +41,7 @@ KEYS = (
     "log_path",
     "log_format",
     "symbolize",
+    "copy_check",
     "symbolizer",
 )
 FIELDS = {

@@ -95,6 +95,32 @@ def test_level_off_does_not_check_copies(program: Path, preload: Path) -> None:
     assert nmm_lines(out.stderr) == []
 
 
+@pytest.mark.parametrize("case", ["memcpy", "memset", "strcpy"])
+def test_copy_check_option_turns_the_check_on_and_off(
+    program: Path, preload: Path, case: str
+) -> None:
+    """copy_check=1 (the default, given explicitly here) reports the copy before it
+    happens; copy_check=0 lets the C library's routine overflow the block, which
+    only the canary's check at its free then sees (no line names the call)."""
+    on = run([str(program), case], preload=preload,
+             options="level=standard:policy=record:copy_check=1")
+    (line,) = nmm_lines(on.stderr)
+    assert re.match(_line(case, record=True), line), line
+    off = run([str(program), case], preload=preload,
+              options="level=standard:policy=record:copy_check=0")
+    assert off.returncode == 23, off.stdout + off.stderr  # the free's detection
+    lines = nmm_lines(off.stderr)
+    assert lines, off.stderr
+    assert not any(" by " in ln and " writing " in ln for ln in lines), lines
+    assert all(ln.startswith("nmm: overflow at ") for ln in lines), lines
+    assert off.stdout.splitlines()[-1] == "survived"
+
+
+def test_copy_check_is_in_the_options_help(preload: Path) -> None:
+    out = run(["/bin/true"], preload=preload, options="help")
+    assert re.search(r"^\s*copy_check\b.*\b1\b", out.stdout + out.stderr, re.M), out.stderr
+
+
 # ------------------------------------------------------------------ nmm_copy / Heap.copy
 
 

@@ -129,6 +129,8 @@ NMM_API void nmm_config_init(nmm_config_t *cfg);
  * Process keys, read from NMM_OPTIONS only (they configure the process around
  * the default heap; nmm_config_parse rejects them):
  *   strict                        0        bool: a bad key or value exits with status 1
+ *   copy_check                    1        bool: libnmm_preload.so's memcpy & co. check
+ *                                          heap blocks (standard and above); 0 = libc's
  * Pieces are separated by ':'; blanks around keys and values and empty pieces
  * are ignored; a later key overrides an earlier one. NMM_OPTIONS itself is read
  * when the default heap is made (in libnmm_preload.so: in a constructor, before

@@ -32,7 +32,7 @@ typedef char *(*str_fn)(char *, const char *);
 typedef char *(*strn_fn)(char *, const char *, size_t);
 
 /* The default heap's slab region while its blocks are checked; empty before the
- * heap exists and at level off. Written once, by the constructor (before the
+ * heap exists, at level off and with copy_check=0. Written once, by the constructor (before the
  * program's threads), read plainly: the fast path is two compares. */
 static uintptr_t copy_base;
 static size_t copy_span;
@@ -371,7 +371,9 @@ __attribute__((constructor(101))) static void copy_init(void)
     __atomic_store_n(&real_strncpy, (strn_fn)next_symbol("strncpy"), __ATOMIC_RELAXED);
     uintptr_t base;
     size_t span;
-    if (access_region(shim_get(), &base, &span)) {
+    /* copy_check=0: the region stays empty, every call is two compares and libc's */
+    nmm_heap_t *heap = shim_get();
+    if (options_process()->copy_check && access_region(heap, &base, &span)) {
         copy_base = base;
         copy_span = span;
     }

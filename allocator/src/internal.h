@@ -123,7 +123,8 @@ typedef struct options_process {
     uint32_t exitcode;        /* status at exit when leaks/detections were found; 0 = keep */
     uint32_t log_format;      /* NMM_LOG_TEXT | NMM_LOG_JSON (with log_path) */
     uint32_t symbolize;       /* 1 = file:line through an external symbolizer */
-    uint32_t reserved0;
+    uint32_t copy_check;      /* 1 = the preload library checks memcpy & co. (standard and
+                               * above); 0 = they go straight to the C library's */
     const char *log_path;     /* PREFIX of PREFIX.<pid>; NULL = stderr */
     const char *suppressions; /* LSan-format file; NULL = built-in ones only */
     const char *symbolizer;   /* symbolizer program; NULL = search PATH */

@@ -112,6 +112,12 @@ static const option_def_t options[] = {
     {"symbolize", OPT_BOOL, PFIELD(symbolize), "1", "bool",
      "frames get file:line:column from llvm-symbolizer or addr2line (a child process run "
      "when a report is written, for modules with debug info); 0 = function+offset only"},
+    {"copy_check", OPT_BOOL, PFIELD(copy_check), "1", "bool",
+     "libnmm_preload.so at standard and above: memcpy, memmove, memset, strcpy, strncpy, "
+     "strcat, stpcpy (and __*_chk) check a destination or source in a heap block before "
+     "copying (one address-map lookup for a pointer into the heap, two compares for any "
+     "other); 0 = they go straight to the C library's (bench target "
+     "nmm-preload-standard-nocopy shows the difference)"},
     {"symbolizer", OPT_STRING, PFIELD(symbolizer), "", "path",
      "the symbolizer to run (llvm-symbolizer or addr2line); empty = the first of "
      "llvm-symbolizer, llvm-symbolizer-N, addr2line on PATH"},

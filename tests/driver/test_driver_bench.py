@@ -431,3 +431,30 @@ def test_kernel_env_sends_tracking_reports_to_the_kernels_directory(tmp_path: Pa
     assert plain["NMM_OPTIONS"] == "level=standard"
     own = Target("own", "", "malloc", env=(("NMM_OPTIONS", "tracking=1:log_path=/x/y"),))
     assert bench_mod.kernel_env(own, tmp_path)["NMM_OPTIONS"] == "tracking=1:log_path=/x/y"
+
+
+def test_paranoid_churn_is_set_against_memcpy_bandwidth_of_the_same_run(
+        driver: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The churn line carries the size table's mean and the memcpy bandwidth its own
+    process measured; bench turns them into paranoid's poison traffic as a share of
+    that bandwidth (a number, never asserted against a wall-clock budget)."""
+    monkeypatch.setenv("NMM_CHAOS_DRIVER", str(driver))
+    churn = bench_mod.Kernel("churn1", "churn 1T", "Mops/s", True, "churn", 1, 20000, 20000,
+                             "churn")
+    report = bench_mod.run_bench([get_target("nmm-standard"), get_target("nmm-paranoid")],
+                                 [churn])
+    cells = {t: report.cell("churn1", t) for t in ("nmm-standard", "nmm-paranoid")}
+    for cell in cells.values():
+        assert cell is not None and cell.value is not None, cell
+        mean, bw = cell.extra["mean_size"], cell.extra["memcpy_bytes_per_s"]
+        # the kernel's default sizes, 16 B-64 KiB log-uniform: mean (64K - 16) / ln(4096)
+        assert 6000 < mean < 10000, mean
+        assert bw > 1e8, bw  # any machine copies more than 100 MB/s
+        assert cell.extra["traffic_share_of_memcpy"] == pytest.approx(
+            cell.value * 1e6 * mean / bw, rel=1e-3)
+    lines = bench_mod.poison_traffic_lines(report)
+    assert len(lines) == 1 and lines[0].startswith("- churn1 on nmm-paranoid: "), lines
+    assert "of memcpy's" in lines[0]
+    md = bench_mod.render_markdown(report)
+    assert "## Paranoid churn against memory bandwidth" in md and lines[0] in md
+    assert bench_mod.traffic_share(1e6, {"mean_size": 100}) is None  # no bandwidth: none
