@@ -46,8 +46,6 @@ class FaultLine(_Line):
     bytes: int | None = None
     #: the fail-point spec armed (alloc_failure)
     fail: str = ""
-    #: blocks this fault leaves allocated on purpose (optional protocol field)
-    leaks: int | None = None
     #: where the damage starts relative to ``address`` (overflow: size, underflow:
     #: -bytes, uaf: the first or middle byte); None from a protocol-1 driver
     offset: int | None = None

@@ -721,11 +721,17 @@ def test_leaks_after_teardown_fail_with_no_allowance_for_damage():
     assert not v.passed and "64 live byte(s) still counted" in reasons(v)
 
 
-def test_leaks_must_equal_injected_leaks_when_the_driver_says():
+def test_no_fault_excuses_a_leak_after_teardown():
+    """A fault line claiming it leaves blocks on purpose (the old ``leaks`` field) buys
+    no allowance: after teardown the heap must hold nothing, by counter, walk and bytes."""
     f = fault("double_free", leaks=1)
-    good = result(1, leaked_blocks=1, walk_after={"blocks": 1}, stats={"live_blocks": 1})
-    assert verdict([f], [event("double_free")], res=good).passed
-    assert not verdict([f], [event("double_free")], res=result(1, leaked_blocks=2)).passed
+    leaky = result(1, leaked_blocks=1, walk_after={"blocks": 1, "bytes": 32},
+                   stats={"live_blocks": 1, "live_bytes": 32})
+    v = verdict([f], [event("double_free")], res=leaky)
+    assert not v.passed
+    assert "1 block(s) still live by the heap's counters" in reasons(v)
+    assert "heap walk still finds 1 live block(s)" in reasons(v)
+    assert verdict([f], [event("double_free")], res=result(1)).passed
 
 
 def test_validate_problems_must_each_be_an_explained_event():
