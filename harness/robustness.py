@@ -433,19 +433,9 @@ def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict
         result = r.observation.result
         if result is None or not result.leaked_blocks:
             continue
-        attributed = 0
-        for line in r.observation.faults:
-            if line.leaks:
-                site = f"{fault_row(line.kind, line.variant)} fault (worker {line.worker})"
-                entry = leaks.setdefault((r.target, site), {"target": r.target, "site": site,
-                                                            "blocks": 0, "trials": 0,
-                                                            "expected": True})
-                entry["blocks"] += line.leaks
-                entry["trials"] += 1
-                attributed += line.leaks
-        rest = result.leaked_blocks - attributed
+        rest = result.leaked_blocks
         if rest > 0:
-            site = f"not explained by a fault ({r.plan})"
+            site = f"left after teardown ({r.plan})"
             entry = leaks.setdefault((r.target, site), {"target": r.target, "site": site,
                                                         "blocks": 0, "trials": 0,
                                                         "expected": False})
