@@ -237,7 +237,7 @@ def _print_matrix(console: Console, doc: dict[str, Any]) -> None:
     for t in doc["targets"]:
         table.add_column(t, no_wrap=True)
     colour = {"detected": "green", "partial": "yellow", "missed": "red", "crashed": "magenta",
-              "hang": "blue"}
+              "hang": "blue", "skipped-hanging": "blue"}
     for row in doc["rows"]:
         cells = []
         for t in doc["targets"]:

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness._peers import all_targets, not_installed
 from harness.engine import Engine, engine_from_spec
 from harness.errors import CampaignError, HarnessError
+from harness.hangstop import HangStop, skipped_record
 from harness.identity import trial_identity
 from harness.journal import Journal
 from harness.loader import load_plan, plan_files
@@ -548,6 +549,14 @@ def run_campaign(defn: Definition, journal: Journal, pool: Pool, *,
     deaths: dict[str, list[str]] = {}
     in_flight: dict[str, Trial] = {}
     fresh: dict[str, TrialRecord] = {}
+    # a target that hangs in every trial has the rest of its trials skipped, not each
+    # run into its watchdog (harness.hangstop); a resumed campaign's records count too
+    hangs = HangStop()
+    by_key = {t.key: t for t in trials}
+    for record in done.values():
+        if record.key in by_key:
+            t = by_key[record.key]
+            hangs.note(t.plan.target.label, t.plan.name, record)
 
     def keep(record: TrialRecord) -> None:
         journal.append(record)
@@ -559,6 +568,13 @@ def run_campaign(defn: Definition, journal: Journal, pool: Pool, *,
         free = pool.capacity()
         while todo and free > 0:
             trial = todo.popleft()
+            why = hangs.why_skip(trial.plan.target.label, trial.plan.name)
+            if why is not None:
+                keep(skipped_record(key=trial.key, plan=trial.plan.name,
+                                    plan_hash=trial.plan.plan_hash(), seed=trial.seed,
+                                    target=trial.plan.target.label, driver=engine.name,
+                                    why=why))
+                continue
             attempts[trial.key] = attempts.get(trial.key, 0) + 1
             in_flight[trial.key] = trial
             journal.start(trial.key, trial_identity(trial.plan, trial.seed, (), engine.name))
@@ -588,6 +604,7 @@ def run_campaign(defn: Definition, journal: Journal, pool: Pool, *,
         if record.key != trial.key:  # a worker of another build keys trials differently
             raise CampaignError(f"a worker answered trial {trial.key} as {record.key}: the "
                                 "workers run another version of nmm-chaos")
+        hangs.note(trial.plan.target.label, trial.plan.name, record)
         keep(record)
     result.records = [fresh.get(t.key) or done[t.key] for t in trials
                       if t.key in fresh or t.key in done]

@@ -119,7 +119,7 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> Comparison:
                 why.append("newly missed")
             elif ra is not None and rb is not None and rb < ra:
                 why.append(f"detection rate fell ({100 * ra:.0f}% -> {100 * rb:.0f}%)")
-            for bad in ("crashed", "hang"):
+            for bad in ("crashed", "hang", "skipped-hanging"):
                 if b["outcomes"].get(bad) and not a["outcomes"].get(bad):
                     why.append(f"new {bad}")
             if why or cell_text(a) != cell_text(b):

@@ -26,6 +26,7 @@ from typing import Any
 
 from harness.campaign import fault_row
 from harness.errors import HarnessError
+from harness.hangstop import SKIPPED_HANGING
 from harness.invocation import command_line
 from harness.journal import JOURNAL_NAME, read_journal
 from harness.plan import FAULT_VARIANTS, Plan
@@ -36,8 +37,8 @@ REPORT_VERSION = 2
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "report.schema.json"
 DETECTED = ("detected", "detected-abort")
 #: order of badness when one row has several outcomes in a trial
-_WORST = ("infra-failure", "hang", "crashed", "false-positive", "missed", "not-reached",
-          "detected-abort", "detected", "clean")
+_WORST = ("infra-failure", "hang", "skipped-hanging", "crashed", "false-positive", "missed",
+          "not-reached", "detected-abort", "detected", "clean")
 
 
 class ReportError(HarnessError):
@@ -315,8 +316,8 @@ def _row_outcomes(record: TrialRecord, info: TrialInfo | None) -> dict[str, tupl
     out: dict[str, tuple[str, str]] = {}
     for row in rows:
         faults = performed.get(row)
-        if record.verdict.outcome == "infra-failure":
-            out[row] = ("infra-failure", "")
+        if record.verdict.outcome in ("infra-failure", SKIPPED_HANGING):
+            out[row] = (record.verdict.outcome, "")
             continue
         if not faults:
             out[row] = (NOT_REACHED, "")
@@ -347,7 +348,7 @@ def _cell_class(cell: dict[str, Any]) -> str:
         return "detected"
     if cell["detected"] == 0:  # the commonest way it went wrong
         o = {k: n for k, n in cell["outcomes"].items()
-             if k in ("missed", "crashed", "hang", "infra-failure")}
+             if k in ("missed", "crashed", "hang", SKIPPED_HANGING, "infra-failure")}
         return max(o, key=lambda k: o[k]) if o else "missed"
     return "partial"
 

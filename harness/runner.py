@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from harness._driver import driver_args, driver_command
 from harness._isolate import LineCallback, kill_running_children
 from harness.engine import Engine, get_engine, make_record, run_trial, trial_key
+from harness.hangstop import HangStop, skipped_record
 from harness.identity import trial_identity
 from harness.journal import Journal
 from harness.plan import Plan
@@ -100,16 +101,31 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
     # Set before the run's children are killed on an interrupt: a trial that ends after
     # it was ended by us, not by the allocator, and must run again on --resume.
     stopping = threading.Event()
+    # an allocator that hangs in every trial has the rest skipped, not each run into
+    # its watchdog (harness.hangstop)
+    hangs = HangStop()
+    label = plan.target.label
+    for record in result.records:
+        hangs.note(label, plan.name, record)
 
     def one(seed: int) -> TrialRecord:
-        if journal is not None:
-            journal.start(eng.key(plan, seed), trial_identity(plan, seed, overrides, eng.name))
-        record = eng.run(plan, seed, on_line=on_line, stop=stopping)
+        with lock:
+            why = hangs.why_skip(label, plan.name)
+        if why is not None:  # never started: no trial_start line
+            record = skipped_record(key=eng.key(plan, seed), plan=plan.name,
+                                    plan_hash=plan.plan_hash(), seed=seed, target=label,
+                                    driver=eng.name, why=why)
+        else:
+            if journal is not None:
+                journal.start(eng.key(plan, seed), trial_identity(plan, seed, overrides,
+                                                                  eng.name))
+            record = eng.run(plan, seed, on_line=on_line, stop=stopping)
         if stopping.is_set():
             return record  # not journaled: the interrupt cut it short
         if journal is not None:
             journal.append(record)
         with lock:
+            hangs.note(label, plan.name, record)
             result.records.append(record)
         if on_record is not None:
             on_record(record)
