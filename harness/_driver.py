@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness._peers import Target, resolve_target
 from harness.errors import DriverNotFound
-from harness.plan import Plan
+from harness.plan import NmmTarget, Plan
 
 #: Overrides where the driver is looked for (a path to an ``nmm-driver`` executable).
 DRIVER_ENV = "NMM_CHAOS_DRIVER"
@@ -84,6 +84,8 @@ def driver_args(plan: Plan, seed: int, target: Target | None = None) -> list[str
                                    ("--edge-every", w.edge_every, 0)):
         if value != default:
             args += [option, repr(value)]
+    if w.exit_leaks and isinstance(plan.target, NmmTarget):  # the default NMM heap's report
+        args += ["--exit-leaks", str(w.exit_leaks)]
     for fault in plan.faults:
         args += ["--fault", fault.driver_arg(plan.total_ops)]
     return args + plan.scheduler.driver_args()

@@ -218,6 +218,7 @@ class _Collector:
         self.details: list[DetailLine] = []
         self.progress: dict[str, Any] | None = None
         self.result: ResultLine | None = None
+        self.exit_report: dict[str, Any] | None = None
         self.bad_lines = 0
         self.callback_errors = 0
         self.index = 0
@@ -256,6 +257,8 @@ class _Collector:
                 self.start = line
             elif kind == "sched_stop":
                 self.sched_stop = line
+            elif kind == "exit_report":  # after the result: the default heap's at exit
+                self.exit_report = line
             elif kind != "bench":  # a bench kernel's one line: for on_line only
                 raise ValueError(f"unknown type {kind!r}")
         except ValueError:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
@@ -401,6 +404,7 @@ def run_child(argv: Sequence[str], timeout_s: float, *,
         timed_out=timed_out,
         hang=stall.hang if stall is not None else None,
         sched_stop=collector.sched_stop,
+        exit_report=collector.exit_report,
         stacks=stall.stacks if stall is not None else "",
         stderr_tail=b"".join(tail).decode("utf-8", "replace")[-STDERR_TAIL_BYTES:],
         samples=tuple(sampler.samples) if sampler is not None else (),

@@ -639,6 +639,9 @@ def _checks(plan: Plan, obs: Observation, result: ResultLine, faults: Sequence[F
         checks.append(_check_live(plan, result, details, excuser))
     # ---- after teardown every block is gone: counters, walk, bytes
     checks.append(_check_teardown(result))
+    # ---- the default heap's leak report at exit: exactly the blocks leaked on purpose
+    if plan.workload.exit_leaks:
+        checks.append(_check_exit_report(result, obs.exit_report))
     # ---- the final sweep: every problem it found is an event the oracle explained
     problems = result.validate_problems
     if problems is not None:
@@ -796,6 +799,39 @@ def _check_live(plan: Plan, result: ResultLine, details: Sequence[DetailLine],
             problems.append(f"the heap's leak report counts {report.get('live_bytes')} live "
                             f"byte(s), the driver requested {counts.get('live_bytes')}")
     return Check(name="live", ok=not problems, detail="; ".join(problems))
+
+
+def _check_exit_report(result: ResultLine, report: dict[str, Any] | None) -> Check:
+    """The leak report the default heap wrote at exit (read back by the driver) lists
+    exactly what the driver leaked after teardown: the suppressed function's blocks as
+    suppressed, the rest as definitely lost (no pointer to them was kept), nothing
+    indirectly lost, still reachable or ungrouped; the text report names the lost
+    blocks' function."""
+    leaked = result.exit_leaks
+    if leaked is None:
+        return Check(name="exit_leaks", ok=False,
+                     detail="the plan asks for leaks at exit; the result line has none "
+                            "(a driver without --exit-leaks)")
+    if report is None or not report.get("json"):
+        return Check(name="exit_leaks", ok=False,
+                     detail=f"the driver leaked {leaked.get('blocks')} block(s); no leak "
+                            "report came at exit" + (" (no JSON report)" if report else ""))
+    supp_blocks = int(leaked.get("suppressed_blocks", 0))
+    supp_bytes = int(leaked.get("suppressed_bytes", 0))
+    lost_blocks = int(leaked.get("blocks", 0)) - supp_blocks
+    lost_bytes = int(leaked.get("bytes", 0)) - supp_bytes
+    want = {"definitely_lost": (lost_blocks, lost_bytes), "suppressed": (supp_blocks, supp_bytes),
+            "indirectly_lost": (0, 0), "still_reachable": (0, 0), "ungrouped": (0, 0)}
+    problems = []
+    for key, (blocks, nbytes) in want.items():
+        got = report.get(key)
+        got_pair = ((got or {}).get("blocks"), (got or {}).get("bytes"))
+        if got_pair != (blocks, nbytes):
+            problems.append(f"{key}: the report says {got_pair[0]} block(s), {got_pair[1]} "
+                            f"byte(s); the driver leaked {blocks}, {nbytes}")
+    if lost_blocks and not report.get("text_names_lost"):
+        problems.append("the text report does not name the lost blocks' function")
+    return Check(name="exit_leaks", ok=not problems, detail="; ".join(problems))
 
 
 def _check_teardown(result: ResultLine) -> Check:

@@ -216,6 +216,11 @@ class Workload(_Model):
     #: calloc whose product overflows size_t, sizes no heap can hold, a realloc of a live
     #: block to one); 0 = never
     edge_every: int = Field(default=0, ge=0)
+    #: run on the process's default heap (configured through NMM_OPTIONS) and, after the
+    #: teardown checks, leak this many blocks on purpose (some under a suppressed
+    #: function): the heap's leak report at exit must list exactly them (NMM targets
+    #: with tracking; other targets ignore it); 0 = a heap of the trial's own
+    exit_leaks: int = Field(default=0, ge=0, le=4096)
 
     @model_validator(mode="after")
     def _shares_fit(self) -> Workload:

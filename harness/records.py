@@ -185,6 +185,9 @@ class ResultLine(_Line):
     #: the heap's leak report on the quiescent heap before teardown (NMM targets): its
     #: JSON's ``live_blocks``/``live_bytes`` and whether they could be read
     leak_report: dict[str, Any] | None = None
+    #: blocks the driver leaked on purpose after the teardown checks (workload.exit_leaks):
+    #: blocks, bytes, suppressed_blocks, suppressed_bytes
+    exit_leaks: dict[str, Any] | None = None
     latency_ns: dict[str, float] = Field(default_factory=dict)
     #: nmm_stats fields (empty for a target that is not an NMM heap)
     stats: dict[str, Any] = Field(default_factory=dict)
@@ -266,6 +269,9 @@ class Observation(BaseModel):
     #: the controlled scheduler's ``sched_stop`` line (outcome deadlock or hang: each
     #: worker's last yield point, the lock it waits for, the locks it holds)
     sched_stop: dict[str, Any] | None = None
+    #: the driver's ``exit_report`` line (workload.exit_leaks): the default heap's leak
+    #: report at exit, read back, per category
+    exit_report: dict[str, Any] | None = None
     stderr_tail: str = ""
     samples: tuple[Sample, ...] = ()
     wall_s: float = 0.0

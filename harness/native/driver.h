@@ -91,6 +91,9 @@ typedef struct options {
     uint64_t edge_every;     /* every N ops a worker makes requests that must fail (a
                               * calloc whose product overflows, sizes no heap can hold,
                               * realloc of a live block to one); 0 = never */
+    uint32_t exit_leaks;     /* run: blocks leaked on purpose after the teardown checks, for
+                              * the default heap's leak report at exit (exitleak.c); 0 = none:
+                              * the trial's own heap, destroyed at the end */
     uint64_t thread_churn;   /* ops per thread before it is replaced; 0 = never */
     uint64_t fork_every;     /* worker 0 forks every N ops; 0 = never */
     fault_spec_t faults[DRV_MAX_FAULT_SPECS];
@@ -124,7 +127,19 @@ typedef struct target {
      * malloc family, whose only failure is running out of memory) */
     int (*last_status)(void);
     bool exact_sizes; /* a heap walk reports requested sizes (NMM header levels) */
+    bool is_default;  /* the process's default heap (never destroyed: it ends at exit) */
 } target_t;
+
+/* ------------------------------------------------------------------ exitleak.c */
+
+/* Configure the process's default heap (NMM_OPTIONS = nmm_options plus the exit
+ * report's process keys) before its first use; false with err set on a bad string. */
+bool exit_leak_configure(const char *nmm_options, char *err, size_t err_len);
+/* Leak o->exit_leaks blocks of the default heap on purpose (no pointer kept) and add
+ * "exit_leaks" (blocks, bytes, and those made under the suppressed function) to j;
+ * the exit_report line follows at exit, after the heap's own leak report. */
+struct jline;
+void exit_leak_blocks(const struct options *o, nmm_heap_t *heap, struct jline *j);
 
 /* Open "nmm" (a heap from nmm_options) or "malloc". On failure writes a message into
  * err and returns false. */

@@ -40,6 +40,9 @@ static const char usage[] =
     "  --calloc P                share of allocations that are calloc (default 0.04)\n"
     "  --aligned P               share of allocations that are aligned_alloc (default 0.04)\n"
     "  --calloc-count N          calloc(count, size / count), count drawn from 1..N (default 1)\n"
+    "  --exit-leaks N            run on the default heap (NMM_OPTIONS) and leak N blocks after the\n"
+    "                            teardown checks; its leak report at exit is read back into an\n"
+    "                            exit_report line (0 = a heap of its own, the default)\n"
     "  --edge-every N            every N ops, requests that must fail: a calloc whose product\n"
     "                            overflows, sizes no heap holds, a realloc to one (0 = never)\n"
     "  --thread-churn N          replace each worker thread every N ops (0 = never)\n"
@@ -390,7 +393,7 @@ int main(int argc, char **argv)
             "--live", "--cross", "--realloc", "--thread-churn", "--fork-every", "--fault",
             "--progress-every", "--sample-every", "--no-check", "--worker", "--count",
             "--repeat", "--duration", "--worker-ops", "--calloc", "--aligned",
-            "--calloc-count", "--edge-every", NULL};
+            "--calloc-count", "--edge-every", "--exit-leaks", NULL};
         bool is_known = false;
         for (int k = 0; known[k]; k++)
             is_known = is_known || strcmp(name, known[k]) == 0;
@@ -457,6 +460,9 @@ int main(int argc, char **argv)
         } else if (strcmp(name, "--calloc-count") == 0) {
             allowed = MODE_RUN | MODE_STREAM;
             o.calloc_count = (uint32_t)need_u64(name, val, 1, 1u << 16, false);
+        } else if (strcmp(name, "--exit-leaks") == 0) {
+            allowed = MODE_RUN;
+            o.exit_leaks = (uint32_t)need_u64(name, val, 0, 4096, false);
         } else if (strcmp(name, "--edge-every") == 0) {
             allowed = MODE_RUN | MODE_STREAM;
             o.edge_every = need_u64(name, val, 0, 1ull << 40, false);
@@ -506,6 +512,9 @@ int main(int argc, char **argv)
         usage_error("--calloc and --aligned: shares of allocations that add up to at most 1, "
                     "got %g + %g", o.calloc_share, o.aligned_share);
 
+    if (o.exit_leaks && strcmp(o.target, "nmm") != 0)
+        usage_error("--exit-leaks: applies to --target nmm only (the leak report at exit is "
+                    "the default NMM heap's)");
     if (strcmp(o.target, "malloc") == 0 && *o.nmm_options)
         usage_error("--nmm-options: applies to --target nmm only (--target malloc runs the "
                     "process's malloc: give NMM_OPTIONS in the environment of "

@@ -70,7 +70,7 @@ bool target_open(target_t *t, const char *name, const char *nmm_options, char *e
         t->last_status = malloc_t_last_status;
         return true;
     }
-    if (strcmp(name, "nmm") != 0) {
+    if (strcmp(name, "nmm") != 0 && strcmp(name, "nmm-default") != 0) {
         snprintf(err, err_len, "--target: expected 'nmm' or 'malloc', got '%s'", name);
         return false;
     }
@@ -82,7 +82,10 @@ bool target_open(target_t *t, const char *name, const char *nmm_options, char *e
         snprintf(err, err_len, "--nmm-options: %s", perr[0] ? perr : "invalid option string");
         return false;
     }
-    t->heap = nmm_heap_create(&cfg);
+    /* "nmm-default": the process's default heap, made from NMM_OPTIONS (exitleak.c set
+     * it to the same options plus the exit report's process keys) */
+    t->is_default = strcmp(name, "nmm-default") == 0;
+    t->heap = t->is_default ? nmm_default_heap() : nmm_heap_create(&cfg);
     if (!t->heap) {
         snprintf(err, err_len, "nmm_heap_create failed (options '%s')",
                  nmm_options ? nmm_options : "");
@@ -103,7 +106,7 @@ bool target_open(target_t *t, const char *name, const char *nmm_options, char *e
 
 void target_close(target_t *t)
 {
-    if (t->heap)
+    if (t->heap && !t->is_default)
         nmm_heap_destroy(t->heap);
     t->heap = NULL;
 }

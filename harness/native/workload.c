@@ -504,7 +504,13 @@ static bool setup(trial_t *tr, const options_t *o)
     memset(tr, 0, sizeof *tr);
     tr->o = o;
     char err[600];
-    if (!target_open(&tr->target, o->target, o->nmm_options, err, sizeof err)) {
+    bool on_default = o->exit_leaks > 0;
+    if (on_default && !exit_leak_configure(o->nmm_options, err, sizeof err)) {
+        out_error("%s", err);
+        return false;
+    }
+    if (!target_open(&tr->target, on_default ? "nmm-default" : o->target, o->nmm_options, err,
+                     sizeof err)) {
         out_error("%s", err);
         return false;
     }
@@ -897,6 +903,8 @@ static void finish_trial(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
         jl_walk(j, "walk_after", &after);
         jl_u64(j, "validate_problems", validate_problems);
         jl_u64(j, "leaked_blocks", live);
+        if (o->exit_leaks)
+            exit_leak_blocks(o, tr->target.heap, j);
     } else { /* the malloc family has no stats (key left out), validate or leak count */
         jl_null(j, "validate_problems");
         jl_null(j, "leaked_blocks");

@@ -992,3 +992,49 @@ def test_under_abort_a_detected_fault_the_diagnostic_names_is_what_the_process_d
     rec = plan_for(faults, target={"kind": "nmm", "level": "paranoid"},
                    expect={"outcome": ["detected", "detected-abort"]})
     assert judge(rec, o).outcome == "crashed"
+
+
+# ---------------------------------------------------------------- the leak report at exit
+
+LEAKED = {"blocks": 8, "bytes": 9000, "suppressed_blocks": 2, "suppressed_bytes": 1000}
+
+
+def _exit_report(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "type": "exit_report", "json": True,
+        "definitely_lost": {"blocks": 6, "bytes": 8000},
+        "indirectly_lost": {"blocks": 0, "bytes": 0},
+        "still_reachable": {"blocks": 0, "bytes": 0},
+        "suppressed": {"blocks": 2, "bytes": 1000},
+        "ungrouped": {"blocks": 0, "bytes": 0},
+        "text_bytes": 900, "text_names_lost": True, "json_names_lost": True}
+    return {**base, **kw}
+
+
+def _exit_plan() -> Plan:
+    return plan_for([]).model_copy(update={"workload": plan_for([]).workload.model_copy(
+        update={"exit_leaks": 8})})
+
+
+def test_the_exit_leak_report_must_list_exactly_the_blocks_leaked_on_purpose():
+    p = _exit_plan()
+    good = verdict([], [], p=p, res=result(exit_leaks=LEAKED), exit_report=_exit_report())
+    assert good.passed, reasons(good)
+    # no report at all (the heap's destructor never ran, or wrote nowhere)
+    v = verdict([], [], p=p, res=result(exit_leaks=LEAKED))
+    assert not v.passed and "no leak report came at exit" in reasons(v)
+    # a lost block missed, one counted reachable, the suppression not applied
+    for wrong, said in [
+            ({"definitely_lost": {"blocks": 5, "bytes": 7000}}, "definitely_lost: the report "
+             "says 5 block(s), 7000 byte(s); the driver leaked 6, 8000"),
+            ({"still_reachable": {"blocks": 1, "bytes": 64}}, "still_reachable: the report "
+             "says 1 block(s)"),
+            ({"suppressed": {"blocks": 0, "bytes": 0}}, "suppressed: the report says 0"),
+            ({"text_names_lost": False}, "text report does not name")]:
+        v = verdict([], [], p=p, res=result(exit_leaks=LEAKED), exit_report=_exit_report(**wrong))
+        assert not v.passed and said in reasons(v), wrong
+    # a driver that never leaked what the plan asked for
+    v = verdict([], [], p=p, exit_report=_exit_report())
+    assert not v.passed and "the result line has none" in reasons(v)
+    # a plan without exit leaks does not judge a report
+    assert verdict([], [], res=result(exit_leaks=LEAKED)).passed

@@ -189,9 +189,9 @@ def test_the_campaigns_gate_every_nmm_level(name: str) -> None:
     gating = {(t.plan.name.split("[")[0], t.plan.target.label)
               for t in cp.expand(defn) if t.gating}
     plans = {n for n, _ in gating}
-    assert {"shapes", "api", "limit", "tcache_off", "failstorm", "tracking"} <= plans
-    for plan_name in ({"smoke"} if name == "smoke" else {"nightly"}) | {
-            "shapes", "api", "limit", "tcache_off", "failstorm", "tracking"}:
+    slice_ = {"shapes", "api", "limit", "tcache_off", "failstorm", "tracking", "exitleaks"}
+    assert slice_ <= plans
+    for plan_name in ({"smoke"} if name == "smoke" else {"nightly"}) | slice_:
         for level in ("off", "standard", "paranoid"):
             if plan_name == "shapes" and level != "paranoid":
                 continue  # paranoid only for now (the campaign files say why)

@@ -1,0 +1,61 @@
+"""--exit-leaks: the trial runs on the default heap (NMM_OPTIONS), leaks blocks on purpose
+after its teardown checks, and reads the heap's own leak report at exit back into an
+exit_report line, which the oracle holds against what it leaked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness._isolate import run_child
+from harness.oracle import judge
+from harness.plan import Plan
+
+
+def _plan(level: str, options: dict[str, object]) -> Plan:
+    return Plan.model_validate({"schema_version": 1,
+                                "target": {"kind": "nmm", "level": level, "options": options},
+                                "workload": {"threads": 2, "ops": 4000, "exit_leaks": 12},
+                                "faults": [{"kind": "double_free"}]})
+
+
+def _run(driver: Path, level: str, options: str) -> tuple[object, object]:
+    argv = [str(driver), "run", "--target", "nmm", "--nmm-options",
+            f"level={level}:policy=record:{options}", "--seed", "3", "--threads", "2",
+            "--ops", "4000", "--exit-leaks", "12", "--fault", "double_free",
+            "--progress-every", "0"]
+    obs = run_child(argv, 120.0, env={"PATH": "/usr/bin:/bin"})
+    return obs, obs.exit_report
+
+
+@pytest.mark.parametrize("level", ["off", "standard", "paranoid"])
+def test_the_heaps_exit_report_lists_exactly_the_blocks_leaked(driver: Path, level: str) -> None:
+    obs, report = _run(driver, level, "tracking=1:stacks=1")
+    assert obs.result is not None and obs.result.exit_leaks is not None
+    leaked = obs.result.exit_leaks
+    assert leaked["blocks"] == 12 and leaked["suppressed_blocks"] == 3
+    assert isinstance(report, dict) and report["json"] and report["text_names_lost"]
+    assert report["definitely_lost"] == {"blocks": 9, "bytes": leaked["bytes"]
+                                         - leaked["suppressed_bytes"]}
+    assert report["suppressed"] == {"blocks": 3, "bytes": leaked["suppressed_bytes"]}
+    assert obs.exit_code == 0  # exitcode=0: the leaks are on purpose
+    verdict = judge(_plan(level, {"tracking": 1, "stacks": "1"}), obs)
+    assert verdict.passed, verdict.reasons
+    # the log directory the driver made for the report is gone
+    assert not list(Path("/tmp").glob(f"nmm-exit-*/nmm.{obs.start['pid']}*"))
+
+
+def test_no_leak_report_at_exit_fails_the_trial(driver: Path) -> None:
+    """Without tracking the heap keeps no sites and makes no leak report at exit."""
+    obs, report = _run(driver, "standard", "tracking=0")
+    assert isinstance(report, dict) and not report["json"]
+    verdict = judge(_plan("standard", {"tracking": 0}), obs)
+    assert not verdict.passed
+    assert any("no leak report came at exit" in r for r in verdict.reasons), verdict.reasons
+
+
+def test_exit_leaks_need_the_nmm_target(driver: Path) -> None:
+    obs = run_child([str(driver), "run", "--target", "malloc", "--exit-leaks", "4"], 60.0,
+                    env={"PATH": "/usr/bin:/bin"})
+    assert obs.exit_code == 2 and "--exit-leaks: applies to --target nmm only" in obs.stderr_tail
