@@ -193,8 +193,6 @@ def test_the_campaigns_gate_every_nmm_level(name: str) -> None:
     assert slice_ <= plans
     for plan_name in ({"smoke"} if name == "smoke" else {"nightly"}) | slice_:
         for level in ("off", "standard", "paranoid"):
-            if plan_name == "shapes" and level != "paranoid":
-                continue  # paranoid only for now (the campaign files say why)
             assert (plan_name, f"nmm:{level}") in gating, (plan_name, level)
 
 
