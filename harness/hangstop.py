@@ -9,8 +9,10 @@ run:
 
 - a row (one plan, or one fault entry of a split plan, against one target) stops after
   ``ROW_HANGS`` hangs once more of its finished trials hung than did not;
-- the whole target stops once ``TARGET_ROWS`` of its rows stopped that way and more of
-  its finished trials anywhere hung than did not.
+- the whole allocator stops once ``TARGET_ROWS`` of its rows stopped that way and more
+  of its finished trials anywhere hung than did not. An allocator is a target label but
+  for NMM, whose levels and policies (``nmm:off``, ``nmm:paranoid+abort``, ...) are one
+  library: an NMM that hangs at every level is stopped once, not once per level.
 
 Trials that finish otherwise (passed, or failed another way) keep a row and target
 running: an allocator that hangs now and then runs its trials, one that hangs
@@ -62,7 +64,7 @@ class HangStop:
         if record.verdict.outcome == SKIPPED_HANGING:
             return
         hung = record.verdict.outcome == "hang" and not record.verdict.passed
-        for tally in (self._rows[(target, row)], self._targets[target]):
+        for tally in (self._rows[(target, row)], self._targets[_allocator(target)]):
             if hung:
                 tally.hangs.append(record.seed)
             else:
@@ -80,14 +82,21 @@ class HangStop:
             others = self._rows[(target, row)].others
             return (f"not run: {target} hung in {len(seeds)} trial(s) of {row} (seeds "
                     f"{_seeds(seeds)}), {others} finished otherwise")
-        whole = self._targets.get(target)
+        allocator = _allocator(target)
+        whole = self._targets.get(allocator)
         if whole is None or len(whole.hangs) <= whole.others:
             return None
-        stopped = sorted(r for (t, r) in self._rows if t == target and self._row_stopped(t, r))
+        stopped = sorted(f"{r} on {t}" for (t, r) in self._rows
+                         if _allocator(t) == allocator and self._row_stopped(t, r))
         if len(stopped) < self.target_rows:
             return None
-        return (f"not run: {target} hung in {len(whole.hangs)} trial(s), in "
+        return (f"not run: {allocator} hung in {len(whole.hangs)} trial(s), in "
                 f"{', '.join(stopped)} and more, {whole.others} finished otherwise")
+
+
+def _allocator(target: str) -> str:
+    """The library a target label runs: ``nmm`` for every NMM level and policy."""
+    return "nmm" if target.startswith("nmm:") else target
 
 
 def _seeds(seeds: list[int]) -> str:

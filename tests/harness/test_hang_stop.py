@@ -50,7 +50,10 @@ def test_a_row_stops_after_two_hangs_and_the_target_after_two_rows() -> None:
     stop.note("nmm:off", "b", _record(3, "hang"))
     stop.note("nmm:off", "b", _record(4, "hang"))
     why = stop.why_skip("nmm:off", "c")
-    assert why is not None and "hung in 4 trial(s), in a, b" in why
+    assert why is not None and "nmm hung in 4 trial(s), in a on nmm:off, b on nmm:off" in why
+    # NMM's levels are one library: its other levels stop too; another allocator does not
+    assert stop.why_skip("nmm:paranoid+abort", "a") is not None
+    assert stop.why_skip("malloc:jemalloc", "a") is None
 
 
 def test_trials_that_finish_otherwise_keep_the_row_and_target_running() -> None:
@@ -75,8 +78,21 @@ def test_trials_that_finish_otherwise_keep_the_row_and_target_running() -> None:
     assert stop.why_skip("t", "r") is None
 
 
+def test_an_nmm_that_hangs_at_one_level_only_keeps_its_other_levels() -> None:
+    stop = HangStop()
+    for seed in range(6):
+        stop.note("nmm:off", "a", _record(seed, "detected", True))
+    for row in ("a", "b"):
+        for seed in (10, 11):
+            stop.note("nmm:paranoid", row, _record(seed, "hang"))
+    assert stop.why_skip("nmm:paranoid", "a") is not None      # its hanging rows stop
+    assert stop.why_skip("nmm:paranoid", "c") is None          # 4 hangs, 6 fine: not all
+    assert stop.why_skip("nmm:off", "b") is None
+
+
 def _journal(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / JOURNAL_NAME).read_text().splitlines()]
+    lines = [json.loads(line) for line in (run_dir / JOURNAL_NAME).read_text().splitlines()]
+    return [r for r in lines if "verdict" in r]  # records, not trial_start lines
 
 
 def test_a_campaign_skips_a_hanging_targets_trials_after_four_hangs(
@@ -95,7 +111,7 @@ def test_a_campaign_skips_a_hanging_targets_trials_after_four_hangs(
     assert all(not r["verdict"]["passed"] for r in records)
     skipped = [r for r in records if r["verdict"]["outcome"] == SKIPPED_HANGING]
     assert all(r["observation"].get("argv", []) == [] for r in skipped)  # never run
-    assert any("hung in 4 trial(s)" in r["verdict"]["reasons"][0] for r in skipped)
+    assert any("nmm hung in 4 trial(s)" in r["verdict"]["reasons"][0] for r in skipped)
     summary = (run_dir / "summary.md").read_text()
     assert SKIPPED_HANGING in summary
     capsys.readouterr()
