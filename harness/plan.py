@@ -21,11 +21,13 @@ MAX_SEEDS = 100_000
 
 FaultKind = Literal[
     "double_free", "invalid_free", "overflow", "underflow", "uaf_write", "uaf_read",
-    "realloc_freed", "alloc_failure",
+    "realloc_freed", "alloc_failure", "dealloc_mismatch", "sized_delete", "memcpy_overflow",
+    "exit_only_overflow", "zero_size_write",
 ]
 FAULT_KINDS: tuple[str, ...] = (
     "double_free", "invalid_free", "overflow", "underflow", "uaf_write", "uaf_read",
-    "realloc_freed", "alloc_failure",
+    "realloc_freed", "alloc_failure", "dealloc_mismatch", "sized_delete", "memcpy_overflow",
+    "exit_only_overflow", "zero_size_write",
 )
 
 #: Outcome classes a trial (and each injected fault) can end in. ``clean`` is a trial
@@ -45,7 +47,16 @@ FAULT_VARIANTS: dict[str, tuple[str, ...]] = {
     "invalid_free": ("interior", "stack", "wild", "foreign_heap"),
     "uaf_write": ("first", "middle", "last"),
     "uaf_read": ("first", "middle", "last"),
+    # which family made the block and which call frees it (malloc'd block deleted, new'd
+    # block freed, new[] deleted, new delete[]'d)
+    "dealloc_mismatch": ("malloc_delete", "new_free", "new_array_delete", "new_delete_array"),
+    # a sized delete of size + bytes, or an aligned new deleted without its alignment
+    "sized_delete": ("size", "alignment"),
+    "memcpy_overflow": ("memcpy", "memmove", "memset"),
 }
+#: kinds that take ``bytes`` (how many bytes the misuse writes or is off by)
+BYTES_KINDS: tuple[str, ...] = ("overflow", "underflow", "uaf_write", "memcpy_overflow",
+                                "exit_only_overflow", "zero_size_write", "sized_delete")
 FAIL_POINTS: tuple[str, ...] = ("alloc", "pool.grow", "os.map", "tcache.refill", "large.map")
 _FAIL_TERM = re.compile(r"^(p(0(\.\d+)?|1(\.0+)?|\.\d+|(100|\d{1,2})(\.\d+)?%)|"
                         r"every\d+|after\d+|max\d+|min\d+[kKmMgG]?|maxsize\d+[kKmMgG]?|off)$")
@@ -284,9 +295,9 @@ class Fault(_Model):
             allowed = (f"one of {', '.join(variants)}" if variants
                        else f"no variant for {self.kind}")
             raise field_error("variant", self.variant, allowed)
-        if self.bytes is not None and self.kind not in ("overflow", "underflow", "uaf_write"):
-            raise field_error("bytes", self.bytes, f"no bytes for {self.kind} (overflow, "
-                              "underflow and uaf_write only)")
+        if self.bytes is not None and self.kind not in BYTES_KINDS:
+            raise field_error("bytes", self.bytes, f"no bytes for {self.kind} "
+                              f"({', '.join(BYTES_KINDS)} only)")
         if self.skip is not None and self.kind not in ("overflow", "underflow"):
             raise field_error("skip", self.skip, f"no skip for {self.kind} (overflow and "
                               "underflow only)")

@@ -38,6 +38,10 @@ _WILD_BASE = 0x0000_1000_0000_0000
 _UAF_READ_MARK = 0x5A
 #: largest block the Python driver damages in place (see PyDriver.inject)
 SMALL_BLOCK = 4096
+#: fault kinds only the isolated native driver performs: a zero-size write kills the
+#: process at paranoid, a copy past a block needs a source buffer outside the heap, a
+#: block kept damaged to the end needs the driver's kept set
+NATIVE_ONLY_FAULTS = ("memcpy_overflow", "exit_only_overflow", "zero_size_write")
 #: ops a worker runs before the next one takes its turn (frees handed to a worker wait
 #: at most this long); big enough that a turn's setup costs nothing per op
 CHUNK = 256
@@ -179,6 +183,9 @@ class PyDriver:
             raise UnsupportedFeature(f"the Python driver runs its own op mix: workload."
                                      f"{changed[0]} needs the native driver (--engine native)")
         for fault in plan.faults:
+            if fault.kind in NATIVE_ONLY_FAULTS:
+                raise UnsupportedFeature(f"the Python driver runs in-process: {fault.kind} "
+                                         "needs the native driver (--engine native)")
             if fault.skip is not None or fault.variant == "last":
                 raise UnsupportedFeature(f"the Python driver damages a block's edge or first/"
                                          f"middle byte only: {fault.kind} with skip or "
@@ -439,6 +446,8 @@ class PyDriver:
             self._done(status=-1, armed=True, injected_before=before)
         elif kind == "invalid_free":
             self._invalid_free(fid, spec, worker, slot_hint)
+        elif kind in ("dealloc_mismatch", "sized_delete"):
+            self._cxx_mismatch(fid, spec, worker, slot_hint)
         else:
             # damage only small blocks: a large block's neighbour may be a guard page, and
             # a hit there ends this process (the native driver, isolated, takes that risk)
@@ -495,6 +504,45 @@ class PyDriver:
                         self.heap.free(moved)  # the target accepted it: give it back
                     self._done(status=self._call_status(realloc_freed))
         self.drain(worker)
+
+    def _cxx_mismatch(self, fid: int, spec: Fault, worker: _Worker, slot_hint: int) -> None:
+        """dealloc_mismatch and sized_delete as the native driver does them: a live
+        malloc'd block deleted, or a fresh new'd block (the size of the block at the
+        hint) freed by the wrong call, or deleted with a wrong size or no alignment."""
+        heap = self.heap
+        default = "malloc_delete" if spec.kind == "dealloc_mismatch" else "size"
+        variant = spec.variant or default
+        i = self._pick(worker, slot_hint)
+        if i is None:
+            self._record_fault(fid, spec, worker, variant, 0, 0, None)
+            return
+        size = worker.size[i]
+        if variant == "malloc_delete":
+            address, block_id = worker.addr[i], worker.block[i]
+            if self._check_on and not self._raw.check_pattern(address, size, block_id):
+                self._damaged_before_fault += 1
+                self._detail(type="pattern_error", what="check", address=address,
+                             size=size, offset=-1)
+            worker.addr[i] = 0
+        else:
+            try:
+                fresh = heap.new(size, array=variant == "new_array_delete",
+                                 alignment=64 if variant == "alignment" else 0)
+            except self._allocator.OutOfMemory:
+                self.alloc_failures += 1
+                self._record_fault(fid, spec, worker, variant, 0, 0, None)
+                return
+            address = fresh.address
+        self._record_fault(fid, spec, worker, variant, address, size, None)
+        calls: dict[str, Callable[[], Any]] = {
+            "malloc_delete": lambda: heap.delete(address),
+            "new_free": lambda: heap.free(address),
+            "new_array_delete": lambda: heap.delete(address),
+            "new_delete_array": lambda: heap.delete(address, array=True),
+            "size": lambda: heap.delete(address, size=size + (spec.bytes or 1)),
+            "alignment": lambda: heap.delete(address, size=size),
+        }
+        self._done(status=self._call_status(calls[variant]))
 
     def _invalid_free(self, fid: int, spec: Fault, worker: _Worker, slot_hint: int) -> None:
         nmm = self._allocator

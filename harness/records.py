@@ -32,6 +32,11 @@ class _Line(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+#: fault kinds that write bytes (``offset``/``bytes`` say where): their damage window
+WRITING_FAULTS = frozenset({"overflow", "underflow", "uaf_write", "memcpy_overflow",
+                            "exit_only_overflow", "zero_size_write"})
+
+
 class FaultLine(_Line):
     """A ``fault`` line: one injected fault, written before it is performed."""
 
@@ -65,6 +70,9 @@ class FaultLine(_Line):
     #: alloc_failure: whether the fail point armed, and the heap's injected failures then
     armed: bool | None = None
     injected_before: int | None = None
+    #: memcpy_overflow on an NMM heap: the bytes its checked copy copied (clamped to the
+    #: block in record mode once the overflow was seen)
+    copied: int | None = None
 
     _addr = field_validator("address", mode="before")(classmethod(
         lambda cls, v: parse_address(v)))
@@ -82,16 +90,18 @@ class FaultLine(_Line):
         nothing): from ``offset`` and ``bytes`` (protocol 2), else the kind's rule."""
         n = max(self.bytes or 0, 1)
         if self.offset is not None:
-            if self.kind not in ("overflow", "underflow", "uaf_write"):
+            if self.kind not in WRITING_FAULTS:
                 return (0, 0)
             lo = self.address + self.offset
             return (lo, lo + n)
-        if self.kind == "overflow":
+        if self.kind in ("overflow", "memcpy_overflow", "exit_only_overflow"):
             return (self.address + self.size, self.address + self.size + n)
         if self.kind == "underflow":
             return (self.address - n, self.address)
         if self.kind == "uaf_write":
             return (self.address, self.address + max(self.size, 1))
+        if self.kind == "zero_size_write":
+            return (self.address, self.address + n)
         return (0, 0)
 
 
@@ -101,8 +111,8 @@ def merge_fault_done(faults: list[FaultLine], line: dict[str, Any]) -> bool:
     fid = line.get("id")
     for i in range(len(faults) - 1, -1, -1):
         if faults[i].id == fid:
-            update = {k: line[k] for k in ("status", "read", "was", "armed", "injected_before")
-                      if k in line}
+            update = {k: line[k] for k in ("status", "read", "was", "armed", "injected_before",
+                                           "copied") if k in line}
             faults[i] = FaultLine.model_validate({**faults[i].model_dump(), **update,
                                                   "done": True})
             return True

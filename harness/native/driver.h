@@ -33,6 +33,11 @@ typedef enum fault_kind {
     FK_UAF_READ,
     FK_REALLOC_FREED,
     FK_ALLOC_FAILURE,
+    FK_DEALLOC_MISMATCH, /* freed by a call of another family (malloc'd block deleted...) */
+    FK_SIZED_DELETE,     /* a sized or aligned delete that does not match the new */
+    FK_MEMCPY_OVERFLOW,  /* memcpy/memmove/memset (nmm_copy for an NMM heap) past the block */
+    FK_EXIT_ONLY_OVERFLOW, /* overflow of a block that is never freed (kept to the end) */
+    FK_ZERO_SIZE_WRITE,  /* a write into a malloc(0) block */
     FK_COUNT_
 } fault_kind_t;
 
@@ -45,6 +50,15 @@ typedef enum fault_variant {
     FV_FIRST,
     FV_MIDDLE,
     FV_LAST,
+    FV_MALLOC_DELETE,     /* dealloc_mismatch: a malloc'd block freed by operator delete */
+    FV_NEW_FREE,          /*   a new'd block freed by free */
+    FV_NEW_ARRAY_DELETE,  /*   a new[]'d block freed by delete */
+    FV_NEW_DELETE_ARRAY,  /*   a new'd block freed by delete[] */
+    FV_SIZE,              /* sized_delete: delete(p, size + bytes) */
+    FV_ALIGNMENT,         /*   an aligned new (64) deleted by an unaligned sized delete */
+    FV_MEMCPY,            /* memcpy_overflow: the call that overflows */
+    FV_MEMMOVE,
+    FV_MEMSET,
     FV_COUNT_
 } fault_variant_t;
 
@@ -109,6 +123,9 @@ typedef struct options {
 
 const char *fault_kind_name(fault_kind_t kind);
 const char *fault_variant_name(fault_variant_t variant);
+/* Whether kind takes variant (FV_NONE: always), and the variants it takes, for messages. */
+bool fault_variant_fits(fault_kind_t kind, fault_variant_t variant);
+const char *fault_variants_of(fault_kind_t kind);
 
 /* ------------------------------------------------------------------ target.c */
 
@@ -126,6 +143,17 @@ typedef struct target {
     /* why the calling thread's last call failed (nmm_last_status; NMM_E_NOMEM for the
      * malloc family, whose only failure is running out of memory) */
     int (*last_status)(void);
+    /* C++'s families (target_cxx_open): allocate as operator new (NMM_FAMILY_NEW) or
+     * new[] (alignment 0 = the default), free as free/delete/delete[] with, for a
+     * sized delete, the size (NMM_UNSIZED: none) and, aligned, the alignment (0: none);
+     * returns an nmm_status_t (NMM_OK for the malloc family) */
+    void *(*alloc_as)(nmm_heap_t *heap, int family, size_t size, size_t alignment);
+    int (*free_as)(nmm_heap_t *heap, void *ptr, int family, size_t size, size_t alignment);
+    /* n bytes into dst through the target's checked copy (an NMM heap: nmm_copy, which
+     * returns the bytes it copied) or the process's memcpy/memmove/memset (whatever
+     * LD_PRELOAD put there: returns n); how: FV_MEMCPY, FV_MEMMOVE or FV_MEMSET (of
+     * the byte src[0]) */
+    size_t (*copy)(nmm_heap_t *heap, int how, void *dst, const void *src, size_t n);
     bool exact_sizes; /* a heap walk reports requested sizes (NMM header levels) */
     bool is_default;  /* the process's default heap (never destroyed: it ends at exit) */
 } target_t;
@@ -145,6 +173,10 @@ void exit_leak_blocks(const struct options *o, nmm_heap_t *heap, struct jline *j
  * err and returns false. */
 bool target_open(target_t *t, const char *name, const char *nmm_options, char *err,
                  size_t err_len);
+/* Resolve operator new/delete for the malloc target (the preloaded library's, else
+ * libstdc++'s, loaded for it); false with a message when the process cannot have
+ * them. An NMM heap's are always there. Main thread, before the workers. */
+bool target_cxx_open(target_t *t, char *err, size_t err_len);
 void target_close(target_t *t);
 static inline bool target_is_nmm(const target_t *t) { return t->heap != NULL; }
 
@@ -297,6 +329,10 @@ typedef struct worker {
      * refused free or realloc (never freed) */
     uint64_t allocs, frees, reallocs, reallocs_moved, dropped;
     void *foreign_block; /* invalid_free foreign_heap: the block to give back at the end */
+    /* exit_only_overflow: damaged blocks never freed; live (the walk and the driver's
+     * live set count them) until the process ends, teardown leaves them alone */
+    slot_t *kept;
+    uint32_t kept_count, kept_cap;
     bool finished;       /* reached its last op (set by its thread, read after the join) */
 } worker_t;
 

@@ -11,12 +11,47 @@
 #define WILD_BASE 0x0000100000000000ull /* 16 TiB: canonical, never mapped by us */
 
 static const char *const kind_names[FK_COUNT_] = {
-    "double_free", "invalid_free", "overflow",      "underflow",
-    "uaf_write",   "uaf_read",     "realloc_freed", "alloc_failure",
+    "double_free",      "invalid_free", "overflow",        "underflow",
+    "uaf_write",        "uaf_read",     "realloc_freed",   "alloc_failure",
+    "dealloc_mismatch", "sized_delete", "memcpy_overflow", "exit_only_overflow",
+    "zero_size_write",
 };
 static const char *const variant_names[FV_COUNT_] = {
-    "", "interior", "stack", "wild", "foreign_heap", "first", "middle", "last",
+    "",           "interior",         "stack",            "wild",
+    "foreign_heap", "first",          "middle",           "last",
+    "malloc_delete", "new_free",      "new_array_delete", "new_delete_array",
+    "size",       "alignment",        "memcpy",           "memmove",
+    "memset",
 };
+
+/* The variants each kind takes: [first, last] (FV_NONE: none but the default). */
+static const struct {
+    fault_variant_t first, last;
+    const char *text;
+} kind_variants[FK_COUNT_] = {
+    [FK_INVALID_FREE] = {FV_INTERIOR, FV_FOREIGN_HEAP, "interior|stack|wild|foreign_heap"},
+    [FK_UAF_WRITE] = {FV_FIRST, FV_LAST, "first|middle|last"},
+    [FK_UAF_READ] = {FV_FIRST, FV_LAST, "first|middle|last"},
+    [FK_DEALLOC_MISMATCH] = {FV_MALLOC_DELETE, FV_NEW_DELETE_ARRAY,
+                             "malloc_delete|new_free|new_array_delete|new_delete_array"},
+    [FK_SIZED_DELETE] = {FV_SIZE, FV_ALIGNMENT, "size|alignment"},
+    [FK_MEMCPY_OVERFLOW] = {FV_MEMCPY, FV_MEMSET, "memcpy|memmove|memset"},
+};
+
+bool fault_variant_fits(fault_kind_t kind, fault_variant_t variant)
+{
+    if (variant == FV_NONE)
+        return true;
+    if ((unsigned)kind >= FK_COUNT_ || kind_variants[kind].first == FV_NONE)
+        return false;
+    return variant >= kind_variants[kind].first && variant <= kind_variants[kind].last;
+}
+
+const char *fault_variants_of(fault_kind_t kind)
+{
+    const char *t = (unsigned)kind < FK_COUNT_ ? kind_variants[kind].text : NULL;
+    return t ? t : "none";
+}
 
 const char *fault_kind_name(fault_kind_t kind)
 {
@@ -108,6 +143,8 @@ static void fault_line(trial_t *tr, worker_t *w, const fault_inst_t *f, const fa
     jl_u64(&j, "seq", last_seq(tr));
     if (fs->kind == FK_ALLOC_FAILURE)
         jl_str(&j, "fail", fs->fail);
+    if (fs->kind == FK_EXIT_ONLY_OVERFLOW && address)
+        jl_u64(&j, "leaks", 1); /* the damaged block is kept live to the end */
     jl_end(&j);
     atomic_fetch_add(&tr->faults_done, 1);
 }
@@ -121,6 +158,7 @@ typedef struct fault_done {
     int read, was;       /* -1: not a uaf_read */
     int armed;           /* -1: not an alloc_failure */
     uint64_t injected_before;
+    int64_t copied;      /* memcpy_overflow on an NMM heap: bytes nmm_copy copied; -1: none */
 } fault_done_t;
 
 static void fault_done_line(const fault_inst_t *f, const fault_done_t *d)
@@ -137,6 +175,8 @@ static void fault_done_line(const fault_inst_t *f, const fault_done_t *d)
         jl_bool(&j, "armed", d->armed != 0);
         jl_u64(&j, "injected_before", d->injected_before);
     }
+    if (d->copied >= 0)
+        jl_i64(&j, "copied", d->copied);
     jl_end(&j);
 }
 
@@ -220,6 +260,147 @@ static int inject_invalid_free(trial_t *tr, worker_t *w, const fault_inst_t *f,
     return st;
 }
 
+/* Count a free of a block the driver made by its status: the target took it (ok,
+ * corrupted and retired, or a family mismatch, freed all the same), or refused it. */
+static void count_taken(worker_t *w, int st)
+{
+    if (st == NMM_OK || st == NMM_E_CORRUPTED || st == NMM_E_MISMATCH)
+        w->frees++;
+    else
+        w->dropped++;
+}
+
+/* A fresh block of `family` (of the picked live block's size, so sizes vary with the
+ * workload): counted as the driver's; NULL (counted as a failed allocation) if none. */
+static void *fresh_block(trial_t *tr, worker_t *w, const fault_inst_t *f, int family,
+                         size_t alignment, uint64_t *size)
+{
+    slot_t *s = pick_block(tr, w, f);
+    *size = s ? s->size : 64;
+    void *p = tr->target.alloc_as(tr->target.heap, family, *size, alignment);
+    if (p)
+        w->allocs++;
+    else
+        w->alloc_failures++;
+    return p;
+}
+
+/* dealloc_mismatch: a live malloc'd block freed by operator delete, or a fresh new'd
+ * (new[]'d) block freed by free (delete, delete[]); false when not performed. */
+static bool inject_dealloc_mismatch(trial_t *tr, worker_t *w, const fault_inst_t *f,
+                                    const fault_spec_t *fs, fault_done_t *done)
+{
+    fault_variant_t v = fs->variant == FV_NONE ? FV_MALLOC_DELETE : fs->variant;
+    uint64_t size = 0;
+    void *p;
+    int freeing;
+    if (v == FV_MALLOC_DELETE) {
+        slot_t *s = pick_block(tr, w, f);
+        p = s ? s->ptr : NULL;
+        if (s) {
+            workload_check_block(tr, w, s);
+            size = s->size;
+            s->ptr = NULL; /* whatever the target does with it, it is no longer ours */
+        }
+        freeing = NMM_FAMILY_NEW;
+    } else {
+        int family = v == FV_NEW_ARRAY_DELETE ? NMM_FAMILY_NEW_ARRAY : NMM_FAMILY_NEW;
+        p = fresh_block(tr, w, f, family, 0, &size);
+        freeing = v == FV_NEW_FREE ? NMM_FAMILY_MALLOC
+                  : v == FV_NEW_ARRAY_DELETE ? NMM_FAMILY_NEW : NMM_FAMILY_NEW_ARRAY;
+    }
+    fault_line(tr, w, f, fs, v, (uintptr_t)p, p ? size : 0, 0, 0);
+    if (!p)
+        return false;
+    done->status = tr->target.free_as(tr->target.heap, p, freeing, NMM_UNSIZED, 0);
+    count_taken(w, done->status);
+    return true;
+}
+
+/* sized_delete: a fresh new'd block deleted with its size + bytes (size), or an
+ * aligned new'd one (64) by a sized delete without the alignment (alignment). */
+static bool inject_sized_delete(trial_t *tr, worker_t *w, const fault_inst_t *f,
+                                const fault_spec_t *fs, fault_done_t *done)
+{
+    fault_variant_t v = fs->variant == FV_NONE ? FV_SIZE : fs->variant;
+    uint64_t size = 0;
+    void *p = fresh_block(tr, w, f, NMM_FAMILY_NEW, v == FV_ALIGNMENT ? 64 : 0, &size);
+    fault_line(tr, w, f, fs, v, (uintptr_t)p, p ? size : 0, 0, 0);
+    if (!p)
+        return false;
+    size_t told = v == FV_SIZE ? size + fs->bytes : size;
+    done->status = tr->target.free_as(tr->target.heap, p, NMM_FAMILY_NEW, told, 0);
+    count_taken(w, done->status);
+    return true;
+}
+
+/* memcpy_overflow: copy (or set) size + bytes into a live block through the target's
+ * copy routine, then free it. The block's own bytes are copied back unchanged (its
+ * pattern holds); the bytes past it are the flipped bytes found there (a memset: the
+ * flip of the first), so an unchecked copy always changes the canary. */
+static bool inject_memcpy_overflow(trial_t *tr, worker_t *w, const fault_inst_t *f,
+                                   const fault_spec_t *fs, fault_done_t *done)
+{
+    fault_variant_t v = fs->variant == FV_NONE ? FV_MEMCPY : fs->variant;
+    slot_t *s = pick_block(tr, w, f);
+    uint64_t n = s ? s->size + fs->bytes : 0;
+    uint8_t *buf = s ? out_map(n) : NULL;
+    if (!s || !buf) {
+        fault_line(tr, w, f, fs, v, 0, 0, fs->bytes, 0);
+        return false;
+    }
+    workload_check_block(tr, w, s);
+    const volatile uint8_t *p = s->ptr;
+    for (uint64_t i = 0; i < n; i++)
+        buf[i] = v == FV_MEMSET ? (uint8_t)~p[s->size] : i < s->size ? p[i] : (uint8_t)~p[i];
+    fault_line(tr, w, f, fs, v, (uintptr_t)s->ptr, s->size, fs->bytes, (int64_t)s->size);
+    size_t copied = tr->target.copy(tr->target.heap, v, s->ptr, buf, n);
+    if (target_is_nmm(&tr->target))
+        done->copied = (int64_t)copied;
+    out_unmap(buf, n);
+    done->status = free_damaged(tr, w, s);
+    return true;
+}
+
+/* exit_only_overflow: flip `bytes` bytes past a live block's end and keep the block
+ * live to the end of the process: no free will look at it, only a sweep (the final
+ * nmm_validate, an exit check, a periodic sweep). */
+static bool inject_exit_only_overflow(trial_t *tr, worker_t *w, const fault_inst_t *f,
+                                      const fault_spec_t *fs)
+{
+    slot_t *s = w->kept_count < w->kept_cap ? pick_block(tr, w, f) : NULL;
+    if (!s) {
+        fault_line(tr, w, f, fs, FV_NONE, 0, 0, fs->bytes, 0);
+        return false;
+    }
+    workload_check_block(tr, w, s);
+    fault_line(tr, w, f, fs, FV_NONE, (uintptr_t)s->ptr, s->size, fs->bytes, (int64_t)s->size);
+    flip((uint8_t *)s->ptr + s->size, fs->bytes);
+    w->kept[w->kept_count++] = *s;
+    s->ptr = NULL;
+    return true;
+}
+
+/* zero_size_write: malloc(0), `bytes` bytes written at its start (never read first: at
+ * paranoid the block is PROT_NONE and the read would be the first fault), then freed. */
+static bool inject_zero_size_write(trial_t *tr, worker_t *w, const fault_inst_t *f,
+                                   const fault_spec_t *fs, fault_done_t *done)
+{
+    uint8_t *p = tr->target.alloc(tr->target.heap, 0);
+    if (p)
+        w->allocs++;
+    else
+        w->alloc_failures++;
+    fault_line(tr, w, f, fs, FV_NONE, (uintptr_t)p, 0, fs->bytes, 0);
+    if (!p)
+        return false;
+    for (uint64_t i = 0; i < fs->bytes; i++)
+        ((volatile uint8_t *)p)[i] = (uint8_t)(0xA5 ^ i);
+    done->status = tr->target.free(tr->target.heap, p);
+    count_taken(w, done->status);
+    return true;
+}
+
 /* Where a use after free hits the freed block: its first byte, its middle, or its
  * last (the last `bytes` of a uaf_write; a block shorter than that from its start). */
 static uint64_t uaf_offset(const fault_spec_t *fs, fault_variant_t v, uint64_t size)
@@ -242,7 +423,7 @@ void faults_inject(trial_t *tr, worker_t *w, const fault_inst_t *f)
     const fault_spec_t *fs = &tr->o->faults[f->spec];
     slot_t *s = NULL;
     uint8_t *p;
-    fault_done_t done = {.status = -1, .read = -1, .was = -1, .armed = -1};
+    fault_done_t done = {.status = -1, .read = -1, .was = -1, .armed = -1, .copied = -1};
     bool performed = true;
     switch (fs->kind) {
     case FK_INVALID_FREE:
@@ -328,6 +509,21 @@ void faults_inject(trial_t *tr, worker_t *w, const fault_inst_t *f)
             flip((uint8_t *)s->ptr + at, fs->bytes);
         }
         done.status = free_damaged(tr, w, s);
+        break;
+    case FK_DEALLOC_MISMATCH:
+        performed = inject_dealloc_mismatch(tr, w, f, fs, &done);
+        break;
+    case FK_SIZED_DELETE:
+        performed = inject_sized_delete(tr, w, f, fs, &done);
+        break;
+    case FK_MEMCPY_OVERFLOW:
+        performed = inject_memcpy_overflow(tr, w, f, fs, &done);
+        break;
+    case FK_EXIT_ONLY_OVERFLOW:
+        performed = inject_exit_only_overflow(tr, w, f, fs);
+        break;
+    case FK_ZERO_SIZE_WRITE:
+        performed = inject_zero_size_write(tr, w, f, fs, &done);
         break;
     default:
         break;

@@ -49,9 +49,15 @@ static const char usage[] =
     "  --fork-every N            worker 0 forks a child every N ops (0 = never)\n"
     "  --fault KIND[:k=v...]     inject a fault (repeatable); KIND is double_free,\n"
     "                            invalid_free, overflow, underflow, uaf_write, uaf_read,\n"
-    "                            realloc_freed, alloc_failure; keys: count, bytes,\n"
+    "                            realloc_freed, alloc_failure, dealloc_mismatch,\n"
+    "                            sized_delete, memcpy_overflow, exit_only_overflow,\n"
+    "                            zero_size_write; keys: count, bytes,\n"
     "                            skip (overflow/underflow: intact bytes before the damage),\n"
-    "                            variant (interior|stack|wild|foreign_heap|first|middle|last),\n"
+    "                            variant (invalid_free: interior|stack|wild|foreign_heap;\n"
+    "                            uaf_write/uaf_read: first|middle|last; dealloc_mismatch:\n"
+    "                            malloc_delete|new_free|new_array_delete|new_delete_array;\n"
+    "                            sized_delete: size|alignment; memcpy_overflow:\n"
+    "                            memcpy|memmove|memset),\n"
     "                            fail (alloc_failure fail-point spec, default alloc@every1,max1)\n"
     "  --progress-every N        progress line every N ops per worker (default 10000; 0 = none)\n"
     "  --sample-every N          latency sample 1 in N ops, a power of two (default 64)\n"
@@ -199,12 +205,6 @@ static void parse_sizes(options_t *o, const char *spec)
 
 static void parse_fault(options_t *o, const char *spec)
 {
-    static const char *const kinds[FK_COUNT_] = {
-        "double_free", "invalid_free", "overflow",      "underflow",
-        "uaf_write",   "uaf_read",     "realloc_freed", "alloc_failure"};
-    static const char *const variants[FV_COUNT_] = {"",      "interior", "stack", "wild",
-                                                    "foreign_heap", "first", "middle",
-                                                    "last"};
     if (o->fault_spec_count == DRV_MAX_FAULT_SPECS)
         usage_error("--fault: at most %d --fault options", DRV_MAX_FAULT_SPECS);
     char buf[256];
@@ -220,13 +220,17 @@ static void parse_fault(options_t *o, const char *spec)
     char *kind = strtok_r(buf, ":", &save);
     int k = -1;
     for (int i = 0; kind && i < FK_COUNT_; i++)
-        if (strcmp(kind, kinds[i]) == 0)
+        if (strcmp(kind, fault_kind_name((fault_kind_t)i)) == 0)
             k = i;
     if (k < 0)
         usage_error("--fault: unknown kind '%s'; expected one of double_free, invalid_free, "
-                    "overflow, underflow, uaf_write, uaf_read, realloc_freed, alloc_failure",
+                    "overflow, underflow, uaf_write, uaf_read, realloc_freed, alloc_failure, "
+                    "dealloc_mismatch, sized_delete, memcpy_overflow, exit_only_overflow, "
+                    "zero_size_write",
                     kind ? kind : "");
     fs->kind = (fault_kind_t)k;
+    if (fs->kind == FK_ZERO_SIZE_WRITE)
+        fs->bytes = 8; /* all of standard's zero-size canary: no 1-in-256 chance of a match */
     for (char *kv = strtok_r(NULL, ":", &save); kv; kv = strtok_r(NULL, ":", &save)) {
         char *eq = strchr(kv, '=');
         if (!eq)
@@ -244,16 +248,11 @@ static void parse_fault(options_t *o, const char *spec)
         } else if (strcmp(kv, "variant") == 0) {
             int v = -1;
             for (int i = 1; i < FV_COUNT_; i++)
-                if (strcmp(val, variants[i]) == 0)
+                if (strcmp(val, fault_variant_name((fault_variant_t)i)) == 0)
                     v = i;
-            bool ok = v > 0 && (fs->kind == FK_INVALID_FREE ? v <= FV_FOREIGN_HEAP
-                                : (fs->kind == FK_UAF_WRITE || fs->kind == FK_UAF_READ)
-                                    ? v >= FV_FIRST
-                                    : false);
-            if (!ok)
-                usage_error("--fault %s: variant '%s' not valid here; invalid_free takes "
-                            "interior|stack|wild|foreign_heap, uaf_write/uaf_read take first|middle|last",
-                            kind, val);
+            if (v <= 0 || !fault_variant_fits(fs->kind, (fault_variant_t)v))
+                usage_error("--fault %s: variant '%s' not valid here; %s takes %s", kind, val,
+                            kind, fault_variants_of(fs->kind));
             fs->variant = (fault_variant_t)v;
         } else if (strcmp(kv, "fail") == 0) {
             if (fs->kind != FK_ALLOC_FAILURE || !*val || strlen(val) >= sizeof fs->fail)

@@ -544,8 +544,22 @@ static bool setup(trial_t *tr, const options_t *o)
         }
         w->faults = &tr->faults[next_fault];
         while (next_fault < tr->fault_count && tr->faults[next_fault].worker == i) {
+            if (o->faults[tr->faults[next_fault].spec].kind == FK_EXIT_ONLY_OVERFLOW)
+                w->kept_cap++;
             next_fault++;
             w->fault_count++;
+        }
+        if (w->kept_cap && !(w->kept = out_map(sizeof(slot_t) * w->kept_cap))) {
+            out_error("cannot map the kept blocks of worker %u", i);
+            return false;
+        }
+    }
+    for (int i = 0; i < o->fault_spec_count; i++) {
+        fault_kind_t k = o->faults[i].kind;
+        if ((k == FK_DEALLOC_MISMATCH || k == FK_SIZED_DELETE) &&
+            !target_cxx_open(&tr->target, err, sizeof err)) {
+            out_error("--fault %s: %s", fault_kind_name(k), err);
+            return false;
         }
     }
     return true;
@@ -648,7 +662,7 @@ static void walk_mismatch(trial_t *tr, const char *what, uintptr_t ptr, uint64_t
     jl_end(&j);
 }
 
-/* The driver's live set (slots and blocks in hand-over queues). */
+/* The driver's live set (slots, kept blocks and blocks in hand-over queues). */
 static bool driver_live(trial_t *tr, live_set_t *mine, size_t extra)
 {
     size_t n = 0;
@@ -656,6 +670,7 @@ static bool driver_live(trial_t *tr, live_set_t *mine, size_t extra)
         worker_t *w = &tr->workers[i];
         for (uint32_t s = 0; s < tr->o->live; s++)
             n += w->slots[s].ptr != NULL;
+        n += w->kept_count;
         n += atomic_load(&w->inbox->tail) - atomic_load(&w->inbox->head);
     }
     memset(mine, 0, sizeof *mine);
@@ -668,6 +683,8 @@ static bool driver_live(trial_t *tr, live_set_t *mine, size_t extra)
         for (uint32_t s = 0; s < tr->o->live; s++)
             if (w->slots[s].ptr)
                 live_add(mine, w->slots[s].ptr, w->slots[s].size);
+        for (uint32_t k = 0; k < w->kept_count; k++)
+            live_add(mine, w->kept[k].ptr, w->kept[k].size);
         inbox_t *in = w->inbox;
         for (uint64_t h = atomic_load(&in->head); h != atomic_load(&in->tail); h++)
             live_add(mine, in->items[h % INBOX_CAP].ptr, in->items[h % INBOX_CAP].size);

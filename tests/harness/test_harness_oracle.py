@@ -21,6 +21,7 @@ from harness.records import DetailLine, EventLine, FaultLine, Observation, Resul
 A = 0x7F00_0000_1000
 B = 0x7F00_0000_2000
 CORRUPTED = 3
+MISMATCH = 8
 
 
 def plan(**kw: Any) -> Plan:
@@ -53,6 +54,14 @@ def fault(kind: str, address: int = A, line: int = 1, op: int = 100, fid: int = 
         defaults.update(read=0xDB, was=0x5A, bytes=1, offset=0)
     elif kind == "alloc_failure":
         defaults.update(armed=True, injected_before=0, address=0)
+    elif kind in ("dealloc_mismatch", "sized_delete"):
+        defaults["status"] = MISMATCH
+    elif kind == "memcpy_overflow":  # clamped by the check: the free that follows is ok
+        defaults.update(status=0, bytes=kw.get("bytes", 1), offset=size, copied=size)
+    elif kind == "exit_only_overflow":  # no call; the block is kept live to the end
+        defaults.update(status=-1, bytes=kw.get("bytes", 1), offset=size, leaks=1)
+    elif kind == "zero_size_write":
+        defaults.update(status=CORRUPTED, bytes=kw.get("bytes", 8), offset=0)
     defaults.update(kw)
     if kind == "alloc_failure":
         address = defaults.pop("address")
@@ -1038,3 +1047,133 @@ def test_the_exit_leak_report_must_list_exactly_the_blocks_leaked_on_purpose():
     assert not v.passed and "the result line has none" in reasons(v)
     # a plan without exit leaks does not judge a report
     assert verdict([], [], res=result(exit_leaks=LEAKED)).passed
+
+
+# ---------------------------------------------------------------- issue 11's kinds
+
+NEW_KINDS = [  # (kind, the event that detects it, its detail: where it saw the damage)
+    ("dealloc_mismatch", "alloc_dealloc_mismatch", 256),
+    ("sized_delete", "delete_size_mismatch", 49),
+    ("memcpy_overflow", "overflow", 48),
+    ("exit_only_overflow", "overflow", 48),
+    ("zero_size_write", "overflow", 0),
+    ("zero_size_write", "zero_size_access", 0),
+]
+
+
+def _new_kind(kind: str) -> FaultLine:
+    return fault(kind, size=0) if kind == "zero_size_write" else fault(kind)
+
+
+def _kept(n_events: int) -> ResultLine:
+    """The result of a trial whose exit_only_overflow kept its 48-byte block to the end."""
+    return result(n_events, leaked_blocks=1, walk_after={"blocks": 1, "bytes": 48},
+                  stats={"live_blocks": 1, "live_bytes": 48})
+
+
+@pytest.mark.parametrize(("kind", "event_kind", "detail"), NEW_KINDS)
+def test_new_kinds_are_matched_by_address_and_causality(kind, event_kind, detail):
+    f = _new_kind(kind)
+    size = f.size
+    res = _kept(1) if kind == "exit_only_overflow" else None
+    v = verdict([f], [event(event_kind, size=size, detail=detail)], res=res)
+    assert v.outcome == "detected" and v.passed, reasons(v)
+    # at another address: the fault is missed and the event is the allocator's
+    v = verdict([f], [event(event_kind, address=B, size=size, detail=detail)], res=res)
+    assert v.faults[0].outcome == "missed" and v.outcome == "false-positive"
+    # recorded before the fault was done (its seq is not past the fault's): not its cause
+    v = verdict([fault(kind, seq=5, size=size)], [event(event_kind, size=size, detail=detail,
+                                                        seq=5)], res=res)
+    assert v.faults[0].outcome == "missed" and not v.passed
+
+
+@pytest.mark.parametrize("kind", ["dealloc_mismatch", "sized_delete", "memcpy_overflow",
+                                  "exit_only_overflow", "zero_size_write"])
+def test_a_new_kind_without_its_detection_fails_the_trial(kind):
+    v = verdict([_new_kind(kind)], [], res=_kept(0) if kind == "exit_only_overflow" else None)
+    assert v.faults[0].outcome == "missed"
+    assert not v.passed
+    assert f"fault 0 ({kind}" in reasons(v) and "missed, expected detected" in reasons(v)
+    # ... and a detection of another kind at its address does not stand in for it
+    other = "double_free" if kind in ("dealloc_mismatch", "sized_delete") else "underflow"
+    v = verdict([_new_kind(kind)], [event(other)])
+    assert v.faults[0].outcome == "missed" and not v.passed
+
+
+@pytest.mark.parametrize("kind", ["dealloc_mismatch", "sized_delete", "zero_size_write"])
+def test_a_mismatched_free_that_returned_ok_was_not_caught(kind):
+    f = _new_kind(kind).model_copy(update={"status": 0})
+    ev = event("alloc_dealloc_mismatch" if kind == "dealloc_mismatch" else
+               "delete_size_mismatch" if kind == "sized_delete" else "overflow",
+               size=f.size, detail=0)
+    v = verdict([f], [ev])
+    assert v.faults[0].outcome == "missed" and "returned ok" in v.faults[0].note
+
+
+def test_a_copy_overflow_event_pointing_away_from_the_copy_is_not_its_detection():
+    """The check names the first byte outside the block; an overflow event whose damage
+    is elsewhere (here at +8, the copy reached only +48) is not this copy's."""
+    v = verdict([fault("memcpy_overflow")], [event("overflow", detail=8)])
+    assert v.faults[0].outcome == "missed" and not v.passed
+
+
+def test_an_overflow_kept_to_the_end_is_found_by_the_final_sweep_and_left_live():
+    f = fault("exit_only_overflow")
+    sweep = event("overflow", worker=-1, driver_op=1000)
+    kept = result(1, validate_problems=1, leaked_blocks=1,
+                  walk_after={"blocks": 1, "bytes": 48}, stats={"live_blocks": 1,
+                                                              "live_bytes": 48})
+    v = verdict([f], [sweep], res=kept)
+    assert v.outcome == "detected" and v.passed, reasons(v)
+    # the teardown is held to the one block the fault line says it leaves
+    more = result(1, validate_problems=1, leaked_blocks=2,
+                  walk_after={"blocks": 2, "bytes": 96}, stats={"live_blocks": 2})
+    v = verdict([f], [sweep], res=more)
+    assert not v.passed and "2 block(s) still live" in reasons(v)
+
+
+def test_a_fail_point_is_still_handled_when_the_final_sweep_found_only_injected_damage():
+    af = fault("alloc_failure", injected_before=0, line=1)
+    kept = fault("exit_only_overflow", fid=1, line=2)
+    stats = {"alloc_failures": 5, "injected_failures": 5, "live_blocks": 1, "live_bytes": 48}
+    res = result(1, alloc_failures=5, stats=stats, validate_problems=1, leaked_blocks=1,
+                 walk_after={"blocks": 1, "bytes": 48})
+    v = verdict([af, kept], [event("overflow", worker=-1, line=3)], res=res)
+    assert [x.outcome for x in v.faults] == ["detected", "detected"], reasons(v)
+    # a sweep problem nothing explains still says the heap was not intact
+    res2 = result(1, alloc_failures=5, stats=stats, validate_problems=2, leaked_blocks=1,
+                  walk_after={"blocks": 1, "bytes": 48})
+    v = verdict([af, kept], [event("overflow", worker=-1, line=3)], res=res2)
+    assert v.faults[0].outcome == "missed" and "no injected fault explains" in v.faults[0].note
+
+
+def test_a_zero_size_write_at_paranoid_is_a_detected_abort_named_by_its_block():
+    f = fault("zero_size_write", size=0, done=False, status=None)
+    o = obs([f], [], signal=signal.SIGSEGV, stderr_tail=(
+        f"nmm: write of a zero-size block allocated at faults_inject+0x3c3 (nmm-driver) "
+        f"(block {A:#x}) (thread 7)\n"))
+    v = judge(plan_for([f], expect={"outcome": ["detected-abort"]}), o)
+    assert v.faults[0].outcome == "detected-abort" and v.passed, reasons(v)
+    # the same death naming another block is not this fault's
+    o = obs([f], [], signal=signal.SIGSEGV, stderr_tail=(
+        f"nmm: write of a zero-size block allocated at x+0x1 (p) (block {B:#x}) (thread 7)\n"))
+    v = judge(plan_for([f], expect={"outcome": ["detected-abort"]}), o)
+    assert v.faults[0].outcome != "detected-abort" and not v.passed
+
+
+def test_plans_take_the_new_kinds_variants_and_bytes():
+    p = plan(faults=[{"kind": "dealloc_mismatch", "variant": "new_delete_array"},
+                     {"kind": "sized_delete", "variant": "alignment"},
+                     {"kind": "sized_delete", "bytes": 64},
+                     {"kind": "memcpy_overflow", "variant": "memset", "bytes": 8},
+                     {"kind": "exit_only_overflow", "bytes": 8},
+                     {"kind": "zero_size_write"}])
+    assert [f.driver_arg(p.total_ops) for f in p.faults] == [
+        "dealloc_mismatch:count=1:variant=new_delete_array",
+        "sized_delete:count=1:variant=alignment", "sized_delete:count=1:bytes=64",
+        "memcpy_overflow:count=1:variant=memset:bytes=8", "exit_only_overflow:count=1:bytes=8",
+        "zero_size_write:count=1"]
+    with pytest.raises(Exception, match="one of malloc_delete, new_free"):
+        plan(faults=[{"kind": "dealloc_mismatch", "variant": "first"}])
+    with pytest.raises(Exception, match="no bytes for dealloc_mismatch"):
+        plan(faults=[{"kind": "dealloc_mismatch", "bytes": 3}])

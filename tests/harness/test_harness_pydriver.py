@@ -64,6 +64,12 @@ def test_op_streams_reproduce_from_the_seed():
     ("uaf_write", {"variant": "first"}, "paranoid"),
     ("uaf_write", {"variant": "middle"}, "paranoid"),
     ("alloc_failure", {"fail": "alloc@every20,max5"}, "standard"),
+    ("dealloc_mismatch", {"variant": "malloc_delete"}, "standard"),
+    ("dealloc_mismatch", {"variant": "new_free"}, "standard"),
+    ("dealloc_mismatch", {"variant": "new_array_delete"}, "standard"),
+    ("dealloc_mismatch", {"variant": "new_delete_array"}, "paranoid"),
+    ("sized_delete", {"variant": "size", "bytes": 3}, "standard"),
+    ("sized_delete", {"variant": "alignment"}, "paranoid"),
 ])
 def test_each_fault_kind_is_detected_at_its_level(kind, extra, level):
     plan = make_plan(level, faults=({"kind": kind, "count": 2, **extra},))
@@ -72,6 +78,24 @@ def test_each_fault_kind_is_detected_at_its_level(kind, extra, level):
     verdict = judge(plan, run_python_trial(plan, 77))
     assert verdict.passed, verdict.reasons
     assert {f.outcome for f in verdict.faults} == {"detected"}
+
+
+@pytest.mark.parametrize("kind", ["dealloc_mismatch", "sized_delete"])
+def test_cxx_mismatches_at_off_are_missed(kind):
+    """Level off keeps no family or header: the Python driver's mismatches go through,
+    and a plan that expects them detected fails."""
+    plan = make_plan("off", faults=({"kind": kind, "count": 2},))
+    verdict = judge(plan, run_python_trial(plan, 77))
+    assert {f.outcome for f in verdict.faults} == {"missed"} and not verdict.passed
+
+
+@pytest.mark.parametrize("kind", ["memcpy_overflow", "exit_only_overflow", "zero_size_write"])
+def test_kinds_only_the_isolated_driver_performs_are_refused(kind):
+    from harness.errors import UnsupportedFeature
+
+    plan = make_plan("standard", faults=({"kind": kind},))
+    with pytest.raises(UnsupportedFeature, match=f"{kind} needs the native driver"):
+        PyDriver(plan, 1)
 
 
 def test_abort_policy_is_refused_in_process():
