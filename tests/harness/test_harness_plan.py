@@ -42,8 +42,25 @@ def test_every_shipped_plan_is_valid():
 
 
 def test_smoke_covers_every_fault_kind_but_uaf_read():
+    """zero_size_write kills the process at paranoid (smoke's level): its own plan."""
     plan = load_plan(PLANS / "smoke.toml")
-    assert {f.kind for f in plan.faults} == set(FAULT_KINDS) - {"uaf_read"}
+    assert {f.kind for f in plan.faults} == set(FAULT_KINDS) - {"uaf_read", "zero_size_write"}
+
+
+def test_the_nightly_campaign_runs_every_fault_kind_with_level_expectations():
+    """Every kind is in a plan of the nightly campaign; each of issue 11's
+    one-kind plans says what off (which promises nothing) and paranoid must do."""
+    from harness.campaign import entry_path, load_campaign_file
+
+    spec = load_campaign_file(PLANS / "campaigns" / "nightly.toml")
+    kinds = {f.kind for e in spec.plans for f in load_plan(entry_path(e)).faults}
+    assert kinds == set(FAULT_KINDS)
+    for kind in ("dealloc_mismatch", "sized_delete", "memcpy_overflow", "exit_only_overflow",
+                 "zero_size_write"):
+        plan = load_plan(PLANS / f"{kind}.toml")
+        assert {f.kind for f in plan.faults} == {kind} and plan.nmm_level == "standard"
+        assert plan.expect.allowed_for(kind, "off") == ("missed",)
+        assert "paranoid" in plan.expect.levels
 
 
 def test_benchmark_plans_have_no_faults():
