@@ -143,8 +143,6 @@ static void fault_line(trial_t *tr, worker_t *w, const fault_inst_t *f, const fa
     jl_u64(&j, "seq", last_seq(tr));
     if (fs->kind == FK_ALLOC_FAILURE)
         jl_str(&j, "fail", fs->fail);
-    if (fs->kind == FK_EXIT_ONLY_OVERFLOW && address)
-        jl_u64(&j, "leaks", 1); /* the damaged block is kept live to the end */
     jl_end(&j);
     atomic_fetch_add(&tr->faults_done, 1);
 }
@@ -363,8 +361,9 @@ static bool inject_memcpy_overflow(trial_t *tr, worker_t *w, const fault_inst_t 
 }
 
 /* exit_only_overflow: flip `bytes` bytes past a live block's end and keep the block
- * live to the end of the process: no free will look at it, only a sweep (the final
- * nmm_validate, an exit check, a periodic sweep). */
+ * live until after the final sweep: no free looks at it before a sweep (the final
+ * nmm_validate, a periodic sweep) has had its chance, as for a block a program never
+ * frees before its exit check. */
 static bool inject_exit_only_overflow(trial_t *tr, worker_t *w, const fault_inst_t *f,
                                       const fault_spec_t *fs)
 {
