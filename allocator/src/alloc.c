@@ -38,8 +38,7 @@ void alloc_retire(nmm_heap_t *h, uint8_t *block)
 {
     slab_t *s = slab_of(h, (uintptr_t)block);
     int32_t idx = slab_index(s, (uintptr_t)block);
-    __atomic_store_n(&slab_states(s)[idx], BS_RETIRED, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+    block_retire(h, &slab_states(s)[idx]);
 }
 
 /* Paranoid and cacheless path: one block under the class lock; the header is
@@ -80,7 +79,7 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
         __atomic_fetch_add(&h->injected_failures, 1, __ATOMIC_RELAXED);
         return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
     }
-    if (size > ((size_t)1 << 46))
+    if (size > CORE_MAX_REQUEST)
         return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
     size_t need = size + h->user_off + (h->checks ? CORE_CANARY : 0);
     int cls;
@@ -121,25 +120,18 @@ NMM_NOINLINE static void *alloc_slow(nmm_heap_t *h, size_t size, nmm_site_t site
             validate_maybe_sweep(h);
     } else {
         tbin_t *bin = &tc->bins[cls];
-        blockref_t *e = NULL;
         user = NULL;
         if (bin->count || tcache_refill(h, tc, cls)) {
-            /* allocs before count (tbin_read) */
-            e = &bin->items[bin->count - 1];
-            OWNER_ADD(bin->allocs, 1);
-            NMM_YIELD("tcache.alloc");
-            tbin_set_count(bin, bin->count - 1);
-            user = e->block + h->user_off;
-        }
-        if (user) {
+            blockref_t e = tbin_pop(bin, bin->count);
+            user = e.block + h->user_off;
             if (h->has_hdr) {
                 if (site_id)
-                    slab_set_site_ref(h, e, site_id);
+                    slab_set_site_ref(h, &e, site_id);
                 detect_write_header(h, user, size, site_id != 0);
             }
             if (h->checks)
                 detect_write_canary(h, user, size, bs - h->user_off);
-            __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
+            __atomic_store_n(e.state, BS_LIVE, __ATOMIC_RELAXED);
         }
     }
     if (!user) {
@@ -172,15 +164,12 @@ NMM_NOINLINE static void *alloc_standard_track(nmm_heap_t *h, size_t size, nmm_s
             tbin_t *bin = &tc->bins[alloc_class_hdr(size)];
             if (likely(bin->count)) {
                 uint32_t site_id = unlikely(h->tracking) ? track_on_alloc(h, site) : site;
-                blockref_t *e = &bin->items[bin->count - 1];
-                OWNER_ADD(bin->allocs, 1);  /* allocs before count (tbin_read) */
-                NMM_YIELD("tcache.alloc");
-                tbin_set_count(bin, bin->count - 1);
-                uint8_t *user = e->block + CORE_HDR;
+                blockref_t e = tbin_pop(bin, bin->count);
+                uint8_t *user = e.block + CORE_HDR;
                 if (site_id)
-                    slab_set_site_ref(h, e, site_id);
+                    slab_set_site_ref(h, &e, site_id);
                 detect_write_block(h, user, size, site_id != 0);
-                __atomic_store_n(e->state, BS_LIVE, __ATOMIC_RELAXED);
+                __atomic_store_n(e.state, BS_LIVE, __ATOMIC_RELAXED);
                 return user;
             }
         }
@@ -201,10 +190,7 @@ static inline __attribute__((always_inline)) void *alloc_standard_pop(nmm_heap_t
             tbin_t *bin = &tc->bins[alloc_class_hdr(size)];
             uint32_t n = bin->count;
             if (likely(n)) {
-                blockref_t e = bin->items[n - 1];
-                OWNER_ADD(bin->allocs, 1);  /* allocs before count (tbin_read) */
-                NMM_YIELD("tcache.alloc");
-                tbin_set_count(bin, n - 1);
+                blockref_t e = tbin_pop(bin, n);
                 uint8_t *user = e.block + CORE_HDR;
                 if (site_id)
                     slab_set_site_ref(h, &e, site_id);
@@ -274,14 +260,7 @@ void *nmm_alloc(nmm_heap_t *h, size_t size, nmm_site_t site)
             tbin_t *bin = &tc->bins[cls];
             uint32_t n = bin->count;
             if (likely(n)) {
-                /* every load before the first store: a state byte store may
-                 * alias anything, and would force reloads */
-                blockref_t e = bin->items[n - 1];
-                uint64_t allocs = bin->allocs;
-                /* allocs before count (tbin_read) */
-                __atomic_store_n(&bin->allocs, allocs + 1, __ATOMIC_RELAXED);
-                NMM_YIELD("tcache.alloc");
-                tbin_set_count(bin, n - 1);
+                blockref_t e = tbin_pop(bin, n);
                 __atomic_store_n(e.state, BS_LIVE, __ATOMIC_RELAXED);
                 return e.block;
             }
@@ -340,8 +319,7 @@ NMM_COLD static nmm_status_t free_corrupted(nmm_heap_t *h, slab_t *s, uint8_t *s
     uint32_t asite = slab_site(s, (uint32_t)(state - slab_states(s)), has_site);
     if (kind == NMM_EV_NONE)
         kind = NMM_EV_HEADER_CORRUPT;
-    __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+    block_retire(h, state);
     return heap_report(h, kind, detail, user, size, asite, site);
 }
 
@@ -392,8 +370,7 @@ static nmm_status_t free_paranoid(nmm_heap_t *h, slab_t *s, int32_t idx, uint8_t
         if (st == BS_LIVE)
             kind = detect_check_block(h, user, room, DETECT_SIZE_FROM_HEADER, &detail, &dsize, &dhas);
         dsite = slab_site(s, (uint32_t)idx, dhas);
-        __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+        block_retire(h, state);
     } else {
         __atomic_store_n(state, BS_QUARANTINE, __ATOMIC_RELAXED);
     }
@@ -452,8 +429,7 @@ NMM_COLD static nmm_status_t free_aligned(nmm_heap_t *h, slab_t *s, uint32_t idx
     }
     uint8_t k = st & 15;
     if (bad || kind != NMM_EV_NONE) {
-        __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+        block_retire(h, state);
     } else if (h->paranoid) {
         __atomic_store_n(state, (uint8_t)(BS_QUAR_ALIGNED | k), __ATOMIC_RELAXED);
     } else {
@@ -468,9 +444,7 @@ NMM_COLD static nmm_status_t free_aligned(nmm_heap_t *h, slab_t *s, uint32_t idx
         tbin_t *bin = &tc->bins[cls];
         if (bin->count == bin->cap)
             tcache_flush_bin(h, tc, cls, bin->cap / 2);
-        bin->items[bin->count].block = block;
-        bin->items[bin->count].state = state;
-        tbin_set_count(bin, bin->count + 1);
+        tbin_push(bin, bin->count, block, state);
         free_account(h, cls, tc, true);
         return NMM_OK;
     }
@@ -714,8 +688,7 @@ NMM_NOINLINE static nmm_status_t free_block(nmm_heap_t *h, void *p, nmm_site_t s
     int cls = s->cls;
     size_t room = s->block_size - h->user_off;
     if (st == BS_LIVE_BAD) {
-        __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+        block_retire(h, state);
         free_account(h, cls, tc, false);
         heap_set_status(NMM_E_CORRUPTED);
         return NMM_E_CORRUPTED;
@@ -740,9 +713,7 @@ NMM_NOINLINE static nmm_status_t free_block(nmm_heap_t *h, void *p, nmm_site_t s
         if (bin->count == bin->cap)
             tcache_flush_bin(h, tc, cls, bin->cap / 2);
         __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
-        bin->items[bin->count].block = (uint8_t *)block;
-        bin->items[bin->count].state = state;
-        tbin_set_count(bin, bin->count + 1);
+        tbin_push(bin, bin->count, (uint8_t *)block, state);
         free_account(h, cls, tc, true);
         return NMM_OK;
     }
@@ -822,11 +793,8 @@ NMM_NOINLINE __attribute__((aligned(64))) static nmm_status_t free_standard(nmm_
                 if (likely(tc != NULL)) {
                     tbin_t *bin = &tc->bins[cls];
                     uint32_t n = bin->count;
-                    blockref_t *items = bin->items;
                     if (likely(n < bin->cap)) {
-                        items[n].block = (uint8_t *)p - CORE_HDR;
-                        items[n].state = state;
-                        tbin_set_count(bin, n + 1);
+                        tbin_push(bin, n, (uint8_t *)p - CORE_HDR, state);
                         NMM_YIELD("bin.push");  /* in the bin, still reads live */
                         __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
                         return NMM_OK;
@@ -895,11 +863,8 @@ nmm_status_t nmm_free(nmm_heap_t *h, void *p, nmm_site_t site)
                 uint8_t *state = &slab_states(s)[idx];
                 tbin_t *bin = &tc->bins[s->cls];
                 uint32_t n = bin->count;
-                blockref_t *items = bin->items;
                 if (likely(__atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE && n < bin->cap)) {
-                    items[n].block = p;
-                    items[n].state = state;
-                    tbin_set_count(bin, n + 1);
+                    tbin_push(bin, n, p, state);
                     NMM_YIELD("bin.push");  /* in the bin, still reads live */
                     __atomic_store_n(state, BS_FREE, __ATOMIC_RELAXED);
                     return NMM_OK;
@@ -1066,7 +1031,7 @@ void *nmm_aligned_alloc(nmm_heap_t *h, size_t alignment, size_t size, nmm_site_t
         return alloc_fail(h, NMM_E_INVALID_ARGUMENT, EINVAL);
     if (alignment <= 16)
         return nmm_alloc(h, size, site);
-    if (alignment > ((size_t)1 << 46))  /* as for sizes: no mapping can hold it */
+    if (alignment > CORE_MAX_REQUEST)  /* as for sizes: no mapping can hold it */
         return alloc_fail(h, NMM_E_NOMEM, ENOMEM);
     return alloc_slow(h, size, site, alignment);
 }
@@ -1089,7 +1054,7 @@ void *nmm_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site)
         return nmm_alloc(h, 0, site);
     }
     /* In place when the new size needs the same class and the block is intact. */
-    if (!bi.large && !h->paranoid && bi.state == BS_LIVE && size <= ((size_t)1 << 46) &&
+    if (!bi.large && !h->paranoid && bi.state == BS_LIVE && size <= CORE_MAX_REQUEST &&
         sizeclass_of(size + h->user_off + (h->checks ? CORE_CANARY : 0)) == bi.cls &&
         (!h->checks || detect_block_intact(h, p, bi.room))) {
         if (h->has_hdr)  /* the site stays: site[] is untouched, the flag kept */
@@ -1101,7 +1066,7 @@ void *nmm_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site)
     /* Large to large: mremap, no copy and no fresh pages (where reuse is allowed).
      * Not when tracking: the block must take the realloc's site and sampled stack,
      * as the allocate-copy-free path gives it. */
-    if (bi.large && !h->tracking && size <= ((size_t)1 << 46) &&
+    if (bi.large && !h->tracking && size <= CORE_MAX_REQUEST &&
         sizeclass_of(size + h->user_off + (h->checks ? CORE_CANARY : 0)) < 0) {
         bool fallback;
         void *q = large_realloc(h, p, size, site, &fallback);

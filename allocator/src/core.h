@@ -27,6 +27,10 @@
 #define CORE_META_SITES_PER_CHUNK 16448          /* >= 4096 * 4, aligned */
 #define CORE_CLASSES 48                          /* entries in sizeclass_table */
 #define CORE_SMALL_MAX 131072                    /* largest class; larger requests are mapped */
+/* The largest size (or alignment) a request may ask for: 64 TiB, more than any
+ * mapping can hold, so larger ones fail at once and the size arithmetic after
+ * this check (header, canary, page rounding) cannot overflow. */
+#define CORE_MAX_REQUEST ((size_t)1 << 46)
 #define CORE_SLOTS 64                            /* heaps that get thread caches */
 #define CORE_MAX_HEAPS 1024                      /* heaps alive at once */
 /* Partial-slab lists per class. A thread cache is given a lane when it is made
@@ -362,6 +366,14 @@ struct nmm_heap {
     struct nmm_heap *next_free;
 };
 
+/* A block found damaged (state: its state byte): never handed out again, counted in
+ * the heap's retired blocks. The one way a slab block is retired. */
+static inline void block_retire(nmm_heap_t *h, uint8_t *state)
+{
+    __atomic_store_n(state, BS_RETIRED, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+}
+
 /* heap.c */
 void(heap_lock)(nmm_heap_t *h, pthread_mutex_t *m); /* counts contention (chaos.h names
                                                      * the caller's lock) */
@@ -466,6 +478,31 @@ static inline void tbin_set_count(tbin_t *bin, uint32_t n)
 {
     __atomic_store_n(&bin->count, n, __ATOMIC_RELEASE);  /* items[] before the count too */
 }
+/* Owner: take the top block out of a bin holding n > 0 blocks (n: bin->count, already
+ * loaded). Every load comes before the first store (a state-byte store after it may
+ * alias anything and would force reloads), and allocs is counted before count moves
+ * (a reader then never derives a free that did not happen: tbin_read). The one pop of
+ * the allocation paths. */
+static inline __attribute__((always_inline)) blockref_t tbin_pop(tbin_t *bin, uint32_t n)
+{
+    blockref_t e = bin->items[n - 1];
+    uint64_t allocs = bin->allocs;
+    __atomic_store_n(&bin->allocs, allocs + 1, __ATOMIC_RELAXED);
+    NMM_YIELD("tcache.alloc");
+    tbin_set_count(bin, n - 1);
+    return e;
+}
+/* Owner: put a block (its state byte at state) on top of a bin holding n < cap
+ * blocks; the entry is written before the count that publishes it. The one push
+ * of the free paths (a free counts itself: tbin_t). */
+static inline __attribute__((always_inline)) void tbin_push(tbin_t *bin, uint32_t n, uint8_t *block,
+                                                            uint8_t *state)
+{
+    bin->items[n].block = block;
+    bin->items[n].state = state;
+    tbin_set_count(bin, n + 1);
+}
+
 /* A fork() child sees each other thread's stores up to some point of its program
  * order, and gives a dead thread's bins and quarantine back to the heap; so a block
  * must leave one structure (that store first) before it enters the next, never be
@@ -498,6 +535,13 @@ typedef struct tcache {
      * free fast paths change one field each and leave it alone. */
     uint32_t books;
     uint32_t lane;           /* set when the cache is first made: the slabs it refills from */
+    /* owner: blocks each bin's next refill asks for. It starts at CORE_FILL_FIRST
+     * and doubles with each refill up to cap / 2, so a thread that touches a class
+     * briefly holds a few of its blocks, not half a bin of them (jemalloc's adaptive
+     * fill): 8 threads living 256 operations each pulled 32 blocks of every class
+     * they touched into their caches. Kept out of tbin_t so the free fast path
+     * still compares count with a 32-bit cap. */
+    uint16_t fill[CORE_CLASSES];
     int64_t merged[CORE_CLASSES]; /* owner: allocs - frees already added to heap->live_est */
 } tcache_t;
 
@@ -545,7 +589,6 @@ void tcache_process_init(void);
 tcache_t *tcache_get(nmm_heap_t *h);
 /* The calling thread's state, created on first use; NULL when it cannot be. */
 tstate_t *tcache_state(void);
-void tcache_refill_count(nmm_heap_t *h, tcache_t *tc);
 bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls);
 void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep);
 void tcache_merge_live(nmm_heap_t *h, tcache_t *tc, int cls);
@@ -786,7 +829,6 @@ void detect_tq_push(nmm_heap_t *h, tcache_t *tc, uint8_t *user, uint8_t *poison,
 void detect_tq_drain(nmm_heap_t *h, tcache_t *tc);     /* owner gone or exiting */
 size_t detect_tq_validate(nmm_heap_t *h, tcache_t *tc); /* quiescent sweep */
 bool detect_quarantine_holds(nmm_heap_t *h, const uint8_t *poison);
-void detect_quarantine_flush(nmm_heap_t *h);
 /* Paranoid without caches: the calling thread starts an allocator call (unpins
  * the blocks it freed in its previous calls). */
 void detect_note_call(void);
@@ -830,7 +872,7 @@ void validate_maybe_sweep(nmm_heap_t *h);
 uint64_t validate_requested_bytes(nmm_heap_t *h);
 
 /* alloc.c */
-void alloc_retire(nmm_heap_t *h, uint8_t *block);
+void alloc_retire(nmm_heap_t *h, uint8_t *block);    /* block_retire by block address */
 
 /* os.c extras (only os.c calls the kernel) */
 void *os_map_sparse(size_t bytes);                 /* RW, MAP_NORESERVE: committed on touch */

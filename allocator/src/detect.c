@@ -354,8 +354,7 @@ NMM_COLD static bool quarantine_entry_report(nmm_heap_t *h, const quarantine_ent
     if (dmg < 0)
         return false;
     if (e->state) {
-        __atomic_store_n(e->state, BS_RETIRED, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&h->retired, 1, __ATOMIC_RELAXED);
+        block_retire(h, e->state);
     } else {
         alloc_retire(h, e->poison - h->user_off);
     }
@@ -491,26 +490,6 @@ size_t detect_quarantine_validate(nmm_heap_t *h)
         e->user = NULL;
     }
     return problems;
-}
-
-/* Empty the quarantine (heap teardown of the paranoid state is not needed; this
- * is used by validate callers that want every block back). */
-void detect_quarantine_flush(nmm_heap_t *h)
-{
-    for (;;) {
-        quarantine_entry_t e;
-        heap_lock(h, &h->quar_lock);
-        if (!h->quar_count) {
-            pthread_mutex_unlock(&h->quar_lock);
-            return;
-        }
-        e = h->quar[h->quar_head];
-        __atomic_store_n(&h->quar_bytes, h->quar_bytes - e.block_size, __ATOMIC_RELAXED);
-        h->quar_head = (h->quar_head + 1) % h->quar_cap;
-        h->quar_count--;
-        pthread_mutex_unlock(&h->quar_lock);
-        quarantine_release(h, &e);
-    }
 }
 
 /* Whether the quarantine (the shared ring, or a thread's own) holds the block

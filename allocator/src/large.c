@@ -224,7 +224,7 @@ void *large_alloc(nmm_heap_t *h, size_t size, size_t align, uint32_t site_id)
     size_t pre = h->has_hdr ? page : 0;
     size_t canary = h->checks ? CORE_CANARY : 0;
     size_t guard = h->guard ? page : 0;
-    if (size > ((size_t)1 << 46)) {
+    if (size > CORE_MAX_REQUEST) {
         errno = ENOMEM;
         return NULL;
     }
@@ -440,7 +440,7 @@ static bool large_reserve(nmm_heap_t *h)
 void *large_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site, bool *fallback)
 {
     *fallback = true;
-    if (!h->large_reuse || heap_failpoints_armed(h) || size > ((size_t)1 << 46))
+    if (!h->large_reuse || heap_failpoints_armed(h) || size > CORE_MAX_REQUEST)
         return NULL;  /* fail points see the allocate-copy-free path they expect */
     size_t pre = h->has_hdr ? os_page_size() : 0;
     size_t body = large_body(h, size);

@@ -147,10 +147,7 @@ static inline __attribute__((always_inline)) tbin_t *tq_release_entry(nmm_heap_t
     tbin_t *bin = &tc->bins[e->cls];
     if (unlikely(bin->count == bin->cap))
         tcache_flush_bin(h, tc, e->cls, bin->cap / 2);
-    uint32_t n = bin->count;
-    bin->items[n].block = e->poison - h->user_off;
-    bin->items[n].state = e->state;
-    tbin_set_count(bin, n + 1);
+    tbin_push(bin, bin->count, e->poison - h->user_off, e->state);
     NMM_YIELD("bin.push");  /* in the bin, still reads quarantined */
     __atomic_store_n(e->state, e->freed_state, __ATOMIC_RELAXED);
     return bin;
