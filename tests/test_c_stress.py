@@ -28,7 +28,9 @@ SANITIZERS: dict[str, list[str]] = {
     "asan": ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"],
     "tsan": ["-fsanitize=thread"],
 }
-BASE_FLAGS = ["-std=gnu11", "-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-Wall"]
+# NMM_DEBUG: the debug flavour, the core's internal invariants checked (NMM_ASSERT)
+BASE_FLAGS = ["-std=gnu11", "-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-Wall",
+              "-DNMM_DEBUG"]
 if platform.machine() in ("x86_64", "AMD64"):
     BASE_FLAGS.append("-msse4.2")
 ENV = {
@@ -180,6 +182,21 @@ def test_threads_blocks_share_no_state_line(build: Builder, level: str, threads:
     ops = _scale(build, 20000, 5000)
     out = _run(build("stress_sharing"), level, threads, ops, 3, 0)
     assert "shared=0 " in out and "held=" in out
+
+
+def test_debug_flavour_stops_at_a_broken_invariant(build: Builder) -> None:
+    """These builds are the debug flavour (NMM_DEBUG): a slab whose free stack already
+    holds every block it handed out is given one more, and the program stops with one
+    line naming the invariant and where it is checked, where a release build would
+    write past the stack. (Every other program here runs with the checks on too.)"""
+    exe = build("stress_assert")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "NMM_OPTIONS")}
+    env.update(ENV)
+    result = subprocess.run([*_LAUNCHER.get(exe.parent, []), str(exe)], capture_output=True,
+                            text=True, env=env, timeout=60, check=False)
+    assert result.returncode != 0 and not result.stdout.startswith("ok"), result.stdout
+    assert "nmm: internal assertion failed: " in result.stderr, result.stderr[-2000:]
+    assert "slab.c:" in result.stderr and "nstack < s->bump" in result.stderr
 
 
 @pytest.mark.parametrize("level", ["off", "standard"])

@@ -185,17 +185,6 @@ static bool is_free_side_kind(uint32_t kind)
            kind == NMM_EV_DELETE_SIZE_MISMATCH || kind == NMM_EV_INVALID_POINTER;
 }
 
-static void write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w <= 0)
-            return; /* EINTR included: a report line is best effort, never a hang */
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
 static bool has_extent(uint32_t kind)
 {
     return kind == NMM_EV_OVERFLOW || kind == NMM_EV_UNDERFLOW || kind == NMM_EV_USE_AFTER_FREE;
@@ -434,7 +423,7 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
         strbuf_puts(&sb, ")");
         size_t n = sb.len < sizeof buf - 2 ? sb.len : sizeof buf - 2;
         buf[n++] = '\n';
-        write_all(2, buf, n);
+        out_write_all(2, buf, n);
         /* Die with the original signal: put back what was there and let the
          * access fault again (a chained handler sees the real fault). */
         sigaction(sig, old_action(sig), NULL);

@@ -430,8 +430,7 @@ nmm_heap_t *nmm_default_heap(void)
         }
         if (!h) {
             static const char msg[] = "nmm: cannot create the default heap\n";
-            ssize_t w = write(2, msg, sizeof msg - 1);
-            (void)w;
+            out_write_all(2, msg, sizeof msg - 1);
             abort();
         }
         __atomic_store_n(&heap_default, h, __ATOMIC_RELEASE);

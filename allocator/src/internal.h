@@ -22,6 +22,18 @@
 /* Chaos build (yield points, mutants; nothing in the production build): chaos.h. */
 #include "chaos.h"
 
+/* Internal invariants (mimalloc's mi_assert_internal): checked in the debug flavour
+ * (-DNMM_DEBUG; the sanitizer builds of tests/test_c_stress.py turn it on), compiled
+ * out of the release and chaos builds. A failed one writes one line naming the
+ * condition and its place to stderr and aborts (out.c). Never on a fast path's
+ * cost in release: the condition is not even evaluated there. */
+#ifdef NMM_DEBUG
+__attribute__((cold, noreturn)) void out_assert_fail(const char *cond, const char *file, int line);
+#define NMM_ASSERT(cond) (likely(cond) ? (void)0 : out_assert_fail(#cond, __FILE__, __LINE__))
+#else
+#define NMM_ASSERT(cond) ((void)0)
+#endif
+
 /* splitmix64's finaliser: the one 64-bit mixer (hash tables, rule cache). */
 static inline uint64_t mix64(uint64_t z)
 {
@@ -31,8 +43,9 @@ static inline uint64_t mix64(uint64_t z)
 }
 
 /* ================================================================== core
- * heap.c, slab.c, tcache.c, large.c, addrmap.c, detect.c, validate.c, stats.c,
- * os.c — owned by the core. The periphery below uses only what is declared here. */
+ * alloc.c, heap.c, sizeclass.c, slab.c, tcache.c, large.c, detect.c, validate.c,
+ * stats.c, os.c — owned by the core (their private types and functions are in
+ * core.h). The periphery below uses only what is declared here. */
 
 /* os.c — the only file that calls mmap/munmap/madvise/mprotect. os_map honours the
  * heap's "os.map" fail point when heap is non-NULL. */
@@ -40,6 +53,10 @@ void *os_map(nmm_heap_t *heap, size_t bytes);        /* zeroed RW pages, NULL on
 void os_unmap(void *addr, size_t bytes);
 size_t os_page_size(void);
 uint32_t os_thread_id(void);                         /* gettid(), cached per thread */
+
+/* alloc.c — the functions that can be the outermost allocator frame of a call
+ * (the API and its tail-called paths), NULL-terminated (unwind.c stops there). */
+extern const void *const alloc_outer_functions[];
 
 /* heap.c */
 const nmm_config_t *heap_config(const nmm_heap_t *heap);
@@ -68,7 +85,12 @@ struct events_ring **heap_events_slot(nmm_heap_t *heap);
 struct fp_table **heap_failpoints_slot(nmm_heap_t *heap);
 
 /* ================================================================== periphery
- * events.c, failpoint.c, options.c, track.c, report.c, malloc_shim.c */
+ * One section per file: events.c, failpoint.c, options.c, unwind.c, track.c,
+ * strbuf.c, symbolize.c, out.c, diag.c, roots.c, leaks.c, leakcheck.c,
+ * suppress.c, access.c, malloc_shim.c, copy_shim.c (report.c and new_shim.c export
+ * only nmm.h's API). */
+
+struct strbuf;
 
 /* events.c — the one reporting choke point. Never allocates (ring storage is
  * mapped at heap creation), never calls back into Python. Thread-safe. */
@@ -91,6 +113,27 @@ void events_install_fault_handler(void);
 void events_thread_start(void);
 void events_thread_exit(void);
 
+/* The malloc replacement stores its caller's return address here before calling
+ * into the heap, so an event with free_site 0 can still name where it happened. */
+extern NMM_TLS uintptr_t events_caller_pc;
+/* Set by events_report when a detection should be echoed to stderr but was found
+ * with heap locks possibly held (record policy in the preload library): the shim
+ * calls events_flush_pending() once it is back outside the heap. */
+extern NMM_TLS uint32_t events_pending;
+/* Set by a detector right before the report it belongs to: 1 + the offset of
+ * the last damaged byte (overflow, underflow, use after free); events_report
+ * takes it into nmm_event_t.extra and clears it. 0 = not set. */
+extern NMM_TLS uint32_t events_extent_last;
+/* True while the calling thread sweeps a heap (validate, exit check): its
+ * findings get no stack of the call that found them. */
+extern __thread bool events_in_sweep;
+void events_flush_pending(void);
+/* Set around reports made with no heap lock held by a sweep whose events nobody
+ * will drain (the exit check): each line is written at once, in record mode too. */
+extern __thread bool events_echo_now;
+/* Format the one-line report for ev (no trailing newline). */
+void events_format_line(struct strbuf *sb, const nmm_event_t *ev, bool symbolize);
+
 /* failpoint.c — seeded fail points (failslab/libfiu style). */
 typedef enum fp_point {
     FP_ALLOC = 0,       /* any allocation call */
@@ -108,6 +151,11 @@ void failpoint_destroy(nmm_heap_t *heap);
 bool failpoint_should_fail(nmm_heap_t *heap, fp_point_t point, size_t size);
 bool heap_failpoints_armed(const nmm_heap_t *heap);  /* heap.c: a flag read */
 void heap_set_failpoints_armed(nmm_heap_t *heap, bool armed);
+
+/* Check a spec string without arming anything (options.c validates fail=...). */
+nmm_status_t failpoint_check(const char *specs, char *err, size_t err_len);
+/* Every spec armed on the heap so far, ';'-joined ("" when none). */
+const char *failpoint_describe(nmm_heap_t *heap);
 
 /* options.c — the only getenv in the allocator. */
 /* Defaults + NMM_OPTIONS into cfg and the process options. Every good key
@@ -136,15 +184,19 @@ const options_process_t *options_process(void);
  * and NMM_OPTIONS, NULL-terminated, at most max entries (pointers into environ). */
 void options_child_environ(char **out, size_t max);
 
+/* Parse an unsigned decimal (or 0x hex) from s[0..n), with an optional binary size
+ * suffix k/K/m/M/g/G/t/T (optionally followed by "B" or "iB") when sizes is true.
+ * false on empty input, junk or overflow. */
+bool options_parse_u64(const char *s, size_t n, bool sizes, uint64_t *out);
+/* True once options_from_env ran, i.e. the default heap exists (or is being made). */
+bool options_default_heap_configured(void);
+
 /* unwind.c — call stacks of the calling thread. */
 #define UNWIND_DEPTH 16  /* frames kept per stack */
 /* Return addresses of the calling thread's stack, innermost first, starting at
  * the caller of the outermost allocator entry point found among the first frames
  * (nmm_alloc, malloc, nmm_free, free, ...), at most max. Never allocates. */
 uint32_t unwind_capture(uintptr_t *pcs, uint32_t max);
-/* alloc.c: the functions that can be the outermost allocator frame of a call
- * (the API and its tail-called paths), NULL-terminated. */
-extern const void *const alloc_outer_functions[];
 
 /* track.c — sites (process-wide), sampled stacks, leak aggregation. */
 /* On each allocation with tracking on: returns the id to store with the block,
@@ -170,7 +222,20 @@ uint32_t track_free_context(const void *p);
 uint32_t track_context_thread(uint32_t ctx);
 uint64_t track_stack_hash(uint32_t ctx);
 
-/* Periphery additions (periphery-owned; additive). */
+/* Intern a site named by a code address (the malloc replacement's caller); the
+ * symbol is resolved with dladdr only when a report names it. 0 when full. */
+nmm_site_t track_site_for_pc(uintptr_t pc);
+/* Write "file:line" (or "sym+0x1c (module)" for a code-address site, "?" when
+ * unknown) for a site. symbolize=false never calls dladdr (signal handlers). */
+void track_site_format(struct strbuf *sb, nmm_site_t site, bool symbolize);
+/* Whether a site is named by a code address (the malloc replacement's caller),
+ * and that address (0 for a file:line site). */
+bool track_site_is_pc(nmm_site_t site);
+uintptr_t track_site_pc(nmm_site_t site);
+/* "sym+0x1c (module)" for a code address (report time only). */
+void track_format_pc(struct strbuf *sb, uintptr_t pc);
+/* Frames of a stored stack id (0 and *pcs NULL when none). */
+uint32_t track_stack_frames(uint32_t stack, const uintptr_t **pcs);
 
 /* strbuf.c — bounded, allocation-free text building. len counts the full text
  * even past cap (snprintf contract); the buffer stays NUL-terminated. */
@@ -188,23 +253,6 @@ void strbuf_i64(strbuf_t *sb, int64_t v);
 void strbuf_hex(strbuf_t *sb, uint64_t v);
 void strbuf_ratio(strbuf_t *sb, uint64_t num, uint64_t den, int decimals);
 void strbuf_json_str(strbuf_t *sb, const char *s);
-void strbuf_size(strbuf_t *sb, uint64_t v);
-
-/* track.c */
-/* Intern a site named by a code address (the malloc replacement's caller); the
- * symbol is resolved with dladdr only when a report names it. 0 when full. */
-nmm_site_t track_site_for_pc(uintptr_t pc);
-/* Write "file:line" (or "sym+0x1c (module)" for a code-address site, "?" when
- * unknown) for a site. symbolize=false never calls dladdr (signal handlers). */
-void track_site_format(struct strbuf *sb, nmm_site_t site, bool symbolize);
-/* Whether a site is named by a code address (the malloc replacement's caller),
- * and that address (0 for a file:line site). */
-bool track_site_is_pc(nmm_site_t site);
-uintptr_t track_site_pc(nmm_site_t site);
-/* "sym+0x1c (module)" for a code address (report time only). */
-void track_format_pc(struct strbuf *sb, uintptr_t pc);
-/* Frames of a stored stack id (0 and *pcs NULL when none). */
-uint32_t track_stack_frames(uint32_t stack, const uintptr_t **pcs);
 
 /* symbolize.c — names for code addresses in reports (report time only). */
 typedef struct sym_frame {
@@ -255,6 +303,9 @@ bool out_json_wanted(void);              /* log_path with log_format json or bot
 void out_text(const char *s, size_t n);  /* stderr, or PREFIX.<pid> */
 void out_json(const char *s, size_t n);  /* PREFIX.<pid>.json; nothing without log_path */
 void out_stderr(const char *s, size_t n);
+/* write(2) until all n bytes are out or it fails (EINTR included: best effort,
+ * never a hang): the one write loop of the allocator. */
+void out_write_all(int fd, const char *p, size_t n);
 /* One report at a time (bounded wait); false when not taken (pass it back). */
 bool out_lock(void);
 void out_unlock(bool taken);
@@ -329,6 +380,8 @@ void leaks_release(struct leak_agg *a);
 /* Write the text list of live blocks of heap to fd (memory from os_map, never
  * malloc); nothing when no block is live. nmm_heap_destroy of a tracking heap. */
 void leaks_write(nmm_heap_t *heap, int fd);
+/* Top leak groups by bytes as a JSON array (for report.c); at most `top` rows. */
+void leaks_json_top(nmm_heap_t *heap, struct strbuf *sb, size_t top);
 
 /* leakcheck.c — the at-exit leak report of the default heap (LSan's). */
 /* Reachability, suppressions, the report through out.c; returns the blocks
@@ -341,30 +394,6 @@ void leakcheck_arm(void);
 /* The suppression matching any of the frames (function, module or file), or
  * NULL. Reads the suppressions file on first use. */
 const char *suppress_match(const sym_frame_t *const *frames, size_t n);
-/* Top leak groups by bytes as a JSON array (for report.c); at most `top` rows. */
-void leaks_json_top(nmm_heap_t *heap, struct strbuf *sb, size_t top);
-
-/* events.c */
-/* The malloc replacement stores its caller's return address here before calling
- * into the heap, so an event with free_site 0 can still name where it happened. */
-extern NMM_TLS uintptr_t events_caller_pc;
-/* Set by events_report when a detection should be echoed to stderr but was found
- * with heap locks possibly held (record policy in the preload library): the shim
- * calls events_flush_pending() once it is back outside the heap. */
-extern NMM_TLS uint32_t events_pending;
-/* Set by a detector right before the report it belongs to: 1 + the offset of
- * the last damaged byte (overflow, underflow, use after free); events_report
- * takes it into nmm_event_t.extra and clears it. 0 = not set. */
-extern NMM_TLS uint32_t events_extent_last;
-/* True while the calling thread sweeps a heap (validate, exit check): its
- * findings get no stack of the call that found them. */
-extern __thread bool events_in_sweep;
-void events_flush_pending(void);
-/* Set around reports made with no heap lock held by a sweep whose events nobody
- * will drain (the exit check): each line is written at once, in record mode too. */
-extern __thread bool events_echo_now;
-/* Format the one-line report for ev (no trailing newline). */
-void events_format_line(struct strbuf *sb, const nmm_event_t *ev, bool symbolize);
 
 /* access.c — checked bulk accesses (copy_shim.c's memcpy family, nmm_copy). */
 typedef struct access_note {
@@ -389,20 +418,6 @@ bool access_region(const nmm_heap_t *heap, uintptr_t *base, size_t *size);
  * (n when nothing was wrong or p is in no block). */
 size_t access_check(nmm_heap_t *heap, const void *p, size_t n, nmm_site_t site,
                     const access_note_t *note);
-
-/* options.c */
-/* Parse an unsigned decimal (or 0x hex) from s[0..n), with an optional binary size
- * suffix k/K/m/M/g/G/t/T (optionally followed by "B" or "iB") when sizes is true.
- * false on empty input, junk or overflow. */
-bool options_parse_u64(const char *s, size_t n, bool sizes, uint64_t *out);
-/* True once options_from_env ran, i.e. the default heap exists (or is being made). */
-bool options_default_heap_configured(void);
-
-/* failpoint.c */
-/* Check a spec string without arming anything (options.c validates fail=...). */
-nmm_status_t failpoint_check(const char *specs, char *err, size_t err_len);
-/* Every spec armed on the heap so far, ';'-joined ("" when none). */
-const char *failpoint_describe(nmm_heap_t *heap);
 
 /* malloc_shim.c — defined (weak, hidden) only in libnmm_preload.so: when present,
  * detections are echoed to stderr in record mode too. */

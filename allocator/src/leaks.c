@@ -319,14 +319,7 @@ void leaks_write(nmm_heap_t *heap, int fd)
     if (out) {
         strbuf_init(&sb, out, bytes);
         leaks_text(&a, &sb, 50);
-        size_t n = sb.len < bytes ? sb.len : bytes - 1;
-        for (const char *p = out; n;) {
-            ssize_t w = write(fd, p, n);
-            if (w <= 0)
-                break;
-            p += w;
-            n -= (size_t)w;
-        }
+        out_write_all(fd, out, sb.len < bytes ? sb.len : bytes - 1);
         os_unmap(out, bytes);
     }
     leaks_release(&a);

@@ -30,8 +30,7 @@ NMM_COLD static void cxx_no_runtime(void)
 {
     static const char msg[] = "nmm: operator new: out of memory, and no C++ runtime to throw "
                               "std::bad_alloc\n";
-    ssize_t w = write(2, msg, sizeof msg - 1);
-    (void)w;
+    out_write_all(2, msg, sizeof msg - 1);
     abort();
 }
 

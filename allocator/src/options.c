@@ -590,17 +590,6 @@ static void put_padded(strbuf_t *sb, const char *s, size_t width)
         strbuf_putc(sb, ' ');
 }
 
-static void write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w <= 0)
-            break;
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
 NMM_API void nmm_options_help(int fd)
 {
     char buf[8192];
@@ -622,7 +611,7 @@ NMM_API void nmm_options_help(int fd)
         strbuf_puts(&sb, o->help);
         strbuf_putc(&sb, '\n');
     }
-    write_all(fd, buf, sb.len < sizeof buf ? sb.len : sizeof buf - 1);
+    out_write_all(fd, buf, sb.len < sizeof buf ? sb.len : sizeof buf - 1);
 }
 
 /* The process options: the table's defaults until options_from_env applies
@@ -673,7 +662,7 @@ static void say_bad_piece(void *ctx, const char *msg, size_t len)
     size_t n = sb.len < sizeof line ? sb.len : sizeof line - 1;
     if (n == sizeof line - 1)
         line[n - 1] = '\n';
-    write_all(2, line, n);
+    out_write_all(2, line, n);
 }
 
 void options_from_env(nmm_config_t *cfg)
@@ -698,7 +687,7 @@ void options_from_env(nmm_config_t *cfg)
     if (!ok && proc.strict) {
         static const char msg[] = "nmm: NMM_OPTIONS: strict=1 and a key or value above is bad: "
                                   "exiting with status 1\n";
-        write_all(2, msg, sizeof msg - 1);
+        out_write_all(2, msg, sizeof msg - 1);
         _exit(1);
     }
 }

@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -19,12 +20,12 @@ struct sink {
 
 static struct sink text_sink = {-1, 0}, json_sink = {-1, 0};
 
-static void write_all(int fd, const char *p, size_t n)
+void out_write_all(int fd, const char *p, size_t n)
 {
     while (n) {
         ssize_t w = write(fd, p, n);
         if (w <= 0)
-            return; /* a report is best effort, never a hang */
+            return; /* EINTR included: a report is best effort, never a hang */
         p += w;
         n -= (size_t)w;
     }
@@ -73,7 +74,7 @@ bool out_json_wanted(void)
 void out_text(const char *s, size_t n)
 {
     int fd = options_process()->log_path ? sink_fd(&text_sink, "") : 2;
-    write_all(fd >= 0 ? fd : 2, s, n);
+    out_write_all(fd >= 0 ? fd : 2, s, n);
 }
 
 void out_json(const char *s, size_t n)
@@ -82,13 +83,31 @@ void out_json(const char *s, size_t n)
         return;
     int fd = sink_fd(&json_sink, ".json");
     if (fd >= 0)
-        write_all(fd, s, n);
+        out_write_all(fd, s, n);
 }
 
 void out_stderr(const char *s, size_t n)
 {
-    write_all(2, s, n);
+    out_write_all(2, s, n);
 }
+
+#ifdef NMM_DEBUG
+void out_assert_fail(const char *cond, const char *file, int line)
+{
+    char buf[512];
+    strbuf_t sb;
+    strbuf_init(&sb, buf, sizeof buf);
+    strbuf_puts(&sb, "nmm: internal assertion failed: ");
+    strbuf_puts(&sb, cond);
+    strbuf_puts(&sb, " (");
+    strbuf_puts(&sb, file);
+    strbuf_putc(&sb, ':');
+    strbuf_u64(&sb, (uint64_t)line);
+    strbuf_puts(&sb, ")\n");
+    out_write_all(2, buf, sb.len < sizeof buf ? sb.len : sizeof buf - 1);
+    abort();
+}
+#endif
 
 /* ------------------------------------------------------------------ report lock */
 

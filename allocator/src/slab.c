@@ -68,6 +68,7 @@ void slab_region_destroy(nmm_heap_t *h)
 
 static void list_push(slab_t **head, slab_t *s)
 {
+    NMM_ASSERT(s != *head && !s->prev);
     s->prev = NULL;
     s->next = *head;
     if (*head)
@@ -77,6 +78,8 @@ static void list_push(slab_t **head, slab_t *s)
 
 static void list_unlink(slab_t **head, slab_t *s)
 {
+    NMM_ASSERT(s->prev ? s->prev->next == s : *head == s);
+    NMM_ASSERT(!s->next || s->next->prev == s);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -306,11 +309,13 @@ uint32_t slab_take_locked(nmm_heap_t *h, int cls, uint32_t lane, blockref_t *out
                 break;
             }
         }
+        NMM_ASSERT(s->cls == cls && s->lane == lane && s->list == SL_PARTIAL);
         uint8_t *states = slab_states(s);
         uint16_t *stack = slab_stack(s);
         uint32_t bs = s->block_size;
         while (got < n && slab_free_count(s) > 0) {
             uint32_t idx = s->nstack ? stack[--s->nstack] : s->bump++;
+            NMM_ASSERT(idx < s->nblocks && s->nstack <= s->nblocks);
             if (unlikely(h->paranoid) && states[idx] == BS_NEVER && detect_fresh_damaged(h, s, idx)) {
                 alloc_retire(h, s->data + (size_t)idx * bs);
                 continue;
@@ -391,6 +396,7 @@ uint32_t slab_take(nmm_heap_t *h, int cls, uint32_t lane, blockref_t *out, uint3
 
 void slab_give_locked(nmm_heap_t *h, int cls, slab_t *s, uint32_t idx)
 {
+    NMM_ASSERT(s->cls == cls && idx < s->bump && s->nstack < s->bump); /* given back: handed out once */
     if (NMM_MUTANT(xfree_unsync)) {
         /* mutant: the stack top is read, then the push is made without the lock
          * held across it (at the top read before) */

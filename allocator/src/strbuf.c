@@ -158,16 +158,3 @@ void strbuf_json_str(strbuf_t *sb, const char *s)
     strbuf_putc(sb, '"');
 }
 
-/* Size with a binary suffix when exact ("4M", "64k", "1000"). */
-void strbuf_size(strbuf_t *sb, uint64_t v)
-{
-    static const char suffix[] = "kMGT";
-    int k = -1;
-    while (v && (v & 1023) == 0 && k < 3) {
-        v >>= 10;
-        k++;
-    }
-    strbuf_u64(sb, v);
-    if (k >= 0)
-        strbuf_putc(sb, suffix[k]);
-}

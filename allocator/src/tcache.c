@@ -171,6 +171,7 @@ bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls)
     if (want > bin->cap - bin->count)
         want = bin->cap - bin->count;
     uint32_t got = slab_take(h, cls, tc->lane, bin->items + bin->count, want);
+    NMM_ASSERT(got <= want && bin->count + got <= bin->cap);
     /* count first: a reader that gives up waiting for the books sees fewer
      * live blocks, never more (tbin_read) */
     bool opened = tcache_books_open(tc);
@@ -189,6 +190,7 @@ void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep)
     if (bin->count <= keep)
         return;
     uint32_t n = bin->count - keep;
+    NMM_ASSERT(bin->count <= bin->cap && n <= CORE_CACHE_CAP_MAX);
     /* The oldest n go; the bin lets go of them (count 0 while the kept ones move
      * down) before the slabs take them: see fork_publish_order. The books are
      * open meanwhile, and supplied goes down first (by the kept ones too while
