@@ -42,6 +42,38 @@ static inline uint64_t mix64(uint64_t z)
     return z ^ (z >> 31);
 }
 
+/* A static heap sort of an array of TYPE by its KEY field, ascending, as NAME(a, n):
+ * in place, no allocation (qsort may allocate, and these run inside the allocator:
+ * the leak report's live set, a module's symbol table). */
+#define NMM_DEFINE_HEAP_SORT(NAME, TYPE, KEY)                                           \
+    static void NAME##_sift(TYPE *a, size_t n, size_t i)                                \
+    {                                                                                   \
+        for (;;) {                                                                      \
+            size_t m = i, l = 2 * i + 1, r = l + 1;                                     \
+            if (l < n && a[l].KEY > a[m].KEY)                                           \
+                m = l;                                                                  \
+            if (r < n && a[r].KEY > a[m].KEY)                                           \
+                m = r;                                                                  \
+            if (m == i)                                                                 \
+                return;                                                                 \
+            TYPE t = a[i];                                                              \
+            a[i] = a[m];                                                                \
+            a[m] = t;                                                                   \
+            i = m;                                                                      \
+        }                                                                               \
+    }                                                                                   \
+    static void NAME(TYPE *a, size_t n)                                                 \
+    {                                                                                   \
+        for (size_t i = n / 2; i-- > 0;)                                                \
+            NAME##_sift(a, n, i);                                                       \
+        for (size_t end = n; end > 1; end--) {                                          \
+            TYPE t = a[0];                                                              \
+            a[0] = a[end - 1];                                                          \
+            a[end - 1] = t;                                                             \
+            NAME##_sift(a, end - 1, 0);                                                 \
+        }                                                                               \
+    }
+
 /* ================================================================== core
  * alloc.c, heap.c, sizeclass.c, slab.c, tcache.c, large.c, detect.c, validate.c,
  * stats.c, os.c — owned by the core (their private types and functions are in

@@ -241,6 +241,39 @@ static bool word_is(const char *s, size_t n, const char *w)
     return strlen(w) == n && memcmp(s, w, n) == 0;
 }
 
+/* The words a key of one kind takes and what each stands for. */
+typedef struct word_value {
+    const char *word;
+    uint64_t value;
+} word_value_t;
+
+static const word_value_t level_words[] = {
+    {"off", NMM_LEVEL_OFF},           {"0", NMM_LEVEL_OFF},
+    {"standard", NMM_LEVEL_STANDARD}, {"1", NMM_LEVEL_STANDARD},
+    {"paranoid", NMM_LEVEL_PARANOID}, {"2", NMM_LEVEL_PARANOID},
+    {NULL, 0}};
+static const word_value_t policy_words[] = {
+    {"record", NMM_POLICY_RECORD}, {"abort", NMM_POLICY_ABORT}, {NULL, 0}};
+static const word_value_t bool_words[] = {
+    {"1", 1}, {"true", 1},  {"yes", 1}, {"on", 1},
+    {"0", 0}, {"false", 0}, {"no", 0},  {"off", 0},
+    {NULL, 0}};
+static const word_value_t format_words[] = {
+    {"text", NMM_LOG_TEXT}, {"json", NMM_LOG_JSON}, {"both", NMM_LOG_TEXT | NMM_LOG_JSON},
+    {NULL, 0}};
+
+/* The value of the word v[0..n) among words; false when it is none of them. */
+static bool word_value(const char *v, size_t n, const word_value_t *words, uint64_t *out)
+{
+    for (; words->word; words++) {
+        if (word_is(v, n, words->word)) {
+            *out = words->value;
+            return true;
+        }
+    }
+    return false;
+}
+
 static void field_store(void *base, const option_def_t *o, uint64_t v)
 {
     char *p = (char *)base + o->offset;
@@ -309,22 +342,14 @@ static bool apply_value(nmm_config_t *cfg, options_process_t *proc, const option
     void *base = o->scope == SCOPE_PROCESS ? (void *)proc : (void *)cfg;
     switch (o->kind) {
     case OPT_LEVEL:
-        if (word_is(v, n, "off") || word_is(v, n, "0"))
-            cfg->level = NMM_LEVEL_OFF;
-        else if (word_is(v, n, "standard") || word_is(v, n, "1"))
-            cfg->level = NMM_LEVEL_STANDARD;
-        else if (word_is(v, n, "paranoid") || word_is(v, n, "2"))
-            cfg->level = NMM_LEVEL_PARANOID;
-        else
-            ok = false;
+        ok = word_value(v, n, level_words, &x);
+        if (ok)
+            cfg->level = (nmm_level_t)x;
         break;
     case OPT_POLICY:
-        if (word_is(v, n, "record"))
-            cfg->policy = NMM_POLICY_RECORD;
-        else if (word_is(v, n, "abort"))
-            cfg->policy = NMM_POLICY_ABORT;
-        else
-            ok = false;
+        ok = word_value(v, n, policy_words, &x);
+        if (ok)
+            cfg->policy = (nmm_policy_t)x;
         break;
     case OPT_SIZE:
     case OPT_COUNT:
@@ -339,12 +364,7 @@ static bool apply_value(nmm_config_t *cfg, options_process_t *proc, const option
         break;
     case OPT_BOOL:
     case OPT_PBOOL:
-        if (word_is(v, n, "1") || word_is(v, n, "true") || word_is(v, n, "yes") ||
-            word_is(v, n, "on"))
-            x = 1;
-        else if (!(word_is(v, n, "0") || word_is(v, n, "false") || word_is(v, n, "no") ||
-                   word_is(v, n, "off")))
-            ok = false;
+        ok = word_value(v, n, bool_words, &x);
         if (ok)
             field_store(base, o, x);
         break;
@@ -401,14 +421,7 @@ static bool apply_value(nmm_config_t *cfg, options_process_t *proc, const option
         break;
     }
     case OPT_FORMAT:
-        if (word_is(v, n, "text"))
-            x = NMM_LOG_TEXT;
-        else if (word_is(v, n, "json"))
-            x = NMM_LOG_JSON;
-        else if (word_is(v, n, "both"))
-            x = NMM_LOG_TEXT | NMM_LOG_JSON;
-        else
-            ok = false;
+        ok = word_value(v, n, format_words, &x);
         if (ok)
             field_store(base, o, x);
         break;

@@ -64,22 +64,7 @@ static void collect_visit(void *ctx, const void *ptr, size_t requested, uint32_t
     s->b[s->n++] = (roots_block_t){(uintptr_t)ptr, requested, id, ROOTS_LOST, 0};
 }
 
-static void sift(roots_block_t *a, size_t n, size_t i)
-{
-    for (;;) {
-        size_t m = i, l = 2 * i + 1, r = l + 1;
-        if (l < n && a[l].ptr > a[m].ptr)
-            m = l;
-        if (r < n && a[r].ptr > a[m].ptr)
-            m = r;
-        if (m == i)
-            return;
-        roots_block_t t = a[i];
-        a[i] = a[m];
-        a[m] = t;
-        i = m;
-    }
-}
+NMM_DEFINE_HEAP_SORT(sort_by_address, roots_block_t, ptr)
 
 bool roots_collect(nmm_heap_t *heap, roots_set_t *s, size_t expect)
 {
@@ -92,14 +77,7 @@ bool roots_collect(nmm_heap_t *heap, roots_set_t *s, size_t expect)
         return false;
     s->work = (uint32_t *)(s->b + s->cap);
     heap_foreach_live(heap, collect_visit, s);
-    for (size_t i = s->n / 2; i-- > 0;) /* heap sort by address (qsort may allocate) */
-        sift(s->b, s->n, i);
-    for (size_t end = s->n; end > 1; end--) {
-        roots_block_t t = s->b[0];
-        s->b[0] = s->b[end - 1];
-        s->b[end - 1] = t;
-        sift(s->b, end - 1, 0);
-    }
+    sort_by_address(s->b, s->n);
     return true;
 }
 

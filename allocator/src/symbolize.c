@@ -142,35 +142,7 @@ static bool is_function(const ElfW(Sym) *s)
            s->st_value != 0;
 }
 
-/* Heap sort by address (qsort may allocate). */
-static void sift(struct sym_entry *a, size_t n, size_t i)
-{
-    for (;;) {
-        size_t m = i, l = 2 * i + 1, r = l + 1;
-        if (l < n && a[l].value > a[m].value)
-            m = l;
-        if (r < n && a[r].value > a[m].value)
-            m = r;
-        if (m == i)
-            return;
-        struct sym_entry t = a[i];
-        a[i] = a[m];
-        a[m] = t;
-        i = m;
-    }
-}
-
-static void sort_entries(struct sym_entry *a, size_t n)
-{
-    for (size_t i = n / 2; i-- > 0;)
-        sift(a, n, i);
-    for (size_t end = n; end > 1; end--) {
-        struct sym_entry t = a[0];
-        a[0] = a[end - 1];
-        a[end - 1] = t;
-        sift(a, end - 1, 0);
-    }
-}
+NMM_DEFINE_HEAP_SORT(sort_entries, struct sym_entry, value)
 
 static bool section_named(const char *shstr, size_t shstr_size, const ElfW(Shdr) *sh,
                           const char *name)

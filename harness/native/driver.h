@@ -122,6 +122,9 @@ typedef struct options {
 } options_t;
 
 const char *fault_kind_name(fault_kind_t kind);
+/* A bad command line (main.c, sched.c): "nmm-driver: MESSAGE" and the --help hint
+ * on stderr, exit DRV_EXIT_USAGE. */
+void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 const char *fault_variant_name(fault_variant_t variant);
 /* Whether kind takes variant (FV_NONE: always), and the variants it takes, for messages. */
 bool fault_variant_fits(fault_kind_t kind, fault_variant_t variant);

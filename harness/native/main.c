@@ -67,8 +67,7 @@ static const char usage[] =
     "  larson threadchurn; each prints the median of its runs with min and max;\n"
     "  bench options: --target --nmm-options --threads --ops --repeat N --seed --sizes\n";
 
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
+void usage_error(const char *fmt, ...)
 {
     char msg[600];
     va_list ap;

@@ -35,7 +35,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,26 +76,14 @@ static struct {
     bool after_nonpreemptive;
 } opt = {SK_FREE, 3, 0, 50000000ull, 0.05, NULL, NULL, NULL, false};
 
-static void sched_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void sched_usage_error(const char *fmt, ...)
-{
-    char msg[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "nmm-driver: %s\nTry 'nmm-driver --help'.\n", msg);
-    exit(DRV_EXIT_USAGE);
-}
-
 static uint64_t need_count(const char *name, const char *val, uint64_t lo, uint64_t hi)
 {
     char *end;
     errno = 0;
     unsigned long long v = val && *val != '-' ? strtoull(val, &end, 10) : 0;
     if (!val || *val == '-' || errno || end == val || *end || v < lo || v > hi)
-        sched_usage_error("%s: expected an integer %llu..%llu, got '%s'", name,
-                          (unsigned long long)lo, (unsigned long long)hi, val ? val : "");
+        usage_error("%s: expected an integer %llu..%llu, got '%s'", name,
+                    (unsigned long long)lo, (unsigned long long)hi, val ? val : "");
     return v;
 }
 
@@ -122,9 +109,9 @@ bool sched_parse_option(int argc, char **argv, int *i, bool run_mode)
     else if (*i + 1 < argc)
         val = argv[++*i];
     else
-        sched_usage_error("%s: missing value", name);
+        usage_error("%s: missing value", name);
     if (!run_mode)
-        sched_usage_error("option %s applies to 'run' only", name);
+        usage_error("option %s applies to 'run' only", name);
     switch (which) {
     case 0: {
         int kind = -1;
@@ -132,14 +119,14 @@ bool sched_parse_option(int argc, char **argv, int *i, bool run_mode)
             if (strcmp(val, kind_names[k]) == 0)
                 kind = k;
         if (kind < 0)
-            sched_usage_error("--scheduler: expected free, pct, pos, surw or random, got '%s'",
-                              val);
+            usage_error("--scheduler: expected free, pct, pos, surw or random, got '%s'",
+                        val);
 #ifndef NMM_CHAOS
         if (kind != SK_FREE)
-            sched_usage_error("--scheduler %s: this is the production driver; a controlled "
-                              "scheduler needs the chaos build (harness/_native/"
-                              "nmm-driver_chaos, built by the same `pip install -e .`)",
-                              val);
+            usage_error("--scheduler %s: this is the production driver; a controlled "
+                        "scheduler needs the chaos build (harness/_native/"
+                        "nmm-driver_chaos, built by the same `pip install -e .`)",
+                        val);
 #endif
         opt.kind = kind;
         break;
@@ -151,7 +138,7 @@ bool sched_parse_option(int argc, char **argv, int *i, bool run_mode)
         char *end;
         double p = strtod(val, &end);
         if (end == val || *end || !(p >= 0.0 && p <= 1.0))
-            sched_usage_error("--pos-p: expected a number 0..1, got '%s'", val);
+            usage_error("--pos-p: expected a number 0..1, got '%s'", val);
         opt.pos_p = p;
         break;
     }
@@ -163,7 +150,7 @@ bool sched_parse_option(int argc, char **argv, int *i, bool run_mode)
         else if (strcmp(val, "nonpreemptive") == 0)
             opt.after_nonpreemptive = true;
         else
-            sched_usage_error("--after-schedule: expected seeded or nonpreemptive, got '%s'", val);
+            usage_error("--after-schedule: expected seeded or nonpreemptive, got '%s'", val);
         break;
     case 8: opt.op_log = val; break;
     }
@@ -180,8 +167,8 @@ void sched_prepare(const options_t *o, char **argv)
     (void)o;
     (void)argv;
     if (opt.in_path || opt.out_path || opt.op_log)
-        sched_usage_error("--schedule-in/--schedule-out/--op-log: need a controlled scheduler "
-                          "(the chaos driver, nmm-driver_chaos)");
+        usage_error("--schedule-in/--schedule-out/--op-log: need a controlled scheduler "
+                    "(the chaos driver, nmm-driver_chaos)");
 }
 void sched_start(const options_t *o) { (void)o; }
 void sched_finish(void) {}
@@ -313,7 +300,7 @@ static void trace_open_out(void)
 {
     FILE *f = fopen(opt.out_path, "wb");
     if (!f)
-        sched_usage_error("--schedule-out %s: %s", opt.out_path, strerror(errno));
+        usage_error("--schedule-out %s: %s", opt.out_path, strerror(errno));
     fprintf(f, "%s threads=%u kind=%s\n", TRACE_MAGIC, S.n, kind_names[opt.kind]);
     fflush(f);
     S.out_fd = dup(fileno(f));
@@ -340,26 +327,26 @@ static void trace_load_in(void)
 {
     FILE *f = fopen(opt.in_path, "rb");
     if (!f)
-        sched_usage_error("--schedule-in %s: %s", opt.in_path, strerror(errno));
+        usage_error("--schedule-in %s: %s", opt.in_path, strerror(errno));
     char line[256];
     if (!fgets(line, sizeof line, f) || strncmp(line, TRACE_MAGIC " ", strlen(TRACE_MAGIC) + 1))
-        sched_usage_error("--schedule-in %s: not a schedule trace of version 1 (its first line "
-                          "should start with '%s')", opt.in_path, TRACE_MAGIC);
+        usage_error("--schedule-in %s: not a schedule trace of version 1 (its first line "
+                    "should start with '%s')", opt.in_path, TRACE_MAGIC);
     size_t cap = 1024;
     S.in_w = malloc(cap * sizeof *S.in_w);
     S.in_len = malloc(cap * sizeof *S.in_len);
     uint64_t w, len;
     while (read_varint(f, &w)) {
         if (!read_varint(f, &len) || len == 0)
-            sched_usage_error("--schedule-in %s: truncated or damaged after %zu runs",
-                              opt.in_path, S.in_runs);
+            usage_error("--schedule-in %s: truncated or damaged after %zu runs",
+                        opt.in_path, S.in_runs);
         if (S.in_runs == cap) {
             cap *= 2;
             S.in_w = realloc(S.in_w, cap * sizeof *S.in_w);
             S.in_len = realloc(S.in_len, cap * sizeof *S.in_len);
         }
         if (!S.in_w || !S.in_len)
-            sched_usage_error("--schedule-in %s: out of memory", opt.in_path);
+            usage_error("--schedule-in %s: out of memory", opt.in_path);
         S.in_w[S.in_runs] = (uint32_t)w;
         S.in_len[S.in_runs++] = len;
         S.in_steps += len;
@@ -674,16 +661,16 @@ void sched_prepare(const options_t *o, char **argv)
 {
     if (opt.kind == SK_FREE) {
         if (opt.in_path || opt.out_path || opt.op_log)
-            sched_usage_error("--schedule-in/--schedule-out/--op-log: need a controlled "
-                              "scheduler (--scheduler pct, pos, surw or random)");
+            usage_error("--schedule-in/--schedule-out/--op-log: need a controlled "
+                        "scheduler (--scheduler pct, pos, surw or random)");
         return;
     }
     if (o->duration_ns)
-        sched_usage_error("--duration: not under a controlled scheduler (the clock would "
-                          "decide where the schedule ends); give --ops");
+        usage_error("--duration: not under a controlled scheduler (the clock would "
+                    "decide where the schedule ends); give --ops");
     if (strcmp(o->target, "nmm") != 0)
-        sched_usage_error("--scheduler %s: needs --target nmm (the yield points are in the "
-                          "NMM heap linked into this driver)", kind_names[opt.kind]);
+        usage_error("--scheduler %s: needs --target nmm (the yield points are in the "
+                    "NMM heap linked into this driver)", kind_names[opt.kind]);
     /* one seed, one interleaving, the same addresses: no ASLR (re-exec once) */
     int pers = personality(0xffffffff);
     if (pers != -1 && !(pers & ADDR_NO_RANDOMIZE) &&
@@ -700,7 +687,7 @@ void sched_start(const options_t *o)
     S.n = o->threads;
     S.w = calloc(S.n, sizeof *S.w);
     if (!S.w)
-        sched_usage_error("scheduler: out of memory");
+        usage_error("scheduler: out of memory");
     S.pid = getpid();
     xoshiro_seed(&S.rng, prng_mix(o->seed, 0x5C4ED01EULL));
     /* pct: priorities d..d+n-1 in a random order, change points over k steps */
@@ -734,7 +721,7 @@ void sched_start(const options_t *o)
     if (opt.out_path)
         trace_open_out();
     if (opt.op_log && !(S.op_log = fopen(opt.op_log, "w")))
-        sched_usage_error("--op-log %s: %s", opt.op_log, strerror(errno));
+        usage_error("--op-log %s: %s", opt.op_log, strerror(errno));
     static const int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE};
     for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
         signal(fatal[i], on_fatal);

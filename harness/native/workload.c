@@ -91,15 +91,11 @@ bool workload_alloc_slot(trial_t *tr, worker_t *w, slot_t *s, uint64_t size)
     return true;
 }
 
-void workload_count_free(trial_t *tr, worker_t *w, const void *ptr, uint64_t size, int status,
-                         const char *call)
+/* A call's unexpected outcome: counted, and a status_error line (call, address, size,
+ * status, worker, op) while detail lines are still written. */
+static void status_error_line(trial_t *tr, worker_t *w, const char *call, const void *ptr,
+                              uint64_t size, int status)
 {
-    if (status == NMM_OK || status == NMM_E_CORRUPTED)
-        w->frees++;
-    else
-        w->dropped++;
-    if (status == NMM_OK)
-        return;
     w->unexpected_status++;
     if (!workload_detail_line(tr))
         return;
@@ -112,6 +108,18 @@ void workload_count_free(trial_t *tr, worker_t *w, const void *ptr, uint64_t siz
     jl_u64(&j, "worker", w->index);
     jl_u64(&j, "op", w->op);
     jl_end(&j);
+}
+
+void workload_count_free(trial_t *tr, worker_t *w, const void *ptr, uint64_t size, int status,
+                         const char *call)
+{
+    if (status == NMM_OK || status == NMM_E_CORRUPTED)
+        w->frees++;
+    else
+        w->dropped++;
+    if (status == NMM_OK)
+        return;
+    status_error_line(tr, w, call, ptr, size, status);
 }
 
 void workload_free_slot(trial_t *tr, worker_t *w, slot_t *s)
@@ -231,22 +239,6 @@ static void op_realloc(trial_t *tr, worker_t *w, const op_t *op, bool sample)
  * each as a failed allocation, so the driver counts them apart: edge_nulls). A block
  * returned for one is the allocator's bug: a status_error line (status 0) names it. */
 
-static void edge_error(trial_t *tr, worker_t *w, const char *call, const void *p, uint64_t size)
-{
-    w->unexpected_status++;
-    if (!workload_detail_line(tr))
-        return;
-    jline_t j;
-    jl_begin(&j, "status_error");
-    jl_str(&j, "call", call);
-    jl_hex(&j, "address", (uintptr_t)p);
-    jl_u64(&j, "size", size);
-    jl_i64(&j, "status", NMM_OK);
-    jl_u64(&j, "worker", w->index);
-    jl_u64(&j, "op", w->op);
-    jl_end(&j);
-}
-
 /* A block an edge request should not have returned: counted as the driver's, freed. */
 static void edge_block(trial_t *tr, worker_t *w, const char *call, void *p, uint64_t size)
 {
@@ -255,7 +247,7 @@ static void edge_block(trial_t *tr, worker_t *w, const char *call, void *p, uint
         return;
     }
     w->allocs++;
-    edge_error(tr, w, call, p, size);
+    status_error_line(tr, w, call, p, size, NMM_OK);
     workload_count_free(tr, w, p, 0, tr->target.free(tr->target.heap, p), "free");
 }
 
@@ -290,7 +282,7 @@ static void edge_requests(trial_t *tr, worker_t *w)
     w->reallocs++;
     if (p != s->ptr)
         w->reallocs_moved++;
-    edge_error(tr, w, "realloc-huge", p, SIZE_MAX / 2);
+    status_error_line(tr, w, "realloc-huge", p, SIZE_MAX / 2, NMM_OK);
     s->ptr = p; /* the old bytes are its prefix, if it really holds them */
 }
 

@@ -8,7 +8,9 @@
 
 #include "nmm.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,6 +148,54 @@ static inline nmm_heap_t *heap_at(const char *level, uint64_t retain)
 static inline size_t drain_events(nmm_heap_t *h, nmm_event_t *out, size_t max)
 {
     return nmm_events_drain(h, out, max);
+}
+
+/* A hand-over between a worker stopped inside the allocator (at a chaos yield point)
+ * and the main thread, which does its part (reads stats, forks) meanwhile. Blocking
+ * on a condition variable: spinning with sched_yield cost a scheduler tick per point
+ * on a loaded machine. The main thread holds lock around pause_gate_next and
+ * pause_gate_resume. */
+typedef struct pause_gate {
+    pthread_mutex_t lock;
+    pthread_cond_t turn;
+    int request; /* under lock: the worker stopped, waiting for pause_gate_resume */
+    int done;    /* under lock: the worker finished */
+} pause_gate_t;
+#define PAUSE_GATE_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0}
+
+/* Worker: stop here until the main thread has done its part. */
+static inline void pause_gate_stop(pause_gate_t *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->request = 1;
+    pthread_cond_broadcast(&g->turn);
+    while (g->request)
+        pthread_cond_wait(&g->turn, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* Worker: finished, no more stops. */
+static inline void pause_gate_finish(pause_gate_t *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->done = 1;
+    pthread_cond_broadcast(&g->turn);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* Main thread, lock held: wait for the worker's next stop (true) or its end (false). */
+static inline bool pause_gate_next(pause_gate_t *g)
+{
+    while (!g->request && !g->done)
+        pthread_cond_wait(&g->turn, &g->lock);
+    return g->request;
+}
+
+/* Main thread, lock held: let the stopped worker go on. */
+static inline void pause_gate_resume(pause_gate_t *g)
+{
+    g->request = 0;
+    pthread_cond_broadcast(&g->turn);
 }
 
 #endif

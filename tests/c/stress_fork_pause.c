@@ -26,10 +26,7 @@
 #define ROUNDS 6
 
 static nmm_heap_t *heap;
-static pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t turn = PTHREAD_COND_INITIALIZER;
-static int done;          /* under gate: worker finished */
-static int request;       /* under gate: worker stopped at a fork point, fork now */
+static pause_gate_t gate = PAUSE_GATE_INIT; /* a stop: fork now */
 static uint64_t held;     /* atomic: blocks the worker holds once its current call returns */
 static long pauses;       /* worker only: "bin.push" points passed */
 static long stride = 1;   /* fork at every stride-th point */
@@ -43,12 +40,7 @@ static void yield_point(const char *where)
 {
     if (!is_worker || strcmp(where, "bin.push") != 0 || pauses++ % stride != 0)
         return;
-    pthread_mutex_lock(&gate);
-    request = 1;
-    pthread_cond_broadcast(&turn);
-    while (request)
-        pthread_cond_wait(&turn, &gate);
-    pthread_mutex_unlock(&gate);
+    pause_gate_stop(&gate);
 }
 
 static void *worker(void *arg)
@@ -68,10 +60,7 @@ static void *worker(void *arg)
         }
     }
     is_worker = 0;
-    pthread_mutex_lock(&gate);
-    done = 1;
-    pthread_cond_broadcast(&turn);
-    pthread_mutex_unlock(&gate);
+    pause_gate_finish(&gate);
     return NULL;
 }
 
@@ -137,12 +126,8 @@ int main(int argc, char **argv)
     pthread_t tid;
     CHECK(pthread_create(&tid, NULL, worker, NULL) == 0);
     long forked = 0;
-    pthread_mutex_lock(&gate);
-    for (;;) {
-        while (!request && !done)
-            pthread_cond_wait(&turn, &gate);
-        if (!request)
-            break;
+    pthread_mutex_lock(&gate.lock);
+    while (pause_gate_next(&gate)) {
         pid_t pid = fork();
         CHECK(pid >= 0);
         if (pid == 0)
@@ -154,10 +139,9 @@ int main(int argc, char **argv)
             return 1;
         }
         forked++;
-        request = 0;
-        pthread_cond_broadcast(&turn);
+        pause_gate_resume(&gate);
     }
-    pthread_mutex_unlock(&gate);
+    pthread_mutex_unlock(&gate.lock);
     pthread_join(tid, NULL);
     /* the point exists at this level: a fork landed in the middle of a push */
     CHECK(forked >= forks / 2);

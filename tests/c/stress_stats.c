@@ -23,13 +23,9 @@
 
 static nmm_heap_t *heap;
 static long rounds;
-/* The hand-over between the worker and the reader blocks on a condition variable:
- * spinning with sched_yield cost a scheduler tick per yield point on a loaded
- * machine (3365 of them at paranoid: 17 s for one run instead of 4). */
-static pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t turn = PTHREAD_COND_INITIALIZER;
-static int done;             /* under gate: worker finished */
-static int request;          /* under gate: worker stopped at a yield point, read now */
+/* A stop: read the stats now (3365 of them at paranoid: the gate blocks, spinning
+ * made one run 17 s instead of 4 on a loaded machine). */
+static pause_gate_t gate = PAUSE_GATE_INIT;
 static uint64_t held;        /* atomic: blocks the worker holds or is allocating */
 static uint64_t allocs_done; /* atomic: the worker's own tally of finished calls */
 static uint64_t frees_done;
@@ -50,12 +46,7 @@ static void yield_point(const char *where)
     if (kind < 0)
         return;  /* not a worker, or not one of the four points (e.g. "tcache.c:55") */
     pauses[kind]++;
-    pthread_mutex_lock(&gate);
-    request = 1;
-    pthread_cond_broadcast(&turn);
-    while (request)
-        pthread_cond_wait(&turn, &gate);
-    pthread_mutex_unlock(&gate);
+    pause_gate_stop(&gate);
 }
 
 static void *worker(void *arg)
@@ -77,10 +68,7 @@ static void *worker(void *arg)
         }
     }
     is_worker = 0;  /* its cache is retired at exit under the registry lock */
-    pthread_mutex_lock(&gate);
-    done = 1;
-    pthread_cond_broadcast(&turn);
-    pthread_mutex_unlock(&gate);
+    pause_gate_finish(&gate);
     return NULL;
 }
 
@@ -130,19 +118,14 @@ int main(int argc, char **argv)
     long polls = 0;
     pthread_t t;
     CHECK(pthread_create(&t, NULL, worker, NULL) == 0);
-    pthread_mutex_lock(&gate);
-    for (;;) {
-        while (!request && !done)
-            pthread_cond_wait(&turn, &gate);
-        if (!request)
-            break;  /* done */
-        pthread_mutex_unlock(&gate);
+    pthread_mutex_lock(&gate.lock);
+    while (pause_gate_next(&gate)) {
+        pthread_mutex_unlock(&gate.lock);
         check_stats(++polls);  /* the worker stands at its yield point meanwhile */
-        pthread_mutex_lock(&gate);
-        request = 0;
-        pthread_cond_broadcast(&turn);
+        pthread_mutex_lock(&gate.lock);
+        pause_gate_resume(&gate);
     }
-    pthread_mutex_unlock(&gate);
+    pthread_mutex_unlock(&gate.lock);
     CHECK(pthread_join(t, NULL) == 0);
     /* every kind of half-done update was seen (the paranoid quarantine too) */
     CHECK(pauses[1] > 0 && pauses[2] > 0);
