@@ -184,6 +184,19 @@ def test_threads_blocks_share_no_state_line(build: Builder, level: str, threads:
     assert "shared=0 " in out and "held=" in out
 
 
+@pytest.mark.parametrize("level", ["off", "standard"])
+def test_thread_lifetimes_give_their_memory_back(build: Builder, level: str) -> None:
+    """Short-lived threads, 8 at a time, then one at a time again: once they come one at
+    a time, the bytes the heap maps for blocks (its own mapped_bytes: live and retained
+    empty slabs) are back within twice what one lifetime mapped. Threads alive together
+    each take their lane's slabs, and those stayed mapped after the threads were gone, up
+    to the 16 MiB retain budget (3.4 MB for one lifetime, 16.6 MB settled at off, before
+    the decay steps); patterns, stats, validate and events are checked too."""
+    lifetimes = _scale(build, 1500, 400)
+    out = _run(build("stress_lifetimes"), f"level={level}", lifetimes, 8)
+    assert "settled=" in out
+
+
 def test_debug_flavour_stops_at_a_broken_invariant(build: Builder) -> None:
     """These builds are the debug flavour (NMM_DEBUG): a slab whose free stack already
     holds every block it handed out is given one more, and the program stops with one

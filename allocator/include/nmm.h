@@ -77,7 +77,9 @@ typedef struct nmm_config {
     nmm_level_t level;          /* detection level; default NMM_LEVEL_OFF */
     nmm_policy_t policy;        /* what a detection does; default NMM_POLICY_RECORD */
     uint64_t limit_bytes;       /* cap on bytes handed out (usable sizes); 0 = no limit */
-    uint64_t retain_bytes;      /* empty-slab bytes kept before returning slabs to the OS; also,
+    uint64_t retain_bytes;      /* empty-slab bytes kept before returning slabs to the OS (a
+                                 * class also returns those it kept unused through its last
+                                 * 32 slabs emptied: CORE_DECAY_EVENTS); also,
                                  * separately, the bytes of freed large mappings kept (at most
                                  * 8, oldest unmapped first) for reuse by the next large block,
                                  * except at paranoid or with guard pages; 0 = keep none */

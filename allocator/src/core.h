@@ -41,6 +41,15 @@
  * thread also wrote.) jemalloc's arenas do the same with threads. A lane that runs
  * dry grows its own slab; it takes another lane's only when the region is full. */
 #define CORE_LANES 8
+/* Empty slabs a class kept but did not need are returned by decay steps: every
+ * CORE_DECAY_EVENTS slabs of a class that become empty, the class returns the
+ * coldest of its empty slabs, as many as it kept through the whole step without
+ * taking any (the step's low-water mark: tcmalloc's and jemalloc's way of telling
+ * a cache that is needed from one that only holds memory). A thread that exits
+ * empties every slab it alone used; threads that came and went together leave a
+ * slab per lane per class behind, kept until retain_bytes, so RSS after many
+ * short-lived threads kept rising with the most threads ever alive at once. */
+#define CORE_DECAY_EVENTS 32
 #define CORE_HDR 8                               /* header bytes before the user pointer */
 #define CORE_CANARY 8                            /* tail canary bytes, starting right at ptr+size */
 #define CORE_RECIP_SHIFT 40                      /* idx = (off * recip) >> 40, exact for off*bs < 2^40 */
@@ -194,6 +203,8 @@ typedef struct sizeclass_pool {
     slab_t *empty;           /* class lock: fully free slabs kept (retain_bytes) */
     uint64_t nslabs;         /* class lock */
     uint64_t nempty;         /* class lock */
+    uint64_t empty_low;      /* class lock: fewest in empty since the decay step began */
+    uint32_t empty_events;   /* class lock: slabs emptied since the decay step began */
     uint64_t allocs;         /* atomic: counts merged from caches and uncached ops */
     uint64_t frees;          /* atomic */
     char pad[64];
@@ -525,6 +536,7 @@ typedef struct tcache {
     nmm_heap_t *heap;
     uint64_t misses;         /* owner: refills */
     struct tcache *next_free;
+    uint32_t purged;         /* registry lock: in the pool, its items and tq given back */
     /* paranoid with caches: this thread's FIFO of poisoned freed blocks */
     quarantine_entry_t *tq;  /* owner; CORE_TQ_CAP entries */
     uint32_t tq_head, tq_count;

@@ -59,8 +59,10 @@ static const option_def_t options[] = {
     {"limit", OPT_SIZE, FIELD(limit_bytes), "0", "bytes",
      "cap on bytes handed out; allocations past it fail with ENOMEM; 0 = no limit"},
     {"retain", OPT_SIZE, FIELD(retain_bytes), "16M", "bytes",
-     "empty-slab bytes kept mapped before slabs go back to the OS; also the budget of freed "
-     "large mappings kept for reuse (not at paranoid or with guard pages); 0 = none"},
+     "empty-slab bytes kept mapped before slabs go back to the OS (below it, a class "
+     "returns the empty slabs it kept unused through its last 32 slabs emptied); also the "
+     "budget of freed large mappings kept for reuse (not at paranoid or with guard pages); "
+     "0 = none"},
     {"quarantine", OPT_SIZE, FIELD(quarantine_bytes), "4M", "bytes",
      "paranoid: freed bytes held back before reuse (use-after-free window)"},
     {"sweep", OPT_COUNT, FIELD(sweep_every_ops), "0", "ops",

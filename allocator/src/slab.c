@@ -240,8 +240,32 @@ static void slab_release(nmm_heap_t *h, int cls, slab_t *s)
     NMM_YIELD("region.unlock");
 }
 
+/* A decay step of cls (CORE_DECAY_EVENTS): the empty slabs it kept through the
+ * whole step unused (its low-water mark) go back to the OS, the coldest first
+ * (the list's tail: slabs are kept and taken at its head). Class lock held. */
+static void slab_decay(nmm_heap_t *h, int cls)
+{
+    sizeclass_pool_t *pool = &h->pools[cls];
+    uint32_t bytes = sizeclass_slab_bytes[cls];
+    slab_t *s = pool->empty;
+    while (s && s->next)
+        s = s->next;
+    for (uint64_t n = pool->empty_low; n && s; n--) {
+        slab_t *colder = s->prev;
+        list_unlink(&pool->empty, s);
+        pool->nempty--;
+        __atomic_fetch_sub(&h->retained_bytes, bytes, __ATOMIC_RELAXED);
+        s->list = SL_NONE;
+        slab_release(h, cls, s);
+        s = colder;
+    }
+    pool->empty_events = 0;
+    pool->empty_low = pool->nempty;
+}
+
 /* A slab became fully free: keep it while the heap retains less than
- * retain_bytes of empty slabs, else return it. Class lock held. */
+ * retain_bytes of empty slabs, else return it; every CORE_DECAY_EVENTS of
+ * these, a decay step. Class lock held. */
 static void slab_became_empty(nmm_heap_t *h, int cls, slab_t *s)
 {
     sizeclass_pool_t *pool = &h->pools[cls];
@@ -254,10 +278,12 @@ static void slab_became_empty(nmm_heap_t *h, int cls, slab_t *s)
         list_push(&pool->empty, s);
         s->list = SL_EMPTY;
         pool->nempty++;
-        return;
+    } else {
+        s->list = SL_NONE;
+        slab_release(h, cls, s);
     }
-    s->list = SL_NONE;
-    slab_release(h, cls, s);
+    if (++pool->empty_events >= CORE_DECAY_EVENTS)
+        slab_decay(h, cls);
 }
 
 /* Class lock held, the lane's list empty: another lane's partial slab, moved to
@@ -288,6 +314,8 @@ uint32_t slab_take_locked(nmm_heap_t *h, int cls, uint32_t lane, blockref_t *out
             s = pool->empty;
             list_unlink(&pool->empty, s);
             pool->nempty--;
+            if (pool->nempty < pool->empty_low)
+                pool->empty_low = pool->nempty;
             __atomic_fetch_sub(&h->retained_bytes, sizeclass_slab_bytes[cls], __ATOMIC_RELAXED);
             s->lane = (uint8_t)lane;
             list_push(partial, s);

@@ -14,6 +14,9 @@ pthread_mutex_t tcache_registry_lock = PTHREAD_MUTEX_INITIALIZER;
 tstate_t *tcache_all;
 
 static tcache_t *tcache_pool;          /* registry lock: caches ready for reuse */
+static uint32_t tcache_pooled;         /* registry lock: caches in the pool */
+static uint32_t tcache_pool_low;       /* registry lock: fewest pooled since the decay step began */
+static uint32_t tcache_pool_events;    /* registry lock: caches pooled since the step began */
 static uint32_t tcache_lanes_given;    /* registry lock: caches made, for their lanes */
 static tstate_t *tstate_carve;         /* registry lock: unused tstates in the last map */
 static size_t tstate_carve_left;
@@ -63,6 +66,9 @@ static tcache_t *tcache_new_locked(nmm_heap_t *h)
     tcache_t *tc = tcache_pool;
     if (tc) {
         tcache_pool = tc->next_free;
+        if (--tcache_pooled < tcache_pool_low)
+            tcache_pool_low = tcache_pooled;
+        tc->purged = 0;
     } else {
         tc = os_map(NULL, tcache_bytes);
         if (!tc)
@@ -212,6 +218,35 @@ void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep)
     tcache_merge_live(h, tc, cls);
 }
 
+/* Registry lock held: the cache goes back to the pool (LIFO: the next thread takes
+ * the one most recently used). A dead thread's cache keeps its pages, which the next
+ * thread would touch again; but every CORE_DECAY_EVENTS caches pooled, the ones the
+ * pool held through the whole step unused (its low-water mark, the coldest: its tail)
+ * give their blocks' entries and quarantine ring back to the OS (the tcache_t itself,
+ * with the lane and the counters other threads may still read, stays). Many threads
+ * alive together once otherwise kept a cache's pages each after they were gone. */
+static void tcache_pool_put_locked(tcache_t *tc)
+{
+    tc->next_free = tcache_pool;
+    tcache_pool = tc;
+    tcache_pooled++;
+    if (++tcache_pool_events < CORE_DECAY_EVENTS)
+        return;
+    uint32_t keep = tcache_pooled - tcache_pool_low, i = 0;
+    size_t page = os_page_size();
+    for (tcache_t *t = tcache_pool; t; t = t->next_free, i++) {
+        if (i < keep || t->purged)
+            continue;
+        uintptr_t from = ((uintptr_t)(t + 1) + page - 1) & ~(uintptr_t)(page - 1);
+        uintptr_t to = ((uintptr_t)t + tcache_bytes + page - 1) & ~(uintptr_t)(page - 1);
+        if (to > from)
+            os_decommit((void *)from, to - from);
+        t->purged = 1;
+    }
+    tcache_pool_events = 0;
+    tcache_pool_low = tcache_pooled;
+}
+
 /* Registry lock held. Give everything back to the heap and fold the counters into
  * it; the cache goes back to the pool. Its owner no longer uses it. */
 static void tcache_retire_locked(tstate_t *ts, int slot)
@@ -232,8 +267,7 @@ static void tcache_retire_locked(tstate_t *ts, int slot)
     __atomic_fetch_add(&h->merged_cached_allocs, cached_allocs, __ATOMIC_RELAXED);
     __atomic_fetch_add(&h->merged_misses, tc->misses, __ATOMIC_RELAXED);
     __atomic_store_n(&ts->caches[slot], NULL, __ATOMIC_RELEASE);
-    tc->next_free = tcache_pool;
-    tcache_pool = tc;
+    tcache_pool_put_locked(tc);
 }
 
 static void tcache_thread_exit(void *arg)
@@ -259,8 +293,7 @@ void tcache_detach_heap(nmm_heap_t *h)
         tcache_t *tc = ts->caches[h->slot];
         if (tc && tc->heap == h) {
             __atomic_store_n(&ts->caches[h->slot], NULL, __ATOMIC_RELEASE);
-            tc->next_free = tcache_pool;
-            tcache_pool = tc;
+            tcache_pool_put_locked(tc);
         }
     }
     pthread_mutex_unlock(&tcache_registry_lock);
