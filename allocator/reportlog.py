@@ -10,7 +10,12 @@ writes its reports to ``PREFIX.<pid>.json``, one JSON object per line:
   free (``free``), each frame with its module, offset, function and source line;
 * ``{"type": "leaks", ...}`` for the leak report at exit: totals by category
   (definitely lost, indirectly lost, still reachable, suppressed) and every group
-  with its sampled stacks.
+  with its sampled stacks (and, for a code-address site, ``site_frame``: the
+  allocating call symbolized).
+
+A program on heaps of its own (``nmm_heap_create``, the harness's driver) writes the
+same files: the process keys apply to every heap, and ``nmm_heap_destroy`` of a tracking
+heap writes its leak report there.
 
 ``read_log`` parses one file into frozen dataclasses; ``read_logs`` every file of a
 prefix, by pid. A line that is not a report raises ``ReportLogError`` naming the
@@ -100,6 +105,9 @@ class LeakGroup:
     blocks: int
     bytes: int
     stacks: tuple[Stack, ...]
+    #: a code-address site (the malloc replacement's) symbolized: the allocating call's
+    #: function and file:line even when no stack was sampled; None for a (file, line) site
+    site_frame: Frame | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +174,8 @@ def parse_report(obj: Mapping[str, Any]) -> Report:
             LeakGroup(category=str(g["category"]), site=str(g["site"]), blocks=int(g["blocks"]),
                       bytes=int(g["bytes"]),
                       stacks=tuple(Stack(thread=int(s["thread"]), frames=_frames(s["frames"]),
-                                         blocks=int(s["blocks"])) for s in g["stacks"]))
+                                         blocks=int(s["blocks"])) for s in g["stacks"]),
+                      site_frame=_frame(g["site_frame"]) if g.get("site_frame") else None)
             for g in obj["groups"])
         return LeakReport(pid=int(obj["pid"]), definitely_lost=_counted(obj["definitely_lost"]),
                           indirectly_lost=_counted(obj["indirectly_lost"]),

@@ -15,9 +15,11 @@ from __future__ import annotations
 import abc
 import datetime as _dt
 import errno
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from harness._driver import driver_args, driver_command, driver_env
@@ -27,6 +29,7 @@ from harness.errors import DriverUsageError, UnsupportedFeature
 from harness.oracle import judge
 from harness.plan import Plan
 from harness.records import Observation, TrialRecord, Verdict
+from harness.reportlogs import is_nmm_preload, read_report_logs, with_log
 
 #: tries at starting a trial's child when fork fails for want of processes or memory
 SPAWN_ATTEMPTS = 6
@@ -141,11 +144,30 @@ class NativeEngine(Engine):
                          else ("target.peer", getattr(plan.target, "peer", target.name)))
             raise UnsupportedFeature(f"{key}: {name}: {problem}")
 
+    def reports_to_log(self, plan: Plan) -> bool:
+        """Whether NMM runs in the trial's child and its reports should go to a log the
+        harness reads: an NMM heap in the driver, or NMM's malloc replacement preloaded."""
+        target = self.target(plan)
+        return target.is_nmm_heap or any(is_nmm_preload(lib) for lib in target.preload)
+
     def run(self, plan: Plan, seed: int, *, on_line: LineCallback | None = None,
             stop: threading.Event | None = None) -> TrialRecord:
         started = _now()
         argv = self.argv(plan, seed)
         env = self.env(plan)
+        if not self.reports_to_log(plan):
+            return self._run(plan, seed, argv, env, started, on_line, stop)
+        # the trial's directory: NMM's JSON report logs (one file per process), read
+        # into the record once the child is gone, then removed with the directory
+        with tempfile.TemporaryDirectory(prefix="nmm-trial-") as tmp:
+            record = self._run(plan, seed, argv, with_log(env, Path(tmp)), started, on_line,
+                               stop, log_dir=Path(tmp))
+        return record
+
+    def _run(self, plan: Plan, seed: int, argv: list[str], env: dict[str, str], started: str,
+             on_line: LineCallback | None, stop: threading.Event | None,
+             log_dir: Path | None = None) -> TrialRecord:
+        obs = Observation(argv=tuple(argv), exit_code=127, stderr_tail="the driver never ran")
         for attempt in range(SPAWN_ATTEMPTS):
             try:
                 obs = run_child(argv, plan.timeout_s, env=env, on_line=on_line, stop=stop,
@@ -166,6 +188,8 @@ class NativeEngine(Engine):
             said = [ln for ln in obs.stderr_tail.strip().splitlines() if ln.strip()]
             raise DriverUsageError("the driver rejected the trial's command line: "
                                    + " / ".join(said[:3] or ["(no message)"]))
+        if log_dir is not None:
+            obs = obs.model_copy(update={"report_log": read_report_logs(log_dir)})
         return make_record(plan, seed, obs, started=started, driver=self.name)
 
     def options(self) -> list[str]:

@@ -249,6 +249,65 @@ class Sample(_Line):
     cpu_s: float
 
 
+class ReportFrame(_Line):
+    """One frame of an NMM report (``allocator.reportlog.Frame``, what a person reads):
+    the function (the inlined one, if any), its ``file:line`` when the module has debug
+    info, else the module's file name and the offset into it."""
+
+    function: str = ""
+    file: str = ""
+    line: int = 0
+    module: str = ""
+    offset: int = 0
+
+
+class LoggedError(_Line):
+    """An error report NMM wrote to the trial's report log: the detection and the first
+    frames (from the first one that is not the allocator's) of the call that found it
+    (``stack``), of the block's allocation and of its free."""
+
+    pid: int
+    kind: str
+    thread: int = 0
+    seq: int = 0
+    address: int = 0
+    size: int = 0
+    extent: str = ""
+    stack: tuple[ReportFrame, ...] = ()
+    alloc: tuple[ReportFrame, ...] = ()
+    free: tuple[ReportFrame, ...] = ()
+
+
+class LoggedLeakGroup(_Line):
+    """One group of a leak report: blocks of one allocation site in one category, and
+    the first frames of its first sampled stack (else of its site)."""
+
+    pid: int
+    category: str
+    site: str = ""
+    blocks: int = 0
+    bytes: int = 0
+    frames: tuple[ReportFrame, ...] = ()
+
+
+class ReportLog(BaseModel):
+    """What NMM wrote to a trial's report logs (``harness.reportlogs``), bounded: error
+    reports and leak groups (those past the bounds counted), the leak totals by category
+    (blocks, bytes) over the trial's processes, and notes on anything unreadable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: processes whose log was read
+    processes: int = 0
+    errors: tuple[LoggedError, ...] = ()
+    errors_dropped: int = 0
+    leak_groups: tuple[LoggedLeakGroup, ...] = ()
+    leak_groups_dropped: int = 0
+    leak_totals: dict[str, tuple[int, int]] = Field(default_factory=dict)
+    #: a malformed or truncated log, a file past the bounds: one line each
+    notes: tuple[str, ...] = ()
+
+
 class Observation(BaseModel):
     """Everything the parent saw of one trial's child process."""
 
@@ -287,6 +346,8 @@ class Observation(BaseModel):
     wall_s: float = 0.0
     #: stdout lines that were not valid protocol JSON
     bad_lines: int = 0
+    #: the JSON reports NMM wrote to the trial's log (NMM targets; None: none written)
+    report_log: ReportLog | None = None
 
 
 #: the outcome of a fault the trial never got to judge: the process was already dying of

@@ -16,6 +16,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import statistics
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
@@ -31,11 +32,16 @@ from harness.invocation import command_line
 from harness.journal import JOURNAL_NAME, read_journal
 from harness.plan import FAULT_VARIANTS, Plan
 from harness.records import NOT_REACHED, TrialRecord
+from harness.reportlogs import site_of
 
 REPORT_KIND = "nmm-chaos-report"
-REPORT_VERSION = 2
+#: 3: leak_sites (NMM's leak reports by site), failures' report (the error report's
+#: frames), trials' report_log; faults never reached (not-reached) left out of the
+#: faults_injected counts
+REPORT_VERSION = 3
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "report.schema.json"
 DETECTED = ("detected", "detected-abort")
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
 #: order of badness when one row has several outcomes in a trial
 _WORST = ("infra-failure", "hang", "skipped-hanging", "crashed", "false-positive", "missed",
           "not-reached", "detected-abort", "detected", "clean")
@@ -353,6 +359,72 @@ def _cell_class(cell: dict[str, Any]) -> str:
     return "partial"
 
 
+#: leak-site rows kept in a report, and seeds listed per row
+MAX_LEAK_SITES = 200
+MAX_SITE_SEEDS = 20
+_LOST = ("definitely_lost", "indirectly_lost")
+
+
+def _leak_sites(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:
+    """NMM's own leak reports (the trials' report logs) grouped by target, the first
+    non-allocator frame of each group (``function file:line``) and whether the blocks
+    were lost, still reachable or suppressed (the C library's own one-time buffers, a
+    suppressions file): blocks and bytes summed over trials and seeds, lost first."""
+    sites: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in records:
+        log = r.observation.report_log
+        if log is None:
+            continue
+        for g in log.leak_groups:
+            kind = ("lost" if g.category in _LOST else
+                    "suppressed" if g.category == "suppressed" else "still reachable")
+            site = site_of(g.frames, g.site)
+            entry = sites.setdefault((r.target, site, kind), {
+                "target": r.target, "site": site, "category": kind, "blocks": 0, "bytes": 0,
+                "trials": 0, "seeds": [], "_keys": set()})
+            entry["blocks"] += g.blocks
+            entry["bytes"] += g.bytes
+            if r.key not in entry["_keys"]:
+                entry["_keys"].add(r.key)
+                entry["trials"] += 1
+                if r.seed not in entry["seeds"] and len(entry["seeds"]) < MAX_SITE_SEEDS:
+                    entry["seeds"].append(r.seed)
+    order = {"lost": 0, "still reachable": 1, "suppressed": 2}
+    rows = sorted(sites.values(), key=lambda e: (order[e["category"]], -e["bytes"],
+                                                  e["target"], e["site"]))
+    for e in rows:
+        del e["_keys"]
+        e["seeds"].sort()
+    return rows[:MAX_LEAK_SITES]
+
+
+def _error_report(record: TrialRecord) -> dict[str, Any] | None:
+    """The error report that says most about a failed trial: the one its diagnostic
+    names (the report the process died of), else the last one written; with its first
+    frames (``function file:line``) and where the block was allocated and freed."""
+    log = record.observation.report_log
+    if log is None or not log.errors:
+        return None
+    named = {int(h, 16) for h in _HEX.findall(record.verdict.diagnostic or "")}
+    chosen = next((e for e in reversed(log.errors) if e.address in named), log.errors[-1])
+
+    def first(frames: Sequence[Any]) -> str | None:
+        return site_of(frames) if frames else None
+
+    return {"kind": chosen.kind, "address": f"{chosen.address:#x}", "extent": chosen.extent,
+            "frames": [site_of([f]) for f in chosen.stack[:3]],
+            "allocated_at": first(chosen.alloc), "freed_at": first(chosen.free)}
+
+
+def _report_log_summary(record: TrialRecord) -> dict[str, Any] | None:
+    log = record.observation.report_log
+    if log is None:
+        return None
+    return {"processes": log.processes, "errors": len(log.errors) + log.errors_dropped,
+            "leak_groups": len(log.leak_groups) + log.leak_groups_dropped,
+            "notes": list(log.notes)}
+
+
 def _trial_peak_rss(record: TrialRecord) -> int:
     obs = record.observation
     return max([s.rss for s in obs.samples] + [obs.result.peak_rss if obs.result else 0])
@@ -458,6 +530,7 @@ def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict
                          "gating": i.gating, "outcome": r.verdict.outcome,
                          "reasons": list(r.verdict.reasons),
                          "diagnostic": r.verdict.diagnostic,
+                         "report": _error_report(r),
                          "replay": replay_command(r, i)})
     failures.sort(key=lambda f: (not f["gating"], f["plan"], f["target"], f["seed"]))
 
@@ -499,6 +572,7 @@ def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict
         "detection_latency_ops": {k: percentiles(v) for k, v in sorted(det_latency.items())},
         "throughput_ops_per_s": throughput, "op_latency_ns": op_latency, "rss_bytes": rss,
         "leaks": sorted(leaks.values(), key=lambda e: (-e["blocks"], e["target"])),
+        "leak_sites": _leak_sites(cur),
         "failures": failures,
         "trends": _trends(runs),
         "coverage": latest.coverage,
@@ -509,7 +583,8 @@ def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict
                     "ops_per_s": r.ops_per_s, "wall_s": r.observation.wall_s,
                     "peak_rss": _trial_peak_rss(r), "cpu_s": _trial_cpu_s(r),
                     "worker_ops": (list(r.observation.result.worker_ops)
-                                   if r.observation.result else None)}
+                                   if r.observation.result else None),
+                    "report_log": _report_log_summary(r)}
                    for run, r in records],
     }
 
@@ -575,6 +650,21 @@ def render_markdown(doc: dict[str, Any]) -> str:
         for t, th in doc["throughput_ops_per_s"].items():
             if th.get("n"):
                 lines.append(f"| {t} | {th['median']:,.0f} | {th['sd']:,.0f} | {th['n']} |")
+    if doc.get("leak_sites"):
+        lines += ["", "## Leaks by site (NMM's leak reports)", "",
+                  "| site | target | blocks | bytes | trials | seeds |",
+                  "|---|---|---|---|---|---|"]
+        for e in doc["leak_sites"][:20]:
+            seeds = ", ".join(str(s) for s in e["seeds"][:8]) + (
+                ", ..." if len(e["seeds"]) > 8 or e["trials"] > len(e["seeds"]) else "")
+            what = "" if e["category"] == "lost" else f" ({e['category']})"
+            lines.append(f"| `{e['site']}`{what}"
+                         f" | {e['target']} | {e['blocks']:,} | {e['bytes']:,} | {e['trials']} "
+                         f"| {seeds} |")
+        if len(doc["leak_sites"]) > 20:
+            lines.append(f"| ... {len(doc['leak_sites']) - 20} more in result.json | | | | | |")
+    log_notes = [(t, n) for t in doc["trials"] for n in ((t.get("report_log") or {})
+                                                         .get("notes") or [])]
     if len(doc["runs"]) > 1:
         lines += ["", "## Trend (failed trials per run)", ""]
         lines += [f"- {rid}: {n} failed" for rid, n in
@@ -585,6 +675,11 @@ def render_markdown(doc: dict[str, Any]) -> str:
             tag = "" if f["gating"] else " (comparison target)"
             lines.append(f"- {f['plan']} seed {f['seed']} on {f['target']}{tag}: "
                          f"**{f['outcome']}** — " + "; ".join(f["reasons"])[:300])
+            report = f.get("report")
+            if report and report["frames"]:
+                lines.append(f"  {report['kind']} at `{report['frames'][0]}`"
+                             + (f", allocated at `{report['allocated_at']}`"
+                                if report["allocated_at"] else ""))
             lines.append(f"  replay: `{f['replay']}`")
         if len(doc["failures"]) > 50:
             lines.append(f"- ... {len(doc['failures']) - 50} more in report.json")
@@ -593,6 +688,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
         lines += ["", coverage_markdown(doc["coverage"]).rstrip()]
     notes = [n for run in doc["runs"] for n in run["notes"]]
+    notes += [f"seed {t['seed']} on {t['target']}: report log: {n}" for t, n in log_notes[:20]]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

@@ -40,6 +40,7 @@ KEYS = (
     "exitcode",
     "log_path",
     "log_format",
+    "log_summary",
     "symbolize",
     "copy_check",
     "symbolizer",

@@ -128,11 +128,19 @@ NMM_API void nmm_config_init(nmm_config_t *cfg);
  *   seed        seed              0        count (decimal or 0x hex); 0 = from the clock
  *   fail        failpoints        -        fail-point specs (nmm_failpoint_set); repeated
  *                                          fail= keys accumulate, an empty fail= clears
- * Process keys, read from NMM_OPTIONS only (they configure the process around
- * the default heap; nmm_config_parse rejects them):
+ * Process keys, read from NMM_OPTIONS only (nmm_config_parse rejects them); they
+ * configure the process, so they apply to every heap in it, the default heap and
+ * the ones a program makes with nmm_heap_create (read on first use; a bad piece is
+ * named only when the default heap is made):
  *   strict                        0        bool: a bad key or value exits with status 1
  *   copy_check                    1        bool: libnmm_preload.so's memcpy & co. check
  *                                          heap blocks (standard and above); 0 = libc's
+ *   log_path, log_format          -, text  reports (errors; with tracking, the leak
+ *                                          report at exit or nmm_heap_destroy) go to
+ *                                          PREFIX.<pid> / PREFIX.<pid>.json
+ *   log_summary                   0        bool: with log_path, error summary lines
+ *                                          on stderr too
+ *   (leaks, suppressions, exitcode, symbolize, symbolizer: `NMM_OPTIONS=help`)
  * Pieces are separated by ':'; blanks around keys and values and empty pieces
  * are ignored; a later key overrides an earlier one. NMM_OPTIONS itself is read
  * when the default heap is made (in libnmm_preload.so: in a constructor, before
@@ -159,7 +167,7 @@ NMM_API nmm_heap_t *nmm_heap_create(const nmm_config_t *cfg);
 
 /* Destroy a heap and return all its memory to the OS. No thread may use the heap
  * during or after this call. Live blocks are released (and reported as leaks when
- * tracking is on). */
+ * tracking is on: to stderr, or with log_path as the default heap's exit report). */
 NMM_API void nmm_heap_destroy(nmm_heap_t *heap);
 
 /* The process-wide default heap (configured from NMM_OPTIONS on first use);
@@ -174,6 +182,12 @@ typedef uint32_t nmm_site_t;
 /* Intern (file, line). file must outlive the process (a string literal). heap may
  * be NULL: ids are process-wide, so callers may cache them in a static. */
 NMM_API nmm_site_t nmm_site(nmm_heap_t *heap, const char *file, int line);
+
+/* Intern a code address as a site: a return address, as a malloc wrapper gets from
+ * __builtin_return_address(0) (the malloc replacement does this for every call).
+ * Reports name it function+offset (module) and, with debug info, file:line of the
+ * call. NULL gives 0. */
+NMM_API nmm_site_t nmm_site_for_pc(const void *pc);
 
 /* Look a site up; returns NMM_E_INVALID_ARGUMENT for an unknown id. */
 NMM_API nmm_status_t nmm_site_info(nmm_site_t site, const char **file, int *line);

@@ -339,6 +339,9 @@ void diag_write(const diag_event_t *d, bool symbolize)
     strbuf_init(&sb, buf ? buf : line, buf ? bytes : sizeof line);
     events_format_line(&sb, ev, symbolize);
     strbuf_putc(&sb, '\n');
+    const options_process_t *po = options_process();
+    if (po->log_path && po->log_summary) /* the file gets the report, stderr its line */
+        out_stderr(sb.buf, sb.len < sb.cap ? sb.len : sb.cap - 1);
     if (buf && have_batch) {
         for (size_t i = 0; i < nsec; i++)
             section_text(&sb, &b, &sec[i]);

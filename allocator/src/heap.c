@@ -382,10 +382,17 @@ void nmm_heap_destroy(nmm_heap_t *h)
     if (!h || h == __atomic_load_n(&heap_default, __ATOMIC_ACQUIRE))
         return;
     /* nmm.h: blocks still live now are leaks; with tracking they are reported
-     * (to stderr, grouped by site; nothing is written when nothing leaked). */
+     * (to stderr, grouped by site; nothing is written when nothing leaked). With
+     * log_path the report is the default heap's at exit (definitely lost, still
+     * reachable...), written to the log in log_format, so a program on heaps of
+     * its own gets the same files and JSON as one on the malloc replacement. */
     heap_exit_check(h);
-    if (h->cfg.tracking)
+    if (h->cfg.tracking && options_process()->log_path) {
+        if (options_process()->leaks)
+            leakcheck_run(h);
+    } else if (h->cfg.tracking) {
         leaks_write(h, 2);
+    }
     tcache_detach_heap(h);
     pthread_mutex_lock(&heap_table_lock);
     for (int i = 0; i < CORE_MAX_HEAPS; i++)

@@ -205,6 +205,7 @@ typedef struct options_process {
     uint32_t symbolize;       /* 1 = file:line through an external symbolizer */
     uint32_t copy_check;      /* 1 = the preload library checks memcpy & co. (standard and
                                * above); 0 = they go straight to the C library's */
+    uint32_t log_summary;     /* with log_path: error reports' summary lines on stderr too */
     const char *log_path;     /* PREFIX of PREFIX.<pid>; NULL = stderr */
     const char *suppressions; /* LSan-format file; NULL = built-in ones only */
     const char *symbolizer;   /* symbolizer program; NULL = search PATH */

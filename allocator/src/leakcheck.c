@@ -185,6 +185,14 @@ static void report_json(struct check *c, strbuf_t *sb)
         if (g->id)
             track_site_format(&w, g->id, true);
         strbuf_json_str(sb, where);
+        /* a code-address site (the malloc replacement's, a wrapper's) as a frame:
+         * file:line of the allocating call even when no stack was sampled */
+        uintptr_t site_pc = track_site_pc(g->id);
+        const sym_frame_t *sf = site_pc ? sym_batch_add(&c->b, site_pc) : NULL;
+        if (sf) {
+            strbuf_puts(sb, ",\"site_frame\":");
+            sym_frame_json(sb, sf);
+        }
         strbuf_puts(sb, ",\"blocks\":");
         strbuf_u64(sb, g->count);
         strbuf_puts(sb, ",\"bytes\":");

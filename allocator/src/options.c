@@ -1,12 +1,14 @@
 /* options.c — the one table of runtime options and the one parser for NMM_OPTIONS
  * strings; nmm_config_init's defaults come from the same table. Two kinds of key:
  * heap keys (fields of nmm_config_t, for any heap) and process keys (leak report,
- * log file, exit code, symbolizer: the default heap's process, NMM_OPTIONS only).
- * Holds the only getenv of the allocator (options_from_env), which runs in the
- * preload library's constructor or inside the first malloc of the process:
- * nothing here may allocate (kept strings go to a static arena, then to os_map).
- * Any thread; the parser keeps no state besides that arena and the process
- * options, written once by options_from_env under the default heap's lock.
+ * log file, exit code, symbolizer: NMM_OPTIONS only; they apply to every heap of
+ * the process). Holds the only getenv calls of the allocator: process_defaults
+ * (the process keys, on first use) and options_from_env (the default heap's
+ * keys), which run in the preload library's constructor or inside the first
+ * malloc of the process: nothing here may allocate (kept strings go to a static
+ * arena, then to os_map). Any thread; the parser keeps no state besides that
+ * arena and the process options, written once on first use and once more by
+ * options_from_env under the default heap's lock.
  */
 #include "internal.h"
 
@@ -111,6 +113,10 @@ static const option_def_t options[] = {
      "stderr, one file per process; empty = stderr"},
     {"log_format", OPT_FORMAT, PFIELD(log_format), "text", "text|json|both",
      "with log_path: the text report, JSON lines (one object per report), or both"},
+    {"log_summary", OPT_BOOL, PFIELD(log_summary), "0", "bool",
+     "with log_path: each error report's summary line (nmm: KIND at ADDR ...) goes to "
+     "stderr as well, for whoever watches stderr (a harness, a CI log) while the file "
+     "has the whole report"},
     {"symbolize", OPT_BOOL, PFIELD(symbolize), "1", "bool",
      "frames get file:line:column from llvm-symbolizer or addr2line (a child process run "
      "when a report is written, for modules with debug info); 0 = function+offset only"},
@@ -629,10 +635,21 @@ NMM_API void nmm_options_help(int fd)
     out_write_all(fd, buf, sb.len < sizeof buf ? sb.len : sizeof buf - 1);
 }
 
-/* The process options: the table's defaults until options_from_env applies
- * NMM_OPTIONS (once, before the default heap is published). */
+/* The process options: the table's defaults with NMM_OPTIONS's process keys
+ * applied on first use, in any process that uses NMM (a program on heaps of its
+ * own, such as the harness's driver, gets log_path and log_format too);
+ * options_from_env applies NMM_OPTIONS again, naming each bad piece, when the
+ * default heap is made. */
 static options_process_t process_options;
 static atomic_int process_state; /* 0 untouched, 1 being filled, 2 ready */
+
+static void ignore_piece(void *ctx, const char *msg, size_t len)
+{
+    /* named (once) by options_from_env if the process makes its default heap */
+    (void)ctx;
+    (void)msg;
+    (void)len;
+}
 
 static void process_defaults(void)
 {
@@ -640,6 +657,14 @@ static void process_defaults(void)
     if (atomic_compare_exchange_strong(&process_state, &expected, 1)) {
         memset(&process_options, 0, sizeof process_options);
         apply_defaults(NULL, &process_options);
+        const char *s = getenv("NMM_OPTIONS");
+        if (s && *s) {
+            nmm_config_t scratch; /* heap keys are the default heap's: not ours */
+            nmm_config_init(&scratch);
+            strbuf_t unused;
+            strbuf_init(&unused, NULL, 0);
+            parse_pieces(&scratch, &process_options, s, &unused, ignore_piece, NULL, NULL);
+        }
         atomic_store_explicit(&process_state, 2, memory_order_release);
         return;
     }

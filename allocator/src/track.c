@@ -188,6 +188,11 @@ nmm_site_t track_site_for_pc(uintptr_t pc)
     return pc ? site_intern(NULL, 0, pc) : 0;
 }
 
+NMM_API nmm_site_t nmm_site_for_pc(const void *pc)
+{
+    return track_site_for_pc((uintptr_t)pc);
+}
+
 static const struct site_entry *site_get(nmm_site_t site)
 {
     struct site_table *t = atomic_load_explicit(&sites, memory_order_acquire);

@@ -8,7 +8,7 @@
 
 #include "driver.h"
 
-/* ---- NMM heap: site 0 (the driver does not track sites) */
+/* ---- NMM heap: site 0 (no tracking: nothing would use it) */
 static void *nmm_t_alloc(nmm_heap_t *h, size_t n) { return nmm_alloc(h, n, 0); }
 static void *nmm_t_calloc(nmm_heap_t *h, size_t c, size_t n) { return nmm_calloc(h, c, n, 0); }
 static void *nmm_t_realloc(nmm_heap_t *h, void *p, size_t n) { return nmm_realloc(h, p, n, 0); }
@@ -30,6 +30,32 @@ static size_t nmm_t_copy(nmm_heap_t *h, int how, void *dst, const void *src, siz
 {
     (void)how; /* one checked routine: a memset is a copy of a buffer of its byte */
     return nmm_copy(h, dst, src, n, 0);
+}
+
+/* ---- NMM heap with tracking: each call's site is the driver line that made it (the
+ * return address, as the malloc replacement does), so leak reports group blocks by
+ * where the workload or a fault allocated them instead of one unknown site. noinline:
+ * the return address must be the driver's call, not a thunk inlined away. */
+#define CALLER __builtin_return_address(0)
+static __attribute__((noinline)) void *nmm_s_alloc(nmm_heap_t *h, size_t n)
+{
+    return nmm_alloc(h, n, nmm_site_for_pc(CALLER));
+}
+static __attribute__((noinline)) void *nmm_s_calloc(nmm_heap_t *h, size_t c, size_t n)
+{
+    return nmm_calloc(h, c, n, nmm_site_for_pc(CALLER));
+}
+static __attribute__((noinline)) void *nmm_s_realloc(nmm_heap_t *h, void *p, size_t n)
+{
+    return nmm_realloc(h, p, n, nmm_site_for_pc(CALLER));
+}
+static __attribute__((noinline)) void *nmm_s_aligned(nmm_heap_t *h, size_t a, size_t n)
+{
+    return nmm_aligned_alloc(h, a, n, nmm_site_for_pc(CALLER));
+}
+static __attribute__((noinline)) int nmm_s_free(nmm_heap_t *h, void *p)
+{
+    return (int)nmm_free(h, p, nmm_site_for_pc(CALLER));
 }
 
 /* ---- the process's malloc family. volatile pointers keep the compiler from
@@ -203,11 +229,12 @@ bool target_open(target_t *t, const char *name, const char *nmm_options, char *e
         return false;
     }
     t->name = "nmm";
-    t->alloc = nmm_t_alloc;
-    t->calloc = nmm_t_calloc;
-    t->realloc = nmm_t_realloc;
-    t->aligned_alloc = nmm_t_aligned;
-    t->free = nmm_t_free;
+    bool sites = cfg.tracking != 0;
+    t->alloc = sites ? nmm_s_alloc : nmm_t_alloc;
+    t->calloc = sites ? nmm_s_calloc : nmm_t_calloc;
+    t->realloc = sites ? nmm_s_realloc : nmm_t_realloc;
+    t->aligned_alloc = sites ? nmm_s_aligned : nmm_t_aligned;
+    t->free = sites ? nmm_s_free : nmm_t_free;
     t->last_status = nmm_t_last_status;
     t->alloc_as = nmm_t_alloc_as;
     t->free_as = nmm_t_free_as;

@@ -47,7 +47,7 @@ def test_run_passing_plan_exits_0_and_writes_reports(tmp_path, write_plan, fake_
     run_dirs = list((tmp_path / "r").iterdir())
     assert len(run_dirs) == 1
     doc = json.loads((run_dirs[0] / "result.json").read_text())
-    assert doc["report_version"] == 2 and doc["verdict"]["status"] == "pass"
+    assert doc["report_version"] == 3 and doc["verdict"]["status"] == "pass"
     assert doc["summary"]["trials"] == 2 and doc["summary"]["passed"] == 2
     assert doc["matrix"]["double_free"]["nmm:standard"]["detected"] == 2
     assert (run_dirs[0] / "report.html").is_file() and (run_dirs[0] / "junit.xml").is_file()
