@@ -43,7 +43,7 @@ level = "standard"
 [workload]
 threads = 1
 ops = {ops}
-progress_every = 0
+progress_every = 100000
 """
 #: longest wait for the cluster to come up
 START_S = 120.0
