@@ -284,13 +284,32 @@ static uint64_t hash_frames(const uintptr_t *pcs, uint32_t depth)
     return h;
 }
 
+#ifdef NMM_CHAOS
+/* The thread's part of a stack's hash in the chaos build: a number handed out in the
+ * order threads first intern a stack (under the controlled scheduler, a function of the
+ * seed), not the kernel's tid, which differs from run to run: it moved where a lookup
+ * starts probing, so how many atomic loads (yield points) it made, and one seed gave
+ * two schedules. The entry keeps the real tid. */
+static uint32_t stack_hash_thread(uint32_t tid)
+{
+    static _Atomic uint32_t handed_out;
+    static __thread uint32_t mine;
+    (void)tid;
+    if (!mine)
+        mine = atomic_fetch_add_explicit(&handed_out, 1, memory_order_relaxed) + 1;
+    return mine;
+}
+#else
+#define stack_hash_thread(tid) (tid)
+#endif
+
 static uint32_t stack_intern(const uintptr_t *pcs, uint32_t depth, uint32_t tid)
 {
     struct stack_table *t = table_get(&stacks, sizeof(struct stack_table));
     if (!t || !depth)
         return 0;
     uint64_t ph = hash_frames(pcs, depth);
-    uint64_t h = mix64(ph ^ tid);
+    uint64_t h = mix64(ph ^ stack_hash_thread(tid));
     uint32_t mask = STACK_CAP * 2 - 1;
     uint32_t mine = 0;
     for (uint32_t i = (uint32_t)h & mask, probes = 0; probes <= mask; i = (i + 1) & mask, probes++) {

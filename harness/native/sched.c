@@ -181,7 +181,10 @@ void sched_result(jline_t *j) { (void)j; }
 
 enum { ST_ABSENT = 0, ST_RUNNABLE, ST_BLOCKED, ST_DONE };
 static const char *const state_names[] = {"absent", "runnable", "blocked", "done"};
-#define MAX_HELD 16
+/* Locks one worker holds at once: a fork's prepare handler takes every lock of every
+ * heap (54 each: 48 classes and the region, large and quarantine locks, and 3 global
+ * ones), and a lock held but not listed would look held by nobody in the schedule. */
+#define MAX_HELD 256
 #define MAX_CHANGE 64
 
 typedef struct held {
@@ -197,6 +200,7 @@ typedef struct wslot {
     const char *last_yield;
     held_t held[MAX_HELD];
     int nheld;
+    bool held_overflow; /* more than MAX_HELD at once: who holds what is not known */
     uint64_t remaining;
     double prio;
     uint64_t steps, ops;
@@ -426,10 +430,13 @@ static void stop(const char *outcome, const char *why)
 
 static bool lock_held_by_worker(void *m)
 {
-    for (uint32_t i = 0; i < S.n; i++)
+    for (uint32_t i = 0; i < S.n; i++) {
+        if (S.w[i].held_overflow)
+            return true; /* not known: assume a worker (it will let go under control) */
         for (int h = 0; h < S.w[i].nheld; h++)
             if (S.w[i].held[h].m == m)
                 return true;
+    }
     return false;
 }
 
@@ -590,6 +597,15 @@ static bool hook_lock_wait(void *m, const char *name, const char *where)
         pthread_mutex_unlock(&S.mu);
         return true;
     }
+    if (!lock_held_by_worker(m)) {
+        /* Held by a thread outside the schedule (none takes a heap lock while workers
+         * run, but a driver or allocator change could add one): wait for it in the
+         * kernel keeping the baton, so no step depends on when it lets go. Handing the
+         * baton on, and retrying once it may have let go, made the schedule a function
+         * of timing. */
+        pthread_mutex_unlock(&S.mu);
+        return false;
+    }
     wslot_t *w = &S.w[me];
     w->state = ST_BLOCKED;
     w->waiting_on = m;
@@ -609,6 +625,8 @@ static void hook_locked(void *m, const char *name, const char *where)
     wslot_t *w = &S.w[me];
     if (w->nheld < MAX_HELD)
         w->held[w->nheld++] = (held_t){m, name, where};
+    else
+        w->held_overflow = true;
 }
 
 static void hook_unlocked(void *m)
@@ -641,6 +659,11 @@ static void fork_child(void)
 {
     S.active = false;
     S.forking = 0;
+    /* the parent's trace and op log: never written from here (a crash in the child
+     * wrote the parent's unflushed trace into the parent's file a second time) */
+    S.out_fd = -1;
+    S.out_len = 0;
+    S.op_log = NULL;
     memset(&chaos_hooks, 0, sizeof chaos_hooks);
     self = -1;
 }
