@@ -1,17 +1,19 @@
 """``nmm-chaos shrink``: minimise a failing trial while keeping its failure signature
 (design.md "Reproduction", issue 9).
 
-Delta debugging over four dimensions, schedule first:
+Delta debugging, preemptions first, then the cuts that make every later trial cheaper:
 1. preemptions — the schedule trace is cut to its shortest prefix that still fails once
-   the rest runs without preemptions (``--after-schedule nonpreemptive``), then its
-   switches are removed in chunks (ddmin over the trace's runs: a removed run lets the
-   worker before it go on);
-2. threads — one fewer worker at a time;
-3. ops — the ops per worker halved, then trimmed, while it fails;
-4. faults — each fault spec dropped, then its count lowered; the live set halved.
-A candidate of another shape (fewer threads, ops) keeps no schedule: it is tried under
-the plan's strategy with the artifact's seed and a few after it, and kept with the
-schedule it took. The preemption pass runs again on the final shape.
+   the rest runs without preemptions (``--after-schedule nonpreemptive``): a binary
+   search, a few trials;
+2. shape — the ops per worker by halves; threads down to one; the knobs a window may
+   need many ops for (fork interval, thread churn, quarantine size, live set); faults
+   dropped, their counts halved; then each worker's own op count halved
+   (``workload.worker_ops``). A candidate of another shape first follows the current
+   schedule (the op streams of a smaller shape are prefixes of the bigger one's), else
+   is tried under the plan's strategy and ``random`` with the artifact's seed and a few
+   after it, and kept with the schedule it took;
+3. schedule — on the small trial: the prefix again, then its switches removed in chunks
+   (ddmin over the trace's runs: a removed run lets the worker before it go on).
 
 Progress is saved after every accepted step (``ARTIFACT.shrink.json``), so a shrink
 stopped by its budget (or killed) resumes where it was. The result: the minimal plan
@@ -33,8 +35,11 @@ from harness.plan import Plan
 from harness.witness import witness_lines
 
 #: seeds tried for a candidate of another shape (the artifact's, then the next ones)
-SEEDS_PER_SHAPE = 8
-PROGRESS_VERSION = 1
+SEEDS_PER_SHAPE = 4
+#: ... and for a shape of at most SMALL_SHAPE_OPS ops in all
+SEEDS_PER_SMALL_SHAPE = 12
+SMALL_SHAPE_OPS = 40
+PROGRESS_VERSION = 2  # 2: phases prefix, shape, schedule
 
 
 @dataclass
@@ -60,7 +65,7 @@ class _Shrinker:
         self.progress = progress
         self.note = note
         self.trials = 0
-        self.phase = "schedule"
+        self.phase = "prefix"
 
     # ---- running candidates
 
@@ -95,6 +100,11 @@ class _Shrinker:
 
     def schedule_pass(self) -> None:
         """Shortest failing prefix, then ddmin over the trace's runs."""
+        self.prefix_pass()
+        self.ddmin_pass()
+
+    def prefix_pass(self) -> None:
+        """The shortest prefix of the trace that still fails (nonpreemptive after it)."""
         sched = self.best.schedule
         if sched is None:
             return
@@ -114,8 +124,14 @@ class _Shrinker:
                             Schedule(sched.threads, sched.kind, tuple(runs[:hi])))
             if run is not None:
                 self._accept(plan, run, f"schedule prefix of {hi} runs")
-                runs = list(self.best.schedule.runs) if self.best.schedule else []
-        # ddmin: remove chunks of runs (each removal drops a switch)
+
+    def ddmin_pass(self) -> None:
+        """Remove chunks of the trace's runs (each removal drops a switch)."""
+        sched = self.best.schedule
+        if sched is None:
+            return
+        plan = self.best.plan_model()
+        runs = list(sched.runs)
         chunk = max(1, len(runs) // 2)
         while chunk >= 1 and len(runs) > 1:
             i, removed = 1, False
@@ -147,10 +163,13 @@ class _Shrinker:
             if run is not None:
                 self._accept(plan, run, why)
                 return True
-        # else fresh interleavings: the plan's strategy and random, a few seeds each
-        variants = [plan] if plan.scheduler.kind == "random" else \
-            [plan, with_strategy(plan, "random")]
-        for k in range(SEEDS_PER_SHAPE):
+        # else fresh interleavings: the plan's strategy, random and pos, a few seeds
+        # each (more for a small shape: its window is rarer, its trials cheap)
+        kinds = dict.fromkeys((plan.scheduler.kind, "random", "pos"))
+        variants = [plan if kind == plan.scheduler.kind else with_strategy(plan, kind)
+                    for kind in kinds]
+        small = sum(_worker_counts(doc)) <= SMALL_SHAPE_OPS
+        for k in range(SEEDS_PER_SMALL_SHAPE if small else SEEDS_PER_SHAPE):
             seed = (self.best.seed + k) % (1 << 64)
             for variant in variants:
                 run = self._try(variant, seed, None)
@@ -160,49 +179,112 @@ class _Shrinker:
         return False
 
     def shape_pass(self) -> None:
-        # threads
+        """Smaller shapes: first the knobs that make a window need many ops (quarantine
+        size, live set, fork interval, thread churn), then ops per worker by halves
+        (every later trial gets cheaper), threads down to one, faults, then each
+        worker's own op count."""
+        self._knobs()  # first: a smaller window needs fewer ops, so ops halve further
+        self._ops_by_halves()
+        self._threads()
+        self._faults()
+        self._per_worker_ops()
+
+    def _ops_by_halves(self) -> None:
+        while _ops(self.best.plan) > 1:
+            ops = _ops(self.best.plan)
+            for new in _fewer(ops):
+                if not 1 <= new < ops:
+                    continue
+                doc = _copy(self.best.plan)
+                _set_ops(doc, new)
+                if self._shape(doc, f"ops {new} per worker"):
+                    break
+            else:
+                return
+
+    def _threads(self) -> None:
         while True:
-            doc = json.loads(json.dumps(self.best.plan))
+            doc = _copy(self.best.plan)
             threads = doc["workload"]["threads"]
-            if threads <= 2:
-                break
+            if threads <= 1:
+                return
             doc["workload"]["threads"] = threads - 1
+            doc["workload"].pop("worker_ops", None)
             if not self._shape(doc, f"threads {threads - 1}"):
-                break
-        # faults: drop each spec, then lower counts
+                return
+
+    def _knobs(self) -> bool:
+        """The target and workload settings a window may need many ops for (whether
+        one was lowered)."""
+        before = self.best
+        quarantine = _size_bytes((self.best.plan["target"].get("options") or {})
+                                 .get("quarantine"))
+        if quarantine is not None and quarantine > 64:
+            self._lower(("target", "options", "quarantine"), [64], "quarantine {} bytes",
+                        halve=True, floor=64)
+        live = self.best.plan["workload"].get("live") or 1000
+        if live > 1:
+            self._lower(("workload", "live"), [1], "live set {}", halve=True, floor=1,
+                        start=live)
+        if (self.best.plan["workload"].get("fork_every") or 0) > 1:
+            self._lower(("workload", "fork_every"), [1], "fork every {} ops")
+        if self.best.plan["workload"].get("thread_churn"):
+            self._lower(("workload", "thread_churn"), [0], "thread churn {}")
+        return self.best is not before
+
+    def _lower(self, path: tuple[str, ...], first: Sequence[int], why: str, *,
+               halve: bool = False, floor: int = 1, start: int | None = None) -> None:
+        """Try the values ``first``, then (``halve``) halves of the current value."""
+        for value in first:
+            if self._shape(_with(self.best.plan, path, value), why.format(value)):
+                return
+        while halve:
+            cur = _size_bytes(_get(self.best.plan, path, start))
+            if cur is None or cur // 2 < floor:
+                return
+            if not self._shape(_with(self.best.plan, path, cur // 2), why.format(cur // 2)):
+                return
+
+    def _faults(self) -> None:
+        """Each fault spec dropped, then its count halved."""
         i = 0
         while i < len(self.best.plan.get("faults") or []):
-            doc = json.loads(json.dumps(self.best.plan))
+            doc = _copy(self.best.plan)
             del doc["faults"][i]
             if not self._shape(doc, f"fault {i} dropped"):
                 i += 1
         for i in range(len(self.best.plan.get("faults") or [])):
             while (self.best.plan["faults"][i].get("count") or 1) > 1:
-                doc = json.loads(json.dumps(self.best.plan))
+                doc = _copy(self.best.plan)
                 doc["faults"][i]["count"] = max(1, doc["faults"][i]["count"] // 2)
                 if not self._shape(doc, f"fault {i} count {doc['faults'][i]['count']}"):
                     break
-        # ops per worker: halve while it fails, else cut by a quarter, an eighth
-        while _ops(self.best.plan) > 1:
-            ops = _ops(self.best.plan)
-            for new in dict.fromkeys((ops // 2, ops - ops // 4, ops - ops // 8)):
-                if not 1 <= new < ops:
-                    continue
-                doc = json.loads(json.dumps(self.best.plan))
-                _set_ops(doc, new)
-                if self._shape(doc, f"ops {new} per worker"):
+
+    def _per_worker_ops(self) -> None:
+        """Each worker's op count halved on its own (``workload.worker_ops``); a plan
+        with faults keeps its ``ops`` (the window its faults land in) as the floor."""
+        for worker in range(self.best.plan["workload"]["threads"]):
+            while True:
+                counts = _worker_counts(self.best.plan)
+                floor = _ops(self.best.plan) if self.best.plan.get("faults") else 1
+                if counts[worker] <= floor:
                     break
-            else:
-                break
-        # the live set
-        while True:
-            doc = json.loads(json.dumps(self.best.plan))
-            live = doc["workload"].get("live", 1000)
-            if live <= 1:
-                break
-            doc["workload"]["live"] = max(1, live // 2)
-            if not self._shape(doc, f"live set {doc['workload']['live']}"):
-                break
+                for new in _fewer(counts[worker]):
+                    if not floor <= new < counts[worker]:
+                        continue
+                    doc = _copy(self.best.plan)
+                    _set_worker_counts(doc, [*counts[:worker], new, *counts[worker + 1:]],
+                                       keep_ops=bool(doc.get("faults")))
+                    if self._shape(doc, f"worker {worker}: {new} ops"):
+                        break
+                else:
+                    break
+
+
+def _fewer(n: int) -> list[int]:
+    """Smaller counts to try for n: a half, three quarters, and (small n) one fewer."""
+    return [m for m in dict.fromkeys((n // 2, n - n // 4, n - 1 if n <= 16 else 0))
+            if 1 <= m < n]
 
 
 def _merge(runs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -227,10 +309,70 @@ def _set_ops(doc: dict[str, Any], ops: int) -> None:
     w.pop("worker_ops", None)
 
 
+def _copy(doc: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(doc))  # type: ignore[no-any-return]
+
+
+def _get(doc: dict[str, Any], path: Sequence[str], default: Any = None) -> Any:
+    cur: Any = doc
+    for key in path:
+        if not isinstance(cur, dict) or key not in cur:
+            return default
+        cur = cur[key]
+    return cur
+
+
+def _with(doc: dict[str, Any], path: Sequence[str], value: Any) -> dict[str, Any]:
+    out = _copy(doc)
+    cur = out
+    for key in path[:-1]:
+        cur = cur.setdefault(key, {})
+    cur[path[-1]] = value
+    return out
+
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size_bytes(value: Any) -> int | None:
+    """An NMM_OPTIONS size (``1K``, ``4M``, ``512``) in bytes; None if it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str):
+        return None
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in _UNITS else ""
+    number = text[:-1] if unit else text
+    return int(number) * _UNITS[unit] if number.isdigit() else None
+
+
+def _worker_counts(doc: dict[str, Any]) -> list[int]:
+    w = doc["workload"]
+    if w.get("worker_ops"):
+        return [int(n) for n in w["worker_ops"]]
+    return [_ops(doc)] * int(w["threads"])
+
+
+def _set_worker_counts(doc: dict[str, Any], counts: list[int], *, keep_ops: bool) -> None:
+    w = doc["workload"]
+    key = "ops_per_worker" if "ops_per_worker" in w else "ops"
+    if not keep_ops:
+        w[key] = min(counts)
+    if all(n == w[key] for n in counts):
+        w.pop("worker_ops", None)
+    else:
+        w["worker_ops"] = counts
+
+
 def describe(a: Artifact) -> str:
     w = a.plan.get("workload", {})
     sched = a.schedule
-    return (f"{w.get('threads')} threads x {_ops(a.plan)} ops, live {w.get('live')}, "
+    counts = _worker_counts(a.plan)
+    ops = (f"{w.get('threads')} threads x {_ops(a.plan)} ops" if len(set(counts)) <= 1
+           else f"{w.get('threads')} threads, ops {'+'.join(map(str, counts))}")
+    return (f"{ops} ({sum(counts)} in all), live {w.get('live')}, "
             f"{len(a.plan.get('faults') or [])} fault spec(s), seed {a.seed}"
             + (f", {sched.steps} steps, {sched.preemptions} switches" if sched else ""))
 
@@ -239,16 +381,16 @@ def _load_progress(path: Path, artifact: Artifact) -> tuple[Artifact, str, int]:
     try:
         doc = json.loads(path.read_text())
         if doc.get("version") != PROGRESS_VERSION:
-            return artifact, "schedule", 0
+            return artifact, "prefix", 0
         tmp = path.with_name(path.name + ".artifact")
         tmp.write_text(json.dumps(doc["best"]))
         best = Artifact.load(tmp)
         tmp.unlink()
         if best.signature != artifact.signature:
-            return artifact, "schedule", 0
-        return best, str(doc.get("phase", "schedule")), int(doc.get("trials", 0))
+            return artifact, "prefix", 0
+        return best, str(doc.get("phase", "prefix")), int(doc.get("trials", 0))
     except (OSError, ValueError, KeyError):
-        return artifact, "schedule", 0
+        return artifact, "prefix", 0
 
 
 def regression_toml(a: Artifact) -> str:
@@ -306,18 +448,20 @@ def shrink(artifact: Artifact, artifact_path: Path, *, budget_s: float = 120,
     t0 = time.monotonic()
     progress = artifact_path.with_name(artifact_path.name + ".shrink.json")
     best, phase, trials = (_load_progress(progress, artifact) if progress.is_file()
-                           else (artifact, "schedule", 0))
+                           else (artifact, "prefix", 0))
     if progress.is_file():
         note(f"resuming at phase {phase}: {describe(best)}")
     s = _Shrinker(best, budget_s, progress, note)
     s.trials = trials
-    phases = ["schedule", "shape", "schedule-again", "done"]
+    phases = ["prefix", "shape", "schedule", "done"]
     finished = False
     try:
         for name in phases[phases.index(phase) if phase in phases else 0:]:
             s.phase = name
             s.save()
-            if name in ("schedule", "schedule-again"):
+            if name == "prefix":
+                s.prefix_pass()
+            elif name == "schedule":
                 s.schedule_pass()
             elif name == "shape":
                 s.shape_pass()

@@ -59,7 +59,7 @@ def _streams(plan: Plan, seed: int, counts: dict[int, int], driver: str) -> dict
     args = driver_args(plan, seed)[1:]  # drop "run"
     keep: list[str] = []
     skip = {"--scheduler", "--depth", "--sched-steps", "--pos-p", "--max-steps",
-            "--progress-every", "--duration"}
+            "--progress-every", "--duration", "--worker-ops"}  # run's, not stream's
     i = 0
     while i < len(args):
         if args[i] in skip:
