@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import os
 import shlex
 import tempfile
@@ -30,6 +29,8 @@ from pydantic import ValidationError
 
 from harness.engine import NativeEngine
 from harness.errors import HarnessError
+from harness.guarantee import pct_guarantee as pct_guarantee
+from harness.guarantee import pct_guarantee_line as pct_guarantee_line
 from harness.identity import build_id, trial_identity
 from harness.plan import NmmTarget, Plan
 from harness.records import TrialRecord
@@ -381,6 +382,24 @@ class HuntResult:
     seeds: list[int]
 
 
+def calibrated_steps(run: TrialRun) -> int | None:
+    """The steps a controlled trial took (its result line's, else its trace's): pct's k
+    calibrated on the trial itself."""
+    result = run.record.observation.result
+    sched = result.sched if result is not None else None
+    steps = (sched or {}).get("steps") if isinstance(sched, dict) else None
+    if isinstance(steps, int) and steps > 0:
+        return steps
+    return run.schedule.steps if run.schedule is not None and run.schedule.steps else None
+
+
+def with_steps(plan: Plan, steps: int) -> Plan:
+    """``plan`` with pct's expected steps k set."""
+    doc = plan.model_dump(mode="json")
+    doc["scheduler"] = {**doc["scheduler"], "steps": steps}
+    return Plan.model_validate(doc)
+
+
 def strategy_for(strategy: str, index: int) -> str:
     """The scheduler kind of the index-th seed of a hunt (``auto`` rotates)."""
     if strategy == "auto":
@@ -401,11 +420,16 @@ def journal_line(path: Path, line: dict[str, Any]) -> None:
 
 def hunt(plan: Plan, *, strategy: str = "auto", max_seeds: int = 100, start_seed: int = 1,
          depth: int | None = None, journal: Path | None = None,
-         on_trial: Callable[[int, int, str, TrialRun], None] | None = None) -> HuntResult:
+         on_trial: Callable[[int, int, str, TrialRun], None] | None = None,
+         calibrate: bool = True) -> HuntResult:
     """Try seeds ``start_seed, start_seed+1, ...`` until a trial fails or ``max_seeds``
     were tried. Each seed runs under ``strategy`` (``auto``: pct, pos, surw and random
     in turn). With ``journal``, each trial's identity is appended (fsynced) before it
-    starts (``trial_start``), and its signature after (``trial_end``)."""
+    starts (``trial_start``), and its signature after (``trial_end``).
+
+    ``calibrate`` (pct, when the plan gives no ``steps``): the first pct trial runs with
+    the driver's guess k = threads * ops * 10 and the later ones with k = the steps that
+    trial took, so the change points land inside the run rather than past its end."""
     if strategy not in STRATEGIES:
         raise ChaosError(f"--strategy {strategy}: expected one of {', '.join(STRATEGIES)}")
     variants = {kind: with_strategy(plan, kind, depth) for kind in
@@ -418,6 +442,10 @@ def hunt(plan: Plan, *, strategy: str = "auto", max_seeds: int = 100, start_seed
             journal_line(journal, {"type": "trial_start",
                                    "identity": trial_identity(variants[kind], seed)})
         run = run_trial(variants[kind], seed)
+        if calibrate and kind == "pct" and plan.scheduler.steps is None:
+            k = calibrated_steps(run)
+            if k and variants[kind].scheduler.steps is None:
+                variants[kind] = with_steps(variants[kind], k)
         if journal is not None:
             journal_line(journal, {"type": "trial_end", "seed": seed,
                                    "signature": run.signature.as_dict() if run.signature
@@ -428,22 +456,6 @@ def hunt(plan: Plan, *, strategy: str = "auto", max_seeds: int = 100, start_seed
         if run.signature is not None:
             return HuntResult(variants[kind], i + 1, run, kind, seeds)
     return HuntResult(plan, max_seeds, None, None, seeds)
-
-
-def pct_guarantee(threads: int, steps: int, depth: int) -> tuple[float, int]:
-    """PCT's bound (Burckhardt et al. 2010): each run finds a bug of depth d with
-    probability at least p = 1/(n k^(d-1)); the runs for 95% confidence,
-    ceil(ln(0.05) / ln(1 - p))."""
-    p = 1.0 / (max(1, threads) * max(1, steps) ** (max(1, depth) - 1))
-    runs = 1 if p >= 1 else math.ceil(math.log(0.05) / math.log1p(-p))
-    return p, runs
-
-
-def pct_guarantee_line(threads: int, steps: int, depth: int) -> str:
-    p, runs = pct_guarantee(threads, steps, depth)
-    return (f"PCT guarantee: with n={threads} threads, k={steps} steps and depth d={depth}, "
-            f"each run hits a depth-{depth} bug with probability at least "
-            f"1/(n*k^(d-1)) = {p:.3g}; {runs:,} runs give 95% confidence")
 
 
 def command_text(argv: Iterable[str]) -> str:

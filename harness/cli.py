@@ -367,6 +367,8 @@ def _print_summary(name: str, records: Sequence[TrialRecord], doc: dict[str, Any
         click.echo(passed)
     for line in matrix_lines(doc):
         click.echo(line)
+    for g in doc.get("pct_guarantee") or ():
+        click.echo(g["text"])
     replays = {f["key"]: f["replay"] for f in doc["failures"]}
     failures = failure_lines(records, replays)
     if failures:

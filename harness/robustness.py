@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.campaign import fault_row
 from harness.errors import HarnessError
+from harness.guarantee import pct_guarantees
 from harness.hangstop import SKIPPED_HANGING
 from harness.invocation import command_line
 from harness.journal import JOURNAL_NAME, read_journal
@@ -574,6 +575,8 @@ def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict
         "leaks": sorted(leaks.values(), key=lambda e: (-e["blocks"], e["target"])),
         "leak_sites": _leak_sites(cur),
         "failures": failures,
+        # PCT's bound for the plans the latest run ran under pct (harness.guarantee)
+        "pct_guarantee": pct_guarantees(cur),
         "trends": _trends(runs),
         "coverage": latest.coverage,
         "trials": [{"key": r.key, "run": run.id, "plan": r.plan, "seed": r.seed,
@@ -665,6 +668,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
             lines.append(f"| ... {len(doc['leak_sites']) - 20} more in result.json | | | | | |")
     log_notes = [(t, n) for t in doc["trials"] for n in ((t.get("report_log") or {})
                                                          .get("notes") or [])]
+    if doc.get("pct_guarantee"):
+        lines += ["", "## Controlled scheduler (pct)", ""]
+        lines += [f"- {g['text']} (k: the longest of {g['trials']} trial(s); median "
+                  f"{g['steps_median']:,} steps)" for g in doc["pct_guarantee"]]
     if len(doc["runs"]) > 1:
         lines += ["", "## Trend (failed trials per run)", ""]
         lines += [f"- {rid}: {n} failed" for rid, n in
