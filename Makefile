@@ -50,8 +50,11 @@ native: $(STAMP) ## (re)build libnmm.so/.a, libnmm_preload.so and nmm-driver
 	$(PY) allocator/build.py native
 
 BENCH_ARGS ?=
-bench: $(STAMP) ## benchmark NMM side by side with glibc and installed peers (BENCH_ARGS="--repeat 5 ...")
-	$(VENV)/bin/nmm-chaos bench $(BENCH_ARGS)
+# where `make bench` writes bench-<timestamp>/ (its bench.md gets the controlled-scheduler table)
+BENCH_OUT ?= reports
+bench: $(STAMP) ## benchmark NMM side by side with glibc and installed peers, and the chaos build's controlled scheduler against free-running (BENCH_ARGS="--repeat 5 ...")
+	$(VENV)/bin/nmm-chaos bench --out $(BENCH_OUT) $(BENCH_ARGS)
+	$(PY) -m harness.chaos_goals throughput --bench-dir "$$(ls -td $(BENCH_OUT)/bench-* | head -1)"
 
 # Which seeds of the nightly campaign the coverage run takes (its own: 50 per plan).
 NIGHTLY_SEEDS ?= 4
