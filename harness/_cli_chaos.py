@@ -44,6 +44,10 @@ def _err(text: str) -> None:
               help="Scheduler of every seed; auto rotates pct, pos, surw and random.")
 @click.option("--depth", type=click.IntRange(1, 64), help="pct's bug depth (default: the "
               "plan's, else 3).")
+@click.option("--calibrate-k", is_flag=True,
+              help="pct: k from the first trial's recorded steps instead of the driver's "
+                   "threads*ops*10 (measured on the mutant plans: more seeds, so off by "
+                   "default).")
 @click.option("--max-seeds", type=click.IntRange(1, 1_000_000), default=100, show_default=True,
               help="Give up after this many seeds.")
 @click.option("--seed", "start_seed", type=click.IntRange(0, (1 << 64) - 1), default=None,
@@ -58,7 +62,7 @@ def _err(text: str) -> None:
                    "(default: reports/hunt-<plan>-<mutant>.jsonl).")
 @click.option("--quiet", "-q", is_flag=True, help="Only the verdict line.")
 def hunt_cmd(plan_path: str, mutant: str | None, strategy: str, depth: int | None,
-             max_seeds: int, start_seed: int | None, overrides: tuple[str, ...],
+             calibrate_k: bool, max_seeds: int, start_seed: int | None, overrides: tuple[str, ...],
              artifact_path: str | None, journal_path: str | None, quiet: bool) -> int:
     """Search seeds until PLAN fails; report how many it took and save the failing
     trial as an artifact (for `nmm-chaos replay` and `nmm-chaos shrink`)."""
@@ -78,7 +82,7 @@ def hunt_cmd(plan_path: str, mutant: str | None, strategy: str, depth: int | Non
     journal = Path(journal_path or f"reports/hunt-{plan.name}-{mutant or 'none'}.jsonl")
     journal.parent.mkdir(parents=True, exist_ok=True)
     result = hunt(plan, strategy=strategy, max_seeds=max_seeds, start_seed=first,
-                  depth=depth, journal=journal, on_trial=on_trial)
+                  depth=depth, journal=journal, on_trial=on_trial, calibrate=calibrate_k)
     if progress:
         _err("")
     what = f"{plan.name}" + (f" with mutant {mutant}" if mutant else "")

@@ -1,7 +1,7 @@
 """PCT's guarantee where a user looks (issue 9): `nmm-chaos run` of a plan under pct states
 1/(n k^(d-1)) and the runs for 95% confidence in its summary and in every report format,
-with k the steps the trials really took; and `hunt` calibrates pct's k on its first trial
-instead of the driver's guess of threads * ops * 10."""
+with k the steps the trials really took; and `hunt --calibrate-k` takes pct's k from its
+first trial instead of the driver's guess of threads * ops * 10 (off by default)."""
 
 from __future__ import annotations
 
