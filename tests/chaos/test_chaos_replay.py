@@ -130,5 +130,7 @@ def test_shrink_writes_a_small_plan_with_a_readable_witness(tmp_path, capsys) ->
     shrunk = Artifact.load(next(out.glob("*.artifact.json")))
     assert shrunk.signature == Artifact.load(path).signature
     assert any(" op " in ln and "free(b" in ln for ln in shrunk.witness)
-    assert "witness:" in said and "DONE" in said
+    # (finished or stopped by its budget: how far 100 s gets depends on the machine's load;
+    # the plan above is small either way)
+    assert "witness:" in said and ("DONE after" in said or "STOPPED (budget" in said)
     assert main(["replay", str(next(out.glob("*.artifact.json"))), "--times", "2"]) == 0
