@@ -55,6 +55,10 @@ _ALLOC_FUNCTIONS = frozenset({
 _ALLOCATOR_FILES = ("harness/native/target.c",)
 
 
+#: NMM_OPTIONS key that keeps the child's own exit status (see ``with_log``)
+KEEP_EXIT_STATUS = "exitcode=0"
+
+
 def log_options(directory: Path) -> str:
     """The ``NMM_OPTIONS`` process keys that send a trial's reports to ``directory``."""
     return f"log_path={directory / LOG_PREFIX}:log_format=json:log_summary=1"
@@ -68,13 +72,16 @@ def is_nmm_preload(library: str) -> bool:
 
 def with_log(env: dict[str, str], directory: Path) -> dict[str, str]:
     """``env`` with the log keys added to its ``NMM_OPTIONS`` (after the target's own,
-    so a target cannot point them elsewhere). Unchanged when the directory's path holds
-    a ``:``, which NMM_OPTIONS cannot carry."""
-    if ":" in str(directory):
-        return env
-    keys = log_options(directory)
+    so a target cannot point them elsewhere; left out when the directory's path holds a
+    ``:``, which NMM_OPTIONS cannot carry), and ``exitcode=0`` before them all."""
+    # exitcode=0 goes first, so a target that sets its own exitcode keeps it: the oracle
+    # reads detections from the report lines and judges the child by its own status, and
+    # NMM's default (23 after any record-mode detection, as LSan) made every detecting
+    # preload trial a "crash"
+    logs = "" if ":" in str(directory) else log_options(directory)
     mine = env.get("NMM_OPTIONS", "")
-    return {**env, "NMM_OPTIONS": f"{mine}:{keys}" if mine else keys}
+    keys = ":".join(k for k in (KEEP_EXIT_STATUS, mine, logs) if k)
+    return {**env, "NMM_OPTIONS": keys}
 
 
 def _is_allocator_frame(f: Frame) -> bool:

@@ -86,6 +86,32 @@ def test_leak_sites_of_nmm_as_the_process_malloc_show_in_json_markdown_and_html(
     assert 'id="leak-sites"' in html and site["site"] in html
 
 
+def test_nmm_preloaded_keeps_the_childs_own_exit_status(tmp_path: Path, driver: None) -> None:
+    """NMM's malloc replacement exits 23 after a record-mode detection (LSan's
+    convention, for a program run by hand); a trial is judged by the report lines and
+    the child's own status, so the engine keeps that status (exitcode=0): a double free
+    NMM reported and survived is no longer a "crash" of the driver."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN + '[[faults]]\nkind = "double_free"\n')
+    main(["run", str(plan), "--set", "seeds=1", "--set", "target=malloc:nmm-preload-standard",
+          "--out", str(tmp_path / "r")])
+    (record,) = read_journal(run_dir(tmp_path / "r") / JOURNAL_NAME).records
+    assert record.observation.exit_code == 0, record.observation.stderr_tail
+    assert "nmm: double_free at " in record.observation.stderr_tail
+    assert record.verdict.outcome != "crashed", record.verdict
+
+
+def test_a_targets_own_exitcode_is_kept() -> None:
+    """exitcode=0 comes before the target's own NMM_OPTIONS, the log keys after them."""
+    from harness.reportlogs import with_log
+
+    env = with_log({"NMM_OPTIONS": "level=standard:exitcode=7"}, Path("/tmp/t"))
+    keys = env["NMM_OPTIONS"].split(":")
+    assert keys[0] == "exitcode=0" and keys.index("exitcode=7") > 0
+    assert keys[-3:] == ["log_path=/tmp/t/nmm", "log_format=json", "log_summary=1"]
+    assert with_log({}, Path("/tmp/a:b")) == {"NMM_OPTIONS": "exitcode=0"}
+
+
 def test_an_abort_failure_shows_its_error_reports_frames(tmp_path: Path, driver: None) -> None:
     """An NMM heap in the driver (policy=abort) writes its error report to the trial's
     log too: stderr keeps the one-line summary (the oracle's diagnostic), the record the
