@@ -113,6 +113,10 @@ def event_damage(ev: EventLine) -> tuple[int, int]:
     """Where an event says the damage is (``detail`` is an offset for these kinds:
     detect.c), else the block's whole checked extent (header to canary)."""
     a, d = ev.address, ev.detail
+    if ev.kind == "use_after_free" and d == 0:
+        # a free or never-used slot's poison covers its header too, and damage there
+        # is reported at offset 0 (detect_fresh_damaged clamps it): from the slot's start
+        return (a - _HDR, a + 1)
     if ev.kind in ("overflow", "use_after_free"):
         return (a + d, a + d + 1)
     if ev.kind == "underflow":
