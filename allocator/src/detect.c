@@ -272,9 +272,20 @@ void detect_note_poison_extent_h(const nmm_heap_t *h, const uint8_t *p, size_t n
 
 /* ------------------------------------------------------------------ fresh blocks */
 
+/* The block an unused block's damage would be blamed on was found damaged and
+ * reported already: retired (its free saw it) or marked bad by a sweep. Nothing
+ * writes through such a block any more (it is never handed out again or its
+ * owner was told), so damage after it is that report's. */
+static bool fresh_blame_reported(uint8_t st)
+{
+    return st == BS_RETIRED || st == BS_LIVE_BAD || (st & 0xF0) == BS_ALIGNED_BAD;
+}
+
 /* Paranoid: a slab's blocks are poisoned when it is made, so a write into one
  * that was never handed out (an overflow running past a neighbour's canary, a
- * stray write) is seen when the block is first handed out or swept. */
+ * stray write) is seen when the block is first handed out or swept. Returns
+ * whether it reported (the caller retires or re-poisons the block); false also
+ * for damage already reported, which it re-poisons itself. */
 bool detect_fresh_damaged(nmm_heap_t *h, slab_t *s, uint32_t idx)
 {
     uint8_t *block = s->data + (size_t)idx * s->block_size;
@@ -293,6 +304,14 @@ bool detect_fresh_damaged(nmm_heap_t *h, slab_t *s, uint32_t idx)
         uint8_t st = __atomic_load_n(&slab_states(s)[j - 1], __ATOMIC_RELAXED);
         uint8_t *prev = s->data + (size_t)(j - 1) * bs +
                         (state_has_offset(st) ? state_user_off(st) : h->user_off);
+        if (fresh_blame_reported(st) && detect_header_ok(h, prev)) {
+            /* That block's damage was reported when it was found (its free or a
+             * sweep, which retired it or marked it): this is the rest of the same
+             * overflow, run on into memory nobody owns. One misuse, one report:
+             * poisoned again, nothing new to say. */
+            detect_poison(block, bs);
+            return false;
+        }
         if (detect_header_ok(h, prev)) {
             uint64_t hw = detect_header_word(prev);
             detect_note_poison_extent(block, bs, prev, first);
