@@ -94,3 +94,20 @@ def test_the_figure_is_in_the_campaign_report(tmp_path: Path) -> None:
     (run_dir / cov.COVERAGE_FILE).unlink()
     bare = build_report([load_run(run_dir)])
     assert bare["coverage"] is None and "Coverage" not in render_markdown(bare)
+
+
+def test_the_exit_report_after_the_symbolizer_is_counted(build: Path) -> None:
+    """The exit leak report symbolizes its frames with addr2line (vfork + execve) before
+    it classifies and writes them. gcc's --coverage turns execve into __gcov_execve,
+    which dumps the counters first: in a vfork child that is the parent's memory, so
+    they were marked written and nothing the process ran afterwards (the report itself)
+    reached the .gcda."""
+    cov.reset_counters(build)
+    assert _trial(build / "nmm-driver", "--nmm-options",
+                  "level=standard:policy=record:tracking=1:stacks=1", "--threads", "2",
+                  "--exit-leaks", "12") == 0
+    files = cov.read_counters(build)
+    entered = {name for name, (_, n) in files["allocator/src/leakcheck.c"].functions.items()
+               if n}
+    assert {"leakcheck_run", "add_group_frames"} <= entered  # before the symbolizer
+    assert {"classify", "report_text", "report_json", "emit"} <= entered, sorted(entered)
