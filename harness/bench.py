@@ -79,12 +79,12 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("prodcons", "prodcons 3P1C", "Mops/s", True, "prodcons", 4, 2_000_000, 400_000,
            "3 producers allocate 16 B-1 KiB blocks, one consumer frees them all"),
     Kernel("threadchurn", "thread churn", "MiB", False, "threadchurn", 8, 10_000, 2_000,
-           "RSS growth after 10,000 thread lifetimes (8 at a time; each replaces 256 "
-           "blocks of 16 B-4 KiB and frees all); one_thread_bytes: after the first alone, "
-           "first_wave_bytes: after the first 8"),
+           "RSS growth after 10,000 thread lifetimes (8 at a time, started together; each "
+           "replaces 256 blocks of 16 B-4 KiB and frees all); one_thread_bytes: after the "
+           "first alone, first_wave_bytes: after the first 8"),
     Kernel("oversub8", "oversub 8T", "Mops/s", True, "oversub", 8, 2_000_000, 400_000,
            "2M ops split over 8 threads (64 live blocks of 16 B-1 KiB each) on this "
-           "machine's cores"),
+           "machine's cores; timed: the ops alone (threads made before, exiting after)"),
     Kernel("oversub64", "oversub 64T", "Mops/s", True, "oversub", 64, 2_000_000, 400_000,
            "the same split over 64 threads"),
     Kernel("oversub1024", "oversub 1024T", "Mops/s", True, "oversub", 1024, 2_000_000,
