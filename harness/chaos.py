@@ -224,11 +224,13 @@ class TrialRun:
 
 
 def run_trial(plan: Plan, seed: int, *, follow: Schedule | None = None,
-              after: str = "seeded", command: Sequence[str] | None = None) -> TrialRun:
+              after: str = "seeded", command: Sequence[str] | None = None,
+              driver_extra: Sequence[str] = ()) -> TrialRun:
     """Run one trial of ``plan`` (a controlled one records its schedule; ``follow``
-    replays one, ``after`` deciding what runs once it ends or diverges)."""
+    replays one, ``after`` deciding what runs once it ends or diverges;
+    ``driver_extra``: more scheduler options, e.g. ``--yield-log FILE``)."""
     with tempfile.TemporaryDirectory(prefix="nmm-chaos-") as tmp:
-        extra: list[str] = []
+        extra: list[str] = list(driver_extra)
         out = Path(tmp) / "out.trace"
         if plan.scheduler.controlled:
             extra += ["--schedule-out", str(out)]

@@ -5,14 +5,20 @@ Delta debugging, preemptions first, then the cuts that make every later trial ch
 1. preemptions — the schedule trace is cut to its shortest prefix that still fails once
    the rest runs without preemptions (``--after-schedule nonpreemptive``): a binary
    search, a few trials;
-2. shape — the ops per worker by halves; threads down to one; the knobs a window may
-   need many ops for (fork interval, thread churn, quarantine size, live set); faults
-   dropped, their counts halved; then each worker's own op count halved
-   (``workload.worker_ops``). A candidate of another shape first follows the current
-   schedule (the op streams of a smaller shape are prefixes of the bigger one's), else
-   is tried under the plan's strategy and ``random`` with the artifact's seed and a few
-   after it, and kept with the schedule it took;
-3. schedule — on the small trial: the prefix again, then its switches removed in chunks
+2. knobs — the settings a window may need many ops for (quarantine size, live set,
+   fork interval, thread churn);
+3. small — every shape of at most ``SMALL_SEARCH_OPS`` ops, fewest first, each tried
+   with one preemption placed where the failing trial had one (``harness.shrink_search``:
+   a worker runs alone, logging its yield points, and is cut at the rarest of the
+   failing trial's preemption points, another worker running to its end), for the
+   artifact's seed and the next ones (other op streams);
+4. shape — the ops per worker by halves; threads down to one; faults dropped, their
+   counts halved; then each worker's own op count halved (``workload.worker_ops``).
+   A candidate of another shape first follows the current schedule (the op streams of
+   a smaller shape are prefixes of the bigger one's), then gets the guided preemptions
+   of phase 3, else is tried under the plan's strategy, ``random`` and ``pos`` with the
+   artifact's seed and a few after it, and kept with the schedule it took;
+5. schedule — on the small trial: the prefix again, then its switches removed in chunks
    (ddmin over the trace's runs: a removed run lets the worker before it go on).
 
 Progress is saved after every accepted step (``ARTIFACT.shrink.json``), so a shrink
@@ -24,6 +30,7 @@ beside it, and a witness a person can read.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +39,13 @@ from typing import Any
 
 from harness.chaos import Artifact, Schedule, TrialRun, artifact_of, run_trial, with_strategy
 from harness.plan import Plan
+from harness.shrink_search import (
+    cut_points,
+    cut_schedule,
+    parse_yield_log,
+    preemption_points,
+    shapes,
+)
 from harness.witness import witness_lines
 
 #: seeds tried for a candidate of another shape (the artifact's, then the next ones)
@@ -39,7 +53,14 @@ SEEDS_PER_SHAPE = 4
 #: ... and for a shape of at most SMALL_SHAPE_OPS ops in all
 SEEDS_PER_SMALL_SHAPE = 12
 SMALL_SHAPE_OPS = 40
-PROGRESS_VERSION = 2  # 2: phases prefix, shape, schedule
+#: the small-shape phase tries every shape of at most this many ops (issue 9's witness
+#: goal), fewest first ...
+SMALL_SEARCH_OPS = 10
+#: ... for the artifact's seed and the next ones (each seed: other op streams)
+SMALL_SEARCH_SEEDS = 3
+#: guided preemption points tried per worker run alone (the most telling first)
+GUIDED_POINTS = 6
+PROGRESS_VERSION = 3  # 3: phases prefix, knobs, small, shape, schedule
 
 
 @dataclass
@@ -66,6 +87,7 @@ class _Shrinker:
         self.note = note
         self.trials = 0
         self.phase = "prefix"
+        self._evidence: list[str] | None = None
 
     # ---- running candidates
 
@@ -79,6 +101,79 @@ class _Shrinker:
         run = run_trial(plan, seed, follow=follow,
                         after="nonpreemptive" if follow is not None else "seeded")
         return run if run.signature == self.best.signature else None
+
+    def _logged(self, plan: Plan, seed: int, follow: Schedule) -> tuple[TrialRun, str, str]:
+        """A trial following ``follow`` (nonpreemptive after it), with its op log and
+        yield log."""
+        self._check_time()
+        self.trials += 1
+        with tempfile.TemporaryDirectory(prefix="nmm-shrink-") as tmp:
+            op_log, yield_log = Path(tmp) / "ops.log", Path(tmp) / "yield.log"
+            run = run_trial(plan, seed, follow=follow, after="nonpreemptive",
+                            driver_extra=["--op-log", str(op_log),
+                                          "--yield-log", str(yield_log)])
+            ops = op_log.read_text() if op_log.is_file() else ""
+            ylog = yield_log.read_text() if yield_log.is_file() else ""
+        return run, ops, ylog
+
+    def evidence(self) -> list[str]:
+        """The yield points the failing trial's schedule preempted a worker at, its
+        last preemption's first."""
+        if self._evidence is None:
+            self._evidence = []
+            if self.best.schedule is not None:
+                _, ops, _ = self._logged(self.best.plan_model(), self.best.seed,
+                                         self.best.schedule)
+                self._evidence = preemption_points(ops)
+        return self._evidence
+
+    def _guided(self, plan: Plan, seed: int) -> TrialRun | None:
+        """``plan`` with one preemption where the failing trial had one: each worker
+        runs alone (the baseline), cut at its rarest evidence yield points, another
+        worker then running to its end."""
+        if not plan.scheduler.controlled or not self.evidence():
+            return None
+        threads, kind = plan.workload.threads, plan.scheduler.kind
+        for first in range(threads):
+            base, _, ylog = self._logged(plan, seed, Schedule(threads, kind, ((first, 1),)))
+            if base.signature == self.best.signature:
+                return base
+            for at in cut_points(parse_yield_log(ylog), first, self.evidence(),
+                                 GUIDED_POINTS):
+                for other in range(threads):
+                    if other == first:
+                        continue
+                    cut = Schedule(threads, kind, cut_schedule(first, at, other))
+                    run = self._try(plan, seed, cut)
+                    if run is not None:
+                        return run
+        return None
+
+    def small_pass(self) -> None:
+        """Every shape of at most SMALL_SEARCH_OPS ops (and fewer than now), fewest
+        first, under guided preemptions; the artifact's seed, then the next ones."""
+        if self.best.plan.get("faults") or self.best.schedule is None:
+            return
+        self.prefix_pass()  # the knobs' trials ran on: their last preemption is needed again
+        self._evidence = None
+        threads = int(self.best.plan["workload"]["threads"])
+        start = self.best.seed
+        for k in range(SMALL_SEARCH_SEEDS):
+            seed = (start + k) % (1 << 64)
+            for counts in shapes(threads, sum(_worker_counts(self.best.plan)),
+                                 SMALL_SEARCH_OPS):
+                doc = _copy(self.best.plan)
+                doc["workload"]["threads"] = len(counts)
+                _set_worker_counts(doc, list(counts), keep_ops=False)
+                try:
+                    plan = Plan.model_validate(doc)
+                except ValueError:
+                    continue
+                run = self._guided(plan, seed)
+                if run is not None:
+                    self._accept(plan, run, f"small shape {'+'.join(map(str, counts))} "
+                                 "(one guided preemption)")
+                    break  # the shapes before it failed for this seed: next seed
 
     def _accept(self, plan: Plan, run: TrialRun, why: str) -> None:
         doc = plan.model_dump(mode="json")
@@ -163,6 +258,10 @@ class _Shrinker:
             if run is not None:
                 self._accept(plan, run, why)
                 return True
+        run = self._guided(plan, self.best.seed)
+        if run is not None:
+            self._accept(plan, run, why + " (one guided preemption)")
+            return True
         # else fresh interleavings: the plan's strategy, random and pos, a few seeds
         # each (more for a small shape: its window is rarer, its trials cheap)
         kinds = dict.fromkeys((plan.scheduler.kind, "random", "pos"))
@@ -179,11 +278,10 @@ class _Shrinker:
         return False
 
     def shape_pass(self) -> None:
-        """Smaller shapes: first the knobs that make a window need many ops (quarantine
-        size, live set, fork interval, thread churn), then ops per worker by halves
-        (every later trial gets cheaper), threads down to one, faults, then each
-        worker's own op count."""
-        self._knobs()  # first: a smaller window needs fewer ops, so ops halve further
+        """Smaller shapes (after the knobs that make a window need many ops: quarantine
+        size, live set, fork interval, thread churn): ops per worker by halves (every
+        later trial gets cheaper), threads down to one, faults, then each worker's own
+        op count."""
         self._ops_by_halves()
         self._threads()
         self._faults()
@@ -213,7 +311,7 @@ class _Shrinker:
             if not self._shape(doc, f"threads {threads - 1}"):
                 return
 
-    def _knobs(self) -> bool:
+    def knobs_pass(self) -> bool:
         """The target and workload settings a window may need many ops for (whether
         one was lowered)."""
         before = self.best
@@ -453,7 +551,7 @@ def shrink(artifact: Artifact, artifact_path: Path, *, budget_s: float = 120,
         note(f"resuming at phase {phase}: {describe(best)}")
     s = _Shrinker(best, budget_s, progress, note)
     s.trials = trials
-    phases = ["prefix", "shape", "schedule", "done"]
+    phases = ["prefix", "knobs", "small", "shape", "schedule", "done"]
     finished = False
     try:
         for name in phases[phases.index(phase) if phase in phases else 0:]:
@@ -461,6 +559,10 @@ def shrink(artifact: Artifact, artifact_path: Path, *, budget_s: float = 120,
             s.save()
             if name == "prefix":
                 s.prefix_pass()
+            elif name == "knobs":
+                s.knobs_pass()  # first: a smaller window needs fewer ops
+            elif name == "small":
+                s.small_pass()
             elif name == "schedule":
                 s.schedule_pass()
             elif name == "shape":

@@ -61,7 +61,10 @@ const char sched_usage[] =
     "  --after-schedule MODE     after the trace ends or diverges: seeded (the strategy;\n"
     "                            default) or nonpreemptive (keep the running worker)\n"
     "  --op-log FILE             write each finished op (O worker op step) and each\n"
-    "                            preemption (P worker step yield-point), for witnesses\n";
+    "                            preemption (P worker step yield-point), for witnesses\n"
+    "  --yield-log FILE          write every step's running worker and where it yielded\n"
+    "                            (Y worker step yield-point R|B: runnable or blocked),\n"
+    "                            where the shrinker may place a preemption\n";
 
 enum { SK_FREE = 0, SK_PCT, SK_POS, SK_SURW, SK_RANDOM };
 static const char *const kind_names[] = {"free", "pct", "pos", "surw", "random", NULL};
@@ -72,9 +75,9 @@ static struct {
     uint64_t k;
     uint64_t max_steps;
     double pos_p;
-    const char *in_path, *out_path, *op_log;
+    const char *in_path, *out_path, *op_log, *yield_log;
     bool after_nonpreemptive;
-} opt = {SK_FREE, 3, 0, 50000000ull, 0.05, NULL, NULL, NULL, false};
+} opt = {SK_FREE, 3, 0, 50000000ull, 0.05, NULL, NULL, NULL, NULL, false};
 
 static uint64_t need_count(const char *name, const char *val, uint64_t lo, uint64_t hi)
 {
@@ -92,7 +95,7 @@ bool sched_parse_option(int argc, char **argv, int *i, bool run_mode)
     static const char *const names[] = {"--scheduler", "--depth", "--sched-steps",
                                         "--max-steps", "--pos-p", "--schedule-in",
                                         "--schedule-out", "--after-schedule", "--op-log",
-                                        NULL};
+                                        "--yield-log", NULL};
     const char *arg = argv[*i];
     const char *eq = strchr(arg, '=');
     size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
@@ -153,6 +156,7 @@ bool sched_parse_option(int argc, char **argv, int *i, bool run_mode)
             usage_error("--after-schedule: expected seeded or nonpreemptive, got '%s'", val);
         break;
     case 8: opt.op_log = val; break;
+    case 9: opt.yield_log = val; break;
     }
     return true;
 }
@@ -166,9 +170,9 @@ void sched_prepare(const options_t *o, char **argv)
 {
     (void)o;
     (void)argv;
-    if (opt.in_path || opt.out_path || opt.op_log)
-        usage_error("--schedule-in/--schedule-out/--op-log: need a controlled scheduler "
-                    "(the chaos driver, nmm-driver_chaos)");
+    if (opt.in_path || opt.out_path || opt.op_log || opt.yield_log)
+        usage_error("--schedule-in/--schedule-out/--op-log/--yield-log: need a controlled "
+                    "scheduler (the chaos driver, nmm-driver_chaos)");
 }
 void sched_start(const options_t *o) { (void)o; }
 void sched_finish(void) {}
@@ -233,7 +237,7 @@ static struct {
     uint64_t run_len;
     pid_t pid;
     volatile int forking;
-    FILE *op_log;
+    FILE *op_log, *yield_log;
 } S = {.mu = PTHREAD_MUTEX_INITIALIZER, .current = -1, .diverged_at = -1, .out_fd = -1,
        .run_w = -1};
 
@@ -423,6 +427,8 @@ static void stop(const char *outcome, const char *why)
     trace_close();
     if (S.op_log)
         fflush(S.op_log);
+    if (S.yield_log)
+        fflush(S.yield_log);
     _exit(strcmp(outcome, "deadlock") == 0 ? SCHED_EXIT_DEADLOCK : SCHED_EXIT_HANG);
 }
 
@@ -520,6 +526,10 @@ static int decide(int me)
                      (unsigned long long)opt.max_steps);
             stop("hang", why);
         }
+        if (S.yield_log && me >= 0)
+            fprintf(S.yield_log, "Y %d %llu %s %c\n", me, (unsigned long long)S.step,
+                    S.w[me].last_yield ? S.w[me].last_yield : "?",
+                    S.w[me].state == ST_RUNNABLE ? 'R' : 'B');
         int next = -1;
         if (S.following) {
             int want = (int)S.in_w[S.in_pos];
@@ -664,6 +674,7 @@ static void fork_child(void)
     S.out_fd = -1;
     S.out_len = 0;
     S.op_log = NULL;
+    S.yield_log = NULL;
     memset(&chaos_hooks, 0, sizeof chaos_hooks);
     self = -1;
 }
@@ -683,9 +694,9 @@ static void on_fatal(int sig)
 void sched_prepare(const options_t *o, char **argv)
 {
     if (opt.kind == SK_FREE) {
-        if (opt.in_path || opt.out_path || opt.op_log)
-            usage_error("--schedule-in/--schedule-out/--op-log: need a controlled "
-                        "scheduler (--scheduler pct, pos, surw or random)");
+        if (opt.in_path || opt.out_path || opt.op_log || opt.yield_log)
+            usage_error("--schedule-in/--schedule-out/--op-log/--yield-log: need a "
+                        "controlled scheduler (--scheduler pct, pos, surw or random)");
         return;
     }
     if (o->duration_ns)
@@ -745,6 +756,8 @@ void sched_start(const options_t *o)
         trace_open_out();
     if (opt.op_log && !(S.op_log = fopen(opt.op_log, "w")))
         usage_error("--op-log %s: %s", opt.op_log, strerror(errno));
+    if (opt.yield_log && !(S.yield_log = fopen(opt.yield_log, "w")))
+        usage_error("--yield-log %s: %s", opt.yield_log, strerror(errno));
     static const int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE};
     for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
         signal(fatal[i], on_fatal);
@@ -771,6 +784,10 @@ void sched_finish(void)
     if (S.op_log) {
         fclose(S.op_log);
         S.op_log = NULL;
+    }
+    if (S.yield_log) {
+        fclose(S.yield_log);
+        S.yield_log = NULL;
     }
 }
 

@@ -6,6 +6,7 @@ recorded trace, reporting where it stops matching."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.chaos import Schedule
+from harness.shrink_search import parse_yield_log
 from tests.chaos.conftest import ROOT, SMALL, Run, mutant_names
 
 NATIVE = ROOT / "allocator" / "_native"
@@ -105,6 +108,7 @@ def test_the_production_driver_refuses_a_controlled_scheduler(release_driver: Pa
     (["--scheduler", "pos", "--pos-p", "2"], "--pos-p: expected a number 0..1"),
     (["--scheduler", "pct", "--duration", "1"], "--duration: not under a controlled"),
     (["--schedule-out", "x.trace"], "need a controlled scheduler"),
+    (["--yield-log", "y.log"], "need a controlled scheduler"),
 ])
 def test_bad_scheduler_options_are_usage_errors(chaos_driver: Path,
                                                 run_driver: Callable[..., Run],
@@ -176,3 +180,22 @@ def test_a_followed_trace_matches_and_a_changed_trial_says_where_it_diverged(
     bad.write_bytes(b"something else\n")
     run = run_driver(chaos_driver, *args, "--schedule-in", str(bad))
     assert run.returncode == 2 and "not a schedule trace of version 1" in run.stderr
+
+
+def test_the_yield_log_names_the_baton_holder_of_every_step(chaos_driver: Path,
+                                                            run_driver: Callable[..., Run],
+                                                            tmp_path: Path) -> None:
+    """``--yield-log``: at every decision after the first, the worker the previous decision
+    chose and the yield point it stopped at (the shrinker places preemptions there)."""
+    trace, log = tmp_path / "t.trace", tmp_path / "y.log"
+    result = run_driver(chaos_driver, *SMALL, "--scheduler", "random", "--seed", "5",
+                        "--schedule-out", str(trace), "--yield-log", str(log)).one("result")
+    chosen = [w for w, n in Schedule.from_bytes(trace.read_bytes()).runs for _ in range(n)]
+    steps = parse_yield_log(log.read_text())
+    assert len(steps) == result["sched"]["steps"] - 1 == len(chosen) - 1
+    assert [y.step for y in steps] == list(range(2, len(chosen) + 1))
+    assert all(y.worker == chosen[y.step - 2] for y in steps)
+    assert all(y.where for y in steps) and any(y.where == "op" for y in steps)
+    assert any(not y.runnable for y in steps)  # random switches into held locks
+    switches = sum(1 for a, b in itertools.pairwise(chosen) if a != b)
+    assert switches == result["sched"]["switches"]
