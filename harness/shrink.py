@@ -5,18 +5,19 @@ Delta debugging, preemptions first, then the cuts that make every later trial ch
 1. preemptions — the schedule trace is cut to its shortest prefix that still fails once
    the rest runs without preemptions (``--after-schedule nonpreemptive``): a binary
    search, a few trials;
-2. knobs — the settings a window may need many ops for (quarantine size, live set,
-   fork interval, thread churn);
-3. small — every shape of at most ``SMALL_SEARCH_OPS`` ops, fewest first, each tried
+2. small — every shape of at most ``SMALL_SEARCH_OPS`` ops, fewest first, each tried
    with one preemption placed where the failing trial had one (``harness.shrink_search``:
-   a worker runs alone, logging its yield points, and is cut at the rarest of the
-   failing trial's preemption points, another worker running to its end), for the
-   artifact's seed and the next ones (other op streams);
+   a worker runs alone, logging its yield points, and is cut at the failing trial's
+   preemption points, its last first, another worker running to its end), with a fork
+   after every op and a 64-byte quarantine first, for the artifact's seed and the next
+   ones (other op streams);
+3. knobs — the settings a window may need many ops for (quarantine size, live set,
+   fork interval, thread churn);
 4. shape — the ops per worker by halves; threads down to one; faults dropped, their
    counts halved; then each worker's own op count halved (``workload.worker_ops``).
    A candidate of another shape first follows the current schedule (the op streams of
    a smaller shape are prefixes of the bigger one's), then gets the guided preemptions
-   of phase 3, else is tried under the plan's strategy, ``random`` and ``pos`` with the
+   of phase 2, else is tried under the plan's strategy, ``random`` and ``pos`` with the
    artifact's seed and a few after it, and kept with the schedule it took;
 5. schedule — on the small trial: the prefix again, then its switches removed in chunks
    (ddmin over the trace's runs: a removed run lets the worker before it go on).
@@ -151,28 +152,33 @@ class _Shrinker:
 
     def small_pass(self) -> None:
         """Every shape of at most SMALL_SEARCH_OPS ops (and fewer than now), fewest
-        first, under guided preemptions; the artifact's seed, then the next ones."""
+        first, under guided preemptions, each with the small knobs first (a fork after
+        every op, a quarantine of 64 bytes: a small shape has few ops to fill a window
+        with) and as it is; the artifact's seed, then the next ones."""
         if self.best.plan.get("faults") or self.best.schedule is None:
             return
-        self.prefix_pass()  # the knobs' trials ran on: their last preemption is needed again
-        self._evidence = None
         threads = int(self.best.plan["workload"]["threads"])
         start = self.best.seed
         for k in range(SMALL_SEARCH_SEEDS):
             seed = (start + k) % (1 << 64)
+            found = False
             for counts in shapes(threads, sum(_worker_counts(self.best.plan)),
                                  SMALL_SEARCH_OPS):
                 doc = _copy(self.best.plan)
                 doc["workload"]["threads"] = len(counts)
                 _set_worker_counts(doc, list(counts), keep_ops=False)
-                try:
-                    plan = Plan.model_validate(doc)
-                except ValueError:
-                    continue
-                run = self._guided(plan, seed)
-                if run is not None:
-                    self._accept(plan, run, f"small shape {'+'.join(map(str, counts))} "
-                                 "(one guided preemption)")
+                for variant in dict.fromkeys(map(json.dumps, (_small_knobs(doc), doc))):
+                    try:
+                        plan = Plan.model_validate(json.loads(variant))
+                    except ValueError:
+                        continue
+                    run = self._guided(plan, seed)
+                    if run is not None:
+                        self._accept(plan, run, f"small shape {'+'.join(map(str, counts))} "
+                                     "(one guided preemption)")
+                        found = True
+                        break
+                if found:
                     break  # the shapes before it failed for this seed: next seed
 
     def _accept(self, plan: Plan, run: TrialRun, why: str) -> None:
@@ -379,6 +385,19 @@ class _Shrinker:
                     break
 
 
+def _small_knobs(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with the knobs a window needs many ops for at their smallest that keeps
+    them on: a fork after every op, a quarantine of 64 bytes."""
+    out = _copy(doc)
+    if (out["workload"].get("fork_every") or 0) > 1:
+        out["workload"]["fork_every"] = 1
+    options = (out.get("target") or {}).get("options") or {}
+    quarantine = _size_bytes(options.get("quarantine"))
+    if quarantine is not None and quarantine > 64:
+        options["quarantine"] = 64
+    return out
+
+
 def _fewer(n: int) -> list[int]:
     """Smaller counts to try for n: a half, three quarters, and (small n) one fewer."""
     return [m for m in dict.fromkeys((n // 2, n - n // 4, n - 1 if n <= 16 else 0))
@@ -551,7 +570,7 @@ def shrink(artifact: Artifact, artifact_path: Path, *, budget_s: float = 120,
         note(f"resuming at phase {phase}: {describe(best)}")
     s = _Shrinker(best, budget_s, progress, note)
     s.trials = trials
-    phases = ["prefix", "knobs", "small", "shape", "schedule", "done"]
+    phases = ["prefix", "small", "knobs", "shape", "schedule", "done"]
     finished = False
     try:
         for name in phases[phases.index(phase) if phase in phases else 0:]:
