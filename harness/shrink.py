@@ -489,7 +489,9 @@ def describe(a: Artifact) -> str:
     counts = _worker_counts(a.plan)
     ops = (f"{w.get('threads')} threads x {_ops(a.plan)} ops" if len(set(counts)) <= 1
            else f"{w.get('threads')} threads, ops {'+'.join(map(str, counts))}")
-    return (f"{ops} ({sum(counts)} in all), live {w.get('live')}, "
+    forks = counts[0] // w["fork_every"] if w.get("fork_every") else 0
+    return (f"{ops} ({sum(counts)} in all{f', and {forks} forks' if forks else ''}), "
+            f"live {w.get('live')}, "
             f"{len(a.plan.get('faults') or [])} fault spec(s), seed {a.seed}"
             + (f", {sched.steps} steps, {sched.preemptions} switches" if sched else ""))
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: ops shown before the failure when the trial is long (a shrunk one shows all)
 TAIL_OPS = 12
+#: blocks a fork child allocates and checks (harness/native/workload.c)
+FORK_CHILD_BLOCKS = 64
 _STREAM = re.compile(r"^(\d+) (alloc|free|realloc) slot=(\d+)(?: size=(\d+))?(?:.*cross=(\d))?")
 
 
@@ -41,6 +43,20 @@ class Preemption:
     worker: int
     step: int
     where: str
+
+
+def is_operation(line: str) -> bool:
+    """Whether a witness line is an operation: an allocator call of a worker or a fork
+    (not a switch, a blocked worker's listing or the elision line)."""
+    return line.startswith("T") and (" op " in line or " fork " in line)
+
+
+def operations(plan: Plan) -> int:
+    """The operations a plan's trial runs: every worker's allocator calls and worker
+    0's forks (a witness's operations are these, in order)."""
+    w = plan.workload
+    counts = w.worker_ops or [w.ops_per_worker] * w.threads
+    return sum(counts) + (counts[0] // w.fork_every if w.fork_every else 0)
 
 
 def parse_op_log(text: str) -> tuple[list[OpEvent], list[Preemption]]:
@@ -98,13 +114,16 @@ def witness_lines(plan: Plan, run: TrialRun, *, limit: int = TAIL_OPS) -> list[s
         counts[ev.worker] = max(counts.get(ev.worker, 0), ev.op)
     streams = _streams(plan, run.record.seed, counts, driver)
     return render(ops, preemptions, streams, limit=limit,
-                  stop=run.record.observation.sched_stop, threads=plan.workload.threads)
+                  stop=run.record.observation.sched_stop, threads=plan.workload.threads,
+                  fork_every=plan.workload.fork_every)
 
 
 def render(ops: list[OpEvent], preemptions: list[Preemption], streams: dict[int, list[str]],
            *, limit: int = TAIL_OPS, stop: dict[str, Any] | None = None,
-           threads: int = 2) -> list[str]:
-    """Witness lines from an op log and the workers' streams."""
+           threads: int = 2, fork_every: int = 0) -> list[str]:
+    """Witness lines from an op log and the workers' streams. A fork (worker 0, after
+    every ``fork_every`` ops, before it yields) is an operation of its own: the child
+    allocates FORK_CHILD_BLOCKS blocks, checks their patterns and frees them."""
     labels: dict[tuple[int, int], str] = {}   # (worker, slot) -> block label
     counter = 0
     lines: list[str] = []
@@ -143,6 +162,9 @@ def render(ops: list[OpEvent], preemptions: list[Preemption], streams: dict[int,
             where = ", ".join(points[:3]) + (", ..." if len(points) > 3 else "")
             note = f"   (preempted {len(inside)}x inside it, at {where})"
         lines.append(f"T{ev.worker} op {ev.op - 1} {desc}{note}")
+        if fork_every and ev.worker == 0 and ev.op % fork_every == 0:
+            lines.append(f"T0 fork {ev.op // fork_every}: the child allocates "
+                         f"{FORK_CHILD_BLOCKS} blocks, checks and frees them")
         last_step[ev.worker] = ev.step
         prev_worker = ev.worker
     if stop is not None:
@@ -152,12 +174,12 @@ def render(ops: list[OpEvent], preemptions: list[Preemption], streams: dict[int,
                              f"{t.get('waiting_for')}, holding "
                              + (", ".join(h.get("lock", "?") for h in t.get("holds", ()))
                                 or "nothing"))
-    ops_shown = [ln for ln in lines if ln.startswith("T")]
+    ops_shown = [ln for ln in lines if ln.startswith("T") and is_operation(ln)]
     if len(ops_shown) > limit:
         cut = 0
         seen = 0
         for i in range(len(lines) - 1, -1, -1):
-            if lines[i].startswith("T"):
+            if lines[i].startswith("T") and is_operation(lines[i]):
                 seen += 1
                 if seen == limit:
                     cut = i
