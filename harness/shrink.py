@@ -152,9 +152,9 @@ class _Shrinker:
 
     def small_pass(self) -> None:
         """Every shape of at most SMALL_SEARCH_OPS ops (and fewer than now), fewest
-        first, under guided preemptions, each with the small knobs first (a fork after
-        every op, a quarantine of 64 bytes: a small shape has few ops to fill a window
-        with) and as it is; the artifact's seed, then the next ones."""
+        first, under guided preemptions, each with the small knobs first (a live set of
+        one, a fork after every op, a quarantine of 64 bytes: a small shape has few ops
+        to fill a window with) and as it is; the artifact's seed, then the next ones."""
         if self.best.plan.get("faults") or self.best.schedule is None:
             return
         threads = int(self.best.plan["workload"]["threads"])
@@ -387,8 +387,10 @@ class _Shrinker:
 
 def _small_knobs(doc: dict[str, Any]) -> dict[str, Any]:
     """``doc`` with the knobs a window needs many ops for at their smallest that keeps
-    them on: a fork after every op, a quarantine of 64 bytes."""
+    them on: a live set of one block, a fork after every op, a quarantine of 64 bytes."""
     out = _copy(doc)
+    if (out["workload"].get("live") or 1000) > 1:
+        out["workload"]["live"] = 1
     if (out["workload"].get("fork_every") or 0) > 1:
         out["workload"]["fork_every"] = 1
     options = (out.get("target") or {}).get("options") or {}
