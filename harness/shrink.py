@@ -59,6 +59,9 @@ SMALL_SHAPE_OPS = 40
 SMALL_SEARCH_OPS = 10
 #: ... for the artifact's seed and the next ones (each seed: other op streams)
 SMALL_SEARCH_SEEDS = 3
+#: the share of the budget the small-shape phase may use: when it finds nothing, the
+#: phases after it (halving, per-worker counts) still get the rest
+SMALL_SEARCH_SHARE = 0.4
 #: guided preemption points tried per worker run alone (the most telling first)
 GUIDED_POINTS = 6
 PROGRESS_VERSION = 3  # 3: phases prefix, knobs, small, shape, schedule
@@ -84,6 +87,7 @@ class _Shrinker:
                  note: Callable[[str], None]) -> None:
         self.best = artifact
         self.deadline = time.monotonic() + budget_s
+        self.small_deadline = time.monotonic() + budget_s * SMALL_SEARCH_SHARE
         self.progress = progress
         self.note = note
         self.trials = 0
@@ -154,7 +158,8 @@ class _Shrinker:
         """Every shape of at most SMALL_SEARCH_OPS ops (and fewer than now), fewest
         first, under guided preemptions, each with the small knobs first (a live set of
         one, a fork after every op, a quarantine of 64 bytes: a small shape has few ops
-        to fill a window with) and as it is; the artifact's seed, then the next ones."""
+        to fill a window with) and as it is; the artifact's seed, then the next ones;
+        SMALL_SEARCH_SHARE of the budget at most."""
         if self.best.plan.get("faults") or self.best.schedule is None:
             return
         threads = int(self.best.plan["workload"]["threads"])
@@ -164,6 +169,9 @@ class _Shrinker:
             found = False
             for counts in shapes(threads, sum(_worker_counts(self.best.plan)),
                                  SMALL_SEARCH_OPS):
+                if time.monotonic() > self.small_deadline:
+                    self.note("small shapes: their share of the budget is spent")
+                    return
                 doc = _copy(self.best.plan)
                 doc["workload"]["threads"] = len(counts)
                 _set_worker_counts(doc, list(counts), keep_ops=False)
