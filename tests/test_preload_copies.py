@@ -22,6 +22,10 @@ from allocator import Corrupted, Heap
 #        "skipped", bytes of the block the clamped call changed)
 CASES: dict[str, tuple[str, int, str, str, int, str, int]] = {
     "memcpy": ("overflow", 100, "8 bytes past", "memcpy writing", 108, "clamped to 100", 100),
+    "memcpy_mid": ("overflow", 100, "1 byte past", "memcpy writing", 2, "clamped to 1", 1),
+    "memcpy_aligned": ("overflow", 100, "8 bytes past", "memcpy writing", 108, "clamped to 100",
+                       100),
+    "memcpy_new": ("overflow", 100, "8 bytes past", "memcpy writing", 108, "clamped to 100", 100),
     "memcpy_src": ("overflow", 50, "10 bytes past", "memcpy reading", 60, "clamped to 50", 50),
     "memmove": ("overflow", 100, "8 bytes past", "memmove writing", 58, "clamped to 50", 50),
     "memset": ("overflow", 100, "1 byte past", "memset writing", 101, "clamped to 100", 100),

@@ -7,6 +7,8 @@
  * Prints how many of the block's bytes the call changed, then "survived". Built with
  * -fno-builtin -O0, so each call reaches the library.
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,34 @@ __attribute__((noinline)) char *make_block(size_t n)
 __attribute__((noinline)) void release_block(void *p)
 {
     free(p);
+}
+
+/* A block of each kind the check tells apart by its state: aligned (its user
+ * pointer is not the slot's first bytes) and from operator new (the preloaded
+ * library's, found at run time: this program does not link libstdc++). */
+__attribute__((noinline)) char *make_aligned(size_t align, size_t n)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, align, n) != 0)
+        abort();
+    memset(p, '.', n);
+    return p;
+}
+
+__attribute__((noinline)) char *make_new(size_t n)
+{
+    void *(*op_new)(size_t) = (void *(*)(size_t))dlsym(RTLD_DEFAULT, "_Znwm");
+    if (!op_new)
+        abort();
+    char *p = op_new(n);
+    memset(p, '.', n);
+    return p;
+}
+
+static void release_new(void *p)
+{
+    void (*op_delete)(void *) = (void (*)(void *))dlsym(RTLD_DEFAULT, "_ZdlPv");
+    op_delete(p);
 }
 
 /* How many bytes of the n-byte block a call changed (make_block fills with '.'). */
@@ -61,6 +91,13 @@ static int clean(void)
         strcat(b, a);
         __memcpy_chk(b, a, n, n);
         __strcpy_chk(b, a, n);
+        char *al = make_aligned(64, n), *nw = make_new(n);
+        memcpy(al, a, n);
+        memcpy(nw, al, n);
+        memmove(al + n - 1, nw, 1);
+        memset(nw, 0, n);
+        release_block(al);
+        release_new(nw);
         release_block(a);
         release_block(b);
     }
@@ -87,6 +124,15 @@ int main(int argc, char **argv)
         p = make_block(n = 100);
         memcpy(p, small, 60);
         release_block(small);
+    } else if (strcmp(what, "memcpy_mid") == 0) {
+        p = make_block(n = 100);
+        memcpy(p + 99, src, 2);
+    } else if (strcmp(what, "memcpy_aligned") == 0) {
+        p = make_aligned(64, n = 100);
+        memcpy(p, src, 108);
+    } else if (strcmp(what, "memcpy_new") == 0) {
+        p = make_new(n = 100);
+        memcpy(p, src, 108);
     } else if (strcmp(what, "memmove") == 0) {
         p = make_block(n = 100);
         memmove(p + 50, src, 58);
@@ -120,7 +166,10 @@ int main(int argc, char **argv)
         return 2;
     }
     printf("changed %zu\n", changed(p, n));
-    release_block(p);
+    if (strcmp(what, "memcpy_new") == 0)
+        release_new(p);
+    else
+        release_block(p);
     release_block(src);
     printf("survived\n");
     return 0;
