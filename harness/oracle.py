@@ -135,6 +135,64 @@ def _caused_by(line: int, seq: int | None, fault: FaultLine) -> bool:
     return fault.seq is None or seq is None or seq > fault.seq
 
 
+#: stream line numbers given to detections read from NMM's own report (``logged_events``):
+#: past every line of the driver's stream, whose order they are not part of
+_LOGGED_LINE = 1 << 40
+_NMM_LINE = re.compile(r"^nmm: ([a-z_]+) at (0x[0-9a-fA-F]+)(?: size (\d+))?(?: \(([^()]*)\))?")
+_PAST = re.compile(r"^(\d+) bytes? past the (\d+)-byte block$")
+_BEFORE = re.compile(r"^(\d+) bytes? before the ")
+_FREED = re.compile(r"^bytes? (\d+)(?:\.\.\d+)? of the freed ")
+
+
+def _extent_detail(kind: str, size: int, extent: str) -> int:
+    """The event ``detail`` a report's extent words stand for (diag.c's
+    ``diag_describe_extent``), as ``event_damage`` reads it: an overflow's last damaged
+    offset (size + reach - 1), an underflow's distance before the block, a freed block's
+    first changed byte; 0 when the words say none of these."""
+    if kind == "overflow" and (m := _PAST.match(extent)):
+        return int(m.group(2)) + int(m.group(1)) - 1
+    if kind == "underflow" and (m := _BEFORE.match(extent)):
+        return int(m.group(1))
+    if kind == "use_after_free" and (m := _FREED.match(extent)):
+        return int(m.group(1))
+    return 0
+
+
+def logged_events(plan: Plan, obs: Observation) -> list[EventLine]:
+    """Detections of NMM as the process's malloc (a ``malloc`` or ``lib`` target with
+    libnmm_preload.so): the driver cannot drain its events, so they are read from what
+    NMM wrote itself, the trial's JSON report log (``report_log.errors``, capped) or its
+    ``nmm:`` stderr lines (the tail), whichever holds more. NMM heap targets stream their
+    events and get none here. The driver has no NMM sequence number to put on a fault
+    line, so these carry no order against the faults (``_LOGGED_LINE``, no ``seq`` for
+    ``_caused_by``): a report is matched by its address and kind alone."""
+    if plan.target.kind == "nmm":
+        return []
+    from_log: list[EventLine] = []
+    if obs.report_log is not None:
+        for i, e in enumerate(obs.report_log.errors):
+            from_log.append(EventLine(
+                kind=e.kind, address=e.address, size=e.size, seq=e.seq, thread=e.thread,
+                detail=_extent_detail(e.kind, e.size, e.extent), line=_LOGGED_LINE + i))
+    from_stderr: list[EventLine] = []
+    for ln in obs.stderr_tail.splitlines():
+        m = _NMM_LINE.match(ln.strip())
+        if m is None:
+            continue
+        kind, size = m.group(1), int(m.group(3) or 0)
+        from_stderr.append(EventLine(
+            kind=kind, address=int(m.group(2), 16), size=size, seq=len(from_stderr) + 1,
+            detail=_extent_detail(kind, size, m.group(4) or ""),
+            line=_LOGGED_LINE + len(from_stderr)))
+    return from_log if len(from_log) >= len(from_stderr) else from_stderr
+
+
+def _stream_seq(event: EventLine) -> int | None:
+    """An event's sequence number for ordering against fault lines; None for one read
+    from NMM's own report (no common sequence with the driver's fault lines)."""
+    return None if event.line >= _LOGGED_LINE else event.seq
+
+
 class _Excuser:
     """Explains trouble on a block by injected damage: something is excused only where
     its address falls inside a damage fault's window, the fault came before it, and it
@@ -176,11 +234,28 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
     false_pos: list[EventLine] = []
     duplicates = collateral = 0
 
-    for event in sorted(obs.events, key=lambda e: (e.seq or 0, e.line)):
+    diagnostic = find_diagnostic(obs.stderr_tail, foreign=not nmm)
+    died = obs.timed_out or obs.result is None or obs.signal is not None or (
+        obs.exit_code not in (0, None))
+    logged = logged_events(plan, obs)
+    if logged and died and diagnostic is not None:
+        # the report the process died of is the death's evidence (as an NMM heap's
+        # event that an abort never let the driver drain): judged below by the line
+        said = _NMM_LINE.match(diagnostic)
+        for i in range(len(logged) - 1, -1, -1):
+            if said is not None and logged[i].kind == said.group(1) \
+                    and logged[i].address == int(said.group(2), 16):
+                del logged[i]
+                break
+    # NMM is the process's malloc (its own reports were read): a death is blamed on the
+    # fault its diagnostic names by address, as for an NMM heap
+    names_addresses = nmm or obs.report_log is not None or bool(logged)
+
+    for event in sorted([*obs.events, *logged], key=lambda e: (e.seq or 0, e.line)):
         candidates = [f for f in faults
                       if f.performed and f.address == event.address
                       and event.kind in ACCEPTED_EVENTS.get(f.kind, frozenset())
-                      and _caused_by(event.line, event.seq, f)]
+                      and _caused_by(event.line, _stream_seq(event), f)]
         if candidates:
             # the most recent fault at the address caused it (blocks are reused)
             cause = max(candidates, key=lambda f: (f.seq or 0, f.line))
@@ -190,20 +265,17 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
                 matches[cause.line].duplicates += 1
                 duplicates += 1
         elif event.kind in COLLATERAL_KINDS and excuser.excuse(
-                "event", event.address, event_damage(event), event.line, event.seq):
+                "event", event.address, event_damage(event), event.line, _stream_seq(event)):
             collateral += 1
         else:
             false_pos.append(event)
 
-    diagnostic = find_diagnostic(obs.stderr_tail, foreign=not nmm)
-    died = obs.timed_out or obs.result is None or obs.signal is not None or (
-        obs.exit_code not in (0, None))
     trial_level: list[str] = []
     death = _death_outcome(obs, diagnostic) if died else None
     victim: FaultLine | None = None
     if died:
         abort_policy = nmm and getattr(plan.target, "policy", "record") == "abort"
-        victim = _victim(faults, matches, diagnostic, nmm, abort_policy)
+        victim = _victim(faults, matches, diagnostic, names_addresses, abort_policy)
         if victim is not None and death is not None:
             matches[victim.line].outcome = death
             matches[victim.line].note = _death_note(obs, diagnostic)

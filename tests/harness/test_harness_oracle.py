@@ -1201,3 +1201,100 @@ def test_an_overflow_into_the_next_slots_header_explains_its_use_after_free_at_o
                        line=36)
     assert _Excuser([fault]).excuse("event", beyond.address, event_damage(beyond),
                                     beyond.line, beyond.seq) is None
+
+
+# ---------------------------------------------------------------- NMM as the process's malloc
+
+PRELOADED = {"kind": "malloc", "peer": "nmm-preload-standard"}
+
+
+def _logged(kind: str, address: int, extent: str = "", seq: int = 1) -> Any:
+    from harness.records import LoggedError
+
+    return LoggedError(pid=10, kind=kind, address=address, size=48, seq=seq, extent=extent)
+
+
+def _preloaded(faults: list[FaultLine], errors=(), stderr: str = "", **kw: Any) -> Any:
+    """A malloc-target trial of NMM's preload library: no event stream (the driver
+    cannot drain a preloaded NMM's events), its reports in the log and on stderr."""
+    from harness.records import ReportLog
+
+    log = ReportLog(processes=1, errors=tuple(errors)) if errors is not None else None
+    p = plan_for(faults, target=PRELOADED, expect=kw.pop("expect", {}))
+    return judge(p, obs(faults, [], report_log=log, stderr_tail=stderr, **kw))
+
+
+def _malloc_faults() -> list[FaultLine]:
+    return [fault("double_free", address=A, fid=0, line=3, status=0),
+            fault("overflow", address=B, fid=1, line=5, status=0)]
+
+
+def test_a_preloaded_nmms_logged_reports_detect_the_faults_at_their_addresses():
+    """NMM preloaded as the driver's malloc reports each misuse in its log: each report
+    is matched to the fault at its address by kind (before: every one was "missed")."""
+    faults = _malloc_faults()
+    v = _preloaded(faults, [_logged("double_free", A, seq=1),
+                            _logged("overflow", B, "1 byte past the 48-byte block", seq=2)])
+    assert [f.outcome for f in v.faults] == ["detected", "detected"], reasons(v)
+    assert [f.event_kind for f in v.faults] == ["double_free", "overflow"]
+    assert v.passed and not v.false_positives, reasons(v)
+    # no report at all: missed, and the plan fails
+    v = _preloaded(faults, [])
+    assert [f.outcome for f in v.faults] == ["missed", "missed"] and not v.passed
+
+
+def test_a_preloaded_nmms_stderr_lines_detect_the_faults_without_a_log():
+    """No report log (a trial directory NMM_OPTIONS cannot carry): the ``nmm:`` lines."""
+    faults = _malloc_faults()
+    stderr = (f"nmm: double_free at {A:#x} size 48 free site f+0x1 (nmm-driver) (thread 3)\n"
+              f"nmm: overflow at {B:#x} size 48 (1 byte past the 48-byte block) free site "
+              f"f+0x1 (nmm-driver) (thread 4)\n")
+    v = _preloaded(faults, None, stderr)
+    assert [f.outcome for f in v.faults] == ["detected", "detected"], reasons(v)
+    assert v.passed, reasons(v)
+
+
+def test_a_preloaded_report_of_another_kind_or_address_does_not_detect_and_is_a_false_positive():
+    faults = _malloc_faults()
+    v = _preloaded(faults, [_logged("invalid_free", A), _logged("overflow", A + 0x40,
+                                                                 "1 byte past the 48-byte block")])
+    assert [f.outcome for f in v.faults] == ["missed", "missed"]
+    assert {(e.kind, e.address) for e in v.false_positives} == {
+        ("invalid_free", A), ("overflow", A + 0x40)}
+    assert not v.passed
+
+
+def test_a_preloaded_overflow_report_must_reach_the_damage():
+    """The log's extent words say where the damage is (diag.c): an overflow that reaches
+    40 bytes past the block is not the 1-byte overflow's detection."""
+    faults = _malloc_faults()
+    v = _preloaded(faults, [_logged("double_free", A),
+                            _logged("overflow", B, "40 bytes past the 48-byte block")])
+    assert v.faults[1].outcome == "missed" and "points at" in v.faults[1].note
+    v = _preloaded(faults, [_logged("double_free", A),
+                            _logged("overflow", B, "1 byte past the 48-byte block")])
+    assert v.faults[1].outcome == "detected"
+
+
+def test_a_preloaded_nmm_that_died_of_its_report_is_a_detected_abort_of_the_named_fault():
+    """policy=abort in the preloaded NMM: the process dies right after its report, which
+    is in the log too; the death is the fault the line names, not a crash or a miss."""
+    faults = [fault("double_free", address=A, fid=0, line=3, status=0),
+              fault("double_free", address=B, fid=1, line=5, done=False, status=None)]
+    line = f"nmm: double_free at {B:#x} size 48 free site f+0x1 (nmm-driver) (thread 4)\n"
+    v = _preloaded(faults, [_logged("double_free", A, seq=1), _logged("double_free", B, seq=2)],
+                   f"nmm: double_free at {A:#x} size 48 (thread 3)\n" + line,
+                   signal=signal.SIGABRT, expect={"outcome": ["detected", "detected-abort"]})
+    assert [f.outcome for f in v.faults] == ["detected", "detected-abort"], reasons(v)
+    assert v.outcome == "detected-abort" and v.passed, reasons(v)
+
+
+def test_an_nmm_heaps_report_log_is_not_counted_twice():
+    """An NMM heap streams its events; the same detections in its report log are not
+    added again (they would be duplicates)."""
+    from harness.records import ReportLog
+
+    f = fault("double_free")
+    log = ReportLog(processes=1, errors=(_logged("double_free", A),))
+    v = judge(plan_for([f]), obs([f], [event("double_free")], report_log=log))
+    assert v.faults[0].outcome == "detected" and v.duplicates == 0 and v.passed, reasons(v)

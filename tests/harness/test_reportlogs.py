@@ -101,6 +101,22 @@ def test_nmm_preloaded_keeps_the_childs_own_exit_status(tmp_path: Path, driver: 
     assert record.verdict.outcome != "crashed", record.verdict
 
 
+def test_nmm_preloaded_detections_are_credited_to_their_faults(tmp_path: Path,
+                                                              driver: None) -> None:
+    """The driver cannot drain a preloaded NMM's events; the oracle reads its report log
+    and matches each report to the fault at its address: detected, not missed."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN + '[[faults]]\nkind = "double_free"\n[[faults]]\nkind = "overflow"\n')
+    code = main(["run", str(plan), "--set", "seeds=1",
+                 "--set", "target=malloc:nmm-preload-standard", "--out", str(tmp_path / "r")])
+    (record,) = read_journal(run_dir(tmp_path / "r") / JOURNAL_NAME).records
+    assert [f.outcome for f in record.verdict.faults] == ["detected", "detected"], \
+        record.verdict.reasons
+    assert {(f.kind, f.event_kind) for f in record.verdict.faults} == {
+        ("double_free", "double_free"), ("overflow", "overflow")}
+    assert record.verdict.passed and code == 0, record.verdict.reasons
+
+
 def test_a_targets_own_exitcode_is_kept() -> None:
     """exitcode=0 comes before the target's own NMM_OPTIONS, the log keys after them."""
     from harness.reportlogs import with_log
