@@ -182,3 +182,34 @@ def test_peers_take_every_new_kind_without_taking_the_harness_down(
         verdict = judge(plan, obs)
         (v,) = verdict.faults
         assert v.outcome in ("detected-abort", "crashed", "missed"), (peer, kind, v)
+
+
+NEW_KINDS = ("dealloc_mismatch", "sized_delete", "memcpy_overflow", "exit_only_overflow",
+             "zero_size_write")
+
+
+def test_the_abort_plan_ends_each_new_kind_at_its_level(driver: Path) -> None:
+    """chaos_plans/abort.toml as the campaigns run it (one fault entry per trial, each
+    level +abort): each of issue 11's kinds ends the process with its diagnostic where
+    the level checks it (the zero-size write: its canary at standard, the fault at
+    paranoid), and off, which checks none of them, runs the trial to its end."""
+    import harness.campaign as cp
+
+    path = Path(__file__).resolve().parents[2] / "chaos_plans" / "abort.toml"
+    defn = cp.define([path], seeds=1, targets=["plan"],
+                     levels=["off+abort", "standard+abort", "paranoid+abort"],
+                     split_faults=True)
+    trials = [t for t in cp.expand(defn) if t.plan.faults[0].kind in NEW_KINDS]
+    assert {(t.plan.faults[0].kind, t.plan.target.label) for t in trials} == {
+        (k, f"nmm:{lv}+abort") for k in NEW_KINDS for lv in ("off", "standard", "paranoid")}
+    for t in trials:
+        obs = _run(driver, t.plan, t.seed)
+        verdict = judge(t.plan, obs)
+        kind, level = t.plan.faults[0].kind, t.plan.target.level
+        want = "missed" if level == "off" else "detected-abort"
+        assert [v.outcome for v in verdict.faults] == [want], (kind, level, verdict.reasons)
+        assert verdict.passed, (kind, level, verdict.reasons)
+        if level == "off":
+            assert obs.exit_code == 0 and obs.result is not None, (kind, obs.stderr_tail)
+        else:
+            assert obs.signal in (6, 11) and verdict.diagnostic, (kind, level, obs.stderr_tail)
