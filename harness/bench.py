@@ -996,6 +996,21 @@ def write_reports(report: BenchReport, out_root: Path = Path("reports"),
 
 # ------------------------------------------------------------------ command
 
+#: the target ``--baseline-lib`` adds
+BASELINE_LIB_TARGET = "nmm-preload-baseline"
+
+
+def baseline_lib_target(library: Path) -> Target:
+    """An older build of NMM's malloc replacement at ``level=standard``, run like
+    ``nmm-preload-standard`` (the driver's malloc target under ``LD_PRELOAD``): a change's
+    cost on pair64, churn and the program kernels, side by side in one run. Only
+    ``level`` is set, a key every build knows."""
+    path = library.resolve()
+    return Target(BASELINE_LIB_TARGET, f"libnmm_preload.so at {path} (level=standard): the "
+                  "baseline build", "malloc", preload=(str(path),),
+                  env=(("NMM_OPTIONS", "level=standard"),))
+
+
 @click.command("bench")
 @click.option("--targets", "targets_opt", metavar="LIST",
               help="Comma-separated targets (default: every installed one).")
@@ -1014,15 +1029,26 @@ def write_reports(report: BenchReport, out_root: Path = Path("reports"),
               show_default=True, help="Seconds before one kernel run is killed.")
 @click.option("--list", "list_only", is_flag=True,
               help="List the targets and kernels (installed or not) and exit.")
+@click.option("--baseline-lib", "baseline_lib",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help=f"Also run this libnmm_preload.so (an older build: `git worktree add "
+                   f"/tmp/base COMMIT && cd /tmp/base && python allocator/build.py native`) "
+                   f"as target {BASELINE_LIB_TARGET} at level=standard, next to "
+                   f"nmm-preload-standard: the same driver and kernels, only the library "
+                   f"differs.")
 def bench(targets_opt: str | None, kernels_opt: str | None, quick: bool,
           json_path: Path | None, repeat: int, out_root: Path, timeout_s: float,
-          list_only: bool) -> int:
+          list_only: bool, baseline_lib: Path | None = None) -> int:
     """Benchmark NMM and the installed peer allocators side by side, with ratios vs glibc."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from harness.terminal import PipeConsole as Console  # a closed pipe: exit code kept
 
-    known = all_targets()
+    known = list(all_targets())
+    if baseline_lib is not None:
+        known.append(baseline_lib_target(baseline_lib))
+        if targets_opt is not None and BASELINE_LIB_TARGET not in targets_opt.split(","):
+            targets_opt += f",{BASELINE_LIB_TARGET}"
     if list_only:
         out = Console(width=200) if not Console().is_terminal else Console()
         for t in known:

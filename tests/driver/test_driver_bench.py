@@ -251,6 +251,30 @@ def test_bench_command(driver: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert len(list(tmp_path.glob("bench-*/bench.md"))) == 1
 
 
+def test_a_baseline_build_runs_next_to_nmm_preload_standard(
+        driver: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--baseline-lib adds an older libnmm_preload.so (here: a copy of the current one) as
+    nmm-preload-baseline at level=standard, measured by the same kernels in the same run."""
+    from harness._peers import nmm_preload_library
+
+    lib = tmp_path / "old" / "libnmm_preload.so"
+    lib.parent.mkdir()
+    shutil.copy(nmm_preload_library(), lib)
+    monkeypatch.setenv("NMM_CHAOS_DRIVER", str(driver))
+    result = CliRunner().invoke(bench_mod.bench, [
+        "--quick", "--targets", "nmm-preload-standard", "--kernels", "pair64",
+        "--baseline-lib", str(lib), "--out", str(tmp_path), "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "b.json").read_text())
+    cells = {c["target"]: c for c in doc["results"]}
+    assert set(cells) == {"nmm-preload-standard", "nmm-preload-baseline"}
+    assert all(c["value"] and not c.get("error") for c in cells.values()), cells
+    listed = CliRunner().invoke(bench_mod.bench, ["--list", "--baseline-lib", str(lib)])
+    assert f"LD_PRELOAD={lib}" in listed.output and "nmm-preload-baseline" in listed.output
+    missing = CliRunner().invoke(bench_mod.bench, ["--baseline-lib", str(tmp_path / "nope.so")])
+    assert missing.exit_code != 0 and "nope.so" in missing.output
+
+
 def test_a_peer_library_that_does_not_load_is_an_error_not_glibc_numbers(
         driver: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """ld.so only warns about an LD_PRELOAD library it cannot load and runs the program on
