@@ -517,27 +517,48 @@ def _git_reference(commits: int, timeout_s: float) -> str:
     return _run_git_kernel(Target(BASELINE, "", "malloc"), commits, timeout_s)[2]
 
 
+def _reference_cell(kernel: Kernel, target: Target, program: str,
+                    run: Callable[[], tuple[Any, ...]], reference: Callable[[], str],
+                    differs: Callable[[str, str], str]) -> tuple[Any, ...] | Cell:
+    """Run a real-program kernel against ``target`` and check what it produced against
+    glibc's run: ``run()`` gives (wall ms, CPU ms, what the programs produced, ...),
+    ``reference()`` what they produce under glibc. Returns ``run()``'s tuple, or the cell
+    that stands instead of a number: n/a for an NMM heap in the driver (``program`` needs a
+    preload target), skipped when ``program`` is not on PATH, a timeout, the failed
+    command (``RuntimeError``), or ``differs(got, glibc's)`` when the output is not
+    glibc's."""
+
+    def no_value(**kwargs: Any) -> Cell:
+        return Cell(kernel.name, target.name, None, kernel.unit, **kwargs)
+
+    if target.is_nmm_heap:
+        return no_value(extra={"note": "n/a: an NMM heap inside the driver; see nmm-preload*"})
+    try:
+        measured = run()
+        want = reference()
+    except FileNotFoundError:
+        return no_value(extra={"note": f"skipped: {program} is not installed (not on PATH)"})
+    except TimeoutError:
+        return no_value(error="timeout")
+    except RuntimeError as exc:
+        return no_value(error=str(exc))
+    if measured[2] != want:
+        return no_value(error=differs(measured[2], want))
+    return measured
+
+
 def _measure_git(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
                  driver: Path) -> Cell:
     """Wall time of the git commands of the git workload with the target as git's malloc
     (preload targets only); the head commit and the log must equal glibc's."""
-    if target.is_nmm_heap:
-        return Cell(kernel.name, target.name, None, kernel.unit,
-                    extra={"note": "n/a: an NMM heap inside the driver; see nmm-preload*"})
     commits = kernel.quick_ops if quick else kernel.ops
-    try:
-        ms, cpu_ms, fingerprint = _run_git_kernel(target, commits, timeout_s)
-        reference = _git_reference(commits, timeout_s)
-    except FileNotFoundError:
-        return Cell(kernel.name, target.name, None, kernel.unit,
-                    extra={"note": "skipped: git is not installed (not on PATH)"})
-    except TimeoutError:
-        return Cell(kernel.name, target.name, None, kernel.unit, error="timeout")
-    except RuntimeError as exc:
-        return Cell(kernel.name, target.name, None, kernel.unit, error=str(exc))
-    if fingerprint != reference:
-        return Cell(kernel.name, target.name, None, kernel.unit,
-                    error=f"repository differs from glibc's ({fingerprint} != {reference})")
+    got = _reference_cell(
+        kernel, target, "git", lambda: _run_git_kernel(target, commits, timeout_s),
+        lambda: _git_reference(commits, timeout_s),
+        lambda fingerprint, glibc: f"repository differs from glibc's ({fingerprint} != {glibc})")
+    if isinstance(got, Cell):
+        return got
+    ms, cpu_ms, fingerprint = got
     return Cell(kernel.name, target.name, ms, kernel.unit, (ms,),
                 extra={"rows": commits, "cpu_ms": round(cpu_ms, 1),
                        "head": fingerprint.split()[0]})
@@ -674,24 +695,15 @@ def _measure_gcc(kernel: Kernel, target: Target, quick: bool, timeout_s: float,
     """Wall time of gcc compiling and linking the generated files with the target as the
     malloc of gcc, cc1, as and ld (preload targets only); the built program's output
     must equal glibc's build's."""
-    if target.is_nmm_heap:
-        return Cell(kernel.name, target.name, None, kernel.unit,
-                    extra={"note": "n/a: an NMM heap inside the driver; see nmm-preload*"})
     files = kernel.quick_ops if quick else kernel.ops
-    try:
-        ms, cpu_ms, output, written = _run_gcc_kernel(target, files, timeout_s)
-        reference = _gcc_reference(files, timeout_s)
-    except FileNotFoundError:
-        return Cell(kernel.name, target.name, None, kernel.unit,
-                    extra={"note": "skipped: gcc is not installed (not on PATH)"})
-    except TimeoutError:
-        return Cell(kernel.name, target.name, None, kernel.unit, error="timeout")
-    except RuntimeError as exc:
-        return Cell(kernel.name, target.name, None, kernel.unit, error=str(exc))
-    if output != reference:
-        return Cell(kernel.name, target.name, None, kernel.unit,
-                    error=f"the program gcc built prints {output!r}, glibc's build "
-                          f"{reference!r}")
+    got = _reference_cell(
+        kernel, target, "gcc", lambda: _run_gcc_kernel(target, files, timeout_s),
+        lambda: _gcc_reference(files, timeout_s),
+        lambda output, glibc: f"the program gcc built prints {output!r}, glibc's build "
+                              f"{glibc!r}")
+    if isinstance(got, Cell):
+        return got
+    ms, cpu_ms, _, written = got
     extra: dict[str, Any] = {"rows": files, "cpu_ms": round(cpu_ms, 1)}
     if written:
         extra["report_files"] = written

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -485,3 +486,32 @@ def test_paranoid_churn_is_set_against_memcpy_bandwidth_of_the_same_run(
     md = bench_mod.render_markdown(report)
     assert "## Paranoid churn against memory bandwidth" in md and lines[0] in md
     assert bench_mod.traffic_share(1e6, {"mean_size": 100}) is None  # no bandwidth: none
+
+
+def test_a_real_program_kernel_ends_in_one_cell_for_each_way_it_can_fail() -> None:
+    """git and gcc share ``_reference_cell``: n/a on a driver heap, skipped naming the
+    missing program, a timeout, the failed command, output other than glibc's, or the
+    measurement when it matches."""
+    kernel = _gcc_kernel(1)
+    preload = get_target("nmm-preload-standard")
+
+    def cell(run: Any, target: Target = preload, want: str = "42") -> Any:
+        return bench_mod._reference_cell(kernel, target, "gcc", run, lambda: want,
+                                         lambda got, glibc: f"prints {got}, glibc {glibc}")
+
+    def raises(exc: BaseException) -> Any:
+        def run() -> tuple[Any, ...]:
+            raise exc
+        return run
+
+    assert cell(lambda: (5.0, 4.0, "42", 3)) == (5.0, 4.0, "42", 3)
+    na = cell(raises(AssertionError("never run")), target=get_target("nmm"))
+    assert na.value is None and na.error is None and na.extra["note"].startswith("n/a: ")
+    skipped = cell(raises(FileNotFoundError("gcc")))
+    assert skipped.error is None
+    assert skipped.extra["note"] == "skipped: gcc is not installed (not on PATH)"
+    assert cell(raises(TimeoutError())).error == "timeout"
+    assert cell(raises(RuntimeError("gcc unit0.c: exit 1"))).error == "gcc unit0.c: exit 1"
+    differs = cell(lambda: (5.0, 4.0, "41", 0))
+    assert differs.value is None and differs.error == "prints 41, glibc 42"
+    assert (differs.kernel, differs.target) == ("gcc", "nmm-preload-standard")
