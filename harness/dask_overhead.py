@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,23 +86,30 @@ class Mode:
                                  for s in self.samples)
 
 
+class ClusterError(RuntimeError):
+    """The Dask cluster did not come up."""
+
+
 @contextmanager
-def dask_cluster(workers: int, tmp: Path) -> Iterator[str]:
-    """A scheduler and ``workers`` single-thread workers, each its own process group;
-    yields the scheduler's address and stops them all on the way out."""
+def dask_cluster(workers: int, tmp: Path, env: Mapping[str, str] | None = None,
+                 start_s: float = START_S) -> Iterator[str]:
+    """A scheduler and ``workers`` single-thread workers, each its own process group
+    (``env`` added to ours: Dask settings); yields the scheduler's address and stops and
+    reaps them all on the way out (``ClusterError`` if the cluster did not come up).
+    ``tests/harness/test_campaign_dask.py`` runs its cluster with this too."""
     info = tmp / "scheduler.json"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    child_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
-             "start_new_session": True, "env": env, "cwd": tmp}
+             "start_new_session": True, "env": child_env, "cwd": tmp}
     procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
                                "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                "--scheduler-file", str(info)], **quiet)]  # type: ignore[call-overload]
     try:
-        deadline = time.monotonic() + START_S
+        deadline = time.monotonic() + start_s
         while not info.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         if not info.exists():
-            raise SystemExit("the Dask scheduler did not start")
+            raise ClusterError(f"the Dask scheduler did not start in {start_s:.0f} s")
         for n in range(workers):
             procs.append(subprocess.Popen(  # type: ignore[call-overload]
                 [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
@@ -111,20 +118,30 @@ def dask_cluster(workers: int, tmp: Path) -> Iterator[str]:
         address = str(json.loads(info.read_text())["address"])
         from distributed import Client
 
-        with Client(address, timeout=START_S) as client:  # type: ignore[no-untyped-call]
-            client.wait_for_workers(workers, timeout=START_S)
+        with Client(address, timeout=start_s) as client:  # type: ignore[no-untyped-call]
+            client.wait_for_workers(workers, timeout=start_s)
         yield address
     finally:
-        for proc in reversed(procs):
+        stop_groups(procs)
+
+
+def stop_groups(procs: Sequence[subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
+    """SIGTERM each process's group (newest first), give them ``grace_s`` each to exit,
+    SIGKILL the groups of those that did not, and reap every one (no zombie is left)."""
+    for proc in reversed(procs):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def timed_campaign(plan_path: Path, trials: int, pool_factory: object, out: Path,
@@ -174,16 +191,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = Path(tmp_s)
         plan = tmp / "overhead.toml"
         plan.write_text(PLAN.format(ops=args.ops))
-        with dask_cluster(args.workers, tmp) as address:
-            runs = 0
-            for r in range(args.rounds):
-                for n in counts:
-                    for mode, factory in ((local, lambda: LocalPool(args.workers)),
-                                          (dask, lambda: DaskPool(address))):
-                        runs += 1
-                        timed_campaign(plan, n, factory, tmp / f"c{runs}", mode)
-                        print(f"round {r + 1}/{args.rounds} {mode.name:5} {n:5} trials: "
-                              f"{mode.samples[-1].wall_s:7.2f} s", file=sys.stderr)
+        try:
+            with dask_cluster(args.workers, tmp) as address:
+                runs = 0
+                for r in range(args.rounds):
+                    for n in counts:
+                        for mode, factory in ((local, lambda: LocalPool(args.workers)),
+                                              (dask, lambda: DaskPool(address))):
+                            runs += 1
+                            timed_campaign(plan, n, factory, tmp / f"c{runs}", mode)
+                            print(f"round {r + 1}/{args.rounds} {mode.name:5} {n:5} trials: "
+                                  f"{mode.samples[-1].wall_s:7.2f} s", file=sys.stderr)
+        except ClusterError as exc:
+            raise SystemExit(str(exc)) from None
     print(f"{'mode':6} {'start s':>8} " + " ".join(f"{f'wall {n}':>10}" for n in counts)
           + f" {'s/trial':>9} {'overhead/trial':>15}")
     for mode in (local, dask):

@@ -7,16 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness.cli import main
+from harness.dask_overhead import dask_cluster
 from harness.journal import JOURNAL_NAME, read_journal
 
 if not os.environ.get("CI"):  # under CI a missing dask is a failure (pyproject installs it)
@@ -37,53 +34,15 @@ kind = "overflow"
 [[faults]]
 kind = "uaf_write"
 """
-#: longest wait for the cluster to come up
-START_S = 120
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[str]:
-    """A scheduler and two single-thread workers, each its own process."""
-    tmp = tmp_path_factory.mktemp("dask")
-    info = tmp / "scheduler.json"
-    env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
-           "PYTHONWARNINGS": "ignore"}
-    dask = [sys.executable, "-m", "distributed.cli"]
-    procs = [subprocess.Popen([*dask[:2], "distributed.cli.dask_scheduler", "--host",
-                               "127.0.0.1", "--port", "0", "--no-dashboard",
-                               "--scheduler-file", str(info)], env=env, cwd=tmp,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)]
-    try:
-        deadline = time.monotonic() + START_S
-        while not info.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert info.exists(), "the scheduler did not start"
-        for n in range(2):
-            procs.append(subprocess.Popen(
-                [*dask[:2], "distributed.cli.dask_worker", "--scheduler-file", str(info),
-                 "--nthreads", "1", "--no-dashboard", "--name", f"w{n}",
-                 "--local-directory", str(tmp / f"w{n}")], env=env, cwd=tmp,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True))
-        address = json.loads(info.read_text())["address"]
-        from distributed import Client
-
-        with Client(address, timeout=START_S) as client:
-            client.wait_for_workers(2, timeout=START_S)
+    """A scheduler and two single-thread workers, each its own process (the Dask-overhead
+    tool's cluster; a task whose worker dies is not handed to another one)."""
+    with dask_cluster(2, tmp_path_factory.mktemp("dask"),
+                      env={"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}) as address:
         yield address
-    finally:
-        for proc in reversed(procs):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def _verdicts(run_dir: Path) -> dict[str, tuple]:
