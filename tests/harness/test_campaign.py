@@ -21,21 +21,7 @@ from harness.journal import JOURNAL_NAME, read_journal
 from harness.robustness import SCHEMA_PATH
 
 REPO = Path(__file__).resolve().parent.parent.parent
-PLAN = """
-schema_version = 1
-seeds = {seeds}
-timeout_s = 20
-[target]
-level = "paranoid"
-[workload]
-ops = 100
-[[faults]]
-kind = "double_free"
-[[faults]]
-kind = "overflow"
-[[faults]]
-kind = "alloc_failure"
-"""
+FAULTS = ("double_free", "overflow", "alloc_failure")
 
 
 def run(args, capsys):
@@ -56,7 +42,7 @@ def validate(doc: dict) -> None:
 
 def test_campaign_runs_every_plan_target_level_and_seed_once(tmp_path, write_plan,
                                                               fake_driver, capsys):
-    plan = write_plan(PLAN.format(seeds=2))
+    plan = write_plan(faults=FAULTS, seeds=2)
     code, out, err = run(["campaign", str(plan), "--targets", "nmm,glibc",
                           "--levels", "off,paranoid", "--split-faults", "--workers", "2",
                           "--driver", shlex.join(fake_driver("detect")),
@@ -87,7 +73,7 @@ def test_campaign_runs_every_plan_target_level_and_seed_once(tmp_path, write_pla
 
 def test_campaign_exit_1_names_the_failure_and_its_replay(tmp_path, write_plan, fake_driver,
                                                          capsys):
-    plan = write_plan(PLAN.format(seeds=2))
+    plan = write_plan(faults=FAULTS, seeds=2)
     code, out, _ = run(["campaign", str(plan), "--driver", shlex.join(fake_driver("miss")),
                         "--out", str(tmp_path / "r"), "-q"], capsys)
     assert code == 1 and "FAIL:" in out
@@ -104,7 +90,7 @@ def test_a_worker_dying_mid_trial_is_retried_once_then_recorded(tmp_path, write_
                                                                fake_driver, capsys,
                                                                monkeypatch):
     monkeypatch.setenv("FAKE_DRIVER_MARKS", str(tmp_path))
-    plan = write_plan(PLAN.format(seeds=3))
+    plan = write_plan(faults=FAULTS, seeds=3)
     code, _, err = run(["campaign", str(plan), "--workers", "2", "--out", str(tmp_path / "a"),
                         "--driver", shlex.join(fake_driver("killparent")), "-q"], capsys)
     assert code == 0, err
@@ -137,7 +123,7 @@ def test_sigkill_then_resume_runs_every_missing_trial_exactly_once(tmp_path, wri
                                                                    fake_driver):
     """Trials with seeds above 3 wait at a gate opened only after the kill, so the
     campaign dies at a known point however slowly the machine runs it."""
-    plan = write_plan(PLAN.format(seeds=8))
+    plan = write_plan(faults=FAULTS, seeds=8)
     out = tmp_path / "r"
     gate = tmp_path / "gate"
     env = {**os.environ, "PYTHONPATH": str(REPO), "FAKE_DRIVER_GATE": f"3:{gate}"}
@@ -178,7 +164,7 @@ def test_sigkill_then_resume_runs_every_missing_trial_exactly_once(tmp_path, wri
 
 
 def test_resume_refuses_a_new_definition(tmp_path, write_plan, fake_driver, capsys):
-    plan = write_plan(PLAN.format(seeds=1))
+    plan = write_plan(faults=FAULTS)
     code, _, _ = run(["campaign", str(plan), "--driver", shlex.join(fake_driver("detect")),
                       "--out", str(tmp_path / "r"), "-q"], capsys)
     assert code == 0
@@ -196,7 +182,7 @@ def test_resume_refuses_a_new_definition(tmp_path, write_plan, fake_driver, caps
     ("lib:/nonexistent/libfoo.so", "--targets lib:/nonexistent/libfoo.so: no such file"),
 ])
 def test_bad_targets_are_one_clear_line(tmp_path, write_plan, targets, message, capsys):
-    code, out, err = run(["campaign", str(write_plan(PLAN.format(seeds=1))), "--targets",
+    code, out, err = run(["campaign", str(write_plan(faults=FAULTS)), "--targets",
                           targets, "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in out + err
@@ -212,7 +198,7 @@ def test_a_target_that_is_not_installed_names_its_debian_package(tmp_path, write
     import harness.campaign as campaign
 
     monkeypatch.setattr(campaign, "all_targets", peers.all_targets)
-    code, _, err = run(["campaign", str(write_plan(PLAN.format(seeds=1))), "--targets",
+    code, _, err = run(["campaign", str(write_plan(faults=FAULTS)), "--targets",
                         "jemalloc", "--out", str(tmp_path / "r")], capsys)
     assert code == 2
     assert err.strip() == (
@@ -252,7 +238,7 @@ def test_a_users_library_is_a_target(tmp_path, write_plan, capsys):
     src.write_text(WRAPPER)
     lib = tmp_path / "libwrap.so"
     subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(lib), str(src)], check=True)
-    plan = write_plan(PLAN.format(seeds=2).replace("ops = 100", "ops = 2000"))
+    plan = write_plan(faults=FAULTS, seeds=2, ops=2000)
     code, _, err = run(["campaign", str(plan), "--targets", f"plan,lib:{lib}",
                           "--target-env", "WRAP_TAG=night", "--out", str(tmp_path / "r"),
                           "-q"], capsys)
@@ -314,7 +300,7 @@ def test_peers_that_map_a_page_per_block_run_their_capped_op_count(write_plan):
         if os.environ.get("CI"):
             pytest.fail("electric-fence is not installed (.ci/run installs it)")
         pytest.skip("electric-fence is not installed")
-    plan = write_plan(PLAN.format(seeds=1).replace("ops = 100", "ops = 50000"))
+    plan = write_plan(faults=FAULTS, ops=50000)
     trials = expand(define([plan], targets=["plan", "efence"]))
     ops = {t.plan.target.label: t.plan.workload.ops for t in trials}
     assert ops == {"nmm:paranoid": 50000, "malloc:efence": get_target("efence").max_ops}
@@ -327,7 +313,7 @@ def test_a_stopped_campaign_kills_its_trials_and_says_how_to_resume(
     import psutil
     from _procs import alive
 
-    plan = write_plan(PLAN.format(seeds=4))
+    plan = write_plan(faults=FAULTS, seeds=4)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "campaign", str(plan), "--workers", "2", "-q",
@@ -367,7 +353,7 @@ def test_a_stopped_campaign_kills_its_trials_and_says_how_to_resume(
 
 
 def test_plans_validate_takes_a_campaign_file_for_its_plans(tmp_path, write_plan, capsys):
-    write_plan(PLAN.format(seeds=1), "one.toml")
+    write_plan(name="one.toml", faults=FAULTS)
     camp = tmp_path / "c.toml"
     camp.write_text('[campaign]\nplans = ["one.toml", "missing.toml"]\n')
     code, out, err = run(["plans", "validate", str(camp)], capsys)
@@ -385,7 +371,7 @@ def test_plans_validate_takes_a_campaign_file_for_its_plans(tmp_path, write_plan
 ])
 def test_a_bad_scheduler_address_is_one_line_and_leaves_no_directory(tmp_path, write_plan,
                                                                      address, why, capsys):
-    code, out, err = run(["campaign", str(write_plan(PLAN.format(seeds=1))), "--scheduler",
+    code, out, err = run(["campaign", str(write_plan(faults=FAULTS)), "--scheduler",
                           address, "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "Traceback" not in out + err
     assert err.strip() == (f"error: --scheduler: given {address!r}{why}; expected a "

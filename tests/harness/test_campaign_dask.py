@@ -19,21 +19,8 @@ from harness.journal import JOURNAL_NAME, read_journal
 if not os.environ.get("CI"):  # under CI a missing dask is a failure (pyproject installs it)
     pytest.importorskip("distributed")
 
-PLAN = """
-schema_version = 1
-seeds = 3
-timeout_s = 30
-[target]
-level = "paranoid"
-[workload]
-ops = 4000
-[[faults]]
-kind = "double_free"
-[[faults]]
-kind = "overflow"
-[[faults]]
-kind = "uaf_write"
-"""
+PLAN = {"faults": ("double_free", "overflow", "uaf_write"), "seeds": 3, "timeout_s": 30,
+        "ops": 4000}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +42,7 @@ def test_dask_campaign_equals_the_local_one(cluster, tmp_path, write_plan, capsy
     from _nmm_c import require_driver
 
     require_driver()
-    plan = write_plan(PLAN)
+    plan = write_plan(**PLAN)
     common = [str(plan), "--targets", "nmm,glibc", "--levels", "standard,paranoid",
               "--split-faults", "-q"]
     assert main(["campaign", *common, "--out", str(tmp_path / "local")]) == 0
@@ -77,7 +64,7 @@ def test_a_dask_worker_dying_mid_trial_is_retried_once(cluster, tmp_path, write_
     """The fake driver kills its parent (the Dask worker, which its nanny restarts) the
     first time each seed runs; the campaign runs each trial again, once."""
     monkeypatch.setenv("FAKE_DRIVER_MARKS", str(tmp_path))
-    plan = write_plan(PLAN.replace("seeds = 3", "seeds = 2"))
+    plan = write_plan(**{**PLAN, "seeds": 2})
     code = main(["campaign", str(plan), "--scheduler", cluster, "--out", str(tmp_path / "r"),
                  "--driver", shlex.join(fake_driver("killparent")), "-q"])
     _, err = capsys.readouterr()

@@ -13,23 +13,9 @@ from harness.hangstop import SKIPPED_HANGING, HangStop
 from harness.journal import JOURNAL_NAME
 from harness.records import Observation, TrialRecord, Verdict
 
-PLAN = """
-schema_version = 1
-seeds = 6
-seed = 1
-timeout_s = 60
-hang_s = 0.5
-[target]
-level = "paranoid"
-[workload]
-ops = 100
-[[faults]]
-kind = "double_free"
-[[faults]]
-kind = "overflow"
-[[faults]]
-kind = "invalid_free"
-"""
+#: six seeds of three faults, a stall called a hang after half a second
+PLAN = {"faults": ("double_free", "overflow", "invalid_free"), "seeds": 6, "seed": 1,
+        "timeout_s": 60, "hang_s": 0.5}
 
 
 def _record(seed: int, outcome: str, passed: bool = False) -> TrialRecord:
@@ -99,7 +85,7 @@ def test_a_campaign_skips_a_hanging_targets_trials_after_four_hangs(
         tmp_path, write_plan, fake_driver, capsys) -> None:
     """3 fault rows x 6 seeds against a driver that stalls in every trial, one worker:
     two hangs per row stop the row, two stopped rows the target: 4 trials run."""
-    plan = write_plan(PLAN)
+    plan = write_plan(**PLAN)
     code = main(["campaign", str(plan), "--workers", "1", "-q", "--split-faults",
                  "--driver", shlex.join(fake_driver("stall")), "--out", str(tmp_path / "r")])
     assert code == 1
@@ -119,7 +105,7 @@ def test_a_campaign_skips_a_hanging_targets_trials_after_four_hangs(
 
 def test_a_campaign_of_a_target_that_does_not_hang_skips_nothing(
         tmp_path, write_plan, fake_driver, capsys) -> None:
-    plan = write_plan(PLAN)
+    plan = write_plan(**PLAN)
     main(["campaign", str(plan), "--workers", "1", "-q", "--split-faults",
           "--driver", shlex.join(fake_driver("detect")), "--out", str(tmp_path / "r")])
     (run_dir,) = (tmp_path / "r").iterdir()
@@ -130,7 +116,7 @@ def test_a_campaign_of_a_target_that_does_not_hang_skips_nothing(
 
 def test_a_run_skips_the_rest_once_its_first_trials_hang(
         tmp_path, write_plan, fake_driver, capsys) -> None:
-    plan = write_plan(PLAN.replace("seeds = 6", "seeds = 8"))
+    plan = write_plan(**{**PLAN, "seeds": 8})
     code = main(["run", str(plan), "-j", "1", "-q",
                  "--driver", shlex.join(fake_driver("stall")), "--out", str(tmp_path / "r")])
     assert code == 1

@@ -17,21 +17,9 @@ from harness.cli import main
 from harness.journal import JOURNAL_NAME
 from harness.robustness import SCHEMA_PATH
 
-PLAN = """
-schema_version = 1
-seeds = 4
-timeout_s = 20
-[target]
-level = "paranoid"
-[workload]
-threads = 2
-ops = 3000
-progress_every = 200
-[[faults]]
-kind = "double_free"
-[[faults]]
-kind = "overflow"
-"""
+#: four seeds of two faults, two threads of 3000 ops with progress lines
+PLAN = {"faults": ("double_free", "overflow"), "seeds": 4, "ops": 3000,
+        "workload": {"threads": 2, "progress_every": 200}}
 
 
 def run(args, capsys):
@@ -45,14 +33,14 @@ def validate(doc: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def real_campaign(tmp_path_factory) -> Path:
+def real_campaign(tmp_path_factory, plan_text) -> Path:
     """A small real campaign: the native driver, NMM at two levels and glibc."""
     from _nmm_c import require_driver
 
     require_driver()
     tmp = tmp_path_factory.mktemp("campaign")
     plan = tmp / "plan.toml"
-    plan.write_text(PLAN)
+    plan.write_text(plan_text(**PLAN))
     code = main(["campaign", str(plan), "--targets", "nmm,glibc", "--levels",
                  "standard,paranoid", "--split-faults", "--out", str(tmp / "r"), "-q"])
     assert code == 0
@@ -116,7 +104,7 @@ def test_html_report_opens_in_chromium_with_matrix_and_charts(real_campaign):
 
 def test_report_of_many_runs_has_trends_and_compare_gates(tmp_path, write_plan,
                                                          fake_driver, capsys):
-    plan = write_plan(PLAN.replace("seeds = 4", "seeds = 3"))
+    plan = write_plan(**{**PLAN, "seeds": 3})
     dirs = []
     for n, mode in enumerate(("detect", "detect", "miss")):
         out = tmp_path / f"night{n}"
@@ -176,7 +164,7 @@ def test_compare_flags_a_throughput_drop_beyond_the_noise_only(real_campaign, tm
 
 
 def test_report_of_a_run_directory_and_bad_sources(tmp_path, write_plan, fake_driver, capsys):
-    plan = write_plan(PLAN.replace("seeds = 4", "seeds = 2"))
+    plan = write_plan(**{**PLAN, "seeds": 2})
     code = main(["run", str(plan), "--driver", shlex.join(fake_driver("detect")), "--out",
                  str(tmp_path / "r")])
     assert code == 0
@@ -192,11 +180,11 @@ def test_report_of_a_run_directory_and_bad_sources(tmp_path, write_plan, fake_dr
 
 def test_a_file_that_is_not_a_journal_is_refused_and_nothing_is_written(tmp_path,
                                                                         write_plan, capsys):
-    plan = write_plan(PLAN)
+    plan = write_plan(**PLAN)
     for args in (["report", str(plan)], ["compare", str(plan), str(plan)]):
         code, out, err = run(args, capsys)
         assert code == 2 and "Traceback" not in out + err
-        assert err.strip() == (f"error: {plan}: not a trial journal (line 2 is not a trial "
+        assert err.strip() == (f"error: {plan}: not a trial journal (line 1 is not a trial "
                                "record); expected a run or campaign directory, or its "
                                "journal.jsonl")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.toml"]
@@ -204,9 +192,8 @@ def test_a_file_that_is_not_a_journal_is_refused_and_nothing_is_written(tmp_path
 
 def test_compare_refuses_an_empty_run_and_flags_what_new_no_longer_runs(
         tmp_path, write_plan, fake_driver, capsys):
-    both = write_plan(PLAN.replace("seeds = 4", "seeds = 2"), "both.toml")
-    one = write_plan(PLAN.replace("seeds = 4", "seeds = 2").split("[[faults]]")[0]
-                     + '[[faults]]\nkind = "double_free"\n', "one.toml")
+    both = write_plan(name="both.toml", **{**PLAN, "seeds": 2})
+    one = write_plan(name="one.toml", **{**PLAN, "seeds": 2, "faults": ["double_free"]})
     dirs = []
     for plan in (both, one):
         out = tmp_path / plan.stem
@@ -226,7 +213,7 @@ def test_compare_refuses_an_empty_run_and_flags_what_new_no_longer_runs(
 
 
 def test_report_of_the_same_run_twice_is_refused(tmp_path, write_plan, fake_driver, capsys):
-    plan = write_plan(PLAN.replace("seeds = 4", "seeds = 1"))
+    plan = write_plan(**{**PLAN, "seeds": 1})
     code, _, _ = run(["run", str(plan), "--driver", shlex.join(fake_driver("detect")),
                       "--out", str(tmp_path / "r"), "-q"], capsys)
     assert code == 0
