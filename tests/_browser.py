@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -22,6 +24,8 @@ from _nmm_c import require_tool
 
 #: longest wait for Chromium to start or a page to load
 TIMEOUT_S = 60.0
+#: longest wait for Chromium's helper processes to go once their group is killed
+GONE_S = 10.0
 
 
 @dataclass
@@ -32,6 +36,8 @@ class Page:
     probes: dict[str, Any] = field(default_factory=dict)
     screenshot: bytes = b""
     load_ms: float = 0.0
+    #: the browser's profile directory (removed when ``open_page`` returns)
+    profile: str = ""
 
 
 class _Cdp:
@@ -65,15 +71,23 @@ class _Cdp:
 
 def open_page(path: Path, probes: dict[str, str], width: int = 1400,
               height: int = 1000) -> Page:
-    """Open ``path`` and evaluate each probe (a JavaScript expression) after load."""
+    """Open ``path`` and evaluate each probe (a JavaScript expression) after load.
+
+    Chromium runs in a session of its own; its whole group (zygote, renderer, crash
+    handler) is killed at the end and given time to go before the profile is removed.
+    Helpers still writing there while it was removed made the cleanup fail now and then
+    ("Directory not empty"), failing a test whose page had been checked; a leftover
+    file now costs nothing (``ignore_cleanup_errors``)."""
     chromium = require_tool("chromium")
-    with tempfile.TemporaryDirectory(prefix="nmm-chromium-") as profile:
+    with tempfile.TemporaryDirectory(prefix="nmm-chromium-",
+                                     ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
              "--no-first-run", "--disable-extensions", "--remote-debugging-port=0",
              "--remote-allow-origins=*", f"--user-data-dir={profile}",
              f"--window-size={width},{height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
         try:
             assert proc.stderr is not None
             browser_ws = None
@@ -99,7 +113,7 @@ def open_page(path: Path, probes: dict[str, str], width: int = 1400,
             t0 = time.monotonic()
             cdp.call("Page.navigate", url=path.resolve().as_uri())
             cdp.wait_for("Page.loadEventFired")
-            page = Page(load_ms=(time.monotonic() - t0) * 1e3)
+            page = Page(load_ms=(time.monotonic() - t0) * 1e3, profile=profile)
             for name, expr in probes.items():
                 res = cdp.call("Runtime.evaluate", expression=expr, returnByValue=True)
                 page.probes[name] = res.get("result", {}).get("value")
@@ -118,7 +132,23 @@ def open_page(path: Path, probes: dict[str, str], width: int = 1400,
             cdp.ws.close()
             return page
         finally:
-            proc.kill()
-            proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
+            _end_group(proc)
+
+
+def _end_group(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the browser's process group, reap the browser, and wait (up to GONE_S)
+    until no process of the group is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+    deadline = time.monotonic() + GONE_S
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return  # the group is empty
+        time.sleep(0.05)

@@ -86,6 +86,12 @@ def test_html_report_opens_in_chromium_with_matrix_and_charts(real_campaign):
         "images": "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])",
     })
     assert page.errors == []
+    # the browser's whole group went with it, and its profile with them
+    import psutil
+
+    assert page.profile and not Path(page.profile).exists()
+    assert not [p.pid for p in psutil.process_iter(["cmdline"])
+                if any(page.profile in arg for arg in p.info["cmdline"] or ())]
     assert page.probes["verdict"].startswith("PASS")
     assert page.probes["matrix_cells"] == 2 * 3
     assert page.probes["green_cells"] >= 3
