@@ -29,7 +29,7 @@ from harness.campaign import fault_row
 from harness.errors import HarnessError
 from harness.guarantee import pct_guarantees
 from harness.hangstop import SKIPPED_HANGING
-from harness.invocation import command_line
+from harness.invocation import command_line, program
 from harness.journal import JOURNAL_NAME, read_journal
 from harness.plan import FAULT_VARIANTS, Plan
 from harness.records import NOT_REACHED, TrialRecord
@@ -523,6 +523,7 @@ def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict
     text = (f"{len(gating) - len(failed_gating)}/{len(gating)} gating trials met their "
             "expectations" + (f"; {len(infra)} lost to dying workers" if infra else ""))
     failures = []
+    prefix = program()  # once: naming it looks up PATH (a large report has thousands)
     for r in cur:
         if r.verdict.passed:
             continue
@@ -532,7 +533,7 @@ def build_report(runs: Sequence[LoadedRun], *, title: str | None = None) -> dict
                          "reasons": list(r.verdict.reasons),
                          "diagnostic": r.verdict.diagnostic,
                          "report": _error_report(r),
-                         "replay": replay_command(r, i)})
+                         "replay": replay_command(r, i, prefix)})
     failures.sort(key=lambda f: (not f["gating"], f["plan"], f["target"], f["seed"]))
 
     outcomes = Counter(r.verdict.outcome for r in cur)
