@@ -502,3 +502,21 @@ def test_guard_page_follows_the_guard_option(options: str, guarded: bool) -> Non
         assert "guard page" in out.stderr, out.stderr
     else:
         assert out.returncode == 0 and out.stdout.strip() == "survived", out
+
+
+def test_the_options_table_states_the_costs_the_readme_measured() -> None:
+    """`python -m allocator options` (and NMM_OPTIONS=help) states each setting's cost as
+    the README's callgrind table measured it: a re-measure updates both or this fails."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    x = dict(re.findall(r"^\| `(level=[^`]+)`[^|]*\| [\d,]+ \| (\d\.\d\d) \|$", readme, re.M))
+    assert len(x) == 6, x
+    out = run([sys.executable, "-m", "allocator", "options"])
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    tracked, stacks0 = x["level=standard:tracking=1"], x["level=standard:tracking=1:stacks=0"]
+    assert (f"off x{x['level=off']}, standard x{x['level=standard']}, "
+            f"paranoid x{x['level=paranoid']}") in text
+    assert f"x{stacks0} with stacks=0, x{tracked} with the default 1/64" in text
+    assert f"x{tracked} at 1/64, x{x['level=standard:tracking=1:stacks=1']} at 1" in text

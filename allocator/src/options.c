@@ -55,7 +55,7 @@ static const option_def_t options[] = {
     {"level", OPT_LEVEL, FIELD(level), "off", "off|standard|paranoid",
      "detection level: off = pointer checks only; standard = + header checksum, "
      "head guard, tail canary; paranoid = + poisoning, quarantine, guard pages. Cost "
-     "(instructions of gcc's cc1 -O2 vs glibc): off x0.99, standard x1.00, paranoid x1.97"},
+     "(instructions of gcc's cc1 -O2 vs glibc): off x1.00, standard x1.02, paranoid x2.02"},
     {"policy", OPT_POLICY, FIELD(policy), "record", "record|abort",
      "on a detection: record an event and return an error, or write one line and abort"},
     {"limit", OPT_SIZE, FIELD(limit_bytes), "0", "bytes",
@@ -84,10 +84,10 @@ static const option_def_t options[] = {
      "per-thread caches; 0 = every operation takes the heap lock"},
     {"tracking", OPT_BOOL, FIELD(tracking), "0", "bool",
      "record allocation sites (and sampled stacks) for leak reports. Cost (cc1 -O2, at "
-     "standard, vs glibc): x1.11 with stacks=0, x1.13 with the default 1/64"},
+     "standard, vs glibc): x1.13 with stacks=0, x1.16 with the default 1/64"},
     {"stacks", OPT_STACKS, FIELD(stack_sample), "1/64", "1/N",
      "with tracking: capture a stack on 1 in N allocations; giving it turns tracking on; "
-     "0 = never. Cost (cc1 -O2 vs glibc): x1.13 at 1/64, x1.98 at 1 (every allocation)"},
+     "0 = never. Cost (cc1 -O2 vs glibc): x1.16 at 1/64, x2.02 at 1 (every allocation)"},
     {"events", OPT_COUNT, FIELD(event_capacity), "1024", "entries",
      "event ring capacity (at most 1M); detections beyond it are counted as dropped"},
     {"seed", OPT_COUNT, FIELD(seed), "0", "u64", "seed of fail-point decisions; 0 = from the clock"},
