@@ -389,6 +389,8 @@ typedef enum drv_phase {
 void monitor_start(trial_t *tr); /* the heartbeat thread: a beat line every DRV_BEAT_MS */
 void monitor_phase(drv_phase_t p);
 void monitor_step(void);         /* progress inside a final phase */
+/* Write the result line and enter the destroy phase, no beat in between. */
+void monitor_result(jline_t *result);
 void monitor_stop(void);
 
 /* ------------------------------------------------------------------ bench.c */

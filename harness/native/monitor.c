@@ -24,9 +24,15 @@ static pthread_t thread;
 static bool running;
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stop_cv;
+/* A beat reads the phase and writes its line under this lock, and the result line is
+ * written and the phase moved to destroy under it too (monitor_result): so no beat of
+ * an earlier phase can land after the result line (PROTOCOL.md). Held only around
+ * write(2)s of our own lines, never around a call into the target. */
+static pthread_mutex_t line_order = PTHREAD_MUTEX_INITIALIZER;
 
 static void beat(uint64_t t0)
 {
+    pthread_mutex_lock(&line_order);
     uint64_t ops = 0;
     for (uint32_t i = 0; trial->workers && i < trial->o->threads; i++)
         ops += atomic_load_explicit(&trial->workers[i].ops_done, memory_order_relaxed);
@@ -37,6 +43,7 @@ static void beat(uint64_t t0)
     jl_u64(&j, "step", atomic_load_explicit(&step, memory_order_relaxed));
     jl_u64(&j, "t_ms", (drv_now_ns() - t0) / 1000000);
     jl_end(&j);
+    pthread_mutex_unlock(&line_order);
 }
 
 static void *monitor_main(void *arg)
@@ -76,6 +83,15 @@ void monitor_phase(drv_phase_t p)
 {
     atomic_store_explicit(&step, 0, memory_order_relaxed);
     atomic_store(&phase, (int)p);
+}
+
+void monitor_result(jline_t *result)
+{
+    pthread_mutex_lock(&line_order);
+    jl_end(result);
+    atomic_store_explicit(&step, 0, memory_order_relaxed);
+    atomic_store(&phase, PH_DESTROY);
+    pthread_mutex_unlock(&line_order);
 }
 
 void monitor_step(void) { atomic_fetch_add_explicit(&step, 1, memory_order_relaxed); }
