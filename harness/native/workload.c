@@ -337,11 +337,27 @@ static void fork_failure(trial_t *tr, worker_t *w, int status)
     jl_end(&j);
 }
 
+#ifdef NMM_CHAOS_COVERAGE
+/* The gcov build (harness/coverage.py): gcc's --coverage turns a call of fork into
+ * __gcov_fork, which zeroes the child's counters after fork returns (so the heap's
+ * atfork child handlers, which ran inside it, are lost), and _exit writes none: nothing
+ * a fork child ran was ever counted. Called through a pointer, fork is not replaced;
+ * the child writes its counters (the parent's up to the fork among them: the counts
+ * grow, which lines and branches ran does not change) before it exits. */
+extern void __gcov_dump(void);
+static pid_t (*volatile fork_call)(void) = fork;
+#define coverage_fork() fork_call()
+#define coverage_child_exit(code) (__gcov_dump(), _exit(code))
+#else
+#define coverage_fork() fork()
+#define coverage_child_exit(code) _exit(code)
+#endif
+
 static void do_fork(trial_t *tr, worker_t *w)
 {
-    pid_t pid = fork();
+    pid_t pid = coverage_fork();
     if (pid == 0)
-        _exit(fork_child(tr, w));
+        coverage_child_exit(fork_child(tr, w));
     w->fork_children++;
     if (pid < 0) { /* the machine's limits, not the allocator */
         w->fork_errors++;

@@ -111,3 +111,16 @@ def test_the_exit_report_after_the_symbolizer_is_counted(build: Path) -> None:
                if n}
     assert {"leakcheck_run", "add_group_frames"} <= entered  # before the symbolizer
     assert {"classify", "report_text", "report_json", "emit"} <= entered, sorted(entered)
+
+
+def test_what_a_fork_child_runs_is_counted(build: Path) -> None:
+    """A trial's fork children allocate and free on the heap the fork copied; the heap's
+    atfork child handlers reset its locks and caches. gcc's __gcov_fork zeroed the
+    child's counters after those handlers ran and _exit wrote none: none of it counted."""
+    cov.reset_counters(build)
+    assert _trial(build / "nmm-driver", "--nmm-options", "level=standard",
+                  "--fork-every", "500") == 0
+    files = cov.read_counters(build)
+    entered = {name for c in files.values() for name, (_, n) in c.functions.items() if n}
+    assert {"heap_fork_child", "tcache_fork_child"} <= entered, sorted(
+        n for n in entered if "fork" in n)
