@@ -50,9 +50,6 @@ static bool access_block(const nmm_heap_t *h, uintptr_t p, uintptr_t *user, size
     return true;
 }
 
-/* Live unaligned states (BS_LIVE, BS_LIVE_NEW, BS_LIVE_NEW_ARRAY) as a bit mask. */
-#define ACCESS_LIVE_PLAIN ((1u << BS_LIVE) | (1u << BS_LIVE_NEW) | (1u << BS_LIVE_NEW_ARRAY))
-
 /* The common answer, without a note and without a call: [p, p + n) starts outside
  * the slab region, in a chunk no slab uses, or inside a live unaligned block's
  * requested bytes and stays there. false: access_check decides (an aligned block,
@@ -62,20 +59,16 @@ static bool access_block(const nmm_heap_t *h, uintptr_t p, uintptr_t *user, size
  * call through the note and access_check. */
 static inline bool access_range_fits(const nmm_heap_t *h, uintptr_t p, size_t n)
 {
-    uintptr_t off = p - h->base;
-    if (off >= h->region_size)
-        return true;
-    const slab_t *s = __atomic_load_n(&h->chunk_map[off >> CORE_CHUNK_SHIFT], __ATOMIC_ACQUIRE);
+    slab_t *s = slab_of(h, p);
     if (!s)
         return true;
     uint64_t d = p - (uintptr_t)s->data;  /* from the slab's first block */
     if (d >= s->span)
         return false;
-    uint64_t idx = (d * s->recip) >> CORE_RECIP_SHIFT;
-    uint8_t st = __atomic_load_n(&slab_states((slab_t *)s)[idx], __ATOMIC_RELAXED);
-    if (st >= 8 || !((ACCESS_LIVE_PLAIN >> st) & 1))
+    uint32_t idx = slab_index_containing(s, p);
+    if (!state_is_live_unaligned(__atomic_load_n(&slab_states(s)[idx], __ATOMIC_RELAXED)))
         return false;
-    uint64_t at = d - idx * s->block_size;  /* from the block's start: its head, then user */
+    uint64_t at = d - (uint64_t)idx * s->block_size;  /* from the block's start: its head, then user */
     uint64_t end = at + n;
     /* checks on: every block has the header (user_off = CORE_HDR), at the block's start */
     return at >= CORE_HDR && end >= n &&
