@@ -220,19 +220,17 @@ class _Shrinker:
         plan = self.best.plan_model()
         runs = list(sched.runs)
         lo, hi = 0, len(runs)  # the prefix of hi runs fails; find the smallest
+        shortest: TrialRun | None = None  # the failing run of the hi-run prefix, once shorter
         while lo < hi:
             mid = (lo + hi) // 2
             cand = Schedule(sched.threads, sched.kind, tuple(runs[:mid]))
             run = self._try(plan, self.best.seed, cand)
             if run is not None:
-                hi = mid
+                hi, shortest = mid, run
             else:
                 lo = mid + 1
-        if hi < len(runs):
-            run = self._try(plan, self.best.seed,
-                            Schedule(sched.threads, sched.kind, tuple(runs[:hi])))
-            if run is not None:
-                self._accept(plan, run, f"schedule prefix of {hi} runs")
+        if shortest is not None:
+            self._accept(plan, shortest, f"schedule prefix of {hi} runs")
 
     def ddmin_pass(self) -> None:
         """Remove chunks of the trace's runs (each removal drops a switch)."""
