@@ -131,6 +131,7 @@ extern const uint32_t sizeclass_table[CORE_CLASSES];
 extern const uint32_t sizeclass_slab_bytes[CORE_CLASSES];
 extern const uint16_t sizeclass_cache_cap[CORE_CLASSES];
 #define CORE_CACHE_CAP_MAX 64  /* a bin never holds more (tcache_flush_bin's buffer) */
+#define CORE_FILL_FIRST 4      /* a bin's first refill (tcache_t.fill) */
 extern uint8_t sizeclass_small_lut[65];  /* (size+15)>>4 -> class, for size <= 1024 */
 void sizeclass_init(void);
 /* Class for a block of `bytes` (header+payload+canary), -1 if larger than the largest. */

@@ -39,7 +39,8 @@ const uint32_t sizeclass_slab_bytes[CORE_CLASSES] = {
 };
 
 /* Thread-cache capacity per class (blocks): fewer for big blocks so a cache holds
- * at most ~2 MiB of one class. Refills and flushes move half of it. */
+ * at most ~2 MiB of one class. Flushes move half of it, refills up to half
+ * (tcache_t.fill: a few blocks at first, doubling with each refill). */
 const uint16_t sizeclass_cache_cap[CORE_CLASSES] = {
     64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
     64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,

@@ -87,6 +87,8 @@ static tcache_t *tcache_new_locked(nmm_heap_t *h)
         tc->merged[c] = 0;
         tc->bins[c].cap = sizeclass_cache_cap[c] < CORE_CACHE_CAP_MAX ? sizeclass_cache_cap[c]
                                                                       : CORE_CACHE_CAP_MAX;
+        tc->fill[c] = (uint16_t)(CORE_FILL_FIRST < tc->bins[c].cap / 2 ? CORE_FILL_FIRST
+                                                                       : tc->bins[c].cap / 2);
         tc->bins[c].items = items;
         items += sizeclass_cache_cap[c];
     }
@@ -173,7 +175,9 @@ bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls)
         __atomic_fetch_add(&h->injected_failures, 1, __ATOMIC_RELAXED);
         return false;
     }
-    uint32_t want = bin->cap / 2;
+    uint32_t want = tc->fill[cls];
+    if (want < bin->cap / 2)
+        tc->fill[cls] = (uint16_t)(want * 2 < bin->cap / 2 ? want * 2 : bin->cap / 2);
     if (want > bin->cap - bin->count)
         want = bin->cap - bin->count;
     uint32_t got = slab_take(h, cls, tc->lane, bin->items + bin->count, want);
