@@ -339,6 +339,7 @@ struct nmm_heap {
     slab_t *spare_desc;          /* region lock: descriptors (with site[]) no range uses: a
                                   * range reused by a class with more blocks got a bigger one */
     uint64_t retained_bytes;     /* region lock: bytes in empty slabs kept */
+    uint32_t caches_live;        /* registry lock: thread caches made for it, not yet retired */
 
     sizeclass_pool_t pools[CORE_CLASSES];
 
@@ -428,8 +429,10 @@ void slab_region_destroy(nmm_heap_t *h);
 uint32_t slab_take(nmm_heap_t *h, int cls, uint32_t lane, blockref_t *out, uint32_t n);
 /* Same with the class lock already held by the caller. */
 uint32_t slab_take_locked(nmm_heap_t *h, int cls, uint32_t lane, blockref_t *out, uint32_t n);
-/* Give n free blocks (state already BS_FREE) back to their slabs. */
-void slab_give(nmm_heap_t *h, int cls, const blockref_t *in, uint32_t n);
+/* Give n free blocks (state already BS_FREE) back to their slabs; then cls keeps at
+ * most keep_empty empty slabs, the coldest of the rest go back to the OS (a thread's
+ * exit; UINT64_MAX: no limit but the retain budget and the decay steps). */
+void slab_give(nmm_heap_t *h, int cls, const blockref_t *in, uint32_t n, uint64_t keep_empty);
 void slab_give_locked(nmm_heap_t *h, int cls, slab_t *s, uint32_t idx);
 /* Pointer -> slab (lock-free; NULL when not in a slab in use). */
 static inline slab_t *slab_of(const nmm_heap_t *h, uintptr_t p)
@@ -604,6 +607,8 @@ tcache_t *tcache_get(nmm_heap_t *h);
 tstate_t *tcache_state(void);
 bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls);
 void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep);
+/* Same, then the class keeps at most keep_empty empty slabs (slab_give). */
+void tcache_flush_bin_to(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep, uint64_t keep_empty);
 void tcache_merge_live(nmm_heap_t *h, tcache_t *tc, int cls);
 void tcache_detach_heap(nmm_heap_t *h);   /* heap destroy; registry lock taken inside */
 void tcache_fork_child(void);             /* flush caches of threads that don't exist */

@@ -240,17 +240,16 @@ static void slab_release(nmm_heap_t *h, int cls, slab_t *s)
     NMM_YIELD("region.unlock");
 }
 
-/* A decay step of cls (CORE_DECAY_EVENTS): the empty slabs it kept through the
- * whole step unused (its low-water mark) go back to the OS, the coldest first
- * (the list's tail: slabs are kept and taken at its head). Class lock held. */
-static void slab_decay(nmm_heap_t *h, int cls)
+/* The n coldest empty slabs of cls (the list's tail: slabs are kept and taken at
+ * its head) go back to the OS. Class lock held. */
+static void slab_release_coldest(nmm_heap_t *h, int cls, uint64_t n)
 {
     sizeclass_pool_t *pool = &h->pools[cls];
     uint32_t bytes = sizeclass_slab_bytes[cls];
     slab_t *s = pool->empty;
     while (s && s->next)
         s = s->next;
-    for (uint64_t n = pool->empty_low; n && s; n--) {
+    for (; n && s; n--) {
         slab_t *colder = s->prev;
         list_unlink(&pool->empty, s);
         pool->nempty--;
@@ -259,6 +258,17 @@ static void slab_decay(nmm_heap_t *h, int cls)
         slab_release(h, cls, s);
         s = colder;
     }
+    if (pool->nempty < pool->empty_low)
+        pool->empty_low = pool->nempty;
+}
+
+/* A decay step of cls (CORE_DECAY_EVENTS): the empty slabs it kept through the
+ * whole step unused (its low-water mark) go back to the OS, the coldest first.
+ * Class lock held. */
+static void slab_decay(nmm_heap_t *h, int cls)
+{
+    sizeclass_pool_t *pool = &h->pools[cls];
+    slab_release_coldest(h, cls, pool->empty_low);
     pool->empty_events = 0;
     pool->empty_low = pool->nempty;
 }
@@ -443,7 +453,7 @@ void slab_give_locked(nmm_heap_t *h, int cls, slab_t *s, uint32_t idx)
     }
 }
 
-void slab_give(nmm_heap_t *h, int cls, const blockref_t *in, uint32_t n)
+void slab_give(nmm_heap_t *h, int cls, const blockref_t *in, uint32_t n, uint64_t keep_empty)
 {
     NMM_YIELD("class.lock");
     heap_lock(h, &h->pools[cls].lock);
@@ -451,6 +461,8 @@ void slab_give(nmm_heap_t *h, int cls, const blockref_t *in, uint32_t n)
         slab_t *s = slab_of(h, (uintptr_t)in[i].block);
         slab_give_locked(h, cls, s, (uint32_t)(in[i].state - slab_states(s)));
     }
+    if (h->pools[cls].nempty > keep_empty)
+        slab_release_coldest(h, cls, h->pools[cls].nempty - keep_empty);
     pthread_mutex_unlock(&h->pools[cls].lock);
     NMM_YIELD("class.unlock");
 }

@@ -13,10 +13,10 @@ NMM_TLS tstate_t *tcache_tls;
 pthread_mutex_t tcache_registry_lock = PTHREAD_MUTEX_INITIALIZER;
 tstate_t *tcache_all;
 
-static tcache_t *tcache_pool;          /* registry lock: caches ready for reuse */
-static uint32_t tcache_pooled;         /* registry lock: caches in the pool */
-static uint32_t tcache_pool_low;       /* registry lock: fewest pooled since the decay step began */
-static uint32_t tcache_pool_events;    /* registry lock: caches pooled since the step began */
+static tcache_t *tcache_pool;          /* registry lock: caches ready for reuse, pages kept */
+static uint32_t tcache_pool_warm;      /* registry lock: caches in tcache_pool */
+static tcache_t *tcache_pool_cold;     /* registry lock: caches ready for reuse, purged */
+static uint32_t tcache_live;           /* registry lock: caches owned by a thread (all heaps) */
 static uint32_t tcache_lanes_given;    /* registry lock: caches made, for their lanes */
 static tstate_t *tstate_carve;         /* registry lock: unused tstates in the last map */
 static size_t tstate_carve_left;
@@ -66,8 +66,9 @@ static tcache_t *tcache_new_locked(nmm_heap_t *h)
     tcache_t *tc = tcache_pool;
     if (tc) {
         tcache_pool = tc->next_free;
-        if (--tcache_pooled < tcache_pool_low)
-            tcache_pool_low = tcache_pooled;
+        tcache_pool_warm--;
+    } else if ((tc = tcache_pool_cold) != NULL) {
+        tcache_pool_cold = tc->next_free;
         tc->purged = 0;
     } else {
         tc = os_map(NULL, tcache_bytes);
@@ -148,8 +149,11 @@ tcache_t *tcache_get(nmm_heap_t *h)
         return NULL;
     }
     tcache_t *tc = tcache_new_locked(h);
-    if (tc)
+    if (tc) {
         __atomic_store_n(&ts->caches[h->slot], tc, __ATOMIC_RELEASE);
+        h->caches_live++;
+        tcache_live++;
+    }
     pthread_mutex_unlock(&tcache_registry_lock);
     NMM_YIELD("registry.unlock");
     return tc;
@@ -194,7 +198,7 @@ bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls)
     return got > 0;
 }
 
-void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep)
+void tcache_flush_bin_to(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep, uint64_t keep_empty)
 {
     tbin_t *bin = &tc->bins[cls];
     if (bin->count <= keep)
@@ -218,37 +222,49 @@ void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep)
     OWNER_ADD(bin->supplied, keep);
     tcache_books_close(tc, opened);
     fork_publish_order();
-    slab_give(h, cls, out, n);
+    slab_give(h, cls, out, n, keep_empty);
     tcache_merge_live(h, tc, cls);
 }
 
-/* Registry lock held: the cache goes back to the pool (LIFO: the next thread takes
- * the one most recently used). A dead thread's cache keeps its pages, which the next
- * thread would touch again; but every CORE_DECAY_EVENTS caches pooled, the ones the
- * pool held through the whole step unused (its low-water mark, the coldest: its tail)
- * give their blocks' entries and quarantine ring back to the OS (the tcache_t itself,
- * with the lane and the counters other threads may still read, stays). Many threads
- * alive together once otherwise kept a cache's pages each after they were gone. */
+void tcache_flush_bin(nmm_heap_t *h, tcache_t *tc, int cls, uint32_t keep)
+{
+    tcache_flush_bin_to(h, tc, cls, keep, UINT64_MAX);
+}
+
+/* Registry lock held: a pooled cache gives its blocks' entries and quarantine ring
+ * back to the OS (the tcache_t itself, with the lane and the counters other threads
+ * may still read, stays) and moves to the cold pool. */
+static void tcache_purge_locked(tcache_t *tc)
+{
+    size_t page = os_page_size();
+    uintptr_t from = ((uintptr_t)(tc + 1) + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t to = ((uintptr_t)tc + tcache_bytes + page - 1) & ~(uintptr_t)(page - 1);
+    if (to > from)
+        os_decommit((void *)from, to - from);
+    tc->purged = 1;
+    tc->next_free = tcache_pool_cold;
+    tcache_pool_cold = tc;
+}
+
+/* Registry lock held: the cache goes back to the pool. The warm pool (LIFO: the next
+ * thread takes the one most recently used) keeps at most one cache per cache still
+ * alive and one more, pages and all, for the threads that replace them; the rest
+ * are purged and reused after the warm ones. A cache touches ~30 KB of entries (a KiB
+ * per class it used); 8 threads living together left 8 of them resident after they
+ * were gone, and every wave of threads after them did the same (RSS after 10,000
+ * short thread lifetimes, 8 at a time), while a server that replaces its threads one
+ * by one (larson) reuses a warm one each time. */
 static void tcache_pool_put_locked(tcache_t *tc)
 {
     tc->next_free = tcache_pool;
     tcache_pool = tc;
-    tcache_pooled++;
-    if (++tcache_pool_events < CORE_DECAY_EVENTS)
-        return;
-    uint32_t keep = tcache_pooled - tcache_pool_low, i = 0;
-    size_t page = os_page_size();
-    for (tcache_t *t = tcache_pool; t; t = t->next_free, i++) {
-        if (i < keep || t->purged)
-            continue;
-        uintptr_t from = ((uintptr_t)(t + 1) + page - 1) & ~(uintptr_t)(page - 1);
-        uintptr_t to = ((uintptr_t)t + tcache_bytes + page - 1) & ~(uintptr_t)(page - 1);
-        if (to > from)
-            os_decommit((void *)from, to - from);
-        t->purged = 1;
+    tcache_pool_warm++;
+    while (tcache_pool_warm > tcache_live + 1) {
+        tcache_t *cold = tcache_pool;  /* the warm pool's coldest would be its tail */
+        tcache_pool = cold->next_free;
+        tcache_pool_warm--;
+        tcache_purge_locked(cold);
     }
-    tcache_pool_events = 0;
-    tcache_pool_low = tcache_pooled;
 }
 
 /* Registry lock held. Give everything back to the heap and fold the counters into
@@ -260,9 +276,19 @@ static void tcache_retire_locked(tstate_t *ts, int slot)
         return;
     nmm_heap_t *h = tc->heap;
     uint64_t cached_allocs = 0;
+    /* Its lane's slabs it alone used are empty once its bins are flushed. The threads
+     * still here keep what they use, and each class it flushes keeps two empty slabs
+     * per other cache still alive and one more; the rest go back now, not when the
+     * class's next decay step comes (that may be never: threads living 8 at a time
+     * empty and take a slab per lane and class each time, so no slab is ever unused
+     * through a whole step, and all 8 lanes' slabs stayed resident after the last
+     * thread: 3-4x one thread's RSS). One per cache was too few for a server
+     * replacing its threads one by one (larson: its arrays drain slabs of earlier
+     * lanes; they went back and were mapped again, 2x the page faults). */
+    uint64_t keep_empty = 2 * (uint64_t)(h->caches_live ? h->caches_live - 1 : 0) + 1;
     detect_tq_drain(h, tc);
     for (int c = 0; c < CORE_CLASSES; c++) {
-        tcache_flush_bin(h, tc, c, 0);
+        tcache_flush_bin_to(h, tc, c, 0, keep_empty);
         tcache_merge_live(h, tc, c);
         cached_allocs += tc->bins[c].allocs;
         __atomic_fetch_add(&h->pools[c].allocs, tc->bins[c].allocs, __ATOMIC_RELAXED);
@@ -271,6 +297,8 @@ static void tcache_retire_locked(tstate_t *ts, int slot)
     __atomic_fetch_add(&h->merged_cached_allocs, cached_allocs, __ATOMIC_RELAXED);
     __atomic_fetch_add(&h->merged_misses, tc->misses, __ATOMIC_RELAXED);
     __atomic_store_n(&ts->caches[slot], NULL, __ATOMIC_RELEASE);
+    h->caches_live--;
+    tcache_live--;
     tcache_pool_put_locked(tc);
 }
 
@@ -297,6 +325,8 @@ void tcache_detach_heap(nmm_heap_t *h)
         tcache_t *tc = ts->caches[h->slot];
         if (tc && tc->heap == h) {
             __atomic_store_n(&ts->caches[h->slot], NULL, __ATOMIC_RELEASE);
+            h->caches_live--;
+            tcache_live--;
             tcache_pool_put_locked(tc);
         }
     }
