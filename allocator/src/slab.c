@@ -228,6 +228,14 @@ static void slab_release(nmm_heap_t *h, int cls, slab_t *s)
     for (uint32_t i = 0; i < s->chunks; i++)
         __atomic_store_n(&h->chunk_map[first + i], NULL, __ATOMIC_RELEASE);
     os_decommit((void *)slab_base(s), bytes);
+    /* its descriptor's whole pages of states and stack too (the 16-B class's are 12 KB):
+     * the descriptor stays with the range, and a range is reused only once a class
+     * needs a slab again, which clears the states (slab_new) */
+    size_t page = os_page_size();
+    uintptr_t from = ((uintptr_t)slab_states(s) + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t to = ((uintptr_t)(slab_stack(s) + s->nblocks)) & ~(uintptr_t)(page - 1);
+    if (to > from)
+        os_decommit((void *)from, to - from);
     h->pools[cls].nslabs--;
     __atomic_fetch_add(&h->slabs_returned, 1, __ATOMIC_RELAXED);
     heap_account_mapped(h, -(int64_t)bytes);
