@@ -41,11 +41,17 @@ from typing import Any
 from harness.chaos import Artifact, Schedule, TrialRun, artifact_of, run_trial, with_strategy
 from harness.plan import Plan
 from harness.shrink_search import (
+    GENERIC,
+    LOCK,
+    WINDOW,
+    YieldStep,
     cut_points,
     cut_schedule,
+    op_ends,
     parse_yield_log,
     preemption_points,
     shapes,
+    window_points,
 )
 from harness.witness import witness_lines
 
@@ -57,8 +63,10 @@ SMALL_SHAPE_OPS = 40
 #: the small-shape phase tries every shape of at most this many ops (issue 9's witness
 #: goal), fewest first ...
 SMALL_SEARCH_OPS = 10
-#: ... for the artifact's seed and the next ones (each seed: other op streams)
-SMALL_SEARCH_SEEDS = 3
+#: ... for the artifact's seed and the next ones (each seed: other op streams), first
+#: with preemptions at window points only, then at the others for fewer seeds
+SMALL_SEARCH_SEEDS = 8
+SMALL_SEARCH_SEEDS_ALL = 3
 #: the share of the budget the small-shape phase may use: when it finds nothing, the
 #: phases after it (halving, per-worker counts) still get the rest
 SMALL_SEARCH_SHARE = 0.4
@@ -93,6 +101,8 @@ class _Shrinker:
         self.trials = 0
         self.phase = "prefix"
         self._evidence: list[str] | None = None
+        self._baselines: dict[tuple[str, int, int],
+                              tuple[list[YieldStep], dict[int, int]]] = {}
 
     # ---- running candidates
 
@@ -123,13 +133,18 @@ class _Shrinker:
 
     def evidence(self) -> list[str]:
         """The yield points the failing trial's schedule preempted a worker at, its
-        last preemption's first."""
+        last preemption's first, then the window points (``point_kind``) it passed
+        without a preemption, the rarest first: its preemption may have landed on a
+        generic point inside a window (an atomic after ``mutant.flush_race``), not on
+        the window's own point."""
         if self._evidence is None:
             self._evidence = []
             if self.best.schedule is not None:
-                _, ops, _ = self._logged(self.best.plan_model(), self.best.seed,
-                                         self.best.schedule)
+                _, ops, ylog = self._logged(self.best.plan_model(), self.best.seed,
+                                            self.best.schedule)
                 self._evidence = preemption_points(ops)
+                self._evidence += window_points(parse_yield_log(ylog),
+                                                exclude=set(self._evidence))
         return self._evidence
 
     def _guided(self, plan: Plan, seed: int) -> TrialRun | None:
@@ -156,38 +171,91 @@ class _Shrinker:
 
     def small_pass(self) -> None:
         """Every shape of at most SMALL_SEARCH_OPS ops (and fewer than now), fewest
-        first, under guided preemptions, each with the small knobs first (a live set of
-        one, a fork after every op, a quarantine of 64 bytes: a small shape has few ops
-        to fill a window with) and as it is; the artifact's seed, then the next ones;
-        SMALL_SEARCH_SHARE of the budget at most."""
+        first, under one guided preemption, each with the small knobs first (a live set
+        of one, a fork after every op, a quarantine of 64 bytes: a small shape has few
+        ops to fill a window with) and as it is; SMALL_SEARCH_SHARE of the budget at
+        most. In two rounds: preemptions at the window points only (the hand-placed
+        ones, ``point_kind``: few in a small trial, so cheap) for SMALL_SEARCH_SEEDS
+        seeds, then at the lock and generic points for the first
+        SMALL_SEARCH_SEEDS_ALL of them (each seed: other op streams)."""
         if self.best.plan.get("faults") or self.best.schedule is None:
             return
         threads = int(self.best.plan["workload"]["threads"])
         start = self.best.seed
-        for k in range(SMALL_SEARCH_SEEDS):
-            seed = (start + k) % (1 << 64)
-            found = False
-            for counts in shapes(threads, sum(_worker_counts(self.best.plan)),
-                                 SMALL_SEARCH_OPS):
-                if time.monotonic() > self.small_deadline:
-                    self.note("small shapes: their share of the budget is spent")
-                    return
-                doc = _copy(self.best.plan)
-                doc["workload"]["threads"] = len(counts)
-                _set_worker_counts(doc, list(counts), keep_ops=False)
-                for variant in dict.fromkeys(map(json.dumps, (_small_knobs(doc), doc))):
-                    try:
-                        plan = Plan.model_validate(json.loads(variant))
-                    except ValueError:
-                        continue
-                    run = self._guided(plan, seed)
-                    if run is not None:
-                        self._accept(plan, run, f"small shape {'+'.join(map(str, counts))} "
-                                     "(one guided preemption)")
-                        found = True
-                        break
-                if found:
-                    break  # the shapes before it failed for this seed: next seed
+        rounds = ((frozenset({WINDOW}), SMALL_SEARCH_SEEDS),
+                  (frozenset({LOCK, GENERIC}), SMALL_SEARCH_SEEDS_ALL))
+        for kinds, seeds in rounds:
+            for k in range(seeds):
+                seed = (start + k) % (1 << 64)
+                for counts in shapes(threads, sum(_worker_counts(self.best.plan)),
+                                     SMALL_SEARCH_OPS):
+                    if time.monotonic() > self.small_deadline:
+                        self.note("small shapes: their share of the budget is spent")
+                        return
+                    if len(counts) == 1 and WINDOW not in kinds:
+                        continue  # one worker has no cut: tried in the first round
+                    if self._small_shape(counts, seed, kinds):
+                        break  # the shapes before it passed for this seed: next seed
+
+    def _small_shape(self, counts: tuple[int, ...], seed: int, kinds: frozenset[int]) -> bool:
+        """One small shape, small knobs first, then as it is (whether it was kept)."""
+        doc = _copy(self.best.plan)
+        doc["workload"]["threads"] = len(counts)
+        _set_worker_counts(doc, list(counts), keep_ops=False)
+        for variant in dict.fromkeys(map(json.dumps, (_small_knobs(doc), doc))):
+            try:
+                plan = Plan.model_validate(json.loads(variant))
+            except ValueError:
+                continue
+            run = self._guided_small(plan, counts, seed, kinds)
+            if run is not None:
+                self._accept(plan, run, f"small shape {'+'.join(map(str, counts))} "
+                             "(one guided preemption)")
+                return True
+        return False
+
+    def _guided_small(self, plan: Plan, counts: tuple[int, ...], seed: int,
+                      kinds: frozenset[int]) -> TrialRun | None:
+        """``plan`` (of shape ``counts``) with one preemption where the failing trial had
+        one: each worker is cut at the evidence points it yielded at in its first
+        ``counts[first]`` ops when it ran alone, another worker then running to its end.
+        A worker's op stream does not depend on its count (a smaller count is a prefix),
+        so its alone run is made once per seed, knobs and thread count, with the most ops
+        a small shape gives it (``_baseline``), not once per shape."""
+        kind = plan.scheduler.kind
+        if len(counts) == 1:  # no one to hand over to: the trial itself
+            return self._try(plan, seed, Schedule(1, kind, ((0, 1),)))
+        if not plan.scheduler.controlled or not self.evidence():
+            return None
+        for first in range(len(counts)):
+            steps, ends = self._baseline(plan, seed, first)
+            for at in cut_points(steps, first, self.evidence(), GUIDED_POINTS, kinds,
+                                 until=ends.get(counts[first])):
+                for other in range(len(counts)):
+                    if other != first:
+                        cut = Schedule(len(counts), kind, cut_schedule(first, at, other))
+                        run = self._try(plan, seed, cut)
+                        if run is not None:
+                            return run
+        return None
+
+    def _baseline(self, plan: Plan, seed: int, first: int
+                  ) -> tuple[list[YieldStep], dict[int, int]]:
+        """Worker ``first`` of ``plan`` run alone with the most ops a small shape of its
+        thread count gives one worker (the others one op each): its yield steps and the
+        step each of its ops ended at (cached)."""
+        doc = plan.model_dump(mode="json")
+        threads = int(doc["workload"]["threads"])
+        counts = [1] * threads
+        counts[first] = max(1, SMALL_SEARCH_OPS - (threads - 1))
+        _set_worker_counts(doc, counts, keep_ops=False)
+        key = (json.dumps(doc, sort_keys=True), seed, first)
+        if key not in self._baselines:
+            base = Plan.model_validate(doc)
+            _, ops, ylog = self._logged(base, seed, Schedule(threads, base.scheduler.kind,
+                                                             ((first, 1),)))
+            self._baselines[key] = (parse_yield_log(ylog), op_ends(ops, first))
+        return self._baselines[key]
 
     def _accept(self, plan: Plan, run: TrialRun, why: str) -> None:
         doc = plan.model_dump(mode="json")
@@ -393,12 +461,15 @@ class _Shrinker:
 
 def _small_knobs(doc: dict[str, Any]) -> dict[str, Any]:
     """``doc`` with the knobs a window needs many ops for at their smallest that keeps
-    them on: a live set of one block, a fork after every op, a quarantine of 64 bytes."""
+    them on: a live set of one block, a fork after every op, a new thread after every op
+    (each a new thread cache: its lane comes round again after CORE_LANES of them, so a
+    few ops reach two threads sharing a lane), a quarantine of 64 bytes."""
     out = _copy(doc)
     if (out["workload"].get("live") or 1000) > 1:
         out["workload"]["live"] = 1
-    if (out["workload"].get("fork_every") or 0) > 1:
-        out["workload"]["fork_every"] = 1
+    for knob in ("fork_every", "thread_churn"):
+        if (out["workload"].get(knob) or 0) > 1:
+            out["workload"][knob] = 1
     options = (out.get("target") or {}).get("options") or {}
     quarantine = _size_bytes(options.get("quarantine"))
     if quarantine is not None and quarantine > 64:

@@ -54,16 +54,70 @@ def preemption_points(op_log: str) -> list[str]:
     return list(dict.fromkeys(reversed(points)))
 
 
+#: the kinds of yield point, the most telling first (``point_kind``)
+WINDOW, LOCK, GENERIC = 0, 1, 2
+
+
+def point_kind(where: str) -> int:
+    """How telling a preemption at ``where`` is. The chaos build names its yield points
+    two ways (allocator/src/chaos.h): every lock and atomic is a *generic* point named
+    by its ``file.c:line``, or ``op`` between driver operations, which a trial passes
+    at every step; the hand-placed ``NMM_YIELD("name")`` points mark the windows the
+    allocator's author knew of (``tcache.flush``, ``tcache.refill``, ``bin.push``, a
+    mutant's ``mutant.NAME``) and its named lock operations (``class.lock``,
+    ``quarantine.unlock``). A window point says where a race can be; a lock operation
+    is the boundary of one; a generic point is everywhere."""
+    if where == "op" or ":" in where or "." not in where:
+        return GENERIC
+    if where.rsplit(".", 1)[1] in ("lock", "unlock"):
+        return LOCK
+    return WINDOW
+
+
+def window_points(steps: list[YieldStep], exclude: set[str]) -> list[str]:
+    """The window points (``point_kind``) a trial passed, but those in ``exclude``, the
+    rarest first (a point passed at every op says less than one passed at a flush)."""
+    count: dict[str, int] = {}
+    for y in steps:
+        if point_kind(y.where) == WINDOW and y.where not in exclude:
+            count[y.where] = count.get(y.where, 0) + 1
+    return sorted(count, key=lambda where: (count[where], where))
+
+
+ALL_KINDS = frozenset({WINDOW, LOCK, GENERIC})
+
+
 def cut_points(baseline: list[YieldStep], worker: int, evidence: list[str],
-               limit: int) -> list[YieldStep]:
-    """Where to preempt ``worker`` in a baseline it ran alone: the steps it was runnable
-    at one of the ``evidence`` yield points, in the evidence's order (the most telling
-    first), each point's occurrences in step order, at most
-    ``limit``."""
-    rank = {where: i for i, where in enumerate(evidence)}
-    mine = [y for y in baseline if y.worker == worker and y.runnable and y.where in rank]
-    mine.sort(key=lambda y: (rank[y.where], y.step))
-    return mine[:limit]
+               limit: int, kinds: frozenset[int] = ALL_KINDS,
+               until: int | None = None) -> list[YieldStep]:
+    """Where to preempt ``worker`` in a baseline it ran alone: the steps (up to step
+    ``until``) it was runnable at one of the ``evidence`` yield points of the ``kinds``
+    asked for, at most ``limit``. By kind of point first (``point_kind``), then round by
+    round: every point's first occurrence (in the evidence's order), then every point's
+    second, ... so that a point met at every op (a lock) does not take all the cuts
+    from the rarer points of its kind."""
+    rank = {where: i for i, where in enumerate(evidence) if point_kind(where) in kinds}
+    seen: dict[str, int] = {}
+    mine = []
+    for y in sorted(baseline, key=lambda y: y.step):
+        if until is not None and y.step > until:
+            break
+        if y.worker == worker and y.runnable and y.where in rank:
+            seen[y.where] = seen.get(y.where, 0) + 1
+            mine.append((point_kind(y.where), seen[y.where], rank[y.where], y.step, y))
+    mine.sort(key=lambda t: t[:4])
+    return [t[4] for t in mine[:limit]]
+
+
+def op_ends(op_log: str, worker: int) -> dict[int, int]:
+    """The step at which ``worker`` finished each of its ops (``O worker op step`` lines
+    of ``--op-log``): op count -> step."""
+    out: dict[int, int] = {}
+    for line in op_log.splitlines():
+        parts = line.split(" ")
+        if len(parts) == 4 and parts[0] == "O" and parts[1] == str(worker):
+            out[int(parts[2])] = int(parts[3])
+    return out
 
 
 def cut_schedule(first: int, at: YieldStep, other: int) -> tuple[tuple[int, int], ...]:
