@@ -674,8 +674,14 @@ def shrink(artifact: Artifact, artifact_path: Path, *, budget_s: float = 120,
     plan = s.best.plan_model()
     final = run_trial(plan, s.best.seed, follow=s.best.schedule, after="nonpreemptive")
     if final.signature == s.best.signature:
+        # the identity of the trial just run: the shrunk plan's hash, its seed and the
+        # build it failed on (the one replay compares with), not the hunt trial's; the
+        # trial it was shrunk from is named beside it
         out = artifact_of(plan, final, s.best.identity.get("overrides") or [])
-        out.identity = {**s.best.identity, "shrunk_from": str(artifact_path)}
+        out.identity["shrunk_from"] = {
+            "artifact": str(artifact_path),
+            **{key: artifact.identity.get(key)
+               for key in ("plan", "plan_hash", "seed", "build_id")}}
     else:  # should not happen: keep the best as it was, with a fresh witness attempt
         out = s.best
         out.witness = witness_lines(plan, final) if final.schedule else []

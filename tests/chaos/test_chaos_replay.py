@@ -21,6 +21,7 @@ from harness.chaos import (
     with_mutant,
 )
 from harness.cli import main
+from harness.identity import build_id
 from harness.loader import load_plan
 from tests.chaos.conftest import ROOT
 
@@ -121,6 +122,11 @@ def test_the_identity_is_in_the_journal_before_the_trial_starts(tmp_path) -> Non
 
 def test_shrink_writes_a_small_plan_with_a_readable_witness(tmp_path, capsys) -> None:
     path = _hunt_artifact(tmp_path, "xfree_unsync")
+    doc = json.loads(path.read_text())
+    hunted = doc["identity"]
+    doc["identity"] = {**hunted, "build_id": "0" * 16}  # hunted on an older build
+    path.write_text(json.dumps(doc))
+    assert replay(Artifact.load(path), 1).build_changed
     out = tmp_path / "regressions"
     assert main(["shrink", str(path), "--budget", "100", "--out", str(out)]) == 0
     said = capsys.readouterr().out
@@ -133,4 +139,13 @@ def test_shrink_writes_a_small_plan_with_a_readable_witness(tmp_path, capsys) ->
     # (finished or stopped by its budget: how far 100 s gets depends on the machine's load;
     # the plan above is small either way)
     assert "witness:" in said and ("DONE after" in said or "STOPPED (budget" in said)
+    # the shrunk artifact names the build its trial ran on (replay: no "code changed"),
+    # its own plan and seed, and the trial it was shrunk from
+    assert shrunk.identity["build_id"] == build_id("chaos")
+    assert shrunk.identity["plan_hash"] == shrunk.plan_model().plan_hash()
+    assert shrunk.identity["seed"] == shrunk.seed
+    assert shrunk.identity["shrunk_from"] == {
+        "artifact": str(path), "plan": hunted["plan"], "plan_hash": hunted["plan_hash"],
+        "seed": hunted["seed"], "build_id": "0" * 16}
     assert main(["replay", str(next(out.glob("*.artifact.json"))), "--times", "2"]) == 0
+    assert "code changed" not in capsys.readouterr().out
