@@ -8,9 +8,9 @@ Delta debugging, preemptions first, then the cuts that make every later trial ch
 2. small — every shape of at most ``SMALL_SEARCH_OPS`` ops, fewest first, each tried
    with one preemption placed where the failing trial had one (``harness.shrink_search``:
    a worker runs alone, logging its yield points, and is cut at the failing trial's
-   preemption points, its last first, another worker running to its end), with a fork
-   after every op and a 64-byte quarantine first, for the artifact's seed and the next
-   ones (other op streams);
+   preemption points, window points first, another worker running to its end), with a
+   fork and a new thread after every op and a 64-byte quarantine first, for the
+   artifact's seed and the next ones (other op streams);
 3. knobs — the settings a window may need many ops for (quarantine size, live set,
    fork interval, thread churn);
 4. shape — the ops per worker by halves; threads down to one; faults dropped, their

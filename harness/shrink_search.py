@@ -9,8 +9,13 @@ in bounded-preemption search (CHESS's iterative context bounding, Musuvathi and 
 PLDI 2007) but guided: one worker runs alone (a *baseline* that lists every step's yield
 point, ``--yield-log``), and the trials are the baseline cut at a step where that worker
 yielded at one of the failing trial's preemption points, another worker then running
-to its end (``--after-schedule nonpreemptive``); the failing trial's last preemption
-point first (its trace cut to the shortest failing prefix: that one is needed).
+to its end (``--after-schedule nonpreemptive``). Which points first: by kind
+(``point_kind``): the hand-placed window points (the failing trial's preemption can land
+on an atomic inside a window, so the window points it passed count too), then the named
+lock operations, then the generic ``file.c:line`` ones; within a kind the failing
+trial's last preemption first (its trace cut to the shortest failing prefix: that one
+is needed). Session 3's search took the last preemption alone first: for flush_race
+that was ``class.lock``, met at every op, and the flush's own point was never cut at.
 """
 
 from __future__ import annotations
