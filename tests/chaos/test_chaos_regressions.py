@@ -17,11 +17,6 @@ from tests.chaos.conftest import ROOT, mutant_names
 REGRESSIONS = ROOT / "chaos_plans" / "regressions" / "mutants"
 
 
-#: mutants whose shrink did not reach a witness of at most 10 operations within its
-#: 2-minute budget on the session's busy machine (issue 9 notes: the sizes reached)
-OVER_TEN_OPS = {"atfork_order", "flush_race", "refill_unlocked"}
-
-
 def _without_mutant(plan: Plan) -> Plan:
     doc = plan.model_dump(mode="json")
     doc["target"]["options"].pop("mutant", None)
@@ -39,9 +34,7 @@ def test_a_shrunk_mutant_replays_and_its_plan_passes_without_it(artifact_path: P
     assert run_trial(_without_mutant(plan), plan.seed).signature is None
     ops = operations(plan)  # allocator calls and forks
     shown = len([ln for ln in artifact.witness if is_operation(ln)])
-    assert 1 <= shown <= min(ops, 12)  # the last 12 ops of a longer witness
-    if artifact_path.name.split("-")[0] not in OVER_TEN_OPS:
-        assert ops <= 10
+    assert 1 <= shown <= ops <= 10  # every mutant's witness: at most 10 operations
 
 
 def test_every_mutant_has_a_shrunk_regression() -> None:
