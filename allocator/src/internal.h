@@ -371,6 +371,7 @@ typedef struct roots_set {
     uint32_t *work;         /* flood worklist (cap entries) */
     size_t nwork;
     size_t map_bytes;
+    uintptr_t lo, span;     /* every live block lies in (lo, lo + span]: roots.c */
 } roots_set_t;
 /* Snapshot the heap's live blocks (about expect of them), sorted by address. */
 bool roots_collect(nmm_heap_t *heap, roots_set_t *s, size_t expect);
