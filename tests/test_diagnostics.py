@@ -259,6 +259,19 @@ def test_a_block_a_global_keeps_is_still_reachable_only_the_real_leak_is_lost(
     assert got == expected_frames([("make_lost", "alloc-lost"), ("main", "call-lost")])
 
 
+def test_a_large_lost_block_pointing_into_itself_is_definitely_lost(
+    bugs: Path, symbolizer: str
+) -> None:
+    """A block's pointer into itself keeps nothing alive, also for a block the scan
+    reads through process_vm_readv (over 64 KiB): the 40-byte block only it holds
+    is lost indirectly, the big one definitely."""
+    code, stdout, stderr = run_bugs(bugs, "self_ref", f"level=standard:{TRACKED}")
+    assert stdout.strip() == "survived" and code == 23, stderr
+    summary = leak_summary(stderr)
+    assert summary["definitely lost"] == (100 * 1024, 1), stderr
+    assert summary["indirectly lost"] == (40, 1), stderr
+
+
 def test_roots_are_globals_thread_locals_and_other_threads_stacks(
     bugs: Path, symbolizer: str, tmp_path: Path
 ) -> None:

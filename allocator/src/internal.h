@@ -372,6 +372,8 @@ typedef struct roots_set {
     size_t nwork;
     size_t map_bytes;
     uintptr_t lo, span;     /* every live block lies in (lo, lo + span]: roots.c */
+    uintptr_t *buf;         /* what a guarded read copies (ROOTS_READ_BYTES, page aligned) */
+    int pid;
 } roots_set_t;
 /* Snapshot the heap's live blocks (about expect of them), sorted by address. */
 bool roots_collect(nmm_heap_t *heap, roots_set_t *s, size_t expect);

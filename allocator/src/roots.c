@@ -24,6 +24,8 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#define ROOTS_READ_BYTES (64u << 10) /* a guarded read's most: 16 pages */
+
 /* ------------------------------------------------------------------ threads */
 
 /* Threads that allocated with tracking on, registered on their first tracked
@@ -71,11 +73,14 @@ bool roots_collect(nmm_heap_t *heap, roots_set_t *s, size_t expect)
     memset(s, 0, sizeof *s);
     size_t page = os_page_size();
     s->cap = expect + expect / 4 + 1024;
-    s->map_bytes = (s->cap * (sizeof(roots_block_t) + sizeof(uint32_t)) + page - 1) & ~(page - 1);
+    size_t set_bytes = (s->cap * (sizeof(roots_block_t) + sizeof(uint32_t)) + page - 1) & ~(page - 1);
+    s->map_bytes = set_bytes + ROOTS_READ_BYTES;
     s->b = os_map(NULL, s->map_bytes);
     if (!s->b)
         return false;
     s->work = (uint32_t *)(s->b + s->cap);
+    s->buf = (uintptr_t *)((uint8_t *)s->b + set_bytes);
+    s->pid = getpid();
     heap_foreach_live(heap, collect_visit, s);
     sort_by_address(s->b, s->n);
     if (s->n) {
@@ -117,32 +122,46 @@ static long block_at(const roots_set_t *s, uintptr_t v)
 
 /* ------------------------------------------------------------------ scanning */
 
-static bool read_remote(uintptr_t addr, void *buf, size_t n)
+/* Up to n bytes at addr (n within ROOTS_READ_BYTES of addr's 4 KiB piece) into buf
+ * through process_vm_readv, in one call: the remote side is given page by page, so a
+ * transfer stops at the first unreadable page (the kernel never splits an element)
+ * and says how much it read. 0: the first page cannot be read. */
+static size_t read_remote(int pid, uintptr_t addr, void *buf, size_t n)
 {
-    struct iovec local = {buf, n}, remote = {(void *)addr, n};
-    return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)n;
+    struct iovec local = {buf, n}, remote[ROOTS_READ_BYTES / 4096 + 1];
+    size_t k = 0;
+    for (uintptr_t a = addr, end = addr + n; a < end; k++) {
+        uintptr_t next = (a & ~(uintptr_t)4095) + 4096;
+        remote[k] = (struct iovec){(void *)a, (next < end ? next : end) - a};
+        a = next;
+    }
+    ssize_t r = process_vm_readv(pid, &local, 1, remote, k, 0);
+    return r > 0 ? (size_t)r : 0;
 }
 
 /* Every aligned word of [lo, hi) that points into a live block marks it with
  * mark (when it is not marked reachable already) and queues it. safe: read
- * through process_vm_readv, a page-sized piece at a time (a piece that cannot
- * be read is skipped). */
+ * through process_vm_readv, up to ROOTS_READ_BYTES a call (a page that cannot
+ * be read is skipped). A megabyte block used to take 256 calls (and as many
+ * getpid calls): in git's short processes that was half the system calls the
+ * exit report made. */
 static void scan_range(roots_set_t *s, uintptr_t lo, uintptr_t hi, uint8_t mark, bool safe)
 {
     lo = (lo + 7) & ~(uintptr_t)7;
-    uintptr_t chunk[512];
     while (lo + 8 <= hi) {
-        size_t n = hi - lo < sizeof chunk ? (hi - lo) & ~(size_t)7 : sizeof chunk;
+        size_t n = (hi - lo) & ~(size_t)7;
         const uintptr_t *w = (const uintptr_t *)lo;
         if (safe) {
-            size_t to_page = 4096 - (lo & 4095);
-            if (n > to_page)
-                n = to_page;
-            if (!read_remote(lo, chunk, n)) {
-                lo += n;
+            uintptr_t limit = (lo & ~(uintptr_t)4095) + ROOTS_READ_BYTES;
+            if (n > limit - lo)
+                n = limit - lo;
+            size_t got = read_remote(s->pid, lo, s->buf, n) & ~(size_t)7;
+            if (!got) {
+                lo = (lo & ~(uintptr_t)4095) + 4096;
                 continue;
             }
-            w = chunk;
+            n = got;
+            w = s->buf;
         }
         const uintptr_t base = s->lo, span = s->span;
         for (size_t i = 0, words = n / 8; i < words; i++) {
@@ -159,7 +178,7 @@ static void scan_range(roots_set_t *s, uintptr_t lo, uintptr_t hi, uint8_t mark,
             if (k < 0)
                 continue;
             roots_block_t *b = &s->b[k];
-            if (b->state == ROOTS_REACHABLE || b->state == mark || (uintptr_t)&w[i] - b->ptr < b->size)
+            if (b->state == ROOTS_REACHABLE || b->state == mark || lo + 8 * i - b->ptr < b->size)
                 continue; /* a block pointing into itself keeps nothing alive */
             b->state = mark;
             s->work[s->nwork++] = (uint32_t)k;

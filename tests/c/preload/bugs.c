@@ -1,12 +1,15 @@
 /* bugs.c — the buggy program of issue 12, for running under libnmm_preload.so:
- *   bugs overflow | double_free | use_after_free | thread_double_free | leaks | roots | clean
+ *   bugs overflow | double_free | use_after_free | thread_double_free | leaks | roots |
+ *        self_ref | clean
  * overflow: a 24-byte block written one byte past its end, then freed;
  * double_free: a 48-byte block freed twice; use_after_free: a freed 48-byte
  * block written at bytes 8..11, then the quarantine is cycled so the damage is
  * found; thread_double_free: one thread allocates, another frees, main frees
  * again; leaks: one block kept by a global (still reachable) and one lost;
  * roots: blocks kept only by a global, a thread-local variable and another
- * thread's stack (that thread still running at exit), and one lost.
+ * thread's stack (that thread still running at exit), and one lost; self_ref: a
+ * lost 100 KiB block (read by the scan through process_vm_readv) that points
+ * into itself and to a small block only it holds (lost indirectly).
  * Built with -g by the tests, which find the lines below by their "@" markers
  * and check that every report names them. Prints "survived" when it goes on.
  */
@@ -37,6 +40,11 @@ __attribute__((noinline)) static char *make_kept(void)
 __attribute__((noinline)) static char *make_lost(void)
 {
     return malloc(40); /* @alloc-lost */
+}
+
+__attribute__((noinline)) static char **make_big(void)
+{
+    return malloc(100 * 1024); /* @alloc-big */
 }
 
 __attribute__((noinline)) static char *make_tls(void)
@@ -126,6 +134,13 @@ int main(int argc, char **argv)
         lost[0] = 1;
         lost = NULL;
         scrub_stack();
+    } else if (strcmp(what, "self_ref") == 0) {
+        char **big = make_big();
+        memset(big, 0, 100 * 1024);
+        big[0] = (char *)big + 64; /* into itself: keeps nothing alive */
+        big[1] = make_lost();      /* held by the lost block only */
+        big = NULL;
+        scrub_stack();
     } else if (strcmp(what, "roots") == 0) {
         kept_by_global = make_kept();
         kept_by_tls = make_tls();
@@ -144,7 +159,7 @@ int main(int argc, char **argv)
         exit(0); /* the holding thread still runs: its stack is a root */
     } else if (strcmp(what, "clean") != 0) {
         fprintf(stderr, "usage: bugs overflow|double_free|use_after_free|thread_double_free|"
-                        "leaks|roots|clean\n");
+                        "leaks|roots|self_ref|clean\n");
         return 2;
     }
     printf("survived\n");
