@@ -57,6 +57,25 @@ def test_leak_report_groups_by_site_largest_first(make_heap) -> None:
     }
 
 
+def test_every_site_gets_its_own_group_however_many(make_heap) -> None:
+    """The group table is sized from the live blocks (a short process's report
+    must not touch megabytes): 3,000 sites, one block each, are 3,000 groups and
+    nothing left over as "other"; so is one site of 3,000 blocks."""
+    heap = make_heap(level="standard", tracking=True, stacks=0)
+    blocks: list[Any] = []
+    for line in range(1, 3001):  # a site is the caller's file and line
+        exec(compile("\n" * (line - 1) + "blocks.append(heap.alloc(16))", "many.py", "exec"),
+             {"heap": heap, "blocks": blocks})
+    report = heap.leaks()
+    assert len(report["groups"]) == 3000 and report["other"] == {"count": 0, "bytes": 0}
+    assert sorted(g["line"] for g in report["groups"]) == list(range(1, 3001))
+    for block in blocks:
+        heap.free(block)
+    blocks = [heap.alloc(16) for _ in range(3000)]
+    (group,) = heap.leaks()["groups"]
+    assert group["count"] == 3000
+
+
 def test_leak_report_text_names_the_sites(make_heap) -> None:
     heap = make_heap(level="off", tracking=True, stacks=0)
     _leak_some(heap)

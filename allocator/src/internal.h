@@ -408,7 +408,8 @@ struct leak_agg {
     uint64_t total_count, total_bytes;
     uint64_t other_count, other_bytes; /* blocks whose group did not fit */
 };
-bool leaks_agg_init(struct leak_agg *a);
+/* A table for the groups of about expect blocks (more go to "other"). */
+bool leaks_agg_init(struct leak_agg *a, size_t expect);
 void leaks_agg_add(struct leak_agg *a, size_t requested, uint32_t id, uint32_t category);
 /* Compact, sort (category, then bytes, largest first), order each group's stacks. */
 void leaks_agg_finish(struct leak_agg *a);

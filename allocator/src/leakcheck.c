@@ -271,7 +271,7 @@ uint64_t leakcheck_run(nmm_heap_t *heap)
     roots_mark(&rs);
     struct check c;
     memset(&c, 0, sizeof c);
-    if (!leaks_agg_init(&c.a)) {
+    if (!leaks_agg_init(&c.a, rs.n + (rs.missed ? 1 : 0))) {
         roots_release(&rs);
         out_unlock(locked);
         return 0;
