@@ -50,37 +50,6 @@ static bool access_block(const nmm_heap_t *h, uintptr_t p, uintptr_t *user, size
     return true;
 }
 
-/* The common answer, without a note and without a call: [p, p + n) starts outside
- * the slab region, in a chunk no slab uses, or inside a live unaligned block's
- * requested bytes and stays there. false: access_check decides (an aligned block,
- * one that is not live, a slab's lead or tail, and every range it may report).
- * Measured with cachegrind on the sqlite3 bench kernel (2.7 M checked calls, nearly
- * all of them with both ranges in the heap), the copy check cost ~220 instructions a
- * call through the note and access_check. */
-static inline bool access_range_fits(const nmm_heap_t *h, uintptr_t p, size_t n)
-{
-    slab_t *s = slab_of(h, p);
-    if (!s)
-        return true;
-    uint64_t d = p - (uintptr_t)s->data;  /* from the slab's first block */
-    if (d >= s->span)
-        return false;
-    uint32_t idx = slab_index_containing(s, p);
-    if (!state_is_live_unaligned(__atomic_load_n(&slab_states(s)[idx], __ATOMIC_RELAXED)))
-        return false;
-    uint64_t at = d - (uint64_t)idx * s->block_size;  /* from the block's start: its head, then user */
-    uint64_t end = at + n;
-    /* checks on: every block has the header (user_off = CORE_HDR), at the block's start */
-    return at >= CORE_HDR && end >= n &&
-           end - CORE_HDR <= detect_header_size(detect_header_word((const uint8_t *)(p - at) + CORE_HDR));
-}
-
-bool access_copy_fits(const nmm_heap_t *h, const void *dst, const void *src, size_t n)
-{
-    NMM_ASSERT(h->checks && h->user_off == CORE_HDR);
-    return access_range_fits(h, (uintptr_t)dst, n) && access_range_fits(h, (uintptr_t)src, n);
-}
-
 /* Before a report: the block's header holds (a damaged head is its free's to
  * report, not a copy's), and the site id it names. */
 static bool access_header_holds(const nmm_heap_t *h, uintptr_t user, uint32_t *site)

@@ -166,13 +166,21 @@ typedef struct slab {
     uint8_t released;        /* region lock: range given back (kept for its class) */
     struct slab *next, *prev;/* class lock: partial or empty list */
     struct slab *next_free;  /* region lock: released-range stack */
-    uint32_t chunks;
     uint32_t span;           /* nblocks * block_size: bytes of the slab holding blocks */
+    uint32_t plain_span;     /* atomic (class lock to write): span while every block handed
+                              * out since the slab was made or last emptied has its header at
+                              * the block's start (no aligned block); 0 after, so the checked
+                              * copies' inline fit (access_fits_plain) defers to the state
+                              * byte (access_check) for every range in this slab */
     uint32_t *sites;         /* site[nblocks]: valid for a block whose header has HDR_SITE;
                               * written (relaxed) by the thread handing the block out */
+    uint32_t chunks;
     uint8_t lane;            /* class lock: the partial list it is on when partial */
     /* followed by uint8_t state[nblocks]; uint16_t stack[nblocks] */
 } slab_t;
+/* The inline fit reads one line of the descriptor (the descriptors are line aligned). */
+_Static_assert(offsetof(slab_t, plain_span) + sizeof(uint32_t) <= CORE_META_ALIGN,
+               "data, recip, block_size and plain_span share the descriptor's first line");
 enum { SL_NONE = 0, SL_PARTIAL = 1, SL_EMPTY = 2 };
 
 static inline uint8_t *slab_states(slab_t *s) { return (uint8_t *)(s + 1); }
@@ -902,5 +910,31 @@ bool os_protect_none(void *addr, size_t bytes);
 /* mremap(MREMAP_MAYMOVE): the mapping's new address, NULL when refused (the old one intact). */
 void *os_remap(void *addr, size_t old_bytes, size_t new_bytes);
 void os_random(void *buf, size_t n);
+
+/* ------------------------------------------------------------------ access.c, copy_shim.c */
+
+/* The checked copies' common answer, inline and without the state byte: p is in
+ * slab s (its chunk maps to s) and [p, p + n) lies inside the requested bytes of
+ * the block holding p, by the size in that block's header word. false: access_check
+ * must look (p in the slab's lead or tail, before a block's user bytes, past its
+ * size, or s has held an aligned block). Exact without the state byte: when the
+ * block is live and plain it is access_check's own test; when it is not live
+ * (free, quarantined, never used, retired, damaged and reported) access_check
+ * reports nothing whatever the answer, and the word read is slab memory all the
+ * same. The header's check is not verified: a damaged size is its free's or the
+ * sweep's to report, as in access_check, which verifies it only before a report.
+ * At the header levels only (every block's header at its start). Any thread. */
+static inline bool access_fits_plain(const slab_t *s, uintptr_t p, size_t n)
+{
+    const uint8_t *data = s->data;
+    uint64_t d = p - (uintptr_t)data;  /* from the slab's first block */
+    if (d >= __atomic_load_n(&s->plain_span, __ATOMIC_RELAXED))
+        return false;
+    uint64_t b = ((d * s->recip) >> CORE_RECIP_SHIFT) * s->block_size;  /* the block's start */
+    uint64_t size = detect_header_size(detect_header_word(data + b + CORE_HDR));
+    uint64_t end = d - b - CORE_HDR + n;  /* from the user pointer to the range's end */
+    /* end < n: the range starts in the head (the offset wrapped) or n wraps */
+    return end <= size && end >= n;
+}
 
 #endif /* NMM_CORE_H */

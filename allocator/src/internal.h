@@ -120,7 +120,8 @@ struct fp_table **heap_failpoints_slot(nmm_heap_t *heap);
  * One section per file: events.c, failpoint.c, options.c, unwind.c, track.c,
  * strbuf.c, symbolize.c, out.c, diag.c, roots.c, leaks.c, leakcheck.c,
  * suppress.c, access.c, malloc_shim.c, copy_shim.c (report.c and new_shim.c export
- * only nmm.h's API). */
+ * only nmm.h's API). access.c and copy_shim.c also read core.h: the copy check's
+ * fit is the slab lookup itself, inline in memcpy & co. */
 
 struct strbuf;
 
@@ -455,11 +456,6 @@ bool access_region(const nmm_heap_t *heap, uintptr_t *base, size_t *size);
  * (n when nothing was wrong or p is in no block). */
 size_t access_check(nmm_heap_t *heap, const void *p, size_t n, nmm_site_t site,
                     const access_note_t *note);
-/* Neither range of an n-byte copy needs access_check (src may be NULL: none): each
- * starts outside every live block or stays inside its requested bytes. false does not
- * mean a problem, only that access_check must look. No lock, no note: the callers'
- * common path (heap: checks on). */
-bool access_copy_fits(const nmm_heap_t *heap, const void *dst, const void *src, size_t n);
 
 /* malloc_shim.c — defined (weak, hidden) only in libnmm_preload.so: when present,
  * detections are echoed to stderr in record mode too. */

@@ -82,7 +82,11 @@ static int clean(void)
         memcpy(b + n - 1, a, 1);
         memcpy(stack, a, n < sizeof stack ? n : sizeof stack);
         memcpy(a, stack, n < sizeof stack ? n : sizeof stack);
-        memset(b + n, 0, 0);
+        memset(b + n, 0, 0);  /* nothing to copy: at the end, in the head, from past it */
+        memcpy(b + n, a, 0);
+        memcpy(b - 4, a + n + 4, 0);
+        memmove(b - 8, a, 0);
+        memcpy(stack, a + n - 1, 1);  /* reading up to the last byte */
         a[n - 1] = '\0';
         strcpy(b, a);
         stpcpy(b, a);
@@ -130,6 +134,38 @@ int main(int argc, char **argv)
     } else if (strcmp(what, "memcpy_aligned") == 0) {
         p = make_aligned(64, n = 100);
         memcpy(p, src, 108);
+    } else if (strcmp(what, "memcpy_aligned_stale") == 0) {
+        /* The slot's first word, where a plain block's header sits, reads as a big
+         * size (a stale header of the slot's last plain block would): the copy is
+         * still measured against the aligned block's own header. */
+        p = make_aligned(64, n = 100);
+        for (volatile char *slot = p - 56; slot < p - 48; slot++)  /* no checked call */
+            *slot = (char)0xff;
+        memcpy(p, src, 108);
+    } else if (strcmp(what, "memcpy_at_end") == 0) {
+        p = make_block(n = 100);
+        memcpy(p + 100, src, 1);
+    } else if (strcmp(what, "memmove_same") == 0) {
+        p = make_block(n = 100);  /* within one block, overlapping, the destination past it */
+        memset(p, 'x', 10);
+        memmove(p + 10, p, 95);
+    } else if (strcmp(what, "memmove_same_src") == 0) {
+        p = make_block(n = 100);  /* within one block, overlapping, the source past it */
+        memset(p + 90, 'x', 10);
+        memmove(p, p + 10, 95);
+    } else if (strcmp(what, "freed") == 0) {
+        /* A freed block is no copy's to report: read within its old size (the
+         * inline fit) and past it (the whole check, which finds it not live). */
+        char *gone = make_block(100);
+        release_block(gone);
+        p = make_block(n = 200);
+        memcpy(p, gone, 100);
+        memcpy(p, gone, 108);
+        printf("changed %zu\n", changed(p, n) > 0);
+        release_block(p);
+        release_block(src);
+        printf("survived\n");
+        return 0;
     } else if (strcmp(what, "memcpy_new") == 0) {
         p = make_new(n = 100);
         memcpy(p, src, 108);
