@@ -57,7 +57,7 @@ static uint8_t *alloc_locked(nmm_heap_t *h, int cls, size_t size, uint32_t site_
     }
     uint8_t *user = b.block + off;
     if (state_is_aligned(live_state))  /* its header is not at the block's start */
-        __atomic_store_n(&slab_of(h, (uintptr_t)b.block)->plain_span, 0, __ATOMIC_RELAXED);
+        slab_of(h, (uintptr_t)b.block)->plain_span = 0;
     if (h->has_hdr) {
         if (site_id)
             slab_set_site_ref(h, &b, site_id);

@@ -167,11 +167,12 @@ typedef struct slab {
     struct slab *next, *prev;/* class lock: partial or empty list */
     struct slab *next_free;  /* region lock: released-range stack */
     uint32_t span;           /* nblocks * block_size: bytes of the slab holding blocks */
-    uint32_t plain_span;     /* atomic (class lock to write): span while every block handed
-                              * out since the slab was made or last emptied has its header at
-                              * the block's start (no aligned block); 0 after, so the checked
-                              * copies' inline fit (access_fits_plain) defers to the state
-                              * byte (access_check) for every range in this slab */
+    uint32_t plain_span;     /* class lock to write, read lock-free like span: span while
+                              * every block handed out since the slab was made or last
+                              * emptied has its header at the block's start (no aligned
+                              * block); 0 after, so the checked copies' inline fit
+                              * (access_fits_plain) leaves every range here to access_check.
+                              * Plain accesses: no yield point of the chaos build */
     uint32_t *sites;         /* site[nblocks]: valid for a block whose header has HDR_SITE;
                               * written (relaxed) by the thread handing the block out */
     uint32_t chunks;
@@ -928,7 +929,7 @@ static inline bool access_fits_plain(const slab_t *s, uintptr_t p, size_t n)
 {
     const uint8_t *data = s->data;
     uint64_t d = p - (uintptr_t)data;  /* from the slab's first block */
-    if (d >= __atomic_load_n(&s->plain_span, __ATOMIC_RELAXED))
+    if (d >= s->plain_span)
         return false;
     uint64_t b = ((d * s->recip) >> CORE_RECIP_SHIFT) * s->block_size;  /* the block's start */
     uint64_t size = detect_header_size(detect_header_word(data + b + CORE_HDR));

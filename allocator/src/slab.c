@@ -208,7 +208,7 @@ static slab_t *slab_new(nmm_heap_t *h, int cls, uint32_t lane, bool *injected)
     s->next = s->prev = s->next_free = NULL;
     s->chunks = bytes >> CORE_CHUNK_SHIFT;
     s->span = (uint32_t)s->nblocks * bs;
-    __atomic_store_n(&s->plain_span, s->span, __ATOMIC_RELAXED);
+    s->plain_span = s->span;
     memset(slab_states(s), 0, s->nblocks);
     detect_poison_fresh(h, s);
     size_t first = ((uintptr_t)data - h->base) >> CORE_CHUNK_SHIFT;
@@ -292,7 +292,7 @@ static void slab_became_empty(nmm_heap_t *h, int cls, slab_t *s)
     if (s->list == SL_PARTIAL)
         list_unlink(&pool->partial[s->lane], s);
     /* no block of it is live (nor in a cache): an aligned one it held is gone */
-    __atomic_store_n(&s->plain_span, s->span, __ATOMIC_RELAXED);
+    s->plain_span = s->span;
     uint64_t kept = __atomic_load_n(&h->retained_bytes, __ATOMIC_RELAXED);
     if (kept + bytes <= h->cfg.retain_bytes) {
         __atomic_fetch_add(&h->retained_bytes, bytes, __ATOMIC_RELAXED);
