@@ -72,7 +72,7 @@ SMALL_SEARCH_SEEDS_ALL = 3
 SMALL_SEARCH_SHARE = 0.4
 #: guided preemption points tried per worker run alone (the most telling first)
 GUIDED_POINTS = 6
-PROGRESS_VERSION = 3  # 3: phases prefix, knobs, small, shape, schedule
+PROGRESS_VERSION = 3  # 3: phases prefix, small, knobs, shape, schedule
 
 
 @dataclass
@@ -158,13 +158,22 @@ class _Shrinker:
             base, _, ylog = self._logged(plan, seed, Schedule(threads, kind, ((first, 1),)))
             if base.signature == self.best.signature:
                 return base
-            for at in cut_points(parse_yield_log(ylog), first, self.evidence(),
-                                 GUIDED_POINTS):
-                for other in range(threads):
-                    if other == first:
-                        continue
-                    cut = Schedule(threads, kind, cut_schedule(first, at, other))
-                    run = self._try(plan, seed, cut)
+            run = self._cuts(plan, seed, first, cut_points(parse_yield_log(ylog), first,
+                                                           self.evidence(), GUIDED_POINTS))
+            if run is not None:
+                return run
+        return None
+
+    def _cuts(self, plan: Plan, seed: int, first: int,
+              points: Sequence[YieldStep]) -> TrialRun | None:
+        """``plan`` with worker ``first`` preempted at one of ``points`` (its baseline's
+        steps), each other worker in turn then running to its end: the first that fails."""
+        threads, kind = plan.workload.threads, plan.scheduler.kind
+        for at in points:
+            for other in range(threads):
+                if other != first:
+                    run = self._try(plan, seed,
+                                    Schedule(threads, kind, cut_schedule(first, at, other)))
                     if run is not None:
                         return run
         return None
@@ -222,21 +231,17 @@ class _Shrinker:
         A worker's op stream does not depend on its count (a smaller count is a prefix),
         so its alone run is made once per seed, knobs and thread count, with the most ops
         a small shape gives it (``_baseline``), not once per shape."""
-        kind = plan.scheduler.kind
         if len(counts) == 1:  # no one to hand over to: the trial itself
-            return self._try(plan, seed, Schedule(1, kind, ((0, 1),)))
+            return self._try(plan, seed, Schedule(1, plan.scheduler.kind, ((0, 1),)))
         if not plan.scheduler.controlled or not self.evidence():
             return None
         for first in range(len(counts)):
             steps, ends = self._baseline(plan, seed, first)
-            for at in cut_points(steps, first, self.evidence(), GUIDED_POINTS, kinds,
-                                 until=ends.get(counts[first])):
-                for other in range(len(counts)):
-                    if other != first:
-                        cut = Schedule(len(counts), kind, cut_schedule(first, at, other))
-                        run = self._try(plan, seed, cut)
-                        if run is not None:
-                            return run
+            run = self._cuts(plan, seed, first,
+                             cut_points(steps, first, self.evidence(), GUIDED_POINTS, kinds,
+                                        until=ends.get(counts[first])))
+            if run is not None:
+                return run
         return None
 
     def _baseline(self, plan: Plan, seed: int, first: int

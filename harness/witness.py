@@ -174,12 +174,12 @@ def render(ops: list[OpEvent], preemptions: list[Preemption], streams: dict[int,
                              f"{t.get('waiting_for')}, holding "
                              + (", ".join(h.get("lock", "?") for h in t.get("holds", ()))
                                 or "nothing"))
-    ops_shown = [ln for ln in lines if ln.startswith("T") and is_operation(ln)]
+    ops_shown = [ln for ln in lines if is_operation(ln)]
     if len(ops_shown) > limit:
         cut = 0
         seen = 0
         for i in range(len(lines) - 1, -1, -1):
-            if lines[i].startswith("T") and is_operation(lines[i]):
+            if is_operation(lines[i]):
                 seen += 1
                 if seen == limit:
                     cut = i
