@@ -8,9 +8,11 @@ Delta debugging, preemptions first, then the cuts that make every later trial ch
 2. small — every shape of at most ``SMALL_SEARCH_OPS`` ops, fewest first, each tried
    with one preemption placed where the failing trial had one (``harness.shrink_search``:
    a worker runs alone, logging its yield points, and is cut at the failing trial's
-   preemption points, window points first, another worker running to its end), with a
-   fork and a new thread after every op and a 64-byte quarantine first, for the
-   artifact's seed and the next ones (other op streams);
+   preemption points, window points first, another worker running to its end), a shape
+   of a few ops also under a few fresh interleavings (a bug needing two preemptions,
+   such as a lock-order inversion behind a cache's creation, is out of one cut's
+   reach), with a fork and a new thread after every op and a 64-byte quarantine first,
+   for the artifact's seed and the next ones (other op streams);
 3. knobs — the settings a window may need many ops for (quarantine size, live set,
    fork interval, thread churn);
 4. shape — the ops per worker by halves; threads down to one; faults dropped, their
@@ -19,8 +21,15 @@ Delta debugging, preemptions first, then the cuts that make every later trial ch
    a smaller shape are prefixes of the bigger one's), then gets the guided preemptions
    of phase 2, else is tried under the plan's strategy, ``random`` and ``pos`` with the
    artifact's seed and a few after it, and kept with the schedule it took;
-5. schedule — on the small trial: the prefix again, then its switches removed in chunks
+5. small-rest — the small phase again where it stopped, with the time left;
+6. schedule — on the small trial: the prefix again, then its switches removed in chunks
    (ddmin over the trace's runs: a removed run lets the worker before it go on).
+
+The budget (``PhaseBudget``): each phase but the last two keeps running while it finds
+smaller trials and hands over after a quarter of the budget without one; phases 3-5 are
+skipped once the trial has at most ``SMALL_SEARCH_OPS`` operations (the witness goal:
+they only cut bigger trials), phases 3-4 leave the small search a quarter of the budget,
+and a tenth is kept for phase 6.
 
 Progress is saved after every accepted step (``ARTIFACT.shrink.json``), so a shrink
 stopped by its budget (or killed) resumes where it was. The result: the minimal plan
@@ -53,7 +62,7 @@ from harness.shrink_search import (
     shapes,
     window_points,
 )
-from harness.witness import witness_lines
+from harness.witness import operations, witness_lines
 
 #: seeds tried for a candidate of another shape (the artifact's, then the next ones)
 SEEDS_PER_SHAPE = 4
@@ -67,12 +76,42 @@ SMALL_SEARCH_OPS = 10
 #: with preemptions at window points only, then at the others for fewer seeds
 SMALL_SEARCH_SEEDS = 8
 SMALL_SEARCH_SEEDS_ALL = 3
-#: the share of the budget the small-shape phase may use: when it finds nothing, the
-#: phases after it (halving, per-worker counts) still get the rest
-SMALL_SEARCH_SHARE = 0.4
+#: a phase keeps running while it finds smaller trials: it has this share of the budget
+#: from its start and again from every smaller trial it keeps; after that long without
+#: one, the next phase runs (``PhaseBudget``)
+PHASE_SLICE_SHARE = 0.25
+#: the share set aside for the last phase (the schedule's switches: cheap on a small trial)
+SCHEDULE_SHARE = 0.1
+#: the strategies a shape of at most SMALL_FRESH_OPS ops is also tried under (first
+#: round, each seed): a bug whose window needs two preemptions (lock_inversion: the
+#: refill holding its class lock must come after the other thread's cache was made and
+#: before that thread's exit takes the registry lock) is out of reach of one guided
+#: cut, and a trial of a few ops has so few interleavings that a random walk finds it
+#: (2 x 1 ops under pos deadlock at 6 of 30 seeds, 1+1+1 ops under random at 24 of 30).
+#: Not for bigger shapes: 3 trials a shape and seed tripled the search's cost
+#: (flush_race's 3+4 at its second seed: 2 s -> not within 30 s)
+SMALL_FRESH_KINDS = ("pos", "random", "surw")
+SMALL_FRESH_OPS = 4
 #: guided preemption points tried per worker run alone (the most telling first)
 GUIDED_POINTS = 6
-PROGRESS_VERSION = 3  # 3: phases prefix, small, knobs, shape, schedule
+PROGRESS_VERSION = 4  # 4: phases prefix, small, knobs, shape, small-rest, schedule
+
+#: the phases in order, and what each gets of the budget: whether it is sliced (keeps
+#: going only while it finds smaller trials) and the shares it must leave to the phases
+#: after it. knobs and shape leave the small search at least a slice of its own, and
+#: are skipped once the trial has at most SMALL_SEARCH_OPS operations (they cut big
+#: trials; the small phase has tried every smaller shape for its seeds), like the small
+#: search's second turn (``small-rest``: the small phase where it stopped, with the time
+#: the others left)
+PHASES: dict[str, tuple[bool, float]] = {
+    "prefix": (True, SCHEDULE_SHARE),
+    "small": (True, SCHEDULE_SHARE),
+    "knobs": (True, SCHEDULE_SHARE + PHASE_SLICE_SHARE),
+    "shape": (True, SCHEDULE_SHARE + PHASE_SLICE_SHARE),
+    "small-rest": (False, SCHEDULE_SHARE),
+    "schedule": (False, 0.0),
+}
+BIG_TRIAL_PHASES = frozenset({"knobs", "shape", "small-rest"})
 
 
 @dataclass
@@ -90,12 +129,61 @@ class _Budget(Exception):
     """The time budget ran out."""
 
 
+class _PhaseSpent(Exception):
+    """The running phase's time is up: the next phase runs."""
+
+
+class PhaseBudget:
+    """How a shrink's seconds are shared by its phases (issue 9: a shrink within two
+    minutes a mutant, to a witness of at most 10 operations). A fixed share per phase
+    either starves a phase that is still finding smaller trials (atfork_order's small
+    shapes: 2+6 ops, then 1+4, when 40% of the budget ran out) or spends the time on
+    one that finds nothing (xfree_unsync's: 48 s, then halving found 2 x 5 ops in 2 s).
+    So a *sliced* phase has PHASE_SLICE_SHARE of the budget from its start and again
+    from every smaller trial it keeps (``kept``), and ends after a slice without one; an
+    unsliced phase runs until only its reserve is left. No phase runs into its
+    ``reserve`` (the share of the budget it leaves to the phases after it). ``clock`` is
+    injected for the tests."""
+
+    def __init__(self, budget_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.budget_s = budget_s
+        self.end = clock() + budget_s
+        self.phase_end = self.end
+        self._floor = self.end
+        self._slice: float | None = None
+
+    def start(self, sliced: bool, reserve: float) -> None:
+        """A phase starts: it may run a slice (``sliced``) and never past the budget's
+        end less ``reserve`` (a share of the budget)."""
+        self._floor = self.end - reserve * self.budget_s
+        self._slice = self.budget_s * PHASE_SLICE_SHARE if sliced else None
+        self.kept()
+
+    def kept(self) -> None:
+        """The phase kept a smaller trial: a sliced phase gets a new slice from now."""
+        now = self.clock()
+        self.phase_end = (self._floor if self._slice is None
+                          else min(self._floor, now + self._slice))
+
+    def check(self) -> None:
+        """Raise ``_Budget`` once the budget is spent, ``_PhaseSpent`` once the phase's
+        time is."""
+        now = self.clock()
+        if now > self.end:
+            raise _Budget
+        if now > self.phase_end:
+            raise _PhaseSpent
+
+    def elapsed(self) -> float:
+        return self.clock() - (self.end - self.budget_s)
+
+
 class _Shrinker:
-    def __init__(self, artifact: Artifact, budget_s: float, progress: Path,
+    def __init__(self, artifact: Artifact, budget: PhaseBudget, progress: Path,
                  note: Callable[[str], None]) -> None:
         self.best = artifact
-        self.deadline = time.monotonic() + budget_s
-        self.small_deadline = time.monotonic() + budget_s * SMALL_SEARCH_SHARE
+        self.budget = budget
         self.progress = progress
         self.note = note
         self.trials = 0
@@ -103,12 +191,49 @@ class _Shrinker:
         self._evidence: list[str] | None = None
         self._baselines: dict[tuple[str, int, int],
                               tuple[list[YieldStep], dict[int, int]]] = {}
+        #: the small shapes tried (round, seed, counts): the small search's second turn
+        #: goes on where the first stopped
+        self._small_tried: set[tuple[int, int, tuple[int, ...]]] = set()
+
+    def operations(self) -> int:
+        """The best trial's operations (allocator calls and forks: ``witness.operations``)."""
+        return operations(self.best.plan_model())
+
+    def run(self, first: str) -> bool:
+        """The phases from ``first`` on, each given its time by ``self.budget``; whether
+        they all ran (else the budget ran out: ``_Budget``)."""
+        names = list(PHASES)
+        for name in names[names.index(first) if first in names else 0:]:
+            if name in BIG_TRIAL_PHASES and self.operations() <= SMALL_SEARCH_OPS:
+                continue
+            self.phase = name
+            self.save()
+            self.budget.start(*PHASES[name])
+            try:
+                self._pass(name)
+            except _PhaseSpent:
+                self.note(f"{name}: its time is up ({self.budget.elapsed():.0f}s in); "
+                          "next phase")
+        self.phase = "done"
+        self.save()
+        return True
+
+    def _pass(self, name: str) -> None:
+        if name == "prefix":
+            self.prefix_pass()
+        elif name in ("small", "small-rest"):
+            self.small_pass()
+        elif name == "knobs":
+            self.knobs_pass()
+        elif name == "shape":
+            self.shape_pass()
+        else:
+            self.schedule_pass()
 
     # ---- running candidates
 
     def _check_time(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise _Budget
+        self.budget.check()
 
     def _try(self, plan: Plan, seed: int, follow: Schedule | None) -> TrialRun | None:
         self._check_time()
@@ -182,28 +307,30 @@ class _Shrinker:
         """Every shape of at most SMALL_SEARCH_OPS ops (and fewer than now), fewest
         first, under one guided preemption, each with the small knobs first (a live set
         of one, a fork after every op, a quarantine of 64 bytes: a small shape has few
-        ops to fill a window with) and as it is; SMALL_SEARCH_SHARE of the budget at
-        most. In two rounds: preemptions at the window points only (the hand-placed
-        ones, ``point_kind``: few in a small trial, so cheap) for SMALL_SEARCH_SEEDS
-        seeds, then at the lock and generic points for the first
-        SMALL_SEARCH_SEEDS_ALL of them (each seed: other op streams)."""
+        ops to fill a window with) and as it is. In two rounds: preemptions at the window
+        points only (the hand-placed ones, ``point_kind``: few in a small trial, so
+        cheap) for SMALL_SEARCH_SEEDS seeds,
+        then at the lock and generic points for the first SMALL_SEARCH_SEEDS_ALL of them
+        (each seed: other op streams). A shape tried is not tried again when the phase
+        has a second turn (``small-rest``)."""
         if self.best.plan.get("faults") or self.best.schedule is None:
             return
         threads = int(self.best.plan["workload"]["threads"])
         start = self.best.seed
         rounds = ((frozenset({WINDOW}), SMALL_SEARCH_SEEDS),
                   (frozenset({LOCK, GENERIC}), SMALL_SEARCH_SEEDS_ALL))
-        for kinds, seeds in rounds:
+        for r, (kinds, seeds) in enumerate(rounds):
             for k in range(seeds):
                 seed = (start + k) % (1 << 64)
                 for counts in shapes(threads, sum(_worker_counts(self.best.plan)),
                                      SMALL_SEARCH_OPS):
-                    if time.monotonic() > self.small_deadline:
-                        self.note("small shapes: their share of the budget is spent")
-                        return
                     if len(counts) == 1 and WINDOW not in kinds:
                         continue  # one worker has no cut: tried in the first round
-                    if self._small_shape(counts, seed, kinds):
+                    if (r, seed, counts) in self._small_tried:
+                        continue
+                    found = self._small_shape(counts, seed, kinds)
+                    self._small_tried.add((r, seed, counts))
+                    if found:
                         break  # the shapes before it passed for this seed: next seed
 
     def _small_shape(self, counts: tuple[int, ...], seed: int, kinds: frozenset[int]) -> bool:
@@ -216,11 +343,19 @@ class _Shrinker:
                 plan = Plan.model_validate(json.loads(variant))
             except ValueError:
                 continue
+            name = f"small shape {'+'.join(map(str, counts))}"
             run = self._guided_small(plan, counts, seed, kinds)
             if run is not None:
-                self._accept(plan, run, f"small shape {'+'.join(map(str, counts))} "
-                             "(one guided preemption)")
+                self._accept(plan, run, f"{name} (one guided preemption)")
                 return True
+            if (WINDOW in kinds and 1 < len(counts) and sum(counts) <= SMALL_FRESH_OPS
+                    and plan.scheduler.controlled):
+                for kind in SMALL_FRESH_KINDS:
+                    fresh = with_strategy(plan, kind)
+                    run = self._try(fresh, seed, None)
+                    if run is not None:
+                        self._accept(fresh, run, f"{name} ({kind})")
+                        return True
         return False
 
     def _guided_small(self, plan: Plan, counts: tuple[int, ...], seed: int,
@@ -270,6 +405,7 @@ class _Shrinker:
                              witness=[], reasons=list(run.record.verdict.reasons))
         self.note(f"{why}: {describe(self.best)}")
         self.save()
+        self.budget.kept()
 
     def save(self) -> None:
         doc = {"version": PROGRESS_VERSION, "phase": self.phase, "trials": self.trials,
@@ -654,26 +790,11 @@ def shrink(artifact: Artifact, artifact_path: Path, *, budget_s: float = 120,
                            else (artifact, "prefix", 0))
     if progress.is_file():
         note(f"resuming at phase {phase}: {describe(best)}")
-    s = _Shrinker(best, budget_s, progress, note)
+    s = _Shrinker(best, PhaseBudget(budget_s), progress, note)
     s.trials = trials
-    phases = ["prefix", "small", "knobs", "shape", "schedule", "done"]
     finished = False
     try:
-        for name in phases[phases.index(phase) if phase in phases else 0:]:
-            s.phase = name
-            s.save()
-            if name == "prefix":
-                s.prefix_pass()
-            elif name == "knobs":
-                s.knobs_pass()  # first: a smaller window needs fewer ops
-            elif name == "small":
-                s.small_pass()
-            elif name == "schedule":
-                s.schedule_pass()
-            elif name == "shape":
-                s.shape_pass()
-            else:
-                finished = True
+        finished = phase == "done" or s.run(phase)
     except _Budget:
         note("budget spent; progress saved")
     plan = s.best.plan_model()

@@ -25,6 +25,7 @@ from harness.shrink_search import (
     shapes,
     window_points,
 )
+from harness.witness import operations
 from tests.chaos.conftest import ROOT
 
 PLANS = ROOT / "chaos_plans" / "mutants"
@@ -119,3 +120,21 @@ def test_shrink_brings_a_race_to_at_most_ten_operations(tmp_path: Path, capsys,
     assert ops <= 10
     shown = [ln for ln in shrunk.witness if ln.startswith("T") and " op " in ln]
     assert len(shown) == ops and any("free(b" in ln for ln in shown)
+
+
+def test_a_lock_order_deadlock_shrinks_to_a_few_operations(tmp_path: Path, capsys) -> None:
+    """lock_inversion needs two preemptions in a small trial (the refill holding its
+    class lock comes after the other thread's cache was made and before that thread's
+    exit takes the registry lock), out of one guided cut's reach: the small shapes'
+    fresh interleavings find it (before them a shrink stopped at 300+1+1 ops)."""
+    art = tmp_path / "lock_inversion.json"
+    assert main(["hunt", str(PLANS / "lock_inversion.toml"), "--mutant", "lock_inversion",
+                 "--max-seeds", "12", "--artifact", str(art), "-q"]) == 0
+    out = tmp_path / "regressions"
+    assert main(["shrink", str(art), "--budget", "900", "--out", str(out)]) == 0
+    assert "DONE after" in capsys.readouterr().out
+    shrunk = Artifact.load(next(out.glob("*.artifact.json")))
+    assert shrunk.signature == Artifact.load(art).signature
+    assert shrunk.signature.outcome == "deadlock"
+    assert operations(shrunk.plan_model()) <= 10
+    assert sum(" blocked at " in ln for ln in shrunk.witness) >= 2
