@@ -128,6 +128,25 @@ int main(int argc, char **argv)
         p = make_block(n = 100);
         memcpy(p, small, 60);
         release_block(small);
+    } else if (strcmp(what, "memcpy_src_same_slab") == 0) {
+        /* Source and destination blocks of one size (one slab), the source read past. */
+        char *other = make_block(100);
+        memset(other, 'x', 100);
+        p = make_block(n = 100);
+        memcpy(p, other + 8, 100);
+        release_block(other);
+    } else if (strcmp(what, "memcpy_src_head") == 0) {
+        /* The source starts in a block's head: the fit counts it in the block before
+         * (past that one's size), and the whole check names the block it starts. */
+        char *other = make_block(100);
+        p = make_block(n = 100);
+        memcpy(p, other - 4, 8);
+        release_block(other);
+    } else if (strcmp(what, "memcpy_wrap") == 0) {
+        /* A length that wraps the address space: longer than any block, never summed. */
+        static char outside[16];
+        p = make_block(n = 100);
+        memcpy(p + 1, outside, (size_t)-1);
     } else if (strcmp(what, "memcpy_mid") == 0) {
         p = make_block(n = 100);
         memcpy(p + 99, src, 2);
