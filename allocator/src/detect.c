@@ -254,19 +254,22 @@ void detect_note_poison_extent(const uint8_t *p, size_t n, const uint8_t *user, 
     events_extent_last = at >= user ? (uint32_t)(at - user) + 1 : 1;
 }
 
+/* The last damaged byte of [p, p + n) under the heap's poison_limit (first is the
+ * first damaged offset): of the tail's share, else of the head's. */
+static size_t poison_last_h(const nmm_heap_t *h, const uint8_t *p, size_t n, long first)
+{
+    size_t lim = poison_limit_for(h, n);
+    if (likely(lim == 0))
+        return poison_last(p, n, (size_t)first);
+    long tail = poison_damage(p + n - lim, lim);
+    return tail >= 0 ? n - lim + poison_last(p + n - lim, lim, (size_t)tail)
+                     : poison_last(p, lim, (size_t)first);
+}
+
 void detect_note_poison_extent_h(const nmm_heap_t *h, const uint8_t *p, size_t n,
                                  const uint8_t *user, long first)
 {
-    size_t lim = poison_limit_for(h, n);
-    if (likely(lim == 0)) {
-        detect_note_poison_extent(p, n, user, first);
-        return;
-    }
-    /* the last damaged byte of the tail's share, else of the head's */
-    long tail = poison_damage(p + n - lim, lim);
-    size_t last = tail >= 0 ? n - lim + poison_last(p + n - lim, lim, (size_t)tail)
-                            : poison_last(p, lim, (size_t)first);
-    const uint8_t *at = p + last;
+    const uint8_t *at = p + poison_last_h(h, p, n, first);
     events_extent_last = at >= user ? (uint32_t)(at - user) + 1 : 1;
 }
 
@@ -364,19 +367,79 @@ static uint32_t uaf_detail(const quarantine_entry_t *e, long dmg)
     return at >= e->user ? (uint32_t)(at - e->user) : 0;
 }
 
+enum { BLAME_NONE, BLAME_REPORTED, BLAME_ALREADY };
+
+/* A quarantined aligned block whose damage lies wholly below its user pointer (the
+ * poisoned bytes between its slot's start and its header): nothing was written through
+ * the freed pointer, which never owned those bytes. As for a never-used block
+ * (detect_fresh_damaged), it is the overflow of the block before, when that one is
+ * handed out and its header holds: reported as that block's overflow, detail = the
+ * first damaged byte's offset from it (so the damage is located where it is), and the
+ * block marked damaged so its free retires it quietly (one misuse, one report). When
+ * that block's damage was reported already (retired or marked), it is the rest of that
+ * overflow: BLAME_ALREADY, nothing new to say. BLAME_NONE: no such block (a use after
+ * free of this one, reported as before). Called with no lock or with every lock held
+ * (a sweep): takes none. */
+static int quarantine_blame_below(nmm_heap_t *h, const quarantine_entry_t *e, long first)
+{
+    uint8_t *block = e->poison - h->user_off;
+    slab_t *s = slab_of(h, (uintptr_t)block);
+    int32_t idx = slab_index(s, (uintptr_t)block);
+    if (idx <= 0 || !h->has_hdr)
+        return BLAME_NONE;
+    uint8_t *pst = &slab_states(s)[idx - 1];
+    uint8_t st = __atomic_load_n(pst, __ATOMIC_RELAXED);
+    uint8_t *prev = block - s->block_size + (state_has_offset(st) ? state_user_off(st) : h->user_off);
+    if (!detect_header_ok(h, prev))
+        return BLAME_NONE;
+    if (fresh_blame_reported(st))
+        return BLAME_ALREADY;
+    if (!state_is_live_unaligned(st) && !state_is_aligned(st))
+        return BLAME_NONE;
+    /* Marked without the class lock (a sweep may hold every lock, the exit sweep's
+     * way): a free that took the block meanwhile leaves the state changed. */
+    uint8_t bad = state_is_aligned(st) ? (uint8_t)(BS_ALIGNED_BAD | (st & 15)) : BS_LIVE_BAD;
+    if (!__atomic_compare_exchange_n(pst, &st, bad, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        return fresh_blame_reported(st) ? BLAME_ALREADY : BLAME_NONE;
+    uint64_t hw = detect_header_word(prev);
+    detect_note_poison_extent_h(h, e->poison, e->block_size, prev, first);
+    heap_report(h, NMM_EV_OVERFLOW, (uint32_t)(e->poison + first - prev), prev, detect_header_size(hw),
+                slab_site(s, (uint32_t)idx - 1, detect_header_has_site(hw)), 0);
+    return BLAME_REPORTED;
+}
+
+static void quarantine_entry_retire(nmm_heap_t *h, const quarantine_entry_t *e)
+{
+    if (e->state)
+        block_retire(h, e->state);
+    else
+        alloc_retire(h, e->poison - h->user_off);
+}
+
 /* Verify a quarantined block's poison. Damaged → the block is retired (never
  * handed out again) and a use-after-free reported; returns true. Entries of the
- * per-thread quarantine carry their state byte, the shared one's are looked up. */
+ * per-thread quarantine carry their state byte, the shared one's are looked up.
+ * Damage wholly below an aligned block's user pointer is the block before's overflow
+ * (quarantine_blame_below): when that was reported already, the poison is restored
+ * and the block released as intact (false). */
 NMM_COLD static bool quarantine_entry_report(nmm_heap_t *h, const quarantine_entry_t *e)
 {
     long dmg = poison_damage_h(h, e->poison, e->block_size);
     if (dmg < 0)
         return false;
-    if (e->state) {
-        block_retire(h, e->state);
-    } else {
-        alloc_retire(h, e->poison - h->user_off);
+    if (e->user > e->poison &&
+        e->poison + poison_last_h(h, e->poison, e->block_size, dmg) < e->user - CORE_HDR) {
+        int blame = quarantine_blame_below(h, e, dmg);
+        if (blame == BLAME_ALREADY) {
+            detect_poison_h(h, e->poison, e->block_size);
+            return false;
+        }
+        if (blame == BLAME_REPORTED) {
+            quarantine_entry_retire(h, e);
+            return true;
+        }
     }
+    quarantine_entry_retire(h, e);
     detect_note_poison_extent_h(h, e->poison, e->block_size, e->user, dmg);
     heap_report(h, NMM_EV_USE_AFTER_FREE, uaf_detail(e, dmg), e->user, e->size, e->alloc_site,
                 e->free_site);

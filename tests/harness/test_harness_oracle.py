@@ -1203,6 +1203,37 @@ def test_an_overflow_into_the_next_slots_header_explains_its_use_after_free_at_o
                                     beyond.line, beyond.seq) is None
 
 
+def test_an_overflow_into_an_aligned_quarantined_neighbour_is_judged_at_its_block() -> None:
+    """shapes at paranoid, seeds 3113/3133: a 64-byte overflow of a 3030-byte block
+    (3072-byte slots) runs 30 bytes into the next slot, whose 512-aligned block
+    (user = slot + 504) sits poisoned in the quarantine. The allocator used to report
+    that damage when the block left the quarantine as use_after_free at the aligned
+    block, offset 0 (it lies below the user pointer): nowhere near the overflow, a false
+    positive. It now names the overflowing block: once by its free (the canary), the rest
+    is that report's; or, when the neighbour is checked first, as that block's overflow
+    at the damaged byte (detail 3072..3093, extra the last). Either passes; the old event
+    (and any use after free no injected fault explains) still fails the trial."""
+    size, slot = 3030, 3072
+    f = fault("overflow", address=B, size=size, bytes=64, line=1, seq=0)
+    neighbour = B + slot + 496
+    assert verdict([f], [event("overflow", address=B, size=size, line=2)]).passed
+    early = event("overflow", address=B, size=size, line=2, detail=slot)
+    v = verdict([f], [early])
+    assert v.passed and v.faults[0].outcome == "detected", reasons(v)
+    old = event("use_after_free", address=neighbour, size=2400, detail=0, line=3, seq=2)
+    v = verdict([f], [event("overflow", address=B, size=size, line=2), old])
+    assert not v.passed and "false positive" in reasons(v), reasons(v)
+    assert "use_after_free at " + hex(neighbour) in reasons(v)
+    # a write after free of a block no fault touched: no overflow explains it
+    stray = event("use_after_free", address=B + 4 * slot + 8, size=100, detail=0, line=3,
+                  seq=2)
+    v = verdict([f], [event("overflow", address=B, size=size, line=2), stray])
+    assert not v.passed and "false positive" in reasons(v), reasons(v)
+    # nor does an overflow event at the block that locates no byte of its damage
+    wrong = event("overflow", address=B, size=size, line=2, detail=slot + 200)
+    assert not verdict([f], [wrong]).passed
+
+
 # ---------------------------------------------------------------- NMM as the process's malloc
 
 PRELOADED = {"kind": "malloc", "peer": "nmm-preload-standard"}
