@@ -83,6 +83,8 @@ NMM_E_CORRUPTED = 3
 #: bytes of an NMM block header below its user pointer; the canary's after the block
 _HDR = 8
 _CANARY = 8
+#: walk_mismatch lines about a block's size: the walk's, or a size query's (PROTOCOL.md)
+_SIZE_WHATS = frozenset({"size", "requested_size", "usable_size", "usable_size_checked"})
 _DIAG = re.compile(r"^nmm: ")
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
 
@@ -866,10 +868,10 @@ def _check_live(plan: Plan, result: ResultLine, details: Sequence[DetailLine],
     mism = [d for d in details if d.type == "walk_mismatch"]
     # a header damaged by a fault (an overflow of the block before, an underflow) gives
     # the walk a wrong size: excused per block, and its difference out of the byte total
-    excused_sizes = [d for d in mism if d.what == "size" and excuser.excuse(
+    excused_sizes = [d for d in mism if d.what in _SIZE_WHATS and excuser.excuse(
         "walk", d.address, (d.address - _HDR, d.address), d.line) is not None]
     excused = len(excused_sizes)
-    excused_bytes = sum(d.walk_size - d.size for d in excused_sizes)
+    excused_bytes = sum(d.walk_size - d.size for d in excused_sizes if d.what == "size")
     for key, what in (("unknown", "live in the walk but not the driver's"),
                       ("missing", "the driver's but not live in the walk")):
         if walk.get(key):
@@ -878,9 +880,11 @@ def _check_live(plan: Plan, result: ResultLine, details: Sequence[DetailLine],
                             (f" ({', '.join(addrs)})" if addrs else ""))
     sizes = int(walk.get("size_mismatch", 0)) - excused
     if sizes > 0:
-        addrs = [f"{d.address:#x}: {d.size} != {d.walk_size}" for d in mism
-                 if d.what == "size"][:3]
-        problems.append(f"{sizes} block(s) whose size in the walk is not the one requested"
+        addrs = [f"{d.address:#x}: {d.size} != {d.walk_size}"
+                 + ("" if d.what == "size" else f" ({d.what})") for d in mism
+                 if d.what in _SIZE_WHATS][:3]
+        problems.append(f"{sizes} block(s) whose size in the walk (or the heap's "
+                        "requested/usable size queries) is not the one requested"
                         + (f" ({', '.join(addrs)})" if addrs else ""))
     exact = plan.target.kind == "nmm" and (plan.target.level != "off" or bool(
         plan.target.options.get("tracking")))

@@ -127,7 +127,7 @@ class DetailLine(_Line):
 
     type: str
     #: pattern_error: check | realloc | calloc | aligned; walk_mismatch: unknown |
-    #: missing | size
+    #: missing | size | requested_size | usable_size | usable_size_checked
     what: str = ""
     #: status_error: free | realloc
     call: str = ""

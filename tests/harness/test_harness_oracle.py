@@ -718,6 +718,27 @@ def test_a_walk_size_mismatch_is_excused_only_for_a_damaged_header():
                        details=[other]).passed
 
 
+@pytest.mark.parametrize("query", ["requested_size", "usable_size", "usable_size_checked"])
+def test_a_size_query_that_disagrees_with_the_driver_fails_and_names_the_block(query: str
+                                                                              ) -> None:
+    """The driver asks the heap nmm_requested_size, nmm_usable_size and
+    nmm_usable_size_checked of every live block the walk agrees on: a wrong answer is a
+    size mismatch named by query (the walk's bytes stay right: nothing to take out of
+    them), excused only at a block whose header an injected fault damaged."""
+    d = DetailLine(type="walk_mismatch", what=query, address=B, size=32, walk_size=40, line=4)
+    v = verdict([], [], res=result(walk={"size_mismatch": 1}), details=[d])
+    assert not v.passed and f"{B:#x}: 32 != 40 ({query})" in reasons(v), reasons(v)
+    f = _overflow_next_block()
+    ev = [event("overflow", line=2, detail=48)]
+    damaged = d.model_copy(update={"address": NEXT, "line": 9})
+    assert verdict([f], ev, res=result(1, walk={"size_mismatch": 1}), details=[damaged]).passed
+    # one excuse per block: the walk's size and a query of the same block are two problems
+    walk = DetailLine(type="walk_mismatch", what="size", address=NEXT, size=32, walk_size=72,
+                      line=9)
+    assert not verdict([f], ev, res=result(1, walk={"size_mismatch": 2, "bytes": 520}),
+                       details=[walk, damaged]).passed
+
+
 def test_leaks_after_teardown_fail_with_no_allowance_for_damage():
     """Damaged blocks are retired and counted freed: a damage fault explains no leak."""
     f = _overflow_next_block()
