@@ -57,7 +57,8 @@ FAULT_VARIANTS: dict[str, tuple[str, ...]] = {
 #: kinds that take ``bytes`` (how many bytes the misuse writes or is off by)
 BYTES_KINDS: tuple[str, ...] = ("overflow", "underflow", "uaf_write", "memcpy_overflow",
                                 "exit_only_overflow", "zero_size_write", "sized_delete")
-FAIL_POINTS: tuple[str, ...] = ("alloc", "pool.grow", "os.map", "tcache.refill", "large.map")
+FAIL_POINTS: tuple[str, ...] = ("alloc", "pool.grow", "os.map", "tcache.refill", "large.map",
+                                "slab.desc")
 _FAIL_TERM = re.compile(r"^(p(0(\.\d+)?|1(\.0+)?|\.\d+|(100|\d{1,2})(\.\d+)?%)|"
                         r"every\d+|after\d+|max\d+|min\d+[kKmMgG]?|maxsize\d+[kKmMgG]?|off)$")
 _OPTION_KEY = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -129,6 +129,26 @@ def test_large_map_point_only_hits_large_blocks(make_heap) -> None:
     assert heap.validate().problems == 0
 
 
+@pytest.mark.parametrize("tcache", [0, 1])
+def test_slab_desc_point_fails_a_new_slab_and_leaves_the_heap_usable(make_heap,
+                                                                     tcache: int) -> None:
+    """slab.desc refuses a new slab its descriptor (as a full metadata area would), the
+    one failure path of slab_new taken with the region lock held: the allocation fails
+    cleanly, counted as injected, and the next slab (the point disarmed by max1) is made,
+    i.e. the region lock was let go (tests/bugs/region_lock_leak.patch hangs here)."""
+    from allocator.errors import OutOfMemory
+
+    heap = make_heap(level="standard", seed=5, tcache=tcache, fail="slab.desc@max1")
+    with pytest.raises(OutOfMemory):
+        heap.alloc(100)
+    assert heap.stats().injected_failures == 1
+    blocks = [heap.alloc(100) for _ in range(2000)]  # several slabs of the class
+    assert heap.stats().injected_failures == 1
+    for block in blocks:
+        heap.free(block)
+    assert heap.validate().problems == 0
+
+
 def test_set_failpoint_arms_and_disarms_at_run_time(make_heap) -> None:
     from allocator.errors import OutOfMemory
 
@@ -146,7 +166,8 @@ def test_set_failpoint_arms_and_disarms_at_run_time(make_heap) -> None:
     [
         (
             "bogus@p1",
-            ["unknown point 'bogus'", "alloc, pool.grow, os.map, tcache.refill, large.map"],
+            ["unknown point 'bogus'",
+             "alloc, pool.grow, os.map, tcache.refill, large.map, slab.desc"],
         ),
         ("alloc@sometimes", ["unknown term 'sometimes'", "every<n>"]),
         ("alloc@p2", ["probability must be a number from 0 to 1"]),
@@ -164,7 +185,7 @@ def test_bad_specs_raise_with_the_piece_named(make_heap, spec: str, words: list[
     heap.alloc(16).free()  # nothing was armed
 
 
-POINTS = ["alloc", "pool.grow", "os.map", "tcache.refill", "large.map"]
+POINTS = ["alloc", "pool.grow", "os.map", "tcache.refill", "large.map", "slab.desc"]
 SPEC = st.builds(
     lambda point, terms: point + ("@" + ",".join(terms) if terms else ""),
     st.sampled_from(POINTS),

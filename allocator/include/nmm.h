@@ -437,7 +437,8 @@ NMM_API size_t nmm_exit_check(nmm_heap_t *heap);
 /* ------------------------------------------------------------------ fail points */
 
 /* Arm a fail point on this heap. spec: NAME@TERM[,TERM...], where NAME is one of
- * alloc, pool.grow, os.map, tcache.refill, large.map, and TERM is
+ * alloc, pool.grow, os.map, tcache.refill, large.map, slab.desc (a new slab's
+ * descriptor: as when the heap's metadata area is full), and TERM is
  *   p<prob>      fail with probability prob, 0..1 or N% (seeded by config.seed)
  *   every<n>     fail every n-th hit
  *   after<n>     pass the first n hits

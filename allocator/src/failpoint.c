@@ -49,9 +49,10 @@ static const char *const point_names[FP_POINT_COUNT_] = {
     [FP_OS_MAP] = "os.map",
     [FP_TCACHE_REFILL] = "tcache.refill",
     [FP_LARGE_MAP] = "large.map",
+    [FP_SLAB_DESC] = "slab.desc",
 };
 
-static const char valid_points[] = "alloc, pool.grow, os.map, tcache.refill, large.map";
+static const char valid_points[] = "alloc, pool.grow, os.map, tcache.refill, large.map, slab.desc";
 static const char valid_terms[] =
     "p<probability 0..1 or N%>, every<n>, after<n>, max<n>, min<bytes>, maxsize<bytes>, off";
 

@@ -174,6 +174,7 @@ typedef enum fp_point {
     FP_OS_MAP,          /* os_map */
     FP_TCACHE_REFILL,   /* a thread cache refills from the heap */
     FP_LARGE_MAP,       /* a directly-mapped large block */
+    FP_SLAB_DESC,       /* a new slab's descriptor from the heap's metadata area */
     FP_POINT_COUNT_
 } fp_point_t;
 nmm_status_t failpoint_init(nmm_heap_t *heap, uint64_t seed, const char *specs,

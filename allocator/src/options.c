@@ -93,7 +93,8 @@ static const option_def_t options[] = {
     {"seed", OPT_COUNT, FIELD(seed), "0", "u64", "seed of fail-point decisions; 0 = from the clock"},
     {"fail", OPT_FAIL, FIELD(failpoints), "", "spec",
      "fail points NAME@TERM,...;... (NAME: alloc, pool.grow, os.map, tcache.refill, "
-     "large.map; TERM: p<prob>, every<n>, after<n>, max<n>, min<bytes>, maxsize<bytes>, off)"},
+     "large.map, slab.desc; TERM: p<prob>, every<n>, after<n>, max<n>, min<bytes>, maxsize<bytes>, "
+     "off)"},
     /* process keys: NMM_OPTIONS only (the default heap's process) */
     {"strict", OPT_BOOL, PFIELD(strict), "0", "bool",
      "1 = a bad NMM_OPTIONS key or value is fatal: each is named, then exit 1 before main"},

@@ -152,6 +152,22 @@ static slab_t *slab_reuse_released(nmm_heap_t *h, int cls, uint32_t nblocks)
     return s;
 }
 
+/* The slab.desc fail point: a new range's slab gets no descriptor, as when the heap's
+ * metadata area is full (the failure path no other point reaches: it is taken with the
+ * region lock held). Only for a range from the bump pointer: a reused range whose
+ * descriptor is refused would go on to the bump pointer and succeed. Only called when
+ * slab_new found the fail points armed: that one read of the flag serves all three of
+ * its points, so a disarmed heap takes no extra atomic here (each is a yield point of
+ * the chaos build, and one more per new slab moved every recorded schedule). */
+static bool slab_desc_refused(nmm_heap_t *h, uint32_t bytes, bool *injected)
+{
+    if (!failpoint_should_fail(h, FP_SLAB_DESC, bytes))
+        return false;
+    __atomic_fetch_add(&h->injected_failures, 1, __ATOMIC_RELAXED);
+    *injected = true;
+    return true;
+}
+
 /* A fresh slab of lane for cls: a range this class gave back, a range another
  * class of the same slab size gave back (reuse before growth), or the bump
  * pointer. Class lock held. NULL when the region is full, the kernel refuses, or a
@@ -160,7 +176,8 @@ static slab_t *slab_new(nmm_heap_t *h, int cls, uint32_t lane, bool *injected)
 {
     uint32_t bytes = sizeclass_slab_bytes[cls];
     uint32_t bs = sizeclass_table[cls];
-    if (unlikely(heap_failpoints_armed(h)) &&
+    bool armed = unlikely(heap_failpoints_armed(h));
+    if (armed &&
         (failpoint_should_fail(h, FP_POOL_GROW, bs) || failpoint_should_fail(h, FP_OS_MAP, bytes))) {
         __atomic_fetch_add(&h->injected_failures, 1, __ATOMIC_RELAXED);
         *injected = true;
@@ -178,7 +195,8 @@ static slab_t *slab_new(nmm_heap_t *h, int cls, uint32_t lane, bool *injected)
     if (s) {
         data = s->data;
     } else {
-        if (h->region_used + bytes > h->region_size || !(s = slab_desc_new(h, nblocks))) {
+        if (h->region_used + bytes > h->region_size ||
+            (armed && slab_desc_refused(h, bytes, injected)) || !(s = slab_desc_new(h, nblocks))) {
             pthread_mutex_unlock(&h->region_lock);
             return NULL;
         }
