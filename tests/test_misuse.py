@@ -690,10 +690,13 @@ def test_an_overflow_into_a_never_used_block_is_reported_once(tcache: int) -> No
 def _overflow_and_aligned_neighbour(heap: Heap) -> tuple[Block, Block]:
     """A 3030-byte block and, in the 3072-byte slot right after it, a 512-aligned block
     (user = slot + 504: the bytes between its slot's start and its header are padding)."""
-    blocks = [heap.alloc(3030) for _ in range(4)]
-    aligned = heap.aligned_alloc(512, 2400)
-    (block,) = [b for b in blocks if aligned.address - b.address == 3072 + 496]
-    return block, aligned
+    blocks, aligned = [], []
+    for _ in range(16):  # interleaved: where each lands depends on the caches' state
+        blocks.append(heap.alloc(3030))
+        aligned.append(heap.aligned_alloc(512, 2400))
+    pairs = [(b, a) for b in blocks for a in aligned if a.address - b.address == 3072 + 496]
+    assert pairs, "no 3030-byte block right before an aligned one"
+    return pairs[0]
 
 
 @pytest.mark.parametrize("tcache", [0, 1])

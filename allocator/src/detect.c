@@ -382,14 +382,19 @@ enum { BLAME_NONE, BLAME_REPORTED, BLAME_ALREADY };
  * (a sweep): takes none. */
 static int quarantine_blame_below(nmm_heap_t *h, const quarantine_entry_t *e, long first)
 {
-    uint8_t *block = e->poison - h->user_off;
-    slab_t *s = slab_of(h, (uintptr_t)block);
-    int32_t idx = slab_index(s, (uintptr_t)block);
-    if (idx <= 0 || !h->has_hdr)
+    /* the slot that ends where this block's begins: in its slab, or the last one of the
+     * slab before (slabs are carved from the region back to back) */
+    uintptr_t block = (uintptr_t)e->poison - h->user_off;
+    slab_t *s = h->has_hdr ? slab_of(h, block - 1) : NULL;
+    if (!s || block - 1 < (uintptr_t)s->data)
         return BLAME_NONE;
-    uint8_t *pst = &slab_states(s)[idx - 1];
+    uint32_t idx = slab_index_containing(s, block - 1);
+    uintptr_t pblock = (uintptr_t)s->data + (size_t)idx * s->block_size;
+    if (idx >= s->nblocks || pblock + s->block_size != block)
+        return BLAME_NONE;
+    uint8_t *pst = &slab_states(s)[idx];
     uint8_t st = __atomic_load_n(pst, __ATOMIC_RELAXED);
-    uint8_t *prev = block - s->block_size + (state_has_offset(st) ? state_user_off(st) : h->user_off);
+    uint8_t *prev = (uint8_t *)pblock + (state_has_offset(st) ? state_user_off(st) : h->user_off);
     if (!detect_header_ok(h, prev))
         return BLAME_NONE;
     if (fresh_blame_reported(st))
@@ -404,7 +409,7 @@ static int quarantine_blame_below(nmm_heap_t *h, const quarantine_entry_t *e, lo
     uint64_t hw = detect_header_word(prev);
     detect_note_poison_extent_h(h, e->poison, e->block_size, prev, first);
     heap_report(h, NMM_EV_OVERFLOW, (uint32_t)(e->poison + first - prev), prev, detect_header_size(hw),
-                slab_site(s, (uint32_t)idx - 1, detect_header_has_site(hw)), 0);
+                slab_site(s, idx, detect_header_has_site(hw)), 0);
     return BLAME_REPORTED;
 }
 
