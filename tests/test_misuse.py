@@ -687,22 +687,44 @@ def test_an_overflow_into_a_never_used_block_is_reported_once(tcache: int) -> No
         assert result.problems == 0 and not result.events, result
 
 
-def _overflow_and_aligned_neighbour(heap: Heap) -> tuple[Block, Block]:
-    """A 3030-byte block and, in the 3072-byte slot right after it, a 512-aligned block
-    (user = slot + 504: the bytes between its slot's start and its header are padding)."""
+def _overflow_and_aligned_neighbour(heap: Heap, lead: int) -> tuple[Block, Block, int]:
+    """A block and, in the 3072-byte slot right after its own, a 512-aligned block (user =
+    slot + 504: the bytes between its slot's start and its header are padding), and the
+    offset from the block to that slot. The block is a 3030-byte one (user = slot + 8) for
+    lead 8, another 512-aligned one for lead 504. Aligned blocks come from the uncached
+    path, whose slabs are lane 0's; a thread cache's come from its own lane's slabs, and
+    which lane the test thread's cache has depends on what ran before in the process
+    (caches are pooled with their lanes): only an aligned block is sure to share the
+    neighbour's slab when caches are on."""
     blocks, aligned = [], []
     for _ in range(16):  # interleaved: where each lands depends on the caches' state
-        blocks.append(heap.alloc(3030))
+        blocks.append(heap.alloc(3030) if lead == 8 else heap.aligned_alloc(512, 2400))
         aligned.append(heap.aligned_alloc(512, 2400))
-    pairs = [(b, a) for b in blocks for a in aligned if a.address - b.address == 3072 + 496]
-    assert pairs, "no 3030-byte block right before an aligned one"
-    return pairs[0]
+    pairs = [(b, a) for b in blocks for a in aligned
+             if (a.address - 504) - (b.address - lead) == 3072]
+    assert pairs, "no block right before an aligned one"
+    return pairs[0][0], pairs[0][1], 3072 - lead
 
 
-@pytest.mark.parametrize("tcache", [0, 1])
-@pytest.mark.parametrize("order", ["free_first", "check_first", "release_first"])
+#: (tcache, the overflowing block's user offset in its slot): a cached 3030-byte block
+#: is in the neighbour's slab only when the test thread's cache has lane 0 (see above)
+NEIGHBOURS = [(0, 8), (0, 504), (1, 504)]
+
+
+#: found, not fixed: an aligned block's overflow reported by its own free, and the rest
+#: of it (in the aligned neighbour's padding) reported again, as use_after_free at the
+#: neighbour, by the next check; the 3030-byte block's case is quiet (issue-14 notes)
+ALIGNED_FREE_FIRST = pytest.mark.xfail(
+    strict=True, reason="the rest of an aligned block's reported overflow, below an aligned "
+                        "neighbour, is reported again as use_after_free")
+
+
+@pytest.mark.parametrize(("tcache", "lead", "order"), [
+    pytest.param(tcache, lead, order, marks=[ALIGNED_FREE_FIRST]
+                 if (lead, order) == (504, "free_first") else [])
+    for tcache, lead in NEIGHBOURS for order in ("free_first", "check_first", "release_first")])
 def test_an_overflow_into_an_aligned_quarantined_neighbour_names_the_overflow(
-        tcache: int, order: str) -> None:
+        tcache: int, lead: int, order: str) -> None:
     """An overflow that runs past its block's slot into the padding below a quarantined
     aligned neighbour's user pointer is the overflowing block's misuse, reported once at
     that block where the damage is: nothing was written through the freed aligned
@@ -713,18 +735,19 @@ def test_an_overflow_into_an_aligned_quarantined_neighbour_names_the_overflow(
     letting go of it; an overflow past the canary only): the block's overflow at the first
     damaged byte, and its free then retires it without a second report."""
     with Heap(level="paranoid", tcache=tcache) as heap:
-        block, aligned = _overflow_and_aligned_neighbour(heap)
+        block, aligned, gap = _overflow_and_aligned_neighbour(heap, lead)
+        size = 3030 if lead == 8 else 2400
         heap.free(aligned)
         if order == "free_first":
-            block.unsafe_write(3030, bytes(range(1, 65)))  # canary, slack, 22 bytes on
+            block.unsafe_write(size, bytes(range(1, gap + 31 - size)))  # canary, slack, 30 on
             with pytest.raises(Corrupted):
                 heap.free(block)
             assert [(e.kind, e.address, e.detail) for e in heap.events()] == [
-                ("overflow", block.address, 3030)]
+                ("overflow", block.address, size)]
             result = heap.validate()
             assert result.problems == 0 and not result.events, result
             return
-        block.unsafe_write(3072, bytes(range(1, 23)))  # the neighbour's slot +8..+29
+        block.unsafe_write(gap + 8, bytes(range(1, 23)))  # the neighbour's slot +8..+29
         if order == "check_first":
             result = heap.validate()
             assert result.problems == 1, result
@@ -734,7 +757,7 @@ def test_an_overflow_into_an_aligned_quarantined_neighbour_names_the_overflow(
                 heap.free(heap.alloc(3030))
             found = heap.events()
         assert [(e.kind, e.address, e.detail, e.extra) for e in found] == [
-            ("overflow", block.address, 3072, 3093)]
+            ("overflow", block.address, gap + 8, gap + 29)]
         heap.events()
         with pytest.raises(Corrupted) as info:
             heap.free(block)  # already reported: retired quietly
