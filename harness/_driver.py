@@ -86,6 +86,8 @@ def driver_args(plan: Plan, seed: int, target: Target | None = None) -> list[str
             args += [option, repr(value)]
     if w.exit_leaks and isinstance(plan.target, NmmTarget):  # the default NMM heap's report
         args += ["--exit-leaks", str(w.exit_leaks)]
+        if w.bad_options:
+            args += ["--bad-options", ":".join(w.bad_options)]
     for fault in plan.faults:
         args += ["--fault", fault.driver_arg(plan.total_ops)]
     return args + plan.scheduler.driver_args()

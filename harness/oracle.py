@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.plan import Plan
+from harness.plan import NmmTarget, Plan
 from harness.records import (
     NOT_REACHED,
     WRITING_FAULTS,
@@ -86,6 +86,12 @@ _CANARY = 8
 #: walk_mismatch lines about a block's size: the walk's, or a size query's (PROTOCOL.md)
 _SIZE_WHATS = frozenset({"size", "requested_size", "usable_size", "usable_size_checked"})
 _DIAG = re.compile(r"^nmm: ")
+#: the default heap's line for a bad NMM_OPTIONS piece (options.c say_bad_piece): never
+#: why a process died
+_BAD_PIECE = re.compile(r"^nmm: NMM_OPTIONS: (.*); ignored, the other keys apply$")
+_HELP_HEAD = "NMM_OPTIONS=key=value"
+#: the process keys exitleak.c adds to NMM_OPTIONS after the target's own
+_EXIT_PROCESS_KEYS = ("leaks", "exitcode", "log_format", "log_path", "suppressions")
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
 
 
@@ -102,7 +108,7 @@ def find_diagnostic(stderr_tail: str, *, foreign: bool = False) -> str | None:
     last = len(lines) - 1
     while last > 0 and lines[last][:1].isspace():  # the report's stack lines
         last -= 1
-    if _DIAG.match(lines[last]):
+    if _DIAG.match(lines[last]) and not _BAD_PIECE.match(lines[last]):
         return lines[last].strip()
     return lines[-1].strip() if foreign else None
 
@@ -750,6 +756,8 @@ def _checks(plan: Plan, obs: Observation, result: ResultLine, faults: Sequence[F
     # ---- the default heap's leak report at exit: exactly the blocks leaked on purpose
     if plan.workload.exit_leaks:
         checks.append(_check_exit_report(result, obs.exit_report))
+        if plan.workload.bad_options:
+            checks.append(_check_bad_options(plan, obs.stderr_tail))
     # ---- the final sweep: every problem it found is an event the oracle explained
     problems = result.validate_problems
     if problems is not None:
@@ -942,6 +950,52 @@ def _check_exit_report(result: ResultLine, report: dict[str, Any] | None) -> Che
     if lost_blocks and not report.get("text_names_lost"):
         problems.append("the text report does not name the lost blocks' function")
     return Check(name="exit_leaks", ok=not problems, detail="; ".join(problems))
+
+
+def _piece_key(piece: str) -> str:
+    return piece.split("=", 1)[0].strip()
+
+
+def _check_bad_options(plan: Plan, stderr: str) -> Check:
+    """The default heap's answer to the bad NMM_OPTIONS pieces put before the target's
+    own (workload.bad_options): each named on exactly one ``nmm: NMM_OPTIONS: ...;
+    ignored, the other keys apply`` line that quotes its key, and no such line for
+    anything else (a good key refused); a ``help`` piece brings the key table, with a row
+    for every key the trial's NMM_OPTIONS set, and without one no table is printed. That
+    the keys after the bad pieces still applied is what the exit report's check shows
+    (tracking, leaks, log_path and the suppressions file come after them)."""
+    named = [m.group(1) for ln in stderr.splitlines()
+             if (m := _BAD_PIECE.match(ln.rstrip()))]
+    bad = [p for p in plan.workload.bad_options if _piece_key(p) != "help"]
+    problems = []
+    claimed: set[int] = set()
+    for piece in bad:
+        quoted = f"'{_piece_key(piece)}'"
+        lines = [i for i, ln in enumerate(named) if quoted in ln]
+        claimed.update(lines)
+        if len(lines) != 1:
+            problems.append(f"bad piece {piece!r}: named on {len(lines)} stderr line(s), "
+                            "expected 1")
+    stray = [named[i] for i in range(len(named)) if i not in claimed]
+    if stray:
+        problems.append(f"{len(stray)} NMM_OPTIONS line(s) name no bad piece of the plan "
+                        f"(a good key refused?): {stray[0][:160]!r}")
+    rows = stderr.splitlines()
+    head = [i for i, ln in enumerate(rows) if ln.startswith(_HELP_HEAD)]
+    if any(_piece_key(p) == "help" for p in plan.workload.bad_options):
+        target = plan.target
+        used = [_piece_key(p) for p in target.nmm_options().split(":")] if isinstance(
+            target, NmmTarget) else []
+        table = {ln.split(None, 1)[0] for ln in rows[head[0] + 1:] if ln.strip()} \
+            if head else set()
+        missing = [k for k in (*used, *_EXIT_PROCESS_KEYS) if k not in table]
+        if not head:
+            problems.append("a 'help' piece, and no key table on stderr")
+        elif missing:
+            problems.append(f"the key table has no row for {', '.join(missing)}")
+    elif head:
+        problems.append("a key table on stderr, and no 'help' piece asked for it")
+    return Check(name="bad_options", ok=not problems, detail="; ".join(problems))
 
 
 def _check_teardown(result: ResultLine) -> Check:

@@ -233,6 +233,25 @@ class Workload(_Model):
     #: function): the heap's leak report at exit must list exactly them (NMM targets
     #: with tracking; other targets ignore it); 0 = a heap of the trial's own
     exit_leaks: int = Field(default=0, ge=0, le=4096)
+    #: with exit_leaks (NMM targets): NMM_OPTIONS pieces put before the target's own, each
+    #: a bad key or value (``nosuch=1``, ``quarantine=lots``) the default heap must name on
+    #: stderr, once, and ignore while every other key applies, or ``help`` (its key table
+    #: on stderr); one piece per key
+    bad_options: list[str] = Field(default_factory=list)
+
+    @field_validator("bad_options")
+    @classmethod
+    def _check_bad_options(cls, value: list[str]) -> list[str]:
+        keys: set[str] = set()
+        for piece in value:
+            key = piece.split("=", 1)[0].strip()
+            if not key or ":" in piece or not piece.strip():
+                raise field_error("bad_options", piece, "one NMM_OPTIONS piece (key or "
+                                  "key=value, no ':')")
+            if key in keys:
+                raise field_error("bad_options", piece, f"one piece per key ({key!r} twice)")
+            keys.add(key)
+        return value
 
     @model_validator(mode="after")
     def _shares_fit(self) -> Workload:
@@ -240,6 +259,14 @@ class Workload(_Model):
             raise field_error("aligned", self.aligned, f"at most {1.0 - self.calloc:g}: "
                               "calloc and aligned are shares of the allocations, together "
                               "at most 1")
+        return self
+
+    @model_validator(mode="after")
+    def _bad_options_on_the_default_heap(self) -> Workload:
+        if self.bad_options and not self.exit_leaks:
+            raise field_error("bad_options", list(self.bad_options),
+                              "none without exit_leaks (only the default heap reads "
+                              "NMM_OPTIONS and names its bad pieces)")
         return self
 
     @model_validator(mode="after")
@@ -516,6 +543,10 @@ class Plan(_Model):
     def plan_hash(self) -> str:
         """A stable hash of what a trial does, independent of ``seed``/``seeds``/``name``."""
         data = self.model_dump(mode="json", exclude=set(UNHASHED))
+        if not data["workload"]["bad_options"]:
+            # added later: a plan that does not use it keeps the hash it had (reports
+            # and journals match trials across runs by it)
+            del data["workload"]["bad_options"]
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -177,7 +177,8 @@ class PyDriver:
         changed = [name for name, value, default in (
             ("realloc", w.realloc, 0.05), ("calloc", w.calloc, 0.04),
             ("aligned", w.aligned, 0.04), ("calloc_count", w.calloc_count, 1),
-            ("edge_every", w.edge_every, 0), ("exit_leaks", w.exit_leaks, 0))
+            ("edge_every", w.edge_every, 0), ("exit_leaks", w.exit_leaks, 0),
+            ("bad_options", w.bad_options, []))
             if value != default]
         if changed:
             raise UnsupportedFeature(f"the Python driver runs its own op mix: workload."

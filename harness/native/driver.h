@@ -108,6 +108,9 @@ typedef struct options {
     uint32_t exit_leaks;     /* run: blocks leaked on purpose after the teardown checks, for
                               * the default heap's leak report at exit (exitleak.c); 0 = none:
                               * the trial's own heap, destroyed at the end */
+    const char *bad_options; /* run with exit_leaks: NMM_OPTIONS pieces put before the
+                              * others, unchecked (the default heap names and ignores each
+                              * bad one; "help" prints its key table); NULL = none */
     uint64_t thread_churn;   /* ops per thread before it is replaced; 0 = never */
     uint64_t fork_every;     /* worker 0 forks every N ops; 0 = never */
     fault_spec_t faults[DRV_MAX_FAULT_SPECS];
@@ -163,9 +166,11 @@ typedef struct target {
 
 /* ------------------------------------------------------------------ exitleak.c */
 
-/* Configure the process's default heap (NMM_OPTIONS = nmm_options plus the exit
- * report's process keys) before its first use; false with err set on a bad string. */
-bool exit_leak_configure(const char *nmm_options, char *err, size_t err_len);
+/* Configure the process's default heap (NMM_OPTIONS = bad_options, if any, then
+ * nmm_options, then the exit report's process keys) before its first use; false with
+ * err set when the directory or the string cannot be made. */
+bool exit_leak_configure(const char *bad_options, const char *nmm_options, char *err,
+                         size_t err_len);
 /* Leak o->exit_leaks blocks of the default heap on purpose (no pointer kept) and add
  * "exit_leaks" (blocks, bytes, and those made under the suppressed function) to j;
  * the exit_report line follows at exit, after the heap's own leak report. */

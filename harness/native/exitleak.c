@@ -3,7 +3,9 @@
  * With --exit-leaks N the trial runs on the process's default heap, configured through
  * NMM_OPTIONS as a program under libnmm is: the plan's options plus the process keys of
  * the exit report (leaks=1, exitcode=0, log_path=<a private directory>/nmm,
- * log_format=both, suppressions=<a file naming the suppressed function>). After the
+ * log_format=both, suppressions=<a file naming the suppressed function>), after
+ * --bad-options' pieces if given (the heap names each bad one on stderr and ignores
+ * it, as under libnmm: the oracle holds those lines against the pieces). After the
  * teardown checks (every workload block freed) the driver allocates N blocks and keeps
  * no pointer to them: a quarter from exit_leak_suppressed(), which the suppressions
  * file names, the rest from exit_leak_lost(); one in four large. The result line says
@@ -31,8 +33,11 @@
 static char log_dir[256];      /* "" = no exit report configured */
 static char supp_file[300];
 
-bool exit_leak_configure(const char *nmm_options, char *err, size_t err_len)
+bool exit_leak_configure(const char *bad_options, const char *nmm_options, char *err,
+                         size_t err_len)
 {
+    if (!bad_options)
+        bad_options = "";
     const char *tmp = getenv("TMPDIR");
     snprintf(log_dir, sizeof log_dir, "%s/nmm-exit-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(log_dir)) {
@@ -50,14 +55,18 @@ bool exit_leak_configure(const char *nmm_options, char *err, size_t err_len)
     fputs("# the driver's own on-purpose leaks that the report must list as suppressed\n"
           "leak:exit_leak_suppressed\n", f);
     fclose(f);
-    size_t need = strlen(nmm_options) + strlen(log_dir) + strlen(supp_file) + 128;
+    /* the bad pieces first: every good key after them must still apply */
+    size_t need = strlen(bad_options) + strlen(nmm_options) + strlen(log_dir) +
+                  strlen(supp_file) + 128;
     char *env = malloc(need);
     if (!env) {
         snprintf(err, err_len, "--exit-leaks: out of memory");
         return false;
     }
-    snprintf(env, need, "%s%sleaks=1:exitcode=0:log_format=both:log_path=%s/nmm:suppressions=%s",
-             nmm_options, *nmm_options ? ":" : "", log_dir, supp_file);
+    snprintf(env, need,
+             "%s%s%s%sleaks=1:exitcode=0:log_format=both:log_path=%s/nmm:suppressions=%s",
+             bad_options, *bad_options ? ":" : "", nmm_options, *nmm_options ? ":" : "",
+             log_dir, supp_file);
     setenv("NMM_OPTIONS", env, 1);
     free(env);
     return true;

@@ -43,6 +43,9 @@ static const char usage[] =
     "  --exit-leaks N            run on the default heap (NMM_OPTIONS) and leak N blocks after the\n"
     "                            teardown checks; its leak report at exit is read back into an\n"
     "                            exit_report line (0 = a heap of its own, the default)\n"
+    "  --bad-options STR         with --exit-leaks: NMM_OPTIONS pieces put before the others\n"
+    "                            (bad keys or values the default heap must name on stderr\n"
+    "                            and ignore, or 'help'); not checked by the driver\n"
     "  --edge-every N            every N ops, requests that must fail: a calloc whose product\n"
     "                            overflows, sizes no heap holds, a realloc to one (0 = never)\n"
     "  --thread-churn N          replace each worker thread every N ops (0 = never)\n"
@@ -391,7 +394,7 @@ int main(int argc, char **argv)
             "--live", "--cross", "--realloc", "--thread-churn", "--fork-every", "--fault",
             "--progress-every", "--sample-every", "--no-check", "--worker", "--count",
             "--repeat", "--duration", "--worker-ops", "--calloc", "--aligned",
-            "--calloc-count", "--edge-every", "--exit-leaks", NULL};
+            "--calloc-count", "--edge-every", "--exit-leaks", "--bad-options", NULL};
         bool is_known = false;
         for (int k = 0; known[k]; k++)
             is_known = is_known || strcmp(name, known[k]) == 0;
@@ -461,6 +464,9 @@ int main(int argc, char **argv)
         } else if (strcmp(name, "--exit-leaks") == 0) {
             allowed = MODE_RUN;
             o.exit_leaks = (uint32_t)need_u64(name, val, 0, 4096, false);
+        } else if (strcmp(name, "--bad-options") == 0) {
+            allowed = MODE_RUN;
+            o.bad_options = val;
         } else if (strcmp(name, "--edge-every") == 0) {
             allowed = MODE_RUN | MODE_STREAM;
             o.edge_every = need_u64(name, val, 0, 1ull << 40, false);
@@ -510,6 +516,9 @@ int main(int argc, char **argv)
         usage_error("--calloc and --aligned: shares of allocations that add up to at most 1, "
                     "got %g + %g", o.calloc_share, o.aligned_share);
 
+    if (o.bad_options && *o.bad_options && !o.exit_leaks)
+        usage_error("--bad-options: needs --exit-leaks (only the default heap reads "
+                    "NMM_OPTIONS, and names its bad pieces)");
     if (o.exit_leaks && strcmp(o.target, "nmm") != 0)
         usage_error("--exit-leaks: applies to --target nmm only (the leak report at exit is "
                     "the default NMM heap's)");

@@ -55,6 +55,40 @@ def test_no_leak_report_at_exit_fails_the_trial(driver: Path) -> None:
     assert any("no leak report came at exit" in r for r in verdict.reasons), verdict.reasons
 
 
+#: one bad piece per kind of value (and an unknown key), then help: exitleaks.toml's
+BAD = ["nosuch=1", "level=max", "policy=maybe", "quarantine=lots", "sweep=-1",
+       "tracking=perhaps", "stacks=1/x", "fail=bogus@", "exitcode=300", "log_format=xml",
+       "guard", "mutant=nosuch", "help"]
+
+
+def test_bad_nmm_options_are_named_and_ignored_and_the_rest_applies(driver: Path) -> None:
+    """The pieces go first in the default heap's NMM_OPTIONS: each bad one is named on
+    stderr and ignored, every good key after them applies (tracking, leaks, log_path,
+    exitcode=0: the exit report and the exit status show it), help prints the table."""
+    argv = [str(driver), "run", "--target", "nmm", "--nmm-options",
+            "level=standard:policy=record:tracking=1:stacks=1", "--seed", "3", "--threads",
+            "2", "--ops", "4000", "--exit-leaks", "12", "--bad-options", ":".join(BAD),
+            "--progress-every", "0"]
+    obs = run_child(argv, 120.0, env={"PATH": "/usr/bin:/bin"})
+    assert obs.exit_code == 0, obs.stderr_tail  # exitcode=300 ignored, exitcode=0 applied
+    plan = Plan.model_validate({"schema_version": 1,
+                                "target": {"kind": "nmm", "level": "standard",
+                                           "options": {"tracking": 1, "stacks": "1"}},
+                                "workload": {"threads": 2, "ops": 4000, "exit_leaks": 12,
+                                             "bad_options": BAD}})
+    verdict = judge(plan, obs)
+    assert verdict.passed, verdict.reasons
+    assert "bad value '-1' for key 'sweep'" in obs.stderr_tail
+    # the same trial judged as if one more piece were bad: a good key is not refused
+    stricter = plan.model_copy(update={"workload": plan.workload.model_copy(
+        update={"bad_options": [*BAD, "retain=1M"]})})
+    assert not judge(stricter, obs).passed
+    # the driver takes them only for the default heap
+    bad = run_child([str(driver), "run", "--target", "nmm", "--bad-options", "nosuch=1"],
+                    60.0, env={"PATH": "/usr/bin:/bin"})
+    assert bad.exit_code == 2 and "--bad-options: needs --exit-leaks" in bad.stderr_tail
+
+
 def test_exit_leaks_need_the_nmm_target(driver: Path) -> None:
     obs = run_child([str(driver), "run", "--target", "malloc", "--exit-leaks", "4"], 60.0,
                     env={"PATH": "/usr/bin:/bin"})

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness.chaos import Artifact
 from harness.oracle import find_diagnostic, judge
 from harness.plan import Plan
 from harness.records import DetailLine, EventLine, FaultLine, Observation, ResultLine
@@ -1068,6 +1070,73 @@ def test_the_exit_leak_report_must_list_exactly_the_blocks_leaked_on_purpose():
     assert not v.passed and "the result line has none" in reasons(v)
     # a plan without exit leaks does not judge a report
     assert verdict([], [], res=result(exit_leaks=LEAKED)).passed
+
+
+BAD_PIECES = ["nosuch=1", "quarantine=lots", "help"]
+NAMED = ("nmm: NMM_OPTIONS: unknown key 'nosuch'; valid keys: level, policy; ignored, the "
+         "other keys apply\n"
+         "nmm: NMM_OPTIONS: bad value 'lots' for key 'quarantine' (expected a size in bytes "
+         "like 4096, 64k, 4M, 1G); ignored, the other keys apply\n")
+TABLE = ("NMM_OPTIONS=key=value:key=value:...  (keys also accepted under their field names)\n"
+         "key          field            default  unit                   meaning\n"
+         + "".join(f"{k:<13}{k:<17}0        x                      what {k} does\n"
+                   for k in ("level", "policy", "quarantine", "leaks", "suppressions",
+                             "exitcode", "log_path", "log_format")))
+
+
+def test_bad_nmm_options_pieces_must_each_be_named_once_and_help_must_list_the_keys():
+    """workload.bad_options go before the default heap's NMM_OPTIONS: the heap must name
+    each bad piece on one stderr line and ignore it (the other keys apply: the exit
+    report's check), refuse nothing else, and print its key table for 'help'."""
+    base = _exit_plan()
+    p = base.model_copy(update={"workload": base.workload.model_copy(
+        update={"bad_options": BAD_PIECES})})
+
+    def judged(stderr: str):
+        return verdict([], [], p=p, res=result(exit_leaks=LEAKED), exit_report=_exit_report(),
+                       stderr_tail=stderr)
+
+    good = judged(NAMED + TABLE)
+    assert good.passed, reasons(good)
+    # a bad piece the heap took silently (the other keys' check cannot see that)
+    v = judged(NAMED.splitlines(keepends=True)[0] + TABLE)
+    assert not v.passed and "bad piece 'quarantine=lots': named on 0 stderr line(s)" in reasons(v)
+    # one named twice
+    v = judged(NAMED + NAMED.splitlines(keepends=True)[1] + TABLE)
+    assert not v.passed and "named on 2 stderr line(s)" in reasons(v)
+    # a good key refused as well
+    refused = ("nmm: NMM_OPTIONS: bad value '1' for key 'tracking' (expected 0 or 1); "
+               "ignored, the other keys apply\n")
+    v = judged(NAMED + refused + TABLE)
+    assert not v.passed and "1 NMM_OPTIONS line(s) name no bad piece" in reasons(v)
+    # help asked for, no table; a table missing a key the trial set
+    v = judged(NAMED)
+    assert not v.passed and "a 'help' piece, and no key table" in reasons(v)
+    v = judged(NAMED + TABLE.replace("log_path ", "logpath  "))
+    assert not v.passed and "the key table has no row for log_path" in reasons(v)
+    # a table nobody asked for
+    unasked = base.model_copy(update={"workload": base.workload.model_copy(
+        update={"bad_options": BAD_PIECES[:2]})})
+    v = verdict([], [], p=unasked, res=result(exit_leaks=LEAKED), exit_report=_exit_report(),
+                stderr_tail=NAMED + TABLE)
+    assert not v.passed and "no 'help' piece asked for it" in reasons(v)
+    # the lines are never why a process died
+    assert find_diagnostic(NAMED) is None
+
+
+def test_bad_options_belong_to_exit_leak_trials_one_piece_per_key():
+    with pytest.raises(ValueError, match="none without exit_leaks"):
+        plan(workload={"threads": 2, "ops": 1000, "bad_options": ["nosuch=1"]})
+    for pieces, said in [(["a=1:b=2"], "one NMM_OPTIONS piece"),
+                         (["quarantine=x", "quarantine=y"], "one piece per key")]:
+        with pytest.raises(ValueError, match=said):
+            plan(workload={"threads": 2, "ops": 1000, "exit_leaks": 4, "bad_options": pieces})
+    # a plan without them keeps the hash it had before the key existed: these two
+    # artifacts were shrunk (and their plans hashed) before it
+    root = Path(__file__).resolve().parents[2] / "chaos_plans" / "regressions" / "mutants"
+    for name in ("flush_race", "refill_unlocked"):
+        artifact = Artifact.load(root / f"{name}-{name}.artifact.json")
+        assert artifact.plan_model().plan_hash() == artifact.identity["plan_hash"]
 
 
 # ---------------------------------------------------------------- issue 11's kinds

@@ -140,8 +140,8 @@ def test_unknown_key_lists_valid_keys(write_plan):
     path = write_plan("schema_version = 1\n[workload]\nthread = 4\n")
     with pytest.raises(PlanError) as info:
         load_plan(path)
-    assert (f"{path}: workload.thread: unknown key; expected one of: aligned, calloc, "
-            "calloc_count, check, cross,") in str(info.value)
+    assert (f"{path}: workload.thread: unknown key; expected one of: aligned, bad_options, "
+            "calloc, calloc_count, check, cross,") in str(info.value)
     assert "threads" in str(info.value)
 
 
