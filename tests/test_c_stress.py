@@ -326,3 +326,12 @@ def test_leak_report_ignores_a_damaged_headers_site_flag(build: Builder, level: 
     counts it but must not name the previous owner's site (the header fails its
     keyed check)."""
     _run(build("stress_leaksite"), level)
+
+
+@pytest.mark.parametrize("level", ["off", "standard"])
+def test_roots_scan_skips_the_leak_checks_own_frames(build: Builder, level: str) -> None:
+    """The heap walk of the leak check leaves live blocks' addresses in its own stack
+    frames; the calling thread's stack counts as a root only from the check's entry
+    up, so a lost block whose address sits only below it stays lost, and one held in
+    the caller's frame is reachable."""
+    _run(build("stress_roots"), level)

@@ -381,8 +381,10 @@ typedef struct roots_set {
 bool roots_collect(nmm_heap_t *heap, roots_set_t *s, size_t expect);
 void roots_release(roots_set_t *s);
 /* Classify every block: reachable from globals, thread stacks, TLS, registers
- * (other threads paused by a signal while read), indirectly lost, or lost. */
-void roots_mark(roots_set_t *s);
+ * (other threads paused by a signal while read), indirectly lost, or lost. The
+ * calling thread's stack counts from self_from up: the leak check's entry passes
+ * its own __builtin_dwarf_cfa(), so none of the check's frames is a root. */
+void roots_mark(roots_set_t *s, uintptr_t self_from);
 /* A thread that allocates with tracking says where its stack is (once). */
 void roots_register_thread(void);
 

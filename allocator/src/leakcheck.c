@@ -254,7 +254,9 @@ static void add_group_frames(struct check *c)
     }
 }
 
-uint64_t leakcheck_run(nmm_heap_t *heap)
+/* Not inlined: its CFA (its caller's stack pointer) is where this thread's stack
+ * starts to count as a root, above every frame of the check. */
+NMM_NOINLINE uint64_t leakcheck_run(nmm_heap_t *heap)
 {
     nmm_stats_t st;
     memset(&st, 0, sizeof st);
@@ -268,7 +270,7 @@ uint64_t leakcheck_run(nmm_heap_t *heap)
         return 0;
     }
     bool locked = out_lock();
-    roots_mark(&rs);
+    roots_mark(&rs, (uintptr_t)__builtin_dwarf_cfa());
     struct check c;
     memset(&c, 0, sizeof c);
     if (!leaks_agg_init(&c.a, rs.n + (rs.missed ? 1 : 0))) {

@@ -144,7 +144,9 @@ static size_t read_remote(int pid, uintptr_t addr, void *buf, size_t n)
  * through process_vm_readv, up to ROOTS_READ_BYTES a call (a page that cannot
  * be read is skipped). A megabyte block used to take 256 calls (and as many
  * getpid calls): in git's short processes that was half the system calls the
- * exit report made. */
+ * exit report made. Not instrumented by AddressSanitizer: a conservative scan reads
+ * whole globals and stacks, redzones between their objects included. */
+__attribute__((no_sanitize_address))
 static void scan_range(roots_set_t *s, uintptr_t lo, uintptr_t hi, uint8_t mark, bool safe)
 {
     lo = (lo + 7) & ~(uintptr_t)7;
@@ -287,8 +289,8 @@ static void tls_bounds(uintptr_t tp, uintptr_t *lo, uintptr_t *hi)
 }
 
 /* A thread's memory: its stack and its static TLS and descriptor. The calling
- * thread's stack from sp to the top of its mapping (the main stack) and its TLS
- * area; another thread's from sp (the stopped thread's own, else the bottom of
+ * thread's stack from sp (where the leak check was entered) to the top of its
+ * mapping and its TLS area; another thread's from sp (the stopped thread's own, else the bottom of
  * its stack mapping) up to the end of its descriptor, which glibc puts at the
  * top of the same mapping. A range holding live blocks (a heap's own region) is
  * never a root. */
@@ -462,15 +464,7 @@ static int own_base_cb(struct dl_phdr_info *info, size_t size, void *ctx)
 
 /* ------------------------------------------------------------------ the scan */
 
-static NMM_NOINLINE void scan_self(roots_set_t *s, const struct maps *m)
-{
-    /* callee-saved registers onto this frame, which the stack scan covers */
-    __builtin_unwind_init();
-    uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
-    scan_thread_mappings(s, m, sp, (uintptr_t)__builtin_thread_pointer(), true, true);
-}
-
-void roots_mark(roots_set_t *s)
+void roots_mark(roots_set_t *s, uintptr_t self_from)
 {
     if (!s->n)
         return;
@@ -478,7 +472,12 @@ void roots_mark(roots_set_t *s)
     dl_iterate_phdr(globals_cb, s);
     struct maps m;
     if (maps_read(&m)) {
-        scan_self(s, &m);
+        /* the calling thread's stack from self_from up: below it lie only the check's
+         * own frames, where the heap walk (roots_collect, the stats, the exit sweep)
+         * leaves live blocks' addresses in slots no later frame overwrote (scanned
+         * from roots_mark's own frame, one such slot kept a lost block "still
+         * reachable") */
+        scan_thread_mappings(s, &m, self_from, (uintptr_t)__builtin_thread_pointer(), true, true);
         scan_other_threads(s, &m);
         os_unmap(m.text, m.map_bytes);
     }
