@@ -16,14 +16,19 @@
 
 #define CORE_CHUNK_SHIFT 16                      /* 64 KiB: the unit of the slab map */
 #define CORE_CHUNK ((size_t)1 << CORE_CHUNK_SHIFT)
-/* Slab metadata is packed, sized for each slab's block count, in two sparse
+/* Slab metadata is packed, sized for each slab's block count, in three sparse
  * areas reserved for the worst case (every chunk a slab of 4096 blocks):
- * descriptors (slab_t + state[n] + stack[n]) and sites (site[n], u32). Only
- * what a slab touches is committed, site[] only when a block carries a site;
- * packing keeps a 64 KiB slab of 80-B blocks at ~3 (untracked) or ~7 bytes of
- * metadata per block instead of whole pages per slab. */
+ * descriptor headers (slab_t, fixed size), bodies (state[n] + stack[n]) and sites
+ * (site[n], u32). Only what a slab touches is committed, site[] only when a block
+ * carries a site; packing keeps a 64 KiB slab of 80-B blocks at ~3 (untracked) or
+ * ~7 bytes of metadata per block instead of whole pages per slab. Headers stay
+ * apart from bodies so that a released slab's body pages, once no slab in use has
+ * a body on them, can go back to the OS while its header (kept with the range)
+ * stays readable. */
 #define CORE_META_ALIGN 64                       /* descriptors and site arrays: own cache lines */
-#define CORE_META_DESC_PER_CHUNK 12544           /* >= slab_t + 4096 * 3, aligned */
+#define CORE_META_HDR 128                        /* a descriptor's header (slab_t), aligned */
+#define CORE_META_HDRS_PER_CHUNK (2 * CORE_META_HDR) /* ranges plus spare descriptors */
+#define CORE_META_DESC_PER_CHUNK 12544           /* >= 4096 * 3 + 2, aligned: bodies */
 #define CORE_META_SITES_PER_CHUNK 16448          /* >= 4096 * 4, aligned */
 #define CORE_CLASSES 48                          /* entries in sizeclass_table */
 #define CORE_SMALL_MAX 131072                    /* largest class; larger requests are mapped */
@@ -148,9 +153,9 @@ static inline int sizeclass_of(size_t bytes)
 
 /* ------------------------------------------------------------------ slab.c */
 
-/* A slab descriptor lives in the heap's meta area (packed, made with the range,
- * kept with it when the range is given back), never inside the slab; the chunk
- * map points at it. Fields are written under the class lock (or region
+/* A slab descriptor lives in the heap's meta area (a header here, its body of
+ * states and stack packed in the body area; made with the range, kept with it when
+ * the range is given back), never inside the slab; the chunk map points at it. Fields are written under the class lock (or region
  * lock while the slab is being made) and read lock-free by pointer validation. */
 typedef struct slab {
     uint8_t *data;           /* first block: slab base (page aligned) + the heap's user_off
@@ -177,14 +182,14 @@ typedef struct slab {
                               * written (relaxed) by the thread handing the block out */
     uint32_t chunks;
     uint8_t lane;            /* class lock: the partial list it is on when partial */
-    /* followed by uint8_t state[nblocks]; uint16_t stack[nblocks] */
+    uint8_t *states;         /* its body: uint8_t state[nblocks]; uint16_t stack[nblocks] */
 } slab_t;
 /* The inline fit reads one line of the descriptor (the descriptors are line aligned). */
 _Static_assert(offsetof(slab_t, plain_span) + sizeof(uint32_t) <= CORE_META_ALIGN,
                "data, recip, block_size and plain_span share the descriptor's first line");
 enum { SL_NONE = 0, SL_PARTIAL = 1, SL_EMPTY = 2 };
 
-static inline uint8_t *slab_states(slab_t *s) { return (uint8_t *)(s + 1); }
+static inline uint8_t *slab_states(slab_t *s) { return s->states; }
 static inline uint16_t *slab_stack(slab_t *s)
 {
     return (uint16_t *)(((uintptr_t)(slab_states(s) + s->nblocks) + 1) & ~(uintptr_t)1);
@@ -337,10 +342,18 @@ struct nmm_heap {
 
     /* region */
     pthread_mutex_t region_lock;
-    uint8_t *meta;               /* packed slab descriptors, then (at meta_sites) site arrays */
-    size_t meta_size;            /* bytes reserved for both */
+    uint8_t *meta;               /* descriptor headers, then (at meta_bodies) their bodies,
+                                  * then (at meta_sites) site arrays */
+    size_t meta_size;            /* bytes reserved for all three */
     size_t meta_sites;           /* offset of the site area in meta */
-    size_t meta_used;            /* region lock: bump offset of the descriptor area */
+    size_t meta_used;            /* region lock: bump offset of the header area */
+    size_t meta_bodies;          /* offset of the body area (states, stacks) in meta */
+    size_t bodies_used;          /* region lock: bump offset in the body area */
+    uint16_t *body_refs;         /* region lock: per page of the body area, bodies of slabs
+                                  * in use on it (0: its page went back to the OS) */
+    size_t body_page;            /* the OS page for slab_new's body pages: os_page_size()
+                                  * loads it with an atomic, a yield point of the chaos
+                                  * build, and slab_new had none (schedules count them) */
     size_t sites_used;           /* region lock: bump offset in the site area */
     size_t region_used;          /* region lock: bump offset */
     slab_t *released[CORE_CLASSES]; /* region lock: per-class stacks of given-back ranges

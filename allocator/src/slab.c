@@ -10,8 +10,14 @@
 
 /* The largest per-chunk metadata (16-B blocks, no lead: 4096 of them) fits what
  * is reserved per chunk, alignment included. */
-_Static_assert(sizeof(slab_t) + 4096 * 3 + 2 + CORE_META_ALIGN <= CORE_META_DESC_PER_CHUNK, "descriptors");
+_Static_assert(4096 * 3 + 2 + CORE_META_ALIGN <= CORE_META_DESC_PER_CHUNK, "descriptors");
+_Static_assert(sizeof(slab_t) <= CORE_META_HDR, "descriptor headers");
 _Static_assert(4096 * 4 + CORE_META_ALIGN <= CORE_META_SITES_PER_CHUNK, "sites");
+
+static size_t body_refs_bytes(size_t chunks)
+{
+    return (chunks * CORE_META_DESC_PER_CHUNK / os_page_size() + 1) * sizeof(uint16_t);
+}
 
 static size_t meta_round(size_t n)
 {
@@ -33,23 +39,31 @@ bool slab_region_init(nmm_heap_t *h)
         void *base = os_reserve(size);
         if (!base)
             continue;
-        size_t meta_size = chunks * (CORE_META_DESC_PER_CHUNK + CORE_META_SITES_PER_CHUNK);
+        size_t meta_size = chunks * (CORE_META_HDRS_PER_CHUNK + CORE_META_DESC_PER_CHUNK +
+                                     CORE_META_SITES_PER_CHUNK);
+        size_t refs = body_refs_bytes(chunks);
         void *meta = os_map_sparse(meta_size);
         void *map = os_map_sparse(chunks * sizeof(slab_t *));
-        if (!meta || !map) {
+        void *body_refs = os_map_sparse(refs);
+        if (!meta || !map || !body_refs) {
             os_unmap(base, size);
             if (meta)
                 os_unmap(meta, meta_size);
             if (map)
                 os_unmap(map, chunks * sizeof(slab_t *));
+            if (body_refs)
+                os_unmap(body_refs, refs);
             continue;
         }
         h->base = (uintptr_t)base;
         h->region_size = size;
         h->meta = meta;
         h->meta_size = meta_size;
-        h->meta_sites = chunks * CORE_META_DESC_PER_CHUNK;
-        h->meta_used = h->sites_used = 0;
+        h->meta_bodies = chunks * CORE_META_HDRS_PER_CHUNK;
+        h->meta_sites = h->meta_bodies + chunks * CORE_META_DESC_PER_CHUNK;
+        h->meta_used = h->bodies_used = h->sites_used = 0;
+        h->body_refs = body_refs;
+        h->body_page = os_page_size();
         h->chunk_map = map;
         h->region_used = 0;
         return true;
@@ -64,6 +78,7 @@ void slab_region_destroy(nmm_heap_t *h)
     os_unmap((void *)h->base, h->region_size);
     os_unmap(h->meta, h->meta_size);
     os_unmap(h->chunk_map, chunks * sizeof(slab_t *));
+    os_unmap(h->body_refs, body_refs_bytes(chunks));
 }
 
 static void list_push(slab_t **head, slab_t *s)
@@ -100,18 +115,39 @@ static slab_t *slab_desc_new(nmm_heap_t *h, uint32_t nblocks)
             return s;
         }
     }
-    size_t desc = meta_round(sizeof(slab_t) + (size_t)nblocks * 3 + 2);
+    size_t body = meta_round((size_t)nblocks * 3 + 2);
     size_t sites = meta_round((size_t)nblocks * 4);
-    if (h->meta_used + desc > h->meta_sites || h->meta_sites + h->sites_used + sites > h->meta_size)
+    if (h->meta_used + CORE_META_HDR > h->meta_bodies ||
+        h->meta_bodies + h->bodies_used + body > h->meta_sites ||
+        h->meta_sites + h->sites_used + sites > h->meta_size)
         return NULL;
     slab_t *s = (slab_t *)(h->meta + h->meta_used);
-    h->meta_used += desc;
+    h->meta_used += CORE_META_HDR;
+    s->states = h->meta + h->meta_bodies + h->bodies_used;
+    h->bodies_used += body;
     /* site[] is never cleared: an entry counts only for a block whose header
      * has HDR_SITE, written when the block is handed out with a site */
     s->sites = (uint32_t *)(h->meta + h->meta_sites + h->sites_used);
     h->sites_used += sites;
     s->cap = (uint16_t)nblocks;
     return s;
+}
+
+/* Region lock held: s's body (states and stack, made for cap blocks) goes into use
+ * (+1) or out of it (-1). A page of the body area no body in use is on goes back to
+ * the OS: bodies are packed, so a released slab's body shares its first and last
+ * pages with its neighbours', and with the headers elsewhere nothing else pins them
+ * (8 lanes' worth of descriptors stayed resident after their threads were gone). */
+static void slab_body_use(nmm_heap_t *h, slab_t *s, int delta, size_t page)
+{
+    size_t from = (size_t)(s->states - (h->meta + h->meta_bodies));
+    size_t last = from + (size_t)s->cap * 3 + 1;
+    for (size_t p = from / page; p <= last / page; p++) {
+        if (delta > 0)
+            h->body_refs[p]++;
+        else if (--h->body_refs[p] == 0)
+            os_decommit(h->meta + h->meta_bodies + p * page, page);
+    }
 }
 
 static void slab_desc_spare(nmm_heap_t *h, slab_t *s)
@@ -210,6 +246,7 @@ static slab_t *slab_new(nmm_heap_t *h, int cls, uint32_t lane, bool *injected)
         /* the lead: at header levels user = block + 8 is 16-byte aligned */
         data += h->user_off;
     }
+    slab_body_use(h, s, +1, h->body_page);
     pthread_mutex_unlock(&h->region_lock);
     NMM_YIELD("region.unlock");
 
@@ -247,19 +284,18 @@ static void slab_release(nmm_heap_t *h, int cls, slab_t *s)
     for (uint32_t i = 0; i < s->chunks; i++)
         __atomic_store_n(&h->chunk_map[first + i], NULL, __ATOMIC_RELEASE);
     os_decommit((void *)slab_base(s), bytes);
-    /* its descriptor's whole pages of states and stack too (the 16-B class's are 12 KB):
-     * the descriptor stays with the range, and a range is reused only once a class
-     * needs a slab again, which clears the states (slab_new) */
+    /* os_page_size() here, not h->body_page: its atomic load is the yield point this
+     * path had before the descriptor split (the recorded chaos schedules count them) */
     size_t page = os_page_size();
-    uintptr_t from = ((uintptr_t)slab_states(s) + page - 1) & ~(uintptr_t)(page - 1);
-    uintptr_t to = ((uintptr_t)(slab_stack(s) + s->nblocks)) & ~(uintptr_t)(page - 1);
-    if (to > from)
-        os_decommit((void *)from, to - from);
     h->pools[cls].nslabs--;
     __atomic_fetch_add(&h->slabs_returned, 1, __ATOMIC_RELAXED);
     heap_account_mapped(h, -(int64_t)bytes);
     NMM_YIELD("region.lock");
     heap_lock(h, &h->region_lock);
+    /* its body's pages that no slab in use shares go back too: the descriptor stays
+     * with the range, and a range is reused only once a class needs a slab again,
+     * which clears the states (slab_new) */
+    slab_body_use(h, s, -1, page);
     s->released = 1;
     s->next_free = h->released[cls];
     h->released[cls] = s;

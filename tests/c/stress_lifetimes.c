@@ -54,11 +54,17 @@ static uint64_t resident(uintptr_t p, size_t len)
     return n * page;
 }
 
+/* What is resident of the heap's slab descriptors: headers and bodies. */
+static uint64_t desc_resident(void)
+{
+    return resident((uintptr_t)heap->meta, heap->meta_used) +
+           resident((uintptr_t)heap->meta + heap->meta_bodies, heap->bodies_used);
+}
+
 /* What is resident of the heap's slabs, their descriptors and site arrays. */
 static uint64_t heap_resident(void)
 {
-    return resident(heap->base, heap->region_used) +
-           resident((uintptr_t)heap->meta, heap->meta_used) +
+    return resident(heap->base, heap->region_used) + desc_resident() +
            resident((uintptr_t)heap->meta + heap->meta_sites, heap->sites_used);
 }
 
@@ -119,22 +125,26 @@ int main(int argc, char **argv)
 
     lifetimes(0, 1, 1);
     uint64_t one = stats_of(heap).mapped_bytes, one_resident = heap_resident();
+    uint64_t one_desc = desc_resident();
     lifetimes(1, count, wave);
     nmm_stats_t st = stats_of(heap);
     uint64_t crowd = st.mapped_bytes, crowd_returned = st.slabs_returned;
-    uint64_t crowd_resident = heap_resident();
+    uint64_t crowd_resident = heap_resident(), crowd_desc = desc_resident();
     /* threads one at a time again: two decay steps of every class they use */
     lifetimes(1 + count, 2 * CORE_DECAY_EVENTS, 1);
     st = stats_of(heap);
     stats_match_heap(heap, &st, 0);
     CHECK_EQ(st.events, 0);
     CHECK_EQ(nmm_validate(heap), 0);
-    bool ok = st.mapped_bytes <= 2 * one && crowd_resident <= 3 * one_resident;
-    printf("%s one=%llu crowd=%llu settled=%llu returned=%llu/%llu resident one=%llu crowd=%llu\n",
+    bool ok = st.mapped_bytes <= 2 * one && crowd_resident <= 2 * one_resident &&
+              crowd_desc <= 6 * one_desc;
+    printf("%s one=%llu crowd=%llu settled=%llu returned=%llu/%llu resident one=%llu crowd=%llu"
+           " descriptors one=%llu crowd=%llu\n",
            ok ? "ok" : "FAIL", (unsigned long long)one,
            (unsigned long long)crowd, (unsigned long long)st.mapped_bytes,
            (unsigned long long)crowd_returned, (unsigned long long)st.slabs_returned,
-           (unsigned long long)one_resident, (unsigned long long)crowd_resident);
+           (unsigned long long)one_resident, (unsigned long long)crowd_resident,
+           (unsigned long long)one_desc, (unsigned long long)crowd_desc);
     int rc = ok ? 0 : 1;
     nmm_heap_destroy(heap);
     return rc;
