@@ -26,6 +26,12 @@ static inline void escape(void *p) { __asm__ volatile("" : : "r"(p) : "memory");
 
 static uint64_t rss_bytes(void) { return proc_status_kib("VmRSS:") * 1024; }
 static uint64_t peak_rss_bytes(void) { return proc_status_kib("VmHWM:") * 1024; }
+/* Anonymous pages only: the file-backed part of VmRSS (the program's and libc's code,
+ * mapped by fault-around from whatever the page cache holds) moved one thread's
+ * growth by up to ~150 KB between identical runs; the anonymous part repeats to the
+ * page (threadchurn, 3 runs at off: one_thread_bytes 327-479 KB by VmRSS, 256 KB
+ * every time by RssAnon). */
+static uint64_t anon_rss_bytes(void) { return proc_status_kib("RssAnon:") * 1024; }
 
 /* ---- sizes: a table drawn once, so kernels pay no exp() per op */
 
@@ -687,10 +693,11 @@ static int bench_larson(const target_t *t, const options_t *o)
 
 /* ---- threadchurn: --ops thread lifetimes (default 10,000), --threads at a time
  * (default 8); each thread replaces random slots of its own 64 blocks of 16 B ..
- * 4 KiB 256 times, frees them all and exits. The value is the RSS growth after all
- * the lifetimes; one_thread_bytes is the growth after the first one alone, and
- * first_wave_bytes after the first --threads at once (the same concurrency as the
- * rest: what all the lifetimes add beyond it is what thread exits leave behind).
+ * 4 KiB 256 times, frees them all and exits. The value is the growth of the
+ * anonymous RSS (anon_rss_bytes) after all the lifetimes; one_thread_bytes is the
+ * growth after the first one alone, and first_wave_bytes after the first --threads
+ * at once (the same concurrency as the rest: what all the lifetimes add beyond it is
+ * what thread exits leave behind).
  * A wave's threads start their work together (a barrier): a lifetime is shorter than
  * a thread's creation, so without it how many of them lived at once, and with it the
  * RSS, depended on the machine's load (first wave 0.68 MB loaded, 1.59 MB quiet). */
@@ -737,14 +744,14 @@ static int bench_threadchurn(const target_t *t, const options_t *o)
     life_arg_t *args = out_map(sizeof(life_arg_t) * wave);
     if (!sizes || !th || !args)
         return 1;
-    uint64_t base = rss_bytes();
+    uint64_t base = anon_rss_bytes();
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, 1);
     args[0] = (life_arg_t){t, sizes, prng_mix(o->seed, 0), &start};
     start_threads(th, 1, life_thread, args, sizeof *args, "threadchurn");
     pthread_join(th[0], NULL);
     pthread_barrier_destroy(&start);
-    uint64_t one = rss_bytes(), wave_one = one;
+    uint64_t one = anon_rss_bytes(), wave_one = one;
     uint64_t done = 1, t0 = drv_now_ns();
     while (done < lifetimes) {
         uint32_t n = lifetimes - done < wave ? (uint32_t)(lifetimes - done) : wave;
@@ -756,11 +763,11 @@ static int bench_threadchurn(const target_t *t, const options_t *o)
             pthread_join(th[i], NULL);
         pthread_barrier_destroy(&start);
         if (done == 1)
-            wave_one = rss_bytes();
+            wave_one = anon_rss_bytes();
         done += n;
     }
     uint64_t ns = drv_now_ns() - t0;
-    uint64_t all = rss_bytes();
+    uint64_t all = anon_rss_bytes();
     runs_t runs = {{(double)(all > base ? all - base : 0)}, 1, 1};
     extras_t x = {{"one_thread_bytes", "first_wave_bytes", "lifetimes_per_s"},
                   {(double)(one > base ? one - base : 0),
