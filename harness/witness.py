@@ -1,7 +1,9 @@
 """A failure as a witness a person can read: the operations that ran, in the order the
 controlled scheduler ran them, each named with its worker, op index and block
 (``T1 op 9 free(b3)``), and the thread switches between them, with the yield point a
-worker was preempted at when it lost the CPU in the middle of an operation.
+worker was preempted at when it lost the CPU in the middle of an operation. A deadlock
+or hang ends with each blocked worker's unfinished op (or its exit), the lock it waits
+for and the locks it holds.
 
 The evidence: the failing trial run once more, following its schedule, with the driver's
 ``--op-log`` (each finished op: worker, op index, step; each preemption: worker, step,
@@ -14,6 +16,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,18 +115,44 @@ def witness_lines(plan: Plan, run: TrialRun, *, limit: int = TAIL_OPS) -> list[s
     counts: dict[int, int] = {}
     for ev in ops:
         counts[ev.worker] = max(counts.get(ev.worker, 0), ev.op)
+    stop = run.record.observation.sched_stop
+    for t in (stop or {}).get("threads", ()):  # a blocked worker's unfinished op too
+        if t.get("state") == "blocked":
+            worker = int(t.get("worker", 0))
+            counts[worker] = max(counts.get(worker, 0), int(t.get("ops", 0)))
     streams = _streams(plan, run.record.seed, counts, driver)
-    return render(ops, preemptions, streams, limit=limit,
-                  stop=run.record.observation.sched_stop, threads=plan.workload.threads,
-                  fork_every=plan.workload.fork_every)
+    w = plan.workload
+    return render(ops, preemptions, streams, limit=limit, stop=stop, threads=w.threads,
+                  fork_every=w.fork_every,
+                  worker_ops=list(w.worker_ops or [w.ops_per_worker] * w.threads))
+
+
+def _blocked_line(thread: dict[str, Any], describe: Callable[..., str],
+                  worker_ops: list[int] | None, fork_every: int) -> str:
+    """``T0 op 3 free(b2), unfinished: blocked at ... waiting for ..., holding ...``: the
+    op a blocked worker was inside (or its exit, after its last op)."""
+    worker, done = int(thread.get("worker", 0)), int(thread.get("ops", 0))
+    holds = ", ".join(h.get("lock", "?") for h in thread.get("holds", ())) or "nothing"
+    where = (f"blocked at {thread.get('waiting_at')} waiting for "
+             f"{thread.get('waiting_for')}, holding {holds}")
+    if worker_ops is not None and worker < len(worker_ops) and done >= worker_ops[worker]:
+        return f"T{worker} exiting after its last op: {where}"
+    inside = f"op {done} {describe(worker, done, done=False)}"
+    if fork_every and worker == 0 and (done + 1) % fork_every == 0:
+        inside += f" (or fork {(done + 1) // fork_every} after it)"
+    return f"T{worker} {inside}, unfinished: {where}"
 
 
 def render(ops: list[OpEvent], preemptions: list[Preemption], streams: dict[int, list[str]],
            *, limit: int = TAIL_OPS, stop: dict[str, Any] | None = None,
-           threads: int = 2, fork_every: int = 0) -> list[str]:
+           threads: int = 2, fork_every: int = 0,
+           worker_ops: list[int] | None = None) -> list[str]:
     """Witness lines from an op log and the workers' streams. A fork (worker 0, after
     every ``fork_every`` ops, before it yields) is an operation of its own: the child
-    allocates FORK_CHILD_BLOCKS blocks, checks their patterns and frees them."""
+    allocates FORK_CHILD_BLOCKS blocks, checks their patterns and frees them. A worker
+    the scheduler found blocked (``stop``: deadlock, hang) ends the witness with the op
+    it was inside (its ``ops`` finished ones are in the log; ``worker_ops`` says how many
+    it had, so one past its last is its exit), where it waits and what it holds."""
     labels: dict[tuple[int, int], str] = {}   # (worker, slot) -> block label
     counter = 0
     lines: list[str] = []
@@ -132,25 +161,31 @@ def render(ops: list[OpEvent], preemptions: list[Preemption], streams: dict[int,
     for p in preemptions:
         by_worker_pre.setdefault(p.worker, []).append(p)
     prev_worker = None
-    for ev in ops:
-        text = streams.get(ev.worker, [])
-        line = text[ev.op - 1] if 0 < ev.op <= len(text) else ""
-        m = _STREAM.match(line)
+
+    def describe(worker: int, index: int, *, done: bool = True) -> str:
+        """Op ``index`` (0-based) of a worker's stream; a finished alloc gets the next
+        block label, a finished free takes its block's label out of use."""
+        nonlocal counter
+        text = streams.get(worker, [])
+        m = _STREAM.match(text[index]) if 0 <= index < len(text) else None
         if m is None:
-            desc = "op"
-        else:
-            kind, slot = m.group(2), int(m.group(3))
-            key = (ev.worker, slot)
-            if kind == "alloc":
-                counter += 1
-                labels[key] = f"b{counter}"
-                desc = f"alloc({m.group(4)}) -> {labels[key]}"
-            elif kind == "realloc":
-                desc = f"realloc({labels.get(key, '?')}, {m.group(4)})"
-            else:
-                block = labels.pop(key, "?")
-                desc = (f"hand {block} to T{(ev.worker + 1) % threads} to free"
-                        if m.group(5) == "1" else f"free({block})")
+            return "op"
+        kind, slot = m.group(2), int(m.group(3))
+        key = (worker, slot)
+        if kind == "alloc":
+            if not done:
+                return f"alloc({m.group(4)})"
+            counter += 1
+            labels[key] = f"b{counter}"
+            return f"alloc({m.group(4)}) -> {labels[key]}"
+        if kind == "realloc":
+            return f"realloc({labels.get(key, '?')}, {m.group(4)})"
+        block = labels.pop(key, "?") if done else labels.get(key, "?")
+        return (f"hand {block} to T{(worker + 1) % threads} to free"
+                if m.group(5) == "1" else f"free({block})")
+
+    for ev in ops:
+        desc = describe(ev.worker, ev.op - 1)
         begin = last_step.get(ev.worker, 0)
         inside = [p for p in by_worker_pre.get(ev.worker, ()) if begin < p.step <= ev.step]
         if prev_worker is not None and prev_worker != ev.worker:
@@ -170,10 +205,7 @@ def render(ops: list[OpEvent], preemptions: list[Preemption], streams: dict[int,
     if stop is not None:
         for t in stop.get("threads", ()):
             if t.get("state") == "blocked":
-                lines.append(f"T{t.get('worker')} blocked at {t.get('waiting_at')} waiting for "
-                             f"{t.get('waiting_for')}, holding "
-                             + (", ".join(h.get("lock", "?") for h in t.get("holds", ()))
-                                or "nothing"))
+                lines.append(_blocked_line(t, describe, worker_ops, fork_every))
     ops_shown = [ln for ln in lines if is_operation(ln)]
     if len(ops_shown) > limit:
         cut = 0

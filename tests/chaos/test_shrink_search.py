@@ -25,7 +25,7 @@ from harness.shrink_search import (
     shapes,
     window_points,
 )
-from harness.witness import operations
+from harness.witness import is_operation, operations
 from tests.chaos.conftest import ROOT
 
 PLANS = ROOT / "chaos_plans" / "mutants"
@@ -137,4 +137,10 @@ def test_a_lock_order_deadlock_shrinks_to_a_few_operations(tmp_path: Path, capsy
     assert shrunk.signature == Artifact.load(art).signature
     assert shrunk.signature.outcome == "deadlock"
     assert operations(shrunk.plan_model()) <= 10
-    assert sum(" blocked at " in ln for ln in shrunk.witness) >= 2
+    blocked = [ln for ln in shrunk.witness if " blocked at " in ln]
+    assert len(blocked) >= 2
+    # each blocked worker names the op it was inside, or its exit after its last op
+    assert all(", unfinished: " in ln or " exiting after its last op: " in ln
+               for ln in blocked), shrunk.witness
+    shown = [ln for ln in shrunk.witness if is_operation(ln)]
+    assert 1 <= len(shown) <= operations(shrunk.plan_model())
