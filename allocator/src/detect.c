@@ -307,11 +307,12 @@ bool detect_fresh_damaged(nmm_heap_t *h, slab_t *s, uint32_t idx)
         uint8_t st = __atomic_load_n(&slab_states(s)[j - 1], __ATOMIC_RELAXED);
         uint8_t *prev = s->data + (size_t)(j - 1) * bs +
                         (state_has_offset(st) ? state_user_off(st) : h->user_off);
-        if (fresh_blame_reported(st) && detect_header_ok(h, prev)) {
+        if (fresh_blame_reported(st)) {
             /* That block's damage was reported when it was found (its free or a
              * sweep, which retired it or marked it): this is the rest of the same
              * overflow, run on into memory nobody owns. One misuse, one report:
-             * poisoned again, nothing new to say. */
+             * poisoned again, nothing new to say. No header check: a retired block's
+             * state no longer says where an aligned block's header was. */
             detect_poison(block, bs);
             return false;
         }
@@ -394,11 +395,14 @@ static int quarantine_blame_below(nmm_heap_t *h, const quarantine_entry_t *e, lo
         return BLAME_NONE;
     uint8_t *pst = &slab_states(s)[idx];
     uint8_t st = __atomic_load_n(pst, __ATOMIC_RELAXED);
+    /* reported already (retired, marked): before the header check, as a retired aligned
+     * block's state no longer says where its header was (its own free reported its
+     * overflow; this is the rest of it) */
+    if (fresh_blame_reported(st))
+        return BLAME_ALREADY;
     uint8_t *prev = (uint8_t *)pblock + (state_has_offset(st) ? state_user_off(st) : h->user_off);
     if (!detect_header_ok(h, prev))
         return BLAME_NONE;
-    if (fresh_blame_reported(st))
-        return BLAME_ALREADY;
     if (!state_is_live_unaligned(st) && !state_is_aligned(st))
         return BLAME_NONE;
     /* Marked without the class lock (a sweep may hold every lock, the exit sweep's
