@@ -270,6 +270,17 @@ def test_bad_fail_spec_names_the_piece(probe: Path, spec: str, piece: str, liste
     assert listed in message
 
 
+def test_the_c_library_and_the_plan_loader_know_the_same_fail_points(probe: Path) -> None:
+    """The allocator's list of valid points is written from its table of points; the
+    plan loader has its own (harness.plan.FAIL_POINTS): a point added to one only would
+    be refused by the other, in a plan or at run time."""
+    from harness.plan import FAIL_POINTS
+
+    message = parse_error(probe, "fail=nosuch@p1")
+    listed = message.split("valid points: ", 1)[1].split(";", 1)[0].strip()
+    assert tuple(listed.split(", ")) == FAIL_POINTS, message
+
+
 def test_error_leaves_config_untouched(probe: Path) -> None:
     # The probe prints nothing on error; the C contract (cfg unchanged) is checked
     # through the binding, which parses onto defaults and must not half-apply.

@@ -52,7 +52,9 @@ static const char *const point_names[FP_POINT_COUNT_] = {
     [FP_SLAB_DESC] = "slab.desc",
 };
 
-static const char valid_points[] = "alloc, pool.grow, os.map, tcache.refill, large.map, slab.desc";
+/* what an error lists after "valid": the points (from point_names, so a new point is
+ * named once) or the terms */
+enum valid_list { VALID_NONE, VALID_POINTS, VALID_TERMS };
 static const char valid_terms[] =
     "p<probability 0..1 or N%>, every<n>, after<n>, max<n>, min<bytes>, maxsize<bytes>, off";
 
@@ -66,7 +68,7 @@ static uint64_t rng_start(uint64_t seed, int point)
 
 static void set_err(char *err, size_t err_len, const char *spec, size_t spec_len,
                     const char *what, const char *piece, size_t piece_len,
-                    const char *valid)
+                    enum valid_list valid)
 {
     if (!err || !err_len)
         return;
@@ -81,10 +83,15 @@ static void set_err(char *err, size_t err_len, const char *spec, size_t spec_len
         strbuf_putn(&sb, piece, piece_len);
         strbuf_putc(&sb, '\'');
     }
-    if (valid) {
-        strbuf_puts(&sb, "; valid ");
-        strbuf_puts(&sb, valid == valid_points ? "points: " : "terms: ");
-        strbuf_puts(&sb, valid);
+    if (valid == VALID_POINTS) {
+        strbuf_puts(&sb, "; valid points: ");
+        for (int i = 0; i < FP_POINT_COUNT_; i++) {
+            strbuf_puts(&sb, i ? ", " : "");
+            strbuf_puts(&sb, point_names[i]);
+        }
+    } else if (valid == VALID_TERMS) {
+        strbuf_puts(&sb, "; valid terms: ");
+        strbuf_puts(&sb, valid_terms);
     }
 }
 
@@ -165,14 +172,14 @@ static bool parse_one(const char *s, const char *e, struct fp_parsed *out, char 
             out->point = i;
     if (out->point < 0) {
         set_err(err, err_len, s, spec_len, name_len ? "unknown point" : "missing point name",
-                name_len ? s : NULL, name_len, valid_points);
+                name_len ? s : NULL, name_len, VALID_POINTS);
         return false;
     }
     if (!at)
         return true; /* bare name: fail every hit */
     const char *p = at + 1;
     if (skip_space(p, e) == e) {
-        set_err(err, err_len, s, spec_len, "no term after '@'", NULL, 0, valid_terms);
+        set_err(err, err_len, s, spec_len, "no term after '@'", NULL, 0, VALID_TERMS);
         return false;
     }
     while (p <= e) {
@@ -184,7 +191,7 @@ static bool parse_one(const char *s, const char *e, struct fp_parsed *out, char 
         uint64_t v = 0;
         bool ok = tl > 0;
         if (!ok) {
-            set_err(err, err_len, s, spec_len, "empty term", NULL, 0, valid_terms);
+            set_err(err, err_len, s, spec_len, "empty term", NULL, 0, VALID_TERMS);
             return false;
         }
         if (tl == 3 && memcmp(ts, "off", 3) == 0) {
@@ -210,15 +217,15 @@ static bool parse_one(const char *s, const char *e, struct fp_parsed *out, char 
             if (!ok) {
                 set_err(err, err_len, s, spec_len,
                         "probability must be a number from 0 to 1 (or 0% to 100%), got",
-                        ts, tl, NULL);
+                        ts, tl, VALID_NONE);
                 return false;
             }
         } else {
-            set_err(err, err_len, s, spec_len, "unknown term", ts, tl, valid_terms);
+            set_err(err, err_len, s, spec_len, "unknown term", ts, tl, VALID_TERMS);
             return false;
         }
         if (!ok) {
-            set_err(err, err_len, s, spec_len, "bad number in term", ts, tl, valid_terms);
+            set_err(err, err_len, s, spec_len, "bad number in term", ts, tl, VALID_TERMS);
             return false;
         }
         if (!comma)
@@ -226,7 +233,7 @@ static bool parse_one(const char *s, const char *e, struct fp_parsed *out, char 
         p = comma + 1;
     }
     if (out->max_size && out->min_size > out->max_size) {
-        set_err(err, err_len, s, spec_len, "min is larger than maxsize", NULL, 0, NULL);
+        set_err(err, err_len, s, spec_len, "min is larger than maxsize", NULL, 0, VALID_NONE);
         return false;
     }
     return true;
