@@ -199,9 +199,9 @@ class _Shrinker:
         """The best trial's operations (allocator calls and forks: ``witness.operations``)."""
         return operations(self.best.plan_model())
 
-    def run(self, first: str) -> bool:
-        """The phases from ``first`` on, each given its time by ``self.budget``; whether
-        they all ran (else the budget ran out: ``_Budget``)."""
+    def run(self, first: str) -> None:
+        """The phases from ``first`` on, each given its time by ``self.budget``; raises
+        ``_Budget`` when the budget runs out first."""
         names = list(PHASES)
         for name in names[names.index(first) if first in names else 0:]:
             if name in BIG_TRIAL_PHASES and self.operations() <= SMALL_SEARCH_OPS:
@@ -216,7 +216,6 @@ class _Shrinker:
                           "next phase")
         self.phase = "done"
         self.save()
-        return True
 
     def _pass(self, name: str) -> None:
         if name == "prefix":
@@ -794,7 +793,9 @@ def shrink(artifact: Artifact, artifact_path: Path, *, budget_s: float = 120,
     s.trials = trials
     finished = False
     try:
-        finished = phase == "done" or s.run(phase)
+        if phase != "done":
+            s.run(phase)
+        finished = True
     except _Budget:
         note("budget spent; progress saved")
     plan = s.best.plan_model()

@@ -144,7 +144,8 @@ def test_a_small_phase_still_finding_keeps_its_time_and_a_small_witness_skips_bi
         "small": [(29, NOTHING), (1, 8), (28, NOTHING), (1, 5), *forever()],
         "knobs": [(1, 3)], "shape": [(1, 2)],  # never run
         "schedule": [(1, NOTHING)] * 5})
-    assert s.run("prefix") is True
+    s.run("prefix")
+    assert s.phase == "done"  # every phase ran or was skipped, none ran out the budget
     assert s.phases() == ["prefix", "small", "schedule"]
     assert operations(s.best.plan_model()) == 5 <= SMALL_SEARCH_OPS
     _, start, end = s.ran[1]
@@ -166,7 +167,8 @@ def test_a_small_phase_finding_nothing_hands_over_then_gets_what_is_left() -> No
         "knobs": [(1, 200), (1, NOTHING)],
         "shape": [(1, 100), (1, 50), (1, 24), *forever()],
         "schedule": [(1, NOTHING)] * 3})
-    assert s.run("prefix") is True
+    s.run("prefix")
+    assert s.phase == "done"  # every phase ran or was skipped, none ran out the budget
     assert s.phases() == ["prefix", "small", "knobs", "shape", "small-rest", "schedule"]
     ends = {name: end for name, _, end in s.ran}
     assert ends["small"] == pytest.approx(1 + SLICE + 1)
@@ -185,7 +187,8 @@ def test_big_trial_phases_leave_the_small_search_a_slice_of_its_own() -> None:
     keeps = [(5, 300 - i) for i in range(100)]
     s = Scripted(clock, 400, {"small": [(1, NOTHING)] * 5, "shape": keeps,
                               "schedule": [(1, NOTHING)]})
-    assert s.run("prefix") is True
+    s.run("prefix")
+    assert s.phase == "done"  # every phase ran or was skipped, none ran out the budget
     ends = {name: end for name, _, end in s.ran}
     assert ends["shape"] == pytest.approx(
         BUDGET * (1 - SCHEDULE_SHARE - PHASE_SLICE_SHARE), abs=5)
