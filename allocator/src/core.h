@@ -155,8 +155,9 @@ static inline int sizeclass_of(size_t bytes)
 
 /* A slab descriptor lives in the heap's meta area (a header here, its body of
  * states and stack packed in the body area; made with the range, kept with it when
- * the range is given back), never inside the slab; the chunk map points at it. Fields are written under the class lock (or region
- * lock while the slab is being made) and read lock-free by pointer validation. */
+ * the range is given back), never inside the slab; the chunk map points at it.
+ * Fields are written under the class lock (or region lock while the slab is being
+ * made) and read lock-free by pointer validation. */
 typedef struct slab {
     uint8_t *data;           /* first block: slab base (page aligned) + the heap's user_off
                               * (8 at header levels, so user = block + 8 is 16-byte aligned) */
