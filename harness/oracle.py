@@ -203,22 +203,23 @@ def _stream_seq(event: EventLine) -> int | None:
 
 class _Excuser:
     """Explains trouble on a block by injected damage: something is excused only where
-    its address falls inside a damage fault's window, the fault came before it, and it
-    is the first of its category on that block (a block damaged once explains one wrong
-    pattern, one refused free, one event; a second is the allocator's)."""
+    its address falls inside a damage fault's window, the fault came before it, and no
+    earlier trouble of its category on that block was already put down to that fault (a
+    block damaged once explains one wrong pattern, one refused free, one event; a second
+    is the allocator's). Blocks are reused: an address two faults damaged, once in each
+    of two lifetimes, explains one of each."""
 
     def __init__(self, faults: Sequence[FaultLine]) -> None:
         self.damage = [f for f in faults if f.kind in DAMAGE_FAULTS and f.performed
                        and f.window()[1] > f.window()[0]]
-        self.used: set[tuple[str, int]] = set()
+        self.used: set[tuple[str, int, int]] = set()
 
     def excuse(self, category: str, block: int, where: tuple[int, int], line: int,
                seq: int | None = None) -> FaultLine | None:
-        if (category, block) in self.used:
-            return None
         for f in reversed(self.damage):
-            if _caused_by(line, seq, f) and _overlap(where, f.window()):
-                self.used.add((category, block))
+            if (category, block, f.line) not in self.used and _caused_by(line, seq, f) \
+                    and _overlap(where, f.window()):
+                self.used.add((category, block, f.line))
                 return f
         return None
 

@@ -614,6 +614,25 @@ def test_a_pattern_error_inside_the_damaged_range_is_explained():
     assert not v.passed
 
 
+def test_a_reused_block_damaged_in_each_of_two_lifetimes_explains_two_wrong_patterns():
+    # level off, seed 3007 of shapes: an underflow's byte landed in the block below,
+    # which its check saw; that address was freed, handed out again, and a later
+    # overflow reached into it: the second wrong pattern is the second fault's
+    first = _overflow_next_block()
+    second = fault("overflow", size=48, bytes=64, offset=48, line=6, op=300, fid=1, seq=1)
+    ev = [event("overflow", line=2, detail=48), event("overflow", line=7, seq=2, detail=48)]
+    seen = [_perr(NEXT, 4, line=5), _perr(NEXT, 0, line=8)]
+    ok = verdict([first, second], ev, res=result(2, pattern_errors=2), details=seen)
+    assert ok.passed, reasons(ok)
+    # the same two wrong patterns with only the first fault: the second is the allocator's
+    v = verdict([first], ev[:1], res=result(1, pattern_errors=2), details=seen)
+    assert not v.passed and f"check {NEXT:#x}+0" in reasons(v)
+    # and a wrong pattern seen before the second fault is not put down to it
+    early = [_perr(NEXT, 4, line=5), _perr(NEXT, 0, line=5)]
+    v = verdict([first, second], ev, res=result(2, pattern_errors=2), details=early)
+    assert not v.passed
+
+
 def test_a_realloc_pattern_error_is_placed_at_the_old_block():
     f = _overflow_next_block()
     ev = [event("overflow", line=2, detail=48)]
