@@ -170,7 +170,7 @@ def _make_pool(workers: int | None, scheduler: str | None) -> Any:
 
 def _run(defn: Any, run_dir: Path, pool: Any, quiet: bool) -> int:
     from harness import campaign as cp
-    from harness.cli import _stop_signals, _Terminated
+    from harness import interrupts
     from harness.invocation import command_line
     from harness.journal import JOURNAL_NAME, Journal
     from harness.progress import RunProgress
@@ -194,17 +194,18 @@ def _run(defn: Any, run_dir: Path, pool: Any, quiet: bool) -> int:
         err.print(f"retrying {trial.plan.name} seed {trial.seed} on {trial.plan.target.label}:"
                   f" {why}", markup=False, highlight=False)
 
-    with journal, _stop_signals():
+    with journal, interrupts.stop_signals():
         try:
             with pool, progress:
                 result = cp.run_campaign(defn, journal, pool, on_record=on_record,
                                          on_retry=on_retry)
         except KeyboardInterrupt as stop:
-            how = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
+            terminated = isinstance(stop, interrupts.Terminated)
+            how = "terminated (SIGTERM)" if terminated else "interrupted"
             err.print(f"{how}: {len(journal.records)} trial(s) kept in {journal.path}; "
                       f"continue with:\n  {command_line('campaign', '--resume', str(run_dir))}",
                       markup=False, highlight=False)
-            return 143 if isinstance(stop, _Terminated) else 130
+            return 143 if terminated else 130
     paths = _write_reports([run_dir], run_dir)
     doc = json.loads(paths["json"].read_text())
     code = terminal.record_verdict(0 if result.passed else 1)

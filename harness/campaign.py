@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from harness import interrupts
 from harness._peers import all_targets, not_installed
 from harness.engine import Engine, engine_from_spec
 from harness.errors import CampaignError, HarnessError
@@ -580,7 +581,9 @@ def run_campaign(defn: Definition, journal: Journal, pool: Pool, *,
             journal.start(trial.key, trial_identity(trial.plan, trial.seed, (), engine.name))
             pool.submit(trial.key, job_json(trial, defn.engine))
             free -= 1
-        event = pool.next_event(poll_s)
+        with interrupts.deferred():  # Ctrl-C raised in a lock's wait would break it
+            event = pool.next_event(poll_s)
+        interrupts.raise_if_requested()
         if event is None:
             continue
         if event.key not in in_flight:

@@ -7,7 +7,6 @@ module is the only one that prints.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import itertools
 import json
@@ -15,16 +14,15 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
+from harness import interrupts
 from harness.engine import Engine, engine_names, get_engine
 from harness.errors import HarnessError, PlanError
 from harness.invocation import command_line, program
@@ -175,7 +173,7 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
                 # what a refused --resume compares key by key
                 "plan": plan.model_dump(mode="json")}
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
-    with journal, _stop_signals():
+    with journal, interrupts.stop_signals():
         try:
             result = _run_with_progress(plan, journal, eng, jobs, quiet=quiet,
                                         overrides=all_overrides)
@@ -183,11 +181,12 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
             resume_cmd = command_line("run", plan_path,
                                       *[a for o in all_overrides for a in ("--set", o)],
                                       *eng.options(), "--resume", str(run_dir))
-            how = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
+            terminated = isinstance(stop, interrupts.Terminated)
+            how = "terminated (SIGTERM)" if terminated else "interrupted"
             err.print(f"{how}: {len(journal.records)} trial(s) kept in "
                       f"{journal.path}; continue with:\n  {resume_cmd}",
                       markup=False, highlight=False)
-            return 143 if isinstance(stop, _Terminated) else 130
+            return 143 if terminated else 130
     # the versioned report (result.json, summary.md, junit.xml, report.html), as a
     # campaign's; the terminal and --json show the same document
     from harness._cli_campaign import _write_reports
@@ -205,38 +204,6 @@ def run_cmd(plan_path: str, seed: int | None, seeds: int | None, overrides: tupl
         _print_summary(plan.name, result.records, doc, result.skipped, verbose=verbose,
                        report=str(paths["markdown"]))
     return code
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM during a run, handled as Ctrl-C is: trial children killed, journal kept."""
-
-
-@contextlib.contextmanager
-def _stop_signals() -> Iterator[None]:
-    """While a run is going, SIGINT raises ``KeyboardInterrupt`` and SIGTERM (a cancelled
-    CI job) ``_Terminated``, once: later ones are ignored while the run stops (children
-    killed, journal closed, worker threads joined at exit), where a second Ctrl-C printed
-    a traceback or killed the process. SIGTERM's default action killed only this process,
-    and the trial children, each in its own session, ran on without their watchdog."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    fired: list[int] = []
-
-    def stop(signum: int, frame: Any) -> None:
-        fired.append(signum)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        if not fired:  # a stopped run keeps ignoring them until the process exits
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 def _new_run_dir(out: Path, run_id: str) -> Path:

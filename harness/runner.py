@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from harness import interrupts
 from harness._driver import driver_args, driver_command
 from harness._isolate import LineCallback, kill_running_children
 from harness.engine import Engine, get_engine, make_record, run_trial, trial_key
@@ -143,8 +144,10 @@ def run_plan(plan: Plan, *, seeds: Iterable[int] | None = None, jobs: int | None
         is its watchdog, by when that trial had been judged and journaled."""
         nonlocal pending
         while len(pending) > limit:
-            finished, pending = wait(pending, timeout=SIGNAL_POLL_S,
-                                     return_when=FIRST_COMPLETED)
+            with interrupts.deferred():  # Ctrl-C raised in a lock's wait would break it
+                finished, pending = wait(pending, timeout=SIGNAL_POLL_S,
+                                         return_when=FIRST_COMPLETED)
+            interrupts.raise_if_requested()
             for fut in finished:
                 fut.result()
 
