@@ -119,6 +119,12 @@ def _over_time(by_target: dict[str, list[TrialRecord]], what: str) -> str | None
     return _png(fig, fit=False)
 
 
+# Legends go right of the plot: loc="best" searches the data for a free spot, slowly
+# for big series, and matplotlib warns when that search took over a second (it did on a
+# loaded machine, and the warning is an error in the tests)
+_OUTSIDE: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
+
+
 def _latency_chart(doc: dict[str, Any]) -> str | None:
     import matplotlib.pyplot as plt
 
@@ -136,7 +142,7 @@ def _latency_chart(doc: dict[str, Any]) -> str | None:
     ax.set_ylabel("ns per op (median over trials)", fontsize=8)
     ax.set_xticks([x + width * (len(keys) - 1) / 2 for x in range(len(targets))])
     ax.set_xticklabels(targets, rotation=30, ha="right", fontsize=7)
-    ax.legend(fontsize=7)
+    ax.legend(**_OUTSIDE, fontsize=7)
     fig.tight_layout()
     return _png(fig)
 
@@ -172,7 +178,7 @@ def _trend_charts(doc: dict[str, Any]) -> list[tuple[str, str]]:
     ax.set_xticks(range(n))
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=6)
     ax.set_ylabel("median M ops/s", fontsize=8)
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(**_OUTSIDE, fontsize=6)
     fig.tight_layout()
     out.append(("Throughput per target over runs", _png(fig)))
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -186,7 +192,7 @@ def _trend_charts(doc: dict[str, Any]) -> list[tuple[str, str]]:
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=6)
     ax.set_ylabel("detection rate", fontsize=8)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(**_OUTSIDE, fontsize=6)
     else:
         ax.text(0.5, 0.5, "every fault detected in every run", ha="center",
                 transform=ax.transAxes)
