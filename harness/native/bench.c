@@ -371,17 +371,22 @@ static int bench_workset(const target_t *t, const options_t *o)
     return 0;
 }
 
-/* oversub: --ops in all, split over --threads threads (8, 64, 1024 on 2 cores), each
- * with 64 live blocks of 16 B .. 1 KiB: the cost of many more threads than cores.
- * Timed from the first thread's start to the last one's end of its ops: the threads'
- * creation and warm-up come before (a barrier), their cleanup and exit after (a
- * barrier: exits_in_window, threads that began theirs inside the window, is 0). */
+/* oversub: --threads threads (8, 64, 1024 on 2 cores), each doing --ops ops with 64
+ * live blocks of 16 B .. 1 KiB: the cost of many more threads than cores. Every thread
+ * count does the same work per thread, so a thread's ops outlast a scheduler time slice
+ * and what differs is the allocator's (a lock holder preempted, per-thread caches, cold
+ * lines); with a fixed total split over the threads (2M ops: ~2000 per thread at 1024)
+ * each thread's work was shorter than its wake-up from the start barrier, and
+ * oversub1024 timed the kernel waking 1024 threads (every allocator at 16-34% of its
+ * 8-thread rate). Timed from the first thread's start to the last one's end of its
+ * ops: the threads' creation and warm-up come before (a barrier), their cleanup and
+ * exit after (a barrier: exits_in_window, threads that began theirs inside the
+ * window, is 0). */
 static int bench_oversub(const target_t *t, const options_t *o)
 {
     uint32_t threads = o->threads_given ? o->threads : 64;
-    uint64_t total = o->ops_given ? o->ops : 2000000;
+    uint64_t per = o->ops_given ? o->ops : 200000;
     uint32_t repeats = o->repeat ? o->repeat : 1;
-    uint64_t per = total / threads ? total / threads : 1;
     uint64_t *sizes = size_table(o, "16-1024", o->seed);
     if (!sizes)
         return 1;
