@@ -20,7 +20,7 @@ PROGRAM = Path(__file__).resolve().parent / "c" / "validate_corrupt.c"
 CASES = {
     "empty_cycle": 8, "nempty": 11, "retained": 12, "list_flag": 10, "unlinked": 11, "lane": 9,
     "quar_twice": 13, "quar_lost": 14, "quar_bytes": 15, "limit": 16, "live_count": 17,
-    "large_count": 17, "bin": 19, "released": 18,
+    "large_count": 17, "bin": 19, "released": 18, "past_bump": 20,
 }
 
 

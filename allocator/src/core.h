@@ -903,7 +903,9 @@ enum {
     VALIDATE_LIMIT = 16,         /* the limit charge is not the live blocks' bytes */
     VALIDATE_LIVE_COUNT = 17,    /* live counters disagree with the live blocks */
     VALIDATE_RELEASED = 18,      /* a released-range or spare list loops or holds a mapped slab */
-    VALIDATE_BIN = 19            /* a cache bin or quarantine ring counts past its capacity */
+    VALIDATE_BIN = 19,           /* a cache bin or quarantine ring counts past its capacity */
+    VALIDATE_PAST_BUMP = 20      /* a block handed out past the bump pointer (a slab's count
+                                  * says never used: it would be handed out again) */
 };
 size_t validate_heap(nmm_heap_t *h, bool full);
 /* The exit sweep (nmm_exit_check); echo: write each line to stderr at once too

@@ -20,16 +20,19 @@ nmm_status_t nmm_stats_get(nmm_heap_t *h, nmm_stats_t *out)
     pthread_mutex_lock(&tcache_registry_lock);
     tcache_sum(h, allocs, frees, cached, &cached_allocs, &misses, &tq_bytes);
     int64_t live_bytes = 0;
+    uint64_t chunks = h->region_size >> CORE_CHUNK_SHIFT;
     for (int c = 0; c < CORE_CLASSES; c++) {
         sizeclass_pool_t *pool = &h->pools[c];
         nmm_class_stats_t *cs = &out->classes[c];
         heap_lock(h, &pool->lock);
-        uint64_t free_blocks = 0;
-        for (uint32_t l = 0; l < CORE_LANES; l++)
-            for (slab_t *s = pool->partial[l]; s; s = s->next)
+        /* at most the class's slabs in all (at most the region's chunks, should the
+         * count itself be damaged): a list with a cycle (a slab pushed twice) is
+         * counted short, not looped on forever; nmm_validate names it */
+        uint64_t free_blocks = 0, steps = pool->nslabs < chunks ? pool->nslabs : chunks;
+        for (uint32_t l = 0; l <= CORE_LANES; l++)
+            for (slab_t *s = l < CORE_LANES ? pool->partial[l] : pool->empty; s && steps;
+                 s = s->next, steps--)
                 free_blocks += slab_free_count(s);
-        for (slab_t *s = pool->empty; s; s = s->next)
-            free_blocks += slab_free_count(s);
         cs->slabs = pool->nslabs;
         pthread_mutex_unlock(&pool->lock);
         cs->block_size = sizeclass_table[c];

@@ -121,20 +121,26 @@ static size_t validate_quarantines(nmm_heap_t *h, bool full)
 
 /* One class's partial or empty list: at most bound steps (the slabs in use), each
  * entry flagged for this list, class and lane (a partial list's; CORE_LANES: any),
- * linked back to its predecessor and mapped. Returns its length. */
+ * linked back to its predecessor and mapped. The first bad entry is reported, not
+ * every one after it: in a cycle (a slab pushed twice) the same entry is met again on
+ * every round, and one report per list says it. Returns its length. */
 static uint64_t validate_list(nmm_heap_t *h, int c, uint32_t lane, slab_t *head, uint8_t flag,
                               uint64_t bound, size_t *problems)
 {
     uint64_t n = 0;
+    bool bad_entry = false;
     slab_t *prev = NULL;
     for (slab_t *s = head; s; prev = s, s = s->next) {
         if (++n > bound) {
             *problems += validate_freelist_problem(h, s->data, VALIDATE_LIST_LOOP);
             break;
         }
-        if (s->list != flag || s->cls != c || s->prev != prev || slab_of(h, slab_base(s)) != s ||
-            (lane < CORE_LANES && s->lane != lane))
+        if (!bad_entry &&
+            (s->list != flag || s->cls != c || s->prev != prev || slab_of(h, slab_base(s)) != s ||
+             (lane < CORE_LANES && s->lane != lane))) {
             *problems += validate_freelist_problem(h, s->data, VALIDATE_LIST_ENTRY);
+            bad_entry = true;
+        }
     }
     return n;
 }
@@ -294,6 +300,11 @@ size_t validate_heap(nmm_heap_t *h, bool full)
             }
             if (full && !marked && (base == BS_QUARANTINE || (base & 0xF0) == BS_QUAR_ALIGNED))
                 problems += validate_freelist_problem(h, user, VALIDATE_QUAR_LOST);
+            /* blocks from the bump pointer on were never handed out (a slab made or
+             * reused has every state cleared and bump at 0): one that was is one the
+             * next allocation hands out a second time */
+            if (i >= s->bump && base != BS_NEVER)
+                problems += validate_freelist_problem(h, block, VALIDATE_PAST_BUMP);
             if ((state_is_live_unaligned(base) || state_is_aligned(base)) && h->checks) {
                 uint32_t detail;
                 size_t size;

@@ -2,7 +2,8 @@
  * case per run: a slab list with a cycle, a list flag that disagrees with a slab's free
  * count, pool counts, retained bytes, a quarantine entry twice or a quarantined block in
  * none, quarantine bytes, the limit charge, the live counters, a cache bin or a released
- * range stack gone wrong. Built with the allocator's sources and its private core.h (a
+ * range stack gone wrong, a bump pointer moved back over a live block. nmm_stats_get
+ * walks the same lists first: it must return too. Built with the allocator's sources and its private core.h (a
  * test may reach inside; nothing else may). usage: validate_corrupt CASE
  * Prints "ok CASE details=..." and exits 0 when the heap validated clean before the
  * corruption and nmm_validate then returned (bounded: no list is looped on) having
@@ -89,14 +90,21 @@ int main(int argc, char **argv)
             h->retained_bytes += 4096;
             want = VALIDATE_RETAINED;
         }
-    } else if (!strcmp(c, "list_flag") || !strcmp(c, "unlinked") || !strcmp(c, "lane")) {
+    } else if (!strcmp(c, "list_flag") || !strcmp(c, "unlinked") || !strcmp(c, "lane") ||
+               !strcmp(c, "past_bump")) {
         h = heap_of("level=standard:tcache=0");
         fill(h, N, 64);
         release(h, 1, N / 2); /* the first slab partial, the later ones full */
         sizeclass_pool_t *pool = &h->pools[class_of_size(h, 64)];
         if (nmm_validate(h) || !pool->partial[0]) /* no cache: every slab is in lane 0 */
             return 5;
-        if (!strcmp(c, "list_flag")) { /* a full slab claims to be partial */
+        if (!strcmp(c, "past_bump")) { /* a slab's bump pointer one back over a live block */
+            slab_t *s = slab_of(h, (uintptr_t)blocks[N - 1]);
+            if (!s->bump)
+                return 4;
+            s->bump--;
+            want = VALIDATE_PAST_BUMP;
+        } else if (!strcmp(c, "list_flag")) { /* a full slab claims to be partial */
             slab_t *full = NULL;
             for (size_t i = N / 2; i < N && !full; i++) {
                 slab_t *s = slab_of(h, (uintptr_t)blocks[i]);
@@ -183,6 +191,12 @@ int main(int argc, char **argv)
         return 2;
     }
     drain(h);
+    /* stats walk the same lists: bounded too (a cycle made nmm_stats_get loop forever) */
+    nmm_stats_t st;
+    memset(&st, 0, sizeof st);
+    st.size = sizeof st;
+    if (nmm_stats_get(h, &st) != NMM_OK)
+        return 6;
     size_t problems = nmm_validate(h);
     nmm_event_t ev[256];
     size_t n = nmm_events_drain(h, ev, 256);
