@@ -51,8 +51,9 @@ ATTEMPTS = 2
 LEVELS = ("off", "standard", "paranoid")
 #: --targets words that stand for several targets
 GROUPS = ("plan", "nmm", "peers")
-#: fault kinds only an NMM heap can take (fail points)
-NMM_ONLY_FAULTS = ("alloc_failure",)
+#: fault kinds only an NMM heap can take, and what of it they need
+NMM_ONLY_FAULTS = {"alloc_failure": "an NMM heap's fail points",
+                   "corrupt_meta": "an NMM heap's own books"}
 
 
 # ---------------------------------------------------------------- campaign files
@@ -373,9 +374,10 @@ def skipped_pairs(defn: Definition) -> list[str]:
         targets, levels, _ = axes(defn, source)
         for target in _targets_for(base.target, targets, levels, defn.target_env):
             if _retarget(base, target) is None:
+                kinds = dict.fromkeys(f.kind for f in base.faults)
+                needs = dict.fromkeys(NMM_ONLY_FAULTS[k] for k in kinds)
                 notes.append(f"{base.name} x {target.label}: skipped, its faults "
-                             f"({', '.join(dict.fromkeys(f.kind for f in base.faults))}) "
-                             "need an NMM heap's fail points")
+                             f"({', '.join(kinds)}) need {' and '.join(needs)}")
     return notes
 
 

@@ -60,6 +60,35 @@ ACCEPTED_EVENTS: dict[str, frozenset[str]] = {
     # paranoid: the access faults in the zero-size area (named before the process dies);
     # standard: the zero-size canary at the free
     "zero_size_write": frozenset({"zero_size_access", "overflow"}),
+    # the heap's own books damaged: judged by CORRUPT_REPORTS, not by one event kind
+    "corrupt_meta": frozenset(),
+}
+#: What nmm_validate must report for each shape of damage to the heap's books (a
+#: corrupt_meta fault): freelist_corrupt events, each (detail, where) with the detail's
+#: meaning in allocator/src/core.h (VALIDATE_*; 1..7 validate.c's block checks) and
+#: where: "address" (the fault line's: the slab, block or quarantine entry damaged),
+#: "also" (its second address; required only when the line gives one), "none" (a count:
+#: no address) or "any" (a slab the walk stopped at). Every report is required; a
+#: freelist_corrupt event of the damaged heap that is none of them is a false positive.
+CORRUPT_REPORTS: dict[str, tuple[tuple[int | tuple[int, ...], str], ...]] = {
+    # pushed twice: its prev is not its predecessor (9), the walk never ends (8, on the
+    # slab itself: the only one the cycle holds), the list's length is not its slabs' (11)
+    "list_twice": ((9, "address"), (8, "address"), (11, "none")),
+    # the first slab met again with another predecessor (9); the bound ends the walk
+    # wherever the cycle is then (8); the length (11)
+    "list_cycle": ((9, "address"), (8, "any"), (11, "none")),
+    # a live block past the bump pointer (20); a slab whose count now asks for another
+    # list than the one it is on (10, at the slab: ``also``)
+    "free_count": ((20, "address"), (10, "also")),
+    # a block reached twice from the free stack (1), and a free block reached by none:
+    # freed (6), or never used (7: a cache's refill from the bump pointer given back)
+    "freelist_link": ((1, "address"), ((6, 7), "also")),
+    "quar_twice": ((13, "address"),),   # one block in two quarantine entries
+    "quar_lost": ((14, "address"),),    # a quarantined block in none
+    "quar_bytes": ((15, "none"),),
+    "limit_charge": ((16, "none"),),
+    "live_count": ((17, "none"),),
+    "retained": ((12, "none"),),
 }
 #: faults performed by one call (free, realloc, delete) whose status must say it was
 #: caught (zero_size_write: the free of the written block)
@@ -260,7 +289,14 @@ def judge(plan: Plan, obs: Observation) -> Verdict:
     # fault its diagnostic names by address, as for an NMM heap
     names_addresses = nmm or obs.report_log is not None or bool(logged)
 
+    claimed: set[int] = set()
+    for f in faults:
+        if f.kind == "corrupt_meta" and f.performed:
+            duplicates += _match_corrupt(f, obs.events, matches[f.line], claimed, false_pos)
+
     for event in sorted([*obs.events, *logged], key=lambda e: (e.seq or 0, e.line)):
+        if event.line in claimed:
+            continue
         candidates = [f for f in faults
                       if f.performed and f.address == event.address
                       and event.kind in ACCEPTED_EVENTS.get(f.kind, frozenset())
@@ -379,6 +415,69 @@ def _unexplained_problems(obs: Observation, false_pos: Sequence[EventLine]) -> i
     return max(0, problems - explained)
 
 
+def _corrupt_needs(f: FaultLine) -> list[tuple[tuple[int, ...], str]]:
+    """The reports a corrupt_meta fault's damage must get (``CORRUPT_REPORTS``): the
+    details any one of which will do, and where."""
+    return [(d if isinstance(d, tuple) else (d,), where)
+            for d, where in CORRUPT_REPORTS.get(f.variant, ()) if where != "also" or f.also]
+
+
+def _corrupt_fits(f: FaultLine, need: tuple[tuple[int, ...], str], ev: EventLine) -> bool:
+    details, where = need
+    if ev.detail not in details:
+        return False
+    return {"address": ev.address == f.address, "also": ev.address == f.also,
+            "none": ev.address == 0, "any": ev.address != 0}[where]
+
+
+def _match_corrupt(f: FaultLine, events: Sequence[EventLine], m: _Match, claimed: set[int],
+                   false_pos: list[EventLine]) -> int:
+    """Claim the freelist_corrupt events the probes of ``f``'s damaged heap caused (after
+    its fault line and sequence number, up to its ``seq_end``): each must be one of the
+    shape's reports; what is missing is noted in ``m.extra``. Returns the duplicates."""
+    needs = _corrupt_needs(f)
+    met: list[bool] = [False] * len(needs)
+    duplicates = 0
+    mine = [e for e in events if e.kind == "freelist_corrupt" and e.line > f.line
+            and f.seq is not None and f.seq_end is not None and f.seq < e.seq <= f.seq_end]
+    for ev in sorted(mine, key=lambda e: e.seq):
+        claimed.add(ev.line)
+        open_ = [i for i, n in enumerate(needs) if not met[i] and _corrupt_fits(f, n, ev)]
+        if open_:
+            met[open_[0]] = True
+            if m.event is None or (needs[open_[0]][1] == "address"
+                                   and m.event.address != f.address):
+                m.event = ev
+        elif any(_corrupt_fits(f, n, ev) for n in needs):
+            m.duplicates += 1
+            duplicates += 1
+        else:
+            false_pos.append(ev)  # validate named the damage wrongly (kind or address)
+    for (details, where), ok in zip(needs, met, strict=True):
+        if not ok:
+            at = {"address": f"at {f.address:#x}", "also": f"at {f.also:#x}",
+                  "none": "(no address)", "any": "at a slab of the list"}[where]
+            m.extra.append(f"detail {' or '.join(map(str, details))} {at}")
+    if f.problems is not None and f.problems != len(mine):
+        m.extra.append(f"validate counted {f.problems} problem(s) and reported {len(mine)}")
+    return duplicates
+
+
+def _corrupt_outcome(f: FaultLine, m: _Match, died: bool) -> tuple[str, str]:
+    """A corrupt_meta fault is detected when validate made every report its shape needs
+    (and no other) while the damage was there, and found the heap whole once undone."""
+    if f.problems is None:
+        return "missed", ("the damaged heap's probes (validate, stats, exit check) never "
+                          "finished" + (": the process died" if died else ""))
+    if m.extra:
+        return "missed", (f"validate on the damaged {f.what or 'books'} did not report: "
+                          + "; ".join(m.extra))
+    if f.after:
+        return "missed", (f"validate found {f.after} problem(s) once the damage was undone: "
+                          "the probes left the heap changed")
+    return "detected", ""
+
+
 def _fault_outcome(plan: Plan, obs: Observation, f: FaultLine, m: _Match, died: bool,
                    diagnostic: str | None, nmm: bool,
                    fired: int | None, unexplained: int = 0) -> tuple[str, str]:
@@ -387,8 +486,11 @@ def _fault_outcome(plan: Plan, obs: Observation, f: FaultLine, m: _Match, died: 
         return m.outcome, m.note
     if not f.performed:
         what = (f"the fail point {f.fail!r} did not arm" if f.kind == "alloc_failure"
+                else f"no such structure on this heap: {f.what}" if f.kind == "corrupt_meta"
                 else "no block to hit (the allocation for one failed)")
         return "missed", f"not performed: {what}"
+    if f.kind == "corrupt_meta":
+        return _corrupt_outcome(f, m, died)
     if f.kind == "alloc_failure":
         if died or obs.result is None:
             return "missed", ("the process ended before the workload finished, so its "
@@ -629,7 +731,8 @@ def _check_performed(plan: Plan, obs: Observation, faults: Sequence[FaultLine],
         failed = [f for f in faults if f.kind == kind and not f.performed]
         for f in failed:
             why = (f"fail point {f.fail!r} did not arm" if kind == "alloc_failure"
-                   else "no block to hit")
+                   else f"no such structure on this heap ({f.what})"
+                   if kind == "corrupt_meta" else "no block to hit")
             problems.append(f"fault {f.id} ({kind}) not performed: {why}")
     ok = not problems
     detail = "; ".join(problems)

@@ -22,12 +22,12 @@ MAX_SEEDS = 100_000
 FaultKind = Literal[
     "double_free", "invalid_free", "overflow", "underflow", "uaf_write", "uaf_read",
     "realloc_freed", "alloc_failure", "dealloc_mismatch", "sized_delete", "memcpy_overflow",
-    "exit_only_overflow", "zero_size_write",
+    "exit_only_overflow", "zero_size_write", "corrupt_meta",
 ]
 FAULT_KINDS: tuple[str, ...] = (
     "double_free", "invalid_free", "overflow", "underflow", "uaf_write", "uaf_read",
     "realloc_freed", "alloc_failure", "dealloc_mismatch", "sized_delete", "memcpy_overflow",
-    "exit_only_overflow", "zero_size_write",
+    "exit_only_overflow", "zero_size_write", "corrupt_meta",
 )
 
 #: Outcome classes a trial (and each injected fault) can end in. ``clean`` is a trial
@@ -42,6 +42,15 @@ OUTCOMES: tuple[str, ...] = ("detected", "detected-abort", "crashed", "missed",
 #: others run one worker at a time in the chaos build, every choice from the seed
 SCHEDULER_KINDS: tuple[str, ...] = ("free", "pct", "pos", "surw", "random")
 
+#: corrupt_meta's shapes: damage to the heap's own books (slab lists, counts, the
+#: free stack, the quarantine, the limit charge) done after the workload and undone
+#: after nmm_validate had its look; only the chaos and coverage drivers can do it
+CORRUPT_SHAPES: tuple[str, ...] = (
+    "list_twice", "list_cycle", "free_count", "freelist_link", "quar_twice", "quar_lost",
+    "quar_bytes", "limit_charge", "live_count", "retained")
+#: fault kinds only the chaos build's driver (or the coverage driver) performs
+CHAOS_BUILD_FAULTS: tuple[str, ...] = ("corrupt_meta",)
+
 #: Variants each fault kind accepts (empty tuple: the kind takes no variant).
 FAULT_VARIANTS: dict[str, tuple[str, ...]] = {
     "invalid_free": ("interior", "stack", "wild", "foreign_heap"),
@@ -53,6 +62,9 @@ FAULT_VARIANTS: dict[str, tuple[str, ...]] = {
     # a sized delete of size + bytes, or an aligned new deleted without its alignment
     "sized_delete": ("size", "alignment"),
     "memcpy_overflow": ("memcpy", "memmove", "memset"),
+    # which of the heap's own structures is damaged (allocator/src/chaos.h
+    # NMM_CORRUPT_SHAPES; what nmm_validate must say of each: oracle.CORRUPT_REPORTS)
+    "corrupt_meta": CORRUPT_SHAPES,
 }
 #: kinds that take ``bytes`` (how many bytes the misuse writes or is off by)
 BYTES_KINDS: tuple[str, ...] = ("overflow", "underflow", "uaf_write", "memcpy_overflow",
@@ -517,9 +529,11 @@ class Plan(_Model):
 
     @property
     def needs_chaos_build(self) -> bool:
-        """A controlled scheduler or a mutant: only the chaos driver has them."""
+        """A controlled scheduler, a mutant or damage to the heap's books
+        (``CHAOS_BUILD_FAULTS``): only the chaos driver has them."""
         return self.scheduler.controlled or (
-            isinstance(self.target, NmmTarget) and "mutant" in self.target.options)
+            isinstance(self.target, NmmTarget) and "mutant" in self.target.options) or any(
+            f.kind in CHAOS_BUILD_FAULTS for f in self.faults)
 
     @property
     def total_ops(self) -> int:

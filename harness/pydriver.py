@@ -41,7 +41,7 @@ SMALL_BLOCK = 4096
 #: fault kinds only the isolated native driver performs: a zero-size write kills the
 #: process at paranoid, a copy past a block needs a source buffer outside the heap, a
 #: block kept damaged to the end needs the driver's kept set
-NATIVE_ONLY_FAULTS = ("memcpy_overflow", "exit_only_overflow", "zero_size_write")
+NATIVE_ONLY_FAULTS = ("memcpy_overflow", "exit_only_overflow", "zero_size_write", "corrupt_meta")
 #: ops a worker runs before the next one takes its turn (frees handed to a worker wait
 #: at most this long); big enough that a turn's setup costs nothing per op
 CHUNK = 256

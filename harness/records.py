@@ -73,16 +73,34 @@ class FaultLine(_Line):
     #: memcpy_overflow on an NMM heap: the bytes its checked copy copied (clamped to the
     #: block in record mode once the overflow was seen)
     copied: int | None = None
+    # ---- corrupt_meta: ``address`` is where nmm_validate must name the damage (0: a
+    # count, named by no address)
+    #: the first byte of the heap's books the damage wrote (0: not performed)
+    damaged: int = 0
+    #: a second address validate must name (freelist_link: the free block lost; a slab
+    #: whose list its damaged free count disagrees with), 0 for none
+    also: int = 0
+    #: the structure damaged, or why none could be (no such structure on this heap)
+    what: str = ""
+    #: from its fault_done line: validate's problem count while the damage was there,
+    #: and after it was undone; the last event sequence number of the damaged heap's
+    #: probes (its reports are the events after ``seq`` up to this one)
+    problems: int | None = None
+    after: int | None = None
+    seq_end: int | None = None
 
-    _addr = field_validator("address", mode="before")(classmethod(
+    _addr = field_validator("address", "damaged", "also", mode="before")(classmethod(
         lambda cls, v: parse_address(v)))
 
     @property
     def performed(self) -> bool:
         """Whether the fault was done: a block was hit (or, for alloc_failure and a
-        protocol-1 line without ``done``, the line says nothing against it)."""
+        protocol-1 line without ``done``, the line says nothing against it; for
+        corrupt_meta, the heap's books written)."""
         if self.kind == "alloc_failure":
             return self.armed is not False
+        if self.kind == "corrupt_meta":
+            return self.damaged != 0
         return self.address != 0
 
     def window(self) -> tuple[int, int]:
@@ -112,7 +130,8 @@ def merge_fault_done(faults: list[FaultLine], line: dict[str, Any]) -> bool:
     for i in range(len(faults) - 1, -1, -1):
         if faults[i].id == fid:
             update = {k: line[k] for k in ("status", "read", "was", "armed", "injected_before",
-                                           "copied") if k in line}
+                                           "copied", "problems", "after", "seq_end")
+                      if k in line}
             faults[i] = FaultLine.model_validate({**faults[i].model_dump(), **update,
                                                   "done": True})
             return True

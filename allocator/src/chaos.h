@@ -3,7 +3,9 @@
  * Included by internal.h, so every allocator source sees it. Compiled with NMM_CHAOS
  * only; in the production build every macro here is nothing (NMM_YIELD) or a constant
  * 0 (NMM_MUTANT), so the release libraries hold no hook, no mutant and no mutant name
- * (tests/test_chaos_build.py checks their symbols and strings).
+ * (tests/chaos/test_chaos_build.py checks their symbols and strings). The damage hook
+ * of corrupt_meta faults (below) is in the chaos build and the coverage driver's
+ * (NMM_CHAOS_COVERAGE, harness/coverage.py) only (tests/chaos/test_corrupt_meta.py).
  *
  * Yield audit. A preemption the scheduler cannot make is a race it can never expose,
  * so the chaos build does not rely on hand-placed points: every pthread mutex
@@ -51,6 +53,59 @@ enum { NMM_MUTANTS(NMM_MUTANT_ENUM_) NMM_MUT_COUNT_ };
  * the production build, which has no mutants. chaos.c, both builds. */
 struct strbuf;
 bool chaos_mutant_option(const char *v, size_t n, struct strbuf *msg);
+
+#if defined(NMM_CHAOS) || defined(NMM_CHAOS_COVERAGE)
+/* Damage to the heap's own books (chaos_corrupt.c; the driver's corrupt_meta fault):
+ * the chaos and coverage builds only, so the release libraries hold no way to write a
+ * heap's private structures (tests/chaos/test_chaos_build.py checks their symbols).
+ * The real-world class is a wild write landing in allocator metadata, or an allocator
+ * bug: one structure is damaged on a quiescent heap, nmm_validate must name it, and
+ * the damage is undone so the trial's teardown runs on a whole heap (the allocator's
+ * mutating paths do not check their own books; validate, stats and the walks must
+ * stay bounded on them). */
+#define NMM_CHAOS_CORRUPT 1
+#define NMM_CORRUPT_SHAPES(X)                                                                \
+    X(list_twice, "a slab pushed on its list twice (its next and prev point at itself)")   \
+    X(list_cycle, "a slab list's last slab links back to its first")                       \
+    X(free_count, "a slab's free count one too high: its bump pointer one back, over a live block") \
+    X(freelist_link, "a free-stack entry overwritten with another's: one block on the "    \
+                     "stack twice, one free block lost")                                    \
+    X(quar_twice, "a quarantined block held by two quarantine entries")                    \
+    X(quar_lost, "a quarantined block dropped by its quarantine entry")                    \
+    X(quar_bytes, "the quarantine's byte count off by 16")                                 \
+    X(limit_charge, "a limit charge never given back")                                     \
+    X(live_count, "one allocation too many on a class's live counters")                    \
+    X(retained, "retained bytes off by a page")
+
+#define NMM_CORRUPT_ENUM_(name, what) NMM_CORRUPT_##name,
+enum { NMM_CORRUPT_SHAPES(NMM_CORRUPT_ENUM_) NMM_CORRUPT_COUNT_ };
+#undef NMM_CORRUPT_ENUM_
+
+#define CHAOS_DAMAGE_WRITES 3
+/* One planned damage: where nmm_validate must name it and the writes that make it (each
+ * with the bytes it replaces, so chaos_corrupt_undo restores them). */
+typedef struct chaos_damage {
+    int shape;
+    const void *named;  /* the address validate's report names (NULL: a count) */
+    const void *also;   /* a second address it names (freelist_link: the lost block) */
+    const void *written;/* the first metadata byte written (never NULL once planned) */
+    const char *what;   /* the structure damaged, for the fault line */
+    uint32_t nwrites;
+    struct {
+        void *at;
+        uint32_t len;
+        uint8_t now[64], was[64];
+    } writes[CHAOS_DAMAGE_WRITES];
+} chaos_damage_t;
+
+struct nmm_heap;
+const char *chaos_corrupt_name(int shape); /* NULL past the last */
+/* Plan shape's damage on heap h (quiescent: no other thread in it), choosing among the
+ * candidate structures by pick. False (d->what says why) when h has none. */
+bool chaos_corrupt_plan(struct nmm_heap *h, int shape, uint64_t pick, chaos_damage_t *d);
+void chaos_corrupt_apply(const chaos_damage_t *d);
+void chaos_corrupt_undo(const chaos_damage_t *d);
+#endif /* NMM_CHAOS || NMM_CHAOS_COVERAGE */
 
 #ifdef NMM_CHAOS
 

@@ -38,6 +38,7 @@ typedef enum fault_kind {
     FK_MEMCPY_OVERFLOW,  /* memcpy/memmove/memset (nmm_copy for an NMM heap) past the block */
     FK_EXIT_ONLY_OVERFLOW, /* overflow of a block that is never freed (kept to the end) */
     FK_ZERO_SIZE_WRITE,  /* a write into a malloc(0) block */
+    FK_CORRUPT_META,     /* the heap's own books damaged, at the end (chaos/coverage builds) */
     FK_COUNT_
 } fault_kind_t;
 
@@ -59,6 +60,16 @@ typedef enum fault_variant {
     FV_MEMCPY,            /* memcpy_overflow: the call that overflows */
     FV_MEMMOVE,
     FV_MEMSET,
+    FV_LIST_TWICE,        /* corrupt_meta: chaos.h NMM_CORRUPT_SHAPES, in its order */
+    FV_LIST_CYCLE,
+    FV_FREE_COUNT,
+    FV_FREELIST_LINK,
+    FV_QUAR_TWICE,
+    FV_QUAR_LOST,
+    FV_QUAR_BYTES,
+    FV_LIMIT_CHARGE,
+    FV_LIVE_COUNT,
+    FV_RETAINED,
     FV_COUNT_
 } fault_variant_t;
 
@@ -231,8 +242,13 @@ const char *faults_check_options(const options_t *o); /* NULL = fine, else messa
 
 struct worker;
 struct trial;
-/* Perform one fault instance on the calling worker (writes its fault line first). */
+/* Perform one fault instance on the calling worker (writes its fault line first);
+ * corrupt_meta faults wait for faults_corrupt. */
 void faults_inject(struct trial *tr, struct worker *w, const fault_inst_t *f);
+/* The corrupt_meta faults, on the quiescent heap after the workload (main thread): each
+ * damages one structure of the heap's books, probes the heap with it (nmm_validate,
+ * nmm_stats_get, nmm_exit_check) and undoes it. */
+void faults_corrupt(struct trial *tr);
 
 /* ------------------------------------------------------------------ pattern.c */
 
@@ -382,6 +398,7 @@ typedef enum drv_phase {
     PH_SETUP = 0,
     PH_OPS,      /* the workers run their streams */
     PH_CHECK,    /* the quiescent heap: stats and a walk against the driver's live set */
+    PH_CORRUPT,  /* corrupt_meta faults: damage, validate and undo (step: faults done) */
     PH_TEARDOWN, /* every remaining block freed (step: blocks freed) */
     PH_VALIDATE, /* nmm_validate */
     PH_DRAIN,    /* the last events drained */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "chaos.h"
 #include "driver.h"
 
 #define FAULT_TAG 0xFA17FA17FA17FA17ull
@@ -14,14 +15,16 @@ static const char *const kind_names[FK_COUNT_] = {
     "double_free",      "invalid_free", "overflow",        "underflow",
     "uaf_write",        "uaf_read",     "realloc_freed",   "alloc_failure",
     "dealloc_mismatch", "sized_delete", "memcpy_overflow", "exit_only_overflow",
-    "zero_size_write",
+    "zero_size_write",  "corrupt_meta",
 };
 static const char *const variant_names[FV_COUNT_] = {
     "",           "interior",         "stack",            "wild",
     "foreign_heap", "first",          "middle",           "last",
     "malloc_delete", "new_free",      "new_array_delete", "new_delete_array",
     "size",       "alignment",        "memcpy",           "memmove",
-    "memset",
+    "memset",     "list_twice",       "list_cycle",       "free_count",
+    "freelist_link", "quar_twice",    "quar_lost",        "quar_bytes",
+    "limit_charge", "live_count",     "retained",
 };
 
 /* The variants each kind takes: [first, last] (FV_NONE: none but the default). */
@@ -36,6 +39,9 @@ static const struct {
                              "malloc_delete|new_free|new_array_delete|new_delete_array"},
     [FK_SIZED_DELETE] = {FV_SIZE, FV_ALIGNMENT, "size|alignment"},
     [FK_MEMCPY_OVERFLOW] = {FV_MEMCPY, FV_MEMSET, "memcpy|memmove|memset"},
+    [FK_CORRUPT_META] = {FV_LIST_TWICE, FV_RETAINED,
+                         "list_twice|list_cycle|free_count|freelist_link|quar_twice|"
+                         "quar_lost|quar_bytes|limit_charge|live_count|retained"},
 };
 
 bool fault_variant_fits(fault_kind_t kind, fault_variant_t variant)
@@ -125,22 +131,29 @@ static uint64_t last_seq(const trial_t *tr)
 
 /* offset: where the damage starts relative to address (overflow: size, underflow:
  * -bytes, use-after-free: first or middle byte); bytes: how many are damaged. */
+static void fault_fields(jline_t *j, trial_t *tr, worker_t *w, const fault_inst_t *f,
+                         const fault_spec_t *fs, fault_variant_t variant, uint64_t address,
+                         uint64_t size, uint64_t bytes, int64_t offset)
+{
+    jl_begin(j, "fault");
+    jl_u64(j, "id", f->id);
+    jl_str(j, "kind", fault_kind_name(fs->kind));
+    jl_str(j, "variant", fault_variant_name(variant));
+    jl_u64(j, "worker", w->index);
+    jl_u64(j, "op", w->op);
+    jl_hex(j, "address", address);
+    jl_u64(j, "size", size);
+    jl_u64(j, "bytes", bytes);
+    jl_i64(j, "offset", offset);
+    jl_u64(j, "seq", last_seq(tr));
+}
+
 static void fault_line(trial_t *tr, worker_t *w, const fault_inst_t *f, const fault_spec_t *fs,
                        fault_variant_t variant, uint64_t address, uint64_t size, uint64_t bytes,
                        int64_t offset)
 {
     jline_t j;
-    jl_begin(&j, "fault");
-    jl_u64(&j, "id", f->id);
-    jl_str(&j, "kind", fault_kind_name(fs->kind));
-    jl_str(&j, "variant", fault_variant_name(variant));
-    jl_u64(&j, "worker", w->index);
-    jl_u64(&j, "op", w->op);
-    jl_hex(&j, "address", address);
-    jl_u64(&j, "size", size);
-    jl_u64(&j, "bytes", bytes);
-    jl_i64(&j, "offset", offset);
-    jl_u64(&j, "seq", last_seq(tr));
+    fault_fields(&j, tr, w, f, fs, variant, address, size, bytes, offset);
     if (fs->kind == FK_ALLOC_FAILURE)
         jl_str(&j, "fail", fs->fail);
     jl_end(&j);
@@ -420,6 +433,8 @@ static uint64_t uaf_offset(const fault_spec_t *fs, fault_variant_t v, uint64_t s
 void faults_inject(trial_t *tr, worker_t *w, const fault_inst_t *f)
 {
     const fault_spec_t *fs = &tr->o->faults[f->spec];
+    if (fs->kind == FK_CORRUPT_META)
+        return; /* at the end, on the quiescent heap: faults_corrupt */
     slot_t *s = NULL;
     uint8_t *p;
     fault_done_t done = {.status = -1, .read = -1, .was = -1, .armed = -1, .copied = -1};
@@ -533,11 +548,95 @@ void faults_inject(trial_t *tr, worker_t *w, const fault_inst_t *f)
     atomic_fetch_add(&tr->events, ev);
 }
 
+#define CORRUPT_TAG 0xC0DDC0DDBADB00C5ull
+
+#ifdef NMM_CHAOS_CORRUPT
+/* One corrupt_meta fault: its line (the damage planned: where validate must name it,
+ * the metadata written, what it is), the damage, the probes, the undo, its done line
+ * (what validate counted while the damage was there, and after the undo). The events
+ * the probes cause are those with a seq after the fault line's and up to seq_end. */
+static void corrupt_one(trial_t *tr, const fault_inst_t *f, const fault_spec_t *fs)
+{
+    nmm_heap_t *heap = tr->target.heap;
+    worker_t *w = &tr->workers[f->worker];
+    fault_variant_t v = fs->variant == FV_NONE ? FV_LIST_TWICE : fs->variant;
+    atomic_fetch_add(&tr->events, out_drain_events(heap, (int)w->index, w->op));
+    chaos_damage_t d;
+    bool planned = chaos_corrupt_plan(heap, (int)(v - FV_LIST_TWICE),
+                                      prng_mix(tr->o->seed ^ CORRUPT_TAG, f->id), &d);
+    jline_t j;
+    fault_fields(&j, tr, w, f, fs, v, planned ? (uintptr_t)d.named : 0, 0, 0, 0);
+    jl_hex(&j, "damaged", planned ? (uintptr_t)d.written : 0);
+    jl_hex(&j, "also", (uintptr_t)d.also);
+    jl_str(&j, "what", d.what ? d.what : "");
+    jl_end(&j);
+    atomic_fetch_add(&tr->faults_done, 1);
+    if (!planned)
+        return;
+    chaos_corrupt_apply(&d);
+    /* the heap as a program would meet it: every reader must return, bounded */
+    uint64_t problems = nmm_validate(heap);
+    nmm_stats_t st;
+    memset(&st, 0, sizeof st);
+    st.size = sizeof st;
+    int stats = nmm_stats_get(heap, &st);
+    uint64_t exit_found = nmm_exit_check(heap);
+    uint64_t seq_end = last_seq(tr);
+    chaos_corrupt_undo(&d);
+    uint64_t after = nmm_validate(heap);
+    jl_begin(&j, "fault_done");
+    jl_u64(&j, "id", f->id);
+    jl_i64(&j, "status", -1);
+    jl_u64(&j, "problems", problems);
+    jl_u64(&j, "after", after);
+    jl_u64(&j, "exit_found", exit_found);
+    jl_i64(&j, "stats_status", stats);
+    jl_u64(&j, "seq_end", seq_end);
+    jl_end(&j);
+    atomic_fetch_add(&tr->events, out_drain_events(heap, (int)w->index, w->op));
+}
+#endif
+
+void faults_corrupt(trial_t *tr)
+{
+    for (uint32_t i = 0; i < tr->fault_count; i++) {
+        const fault_inst_t *f = &tr->faults[i];
+        const fault_spec_t *fs = &tr->o->faults[f->spec];
+        if (fs->kind != FK_CORRUPT_META)
+            continue;
+#ifdef NMM_CHAOS_CORRUPT
+        corrupt_one(tr, f, fs);
+#endif
+        monitor_step();
+    }
+}
+
 const char *faults_check_options(const options_t *o)
 {
-    static char msg[256];
+    static char msg[512];
+#ifdef NMM_CHAOS_CORRUPT
+    for (int v = FV_LIST_TWICE; v <= FV_RETAINED; v++) /* the two lists are one */
+        if (strcmp(chaos_corrupt_name(v - FV_LIST_TWICE), variant_names[v]) != 0)
+            return "corrupt_meta: the driver's variants are not chaos.h's NMM_CORRUPT_SHAPES";
+#endif
     for (int i = 0; i < o->fault_spec_count; i++) {
         const fault_spec_t *fs = &o->faults[i];
+        if (fs->kind == FK_CORRUPT_META && strcmp(o->target, "nmm") != 0) {
+            snprintf(msg, sizeof msg,
+                     "--fault corrupt_meta: not applicable to --target %s (it damages an "
+                     "NMM heap's own books; use --target nmm)", o->target);
+            return msg;
+        }
+#ifndef NMM_CHAOS_CORRUPT
+        if (fs->kind == FK_CORRUPT_META) {
+            snprintf(msg, sizeof msg,
+                     "--fault corrupt_meta: needs the chaos build's driver (harness/_native/"
+                     "nmm-driver_chaos, built by the same `pip install -e .`) or the coverage "
+                     "driver (harness/coverage.py); this is the production driver, whose "
+                     "allocator has no way to damage its own books");
+            return msg;
+        }
+#endif
         if (fs->kind == FK_ALLOC_FAILURE && strcmp(o->target, "nmm") != 0) {
             snprintf(msg, sizeof msg,
                      "--fault alloc_failure: not applicable to --target %s "

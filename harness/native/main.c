@@ -54,13 +54,16 @@ static const char usage[] =
     "                            invalid_free, overflow, underflow, uaf_write, uaf_read,\n"
     "                            realloc_freed, alloc_failure, dealloc_mismatch,\n"
     "                            sized_delete, memcpy_overflow, exit_only_overflow,\n"
-    "                            zero_size_write; keys: count, bytes,\n"
+    "                            zero_size_write, corrupt_meta (chaos/coverage driver);\n"
+    "                            keys: count, bytes,\n"
     "                            skip (overflow/underflow: intact bytes before the damage),\n"
     "                            variant (invalid_free: interior|stack|wild|foreign_heap;\n"
     "                            uaf_write/uaf_read: first|middle|last; dealloc_mismatch:\n"
     "                            malloc_delete|new_free|new_array_delete|new_delete_array;\n"
     "                            sized_delete: size|alignment; memcpy_overflow:\n"
-    "                            memcpy|memmove|memset),\n"
+    "                            memcpy|memmove|memset; corrupt_meta: list_twice|\n"
+    "                            list_cycle|free_count|freelist_link|quar_twice|quar_lost|\n"
+    "                            quar_bytes|limit_charge|live_count|retained),\n"
     "                            fail (alloc_failure fail-point spec, default alloc@every1,max1)\n"
     "  --progress-every N        progress line every N ops per worker (default 10000; 0 = none)\n"
     "  --sample-every N          latency sample 1 in N ops, a power of two (default 64)\n"
@@ -228,7 +231,7 @@ static void parse_fault(options_t *o, const char *spec)
         usage_error("--fault: unknown kind '%s'; expected one of double_free, invalid_free, "
                     "overflow, underflow, uaf_write, uaf_read, realloc_freed, alloc_failure, "
                     "dealloc_mismatch, sized_delete, memcpy_overflow, exit_only_overflow, "
-                    "zero_size_write",
+                    "zero_size_write, corrupt_meta",
                     kind ? kind : "");
     fs->kind = (fault_kind_t)k;
     if (fs->kind == FK_ZERO_SIZE_WRITE)

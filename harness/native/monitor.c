@@ -14,7 +14,7 @@
 #include "driver.h"
 
 static const char *const phase_names[PH_COUNT_] = {
-    "setup", "ops", "check", "teardown", "validate", "drain", "stats", "destroy", "done",
+    "setup", "ops", "check", "corrupt", "teardown", "validate", "drain", "stats", "destroy", "done",
 };
 
 static _Atomic int phase = PH_SETUP;

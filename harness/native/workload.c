@@ -911,6 +911,10 @@ static void finish_trial(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
         leak_report(tr, j);
     }
     out_unmap(mine.items, sizeof(blk_t) * (mine.cap ? mine.cap : 1));
+    if (nmm) { /* damage to the books, probed and undone while the blocks are still live */
+        monitor_phase(PH_CORRUPT);
+        faults_corrupt(tr);
+    }
 
     monitor_phase(PH_TEARDOWN);
     teardown_blocks(tr);

@@ -124,3 +124,16 @@ def test_what_a_fork_child_runs_is_counted(build: Path) -> None:
     entered = {name for c in files.values() for name, (_, n) in c.functions.items() if n}
     assert {"heap_fork_child", "tcache_fork_child"} <= entered, sorted(
         n for n in entered if "fork" in n)
+
+
+def test_the_gcov_driver_damages_the_books_and_the_hook_is_not_measured(build: Path) -> None:
+    """corrupt_meta plans run under the coverage driver (it has the damage hook, as the
+    chaos driver does): validate's list reports are counted, the hook's own lines are not
+    part of the allocator's figure."""
+    cov.reset_counters(build)
+    assert _trial(build / "nmm-driver", "--nmm-options", "level=standard", "--threads", "2",
+                  "--fault", "corrupt_meta:variant=list_cycle") == 0
+    files = cov.read_counters(build)
+    assert "allocator/src/chaos_corrupt.c" not in files
+    validate = files["allocator/src/validate.c"]
+    assert validate.functions["validate_freelist_problem"][1] >= 3

@@ -42,9 +42,12 @@ def test_every_shipped_plan_is_valid():
 
 
 def test_smoke_covers_every_fault_kind_but_uaf_read():
-    """zero_size_write kills the process at paranoid (smoke's level): its own plan."""
+    """zero_size_write kills the process at paranoid (smoke's level): its own plan;
+    corrupt_meta needs the chaos build's driver (smoke runs against every peer): its own
+    plans, in the smoke campaign."""
     plan = load_plan(PLANS / "smoke.toml")
-    assert {f.kind for f in plan.faults} == set(FAULT_KINDS) - {"uaf_read", "zero_size_write"}
+    assert {f.kind for f in plan.faults} == set(FAULT_KINDS) - {"uaf_read", "zero_size_write",
+                                                                 "corrupt_meta"}
 
 
 def test_the_nightly_campaign_runs_every_fault_kind_with_level_expectations():
