@@ -38,8 +38,9 @@ HERE = Path(__file__).resolve().parent
 CFLAGS = ["-std=gnu11", "-O2", "-g", "-pthread", "-fvisibility=hidden", "-msse4.2"]
 
 
-def build(patch: Path, work: Path) -> Path:
-    """The driver of the tree with ``patch`` applied, built in ``work``."""
+def build(patch: Path, work: Path) -> tuple[Path, Path]:
+    """The drivers of the tree with ``patch`` applied, built in ``work``: the production
+    one, and the chaos build's (for plans that need it: corrupt_meta's damage hook)."""
     shutil.copytree(ROOT / "allocator", work / "allocator",
                     ignore=shutil.ignore_patterns("_native", "*.so", "__pycache__"))
     shutil.copytree(ROOT / "harness" / "native", work / "harness" / "native")
@@ -47,10 +48,24 @@ def build(patch: Path, work: Path) -> Path:
     src = work / "allocator" / "src"
     sources = [*sorted((work / "harness" / "native").glob("*.c")),
                *sorted(p for p in src.glob("*.c") if not p.name.endswith("_shim.c"))]
-    out = work / "nmm-driver"
-    subprocess.run(["gcc", *CFLAGS, "-I", str(work / "allocator" / "include"), "-I", str(src),
-                    *map(str, sources), "-lm", "-ldl", "-o", str(out)], check=True)
+    out = (work / "nmm-driver", work / "nmm-driver_chaos")
+    for driver, defines in zip(out, ([], ["-DNMM_CHAOS"]), strict=True):
+        subprocess.run(["gcc", *CFLAGS, *defines, "-I", str(work / "allocator" / "include"),
+                        "-I", str(src), *map(str, sources), "-lm", "-ldl", "-o", str(driver)],
+                       check=True)
     return out
+
+
+class PatchedEngine(NativeEngine):
+    """The patched tree's drivers, each plan on the one it needs (as the built ones are
+    picked for the tree as it is)."""
+
+    def __init__(self, drivers: tuple[Path, Path]) -> None:
+        super().__init__([str(drivers[0])])
+        self.chaos_command = [str(drivers[1])]
+
+    def command_for(self, plan: Any) -> list[str]:
+        return self.chaos_command if plan.needs_chaos_build else self.command
 
 
 def trials(campaign: str, seeds: int | None) -> list[cp.Trial]:
@@ -70,9 +85,10 @@ def trials(campaign: str, seeds: int | None) -> list[cp.Trial]:
     return [t for _, t in sorted(order, key=lambda x: x[0])]
 
 
-def hunt(driver: Path, todo: list[cp.Trial], budget_s: float, jobs: int) -> dict[str, Any]:
+def hunt(drivers: tuple[Path, Path], todo: list[cp.Trial], budget_s: float, jobs: int
+         ) -> dict[str, Any]:
     """Run ``todo`` until one fails; the first failing trial, or None."""
-    engine = NativeEngine([str(driver)])
+    engine = PatchedEngine(drivers)
     stop = threading.Event()
     t0 = time.monotonic()
     found: dict[str, Any] = {"ran": 0, "caught": None}
@@ -113,9 +129,9 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     for patch in patches:
         with tempfile.TemporaryDirectory(prefix=f"bug-{patch.stem}-") as tmp:
-            driver = build(patch, Path(tmp))
+            drivers = build(patch, Path(tmp))
             for c in campaigns:
-                got = hunt(driver, plans[c], args.budget, args.jobs)
+                got = hunt(drivers, plans[c], args.budget, args.jobs)
                 if got["caught"] is None:
                     print(f"| {patch.stem} | {c} | **not caught** | - | {got['ran']} | "
                           f"{got['seconds']} | |", flush=True)
