@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from _nmm_c import compile_program, nmm_lines, preload_path, run
 
-from allocator import DoubleFree, Heap, Mismatch
+from allocator import DoubleFree, Heap, Mismatch, OutOfMemory
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,28 @@ def test_zero_size_blocks_below_paranoid_are_slab_blocks(level: str) -> None:
         for block in (a, b, small):
             heap.free(block)
         assert heap.events() == []
+
+
+@pytest.mark.parametrize("level", ["off", "standard", "paranoid"])
+def test_realloc_to_zero_that_cannot_make_the_block_leaves_the_old_one(level: str) -> None:
+    """realloc(p, 0) frees p and returns a zero-size block; when none can be made (a fail
+    point here, or the limit) it returns NULL and p is the caller's as it was, as for any
+    size. It used to free p first: the caller, told NOMEM, later freed p a second time."""
+    with Heap(level=level) as heap:
+        block = heap.alloc(48)
+        block.view[:] = bytes(range(48))
+        heap.set_failpoint("alloc@every1")
+        with pytest.raises(OutOfMemory, match="realloc"):
+            heap.realloc(block, 0)
+        heap.set_failpoint("alloc@off")
+        assert bytes(block.view) == bytes(range(48))
+        assert heap.stats().live_blocks == 1
+        zero = heap.realloc(block, 0)
+        assert heap.requested_size(zero) == (16 if level == "off" else 0)  # off: the room
+        assert heap.stats().live_blocks == 1
+        heap.free(zero)
+        assert heap.events() == []
+        assert heap.stats().live_blocks == 0
 
 
 @pytest.mark.parametrize("level", ["off", "standard", "paranoid"])

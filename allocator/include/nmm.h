@@ -198,7 +198,9 @@ NMM_API nmm_status_t nmm_site_info(nmm_site_t site, const char **file, int *line
  * never abort for lack of memory. site may be 0. Blocks are 16-byte aligned. */
 NMM_API void *nmm_alloc(nmm_heap_t *heap, size_t size, nmm_site_t site);
 NMM_API void *nmm_calloc(nmm_heap_t *heap, size_t count, size_t size, nmm_site_t site);
-/* realloc(NULL, n) = alloc(n). realloc(p, 0) frees p and returns a zero-size block.
+/* realloc(NULL, n) = alloc(n). realloc(p, 0) frees p and returns a zero-size block
+ * (NULL when none can be made, p left as it was: as for any size, a NULL from
+ * realloc with nmm_last_status() NMM_E_NOMEM means p is still the caller's).
  * realloc of a freed or invalid block returns NULL, records an event, and
  * nmm_last_status() says NMM_E_REALLOC_FREED or NMM_E_INVALID_POINTER. */
 NMM_API void *nmm_realloc(nmm_heap_t *heap, void *ptr, size_t size, nmm_site_t site);

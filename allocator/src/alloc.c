@@ -1052,8 +1052,13 @@ void *nmm_realloc(nmm_heap_t *h, void *p, size_t size, nmm_site_t site)
         return NULL;
     }
     if (size == 0) {
-        nmm_free(h, p, site);
-        return nmm_alloc(h, 0, site);
+        /* the zero-size block first: a NULL from realloc leaves p as it was, as for
+         * any size (freeing first lost p to a failed allocation: a fail point, the
+         * limit, and the caller that kept p freed it twice) */
+        void *z = nmm_alloc(h, 0, site);
+        if (z)
+            nmm_free(h, p, site);
+        return z;
     }
     /* In place when the new size needs the same class and the block is intact. */
     if (!bi.large && !h->paranoid && bi.state == BS_LIVE && size <= CORE_MAX_REQUEST &&
