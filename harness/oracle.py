@@ -932,6 +932,10 @@ def _check_alloc_failures(plan: Plan, result: ResultLine, faults: Sequence[Fault
         if counted - injected - edge > 0 and not limit:
             problems.append(f"{counted - injected - edge} allocation(s) failed with no fail "
                             "point behind them and no limit")
+        if result.zero_nulls:
+            # C lets malloc(0) return NULL; NMM's contract is a zero-size block
+            problems.append(f"{result.zero_nulls} zero-byte request(s) taken as a NULL C "
+                            "allows, from an NMM heap, whose zero-byte requests get a block")
     elif result.alloc_failures and not (armed or limit):
         problems.append(f"{result.alloc_failures} allocation(s) returned NULL")
     return Check(name="alloc_failures", ok=not problems, detail="; ".join(problems))

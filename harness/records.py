@@ -211,6 +211,11 @@ class ResultLine(_Line):
     #: NULLs of the driver's edge requests (workload.edge_every), which must fail: the
     #: heap counts them among its failed allocations
     edge_nulls: int = 0
+    #: NULLs a target that is not an NMM heap returned for zero-byte requests (malloc(0),
+    #: calloc with a zero count or size, realloc to 0 after freeing the block, as glibc
+    #: does): C allows them, so they are not allocation failures; always 0 for NMM, whose
+    #: zero-byte requests get a block (a NULL is an allocation failure there)
+    zero_nulls: int = 0
     #: the heap's leak report on the quiescent heap before teardown (NMM targets): its
     #: JSON's ``live_blocks``/``live_bytes`` and whether they could be read
     leak_report: dict[str, Any] | None = None

@@ -74,11 +74,13 @@ typedef enum fault_variant {
 } fault_variant_t;
 
 typedef struct size_range {
-    uint64_t lo, hi;   /* bytes, inclusive; 1 <= lo <= hi */
+    uint64_t lo, hi;   /* bytes, inclusive; 0 <= lo <= hi */
     double cumulative; /* running sum of weights up to and including this range */
     /* exp(ln(lo) + i/SIZE_STEPS * (ln(hi + 1) - ln(lo))): the log-uniform quantiles,
-     * interpolated linearly between, so drawing a size costs no exp() */
+     * interpolated linearly between, so drawing a size costs no exp(); a range from 0
+     * (zero-size blocks) is drawn as lo + 1..hi + 1, one less (zero_based) */
     double quantiles[SIZE_STEPS + 1];
+    bool zero_based;
 } size_range_t;
 
 typedef struct fault_spec {
@@ -213,7 +215,9 @@ typedef struct op {
     uint32_t slot;
     uint64_t size;
     uint64_t alignment; /* AF_ALIGNED only */
-    uint32_t count;     /* AF_CALLOC only: calloc(count, size / count) */
+    uint32_t count;     /* AF_CALLOC only: calloc(count, size / count); of a zero size,
+                         * calloc(count, 0), or calloc(0, count) when zero_count */
+    bool zero_count;
     bool cross;         /* OP_FREE: hand the block to the next worker */
 } op_t;
 
@@ -345,6 +349,7 @@ typedef struct worker {
     uint64_t alloc_failures, unexpected_status, cross_sent, cross_fallback;
     uint64_t cross_received, fork_children, fork_failures, fork_errors, fork_alloc_failures;
     uint64_t edge_nulls; /* NULLs of edge requests (edge_every): failures the heap counts */
+    uint64_t zero_nulls; /* NULLs of zero-byte requests from a peer (C allows them) */
     uint64_t threads_spawned;
     /* the driver's own accounting of the target heap, independent of its statistics:
      * blocks it got (alloc, calloc, aligned), frees the target took (status ok, or

@@ -191,18 +191,24 @@ static void fault_done_line(const fault_inst_t *f, const fault_done_t *d)
     jl_end(&j);
 }
 
-/* The live block the fault hits: first occupied slot from slot_start; if the live
- * set is empty, a fresh 64-byte block. NULL only if that allocation fails. */
-static slot_t *pick_block(trial_t *tr, worker_t *w, const fault_inst_t *f)
+/* The live block the fault hits: first occupied slot from slot_start (with bytes: of
+ * at least one byte); if there is none, a fresh 64-byte block in the first empty slot
+ * from there. NULL only if that allocation fails (or every slot holds a zero-size
+ * block). A fault that writes or reads the block's bytes or past them takes bytes:
+ * a zero-size block has none (at paranoid any touch of it faults: zero_size_write's
+ * case), while the pointer misuses (double, invalid, mismatched frees) take any block. */
+static slot_t *pick_block(trial_t *tr, worker_t *w, const fault_inst_t *f, bool bytes)
 {
     uint32_t live = tr->o->live;
+    slot_t *empty = NULL;
     for (uint32_t k = 0; k < live; k++) {
         slot_t *s = &w->slots[(f->slot_start + k) % live];
-        if (s->ptr)
+        if (s->ptr && (s->size || !bytes))
             return s;
+        if (!s->ptr && !empty)
+            empty = s;
     }
-    slot_t *s = &w->slots[f->slot_start];
-    return workload_alloc_slot(tr, w, s, 64) ? s : NULL;
+    return empty && workload_alloc_slot(tr, w, empty, 64) ? empty : NULL;
 }
 
 /* Flip bytes so the damage always changes them, whatever canary or poison was there. */
@@ -234,7 +240,7 @@ static int inject_invalid_free(trial_t *tr, worker_t *w, const fault_inst_t *f,
     uint8_t *p = NULL;
     uint64_t size = 0;
     if (v == FV_INTERIOR) {
-        slot_t *s = pick_block(tr, w, f);
+        slot_t *s = pick_block(tr, w, f, false);
         if (s) {
             uint64_t off = s->size >= 32 ? 16 : (s->size >= 2 ? s->size / 2 : 1);
             p = (uint8_t *)s->ptr + off;
@@ -286,7 +292,7 @@ static void count_taken(worker_t *w, int st)
 static void *fresh_block(trial_t *tr, worker_t *w, const fault_inst_t *f, int family,
                          size_t alignment, uint64_t *size)
 {
-    slot_t *s = pick_block(tr, w, f);
+    slot_t *s = pick_block(tr, w, f, false);
     *size = s ? s->size : 64;
     void *p = tr->target.alloc_as(tr->target.heap, family, *size, alignment);
     if (p)
@@ -306,7 +312,7 @@ static bool inject_dealloc_mismatch(trial_t *tr, worker_t *w, const fault_inst_t
     void *p;
     int freeing;
     if (v == FV_MALLOC_DELETE) {
-        slot_t *s = pick_block(tr, w, f);
+        slot_t *s = pick_block(tr, w, f, false);
         p = s ? s->ptr : NULL;
         if (s) {
             workload_check_block(tr, w, s);
@@ -353,7 +359,7 @@ static bool inject_memcpy_overflow(trial_t *tr, worker_t *w, const fault_inst_t 
                                    const fault_spec_t *fs, fault_done_t *done)
 {
     fault_variant_t v = fs->variant == FV_NONE ? FV_MEMCPY : fs->variant;
-    slot_t *s = pick_block(tr, w, f);
+    slot_t *s = pick_block(tr, w, f, true);
     uint64_t n = s ? s->size + fs->bytes : 0;
     uint8_t *buf = s ? out_map(n) : NULL;
     if (!s || !buf) {
@@ -380,7 +386,7 @@ static bool inject_memcpy_overflow(trial_t *tr, worker_t *w, const fault_inst_t 
 static bool inject_exit_only_overflow(trial_t *tr, worker_t *w, const fault_inst_t *f,
                                       const fault_spec_t *fs)
 {
-    slot_t *s = w->kept_count < w->kept_cap ? pick_block(tr, w, f) : NULL;
+    slot_t *s = w->kept_count < w->kept_cap ? pick_block(tr, w, f, true) : NULL;
     if (!s) {
         fault_line(tr, w, f, fs, FV_NONE, 0, 0, fs->bytes, 0);
         return false;
@@ -466,7 +472,8 @@ void faults_inject(trial_t *tr, worker_t *w, const fault_inst_t *f)
         fault_variant_t v = fs->variant;
         if ((fs->kind == FK_UAF_WRITE || fs->kind == FK_UAF_READ) && v == FV_NONE)
             v = FV_FIRST;
-        if (!(s = pick_block(tr, w, f))) {
+        if (!(s = pick_block(tr, w, f,
+                             fs->kind == FK_UAF_WRITE || fs->kind == FK_UAF_READ))) {
             fault_line(tr, w, f, fs, v, 0, 0, 0, 0);
             performed = false;
             break;
@@ -509,7 +516,7 @@ void faults_inject(trial_t *tr, worker_t *w, const fault_inst_t *f)
     }
     case FK_OVERFLOW:
     case FK_UNDERFLOW:
-        if (!(s = pick_block(tr, w, f))) {
+        if (!(s = pick_block(tr, w, f, true))) {
             fault_line(tr, w, f, fs, FV_NONE, 0, 0, fs->bytes, 0);
             performed = false;
             break;

@@ -197,8 +197,8 @@ static void parse_sizes(options_t *o, const char *spec)
         if (dash)
             *dash = '\0';
         if (!parse_u64(item, true, &lo) || !parse_u64(dash ? dash + 1 : item, true, &hi) ||
-            lo < 1 || hi < lo || hi > DRV_MAX_SIZE)
-            usage_error("--sizes: expected ranges lo-hi with 1 <= lo <= hi <= 1G, got '%s'", spec);
+            hi < lo || hi > DRV_MAX_SIZE)
+            usage_error("--sizes: expected ranges lo-hi with 0 <= lo <= hi <= 1G, got '%s'", spec);
         size_range_t *r = &o->ranges[o->range_count++];
         plan_range_init(r, lo, hi);
         o->weight_total += weight;

@@ -29,7 +29,7 @@ uint64_t plan_size(xoshiro_t *rng, const options_t *o)
     double x = u * SIZE_STEPS;
     unsigned i = (unsigned)x;
     double q = r->quantiles[i] + (x - (double)i) * (r->quantiles[i + 1] - r->quantiles[i]);
-    uint64_t size = (uint64_t)q;
+    uint64_t size = (uint64_t)q - (r->zero_based ? 1 : 0);
     if (size < r->lo)
         size = r->lo;
     if (size > r->hi)
@@ -41,7 +41,11 @@ void plan_range_init(size_range_t *r, uint64_t lo, uint64_t hi)
 {
     r->lo = lo;
     r->hi = hi;
-    double log_lo = log((double)lo), span = log((double)hi + 1.0) - log_lo;
+    /* ln(0) has no quantiles: a range from 0 is drawn one up (1..hi + 1), then
+     * lowered; ranges from 1 keep their quantiles (and every recorded stream) */
+    r->zero_based = lo == 0;
+    double shift = r->zero_based ? 1.0 : 0.0;
+    double log_lo = log((double)lo + shift), span = log((double)hi + 1.0 + shift) - log_lo;
     for (int i = 0; i <= SIZE_STEPS; i++)
         r->quantiles[i] = exp(log_lo + span * (double)i / SIZE_STEPS);
 }
@@ -66,11 +70,17 @@ void plan_next(xoshiro_t *rng, const options_t *o, bool (*occupied)(void *ctx, u
             /* calloc(count, elem): the count from what is left of the flavor draw (no
              * extra draw, so the stream is the same for every calloc_count), elem
              * rounded up so count * elem covers the size drawn */
-            op->count = 1 + (uint32_t)(flavor / o->calloc_share * o->calloc_count);
+            double counts = flavor / o->calloc_share * o->calloc_count;
+            op->count = 1 + (uint32_t)counts;
             if (op->count > o->calloc_count)
                 op->count = o->calloc_count;
-            if (op->count > size)
-                op->count = size ? (uint32_t)size : 1;
+            if (size == 0) {
+                /* a zero-byte calloc: count elements of 0 bytes, or (the upper half of
+                 * the count's draw) 0 elements of count bytes */
+                op->zero_count = counts - floor(counts) >= 0.5;
+            } else if (op->count > size) {
+                op->count = (uint32_t)size;
+            }
             op->size = (size + op->count - 1) / op->count * op->count;
         } else if (flavor < o->calloc_share + o->aligned_share) {
             op->flavor = AF_ALIGNED;
@@ -115,6 +125,8 @@ int plan_print_stream(const options_t *o, uint32_t worker, uint64_t count)
                          (unsigned long long)op.alignment);
             if (op.count > 1) /* calloc_count > 1 only: older streams print the same */
                 n += snprintf(line + n, sizeof line - (size_t)n, " count=%u", op.count);
+            if (op.zero_count) /* calloc(0, count) */
+                n += snprintf(line + n, sizeof line - (size_t)n, " zero_count=1");
             n += snprintf(line + n, sizeof line - (size_t)n, "\n");
             occ[op.slot] = 1;
         } else if (op.kind == OP_REALLOC) {

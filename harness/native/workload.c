@@ -79,11 +79,24 @@ static void fill_block(trial_t *tr, worker_t *w, slot_t *s, void *p, uint64_t si
     }
 }
 
+/* A NULL for a zero-byte request from a target that is not an NMM heap: C lets
+ * malloc(0), calloc with a zero count or size and aligned_alloc(a, 0) return NULL (no
+ * block, nothing to free), so it is counted apart (zero_nulls), not as a failure. An
+ * NMM heap always returns a zero-size block: its NULL is a failure like any other. */
+static bool zero_null(trial_t *tr, worker_t *w, uint64_t size)
+{
+    if (size != 0 || target_is_nmm(&tr->target))
+        return false;
+    w->zero_nulls++;
+    return true;
+}
+
 bool workload_alloc_slot(trial_t *tr, worker_t *w, slot_t *s, uint64_t size)
 {
     void *p = tr->target.alloc(tr->target.heap, size);
     if (!p) {
-        w->alloc_failures++;
+        if (!zero_null(tr, w, size))
+            w->alloc_failures++;
         return false;
     }
     w->allocs++;
@@ -135,7 +148,9 @@ static void op_alloc(trial_t *tr, worker_t *w, const op_t *op, bool sample)
     const target_t *t = &tr->target;
     uint64_t t0 = sample ? drv_now_ns() : 0;
     void *p;
-    if (op->flavor == AF_CALLOC)
+    if (op->flavor == AF_CALLOC && op->zero_count)
+        p = t->calloc(t->heap, 0, op->count);
+    else if (op->flavor == AF_CALLOC)
         p = t->calloc(t->heap, op->count ? op->count : 1, op->size / (op->count ? op->count : 1));
     else if (op->flavor == AF_ALIGNED)
         p = t->aligned_alloc(t->heap, op->alignment, op->size);
@@ -144,7 +159,8 @@ static void op_alloc(trial_t *tr, worker_t *w, const op_t *op, bool sample)
     if (sample)
         hist_add(&w->hist, drv_now_ns() - t0);
     if (!p) {
-        w->alloc_failures++;
+        if (!zero_null(tr, w, op->size))
+            w->alloc_failures++;
         return;
     }
     w->allocs++;
@@ -216,6 +232,14 @@ static void op_realloc(trial_t *tr, worker_t *w, const op_t *op, bool sample)
     if (sample)
         hist_add(&w->hist, drv_now_ns() - t0);
     if (!p) {
+        if (zero_null(tr, w, op->size)) {
+            /* realloc(p, 0) returned NULL: glibc (and most peers) freed p. C17 leaves
+             * whether it did to the implementation; taking it as freed never frees it
+             * twice (a peer that kept it only leaks it) */
+            w->frees++;
+            s->ptr = NULL;
+            return;
+        }
         int st = tr->target.last_status();
         if (st == NMM_E_NOMEM) { /* the old block stays valid and in its slot */
             w->alloc_failures++;
@@ -300,7 +324,7 @@ static int fork_child(trial_t *tr, worker_t *w)
     for (int i = 0; i < FORK_CHILD_BLOCKS; i++) {
         sizes[i] = plan_size(&rng, tr->o);
         blocks[i] = tr->target.alloc(tr->target.heap, sizes[i]);
-        if (!blocks[i])
+        if (!blocks[i] && (sizes[i] != 0 || target_is_nmm(&tr->target)))
             rc = FORK_NULL; /* may be a fail point the parent armed: said apart */
         else
             pattern_fill(blocks[i], sizes[i], pattern_key(tr->o->seed, (uint64_t)i));
@@ -847,7 +871,7 @@ static uint64_t cpu_ns(void)
 typedef struct totals {
     uint64_t ops, perr, afail, unexpected, cross, fallback, spawned, forks, fork_fail;
     uint64_t fork_errors, fork_nulls, most_ops, allocs, frees, reallocs, moved, dropped;
-    uint64_t edge_nulls;
+    uint64_t edge_nulls, zero_nulls;
 } totals_t;
 
 static void sum_workers(const trial_t *tr, totals_t *t, hist_t *h)
@@ -876,6 +900,7 @@ static void sum_workers(const trial_t *tr, totals_t *t, hist_t *h)
         t->moved += w->reallocs_moved;
         t->dropped += w->dropped;
         t->edge_nulls += w->edge_nulls;
+        t->zero_nulls += w->zero_nulls;
     }
 }
 
@@ -945,6 +970,7 @@ static void finish_trial(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
     jl_u64(j, "pattern_errors", t.perr);
     jl_u64(j, "alloc_failures", t.afail);
     jl_u64(j, "edge_nulls", t.edge_nulls);
+    jl_u64(j, "zero_nulls", t.zero_nulls);
     jl_u64(j, "unexpected_status", t.unexpected);
     jl_u64(j, "cross_frees", t.cross);
     jl_u64(j, "cross_fallback", t.fallback);

@@ -492,6 +492,23 @@ def test_a_limit_explains_failed_allocations():
     assert not verdict([], [], plan(), res=res).passed
 
 
+def test_zero_byte_nulls_are_allowed_of_a_peer_but_not_of_an_nmm_heap():
+    """C lets malloc(0) return NULL (glibc's realloc(p, 0) frees p and does): the driver
+    counts a peer's apart (zero_nulls) and the trial passes; the same NULLs counted as
+    allocation failures fail it; an NMM heap, whose zero-byte requests get a block, is
+    never excused them."""
+    peer = plan(target="malloc:glibc")
+    bare = {"stats": {}, "stats_before": None, "counts": None, "walk": None,
+            "walk_after": None, "validate_problems": None, "leaked_blocks": None}
+    apart = result().model_copy(update={**bare, "zero_nulls": 7})
+    assert verdict([], [], peer, res=apart).passed, reasons(verdict([], [], peer, res=apart))
+    failed = result().model_copy(update={**bare, "alloc_failures": 7})
+    v = verdict([], [], peer, res=failed)
+    assert not v.passed and "7 allocation(s) returned NULL" in reasons(v)
+    v = verdict([], [], plan(), res=result(zero_nulls=2))
+    assert not v.passed and "2 zero-byte request(s) taken as a NULL C allows" in reasons(v)
+
+
 def test_fork_children_that_got_null_need_a_fail_point_or_limit():
     v = verdict([], [], res=result(fork_alloc_failures=1))
     assert not v.passed and "fork child(ren) got NULL" in reasons(v)
