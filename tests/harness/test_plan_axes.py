@@ -190,7 +190,7 @@ def test_the_campaigns_gate_every_nmm_level(name: str) -> None:
               for t in cp.expand(defn) if t.gating}
     plans = {n for n, _ in gating}
     slice_ = {"shapes", "api", "limit", "tcache_off", "failstorm", "large_realloc", "tracking",
-              "exitleaks", "zero_sizes"}
+              "exitleaks", "zero_sizes", "decay"}
     aborting = {(n, t) for n, t in gating if n == "abort"}
     assert aborting == {("abort", f"nmm:{lv}+abort") for lv in ("off", "standard", "paranoid")}
     assert slice_ <= plans
