@@ -183,6 +183,10 @@ typedef struct slab {
                               * written (relaxed) by the thread handing the block out */
     uint32_t chunks;
     uint8_t lane;            /* class lock: the partial list it is on when partial */
+    uint16_t out_high;       /* class lock: the most blocks it had out at once (in caches
+                              * or live) since its class's last decay step (slab_trim) */
+    uint16_t touched;        /* class lock: blocks [0, touched) are all it may have pages
+                              * of resident, as of that step (slab_trim) */
     uint8_t *states;         /* its body: uint8_t state[nblocks]; uint16_t stack[nblocks] */
 } slab_t;
 /* The inline fit reads one line of the descriptor (the descriptors are line aligned). */

@@ -271,6 +271,7 @@ static slab_t *slab_new(nmm_heap_t *h, int cls, uint32_t lane, bool *injected)
     s->list = SL_NONE;
     s->released = 0;
     s->lane = (uint8_t)lane;
+    s->out_high = s->touched = 0;
     s->next = s->prev = s->next_free = NULL;
     s->chunks = bytes >> CORE_CHUNK_SHIFT;
     s->span = (uint32_t)s->nblocks * bs;
@@ -336,13 +337,55 @@ static void slab_release_coldest(nmm_heap_t *h, int cls, uint64_t n)
         pool->empty_low = pool->nempty;
 }
 
+/* A decay step's look at s, a kept empty slab: blocks [0, touched) are all whose
+ * memory it may still have resident, and it had at most out_high of them out at once
+ * (in caches or live) during the step. The pages only blocks past out_high occupy go
+ * back to the OS, and the free stack is rewritten in address order (block 0 on top),
+ * so the next uses take blocks 0, 1, 2, ... first: until the slab has more than that
+ * many out at once, it hands out nothing past them (a pop takes what was pushed back,
+ * which it handed out, before the sorted rest), so [0, out_high) is all it touches.
+ * The pages of a slab kept empty otherwise only grew: over many short lifetimes of
+ * threads that each took a few blocks, the free stack handed out whichever blocks were
+ * freed last, and every block any of them ever took stayed resident. mimalloc resets
+ * and jemalloc decays unused pages of a slab kept for reuse the same way; the step's
+ * high-water mark is the decay's low-water mark on the free stack. The blocks keep
+ * their state (BS_FREE: a late double free still reads as one, without the size and
+ * site its zeroed header held) and the slab its bump; their memory reads as zero when
+ * handed out again. Not at paranoid: free blocks keep their poison there. A page goes
+ * back once per rise of the slab's need, so the madvise calls are bounded by the page
+ * faults that brought the pages in. Class lock held. */
+static void slab_trim(nmm_heap_t *h, int cls, slab_t *s)
+{
+    uint32_t need = s->out_high, touched = s->touched > need ? s->touched : need;
+    s->out_high = 0;
+    s->touched = (uint16_t)touched;
+    if (need >= touched || h->paranoid)
+        return;
+    uintptr_t page = h->body_page, end = slab_base(s) + sizeclass_slab_bytes[cls];
+    uintptr_t from = ((uintptr_t)s->data + (size_t)need * s->block_size + page - 1) & ~(page - 1);
+    uintptr_t to = ((uintptr_t)s->data + (size_t)touched * s->block_size + page - 1) & ~(page - 1);
+    if (to > end)
+        to = end;
+    if (from >= to)
+        return;  /* the blocks it needed and the ones it did not share their pages */
+    NMM_ASSERT(s->nstack == s->bump && touched <= s->bump);
+    uint16_t *stack = slab_stack(s);
+    for (uint32_t i = 0, n = s->bump; i < n; i++)
+        stack[i] = (uint16_t)(n - 1 - i);
+    os_decommit((void *)from, to - from);
+    s->touched = (uint16_t)need;
+}
+
 /* A decay step of cls (CORE_DECAY_EVENTS): the empty slabs it kept through the
- * whole step unused (its low-water mark) go back to the OS, the coldest first.
+ * whole step unused (its low-water mark) go back to the OS, the coldest first;
+ * the ones it kept give back the pages they did not need in the step (slab_trim).
  * Class lock held. */
 static void slab_decay(nmm_heap_t *h, int cls)
 {
     sizeclass_pool_t *pool = &h->pools[cls];
     slab_release_coldest(h, cls, pool->empty_low);
+    for (slab_t *s = pool->empty; s; s = s->next)
+        slab_trim(h, cls, s);
     pool->empty_events = 0;
     pool->empty_low = pool->nempty;
 }
@@ -438,6 +481,8 @@ uint32_t slab_take_locked(nmm_heap_t *h, int cls, uint32_t lane, blockref_t *out
             out[got].state = &states[idx];
             got++;
         }
+        if ((uint32_t)(s->bump - s->nstack) > s->out_high)
+            s->out_high = (uint16_t)(s->bump - s->nstack);
         if (slab_free_count(s) == 0) {
             list_unlink(partial, s);
             s->list = SL_NONE;

@@ -184,8 +184,20 @@ bool tcache_refill(nmm_heap_t *h, tcache_t *tc, int cls)
         tc->fill[cls] = (uint16_t)(want * 2 < bin->cap / 2 ? want * 2 : bin->cap / 2);
     if (want > bin->cap - bin->count)
         want = bin->cap - bin->count;
-    uint32_t got = slab_take(h, cls, tc->lane, bin->items + bin->count, want);
+    blockref_t *fresh = bin->items + bin->count;
+    uint32_t got = slab_take(h, cls, tc->lane, fresh, want);
     NMM_ASSERT(got <= want && bin->count + got <= bin->cap);
+    /* The bin hands out its last entry first: reversed, the blocks go out in the order
+     * the slab gave them (jemalloc's "low regions get used first"), which after a
+     * decay step's trim is address order from block 0 (slab_trim): a thread that takes
+     * a batch and uses a few of them touches the slab's first pages, not the batch's
+     * last ones. Handed out last first, the few blocks each short-lived thread used
+     * were different ones of a slab kept for them all, and all their pages stayed. */
+    for (uint32_t i = 0; i < got / 2; i++) {
+        blockref_t t = fresh[i];
+        fresh[i] = fresh[got - 1 - i];
+        fresh[got - 1 - i] = t;
+    }
     /* count first: a reader that gives up waiting for the books sees fewer
      * live blocks, never more (tbin_read) */
     bool opened = tcache_books_open(tc);
