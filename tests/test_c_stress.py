@@ -192,9 +192,10 @@ def test_thread_lifetimes_give_their_memory_back(build: Builder, level: str) -> 
     together each take their lane's slabs, and those stayed mapped after the threads were
     gone, up to the 16 MiB retain budget (3.4 MB for one lifetime, 16.6 MB settled at
     off, before the decay steps). Right after the waves, what is resident of the slabs
-    and their descriptors (mincore) is within 3x of what one lifetime left (9x before the
-    exits trimmed the empty slabs: 2.2 MB against 250 KB); patterns, stats, validate and
-    events are checked too."""
+    and their descriptors (mincore) is within 2x of what one lifetime left (9x before the
+    exits trimmed the empty slabs: 2.2 MB against 250 KB), the descriptors alone within 3x
+    (3.2-4.3x before the kept empty slabs took the lowest bodies); patterns, stats,
+    validate and events are checked too."""
     lifetimes = _scale(build, 1500, 400)
     out = _run(build("stress_lifetimes"), f"level={level}", lifetimes, 8)
     assert "settled=" in out

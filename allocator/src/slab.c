@@ -315,8 +315,33 @@ static void slab_release(nmm_heap_t *h, int cls, slab_t *s)
     NMM_YIELD("region.unlock");
 }
 
+/* Class lock held; gone is an empty slab about to be released, off the empty list.
+ * Of the empty slabs cls keeps, the one whose body lies highest above gone's (same
+ * cap) takes gone's body, its states and free stack copied over; gone leaves with
+ * the higher one, whose pages slab_release gives back when no body in use is on
+ * them. Which empty slabs a class keeps is decided by their pages (the coldest
+ * go), but each kept one's body pins a page of the body area: threads living 8 at a
+ * time left the 28 kept slabs' bodies on 21-28 pages after 10,000 lifetimes where
+ * one lifetime left them on 9. Both slabs are empty, so no cache or quarantine holds
+ * a pointer into either body; the heap's walks take every class lock. The site
+ * arrays stay with their descriptors (a late double free's report reads them). */
+static void slab_keep_low_body(sizeclass_pool_t *pool, slab_t *gone)
+{
+    slab_t *high = NULL;
+    for (slab_t *t = pool->empty; t; t = t->next)
+        if (t->cap == gone->cap && t->states > (high ? high->states : gone->states))
+            high = t;
+    if (!high)
+        return;
+    uint8_t *low = gone->states;
+    memcpy(low, high->states, high->nblocks);
+    gone->states = high->states;
+    high->states = low;
+    memcpy(slab_stack(high), slab_stack(gone), (size_t)high->nstack * sizeof(uint16_t));
+}
+
 /* The n coldest empty slabs of cls (the list's tail: slabs are kept and taken at
- * its head) go back to the OS. Class lock held. */
+ * its head) go back to the OS; the ones kept take the lowest bodies. Class lock held. */
 static void slab_release_coldest(nmm_heap_t *h, int cls, uint64_t n)
 {
     sizeclass_pool_t *pool = &h->pools[cls];
@@ -330,6 +355,7 @@ static void slab_release_coldest(nmm_heap_t *h, int cls, uint64_t n)
         pool->nempty--;
         __atomic_fetch_sub(&h->retained_bytes, bytes, __ATOMIC_RELAXED);
         s->list = SL_NONE;
+        slab_keep_low_body(pool, s);
         slab_release(h, cls, s);
         s = colder;
     }
