@@ -331,8 +331,8 @@ static void slab_keep_low_body(sizeclass_pool_t *pool, slab_t *gone)
     for (slab_t *t = pool->empty; t; t = t->next)
         if (t->cap == gone->cap && t->states > (high ? high->states : gone->states))
             high = t;
-    if (!high)
-        return;
+    if (!high || high->nstack != high->bump || high->bump > high->nblocks)
+        return;  /* none, or not an empty slab's books (damaged): no copy past them */
     uint8_t *low = gone->states;
     memcpy(low, high->states, high->nblocks);
     gone->states = high->states;
@@ -394,7 +394,8 @@ static void slab_trim(nmm_heap_t *h, int cls, slab_t *s)
         to = end;
     if (from >= to)
         return;  /* the blocks it needed and the ones it did not share their pages */
-    NMM_ASSERT(s->nstack == s->bump && touched <= s->bump);
+    if (s->nstack != s->bump || touched > s->bump)
+        return;  /* not an empty slab's books (damaged): left as they are, for validate */
     uint16_t *stack = slab_stack(s);
     for (uint32_t i = 0, n = s->bump; i < n; i++)
         stack[i] = (uint16_t)(n - 1 - i);
