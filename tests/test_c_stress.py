@@ -350,3 +350,11 @@ def test_roots_scan_skips_the_leak_checks_own_frames(build: Builder, level: str)
     up, so a lost block whose address sits only below it stays lost, and one held in
     the caller's frame is reachable."""
     _run(build("stress_roots"), level)
+
+
+def test_canary_window_holds_every_requests_canary(build: Builder) -> None:
+    """free_standard fetches the canary's possible lines before reading the header
+    that says where it is: the window it takes from the class (detect_canary_window)
+    must hold the canary of every request size a slab serves, and be exactly as wide
+    as the class's smallest and largest requests make it."""
+    _run(build("stress_canary_window"), "standard")

@@ -774,6 +774,25 @@ NMM_NOINLINE POISON_NO_MEMSET static nmm_status_t free_paranoid_fast(nmm_heap_t 
     return free_slow_status(h, p, site);
 }
 
+/* The canary's lines, asked for before the header is read. The canary sits at
+ * user + size and size is in the header, so the two loads are dependent: for a
+ * block another thread allocated (its header and canary lines were last written
+ * on that thread's core) a free waited for two cache-line transfers one after
+ * the other: ~730 cycles against ~100 for a local free (off, which reads no
+ * block memory: ~80 either way). The class bounds where the canary can be
+ * (detect_canary_window), so its first, second and last possible lines are
+ * fetched alongside the header (~480 cycles); a window of up to three lines
+ * (classes up to 512 B, most of 1 KiB's) is covered whole. Costs a local free
+ * ~11 instructions. */
+static inline void free_prefetch_canary(const slab_t *s, const uint8_t *user, uint32_t cls)
+{
+    uint32_t lo, hi;
+    detect_canary_window(cls, s->block_size, &lo, &hi);
+    NMM_PREFETCH(user + lo);
+    NMM_PREFETCH(user + (lo + 64 < hi ? lo + 64 : hi));
+    NMM_PREFETCH(user + hi);
+}
+
 /* Standard: validate, check header and canary, then push to the cache. A leaf
  * on the hit path (everything else tail-calls the slow path) with few live
  * values: the slab is done with (class and room read) before the check, the
@@ -787,6 +806,7 @@ NMM_NOINLINE __attribute__((aligned(64))) static nmm_status_t free_standard(nmm_
         if (likely(idx >= 0)) {
             uint8_t *state = &slab_states(s)[idx];
             uint32_t cls = s->cls;
+            free_prefetch_canary(s, (const uint8_t *)p, cls);
             /* mutant skip_df_check: the block's state is not checked */
             if (likely((NMM_MUTANT(skip_df_check) ||
                         __atomic_load_n(state, __ATOMIC_RELAXED) == BS_LIVE) &&

@@ -138,6 +138,9 @@ extern const uint16_t sizeclass_cache_cap[CORE_CLASSES];
 #define CORE_CACHE_CAP_MAX 64  /* a bin never holds more (tcache_flush_bin's buffer) */
 #define CORE_FILL_FIRST 4      /* a bin's first refill (tcache_t.fill) */
 extern uint8_t sizeclass_small_lut[65];  /* (size+15)>>4 -> class, for size <= 1024 */
+/* Smallest request of each class at the header levels (class below's block
+ * size - header - canary + 1; 0 for class 0): where its canary can start. */
+extern uint32_t sizeclass_canary_lo[CORE_CLASSES];
 void sizeclass_init(void);
 /* Class for a block of `bytes` (header+payload+canary), -1 if larger than the largest. */
 static inline int sizeclass_of(size_t bytes)
@@ -797,6 +800,18 @@ static inline void detect_write_canary(const nmm_heap_t *h, uint8_t *user, size_
     (void)room;
     uint64_t w = detect_canary_word(h, (uintptr_t)user);
     memcpy(user + size, &w, CORE_CANARY);
+}
+
+/* Where the canary of a slab block of class cls (block_size bytes, header
+ * levels) can be: its bytes lie in [user + *lo, user + *hi] for every request
+ * the class takes. A request goes to the smallest class holding size + header +
+ * canary, so size is at least the class below's block size - header - canary
+ * + 1, and the canary ends by the block's last byte. */
+static inline void detect_canary_window(uint32_t cls, uint32_t block_size, uint32_t *lo,
+                                        uint32_t *hi)
+{
+    *lo = sizeclass_canary_lo[cls];
+    *hi = block_size - CORE_HDR - 1;
 }
 
 /* Header and canary in one go (the cache-hit alloc paths): the address key

@@ -49,6 +49,7 @@ const uint16_t sizeclass_cache_cap[CORE_CLASSES] = {
 };
 
 uint8_t sizeclass_small_lut[65];
+uint32_t sizeclass_canary_lo[CORE_CLASSES];
 
 void sizeclass_init(void)
 {
@@ -59,4 +60,6 @@ void sizeclass_init(void)
             c++;
         sizeclass_small_lut[i] = (uint8_t)c;
     }
+    for (c = 1; c < CORE_CLASSES; c++)
+        sizeclass_canary_lo[c] = sizeclass_table[c - 1] - CORE_HDR - CORE_CANARY + 1;
 }
