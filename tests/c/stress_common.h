@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define CHECK(cond)                                                                     \
     do {                                                                                \
@@ -69,6 +71,25 @@ static inline void block_verify(const void *p, size_t n, uint64_t id)
             fprintf(stderr, "block %llu damaged at %zu\n", (unsigned long long)id, i);
             exit(1);
         }
+}
+
+/* Resident bytes of [p, p + len), page-rounded (mincore): what a test says the heap
+ * gave back to the OS, or kept. */
+static inline uint64_t resident_bytes(uintptr_t p, size_t len)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t from = p & ~(uintptr_t)(page - 1);
+    size_t pages = (p + len - from + page - 1) / page;
+    if (!pages)
+        return 0;
+    unsigned char *v = malloc(pages);
+    CHECK(v != NULL);
+    CHECK(mincore((void *)from, pages * page, v) == 0);
+    uint64_t n = 0;
+    for (size_t i = 0; i < pages; i++)
+        n += v[i] & 1;
+    free(v);
+    return n * page;
 }
 
 static inline nmm_stats_t stats_of(nmm_heap_t *h)

@@ -29,8 +29,6 @@
 #include "stress_common.h"
 
 #include <pthread.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #define SLOTS 64
 #define OPS 256
@@ -39,36 +37,18 @@
 static nmm_heap_t *heap;
 static pthread_barrier_t wave_barrier;
 
-/* Resident bytes of [p, p + len) (page-rounded). */
-static uint64_t resident(uintptr_t p, size_t len)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    uintptr_t from = p & ~(uintptr_t)(page - 1);
-    size_t pages = (p + len - from + page - 1) / page;
-    if (!pages)
-        return 0;
-    unsigned char *v = malloc(pages);
-    CHECK(v != NULL);
-    CHECK(mincore((void *)from, pages * page, v) == 0);
-    uint64_t n = 0;
-    for (size_t i = 0; i < pages; i++)
-        n += v[i] & 1;
-    free(v);
-    return n * page;
-}
-
 /* What is resident of the heap's slab descriptors: headers and bodies. */
 static uint64_t desc_resident(void)
 {
-    return resident((uintptr_t)heap->meta, heap->meta_used) +
-           resident((uintptr_t)heap->meta + heap->meta_bodies, heap->bodies_used);
+    return resident_bytes((uintptr_t)heap->meta, heap->meta_used) +
+           resident_bytes((uintptr_t)heap->meta + heap->meta_bodies, heap->bodies_used);
 }
 
 /* What is resident of the heap's slabs, their descriptors and site arrays. */
 static uint64_t heap_resident(void)
 {
-    return resident(heap->base, heap->region_used) + desc_resident() +
-           resident((uintptr_t)heap->meta + heap->meta_sites, heap->sites_used);
+    return resident_bytes(heap->base, heap->region_used) + desc_resident() +
+           resident_bytes((uintptr_t)heap->meta + heap->meta_sites, heap->sites_used);
 }
 
 static void *lifetime(void *arg)

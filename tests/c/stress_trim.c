@@ -28,24 +28,15 @@
 #include "core.h"
 #include "stress_common.h"
 
-#include <sys/mman.h>
 #include <unistd.h>
 
 #define BURST 48
 #define SIZE 4000
 
-static uint64_t resident_pages(uintptr_t from, size_t len)
+/* Resident pages of the slab's [base, base + bytes). */
+static uint64_t resident_pages(uintptr_t base, size_t bytes)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t pages = len / page;
-    unsigned char *v = malloc(pages);
-    CHECK(v != NULL);
-    CHECK(mincore((void *)from, pages * page, v) == 0);
-    uint64_t n = 0;
-    for (size_t i = 0; i < pages; i++)
-        n += v[i] & 1;
-    free(v);
-    return n;
+    return resident_bytes(base, bytes) / (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
 int main(int argc, char **argv)
