@@ -270,7 +270,12 @@ def test_fork_while_a_free_is_half_done(build: Builder) -> None:
 
 @pytest.mark.parametrize(
     "options", ["level=standard", "level=paranoid", "level=off:tracking=1",
-                "level=standard:tracking=1"]
+                "level=standard:tracking=1",
+                # the shared quarantine (no thread caches), smaller than two blocks:
+                # every free pushes the bytes over the bound while both threads' latest
+                # frees are pinned
+                "level=paranoid:tcache=0:quarantine=200",
+                "level=paranoid:sweep=100000:quarantine=1"]
 )
 def test_second_free_of_an_aligned_block_while_another_thread_allocates(
     build: Builder, options: str
@@ -280,7 +285,11 @@ def test_second_free_of_an_aligned_block_while_another_thread_allocates(
     free, and the other thread never gets the block in between (lock step) nor loses
     its own (patterns). Aligned frees used to go onto the shared slab stack: the other
     thread's next allocation took the block and the second free freed it (NMM_OK),
-    on the first lock-step round at every level with headers but paranoid."""
+    on the first lock-step round at every level with headers but paranoid. At
+    paranoid without thread caches the shared quarantine, its bytes over the bound
+    and every entry left pinned (each thread's latest free), let the oldest pinned
+    one go: the block just freed, which the other thread then allocated, and the
+    second free was an interior pointer of that thread's block (round 1)."""
     _run(build("stress_aligned_double"), options, 200, _scale(build, 20000, 4000))
 
 

@@ -644,8 +644,6 @@ NMM_NOINLINE static nmm_status_t free_slow(nmm_heap_t *h, void *p, nmm_site_t si
 
 NMM_NOINLINE static nmm_status_t free_block(nmm_heap_t *h, void *p, nmm_site_t site, bool realloc_call)
 {
-    if (h->paranoid && !h->use_cache)
-        detect_note_call();
     uintptr_t up = (uintptr_t)p;
     if (up - h->base >= h->region_size) {
         if (zero_owns(h, up))

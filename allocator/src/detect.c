@@ -486,32 +486,44 @@ static void quarantine_release(nmm_heap_t *h, const quarantine_entry_t *e)
 void detect_note_call(void)
 {
     tstate_t *ts = tcache_state();
-    if (ts && !ts->dead)
-        __atomic_store_n(&ts->calls, ts->calls + 1, __ATOMIC_RELAXED);
+    if (ts && !ts->dead)  /* release: what the thread did to the block it freed before */
+        __atomic_store_n(&ts->calls, ts->calls + 1, __ATOMIC_RELEASE);
 }
 
 /* The thread that freed e has not made another allocator call since: it may be
  * about to write the block it just freed, so the block must stay quarantined. */
 static bool quarantine_pinned(const quarantine_entry_t *e)
 {
-    return e->owner && __atomic_load_n(&e->owner->calls, __ATOMIC_RELAXED) == e->owner_calls;
+    /* acquire: the owner's last look at the block (a second free reading its header)
+     * happens before whoever takes the block writes it */
+    return e->owner && __atomic_load_n(&e->owner->calls, __ATOMIC_ACQUIRE) == e->owner_calls;
 }
 
-/* Quarantine lock held, count > 0: remove the oldest entry that is not pinned.
- * Pinned ones met on the way move to the tail (each thread pins only what it
- * freed in its current call); if everything looked at is pinned the oldest
- * goes anyway, so the quarantine stays bounded. */
-static quarantine_entry_t quarantine_pop_locked(nmm_heap_t *h)
+/* Quarantine lock held, count > 0: remove the oldest entry that is not pinned, into
+ * *out. Pinned ones met on the way move to the tail. With force (the ring is full: a
+ * slot must be made) the oldest goes if the first 64 looked at are all pinned;
+ * otherwise a pinned entry never goes (returns false): a thread's second free of the
+ * block it just freed must find it quarantined, not handed to another thread (the
+ * aligned block's second free was then an interior pointer of that thread's block,
+ * a plain block's freed that thread's block). Pinned entries are at most one per
+ * thread (its latest free), so the bytes over the bound stay bounded too. */
+static bool quarantine_pop_locked(nmm_heap_t *h, quarantine_entry_t *out, bool force)
 {
     for (size_t tries = 0;; tries++) {
         quarantine_entry_t e = h->quar[h->quar_head];
-        h->quar_head = (h->quar_head + 1) % h->quar_cap;
-        if (!quarantine_pinned(&e) || tries + 1 >= h->quar_count || tries >= 64) {
-            h->quar_count--;
-            __atomic_store_n(&h->quar_bytes, h->quar_bytes - e.block_size, __ATOMIC_RELAXED);
-            return e;
+        bool last = tries + 1 >= h->quar_count || tries >= 64;
+        if (quarantine_pinned(&e) && !(force && last)) {
+            if (last)
+                return false;
+            h->quar_head = (h->quar_head + 1) % h->quar_cap;
+            h->quar[(h->quar_head + h->quar_count - 1) % h->quar_cap] = e;
+            continue;
         }
-        h->quar[(h->quar_head + h->quar_count - 1) % h->quar_cap] = e;
+        h->quar_head = (h->quar_head + 1) % h->quar_cap;
+        h->quar_count--;
+        __atomic_store_n(&h->quar_bytes, h->quar_bytes - e.block_size, __ATOMIC_RELAXED);
+        *out = e;
+        return true;
     }
 }
 
@@ -520,14 +532,21 @@ void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint8_t *poison, uint3
 {
     quarantine_entry_t out[16];
     int nout = 0;
-    tstate_t *owner = tcache_tls;
+    /* This free is the thread's new call: what it freed before is no longer pinned,
+     * this block is. Counted here, not when the free began: a second free of the
+     * block its previous call freed must find that block still quarantined when it
+     * looks at the pointer (counted at the start, another thread's push could take
+     * the block in between and hand it out). */
+    tstate_t *owner = tcache_state();
     if (owner && owner->dead)
         owner = NULL;
+    if (owner)
+        __atomic_store_n(&owner->calls, owner->calls + 1, __ATOMIC_RELEASE);
     detect_poison_h(h, poison, room);
     NMM_YIELD("quarantine.lock");
     heap_lock(h, &h->quar_lock);
-    if (h->quar_count == h->quar_cap)
-        out[nout++] = quarantine_pop_locked(h);
+    if (h->quar_count == h->quar_cap && quarantine_pop_locked(h, &out[nout], true))
+        nout++;
     quarantine_entry_t *e = &h->quar[(h->quar_head + h->quar_count) % h->quar_cap];
     e->user = user;
     e->poison = poison;
@@ -557,7 +576,9 @@ void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint8_t *poison, uint3
             out[nout++] = e;
             continue;
         }
-        out[nout++] = quarantine_pop_locked(h);
+        if (!quarantine_pop_locked(h, &out[nout], false))
+            break;  /* what is left is pinned */
+        nout++;
     }
     pthread_mutex_unlock(&h->quar_lock);
     NMM_YIELD("quarantine.unlock");

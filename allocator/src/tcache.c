@@ -320,7 +320,7 @@ static void tcache_thread_exit(void *arg)
     pthread_mutex_lock(&tcache_registry_lock);
     for (int s = 0; s < CORE_SLOTS; s++)
         tcache_retire_locked(ts, s);
-    __atomic_fetch_add(&ts->calls, 1, __ATOMIC_RELAXED);  /* unpins what it freed */
+    __atomic_fetch_add(&ts->calls, 1, __ATOMIC_RELEASE);  /* unpins what it freed */
     ts->in_use = 0;
     pthread_mutex_unlock(&tcache_registry_lock);
     /* Later destructors that allocate go straight to the slabs. */
@@ -381,7 +381,7 @@ void tcache_fork_child(void)
         tcache_settle_dead_locked(ts);
         for (int s = 0; s < CORE_SLOTS; s++)
             tcache_retire_locked(ts, s);
-        __atomic_fetch_add(&ts->calls, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&ts->calls, 1, __ATOMIC_RELEASE);
         ts->in_use = 0;
     }
     pthread_mutex_unlock(&tcache_registry_lock);
