@@ -1067,7 +1067,8 @@ def _piece_key(piece: str) -> str:
 def _check_bad_options(plan: Plan, stderr: str) -> Check:
     """The default heap's answer to the bad NMM_OPTIONS pieces put before the target's
     own (workload.bad_options): each named on exactly one ``nmm: NMM_OPTIONS: ...;
-    ignored, the other keys apply`` line that quotes its key, and no such line for
+    ignored, the other keys apply`` line that quotes its key (pieces sharing a key: as
+    many such lines as pieces), and no such line for
     anything else (a good key refused); a ``help`` piece brings the key table, with a row
     for every key the trial's NMM_OPTIONS set, and without one no table is printed. That
     the keys after the bad pieces still applied is what the exit report's check shows
@@ -1077,13 +1078,20 @@ def _check_bad_options(plan: Plan, stderr: str) -> Check:
     bad = [p for p in plan.workload.bad_options if _piece_key(p) != "help"]
     problems = []
     claimed: set[int] = set()
+    # pieces of one key (several bad fail specs) take one line each: as many lines
+    # quoting that key as there are pieces with it
+    by_key: dict[str, list[str]] = {}
     for piece in bad:
-        quoted = f"'{_piece_key(piece)}'"
+        by_key.setdefault(_piece_key(piece), []).append(piece)
+    for key, pieces in by_key.items():
+        quoted = f"'{key}'"
         lines = [i for i, ln in enumerate(named) if quoted in ln]
         claimed.update(lines)
-        if len(lines) != 1:
-            problems.append(f"bad piece {piece!r}: named on {len(lines)} stderr line(s), "
-                            "expected 1")
+        if len(lines) != len(pieces):
+            what = (f"bad piece {pieces[0]!r}" if len(pieces) == 1 else
+                    f"bad pieces of key {key!r} ({len(pieces)})")
+            problems.append(f"{what}: named on {len(lines)} stderr line(s), "
+                            f"expected {len(pieces)}")
     stray = [named[i] for i in range(len(named)) if i not in claimed]
     if stray:
         problems.append(f"{len(stray)} NMM_OPTIONS line(s) name no bad piece of the plan "

@@ -343,6 +343,23 @@ def test_env_bad_keys_are_named_and_the_good_ones_apply(probe: Path) -> None:
     assert (cfg["tracking"], cfg["guard_pages"]) == (0, 1)
 
 
+def test_a_long_bad_value_is_cut_so_its_key_is_named(probe: Path) -> None:
+    """A path over 1023 bytes is refused; its message quotes the value's first 64 bytes
+    and its length, then names the key: quoted whole, the value filled the line before
+    the key was named (the default heap's NMM_OPTIONS line said nothing of which key)."""
+    path = "/" + "p" * 1099
+    out = run([str(probe), "default-heap"], options=f"symbolizer={path}:level=standard")
+    assert out.returncode == 0, out.stderr
+    lines = nmm_lines(out.stderr)
+    assert lines == [f"nmm: NMM_OPTIONS: bad value '{path[:64]}...' (1100 bytes) for key "
+                     "'symbolizer' (expected a path of at most 1023 bytes); ignored, the "
+                     "other keys apply"], out.stderr
+    assert json.loads(out.stdout)["config"]["level"] == "standard"
+    message = parse_error(probe, "level=" + "q" * 65)
+    assert f"bad value '{'q' * 64}...' (65 bytes) for key 'level'" in message
+    assert "bad value 'qqq' for key 'level'" in parse_error(probe, "level=qqq")
+
+
 def test_env_strict_makes_a_bad_key_fatal(probe: Path) -> None:
     out = run([str(probe), "default-heap"], options="strict=1:level=standard:quarantine=abc")
     assert out.returncode == 1, out.stdout + out.stderr

@@ -341,6 +341,9 @@ static bool keep_value(const char *v, size_t n, const char **out)
     return true;
 }
 
+/* Bytes of a bad value quoted in its message; the rest is elided. */
+#define BAD_VALUE_SHOWN 64
+
 /* Apply one value to cfg (heap keys) or proc (process keys); false with a
  * message in msg otherwise. */
 static bool apply_value(nmm_config_t *cfg, options_process_t *proc, const option_def_t *o,
@@ -436,9 +439,17 @@ static bool apply_value(nmm_config_t *cfg, options_process_t *proc, const option
         break;
     }
     if (!ok) {
+        /* a long value is cut: the message's key and expectation must fit the line
+         * (a 1100-byte path used to fill it before the key was named) */
         strbuf_puts(msg, "bad value '");
-        strbuf_putn(msg, v, n);
-        strbuf_puts(msg, "' for key '");
+        strbuf_putn(msg, v, n > BAD_VALUE_SHOWN ? BAD_VALUE_SHOWN : n);
+        if (n > BAD_VALUE_SHOWN) {
+            strbuf_puts(msg, "...' (");
+            strbuf_u64(msg, n);
+            strbuf_puts(msg, " bytes) for key '");
+        } else {
+            strbuf_puts(msg, "' for key '");
+        }
         strbuf_puts(msg, o->name);
         strbuf_puts(msg, "' (expected ");
         strbuf_puts(msg, expected_for(o));

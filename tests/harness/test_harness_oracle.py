@@ -1160,11 +1160,37 @@ def test_bad_nmm_options_pieces_must_each_be_named_once_and_help_must_list_the_k
     assert find_diagnostic(NAMED) is None
 
 
-def test_bad_options_belong_to_exit_leak_trials_one_piece_per_key():
+def test_bad_pieces_of_one_key_take_a_line_each():
+    """Several bad fail specs in one trial: as many lines quoting 'fail' as pieces, so
+    one the heap took silently (or named twice) fails the trial."""
+    base = _exit_plan()
+    pieces = ["fail=alloc@", "fail=alloc@p2", "quarantine=lots"]
+    p = base.model_copy(update={"workload": base.workload.model_copy(
+        update={"bad_options": pieces})})
+    fail_lines = ["nmm: NMM_OPTIONS: bad value for key 'fail': fail point spec 'alloc@': no "
+                  "term after '@'; ignored, the other keys apply\n",
+                  "nmm: NMM_OPTIONS: bad value for key 'fail': fail point spec 'alloc@p2': "
+                  "probability must be a number from 0 to 1 (or 0% to 100%), got 'p2'; "
+                  "ignored, the other keys apply\n"]
+    quarantine = NAMED.splitlines(keepends=True)[1]
+
+    def judged(stderr: str):
+        return verdict([], [], p=p, res=result(exit_leaks=LEAKED), exit_report=_exit_report(),
+                       stderr_tail=stderr)
+
+    assert judged("".join(fail_lines) + quarantine).passed
+    v = judged(fail_lines[0] + quarantine)
+    assert not v.passed and "bad pieces of key 'fail' (2): named on 1 stderr line(s), " \
+        "expected 2" in reasons(v)
+    v = judged("".join(fail_lines) + fail_lines[1] + quarantine)
+    assert not v.passed and "named on 3 stderr line(s), expected 2" in reasons(v)
+
+
+def test_bad_options_belong_to_exit_leak_trials_one_help():
     with pytest.raises(ValueError, match="none without exit_leaks"):
         plan(workload={"threads": 2, "ops": 1000, "bad_options": ["nosuch=1"]})
-    for pieces, said in [(["a=1:b=2"], "one NMM_OPTIONS piece"),
-                         (["quarantine=x", "quarantine=y"], "one piece per key")]:
+    for pieces, said in [(["a=1:b=2"], "one NMM_OPTIONS piece"), ([" "], "one NMM_OPTIONS"),
+                         (["help", "help=1"], "one 'help' piece")]:
         with pytest.raises(ValueError, match=said):
             plan(workload={"threads": 2, "ops": 1000, "exit_leaks": 4, "bad_options": pieces})
     # a plan without them keeps the hash it had before the key existed: these two
