@@ -88,6 +88,8 @@ def driver_args(plan: Plan, seed: int, target: Target | None = None) -> list[str
         args += ["--exit-leaks", str(w.exit_leaks)]
         if w.bad_options:
             args += ["--bad-options", ":".join(w.bad_options)]
+        if w.exit_damage:
+            args.append("--exit-damage")
     for fault in plan.faults:
         args += ["--fault", fault.driver_arg(plan.total_ops)]
     return args + plan.scheduler.driver_args()

@@ -862,6 +862,8 @@ def _checks(plan: Plan, obs: Observation, result: ResultLine, faults: Sequence[F
         checks.append(_check_exit_report(result, obs.exit_report))
         if plan.workload.bad_options:
             checks.append(_check_bad_options(plan, obs.stderr_tail))
+        if plan.workload.exit_damage:
+            checks.append(_check_exit_damage(plan, result, obs.exit_report))
     # ---- the final sweep: every problem it found is an event the oracle explained
     problems = result.validate_problems
     if problems is not None:
@@ -1058,6 +1060,61 @@ def _check_exit_report(result: ResultLine, report: dict[str, Any] | None) -> Che
     if lost_blocks and not report.get("text_names_lost"):
         problems.append("the text report does not name the lost blocks' function")
     return Check(name="exit_leaks", ok=not problems, detail="; ".join(problems))
+
+
+def _exit_check_on(plan: Plan) -> bool:
+    """Whether the trial's heap runs its exit check: ``exit_check`` if the target gives
+    it, else on at paranoid (options.c derives it from the level)."""
+    target = plan.target
+    if not isinstance(target, NmmTarget):
+        return False
+    given = target.options.get("exit_check")
+    if given is None:
+        return target.level == "paranoid"
+    return str(given).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _check_exit_damage(plan: Plan, result: ResultLine, report: dict[str, Any] | None) -> Check:
+    """The blocks the driver damaged before the exit (workload.exit_damage): the exit
+    check must name each lost block with a flipped canary byte as an overflow at its
+    address, at paranoid the freed block written in the quarantine as a use_after_free
+    at its address, each exactly once, and name nothing else; with the exit check off
+    (or at off, where nothing is damaged) it names nothing."""
+    leaked = result.exit_leaks or {}
+    damaged, freed = leaked.get("damaged"), leaked.get("freed_written")
+    if damaged is None:
+        return Check(name="exit_damage", ok=False,
+                     detail="the plan asks for damage seen at exit; the result line lists "
+                            "no damaged blocks (a driver without --exit-damage)")
+    level = plan.target.level if isinstance(plan.target, NmmTarget) else "off"
+    problems = []
+    if level != "off" and not damaged:
+        problems.append(f"no leaked block damaged at {level} (nothing for the exit check "
+                        "to name)")
+    if level == "paranoid" and not freed:
+        problems.append("no freed block written at paranoid")
+    errors = (report or {}).get("exit_errors")
+    if errors is None:
+        problems.append("the exit report lists no exit_errors")
+        return Check(name="exit_damage", ok=False, detail="; ".join(problems))
+    want: dict[int, str] = {}
+    if _exit_check_on(plan) and level != "off":
+        want = {int(a, 16): "overflow" for a in damaged}
+        if freed:
+            want[int(freed, 16)] = "use_after_free"
+    named: dict[int, list[str]] = {}
+    for err in errors:
+        named.setdefault(int(err["address"], 16), []).append(str(err["kind"]))
+    for addr, kind in sorted(want.items()):
+        got = named.get(addr, [])
+        if got != [kind]:
+            problems.append(f"the {kind} at {addr:#x}: the exit check named "
+                            + (", ".join(got) if got else "nothing") + " there")
+    stray = sorted(a for a in named if a not in want)
+    if stray:
+        problems.append(f"the exit check named {len(stray)} block(s) no one damaged: "
+                        f"{named[stray[0]][0]} at {stray[0]:#x}")
+    return Check(name="exit_damage", ok=not problems, detail="; ".join(problems))
 
 
 def _piece_key(piece: str) -> str:

@@ -250,6 +250,11 @@ class Workload(_Model):
     #: stderr, once, and ignore while every other key applies, or ``help`` (its key table
     #: on stderr); a key may come back (several bad fail specs): a line for each piece
     bad_options: list[str] = Field(default_factory=list)
+    #: with exit_leaks (NMM targets, standard and paranoid): flip the byte past the end of
+    #: half the lost blocks (small and large) and, at paranoid, one byte of a freed
+    #: block's poison; the heap's exit check (``exit_check``, on at paranoid) must name
+    #: each at its address (overflow, use_after_free) in the report at exit, and nothing else
+    exit_damage: bool = False
 
     @field_validator("bad_options")
     @classmethod
@@ -270,6 +275,14 @@ class Workload(_Model):
             raise field_error("aligned", self.aligned, f"at most {1.0 - self.calloc:g}: "
                               "calloc and aligned are shares of the allocations, together "
                               "at most 1")
+        return self
+
+    @model_validator(mode="after")
+    def _exit_damage_on_leaked_blocks(self) -> Workload:
+        if self.exit_damage and not self.exit_leaks:
+            raise field_error("exit_damage", self.exit_damage,
+                              "needs exit_leaks (the damaged blocks are leaked ones, seen by "
+                              "the default heap's exit check)")
         return self
 
     @model_validator(mode="after")
@@ -560,6 +573,8 @@ class Plan(_Model):
             # added later: a plan that does not use it keeps the hash it had (reports
             # and journals match trials across runs by it)
             del data["workload"]["bad_options"]
+        if not data["workload"]["exit_damage"]:
+            del data["workload"]["exit_damage"]
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -124,6 +124,9 @@ typedef struct options {
     const char *bad_options; /* run with exit_leaks: NMM_OPTIONS pieces put before the
                               * others, unchecked (the default heap names and ignores each
                               * bad one; "help" prints its key table); NULL = none */
+    bool exit_damage;        /* run with exit_leaks: some leaked blocks get a byte past
+                              * their end flipped, and (paranoid) a freed block a byte of
+                              * its poison, for the exit check (exit_check=1) to name */
     uint64_t thread_churn;   /* ops per thread before it is replaced; 0 = never */
     uint64_t fork_every;     /* worker 0 forks every N ops; 0 = never */
     fault_spec_t faults[DRV_MAX_FAULT_SPECS];
@@ -174,6 +177,7 @@ typedef struct target {
      * the byte src[0]) */
     size_t (*copy)(nmm_heap_t *heap, int how, void *dst, const void *src, size_t n);
     bool exact_sizes; /* a heap walk reports requested sizes (NMM header levels) */
+    int level;        /* an NMM heap's nmm_level_t (the malloc target: 0) */
     bool is_default;  /* the process's default heap (never destroyed: it ends at exit) */
 } target_t;
 
@@ -185,10 +189,11 @@ typedef struct target {
 bool exit_leak_configure(const char *bad_options, const char *nmm_options, char *err,
                          size_t err_len);
 /* Leak o->exit_leaks blocks of the default heap on purpose (no pointer kept) and add
- * "exit_leaks" (blocks, bytes, and those made under the suppressed function) to j;
- * the exit_report line follows at exit, after the heap's own leak report. */
+ * "exit_leaks" (blocks, bytes, and those made under the suppressed function; with
+ * o->exit_damage the blocks damaged for the exit check) to j; the exit_report line
+ * follows at exit, after the heap's own leak report. */
 struct jline;
-void exit_leak_blocks(const struct options *o, nmm_heap_t *heap, struct jline *j);
+void exit_leak_blocks(const struct options *o, const target_t *t, struct jline *j);
 
 /* Open "nmm" (a heap from nmm_options) or "malloc". On failure writes a message into
  * err and returns false. */

@@ -32,6 +32,12 @@
 
 static char log_dir[256];      /* "" = no exit report configured */
 static char supp_file[300];
+/* --exit-damage: the heap's last event when the blocks were leaked (the exit check's
+ * reports come after it) and the damaged blocks' addresses as hex text, a JSON list
+ * (text only: no copy of a pointer survives for the reachability scan to find) */
+static bool exit_damage_on;
+static uint64_t exit_seq;
+static char exit_damaged[64 * 24 + 4];
 
 bool exit_leak_configure(const char *bad_options, const char *nmm_options, char *err,
                          size_t err_len)
@@ -83,12 +89,36 @@ __attribute__((noinline)) static uintptr_t exit_leak_suppressed(nmm_heap_t *h, s
     return (uintptr_t)p ^ 0xa5a5a5a5a5a5a5a5ull;
 }
 
-__attribute__((noinline)) static uintptr_t exit_leak_lost(nmm_heap_t *h, size_t n)
+__attribute__((noinline)) static uintptr_t exit_leak_lost(nmm_heap_t *h, size_t n, bool damage)
 {
-    void *p = nmm_alloc(h, n, NMM_SITE_HERE(h));
+    uint8_t *p = nmm_alloc(h, n, NMM_SITE_HERE(h));
     if (p)
         memset(p, 0x3c, n < 64 ? n : 64);
+    if (p && damage)
+        ((volatile uint8_t *)p)[n] ^= 0xa5;  /* the canary's first byte */
     return (uintptr_t)p ^ 0xa5a5a5a5a5a5a5a5ull;
+}
+
+/* A block freed, then written: at paranoid it waits in the quarantine, poisoned, and
+ * the exit check finds one byte of its poison changed (use_after_free at it). */
+__attribute__((noinline)) static uintptr_t exit_freed_written(nmm_heap_t *h)
+{
+    uint8_t *p = nmm_alloc(h, 200, NMM_SITE_HERE(h));
+    if (!p)
+        return 0xa5a5a5a5a5a5a5a5ull;
+    memset(p, 0x11, 200);
+    if (nmm_free(h, p, NMM_SITE_HERE(h)) != NMM_OK)
+        return 0xa5a5a5a5a5a5a5a5ull;
+    ((volatile uint8_t *)p)[100] ^= 0xa5;
+    return (uintptr_t)p ^ 0xa5a5a5a5a5a5a5a5ull;
+}
+
+static void hex_item(char *buf, size_t cap, uintptr_t scrambled)
+{
+    size_t len = strlen(buf);
+    if (len + 24 < cap)
+        snprintf(buf + len, cap - len, "%s\"0x%llx\"", len > 1 ? "," : "",
+                 (unsigned long long)(scrambled ^ 0xa5a5a5a5a5a5a5a5ull));
 }
 
 /* Stack below us overwritten, so the scan at exit finds no stale copy of a pointer. */
@@ -98,17 +128,28 @@ __attribute__((noinline)) static void scrub_stack(void)
     memset((char *)pad, 0, sizeof pad);
 }
 
-void exit_leak_blocks(const options_t *o, nmm_heap_t *heap, jline_t *j)
+void exit_leak_blocks(const options_t *o, const target_t *t, jline_t *j)
 {
+    nmm_heap_t *heap = t->heap;
     uint64_t rng = o->seed ^ 0x6c65616b73ull;  /* "leaks" */
     uint64_t blocks = 0, bytes = 0, supp_blocks = 0, supp_bytes = 0;
+    /* damage only where a canary is (off has none: the byte would be the next block's) */
+    bool damage = o->exit_damage && t->level >= NMM_LEVEL_STANDARD;
+    char freed[32] = "null";
+    exit_damage_on = o->exit_damage;
+    exit_seq = nmm_events_last_seq(heap);
+    strcpy(exit_damaged, "[");
     for (uint32_t i = 0; i < o->exit_leaks; i++) {
         uint64_t r = prng_splitmix(&rng);
         size_t n = (i % 4 == 3) ? 100000 + (size_t)(r % 400000) : 1 + (size_t)(r % 2048);
         bool supp = i % 4 == 1;
-        uintptr_t got = supp ? exit_leak_suppressed(heap, n) : exit_leak_lost(heap, n);
+        /* half the lost blocks of each kind: i % 8 is 0 (small) or 3 (large) */
+        bool hit = damage && (i % 8 == 0 || i % 8 == 3);
+        uintptr_t got = supp ? exit_leak_suppressed(heap, n) : exit_leak_lost(heap, n, hit);
         if (got == 0xa5a5a5a5a5a5a5a5ull)
             continue;  /* NULL: a limit or fail point; not leaked */
+        if (hit)
+            hex_item(exit_damaged, sizeof exit_damaged, got);
         blocks++;
         bytes += n;
         if (supp) {
@@ -116,13 +157,27 @@ void exit_leak_blocks(const options_t *o, nmm_heap_t *heap, jline_t *j)
             supp_bytes += n;
         }
     }
+    strcat(exit_damaged, "]");
+    if (damage && t->level == NMM_LEVEL_PARANOID) {
+        uintptr_t got = exit_freed_written(heap);
+        if (got != 0xa5a5a5a5a5a5a5a5ull) {
+            freed[0] = '\0';
+            hex_item(freed, sizeof freed, got);
+        }
+    }
     scrub_stack();
-    char buf[256];
+    char buf[256 + sizeof exit_damaged];
     snprintf(buf, sizeof buf,
              "{\"blocks\":%llu,\"bytes\":%llu,\"suppressed_blocks\":%llu,"
-             "\"suppressed_bytes\":%llu}",
+             "\"suppressed_bytes\":%llu",
              (unsigned long long)blocks, (unsigned long long)bytes,
              (unsigned long long)supp_blocks, (unsigned long long)supp_bytes);
+    if (o->exit_damage) {
+        size_t len = strlen(buf);
+        snprintf(buf + len, sizeof buf - len, ",\"damaged\":%s,\"freed_written\":%s",
+                 exit_damaged, freed);
+    }
+    strcat(buf, "}");
     jl_key(j, "exit_leaks");
     jl_raw(j, buf);
 }
@@ -170,6 +225,35 @@ static void copy_count(jline_t *j, const char *report, const char *key)
     jl_raw(j, buf);
 }
 
+/* "exit_errors": [{"kind":K,"address":A}, ...] — the JSON report's error objects after
+ * the heap's last event when the blocks were leaked: the exit check's (at most 64). */
+static void exit_errors(jline_t *j, const char *json)
+{
+    char buf[64 * 64 + 4];
+    size_t len = 0, n = 0;
+    buf[len++] = '[';
+    buf[len] = '\0';
+    for (const char *at = json ? strstr(json, "{\"type\":\"error\"") : NULL; at && n < 64;
+         at = strstr(at + 1, "{\"type\":\"error\"")) {
+        char kind[32];
+        unsigned long long seq = 0, addr = 0;
+        const char *k = strstr(at, "\"kind\":\""), *q = strstr(at, "\"seq\":"),
+                   *a = strstr(at, "\"address\":\"");
+        const char *end = strchr(at, '\n');
+        if (!k || !q || !a || (end && (k > end || q > end || a > end)) ||
+            sscanf(k + 8, "%31[a-z_]", kind) != 1 || sscanf(q + 6, "%llu", &seq) != 1 ||
+            sscanf(a + 11, "%llx", &addr) != 1 || seq <= exit_seq)
+            continue;
+        len += (size_t)snprintf(buf + len, sizeof buf - len,
+                                "%s{\"kind\":\"%s\",\"address\":\"0x%llx\"}", n ? "," : "",
+                                kind, addr);
+        n++;
+    }
+    snprintf(buf + len, sizeof buf - len, "]");
+    jl_key(j, "exit_errors");
+    jl_raw(j, buf);
+}
+
 __attribute__((destructor(101))) static void exit_report(void)
 {
     if (!log_dir[0])
@@ -195,6 +279,8 @@ __attribute__((destructor(101))) static void exit_report(void)
     jl_u64(&j, "text_bytes", text ? text_len : 0);
     jl_bool(&j, "text_names_lost", text && strstr(text, "exit_leak_lost") != NULL);
     jl_bool(&j, "json_names_lost", leaks && strstr(leaks, "exit_leak_lost") != NULL);
+    if (exit_damage_on)
+        exit_errors(&j, json);
     jl_end(&j);
     if (json)
         out_unmap(json, json_len + 1);

@@ -46,6 +46,10 @@ static const char usage[] =
     "  --bad-options STR         with --exit-leaks: NMM_OPTIONS pieces put before the others\n"
     "                            (bad keys or values the default heap must name on stderr\n"
     "                            and ignore, or 'help'); not checked by the driver\n"
+    "  --exit-damage             with --exit-leaks (standard and paranoid heaps): flip the byte\n"
+    "                            past the end of some leaked blocks, and at paranoid one byte of\n"
+    "                            a freed block's poison, for the exit check (exit_check=1) to\n"
+    "                            name at exit; the exit_report line lists what it named\n"
     "  --edge-every N            every N ops, requests that must fail: a calloc whose product\n"
     "                            overflows, sizes no heap holds, a realloc to one (0 = never)\n"
     "  --thread-churn N          replace each worker thread every N ops (0 = never)\n"
@@ -397,13 +401,14 @@ int main(int argc, char **argv)
             "--live", "--cross", "--realloc", "--thread-churn", "--fork-every", "--fault",
             "--progress-every", "--sample-every", "--no-check", "--worker", "--count",
             "--repeat", "--duration", "--worker-ops", "--calloc", "--aligned",
-            "--calloc-count", "--edge-every", "--exit-leaks", "--bad-options", NULL};
+            "--calloc-count", "--edge-every", "--exit-leaks", "--bad-options",
+            "--exit-damage", NULL};
         bool is_known = false;
         for (int k = 0; known[k]; k++)
             is_known = is_known || strcmp(name, known[k]) == 0;
         if (!is_known)
             usage_error("unknown option '%s'", name);
-        bool is_flag = strcmp(name, "--no-check") == 0;
+        bool is_flag = strcmp(name, "--no-check") == 0 || strcmp(name, "--exit-damage") == 0;
         if (!is_flag) {
             if (eq)
                 val = eq + 1;
@@ -470,6 +475,9 @@ int main(int argc, char **argv)
         } else if (strcmp(name, "--bad-options") == 0) {
             allowed = MODE_RUN;
             o.bad_options = val;
+        } else if (strcmp(name, "--exit-damage") == 0) {
+            allowed = MODE_RUN;
+            o.exit_damage = true;
         } else if (strcmp(name, "--edge-every") == 0) {
             allowed = MODE_RUN | MODE_STREAM;
             o.edge_every = need_u64(name, val, 0, 1ull << 40, false);
@@ -522,6 +530,9 @@ int main(int argc, char **argv)
     if (o.bad_options && *o.bad_options && !o.exit_leaks)
         usage_error("--bad-options: needs --exit-leaks (only the default heap reads "
                     "NMM_OPTIONS, and names its bad pieces)");
+    if (o.exit_damage && !o.exit_leaks)
+        usage_error("--exit-damage: needs --exit-leaks (the damaged blocks are leaked ones, "
+                    "for the default heap's exit check)");
     if (o.exit_leaks && strcmp(o.target, "nmm") != 0)
         usage_error("--exit-leaks: applies to --target nmm only (the leak report at exit is "
                     "the default NMM heap's)");

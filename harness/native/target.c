@@ -242,6 +242,7 @@ bool target_open(target_t *t, const char *name, const char *nmm_options, char *e
     /* blocks carry a header with the requested size at standard and above, or with
      * tracking; level off keeps none, and a walk then reports usable sizes */
     t->exact_sizes = cfg.level >= NMM_LEVEL_STANDARD || cfg.tracking;
+    t->level = (int)cfg.level;
     return true;
 }
 

@@ -1011,7 +1011,7 @@ static void finish_trial(trial_t *tr, uint64_t elapsed_ns, uint64_t cpu)
         jl_u64(j, "validate_problems", validate_problems);
         jl_u64(j, "leaked_blocks", live);
         if (o->exit_leaks)
-            exit_leak_blocks(o, tr->target.heap, j);
+            exit_leak_blocks(o, &tr->target, j);
     } else { /* the malloc family has no stats (key left out), validate or leak count */
         jl_null(j, "validate_problems");
         jl_null(j, "leaked_blocks");

@@ -93,3 +93,47 @@ def test_exit_leaks_need_the_nmm_target(driver: Path) -> None:
     obs = run_child([str(driver), "run", "--target", "malloc", "--exit-leaks", "4"], 60.0,
                     env={"PATH": "/usr/bin:/bin"})
     assert obs.exit_code == 2 and "--exit-leaks: applies to --target nmm only" in obs.stderr_tail
+
+
+@pytest.mark.parametrize(("level", "check"), [("standard", "exit_check=1"), ("paranoid", ""),
+                                              ("standard", ""), ("off", "exit_check=1")])
+def test_the_exit_check_names_the_blocks_damaged_before_the_exit(driver: Path, level: str,
+                                                                  check: str) -> None:
+    """--exit-damage: every other lost block gets the byte past its end flipped (small
+    and large), at paranoid a freed block a byte of its poison; the exit check (on at
+    paranoid, or exit_check=1) names each in the report at exit, at its address, and
+    the leak report still counts every leaked block. Without the exit check (standard
+    by default) nothing is named; at off nothing is damaged."""
+    argv = [str(driver), "run", "--target", "nmm", "--nmm-options",
+            f"level={level}:policy=record:tracking=1:stacks=1" + (f":{check}" if check else ""),
+            "--seed", "3", "--threads", "2", "--ops", "4000", "--exit-leaks", "12",
+            "--exit-damage", "--progress-every", "0"]
+    obs = run_child(argv, 120.0, env={"PATH": "/usr/bin:/bin"})
+    assert obs.exit_code == 0, obs.stderr_tail
+    assert obs.result is not None and obs.result.exit_leaks is not None
+    leaked = obs.result.exit_leaks
+    damaged, freed = leaked["damaged"], leaked["freed_written"]
+    # leaked blocks 0, 3, 8 and 11 of the 12 (3 and 11 large): i % 8 is 0 or 3
+    assert len(damaged) == (0 if level == "off" else 4)
+    assert (freed is not None) == (level == "paranoid")
+    report = obs.exit_report
+    assert isinstance(report, dict) and report["suppressed"]["blocks"] == 3
+    assert report["definitely_lost"]["blocks"] == 9  # the damaged ones still counted lost
+    named = {(e["kind"], int(e["address"], 16)) for e in report["exit_errors"]}
+    want = {("overflow", int(a, 16)) for a in damaged} | (
+        {("use_after_free", int(freed, 16))} if freed else set())
+    assert named == (want if level == "paranoid" or check else set())
+    options: dict[str, object] = {"tracking": 1, "stacks": "1"}
+    if check:
+        options["exit_check"] = 1
+    p = _plan(level, options)
+    p = p.model_copy(update={"workload": p.workload.model_copy(update={"exit_damage": True}),
+                             "faults": []})
+    verdict = judge(p, obs)
+    assert verdict.passed, verdict.reasons
+
+
+def test_exit_damage_needs_exit_leaks(driver: Path) -> None:
+    obs = run_child([str(driver), "run", "--target", "nmm", "--exit-damage"], 60.0,
+                    env={"PATH": "/usr/bin:/bin"})
+    assert obs.exit_code == 2 and "--exit-damage: needs --exit-leaks" in obs.stderr_tail

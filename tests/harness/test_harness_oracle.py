@@ -1108,6 +1108,70 @@ def test_the_exit_leak_report_must_list_exactly_the_blocks_leaked_on_purpose():
     assert verdict([], [], res=result(exit_leaks=LEAKED)).passed
 
 
+def _damage_plan(level: str, **options: Any) -> Plan:
+    base = plan_for([], target={"kind": "nmm", "level": level, "options": options})
+    return base.model_copy(update={"workload": base.workload.model_copy(
+        update={"exit_leaks": 8, "exit_damage": True})})
+
+
+DAMAGED = {**LEAKED, "damaged": ["0x7f0000001010", "0x7f0000200000"],
+           "freed_written": "0x7f0000003030"}
+NAMED_AT_EXIT = [{"kind": "overflow", "address": "0x7f0000001010"},
+                 {"kind": "overflow", "address": "0x7f0000200000"},
+                 {"kind": "use_after_free", "address": "0x7f0000003030"}]
+
+
+def test_the_exit_check_must_name_each_block_damaged_before_the_exit_and_nothing_else():
+    """workload.exit_damage: lost blocks with their canary's first byte flipped, at
+    paranoid a freed block written in the quarantine; the exit check must name each at
+    its address with its kind, once, and nothing else."""
+    p = _damage_plan("paranoid")
+
+    def judged(errors: list[dict[str, str]] | None, leaked: dict[str, Any] = DAMAGED,
+               pl: Plan = p):
+        extra = {} if errors is None else {"exit_errors": errors}
+        return verdict([], [], p=pl, res=result(exit_leaks=leaked),
+                       exit_report=_exit_report(**extra))
+
+    good = judged(NAMED_AT_EXIT)
+    assert good.passed, reasons(good)
+    # one overflow not named (an exit check that skips large blocks, say)
+    v = judged(NAMED_AT_EXIT[:1] + NAMED_AT_EXIT[2:])
+    assert not v.passed and "the overflow at 0x7f0000200000: the exit check named nothing" \
+        in reasons(v)
+    # the quarantined block named as something else, or twice
+    v = judged([*NAMED_AT_EXIT[:2], {"kind": "overflow", "address": "0x7f0000003030"}])
+    assert not v.passed and "the use_after_free at 0x7f0000003030: the exit check named " \
+        "overflow there" in reasons(v)
+    v = judged([*NAMED_AT_EXIT, NAMED_AT_EXIT[0]])
+    assert not v.passed and "named overflow, overflow there" in reasons(v)
+    # a block nobody damaged named
+    v = judged([*NAMED_AT_EXIT, {"kind": "overflow", "address": "0x7f0000009000"}])
+    assert not v.passed and "1 block(s) no one damaged: overflow at 0x7f0000009000" in reasons(v)
+    # no list at all; a driver that damaged nothing
+    v = judged(None)
+    assert not v.passed and "lists no exit_errors" in reasons(v)
+    v = judged([], leaked={**LEAKED, "damaged": [], "freed_written": None})
+    assert not v.passed and "no leaked block damaged at paranoid" in reasons(v)
+    v = judged([], leaked=LEAKED)
+    assert not v.passed and "a driver without --exit-damage" in reasons(v)
+    # standard: no freed block is written; exit_check=1 makes it look; without, nothing
+    standard = {**DAMAGED, "freed_written": None}
+    assert judged(NAMED_AT_EXIT[:2], standard, _damage_plan("standard", exit_check=1)).passed
+    v = judged(NAMED_AT_EXIT[:1], standard, _damage_plan("standard", exit_check=1))
+    assert not v.passed and "the exit check named nothing" in reasons(v)
+    assert judged([], standard, _damage_plan("standard")).passed
+    v = judged(NAMED_AT_EXIT[:2], standard, _damage_plan("standard"))
+    assert not v.passed and "no one damaged" in reasons(v)
+    # paranoid with the exit check turned off names nothing
+    assert judged([], DAMAGED, _damage_plan("paranoid", exit_check=0)).passed
+    # off: nothing damaged, nothing named
+    off = {**LEAKED, "damaged": [], "freed_written": None}
+    assert judged([], off, _damage_plan("off", exit_check=1)).passed
+    with pytest.raises(ValueError, match="needs exit_leaks"):
+        plan(workload={"threads": 2, "ops": 1000, "exit_damage": True})
+
+
 BAD_PIECES = ["nosuch=1", "quarantine=lots", "help"]
 NAMED = ("nmm: NMM_OPTIONS: unknown key 'nosuch'; valid keys: level, policy; ignored, the "
          "other keys apply\n"
