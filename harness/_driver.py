@@ -90,6 +90,10 @@ def driver_args(plan: Plan, seed: int, target: Target | None = None) -> list[str
             args += ["--bad-options", ":".join(w.bad_options)]
         if w.exit_damage:
             args.append("--exit-damage")
+        if w.exit_held:
+            args += ["--exit-held", str(w.exit_held)]
+        if w.exit_symbolizer is not None:
+            args += ["--exit-symbolizer", w.exit_symbolizer]
     for fault in plan.faults:
         args += ["--fault", fault.driver_arg(plan.total_ops)]
     return args + plan.scheduler.driver_args()

@@ -859,7 +859,7 @@ def _checks(plan: Plan, obs: Observation, result: ResultLine, faults: Sequence[F
     checks.append(_check_teardown(result))
     # ---- the default heap's leak report at exit: exactly the blocks leaked on purpose
     if plan.workload.exit_leaks:
-        checks.append(_check_exit_report(result, obs.exit_report))
+        checks.append(_check_exit_report(plan, result, obs.exit_report))
         if plan.workload.bad_options:
             checks.append(_check_bad_options(plan, obs.stderr_tail))
         if plan.workload.exit_damage:
@@ -1029,12 +1029,47 @@ def _check_live(plan: Plan, result: ResultLine, details: Sequence[DetailLine],
     return Check(name="live", ok=not problems, detail="; ".join(problems))
 
 
-def _check_exit_report(result: ResultLine, report: dict[str, Any] | None) -> Check:
+#: the file name of the site block 4 of an exit_leaks trial is allocated under (the
+#: driver's exitleak.c odd_site_file, the same bytes): the JSON leak report must escape
+#: it, pass its valid UTF-8 through and replace each byte of an invalid sequence by U+FFFD
+ODD_SITE_FILE = (b'nmm-odd/q"b\\t\tn\nc\x01 \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 '
+                 b"\xff \xc3( \xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 end.c")
+ODD_SITE_LINE = 4242
+
+
+def json_text_of(raw: bytes) -> str:
+    """What a report that follows the rule above says for ``raw`` once its JSON is parsed:
+    each valid UTF-8 sequence (Python's strict decoder: no overlong form, surrogate or
+    code point past U+10FFFF) as itself, every other byte as U+FFFD."""
+    out: list[str] = []
+    i = 0
+    while i < len(raw):
+        for n in (1, 2, 3, 4):
+            try:
+                out.append(raw[i:i + n].decode("utf-8"))
+            except UnicodeDecodeError:
+                continue
+            i += n
+            break
+        else:
+            out.append("\ufffd")
+            i += 1
+    return "".join(out)
+
+
+def _check_exit_report(plan: Plan, result: ResultLine,
+                       report: dict[str, Any] | None) -> Check:
     """The leak report the default heap wrote at exit (read back by the driver) lists
     exactly what the driver leaked after teardown: the suppressed function's blocks as
-    suppressed, the rest as definitely lost (no pointer to them was kept), nothing
-    indirectly lost, still reachable or ungrouped; the text report names the lost
-    blocks' function."""
+    suppressed, the chained ones (pointed to only by a lost block) as indirectly lost,
+    those the parked threads hold in a register (workload.exit_held) as still reachable,
+    the rest as definitely lost (no pointer to them was kept), nothing ungrouped; the
+    text report names the lost blocks' function, and, with workload.exit_symbolizer, a
+    stack frame of theirs by the allocation's file:line; the JSON report's site of the
+    block under an odd file name parses to the oracle's own decoding of its bytes; with a
+    stack for every allocation (stacks=1), the stack of the block made in a signal
+    handler goes on past the signal frame; with exit_symbolizer, the code-address site
+    comes with a frame naming the allocating call by function and file:line."""
     leaked = result.exit_leaks
     if leaked is None:
         return Check(name="exit_leaks", ok=False,
@@ -1046,11 +1081,23 @@ def _check_exit_report(result: ResultLine, report: dict[str, Any] | None) -> Che
                             "report came at exit" + (" (no JSON report)" if report else ""))
     supp_blocks = int(leaked.get("suppressed_blocks", 0))
     supp_bytes = int(leaked.get("suppressed_bytes", 0))
-    lost_blocks = int(leaked.get("blocks", 0)) - supp_blocks
-    lost_bytes = int(leaked.get("bytes", 0)) - supp_bytes
+    ind_blocks = int(leaked.get("indirect_blocks", 0))
+    ind_bytes = int(leaked.get("indirect_bytes", 0))
+    held_blocks = int(leaked.get("held_blocks", 0))
+    held_bytes = int(leaked.get("held_bytes", 0))
+    lost_blocks = int(leaked.get("blocks", 0)) - supp_blocks - ind_blocks
+    lost_bytes = int(leaked.get("bytes", 0)) - supp_bytes - ind_bytes
     want = {"definitely_lost": (lost_blocks, lost_bytes), "suppressed": (supp_blocks, supp_bytes),
-            "indirectly_lost": (0, 0), "still_reachable": (0, 0), "ungrouped": (0, 0)}
+            "indirectly_lost": (ind_blocks, ind_bytes),
+            "still_reachable": (held_blocks, held_bytes), "ungrouped": (0, 0)}
     problems = []
+    held = plan.workload.exit_held
+    if int(leaked.get("held_threads", 0)) != held:
+        problems.append(f"the plan parks {held} thread(s) at exit; the driver says "
+                        f"{leaked.get('held_threads', 0)} (a driver without --exit-held)")
+    elif held and int(leaked.get("held_started", 0)) != held:
+        problems.append(f"only {leaked.get('held_started')} of the {held} threads to park at "
+                        "exit started")
     for key, (blocks, nbytes) in want.items():
         got = report.get(key)
         got_pair = ((got or {}).get("blocks"), (got or {}).get("bytes"))
@@ -1059,6 +1106,25 @@ def _check_exit_report(result: ResultLine, report: dict[str, Any] | None) -> Che
                             f"byte(s); the driver leaked {blocks}, {nbytes}")
     if lost_blocks and not report.get("text_names_lost"):
         problems.append("the text report does not name the lost blocks' function")
+    if int(leaked.get("odd_blocks", 0)):
+        want_site = f"{json_text_of(ODD_SITE_FILE)}:{ODD_SITE_LINE}"
+        if report.get("odd_site") != want_site:
+            problems.append(f"the JSON report's site of the block under an odd file name is "
+                            f"{report.get('odd_site')!r}, not {want_site!r}")
+    every_stack = str(getattr(plan.target, "options", {}).get("stacks", "")) == "1"
+    if (int(leaked.get("signal_blocks", 0)) and every_stack
+            and not report.get("text_signal_stack_whole")):
+        problems.append("the text report's stack of the block made in a signal handler "
+                        "stops at the signal frame (no frame of the code that raised it)")
+    if (plan.workload.exit_symbolizer is not None and lost_blocks
+            and not report.get("text_frame_has_line")):
+        problems.append(f"symbolizer={plan.workload.exit_symbolizer}: no frame of the text "
+                        "report names the lost blocks' allocation by file:line")
+    if (plan.workload.exit_symbolizer is not None and int(leaked.get("pc_blocks", 0))
+            and not report.get("json_site_frame")):
+        problems.append(f"symbolizer={plan.workload.exit_symbolizer}: the JSON report "
+                        "gives the code-address site no frame naming the allocating call "
+                        "(exit_leak_blocks at its file:line)")
     return Check(name="exit_leaks", ok=not problems, detail="; ".join(problems))
 
 

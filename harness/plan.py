@@ -245,6 +245,14 @@ class Workload(_Model):
     #: function): the heap's leak report at exit must list exactly them (NMM targets
     #: with tracking; other targets ignore it); 0 = a heap of the trial's own
     exit_leaks: int = Field(default=0, ge=0, le=4096)
+    #: with exit_leaks (NMM targets, x86-64): this many threads each allocate one block and
+    #: park until the process exits, holding its address in a register alone; the heap's
+    #: scan at exit must stop them to find those blocks still reachable
+    exit_held: int = Field(default=0, ge=0, le=16)
+    #: with exit_leaks (NMM targets): the process's ``symbolizer`` key for the report at
+    #: exit (a program name or path, e.g. ``addr2line``); the text report's stack must then
+    #: name the lost blocks' allocation by file:line. None = the heap's own choice, unjudged
+    exit_symbolizer: str | None = Field(default=None, min_length=1)
     #: with exit_leaks (NMM targets): NMM_OPTIONS pieces put before the target's own, each
     #: a bad key or value (``nosuch=1``, ``quarantine=lots``) the default heap must name on
     #: stderr, once, and ignore while every other key applies, or ``help`` (its key table
@@ -291,6 +299,17 @@ class Workload(_Model):
             raise field_error("bad_options", list(self.bad_options),
                               "none without exit_leaks (only the default heap reads "
                               "NMM_OPTIONS and names its bad pieces)")
+        if self.exit_held and not self.exit_leaks:
+            raise field_error("exit_held", self.exit_held, "0 without exit_leaks (the parked "
+                              "threads' blocks are judged by the default heap's leak report "
+                              "at exit)")
+        if self.exit_symbolizer is not None and not self.exit_leaks:
+            raise field_error("exit_symbolizer", self.exit_symbolizer, "none without "
+                              "exit_leaks (it names the symbolizer of the default heap's "
+                              "leak report at exit)")
+        if self.exit_symbolizer is not None and ":" in self.exit_symbolizer:
+            raise field_error("exit_symbolizer", self.exit_symbolizer, "a program name or "
+                              "path without ':' (NMM_OPTIONS separates keys with it)")
         return self
 
     @model_validator(mode="after")
@@ -569,12 +588,12 @@ class Plan(_Model):
     def plan_hash(self) -> str:
         """A stable hash of what a trial does, independent of ``seed``/``seeds``/``name``."""
         data = self.model_dump(mode="json", exclude=set(UNHASHED))
-        if not data["workload"]["bad_options"]:
-            # added later: a plan that does not use it keeps the hash it had (reports
-            # and journals match trials across runs by it)
-            del data["workload"]["bad_options"]
-        if not data["workload"]["exit_damage"]:
-            del data["workload"]["exit_damage"]
+        for key, default in (("bad_options", []), ("exit_damage", False), ("exit_held", 0),
+                             ("exit_symbolizer", None)):
+            if data["workload"][key] == default:
+                # added later: a plan that does not use it keeps the hash it had (reports
+                # and journals match trials across runs by it)
+                del data["workload"][key]
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -178,7 +178,8 @@ class PyDriver:
             ("realloc", w.realloc, 0.05), ("calloc", w.calloc, 0.04),
             ("aligned", w.aligned, 0.04), ("calloc_count", w.calloc_count, 1),
             ("edge_every", w.edge_every, 0), ("exit_leaks", w.exit_leaks, 0),
-            ("bad_options", w.bad_options, []))
+            ("bad_options", w.bad_options, []), ("exit_held", w.exit_held, 0),
+            ("exit_symbolizer", w.exit_symbolizer, None))
             if value != default]
         if changed:
             raise UnsupportedFeature(f"the Python driver runs its own op mix: workload."

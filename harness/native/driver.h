@@ -13,6 +13,7 @@
 #include "prng.h"
 
 #define DRV_MAX_THREADS 1024
+#define DRV_MAX_EXIT_HELD 16 /* --exit-held: threads parked at exit */
 #define DRV_MAX_RANGES 16
 #define SIZE_STEPS 256
 #define DRV_MAX_FAULT_SPECS 32
@@ -121,6 +122,10 @@ typedef struct options {
     uint32_t exit_leaks;     /* run: blocks leaked on purpose after the teardown checks, for
                               * the default heap's leak report at exit (exitleak.c); 0 = none:
                               * the trial's own heap, destroyed at the end */
+    uint32_t exit_held;      /* run with exit_leaks: threads parked at exit, each holding one
+                              * block in a register alone (exitleak.c); 0 = none */
+    const char *exit_symbolizer; /* run with exit_leaks: the symbolizer= process key (NULL =
+                                  * the heap's own choice); the report must name file:line */
     const char *bad_options; /* run with exit_leaks: NMM_OPTIONS pieces put before the
                               * others, unchecked (the default heap names and ignores each
                               * bad one; "help" prints its key table); NULL = none */
@@ -186,7 +191,8 @@ typedef struct target {
 /* Configure the process's default heap (NMM_OPTIONS = bad_options, if any, then
  * nmm_options, then the exit report's process keys) before its first use; false with
  * err set when the directory or the string cannot be made. */
-bool exit_leak_configure(const char *bad_options, const char *nmm_options, char *err,
+bool exit_leak_configure(const char *bad_options, const char *nmm_options,
+                         const char *symbolizer, uint64_t seed, char *err,
                          size_t err_len);
 /* Leak o->exit_leaks blocks of the default heap on purpose (no pointer kept) and add
  * "exit_leaks" (blocks, bytes, and those made under the suppressed function; with

@@ -43,6 +43,12 @@ static const char usage[] =
     "  --exit-leaks N            run on the default heap (NMM_OPTIONS) and leak N blocks after the\n"
     "                            teardown checks; its leak report at exit is read back into an\n"
     "                            exit_report line (0 = a heap of its own, the default)\n"
+    "  --exit-held K             with --exit-leaks (x86-64): K threads (<= 16) each allocate a\n"
+    "                            block and park until exit holding it in a register alone;\n"
+    "                            the leak report must count those blocks still reachable\n"
+    "  --exit-symbolizer NAME    with --exit-leaks: the process's symbolizer= key (a program,\n"
+    "                            e.g. addr2line); the text report must then name the lost\n"
+    "                            blocks' allocation by file:line\n"
     "  --bad-options STR         with --exit-leaks: NMM_OPTIONS pieces put before the others\n"
     "                            (bad keys or values the default heap must name on stderr\n"
     "                            and ignore, or 'help'); not checked by the driver\n"
@@ -401,8 +407,8 @@ int main(int argc, char **argv)
             "--live", "--cross", "--realloc", "--thread-churn", "--fork-every", "--fault",
             "--progress-every", "--sample-every", "--no-check", "--worker", "--count",
             "--repeat", "--duration", "--worker-ops", "--calloc", "--aligned",
-            "--calloc-count", "--edge-every", "--exit-leaks", "--bad-options",
-            "--exit-damage", NULL};
+            "--calloc-count", "--edge-every", "--exit-leaks", "--exit-held", "--exit-symbolizer",
+            "--bad-options", "--exit-damage", NULL};
         bool is_known = false;
         for (int k = 0; known[k]; k++)
             is_known = is_known || strcmp(name, known[k]) == 0;
@@ -472,6 +478,15 @@ int main(int argc, char **argv)
         } else if (strcmp(name, "--exit-leaks") == 0) {
             allowed = MODE_RUN;
             o.exit_leaks = (uint32_t)need_u64(name, val, 0, 4096, false);
+        } else if (strcmp(name, "--exit-held") == 0) {
+            allowed = MODE_RUN;
+            o.exit_held = (uint32_t)need_u64(name, val, 0, DRV_MAX_EXIT_HELD, false);
+        } else if (strcmp(name, "--exit-symbolizer") == 0) {
+            allowed = MODE_RUN;
+            if (!*val || strchr(val, ':'))
+                usage_error("--exit-symbolizer: expected a program name or path without ':', "
+                            "got '%s'", val);
+            o.exit_symbolizer = val;
         } else if (strcmp(name, "--bad-options") == 0) {
             allowed = MODE_RUN;
             o.bad_options = val;
@@ -533,6 +548,16 @@ int main(int argc, char **argv)
     if (o.exit_damage && !o.exit_leaks)
         usage_error("--exit-damage: needs --exit-leaks (the damaged blocks are leaked ones, "
                     "for the default heap's exit check)");
+    if (o.exit_symbolizer && !o.exit_leaks)
+        usage_error("--exit-symbolizer: needs --exit-leaks (it names the symbolizer of the "
+                    "default heap's leak report at exit)");
+    if (o.exit_held && !o.exit_leaks)
+        usage_error("--exit-held: needs --exit-leaks (the parked threads' blocks are judged "
+                    "by the default heap's leak report at exit)");
+#if !defined(__x86_64__)
+    if (o.exit_held)
+        usage_error("--exit-held: x86-64 only (a parked thread holds its block in rbx)");
+#endif
     if (o.exit_leaks && strcmp(o.target, "nmm") != 0)
         usage_error("--exit-leaks: applies to --target nmm only (the leak report at exit is "
                     "the default NMM heap's)");

@@ -537,7 +537,9 @@ static bool setup(trial_t *tr, const options_t *o)
     tr->o = o;
     char err[600];
     bool on_default = o->exit_leaks > 0;
-    if (on_default && !exit_leak_configure(o->bad_options, o->nmm_options, err, sizeof err)) {
+    if (on_default && !exit_leak_configure(o->bad_options, o->nmm_options,
+                                                o->exit_symbolizer, o->seed, err,
+                                                sizeof err)) {
         out_error("%s", err);
         return false;
     }

@@ -4,29 +4,46 @@ exit_report line, which the oracle holds against what it leaked."""
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness._isolate import run_child
-from harness.oracle import judge
+from harness.oracle import ODD_SITE_FILE, ODD_SITE_LINE, json_text_of, judge
 from harness.plan import Plan
 
 
-def _plan(level: str, options: dict[str, object]) -> Plan:
+def _plan(level: str, options: dict[str, object], **workload: object) -> Plan:
     return Plan.model_validate({"schema_version": 1,
                                 "target": {"kind": "nmm", "level": level, "options": options},
-                                "workload": {"threads": 2, "ops": 4000, "exit_leaks": 12},
+                                "workload": {"threads": 2, "ops": 4000, "exit_leaks": 12,
+                                             **workload},
                                 "faults": [{"kind": "double_free"}]})
 
 
-def _run(driver: Path, level: str, options: str) -> tuple[object, object]:
+def _run(driver: Path, level: str, options: str, *extra: str) -> tuple[Any, Any]:
     argv = [str(driver), "run", "--target", "nmm", "--nmm-options",
             f"level={level}:policy=record:{options}", "--seed", "3", "--threads", "2",
             "--ops", "4000", "--exit-leaks", "12", "--fault", "double_free",
-            "--progress-every", "0"]
+            "--progress-every", "0", *extra]
     obs = run_child(argv, 120.0, env={"PATH": "/usr/bin:/bin"})
     return obs, obs.exit_report
+
+
+def _report_files_left(pid: int) -> list[str]:
+    """The trial's report files still under /tmp (other trials' directories come and go
+    while we look: a glob over them can fail with FileNotFoundError)."""
+    left = []
+    for d in Path("/tmp").iterdir():
+        if d.name.startswith("nmm-exit-"):
+            try:
+                left += [n for n in os.listdir(d) if n.startswith(f"nmm.{pid}")]
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+    return left
 
 
 @pytest.mark.parametrize("level", ["off", "standard", "paranoid"])
@@ -34,16 +51,100 @@ def test_the_heaps_exit_report_lists_exactly_the_blocks_leaked(driver: Path, lev
     obs, report = _run(driver, level, "tracking=1:stacks=1")
     assert obs.result is not None and obs.result.exit_leaks is not None
     leaked = obs.result.exit_leaks
+    # blocks 2 and 10 of the 12 are chained (pointed to only by lost blocks 0 and 8)
     assert leaked["blocks"] == 12 and leaked["suppressed_blocks"] == 3
+    assert leaked["indirect_blocks"] == 2 and leaked["held_threads"] == 0
     assert isinstance(report, dict) and report["json"] and report["text_names_lost"]
-    assert report["definitely_lost"] == {"blocks": 9, "bytes": leaked["bytes"]
-                                         - leaked["suppressed_bytes"]}
+    assert report["definitely_lost"] == {"blocks": 7, "bytes": leaked["bytes"]
+                                         - leaked["suppressed_bytes"]
+                                         - leaked["indirect_bytes"]}
+    assert report["indirectly_lost"] == {"blocks": 2, "bytes": leaked["indirect_bytes"]}
     assert report["suppressed"] == {"blocks": 3, "bytes": leaked["suppressed_bytes"]}
+    assert report["still_reachable"] == {"blocks": 0, "bytes": 0}
+    # block 4's site has a file name the JSON report must escape and clean: parsed, it
+    # is the oracle's own decoding of the same bytes
+    assert leaked["odd_blocks"] == 1
+    assert report["odd_site"] == f"{json_text_of(ODD_SITE_FILE)}:{ODD_SITE_LINE}"
+    # block 6, made in a signal handler: its stack goes on past the signal frame
+    assert leaked["signal_blocks"] == 1 and report["text_signal_stack_whole"] is True
     assert obs.exit_code == 0  # exitcode=0: the leaks are on purpose
     verdict = judge(_plan(level, {"tracking": 1, "stacks": "1"}), obs)
     assert verdict.passed, verdict.reasons
     # the log directory the driver made for the report is gone
-    assert not list(Path("/tmp").glob(f"nmm-exit-*/nmm.{obs.start['pid']}*"))
+    assert not _report_files_left(obs.start["pid"])
+    # the signal handler's stack cut at the signal frame: the trial fails
+    report["text_signal_stack_whole"] = False
+    verdict = judge(_plan(level, {"tracking": 1, "stacks": "1"}), obs)
+    assert not verdict.passed and any("signal frame" in r for r in verdict.reasons)
+    report["text_signal_stack_whole"] = True
+    # the odd site's name passed through raw (an invalid byte kept): the trial fails
+    saved = report["odd_site"]
+    report["odd_site"] = saved.replace("\ufffd", "\udcff", 1)
+    verdict = judge(_plan(level, {"tracking": 1, "stacks": "1"}), obs)
+    assert not verdict.passed and any("odd file name" in r for r in verdict.reasons)
+    report["odd_site"] = saved
+    # the chained blocks counted definitely lost (no indirect pass): the trial fails
+    report["definitely_lost"] = {"blocks": 9, "bytes": leaked["bytes"]
+                                 - leaked["suppressed_bytes"]}
+    report["indirectly_lost"] = {"blocks": 0, "bytes": 0}
+    verdict = judge(_plan(level, {"tracking": 1, "stacks": "1"}), obs)
+    assert not verdict.passed and any("indirectly_lost" in r for r in verdict.reasons)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="--exit-held parks in rbx")
+@pytest.mark.parametrize("level", ["off", "paranoid"])
+def test_blocks_held_in_a_parked_threads_register_are_still_reachable(
+        driver: Path, level: str) -> None:
+    """Two threads park until exit holding one block each in rbx alone: the heap's exit
+    scan finds them only by stopping the threads and reading their saved registers
+    (roots.c's stop handler). With symbolizer=addr2line, a frame of the lost blocks' stack
+    names their allocation by file:line (the addr2line fallback)."""
+    obs, report = _run(driver, level, "tracking=1:stacks=1", "--exit-held", "2",
+                       "--exit-symbolizer", "addr2line")
+    plan = _plan(level, {"tracking": 1, "stacks": "1"}, exit_held=2,
+                 exit_symbolizer="addr2line")
+    leaked = obs.result.exit_leaks
+    assert leaked["held_started"] == 2 and leaked["held_blocks"] == 2
+    assert report["still_reachable"] == {"blocks": 2, "bytes": leaked["held_bytes"]}
+    assert report["text_frame_has_line"] is True
+    # block 7's site is a code address: the JSON report symbolizes it as a frame
+    assert leaked["pc_blocks"] == 1 and report["json_site_frame"] is True
+    verdict = judge(plan, obs)
+    assert verdict.passed, verdict.reasons
+    # each way the report could be wrong there fails the trial
+    lost = dict(report["definitely_lost"])
+    for key, value in (("still_reachable", {"blocks": 0, "bytes": 0}),
+                       ("definitely_lost", {"blocks": lost["blocks"] + 2,
+                                            "bytes": lost["bytes"] + leaked["held_bytes"]}),
+                       ("text_frame_has_line", False), ("json_site_frame", False)):
+        saved = report[key]
+        report[key] = value
+        verdict = judge(plan, obs)
+        assert not verdict.passed, key
+        report[key] = saved
+    # a plan that parks threads judged on a driver that parked none
+    leaked.update({"held_threads": 0, "held_started": 0, "held_blocks": 0, "held_bytes": 0})
+    verdict = judge(plan, obs)
+    assert not verdict.passed and any("parks 2 thread(s)" in r for r in verdict.reasons)
+
+
+def test_exit_held_and_symbolizer_need_exit_leaks(driver: Path) -> None:
+    for extra in (["--exit-held", "2"], ["--exit-symbolizer", "addr2line"]):
+        bad = run_child([str(driver), "run", "--target", "nmm", *extra], 60.0,
+                        env={"PATH": "/usr/bin:/bin"})
+        assert bad.exit_code == 2 and f"{extra[0]}: needs --exit-leaks" in bad.stderr_tail
+    bad = run_child([str(driver), "run", "--target", "nmm", "--exit-leaks", "4",
+                     "--exit-symbolizer", "a:b"], 60.0, env={"PATH": "/usr/bin:/bin"})
+    assert bad.exit_code == 2 and "without ':'" in bad.stderr_tail
+    bad = run_child([str(driver), "run", "--target", "nmm", "--exit-leaks", "4",
+                     "--exit-held", "17"], 60.0, env={"PATH": "/usr/bin:/bin"})
+    assert bad.exit_code == 2 and "--exit-held" in bad.stderr_tail
+    with pytest.raises(ValueError, match="exit_held"):
+        Plan.model_validate({"schema_version": 1, "target": {"kind": "nmm"},
+                             "workload": {"exit_held": 2}})
+    with pytest.raises(ValueError, match="exit_symbolizer"):
+        Plan.model_validate({"schema_version": 1, "target": {"kind": "nmm"},
+                             "workload": {"exit_leaks": 4, "exit_symbolizer": "a:b"}})
 
 
 def test_no_leak_report_at_exit_fails_the_trial(driver: Path) -> None:
@@ -118,7 +219,8 @@ def test_the_exit_check_names_the_blocks_damaged_before_the_exit(driver: Path, l
     assert (freed is not None) == (level == "paranoid")
     report = obs.exit_report
     assert isinstance(report, dict) and report["suppressed"]["blocks"] == 3
-    assert report["definitely_lost"]["blocks"] == 9  # the damaged ones still counted lost
+    # the damaged ones still counted lost (blocks 2 and 10 are chained: indirectly lost)
+    assert report["definitely_lost"]["blocks"] == 7
     named = {(e["kind"], int(e["address"], 16)) for e in report["exit_errors"]}
     want = {("overflow", int(a, 16)) for a in damaged} | (
         {("use_after_free", int(freed, 16))} if freed else set())
@@ -137,3 +239,26 @@ def test_exit_damage_needs_exit_leaks(driver: Path) -> None:
     obs = run_child([str(driver), "run", "--target", "nmm", "--exit-damage"], 60.0,
                     env={"PATH": "/usr/bin:/bin"})
     assert obs.exit_code == 2 and "--exit-damage: needs --exit-leaks" in obs.stderr_tail
+
+
+def test_the_oracles_json_text_keeps_valid_utf8_and_replaces_each_invalid_byte() -> None:
+    assert json_text_of(b"a\xc3\xa9\xf0\x9f\x98\x80") == "a\u00e9\U0001f600"
+    # a lead byte cut short, an overlong '/', a surrogate, past U+10FFFF: one U+FFFD a byte
+    assert json_text_of(b"\xc3(") == "\ufffd("
+    assert json_text_of(b"\xc0\xaf") == "\ufffd" * 2
+    assert json_text_of(b"\xed\xa0\x80") == "\ufffd" * 3
+    assert json_text_of(b"\xf4\x90\x80\x80") == "\ufffd" * 4
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5, 6])
+def test_each_suppression_shape_suppresses_exactly_its_function(driver: Path, seed: int) -> None:
+    """The seed picks the suppressed function's pattern (plain, anchored at both ends,
+    stars with whitespace and a CR around it, anchors with a star); decoys that nearly
+    match the lost blocks' frames are in every file and must match none."""
+    argv = [str(driver), "run", "--target", "nmm", "--nmm-options",
+            "level=standard:policy=record:tracking=1:stacks=1", "--seed", str(seed),
+            "--threads", "1", "--ops", "500", "--exit-leaks", "8", "--progress-every", "0"]
+    obs = run_child(argv, 120.0, env={"PATH": "/usr/bin:/bin"})
+    leaked, report = obs.result.exit_leaks, obs.exit_report
+    assert report["suppressed"] == {"blocks": 2, "bytes": leaked["suppressed_bytes"]}
+    assert report["definitely_lost"]["blocks"] == 8 - 2 - leaked["indirect_blocks"]

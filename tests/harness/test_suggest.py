@@ -39,9 +39,9 @@ def test_plan_key_misspelt_in_a_file_gets_a_suggestion(write_plan):
 @pytest.mark.parametrize(("override", "message"), [
     ("workload.thraeds=2", "--set workload.thraeds=2: workload.thraeds: unknown key; "
      "expected one of: aligned, bad_options, calloc, calloc_count, check, cross, duration_s, "
-     "edge_every, exit_damage, "
-     "exit_leaks, fork_every, live, ops, progress_every, realloc, sizes, thread_churn, threads, "
-     "worker_ops; did you mean 'threads'?"),
+     "edge_every, exit_damage, exit_held, exit_leaks, exit_symbolizer, fork_every, live, "
+     "ops, progress_every, realloc, sizes, thread_churn, threads, worker_ops; did you mean "
+     "'threads'?"),
     ("target.level=paranoi", "--set target.level=paranoi: target.level: given 'paranoi'; "
      "expected 'off', 'standard' or 'paranoid'; did you mean 'paranoid'?"),
     ("sed=3", "did you mean 'seed'?"),
