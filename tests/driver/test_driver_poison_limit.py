@@ -1,0 +1,45 @@
+"""Paranoid with poison_limit (chaos_plans/poison_limit.toml, poison_limit_words.toml): a
+freed block longer than twice the limit is poisoned and checked at its two ends only, so
+a use after free there must still be reported at the byte written. Each plan's trial on
+the real driver passes the oracle with every fault detected at an end of its block; the
+allocator with the tail left unchecked (tests/bugs/poison_limit_tail_unchecked.patch) or
+with the word loop one word short (tests/bugs/poison_word_loop_short.patch) fails them
+(the bugs' notes in the issue)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness._driver import driver_args
+from harness._isolate import run_child
+from harness.loader import load_plan
+from harness.oracle import judge
+
+PLANS = Path(__file__).resolve().parents[2] / "chaos_plans"
+
+
+@pytest.mark.parametrize(("name", "limit"), [("poison_limit", 128), ("poison_limit_words", 8)])
+def test_writes_at_the_poisoned_ends_are_reported_where_written(driver: Path, name: str,
+                                                                 limit: int) -> None:
+    plan = load_plan(PLANS / f"{name}.toml")
+    assert plan.target.options["poison_limit"] == limit
+    # every request is longer than twice the limit: the limit applies to each block
+    assert min(r.lo for r in plan.workload.sizes) > 2 * limit
+    obs = run_child([str(driver), *driver_args(plan, plan.seed)], 120.0)
+    assert obs.exit_code == 0 and obs.result is not None, obs.stderr_tail
+    verdict = judge(plan, obs)
+    assert verdict.passed, verdict.reasons
+    assert len(obs.faults) == len(plan.faults)
+    uaf = [e for e in obs.events if e.kind == "use_after_free"]
+    for f in obs.faults:
+        assert f.kind == "uaf_write" and f.offset is not None and f.bytes is not None
+        # the write is inside the head's limit bytes or reaches the block's last bytes
+        assert f.offset + f.bytes <= limit or f.offset + f.bytes == f.size, f
+        hits = [e for e in uaf if e.address == f.address]
+        assert hits and hits[0].detail == f.offset, (f, hits)
+    # the same trial without those reports misses every fault: the oracle fails it
+    quiet = obs.model_copy(update={"events": tuple(e for e in obs.events if e not in uaf)})
+    bad = judge(plan, quiet)
+    assert not bad.passed and all(v.outcome == "missed" for v in bad.faults), bad.reasons
