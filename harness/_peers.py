@@ -241,7 +241,10 @@ def resolve_target(target: NmmTarget | MallocTarget | LibTarget) -> Target:
     peer, a peer that is not installed or a library that is not there."""
     if isinstance(target, NmmTarget):
         options = target.nmm_options()
-        return Target(target.label, f"NMM heap ({options})", "nmm", nmm_options=options)
+        env = target.process_env()
+        return Target(target.label, f"NMM heap ({options})"
+                      + "".join(f" {k}={v}" for k, v in env.items()), "nmm",
+                      nmm_options=options, env=tuple(sorted(env.items())))
     if isinstance(target, LibTarget):
         path = os.path.abspath(target.path)
         if not os.path.isfile(path):

@@ -196,7 +196,9 @@ def _nmm_at(own: NmmTarget | None, token: str) -> NmmTarget:
     """An NMM heap at a level token, keeping the plan's own other options."""
     level, policy = parse_level(token)
     options = dict(own.options) if own is not None else {}
-    return NmmTarget(level=level, policy=policy, options=options)  # type: ignore[arg-type]
+    process = dict(own.process_options) if own is not None else {}
+    return NmmTarget(level=level, policy=policy, options=options,  # type: ignore[arg-type]
+                     process_options=process)
 
 
 def _peer_names() -> list[str]:
@@ -363,7 +365,8 @@ def _level_gates(base: Plan, target: Any) -> bool:
     own = base.target
     return (isinstance(target, NmmTarget) and isinstance(own, NmmTarget)
             and target.level in base.expect.levels and target.policy == own.policy
-            and target.options == own.options)
+            and target.options == own.options
+            and target.process_options == own.process_options)
 
 
 def skipped_pairs(defn: Definition) -> list[str]:

@@ -186,7 +186,8 @@ def _check_nmm_options(plan: Plan, prov: Provenance, file: str) -> None:
     uses), so a bad key or value fails validation rather than the run's first trial."""
     from harness.plan import NmmTarget
 
-    if not isinstance(plan.target, NmmTarget) or not plan.target.options:
+    if not isinstance(plan.target, NmmTarget) or not (plan.target.options
+                                                      or plan.target.process_options):
         return
     try:
         from allocator import Heap, InvalidArgument, NmmError
@@ -211,6 +212,21 @@ def _check_nmm_options(plan: Plan, prov: Provenance, file: str) -> None:
             problems.append(f"{source}: target.options.{key}: {exc}")
         except NmmError:  # parsed, but no heap here (memory): the trial will tell
             pass
+    for key, value in plan.target.process_options.items():
+        # the heap parser refuses a process key by its scope ("applies to the whole
+        # process"); a heap key or an unknown one is named here
+        source = _source_of(["target", "process_options", key], prov, file)
+        try:
+            proc: dict[str, Any] = {key: value}
+            Heap(level=plan.target.level, **proc).close()
+        except InvalidArgument as exc:
+            if "applies to the whole process" not in str(exc):
+                problems.append(f"{source}: target.process_options.{key}: {exc}")
+            continue
+        except NmmError:
+            pass
+        problems.append(f"{source}: target.process_options.{key}: a heap key (one heap's "
+                        "option): set it in target.options")
     if problems:
         raise _plan_error(file, problems)
 

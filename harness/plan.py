@@ -86,6 +86,12 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
 
+def _pieces(options: dict[str, str | int | float | bool]) -> list[str]:
+    """``key=value`` pieces of NMM_OPTIONS (a bool as 1 or 0)."""
+    return [f"{key}={('1' if item else '0') if isinstance(item, bool) else item}"
+            for key, item in options.items()]
+
+
 class NmmTarget(_Model):
     """An NMM heap inside the native driver, configured like ``NMM_OPTIONS``."""
 
@@ -94,8 +100,11 @@ class NmmTarget(_Model):
     policy: Literal["record", "abort"] = "record"
     #: any further NMM_OPTIONS key (``quarantine = "4M"``, ``sweep = 1000``)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    #: NMM_OPTIONS process keys (``avx2 = 0``): they configure the whole driver process,
+    #: so they go into its environment's ``NMM_OPTIONS``, not into its heap's options
+    process_options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
-    @field_validator("options")
+    @field_validator("options", "process_options")
     @classmethod
     def _check_options(cls, value: dict[str, Any]) -> dict[str, Any]:
         for key, item in value.items():
@@ -111,10 +120,14 @@ class NmmTarget(_Model):
     def nmm_options(self) -> str:
         """The ``NMM_OPTIONS`` string for this target (``level=standard:policy=record``)."""
         parts = [f"level={self.level}", f"policy={self.policy}"]
-        for key, item in self.options.items():
-            text = ("1" if item else "0") if isinstance(item, bool) else str(item)
-            parts.append(f"{key}={text}")
+        parts += _pieces(self.options)
         return ":".join(parts)
+
+    def process_env(self) -> dict[str, str]:
+        """The driver's environment for ``process_options`` (``{"NMM_OPTIONS": "avx2=0"}``;
+        empty when there are none)."""
+        return {"NMM_OPTIONS": ":".join(_pieces(self.process_options))} \
+            if self.process_options else {}
 
     @property
     def label(self) -> str:
@@ -594,6 +607,8 @@ class Plan(_Model):
                 # added later: a plan that does not use it keeps the hash it had (reports
                 # and journals match trials across runs by it)
                 del data["workload"][key]
+        if isinstance(self.target, NmmTarget) and not self.target.process_options:
+            del data["target"]["process_options"]  # the same, for process_options
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

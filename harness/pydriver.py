@@ -169,6 +169,10 @@ class PyDriver:
         if plan.target.policy != "record":
             raise UnsupportedFeature("the Python driver runs in-process: policy must be "
                                      "'record' (use the native driver for 'abort')")
+        if plan.target.process_options:
+            raise UnsupportedFeature("the Python driver runs in-process: target."
+                                     "process_options (NMM_OPTIONS of a process of its own) "
+                                     "needs the native driver (--engine native)")
         if plan.workload.duration_s is not None or plan.workload.worker_ops is not None:
             raise UnsupportedFeature("the Python driver runs workload.ops per worker; "
                                      "workload.duration_s and workload.worker_ops need the "

@@ -44,6 +44,7 @@ KEYS = (
     "symbolize",
     "copy_check",
     "symbolizer",
+    "avx2",
 )
 FIELDS = {
     "limit": "limit_bytes",

@@ -140,6 +140,9 @@ NMM_API void nmm_config_init(nmm_config_t *cfg);
  *                                          PREFIX.<pid> / PREFIX.<pid>.json
  *   log_summary                   0        bool: with log_path, error summary lines
  *                                          on stderr too
+ *   avx2                          1        bool: paranoid's poison of blocks over 256
+ *                                          bytes uses AVX2 when the CPU has it; 0 = the
+ *                                          SSE2 code (a CPU without AVX2 runs it)
  *   (leaks, suppressions, exitcode, symbolize, symbolizer: `NMM_OPTIONS=help`)
  * Pieces are separated by ':'; blanks around keys and values and empty pieces
  * are ignored; a later key overrides an earlier one. NMM_OPTIONS itself is read

@@ -860,11 +860,11 @@ void detect_poison(uint8_t *p, size_t n);
 /* The same under the heap's poison_limit (a long block: its two ends only);
  * freed blocks are poisoned and checked this way, never-used ones in full. */
 void detect_poison_h(const nmm_heap_t *h, uint8_t *p, size_t n);
+/* The offset of the first damaged poison byte (of what poison_limit leaves
+ * poisoned), or -1. */
 long detect_poison_damage_h(const nmm_heap_t *h, const uint8_t *p, size_t n);
 void detect_note_poison_extent_h(const nmm_heap_t *h, const uint8_t *p, size_t n,
                                  const uint8_t *user, long first);
-/* Returns the offset of the first damaged poison byte, or -1. */
-long detect_poison_damage(const uint8_t *p, size_t n);
 /* For the use-after-free report that follows: the last damaged byte of the
  * poisoned range [p, p + n) (first is the first damaged offset in it), as an
  * offset from user (events_extent_last). */

@@ -150,16 +150,23 @@ __attribute__((target("avx2"))) static void poison_fill_avx2(uint8_t *p, size_t 
     }
 }
 
-/* 0 = not known yet, 1 = no AVX2, 2 = AVX2. A racy first use is harmless (every
- * thread computes the same answer). */
+/* 0 = not known yet, 1 = no AVX2 (or avx2=0 in NMM_OPTIONS), 2 = AVX2. A racy first
+ * use is harmless (every thread computes the same answer). */
 static int poison_avx2_state;
+
+/* avx2=0 (a process key): set when a paranoid heap is made (detect_quarantine_init),
+ * before any thread can poison with it, and only ever from 0 to 1. A plain int, read
+ * once by poison_has_avx2's first use: the options' own atomics run where the heap is
+ * made, not at a worker's first big free (the chaos build's recorded schedules count
+ * every atomic a worker runs). */
+static int poison_sse2_forced;
 
 static bool poison_has_avx2(void)
 {
     int st = __atomic_load_n(&poison_avx2_state, __ATOMIC_RELAXED);
     if (unlikely(st == 0)) {
         __builtin_cpu_init();  /* the preload library may get here before constructors */
-        st = __builtin_cpu_supports("avx2") ? 2 : 1;
+        st = __builtin_cpu_supports("avx2") && !poison_sse2_forced ? 2 : 1;
         __atomic_store_n(&poison_avx2_state, st, __ATOMIC_RELAXED);
     }
     return st == 2;
@@ -202,6 +209,8 @@ void detect_poison_fill_big(uint8_t *p, size_t n)
 {
     memset(p, POISON_BYTE, n);
 }
+
+static int poison_sse2_forced; /* no vector code: nothing to choose */
 #endif
 
 /* Offset of the first damaged poison byte, or -1. Clean blocks leave through
@@ -214,11 +223,6 @@ static long poison_damage(const uint8_t *p, size_t n)
         if (p[i] != POISON_BYTE)
             return (long)i;
     return -1;
-}
-
-long detect_poison_damage(const uint8_t *p, size_t n)
-{
-    return poison_damage(p, n);
 }
 
 /* The same over what poison_limit leaves poisoned (both ends of a long block). */
@@ -342,6 +346,8 @@ void detect_poison_fresh(nmm_heap_t *h, slab_t *s)
 
 bool detect_quarantine_init(nmm_heap_t *h)
 {
+    if (!options_process()->avx2)
+        poison_sse2_forced = 1;
     h->quar_max_bytes = h->cfg.quarantine_bytes;
     size_t cap = h->quar_max_bytes / 32 + 64;
     if (cap > ((size_t)1 << 20))

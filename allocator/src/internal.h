@@ -216,6 +216,8 @@ typedef struct options_process {
     uint32_t copy_check;      /* 1 = the preload library checks memcpy & co. (standard and
                                * above); 0 = they go straight to the C library's */
     uint32_t log_summary;     /* with log_path: error reports' summary lines on stderr too */
+    uint32_t avx2;            /* 1 = paranoid poisons big blocks with AVX2 when the CPU has it;
+                               * 0 = with SSE2, as on a CPU without AVX2 */
     const char *log_path;     /* PREFIX of PREFIX.<pid>; NULL = stderr */
     const char *suppressions; /* LSan-format file; NULL = built-in ones only */
     const char *symbolizer;   /* symbolizer program; NULL = search PATH */

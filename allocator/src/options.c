@@ -130,6 +130,10 @@ static const option_def_t options[] = {
     {"symbolizer", OPT_STRING, PFIELD(symbolizer), "", "path",
      "the symbolizer to run (llvm-symbolizer or addr2line); empty = the first of "
      "llvm-symbolizer, llvm-symbolizer-N, addr2line on PATH"},
+    {"avx2", OPT_BOOL, PFIELD(avx2), "1", "bool",
+     "paranoid: blocks over 256 bytes are poisoned and checked with AVX2 when the CPU has "
+     "it; 0 = with the SSE2 code a CPU without AVX2 runs (the same checks: to test that "
+     "path on a machine with AVX2)"},
 };
 #define OPTION_COUNT (sizeof options / sizeof options[0])
 

@@ -431,6 +431,30 @@ def test_nmm_options_are_checked_by_the_allocator_parser_naming_key_and_file(wri
         load_plan(write_plan("schema_version = 1\n", "ok.toml"), ["target.options.sweep=-1"])
 
 
+def test_process_options_go_to_the_driver_environment_and_are_checked(write_plan):
+    """target.process_options: NMM_OPTIONS process keys for the driver process (its
+    environment, not its heap's options); a heap key or an unknown key there is named."""
+    from harness._peers import resolve_target
+
+    path = write_plan('schema_version = 1\n[target]\nlevel = "paranoid"\n'
+                      'process_options = { avx2 = 0 }\n')
+    target = load_plan(path).target
+    assert target.process_env() == {"NMM_OPTIONS": "avx2=0"}
+    resolved = resolve_target(target)
+    assert dict(resolved.env) == {"NMM_OPTIONS": "avx2=0"}
+    assert resolved.child_env({"NMM_OPTIONS": "level=off", "PATH": "/bin"}) == {
+        "NMM_OPTIONS": "avx2=0", "PATH": "/bin"}
+    assert "avx2=0" not in target.nmm_options()
+    assert resolve_target(load_plan(write_plan("schema_version = 1\n", "plain.toml")
+                                    ).target).env == ()
+    with pytest.raises(PlanError) as info:
+        load_plan(path, ["target.process_options.sweep=10"])
+    assert "target.process_options.sweep: a heap key (one heap's option): set it in " \
+           "target.options" in str(info.value)
+    with pytest.raises(PlanError, match=r"target.process_options.frob: unknown key 'frob'"):
+        load_plan(path, ["target.process_options.frob=1"])
+
+
 @pytest.mark.parametrize(("override", "expected"), [
     ("name=", "name: given ''; expected a string with at least 1 character"),
     ("target=malloc:FOO", "target.peer: given 'FOO'; expected a string matching pattern"),
