@@ -1,5 +1,4 @@
-"""Paranoid's poison under its options. poison_limit (chaos_plans/poison_limit.toml,
-poison_limit_words.toml): a
+"""Paranoid's poison under its options. poison_limit (chaos_plans/poison_limit*.toml): a
 freed block longer than twice the limit is poisoned and checked at its two ends only, so
 a use after free there must still be reported at the byte written. Each plan's trial on
 the real driver passes the oracle with every fault detected at an end of its block; the
@@ -25,11 +24,15 @@ from harness.oracle import judge
 PLANS = Path(__file__).resolve().parents[2] / "chaos_plans"
 
 
-@pytest.mark.parametrize(("name", "limit"), [("poison_limit", 128), ("poison_limit_words", 8)])
+@pytest.mark.parametrize(("name", "limit"), [
+    ("poison_limit", 128), ("poison_limit_words", 8),  # thread caches: their own rings
+    ("poison_limit_shared", 128), ("poison_limit_words_shared", 8),  # sweeps: the shared ring
+])
 def test_writes_at_the_poisoned_ends_are_reported_where_written(driver: Path, name: str,
                                                                  limit: int) -> None:
     plan = load_plan(PLANS / f"{name}.toml")
     assert plan.target.options["poison_limit"] == limit
+    assert ("sweep" in plan.target.options) == name.endswith("_shared")
     # every request is longer than twice the limit: the limit applies to each block
     assert min(r.lo for r in plan.workload.sizes) > 2 * limit
     obs = run_child([str(driver), *driver_args(plan, plan.seed)], 120.0)
