@@ -489,11 +489,21 @@ static void quarantine_release(nmm_heap_t *h, const quarantine_entry_t *e)
     NMM_YIELD("class.unlock");
 }
 
-void detect_note_call(void)
+/* The calling thread begins a new allocator call: what it freed before is no longer
+ * pinned. Returns its state (NULL once it is dead). */
+static tstate_t *note_call(void)
 {
     tstate_t *ts = tcache_state();
-    if (ts && !ts->dead)  /* release: what the thread did to the block it freed before */
-        __atomic_store_n(&ts->calls, ts->calls + 1, __ATOMIC_RELEASE);
+    if (!ts || ts->dead)
+        return NULL;
+    /* release: what the thread did to the block it freed before */
+    __atomic_store_n(&ts->calls, ts->calls + 1, __ATOMIC_RELEASE);
+    return ts;
+}
+
+void detect_note_call(void)
+{
+    note_call();
 }
 
 /* The thread that freed e has not made another allocator call since: it may be
@@ -543,11 +553,7 @@ void detect_quarantine_push(nmm_heap_t *h, uint8_t *user, uint8_t *poison, uint3
      * block its previous call freed must find that block still quarantined when it
      * looks at the pointer (counted at the start, another thread's push could take
      * the block in between and hand it out). */
-    tstate_t *owner = tcache_state();
-    if (owner && owner->dead)
-        owner = NULL;
-    if (owner)
-        __atomic_store_n(&owner->calls, owner->calls + 1, __ATOMIC_RELEASE);
+    tstate_t *owner = note_call();
     detect_poison_h(h, poison, room);
     NMM_YIELD("quarantine.lock");
     heap_lock(h, &h->quar_lock);
